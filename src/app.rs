@@ -1,0 +1,224 @@
+//! Wiring: builds components from a configuration, runs the scheduler and
+//! the HTTP server, reloads on SIGHUP or `POST /-/reload`, and shuts down
+//! gracefully on SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::probe::{self, BuildCtx, BuildError};
+use crate::scheduler::Scheduler;
+use crate::state::Component;
+
+/// The configuration in force and its components.
+pub struct Runtime {
+    pub config: Config,
+    pub components: Vec<Arc<Component>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Runtime {
+    pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
+        self.by_name.get(name).map(|i| &self.components[*i])
+    }
+}
+
+pub type ReloadReply = oneshot::Sender<Result<(), String>>;
+
+/// Everything the HTTP handlers read.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    runtime: RwLock<Arc<Runtime>>,
+    pub started: Instant,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub reload_tx: mpsc::Sender<ReloadReply>,
+    pub perf_memo: std::sync::Mutex<Option<(Instant, serde_json::Value)>>,
+}
+
+impl Shared {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_runtime(&self, rt: Arc<Runtime>) {
+        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = rt;
+    }
+
+    pub fn count_cache(&self, hit: bool) {
+        let (counter, label) = if hit { (&self.cache_hits, "hit") } else { (&self.cache_misses, "miss") };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cache_requests.get_or_create(&crate::metrics::CacheResult { result: label }).inc();
+    }
+}
+
+/// Builds the components of `config`, reusing those of `old` that did not
+/// change (same name and configuration) so that they keep their state.
+pub fn build_runtime(config: Config, old: Option<&Runtime>, metrics: &Arc<Metrics>) -> Result<Runtime, BuildError> {
+    let mut components = Vec::with_capacity(config.probes.len());
+    for p in &config.probes {
+        let prev = old.and_then(|o| o.component(&p.name));
+        if let Some(prev) = prev.filter(|c| c.cfg == *p) {
+            components.push(prev.clone());
+            continue;
+        }
+        let ctx = BuildCtx { name: &p.name, metrics: &metrics.kinds };
+        let probe = probe::build(&p.spec, &ctx)?;
+        let c = Component::new(p.clone(), probe, metrics.clone(), config.health.performance.clone());
+        if let Some(prev) = prev {
+            c.inherit(prev);
+        }
+        components.push(Arc::new(c));
+    }
+    let by_name = components.iter().enumerate().map(|(i, c)| (c.name().to_string(), i)).collect();
+    Ok(Runtime { config, components, by_name })
+}
+
+/// Drops the metric series of components that `new` no longer has (or has
+/// with another kind).
+fn forget_removed(old: &Runtime, new: &Runtime, metrics: &Metrics) {
+    for c in &old.components {
+        let kept = new.component(c.name());
+        if kept.is_none_or(|k| !Arc::ptr_eq(k, c)) {
+            c.probe.forget();
+        }
+        if kept.is_none_or(|k| k.kind() != c.kind()) {
+            metrics.forget(c.name(), c.kind());
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source} (is another depwatch running? change `listen`)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot create the state directory {path}: {source} (set `state_dir` to a writable directory)")]
+    StateDir { path: String, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs depwatch until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(RunError::Serve)?;
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Arc::new(build_runtime(config, None, &metrics)?);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
+    let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
+        runtime: RwLock::new(runtime.clone()),
+        started: Instant::now(),
+        cache_hits: AtomicU64::new(0),
+        cache_misses: AtomicU64::new(0),
+        reload_tx,
+        perf_memo: std::sync::Mutex::new(None),
+    });
+    let mut scheduler = Scheduler::new();
+    scheduler.apply(&runtime.components);
+
+    let source = runtime.config.source.as_ref().map_or("the built-in default".to_string(), |p| p.display().to_string());
+    tracing::info!(listen = %addr, config = %source, probes = runtime.components.len(), "depwatch started.");
+    println!("depwatch {} is watching {} component(s) ({source}).", crate::metrics::VERSION, runtime.components.len());
+    println!("  status page  http://{addr}/");
+    println!("  health       http://{addr}/api/health");
+    println!("  metrics      http://{addr}/metrics");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = crate::http::router(shared.clone());
+    let mut stop_http = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate());
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = recv(&mut term) => break,
+            _ = recv(&mut hup) => {
+                let _ = reload(&shared, &mut scheduler);
+            }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(reload(&shared, &mut scheduler));
+            }
+        }
+    }
+    tracing::info!("Shutting down.");
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(5);
+    scheduler.shutdown(grace).await;
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Err(e))) => return Err(RunError::Serve(e)),
+        Err(_) => tracing::warn!("HTTP requests still open after 5s; closing them."),
+        _ => {}
+    }
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).ok()
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Re-reads the configuration file. An invalid file is refused and the
+/// running configuration stays.
+fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
+    let old = shared.runtime();
+    let result = (|| {
+        let Some(path) = old.config.source.clone() else {
+            return Err("depwatch runs with the built-in default: there is no file to reload".to_string());
+        };
+        let config = config::load_file(&path).map_err(|e| e.to_string())?;
+        if config.listen != old.config.listen {
+            tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
+        }
+        build_runtime(config, Some(&old), &shared.metrics).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(rt) => {
+            let rt = Arc::new(rt);
+            forget_removed(&old, &rt, &shared.metrics);
+            scheduler.apply(&rt.components);
+            shared.set_runtime(rt.clone());
+            *shared.perf_memo.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            shared.metrics.reload_ok.set(1);
+            shared.metrics.reload_time.set(crate::metrics::unix_now());
+            tracing::info!(probes = rt.components.len(), "Configuration reloaded.");
+            Ok(())
+        }
+        Err(e) => {
+            shared.metrics.reload_ok.set(0);
+            for line in e.lines() {
+                tracing::error!(problem = %line, "Configuration reload refused; the previous configuration keeps running.");
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! Configuration: YAML → raw serde structs → validated [`Config`].
+//!
+//! Stage one deserializes with positions (see [`yaml`]); stage two checks
+//! what types cannot (duplicates, timeout ≥ interval, ranges). Both collect
+//! every problem so that `check-config` lists them all at once.
+
+pub mod units;
+pub mod yaml;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::probe::{self, Kind, ProbeSpec};
+pub use units::{Dur, Secret, Size};
+use yaml::{Ctx, Node, Problem};
+
+/// The built-in default, used when no configuration file is given.
+pub const DEFAULT_YAML: &str = r#"
+listen: 127.0.0.1:9877
+state_dir: ./depwatch-data
+probes:
+  - name: depwatch
+    kind: process
+    self: true
+"#;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this came from; `None` for the built-in default.
+    pub source: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub health: HealthConfig,
+    pub admin_token: Option<Secret>,
+    pub probes: Vec<ProbeConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HealthConfig {
+    pub cache_ttl: Duration,
+    pub performance: PerfConfig,
+}
+
+/// Thresholds of the `performance` section of `/api/health`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerfConfig {
+    pub window: usize,
+    pub recent: usize,
+    pub excellent_below: Duration,
+    pub slow_above: Duration,
+    pub critical_above: Duration,
+    pub regression_factor: f64,
+    pub top_slowest: usize,
+}
+
+impl Default for PerfConfig {
+    fn default() -> Self {
+        PerfConfig {
+            window: 200,
+            recent: 20,
+            excellent_below: Duration::from_millis(10),
+            slow_above: Duration::from_millis(100),
+            critical_above: Duration::from_millis(500),
+            regression_factor: 2.0,
+            top_slowest: 5,
+        }
+    }
+}
+
+/// What the scheduler needs of every probe, whatever its kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeConfig {
+    pub name: String,
+    pub critical: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub jitter: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub spec: ProbeSpec,
+}
+
+impl ProbeConfig {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", .rendered.join("\n"))]
+    Invalid { rendered: Vec<String> },
+}
+
+impl ConfigError {
+    /// The number of problems found (1 for an unreadable file).
+    pub fn count(&self) -> usize {
+        match self {
+            ConfigError::Read { .. } => 1,
+            ConfigError::Invalid { rendered } => rendered.len(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTop {
+    listen: Option<String>,
+    state_dir: Option<String>,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    defaults: RawDefaults,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    cache_ttl: Option<Dur>,
+    #[serde(default)]
+    performance: RawPerf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPerf {
+    window: Option<usize>,
+    recent: Option<usize>,
+    excellent_below: Option<Dur>,
+    slow_above: Option<Dur>,
+    critical_above: Option<Dur>,
+    regression_factor: Option<f64>,
+    top_slowest: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    admin_token: Option<Secret>,
+    admin_token_file: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    interval: Option<Dur>,
+    timeout: Option<Dur>,
+    jitter: Option<Dur>,
+    failure_threshold: Option<u32>,
+    success_threshold: Option<u32>,
+}
+
+/// The keys every probe has, whatever its kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommon {
+    name: String,
+    #[serde(default = "yes")]
+    critical: bool,
+    interval: Option<Dur>,
+    timeout: Option<Dur>,
+    jitter: Option<Dur>,
+    failure_threshold: Option<u32>,
+    success_threshold: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+const TOP_KEYS: &[&str] = &["listen", "state_dir", "health", "auth", "defaults", "probes"];
+
+/// Loads a configuration file with the process environment.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    from_str(&src, &path.display().to_string(), Some(path), base, &|k| std::env::var(k).ok())
+}
+
+/// The built-in default configuration.
+pub fn builtin() -> Config {
+    // The default is a constant of this crate, tested below: it cannot fail.
+    from_str(DEFAULT_YAML, "<built-in>", None, Path::new("."), &|_| None)
+        .expect("the built-in configuration is valid")
+}
+
+/// Parses and validates a configuration from text. `name` is used in error
+/// messages; relative `*_file` paths resolve against `base`.
+pub fn from_str(
+    src: &str,
+    name: &str,
+    source: Option<&Path>,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError::Invalid {
+        rendered: problems.iter().map(|p| p.render(name)).collect(),
+    };
+    let (root, env_problems) = yaml::parse_document(src, env).map_err(|p| fail(vec![p]))?;
+    let ctx = Ctx::default();
+    for p in env_problems {
+        ctx.push(p);
+    }
+    if !root.is_map() {
+        ctx.push(Problem {
+            mark: root.mark,
+            path: String::new(),
+            message: "the configuration must be a mapping of keys".into(),
+            hint: Some(format!("start with keys such as: {}", TOP_KEYS.join(", "))),
+        });
+        return Err(fail(ctx.into_problems()));
+    }
+    let top: RawTop = yaml::parse(&root, "", &ctx, &|k| k != "probes", &["probes"]).unwrap_or_default();
+    let checker = Checker { root: &root, ctx: &ctx, base };
+
+    let listen = match top.listen.as_deref() {
+        None => SocketAddr::from(([127, 0, 0, 1], 9877)),
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            checker.problem("listen", format!("invalid listen address `{s}`"), "write HOST:PORT, e.g. 127.0.0.1:9877");
+            SocketAddr::from(([127, 0, 0, 1], 9877))
+        }),
+    };
+    let state_dir = PathBuf::from(top.state_dir.unwrap_or_else(|| "./depwatch-data".into()));
+    let health = checker.health(&top.health);
+    let admin_token = checker.admin_token(top.auth);
+    let probes = checker.probes(&top.defaults);
+
+    if !ctx.is_empty() {
+        return Err(fail(ctx.into_problems()));
+    }
+    Ok(Config { source: source.map(Path::to_path_buf), listen, state_dir, health, admin_token, probes })
+}
+
+/// Stage two: semantic checks that report by key path.
+pub struct Checker<'a> {
+    root: &'a Node,
+    ctx: &'a Ctx,
+    base: &'a Path,
+}
+
+impl Checker<'_> {
+    pub fn problem(&self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let hint = hint.into();
+        self.ctx.push(Problem {
+            mark: self.root.mark_of(path),
+            path: path.to_string(),
+            message: message.into(),
+            hint: (!hint.is_empty()).then_some(hint),
+        });
+    }
+
+    /// Reads a secret given inline or as `<key>_file`; exactly one may be set.
+    pub fn secret(&self, path: &str, key: &str, inline: Option<Secret>, file: Option<&str>) -> Option<Secret> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &yaml::join(path, &format!("{key}_file")),
+                    format!("both `{key}` and `{key}_file` are set"),
+                    "keep one of them",
+                );
+                None
+            }
+            (Some(s), None) => Some(s),
+            (None, Some(f)) => {
+                let p = self.base.join(f);
+                match std::fs::read_to_string(&p) {
+                    Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']))),
+                    Err(e) => {
+                        self.problem(
+                            &yaml::join(path, &format!("{key}_file")),
+                            format!("cannot read secret file {}: {e}", p.display()),
+                            "check the path and that depwatch may read it",
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn health(&self, raw: &RawHealth) -> HealthConfig {
+        let d = PerfConfig::default();
+        let p = &raw.performance;
+        let perf = PerfConfig {
+            window: p.window.unwrap_or(d.window),
+            recent: p.recent.unwrap_or(d.recent),
+            excellent_below: p.excellent_below.map_or(d.excellent_below, |x| x.0),
+            slow_above: p.slow_above.map_or(d.slow_above, |x| x.0),
+            critical_above: p.critical_above.map_or(d.critical_above, |x| x.0),
+            regression_factor: p.regression_factor.unwrap_or(d.regression_factor),
+            top_slowest: p.top_slowest.unwrap_or(d.top_slowest),
+        };
+        let at = "health.performance";
+        if perf.window < 2 || perf.window > 100_000 {
+            self.problem(&format!("{at}.window"), format!("window {} is out of range", perf.window), "use 2 to 100000 checks");
+        }
+        if perf.recent == 0 || perf.recent >= perf.window {
+            self.problem(
+                &format!("{at}.recent"),
+                format!("recent {} must be between 1 and the window ({})", perf.recent, perf.window),
+                "the recent checks are compared with the older ones of the window",
+            );
+        }
+        if perf.slow_above <= perf.excellent_below || perf.critical_above <= perf.slow_above {
+            self.problem(
+                &format!("{at}.critical_above"),
+                "latency thresholds must grow: excellent_below < slow_above < critical_above",
+                "e.g. 10ms, 100ms, 500ms",
+            );
+        }
+        if !(perf.regression_factor > 1.0 && perf.regression_factor.is_finite()) {
+            self.problem(
+                &format!("{at}.regression_factor"),
+                format!("regression_factor {} must be above 1", perf.regression_factor),
+                "2 flags a median that doubled",
+            );
+        }
+        HealthConfig { cache_ttl: raw.cache_ttl.map_or(Duration::from_secs(5), |d| d.0), performance: perf }
+    }
+
+    fn admin_token(&self, raw: RawAuth) -> Option<Secret> {
+        let token = self.secret("auth", "admin_token", raw.admin_token, raw.admin_token_file.as_deref());
+        if let Some(t) = &token {
+            if t.expose().len() < 8 {
+                self.problem("auth.admin_token", "the admin token is shorter than 8 characters", "use a long random string");
+            }
+        }
+        token
+    }
+
+    fn probes(&self, defaults: &RawDefaults) -> Vec<ProbeConfig> {
+        let Some(list) = self.root.get("probes") else {
+            self.problem("probes", "no probes configured", "add at least one probe under `probes:`");
+            return Vec::new();
+        };
+        let yaml::Value::Seq(items) = &list.value else {
+            if !matches!(list.value, yaml::Value::Null) {
+                self.problem("probes", "expected a list of probes", "each item starts with `- name: ...`");
+            } else {
+                self.problem("probes", "no probes configured", "add at least one probe under `probes:`");
+            }
+            return Vec::new();
+        };
+        let d_interval = defaults.interval.map_or(Duration::from_secs(15), |d| d.0);
+        let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let common = yaml::fields_of::<RawCommon>();
+        for (i, node) in items.iter().enumerate() {
+            let path = format!("probes[{i}]");
+            if !node.is_map() {
+                self.problem(&path, "expected a probe (a mapping with name and kind)", "");
+                continue;
+            }
+            let kind_name = node.get("kind").and_then(Node::scalar);
+            let Some(kind_name) = kind_name else {
+                self.problem(&path, "missing required key `kind`", format!("one of: {}", probe::KIND_NAMES.join(", ")));
+                continue;
+            };
+            let Some(kind) = Kind::from_name(kind_name) else {
+                self.problem(
+                    &format!("{path}.kind"),
+                    format!("unknown kind `{kind_name}`"),
+                    format!("one of: {}", probe::KIND_NAMES.join(", ")),
+                );
+                continue;
+            };
+            let raw: Option<RawCommon> = yaml::parse(node, &path, self.ctx, &|k| common.contains(&k), &[]);
+            let mut also: Vec<&'static str> = common.to_vec();
+            also.push("kind");
+            let spec = probe::parse_spec(kind, node, &path, self, &also);
+            let Some(raw) = raw else { continue };
+            if !seen.insert(raw.name.clone()) {
+                self.problem(&format!("{path}.name"), format!("duplicate probe name `{}`", raw.name), "probe names must be unique");
+            }
+            if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                self.problem(
+                    &format!("{path}.name"),
+                    format!("invalid probe name `{}`", raw.name),
+                    "use 1 to 64 letters, digits, '-', '_' or '.'",
+                );
+            }
+            let interval = raw.interval.map_or(d_interval, |d| d.0);
+            let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
+            if interval < Duration::from_millis(100) {
+                self.problem(&format!("{path}.interval"), "interval is shorter than 100ms", "checks that often would load the dependency");
+            }
+            if timeout.is_zero() {
+                self.problem(&format!("{path}.timeout"), "timeout must be above zero", "e.g. 5s");
+            } else if timeout >= interval {
+                let at = if raw.timeout.is_some() { "timeout" } else { "interval" };
+                self.problem(
+                    &format!("{path}.{at}"),
+                    format!(
+                        "timeout {} is not shorter than interval {}",
+                        units::format_duration(timeout),
+                        units::format_duration(interval)
+                    ),
+                    "a check must end before the next one starts: lower timeout or raise interval",
+                );
+            }
+            let failure_threshold = raw.failure_threshold.or(defaults.failure_threshold).unwrap_or(3);
+            let success_threshold = raw.success_threshold.or(defaults.success_threshold).unwrap_or(1);
+            for (key, v) in [("failure_threshold", failure_threshold), ("success_threshold", success_threshold)] {
+                if !(1..=100).contains(&v) {
+                    self.problem(&format!("{path}.{key}"), format!("{key} {v} is out of range"), "use 1 to 100 consecutive checks");
+                }
+            }
+            let jitter = raw.jitter.map(|d| d.0).or(defaults.jitter.map(|d| d.0)).unwrap_or_else(|| (interval / 10).min(Duration::from_secs(5)));
+            if jitter >= interval {
+                self.problem(&format!("{path}.jitter"), "jitter is not shorter than the interval", "a tenth of the interval spreads the load");
+            }
+            if let Some(spec) = spec {
+                out.push(ProbeConfig {
+                    name: raw.name,
+                    critical: raw.critical,
+                    interval,
+                    timeout,
+                    jitter,
+                    failure_threshold,
+                    success_threshold,
+                    spec,
+                });
+            }
+        }
+        out
+    }
+
+    /// Deserializes a kind's own keys of a probe.
+    pub fn parse_kind<T: serde::de::DeserializeOwned>(&self, node: &Node, path: &str, also: &[&'static str]) -> Option<T> {
+        yaml::parse(node, path, self.ctx, &|k| !also.contains(&k), also)
+    }
+
+    /// Resolves a path relative to the configuration file.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        self.base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_is_valid() {
+        let c = builtin();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9877");
+        assert_eq!(c.probes.len(), 1);
+        assert_eq!(c.probes[0].kind(), Kind::Process);
+    }
+}

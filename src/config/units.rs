@@ -1,0 +1,172 @@
+//! Values written the way operators write them: durations (`15s`, `5m`,
+//! `1h30m`, `7d`), sizes (`512MiB`, `1GiB`, `10GB`) and secrets.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer};
+
+/// A duration written with units. Deserializes from `15s`, `500ms`, `1h30m`, `7d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("duration `{s}` has no unit"))?;
+        if num_end == 0 {
+            return Err(format!("invalid duration `{s}`"));
+        }
+        let n: f64 = rest[..num_end].parse().map_err(|_| format!("invalid duration `{s}`"))?;
+        let after = &rest[num_end..];
+        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let secs = match &after[..unit_end] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            "w" => 604_800.0,
+            u => return Err(format!("unknown unit `{u}` in duration `{s}`")),
+        };
+        total += n * secs;
+        rest = &after[unit_end..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration the way it would be written in the config.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == super::yaml::POISON {
+            return Ok(Dur(Duration::ZERO));
+        }
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(|e| de::Error::custom(format!("{e} (hint: write it like 500ms, 15s, 5m, 1h30m or 7d)")))
+    }
+}
+
+/// A size in bytes. Deserializes from `512MiB`, `1GiB`, `10GB`, `4096`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024f64.powi(2),
+        "GiB" => 1024f64.powi(3),
+        "TiB" => 1024f64.powi(4),
+        u => return Err(format!("unknown unit `{u}` in size `{s}`")),
+    };
+    Ok((n * mult).round() as u64)
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == super::yaml::POISON {
+            return Ok(Size(0));
+        }
+        parse_size(&s)
+            .map(Size)
+            .map_err(|e| de::Error::custom(format!("{e} (hint: write it like 512MiB, 1GiB or 10GB)")))
+    }
+}
+
+/// A secret string: never printed, never serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("15"), Err("duration `15` has no unit".into()));
+        assert_eq!(parse_duration("15x"), Err("unknown unit `x` in duration `15x`".into()));
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn durations_format_back() {
+        for s in ["15s", "5m", "7d", "250ms", "2h"] {
+            assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn secret_is_not_printed() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
+    }
+}

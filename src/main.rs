@@ -1,0 +1,110 @@
+//! depwatch: watches a service and everything it depends on, and tells
+//! Prometheus, load balancers and people. This file only parses the command
+//! line, sets up logging, loads the configuration and maps errors to exit
+//! codes (64 for a bad configuration).
+#![forbid(unsafe_code)]
+
+mod app;
+mod config;
+mod http;
+mod metrics;
+mod perf;
+mod probe;
+mod procfs;
+mod scheduler;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+const EX_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "depwatch", version = long_version(), about = "Watches a service and its dependencies; tells Prometheus, load balancers and people.")]
+struct Cli {
+    /// The YAML configuration (default: the built-in one, which watches depwatch itself).
+    #[arg(long, short, env = "DEPWATCH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and exit: 0 when valid, 64 with every problem listed otherwise.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn long_version() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("DEPWATCH_REVISION"), ", ", env!("DEPWATCH_RUSTC"), ")")
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEPWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigError> {
+    match path {
+        Some(p) => config::load_file(p),
+        None => Ok(config::builtin()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig) = cli.command {
+        return match load(cli.config.as_ref()) {
+            Ok(c) => {
+                let from = cli.config.as_ref().map_or("the built-in default".into(), |p| p.display().to_string());
+                println!("{from}: valid, {} probe(s)", c.probes.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("{} problem(s) found.", e.count());
+                ExitCode::from(EX_CONFIG)
+            }
+        };
+    }
+    init_logs(cli.log_format);
+    let config = match load(cli.config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("depwatch did not start: {} problem(s) in the configuration.", e.count());
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "depwatch stopped.");
+            eprintln!("depwatch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

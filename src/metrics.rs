@@ -1,0 +1,314 @@
+//! The metric registry: general families every component has, depwatch's own
+//! process metrics, build info, and the two exposition formats.
+//!
+//! Probes write into families; a scrape only encodes what is there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::probe::{KindMetrics, Kind, Reason, Status};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentKind {
+    pub component: String,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentStatus {
+    pub component: String,
+    pub kind: Kind,
+    pub status: Status,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentFailure {
+    pub component: String,
+    pub kind: Kind,
+    pub reason: Reason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentOnly {
+    pub component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheResult {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+    rustc: &'static str,
+}
+
+/// A float gauge.
+pub type GaugeF = Gauge<f64, AtomicU64>;
+
+/// A counter whose value is read from elsewhere (a process's CPU time, a
+/// Redis INFO field): set, not incremented. A lower value is a reset, which
+/// Prometheus' `rate()` handles.
+#[derive(Clone, Debug, Default)]
+pub struct AbsCounter(Arc<AtomicU64>);
+
+impl AbsCounter {
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+impl TypedMetric for AbsCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for AbsCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+fn check_buckets() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// Metric families that live as long as the process, across reloads.
+pub struct Metrics {
+    pub registry: Registry,
+    pub up: Family<ComponentKind, Gauge>,
+    pub status: Family<ComponentStatus, Gauge>,
+    pub check_duration: Family<ComponentKind, Histogram, fn() -> Histogram>,
+    pub checks: Family<ComponentKind, Counter>,
+    pub failures: Family<ComponentFailure, Counter>,
+    pub consecutive_failures: Family<ComponentOnly, Gauge>,
+    pub last_success: Family<ComponentOnly, GaugeF>,
+    pub last_scrape: GaugeF,
+    pub reload_ok: Gauge,
+    pub reload_time: GaugeF,
+    pub cache_requests: Family<CacheResult, Counter>,
+    pub kinds: KindMetrics,
+}
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("DEPWATCH_REVISION");
+pub const RUSTC: &str = env!("DEPWATCH_RUSTC");
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SelfProcess));
+        let r = registry.sub_registry_with_prefix("depwatch");
+
+        let up = Family::default();
+        r.register("up", "Whether the component's last check succeeded (1) or failed (0).", up.clone());
+        let status = Family::default();
+        r.register("component_status", "The component's health: 1 for its current status.", status.clone());
+        let check_duration = Family::new_with_constructor(check_buckets as fn() -> Histogram);
+        r.register("check_duration_seconds", "How long checks took.", check_duration.clone());
+        let checks = Family::default();
+        r.register("checks", "Checks run.", checks.clone());
+        let failures = Family::default();
+        r.register("check_failures", "Checks that failed, by reason.", failures.clone());
+        let consecutive_failures = Family::default();
+        r.register("consecutive_failures", "Failed checks in a row.", consecutive_failures.clone());
+        let last_success = Family::default();
+        r.register(
+            "last_success_timestamp_seconds",
+            "When the last successful check ended (Unix time).",
+            last_success.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: VERSION, revision: REVISION, rustc: RUSTC }).set(1);
+        r.register("build_info", "depwatch's version, revision and compiler: always 1.", build);
+        let last_scrape = GaugeF::default();
+        r.register("last_scrape_timestamp_seconds", "When /metrics was last scraped (Unix time).", last_scrape.clone());
+        let reload_ok = Gauge::default();
+        reload_ok.set(1);
+        r.register("config_last_reload_successful", "Whether the last configuration reload worked.", reload_ok.clone());
+        let reload_time = GaugeF::default();
+        reload_time.set(unix_now());
+        r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (Unix time).",
+            reload_time.clone(),
+        );
+        let cache_requests = Family::default();
+        r.register("health_cache_requests", "Health results served from the cache (hit) or checked anew (miss).", cache_requests.clone());
+        let kinds = KindMetrics::register(r);
+        Metrics {
+            registry,
+            up,
+            status,
+            check_duration,
+            checks,
+            failures,
+            consecutive_failures,
+            last_success,
+            last_scrape,
+            reload_ok,
+            reload_time,
+            cache_requests,
+            kinds,
+        }
+    }
+
+    /// Drops every general series of a removed component.
+    pub fn forget(&self, component: &str, kind: Kind) {
+        let ck = ComponentKind { component: component.to_string(), kind };
+        self.up.remove(&ck);
+        self.check_duration.remove(&ck);
+        self.checks.remove(&ck);
+        for status in Status::ALL {
+            self.status.remove(&ComponentStatus { component: component.to_string(), kind, status });
+        }
+        for reason in Reason::ALL {
+            self.failures.remove(&ComponentFailure { component: component.to_string(), kind, reason });
+        }
+        let c = ComponentOnly { component: component.to_string() };
+        self.consecutive_failures.remove(&c);
+        self.last_success.remove(&c);
+    }
+
+    /// OpenMetrics text, ending in `# EOF`.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The Prometheus text format 0.0.4.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode_openmetrics())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Rewrites OpenMetrics text into the Prometheus 0.0.4 text format: counter
+/// families are named with `_total`, `info` becomes a gauge, `# UNIT` and
+/// `# EOF` go.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut pending_help: Option<&str> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            pending_help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, ty): (String, &str) = match ty {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "unknown" | "stateset" | "gaugehistogram" => (name.to_string(), "untyped"),
+                t => (name.to_string(), t),
+            };
+            if let Some(help) = pending_help.take() {
+                let text = help.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str("# HELP ");
+                out.push_str(&name);
+                out.push(' ');
+                out.push_str(text);
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(&name);
+            out.push(' ');
+            out.push_str(ty);
+            out.push('\n');
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// depwatch's own `process_*` metrics, read from /proc on each scrape (as
+/// client_golang does; it is a few syscalls on our own pid).
+#[derive(Debug)]
+struct SelfProcess;
+
+impl prometheus_client::collector::Collector for SelfProcess {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = crate::procfs::read_self() else { return Ok(()) };
+        let gauges: [(&str, &str, f64); 5] = [
+            ("process_resident_memory_bytes", "Resident memory size in bytes.", s.rss_bytes as f64),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", s.vsize_bytes as f64),
+            ("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", s.start_time),
+            ("process_open_fds", "Number of open file descriptors.", s.open_fds as f64),
+            ("process_max_fds", "Maximum number of open file descriptors.", s.max_fds as f64),
+        ];
+        let cpu = prometheus_client::metrics::counter::ConstCounter::new(s.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        for (name, help, v) in gauges {
+            if v.is_nan() {
+                continue;
+            }
+            let g = prometheus_client::metrics::gauge::ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        let threads = prometheus_client::metrics::gauge::ConstGauge::new(s.threads as i64);
+        threads.encode(encoder.encode_descriptor("process_threads", "Number of OS threads in the process.", None, MetricType::Gauge)?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_renames_counters_and_drops_eof() {
+        let m = Metrics::new();
+        m.checks.get_or_create(&ComponentKind { component: "a".into(), kind: Kind::Process }).inc();
+        let om = m.encode_openmetrics();
+        assert!(om.ends_with("# EOF\n"));
+        assert!(om.contains("# TYPE depwatch_checks counter"), "{om}");
+        let text = m.encode_text();
+        assert!(text.contains("# TYPE depwatch_checks_total counter"), "{text}");
+        assert!(text.contains("# HELP depwatch_checks_total Checks run."), "{text}");
+        assert!(text.contains("depwatch_checks_total{component=\"a\",kind=\"process\"} 1"), "{text}");
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("depwatch_build_info{version=\""));
+    }
+}

@@ -1,0 +1,209 @@
+//! Rolling windows of check latencies: percentiles, slow and critical
+//! counts, a rating, the slowest recent checks, and regression detection
+//! (the recent median against the older part of the window).
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::PerfConfig;
+
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub ms: f64,
+    pub at: SystemTime,
+}
+
+/// The last `window` check latencies of one component.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    samples: VecDeque<Sample>,
+    /// Checks over the slow / critical thresholds since start.
+    pub slow: u64,
+    pub critical: u64,
+    pub total: u64,
+}
+
+impl Window {
+    pub fn push(&mut self, d: Duration, at: SystemTime, cfg: &PerfConfig) {
+        if d > cfg.critical_above {
+            self.critical += 1;
+        } else if d > cfg.slow_above {
+            self.slow += 1;
+        }
+        self.total += 1;
+        self.samples.push_back(Sample { ms: d.as_secs_f64() * 1000.0, at });
+        while self.samples.len() > cfg.window {
+            self.samples.pop_front();
+        }
+    }
+
+    pub fn samples(&self) -> impl Iterator<Item = &Sample> {
+        self.samples.iter()
+    }
+
+    /// `Some((baseline_median, recent_median))` when the recent median is at
+    /// least `regression_factor` times the baseline. Needs a full recent part
+    /// and a baseline at least as long.
+    pub fn regression(&self, cfg: &PerfConfig) -> Option<(f64, f64)> {
+        let n = self.samples.len();
+        if n < cfg.recent * 2 {
+            return None;
+        }
+        let mut base: Vec<f64> = self.samples.iter().take(n - cfg.recent).map(|s| s.ms).collect();
+        let mut recent: Vec<f64> = self.samples.iter().skip(n - cfg.recent).map(|s| s.ms).collect();
+        let b = percentile(&mut base, 50.0)?;
+        let r = percentile(&mut recent, 50.0)?;
+        // A baseline of (almost) zero would flag any noise: require 0.1 ms.
+        (r >= b.max(0.1) * cfg.regression_factor).then_some((b, r))
+    }
+}
+
+/// Nearest-rank percentile of unsorted values (sorted in place).
+pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    Some(values[rank.clamp(1, values.len()) - 1])
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Rating {
+    #[serde(rename = "EXCELLENT")]
+    Excellent,
+    #[serde(rename = "GOOD")]
+    Good,
+    #[serde(rename = "SLOW")]
+    Slow,
+    #[serde(rename = "CRITICAL")]
+    Critical,
+}
+
+/// Rates a latency (the p95 of a window): EXCELLENT under `excellent_below`,
+/// GOOD up to `slow_above`, SLOW up to `critical_above`, CRITICAL beyond.
+pub fn rate(ms: f64, cfg: &PerfConfig) -> Rating {
+    let ms_of = |d: Duration| d.as_secs_f64() * 1000.0;
+    if ms < ms_of(cfg.excellent_below) {
+        Rating::Excellent
+    } else if ms <= ms_of(cfg.slow_above) {
+        Rating::Good
+    } else if ms <= ms_of(cfg.critical_above) {
+        Rating::Slow
+    } else {
+        Rating::Critical
+    }
+}
+
+/// Summary statistics of a set of windows.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Stats {
+    pub checks: u64,
+    pub avg_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub slow: u64,
+    pub critical: u64,
+    pub rating: Rating,
+}
+
+pub fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+pub fn stats<'a>(windows: impl Iterator<Item = &'a Window>, cfg: &PerfConfig) -> Option<Stats> {
+    let mut all = Vec::new();
+    let (mut checks, mut slow, mut critical) = (0, 0, 0);
+    for w in windows {
+        all.extend(w.samples.iter().map(|s| s.ms));
+        checks += w.total;
+        slow += w.slow;
+        critical += w.critical;
+    }
+    if all.is_empty() {
+        return None;
+    }
+    let avg = all.iter().sum::<f64>() / all.len() as f64;
+    let p50 = percentile(&mut all, 50.0)?;
+    let p95 = percentile(&mut all, 95.0)?;
+    let p99 = percentile(&mut all, 99.0)?;
+    Some(Stats {
+        checks,
+        avg_ms: round2(avg),
+        p50_ms: round2(p50),
+        p95_ms: round2(p95),
+        p99_ms: round2(p99),
+        slow,
+        critical,
+        rating: rate(p95, cfg),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> PerfConfig {
+        PerfConfig { window: 40, recent: 10, ..PerfConfig::default() }
+    }
+
+    fn window(ms: &[f64]) -> Window {
+        let mut w = Window::default();
+        for m in ms {
+            w.push(Duration::from_secs_f64(m / 1000.0), SystemTime::now(), &cfg());
+        }
+        w
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 50.0), Some(50.0));
+        assert_eq!(percentile(&mut v, 95.0), Some(95.0));
+        assert_eq!(percentile(&mut v, 99.0), Some(99.0));
+        assert_eq!(percentile(&mut [7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&mut [], 50.0), None);
+    }
+
+    #[test]
+    fn ratings_follow_thresholds() {
+        let c = PerfConfig::default();
+        assert_eq!(rate(3.0, &c), Rating::Excellent);
+        assert_eq!(rate(10.0, &c), Rating::Good);
+        assert_eq!(rate(100.0, &c), Rating::Good);
+        assert_eq!(rate(101.0, &c), Rating::Slow);
+        assert_eq!(rate(501.0, &c), Rating::Critical);
+    }
+
+    #[test]
+    fn slow_and_critical_are_counted() {
+        let w = window(&[5.0, 150.0, 600.0, 90.0]);
+        assert_eq!((w.slow, w.critical, w.total), (1, 1, 4));
+        let s = stats([&w].into_iter(), &cfg()).unwrap();
+        assert_eq!(s.checks, 4);
+        assert_eq!(s.p50_ms, 90.0);
+        assert_eq!(s.rating, Rating::Critical);
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        let w = window(&[1.0; 100]);
+        assert_eq!(w.samples().count(), 40);
+        assert_eq!(w.total, 100);
+    }
+
+    #[test]
+    fn regression_needs_doubling() {
+        let mut ms = vec![2.0; 30];
+        ms.extend([3.9; 10]);
+        assert_eq!(window(&ms).regression(&cfg()), None);
+        let mut ms = vec![2.0; 30];
+        ms.extend([5.0; 10]);
+        assert_eq!(window(&ms).regression(&cfg()), Some((2.0, 5.0)));
+        // Too few samples to judge.
+        assert_eq!(window(&[1.0, 1.0, 9.0]).regression(&cfg()), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! `kind: process` — a process found by `self: true`, `pid`, `pidfile` or
+//! `name` (a regex), measured with sysinfo: resident memory, CPU seconds,
+//! start time, threads and open file descriptors. A process that is gone is
+//! a failed check (`not_found`); a new start time is a restart.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+
+use super::{BuildCtx, BuildError, BoxFuture, CheckError, CheckResult, Outcome, Probe, Reason, Status};
+use crate::config::yaml::Node;
+use crate::config::{Checker, Size};
+use crate::metrics::{AbsCounter, ComponentOnly, GaugeF};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(rename = "self", default)]
+    self_: bool,
+    pid: Option<u32>,
+    pidfile: Option<String>,
+    name: Option<String>,
+    memory_degraded_above: Option<Size>,
+    memory_unhealthy_above: Option<Size>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Target {
+    SelfProcess,
+    Pid(u32),
+    Pidfile(PathBuf),
+    Name(Regex),
+}
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Target::SelfProcess, Target::SelfProcess) => true,
+            (Target::Pid(a), Target::Pid(b)) => a == b,
+            (Target::Pidfile(a), Target::Pidfile(b)) => a == b,
+            (Target::Name(a), Target::Name(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub target: Target,
+    pub memory_degraded_above: Option<u64>,
+    pub memory_unhealthy_above: Option<u64>,
+}
+
+impl Spec {
+    pub fn parse(node: &Node, path: &str, c: &Checker, also: &[&'static str]) -> Option<Spec> {
+        let raw: Raw = c.parse_kind(node, path, also)?;
+        let set = [raw.self_, raw.pid.is_some(), raw.pidfile.is_some(), raw.name.is_some()];
+        let count = set.iter().filter(|s| **s).count();
+        if count != 1 {
+            let msg = if count == 0 { "no process to watch" } else { "more than one way to find the process" };
+            c.problem(path, msg, "set exactly one of `self: true`, `pid`, `pidfile` or `name`");
+            return None;
+        }
+        let target = if raw.self_ {
+            Target::SelfProcess
+        } else if let Some(pid) = raw.pid {
+            Target::Pid(pid)
+        } else if let Some(f) = raw.pidfile {
+            Target::Pidfile(c.resolve(&f))
+        } else {
+            let pat = raw.name.unwrap_or_default();
+            match Regex::new(&pat) {
+                Ok(r) => Target::Name(r),
+                Err(e) => {
+                    let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
+                    c.problem(&format!("{path}.name"), format!("invalid regex: {first}"), "the name is a regular expression, e.g. ^myapp$");
+                    return None;
+                }
+            }
+        };
+        let deg = raw.memory_degraded_above.map(|s| s.0);
+        let unh = raw.memory_unhealthy_above.map(|s| s.0);
+        if let (Some(d), Some(u)) = (deg, unh) {
+            if d >= u {
+                c.problem(
+                    &format!("{path}.memory_degraded_above"),
+                    "memory_degraded_above is not below memory_unhealthy_above",
+                    "degraded is the earlier warning: make it the lower limit",
+                );
+            }
+        }
+        Some(Spec { target, memory_degraded_above: deg, memory_unhealthy_above: unh })
+    }
+}
+
+/// The process metric families, labelled by component.
+pub struct Metrics {
+    rss: Family<ComponentOnly, Gauge>,
+    cpu: Family<ComponentOnly, AbsCounter>,
+    start: Family<ComponentOnly, GaugeF>,
+    fds: Family<ComponentOnly, Gauge>,
+    threads: Family<ComponentOnly, Gauge>,
+    restarts: Family<ComponentOnly, Counter>,
+}
+
+impl Metrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Metrics {
+            rss: Family::default(),
+            cpu: Family::default(),
+            start: Family::default(),
+            fds: Family::default(),
+            threads: Family::default(),
+            restarts: Family::default(),
+        };
+        r.register("process_resident_memory_bytes", "Resident memory of the watched process.", m.rss.clone());
+        r.register("process_cpu_seconds", "CPU time (user and system) of the watched process.", m.cpu.clone());
+        r.register("process_start_time_seconds", "When the watched process started (Unix time).", m.start.clone());
+        r.register("process_open_fds", "Open file descriptors of the watched process.", m.fds.clone());
+        r.register("process_threads", "Threads of the watched process.", m.threads.clone());
+        r.register("process_restarts", "Restarts of the watched process seen by depwatch (a new start time).", m.restarts.clone());
+        m
+    }
+
+    fn forget(&self, c: &ComponentOnly) {
+        self.rss.remove(c);
+        self.cpu.remove(c);
+        self.start.remove(c);
+        self.fds.remove(c);
+        self.threads.remove(c);
+        self.restarts.remove(c);
+    }
+}
+
+pub struct ProcessProbe {
+    spec: Spec,
+    label: ComponentOnly,
+    metrics: std::sync::Arc<Metrics>,
+    state: std::sync::Arc<Mutex<Seen>>,
+}
+
+struct Seen {
+    system: Option<System>,
+    last: Option<(u32, u64)>,
+    restarts: u64,
+}
+
+pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<ProcessProbe, BuildError> {
+    Ok(ProcessProbe {
+        spec: spec.clone(),
+        label: ComponentOnly { component: ctx.name.to_string() },
+        metrics: ctx.metrics.process.clone(),
+        state: std::sync::Arc::new(Mutex::new(Seen { system: None, last: None, restarts: 0 })),
+    })
+}
+
+struct Sample {
+    pid: u32,
+    name: String,
+    rss: u64,
+    cpu_seconds: f64,
+    start_time: u64,
+    threads: Option<usize>,
+    fds: Option<usize>,
+    matches: usize,
+}
+
+fn find_pid(target: &Target, system: &mut System) -> Result<(u32, usize), CheckError> {
+    match target {
+        Target::SelfProcess => Ok((std::process::id(), 1)),
+        Target::Pid(p) => Ok((*p, 1)),
+        Target::Pidfile(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CheckError::new(Reason::NotFound, format!("cannot read pidfile {}: {e}", path.display()))
+            })?;
+            text.trim().parse().map(|p| (p, 1)).map_err(|_| {
+                CheckError::new(Reason::NotFound, format!("pidfile {} does not hold a pid", path.display()))
+            })
+        }
+        Target::Name(re) => {
+            system.refresh_processes_specifics(
+                ProcessesToUpdate::All,
+                true,
+                ProcessRefreshKind::nothing().with_cmd(UpdateKind::OnlyIfNotSet),
+            );
+            let mut found: Vec<(u64, u32)> = system
+                .processes()
+                .values()
+                .filter(|p| p.thread_kind().is_none() && alive(p.status()))
+                .filter(|p| re.is_match(&p.name().to_string_lossy()))
+                .map(|p| (p.start_time(), p.pid().as_u32()))
+                .collect();
+            found.sort_unstable();
+            // The oldest match is the main process; the others are its children.
+            found.first().map(|(_, pid)| (*pid, found.len())).ok_or_else(|| {
+                CheckError::new(Reason::NotFound, format!("no process named like `{}`", re.as_str()))
+            })
+        }
+    }
+}
+
+fn alive(s: ProcessStatus) -> bool {
+    !matches!(s, ProcessStatus::Zombie | ProcessStatus::Dead)
+}
+
+fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
+    let (pid, matches) = find_pid(target, system)?;
+    let spid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[spid]),
+        true,
+        ProcessRefreshKind::nothing().with_memory().with_cpu().with_tasks(),
+    );
+    let p = system
+        .process(spid)
+        .filter(|p| alive(p.status()))
+        .ok_or_else(|| CheckError::new(Reason::NotFound, format!("process {pid} is not running")))?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count()).or_else(|| p.open_files());
+    Ok(Sample {
+        pid,
+        name: p.name().to_string_lossy().into_owned(),
+        rss: p.memory(),
+        cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
+        start_time: p.start_time(),
+        threads: p.tasks().map(|t| t.len()),
+        fds,
+        matches,
+    })
+}
+
+impl ProcessProbe {
+    fn check_blocking(&self) -> CheckResult {
+        let mut seen = self.state.lock().map_err(|_| CheckError::new(Reason::Internal, "process state poisoned"))?;
+        let system = match &mut seen.system {
+            Some(s) => s,
+            slot => slot.insert(System::new().map_err(|e| CheckError::new(Reason::Internal, format!("sysinfo: {e}")))?),
+        };
+        let s = sample(&self.spec.target, system)?;
+        let m = &self.metrics;
+        m.rss.get_or_create(&self.label).set(s.rss as i64);
+        m.cpu.get_or_create(&self.label).set(s.cpu_seconds);
+        m.start.get_or_create(&self.label).set(s.start_time as f64);
+        if let Some(f) = s.fds {
+            m.fds.get_or_create(&self.label).set(f as i64);
+        }
+        if let Some(t) = s.threads {
+            m.threads.get_or_create(&self.label).set(t as i64);
+        }
+        let restarted = matches!(seen.last, Some((pid, start)) if pid != s.pid || start != s.start_time);
+        if restarted {
+            seen.restarts += 1;
+            m.restarts.get_or_create(&self.label).inc();
+            tracing::warn!(pid = s.pid, process = %s.name, "Watched process restarted.");
+        } else {
+            // Make the series exist from the first check on.
+            let _ = m.restarts.get_or_create(&self.label);
+        }
+        seen.last = Some((s.pid, s.start_time));
+
+        let mut d = Map::new();
+        d.insert("pid".into(), json!(s.pid));
+        d.insert("process".into(), json!(s.name));
+        d.insert("resident_memory_bytes".into(), json!(s.rss));
+        d.insert("cpu_seconds".into(), json!((s.cpu_seconds * 1000.0).round() / 1000.0));
+        d.insert("start_time".into(), json!(s.start_time));
+        d.insert("threads".into(), s.threads.map_or(Value::Null, |t| json!(t)));
+        d.insert("open_fds".into(), s.fds.map_or(Value::Null, |t| json!(t)));
+        d.insert("restarts_seen".into(), json!(seen.restarts));
+        if s.matches > 1 {
+            d.insert("matching_processes".into(), json!(s.matches));
+        }
+        let mut out = Outcome::healthy(d);
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+        if let Some(limit) = self.spec.memory_unhealthy_above.filter(|l| s.rss > *l) {
+            out.raise(Status::Unhealthy, format!("memory {} above {}", mib(s.rss), mib(limit)));
+        } else if let Some(limit) = self.spec.memory_degraded_above.filter(|l| s.rss > *l) {
+            out.raise(Status::Degraded, format!("memory {} above {}", mib(s.rss), mib(limit)));
+        }
+        if restarted {
+            out.raise(Status::Healthy, "process restarted since the previous check");
+        }
+        Ok(out)
+    }
+}
+
+impl Probe for ProcessProbe {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(async move {
+            let this = ProcessProbe {
+                spec: self.spec.clone(),
+                label: self.label.clone(),
+                metrics: self.metrics.clone(),
+                state: self.state.clone(),
+            };
+            tokio::task::spawn_blocking(move || this.check_blocking())
+                .await
+                .unwrap_or_else(|e| Err(CheckError::new(Reason::Internal, format!("process check panicked: {e}"))))
+        })
+    }
+
+    fn forget(&self) {
+        self.metrics.forget(&self.label);
+    }
+}

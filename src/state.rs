@@ -1,0 +1,343 @@
+//! Live state of every component: the latest result, the threshold
+//! bookkeeping, the latency window, and the single-flight check runner that
+//! the scheduler and the health cache share.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
+use crate::metrics::{ComponentFailure, ComponentKind, ComponentOnly, ComponentStatus, Metrics};
+use crate::perf::Window;
+use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
+
+/// The latest known state of a component.
+#[derive(Clone, Debug, Default)]
+pub struct Latest {
+    /// `None` until the first check ended.
+    pub status: Option<Status>,
+    pub up: bool,
+    pub checked_at: Option<SystemTime>,
+    pub finished: Option<Instant>,
+    pub duration: Duration,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub error: Option<String>,
+    pub reason: Option<Reason>,
+    pub details: Map<String, Value>,
+    pub last_success: Option<SystemTime>,
+    pub down: bool,
+}
+
+/// Applies one check result to the previous state: a failure counts toward
+/// `failure_threshold` (the status stays as it was until then), a success
+/// counts toward `success_threshold` before an unhealthy component recovers,
+/// and a working check's own level (thresholds crossed) applies at once.
+pub fn transition(prev: &Latest, result: &CheckResult, cfg: &ProbeConfig) -> Step {
+    match result {
+        Err(_) => {
+            let failures = prev.consecutive_failures.saturating_add(1);
+            let down = prev.down || failures >= cfg.failure_threshold;
+            // Below the threshold the status stays; a first failing check is not healthy.
+            let status = if down { Status::Unhealthy } else { prev.status.unwrap_or(Status::Degraded) };
+            Step { status, failures, successes: 0, down }
+        }
+        Ok(outcome) => {
+            let successes = prev.consecutive_successes.saturating_add(1);
+            let down = prev.down && successes < cfg.success_threshold;
+            let status = if down { Status::Unhealthy } else { outcome.level };
+            Step { status, failures: 0, successes, down }
+        }
+    }
+}
+
+/// The bookkeeping after one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub status: Status,
+    pub failures: u32,
+    pub successes: u32,
+    /// Unhealthy by failed checks, until `success_threshold` successes.
+    pub down: bool,
+}
+
+pub struct Component {
+    pub cfg: ProbeConfig,
+    pub probe: Arc<dyn Probe>,
+    labels: ComponentKind,
+    metrics: Arc<Metrics>,
+    perf_cfg: PerfConfig,
+    latest: RwLock<Latest>,
+    perf: Mutex<Window>,
+    flight: tokio::sync::Mutex<()>,
+    invalidated: AtomicBool,
+}
+
+impl Component {
+    pub fn new(cfg: ProbeConfig, probe: Arc<dyn Probe>, metrics: Arc<Metrics>, perf_cfg: PerfConfig) -> Self {
+        let labels = ComponentKind { component: cfg.name.clone(), kind: cfg.kind() };
+        Component {
+            cfg,
+            probe,
+            labels,
+            metrics,
+            perf_cfg,
+            latest: RwLock::new(Latest::default()),
+            perf: Mutex::new(Window::default()),
+            flight: tokio::sync::Mutex::new(()),
+            invalidated: AtomicBool::new(false),
+        }
+    }
+
+    /// Carries the history of a component over a reload that changed it.
+    pub fn inherit(&self, old: &Component) {
+        if old.cfg.kind() == self.cfg.kind() {
+            *write(&self.latest) = old.latest();
+            *lock(&self.perf) = lock(&old.perf).clone();
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.cfg.kind()
+    }
+
+    pub fn latest(&self) -> Latest {
+        read(&self.latest).clone()
+    }
+
+    pub fn perf(&self) -> Window {
+        lock(&self.perf).clone()
+    }
+
+    /// The latest result if it is younger than `ttl` and not invalidated.
+    pub fn cached(&self, ttl: Duration) -> Option<Latest> {
+        if self.invalidated.load(Ordering::Acquire) {
+            return None;
+        }
+        let l = read(&self.latest);
+        match l.finished {
+            Some(f) if f.elapsed() < ttl && l.status.is_some() => Some(l.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn invalidate(&self) {
+        self.invalidated.store(true, Ordering::Release);
+    }
+
+    /// Runs one check unless one that ended after `since` exists already:
+    /// concurrent callers (scheduler, health misses, admin runs) share one
+    /// check instead of each starting their own.
+    pub async fn run_check(&self, since: Instant) -> Latest {
+        let _flight = self.flight.lock().await;
+        {
+            let l = read(&self.latest);
+            if l.finished.is_some_and(|f| f >= since) && !self.invalidated.load(Ordering::Acquire) {
+                return l.clone();
+            }
+        }
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let result = match tokio::time::timeout(self.cfg.timeout, self.probe.check()).await {
+            Ok(r) => r,
+            Err(_) => Err(CheckError::new(
+                Reason::Timeout,
+                format!("no answer within the timeout of {}", format_duration(self.cfg.timeout)),
+            )),
+        };
+        let duration = started.elapsed();
+        self.record(result, at, duration)
+    }
+
+    fn record(&self, result: CheckResult, at: SystemTime, duration: Duration) -> Latest {
+        let m = &self.metrics;
+        let prev = self.latest();
+        let Step { status, failures, successes, down } = transition(&prev, &result, &self.cfg);
+        let now = SystemTime::now();
+        let mut next = Latest {
+            status: Some(status),
+            up: result.is_ok(),
+            checked_at: Some(at),
+            finished: Some(Instant::now()),
+            duration,
+            consecutive_failures: failures,
+            consecutive_successes: successes,
+            error: None,
+            reason: None,
+            details: Map::new(),
+            last_success: prev.last_success,
+            down,
+        };
+        m.checks.get_or_create(&self.labels).inc();
+        m.check_duration.get_or_create(&self.labels).observe(duration.as_secs_f64());
+        let only = ComponentOnly { component: self.cfg.name.clone() };
+        match result {
+            Ok(o) => {
+                next.error = o.why;
+                next.details = o.details;
+                next.last_success = Some(now);
+                m.last_success.get_or_create(&only).set(unix(now));
+            }
+            Err(e) => {
+                m.failures
+                    .get_or_create(&ComponentFailure { component: self.cfg.name.clone(), kind: self.kind(), reason: e.reason })
+                    .inc();
+                next.error = Some(e.message.clone());
+                next.reason = Some(e.reason);
+                next.details = e.details;
+            }
+        }
+        // Make every reason's series exist so that rate() works from the first failure.
+        for reason in [Reason::Timeout] {
+            let _ = m.failures.get_or_create(&ComponentFailure {
+                component: self.cfg.name.clone(),
+                kind: self.kind(),
+                reason,
+            });
+        }
+        m.up.get_or_create(&self.labels).set(i64::from(next.up));
+        for s in crate::probe::Status::ALL {
+            m.status
+                .get_or_create(&ComponentStatus { component: self.cfg.name.clone(), kind: self.kind(), status: s })
+                .set(i64::from(s == status));
+        }
+        m.consecutive_failures.get_or_create(&only).set(i64::from(failures));
+        let _ = m.last_success.get_or_create(&only);
+        lock(&self.perf).push(duration, at, &self.perf_cfg);
+
+        if prev.status != Some(status) || prev.up != next.up {
+            let component = self.name();
+            let kind = self.kind().as_str();
+            match (&next.error, status) {
+                (Some(err), Status::Unhealthy | Status::Degraded) => tracing::warn!(
+                    component, kind, status = status.as_str(), reason = next.reason.map(Reason::as_str),
+                    error = %err, "Component state changed."
+                ),
+                _ => tracing::info!(component, kind, status = status.as_str(), "Component state changed."),
+            }
+        }
+        *write(&self.latest) = next.clone();
+        self.invalidated.store(false, Ordering::Release);
+        next
+    }
+
+    /// The component as `/api/health` shows it.
+    pub fn to_json(&self, l: &Latest) -> Value {
+        json!({
+            "kind": self.kind().as_str(),
+            "status": l.status.map(Status::as_str),
+            "critical": self.cfg.critical,
+            "response_time_ms": crate::perf::round2(l.duration.as_secs_f64() * 1000.0),
+            "checked_at": l.checked_at.map(rfc3339),
+            "consecutive_failures": l.consecutive_failures,
+            "error": l.error,
+            "reason": l.reason.map(Reason::as_str),
+            "last_success": l.last_success.map(rfc3339),
+            "details": l.details,
+        })
+    }
+}
+
+/// The overall verdict: the worst component, where a non-critical one can
+/// only make it degraded. A component not yet checked counts as degraded.
+pub fn verdict<'a>(items: impl Iterator<Item = (bool, Option<Status>)> + 'a) -> Status {
+    items
+        .map(|(critical, s)| {
+            let s = s.unwrap_or(Status::Degraded);
+            if !critical && s == Status::Unhealthy { Status::Degraded } else { s }
+        })
+        .max()
+        .unwrap_or(Status::Healthy)
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+// A poisoned lock means a panic while holding it; the data (plain values)
+// is still consistent, so keep serving it.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Outcome;
+
+    fn cfg(failure_threshold: u32, success_threshold: u32) -> ProbeConfig {
+        let mut c = crate::config::builtin().probes.remove(0);
+        c.failure_threshold = failure_threshold;
+        c.success_threshold = success_threshold;
+        c
+    }
+
+    fn run(c: &ProbeConfig, results: &[bool]) -> Vec<Status> {
+        let mut l = Latest::default();
+        results
+            .iter()
+            .map(|ok| {
+                let r: CheckResult = if *ok {
+                    Ok(Outcome::healthy(Map::new()))
+                } else {
+                    Err(CheckError::new(Reason::Connect, "refused"))
+                };
+                let step = transition(&l, &r, c);
+                l.status = Some(step.status);
+                l.consecutive_failures = step.failures;
+                l.consecutive_successes = step.successes;
+                l.down = step.down;
+                step.status
+            })
+            .collect()
+    }
+
+    use Status::{Degraded as D, Healthy as H, Unhealthy as U};
+
+    #[test]
+    fn failures_turn_unhealthy_at_threshold() {
+        assert_eq!(run(&cfg(3, 1), &[true, false, false, false, true]), vec![H, H, H, U, H]);
+    }
+
+    #[test]
+    fn a_blip_changes_nothing() {
+        assert_eq!(run(&cfg(3, 1), &[true, false, true, false, false, true]), vec![H, H, H, H, H, H]);
+    }
+
+    #[test]
+    fn recovery_needs_success_threshold() {
+        assert_eq!(run(&cfg(2, 2), &[false, false, true, true, true]), vec![D, U, U, H, H]);
+    }
+
+    #[test]
+    fn a_failing_first_check_is_not_healthy() {
+        assert_eq!(run(&cfg(3, 1), &[false]), vec![D]);
+    }
+
+    #[test]
+    fn verdict_worst_wins_and_non_critical_caps() {
+        assert_eq!(verdict([(true, Some(H)), (true, Some(D))].into_iter()), D);
+        assert_eq!(verdict([(true, Some(H)), (false, Some(U))].into_iter()), D);
+        assert_eq!(verdict([(true, Some(U)), (false, Some(H))].into_iter()), U);
+        assert_eq!(verdict([(true, Some(H))].into_iter()), H);
+        assert_eq!(verdict(std::iter::empty()), H);
+    }
+}
