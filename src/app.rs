@@ -44,7 +44,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.runtime
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_runtime(&self, rt: Arc<Runtime>) {
@@ -52,15 +55,26 @@ impl Shared {
     }
 
     pub fn count_cache(&self, hit: bool) {
-        let (counter, label) = if hit { (&self.cache_hits, "hit") } else { (&self.cache_misses, "miss") };
+        let (counter, label) = if hit {
+            (&self.cache_hits, "hit")
+        } else {
+            (&self.cache_misses, "miss")
+        };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.metrics.cache_requests.get_or_create(&crate::metrics::CacheResult { result: label }).inc();
+        self.metrics
+            .cache_requests
+            .get_or_create(&crate::metrics::CacheResult { result: label })
+            .inc();
     }
 }
 
 /// Builds the components of `config`, reusing those of `old` that did not
 /// change (same name and configuration) so that they keep their state.
-pub fn build_runtime(config: Config, old: Option<&Runtime>, metrics: &Arc<Metrics>) -> Result<Runtime, BuildError> {
+pub fn build_runtime(
+    config: Config,
+    old: Option<&Runtime>,
+    metrics: &Arc<Metrics>,
+) -> Result<Runtime, BuildError> {
     let mut components = Vec::with_capacity(config.probes.len());
     for p in &config.probes {
         let prev = old.and_then(|o| o.component(&p.name));
@@ -68,16 +82,32 @@ pub fn build_runtime(config: Config, old: Option<&Runtime>, metrics: &Arc<Metric
             components.push(prev.clone());
             continue;
         }
-        let ctx = BuildCtx { name: &p.name, metrics: &metrics.kinds };
+        let ctx = BuildCtx {
+            name: &p.name,
+            metrics: &metrics.kinds,
+        };
         let probe = probe::build(&p.spec, &ctx)?;
-        let c = Component::new(p.clone(), probe, metrics.clone(), config.health.performance.clone());
+        let c = Component::new(
+            p.clone(),
+            probe,
+            metrics.clone(),
+            config.health.performance.clone(),
+        );
         if let Some(prev) = prev {
             c.inherit(prev);
         }
         components.push(Arc::new(c));
     }
-    let by_name = components.iter().enumerate().map(|(i, c)| (c.name().to_string(), i)).collect();
-    Ok(Runtime { config, components, by_name })
+    let by_name = components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name().to_string(), i))
+        .collect();
+    Ok(Runtime {
+        config,
+        components,
+        by_name,
+    })
 }
 
 /// Drops the metric series of components that `new` no longer has (or has
@@ -97,22 +127,35 @@ fn forget_removed(old: &Runtime, new: &Runtime, metrics: &Metrics) {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot listen on {addr}: {source} (is another depwatch running? change `listen`)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("cannot create the state directory {path}: {source} (set `state_dir` to a writable directory)")]
-    StateDir { path: String, source: std::io::Error },
+    #[error(
+        "cannot create the state directory {path}: {source} (set `state_dir` to a writable directory)"
+    )]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
 
 /// Runs depwatch until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<(), RunError> {
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|source| RunError::StateDir { path: config.state_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| RunError::Bind { addr: config.listen, source })?;
+        .map_err(|source| RunError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(build_runtime(config, None, &metrics)?);
@@ -129,9 +172,19 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let mut scheduler = Scheduler::new();
     scheduler.apply(&runtime.components);
 
-    let source = runtime.config.source.as_ref().map_or("the built-in default".to_string(), |p| p.display().to_string());
+    let source = runtime
+        .config
+        .source
+        .as_ref()
+        .map_or("the built-in default".to_string(), |p| {
+            p.display().to_string()
+        });
     tracing::info!(listen = %addr, config = %source, probes = runtime.components.len(), "depwatch started.");
-    println!("depwatch {} is watching {} component(s) ({source}).", crate::metrics::VERSION, runtime.components.len());
+    println!(
+        "depwatch {} is watching {} component(s) ({source}).",
+        crate::metrics::VERSION,
+        runtime.components.len()
+    );
     println!("  status page  http://{addr}/");
     println!("  health       http://{addr}/api/health");
     println!("  metrics      http://{addr}/metrics");
@@ -193,7 +246,9 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
     let old = shared.runtime();
     let result = (|| {
         let Some(path) = old.config.source.clone() else {
-            return Err("depwatch runs with the built-in default: there is no file to reload".to_string());
+            return Err(
+                "depwatch runs with the built-in default: there is no file to reload".to_string(),
+            );
         };
         let config = config::load_file(&path).map_err(|e| e.to_string())?;
         if config.listen != old.config.listen {

@@ -47,16 +47,29 @@ enum LogFormat {
 }
 
 fn long_version() -> &'static str {
-    concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("DEPWATCH_REVISION"), ", ", env!("DEPWATCH_RUSTC"), ")")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (revision ",
+        env!("DEPWATCH_REVISION"),
+        ", ",
+        env!("DEPWATCH_RUSTC"),
+        ")"
+    )
 }
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEPWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 
@@ -72,7 +85,10 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         return match load(cli.config.as_ref()) {
             Ok(c) => {
-                let from = cli.config.as_ref().map_or("the built-in default".into(), |p| p.display().to_string());
+                let from = cli
+                    .config
+                    .as_ref()
+                    .map_or("the built-in default".into(), |p| p.display().to_string());
                 println!("{from}: valid, {} probe(s)", c.probes.len());
                 ExitCode::SUCCESS
             }
@@ -88,11 +104,17 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("depwatch did not start: {} problem(s) in the configuration.", e.count());
+            eprintln!(
+                "depwatch did not start: {} problem(s) in the configuration.",
+                e.count()
+            );
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

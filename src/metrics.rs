@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::probe::{KindMetrics, Kind, Reason, Status};
+use crate::probe::{Kind, KindMetrics, Reason, Status};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentKind {
@@ -87,7 +87,9 @@ impl EncodeMetric for AbsCounter {
 }
 
 fn check_buckets() -> Histogram {
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 /// Metric families that live as long as the process, across reloads.
@@ -118,17 +120,37 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("depwatch");
 
         let up = Family::default();
-        r.register("up", "Whether the component's last check succeeded (1) or failed (0).", up.clone());
+        r.register(
+            "up",
+            "Whether the component's last check succeeded (1) or failed (0).",
+            up.clone(),
+        );
         let status = Family::default();
-        r.register("component_status", "The component's health: 1 for its current status.", status.clone());
+        r.register(
+            "component_status",
+            "The component's health: 1 for its current status.",
+            status.clone(),
+        );
         let check_duration = Family::new_with_constructor(check_buckets as fn() -> Histogram);
-        r.register("check_duration_seconds", "How long checks took.", check_duration.clone());
+        r.register(
+            "check_duration_seconds",
+            "How long checks took.",
+            check_duration.clone(),
+        );
         let checks = Family::default();
         r.register("checks", "Checks run.", checks.clone());
         let failures = Family::default();
-        r.register("check_failures", "Checks that failed, by reason.", failures.clone());
+        r.register(
+            "check_failures",
+            "Checks that failed, by reason.",
+            failures.clone(),
+        );
         let consecutive_failures = Family::default();
-        r.register("consecutive_failures", "Failed checks in a row.", consecutive_failures.clone());
+        r.register(
+            "consecutive_failures",
+            "Failed checks in a row.",
+            consecutive_failures.clone(),
+        );
         let last_success = Family::default();
         r.register(
             "last_success_timestamp_seconds",
@@ -136,13 +158,31 @@ impl Metrics {
             last_success.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
-        build.get_or_create(&BuildLabels { version: VERSION, revision: REVISION, rustc: RUSTC }).set(1);
-        r.register("build_info", "depwatch's version, revision and compiler: always 1.", build);
+        build
+            .get_or_create(&BuildLabels {
+                version: VERSION,
+                revision: REVISION,
+                rustc: RUSTC,
+            })
+            .set(1);
+        r.register(
+            "build_info",
+            "depwatch's version, revision and compiler: always 1.",
+            build,
+        );
         let last_scrape = GaugeF::default();
-        r.register("last_scrape_timestamp_seconds", "When /metrics was last scraped (Unix time).", last_scrape.clone());
+        r.register(
+            "last_scrape_timestamp_seconds",
+            "When /metrics was last scraped (Unix time).",
+            last_scrape.clone(),
+        );
         let reload_ok = Gauge::default();
         reload_ok.set(1);
-        r.register("config_last_reload_successful", "Whether the last configuration reload worked.", reload_ok.clone());
+        r.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload worked.",
+            reload_ok.clone(),
+        );
         let reload_time = GaugeF::default();
         reload_time.set(unix_now());
         r.register(
@@ -151,7 +191,11 @@ impl Metrics {
             reload_time.clone(),
         );
         let cache_requests = Family::default();
-        r.register("health_cache_requests", "Health results served from the cache (hit) or checked anew (miss).", cache_requests.clone());
+        r.register(
+            "health_cache_requests",
+            "Health results served from the cache (hit) or checked anew (miss).",
+            cache_requests.clone(),
+        );
         let kinds = KindMetrics::register(r);
         Metrics {
             registry,
@@ -172,17 +216,30 @@ impl Metrics {
 
     /// Drops every general series of a removed component.
     pub fn forget(&self, component: &str, kind: Kind) {
-        let ck = ComponentKind { component: component.to_string(), kind };
+        let ck = ComponentKind {
+            component: component.to_string(),
+            kind,
+        };
         self.up.remove(&ck);
         self.check_duration.remove(&ck);
         self.checks.remove(&ck);
         for status in Status::ALL {
-            self.status.remove(&ComponentStatus { component: component.to_string(), kind, status });
+            self.status.remove(&ComponentStatus {
+                component: component.to_string(),
+                kind,
+                status,
+            });
         }
         for reason in Reason::ALL {
-            self.failures.remove(&ComponentFailure { component: component.to_string(), kind, reason });
+            self.failures.remove(&ComponentFailure {
+                component: component.to_string(),
+                kind,
+                reason,
+            });
         }
-        let c = ComponentOnly { component: component.to_string() };
+        let c = ComponentOnly {
+            component: component.to_string(),
+        };
         self.consecutive_failures.remove(&c);
         self.last_success.remove(&c);
     }
@@ -263,14 +320,39 @@ pub fn openmetrics_to_text(om: &str) -> String {
 struct SelfProcess;
 
 impl prometheus_client::collector::Collector for SelfProcess {
-    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(s) = crate::procfs::read_self() else { return Ok(()) };
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let Some(s) = crate::procfs::read_self() else {
+            return Ok(());
+        };
         let gauges: [(&str, &str, f64); 5] = [
-            ("process_resident_memory_bytes", "Resident memory size in bytes.", s.rss_bytes as f64),
-            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", s.vsize_bytes as f64),
-            ("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", s.start_time),
-            ("process_open_fds", "Number of open file descriptors.", s.open_fds as f64),
-            ("process_max_fds", "Maximum number of open file descriptors.", s.max_fds as f64),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                s.rss_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                s.vsize_bytes as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                s.start_time,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                s.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                s.max_fds as f64,
+            ),
         ];
         let cpu = prometheus_client::metrics::counter::ConstCounter::new(s.cpu_seconds);
         cpu.encode(encoder.encode_descriptor(
@@ -287,7 +369,12 @@ impl prometheus_client::collector::Collector for SelfProcess {
             g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
         let threads = prometheus_client::metrics::gauge::ConstGauge::new(s.threads as i64);
-        threads.encode(encoder.encode_descriptor("process_threads", "Number of OS threads in the process.", None, MetricType::Gauge)?)?;
+        threads.encode(encoder.encode_descriptor(
+            "process_threads",
+            "Number of OS threads in the process.",
+            None,
+            MetricType::Gauge,
+        )?)?;
         Ok(())
     }
 }
@@ -299,15 +386,32 @@ mod tests {
     #[test]
     fn text_format_renames_counters_and_drops_eof() {
         let m = Metrics::new();
-        m.checks.get_or_create(&ComponentKind { component: "a".into(), kind: Kind::Process }).inc();
+        m.checks
+            .get_or_create(&ComponentKind {
+                component: "a".into(),
+                kind: Kind::Process,
+            })
+            .inc();
         let om = m.encode_openmetrics();
         assert!(om.ends_with("# EOF\n"));
         assert!(om.contains("# TYPE depwatch_checks counter"), "{om}");
         let text = m.encode_text();
-        assert!(text.contains("# TYPE depwatch_checks_total counter"), "{text}");
-        assert!(text.contains("# HELP depwatch_checks_total Checks run."), "{text}");
-        assert!(text.contains("depwatch_checks_total{component=\"a\",kind=\"process\"} 1"), "{text}");
-        assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE depwatch_checks_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP depwatch_checks_total Checks run."),
+            "{text}"
+        );
+        assert!(
+            text.contains("depwatch_checks_total{component=\"a\",kind=\"process\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"));
         assert!(text.contains("depwatch_build_info{version=\""));
     }

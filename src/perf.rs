@@ -33,7 +33,10 @@ impl Window {
             self.slow += 1;
         }
         self.total += 1;
-        self.samples.push_back(Sample { ms: d.as_secs_f64() * 1000.0, at });
+        self.samples.push_back(Sample {
+            ms: d.as_secs_f64() * 1000.0,
+            at,
+        });
         while self.samples.len() > cfg.window {
             self.samples.pop_front();
         }
@@ -51,8 +54,18 @@ impl Window {
         if n < cfg.recent * 2 {
             return None;
         }
-        let mut base: Vec<f64> = self.samples.iter().take(n - cfg.recent).map(|s| s.ms).collect();
-        let mut recent: Vec<f64> = self.samples.iter().skip(n - cfg.recent).map(|s| s.ms).collect();
+        let mut base: Vec<f64> = self
+            .samples
+            .iter()
+            .take(n - cfg.recent)
+            .map(|s| s.ms)
+            .collect();
+        let mut recent: Vec<f64> = self
+            .samples
+            .iter()
+            .skip(n - cfg.recent)
+            .map(|s| s.ms)
+            .collect();
         let b = percentile(&mut base, 50.0)?;
         let r = percentile(&mut recent, 50.0)?;
         // A baseline of (almost) zero would flag any noise: require 0.1 ms.
@@ -147,13 +160,21 @@ mod tests {
     use super::*;
 
     fn cfg() -> PerfConfig {
-        PerfConfig { window: 40, recent: 10, ..PerfConfig::default() }
+        PerfConfig {
+            window: 40,
+            recent: 10,
+            ..PerfConfig::default()
+        }
     }
 
     fn window(ms: &[f64]) -> Window {
         let mut w = Window::default();
         for m in ms {
-            w.push(Duration::from_secs_f64(m / 1000.0), SystemTime::now(), &cfg());
+            w.push(
+                Duration::from_secs_f64(m / 1000.0),
+                SystemTime::now(),
+                &cfg(),
+            );
         }
         w
     }

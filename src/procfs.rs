@@ -23,7 +23,9 @@ fn boot_time() -> Option<f64> {
     static BOOT: OnceLock<Option<f64>> = OnceLock::new();
     *BOOT.get_or_init(|| {
         let stat = fs::read_to_string("/proc/stat").ok()?;
-        stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
     })
 }
 
@@ -50,13 +52,19 @@ pub fn read(pid: &str) -> Option<ProcStats> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0);
-    let open_fds = fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
+    let open_fds = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
     let max_fds = fs::read_to_string(format!("/proc/{pid}/limits"))
         .ok()
         .and_then(|l| {
             let line = l.lines().find(|l| l.starts_with("Max open files"))?;
             let soft = line.split_whitespace().nth(3)?;
-            Some(if soft == "unlimited" { f64::INFINITY } else { soft.parse().ok()? })
+            Some(if soft == "unlimited" {
+                f64::INFINITY
+            } else {
+                soft.parse().ok()?
+            })
         })
         .unwrap_or(f64::NAN);
     Some(ProcStats {

@@ -19,7 +19,10 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new() -> Self {
-        Scheduler { tasks: HashMap::new(), shutdown_tx: watch::channel(false).0 }
+        Scheduler {
+            tasks: HashMap::new(),
+            shutdown_tx: watch::channel(false).0,
+        }
     }
 
     /// Makes the running set match `components`: tasks of components that

@@ -41,14 +41,32 @@ pub fn transition(prev: &Latest, result: &CheckResult, cfg: &ProbeConfig) -> Ste
             let failures = prev.consecutive_failures.saturating_add(1);
             let down = prev.down || failures >= cfg.failure_threshold;
             // Below the threshold the status stays; a first failing check is not healthy.
-            let status = if down { Status::Unhealthy } else { prev.status.unwrap_or(Status::Degraded) };
-            Step { status, failures, successes: 0, down }
+            let status = if down {
+                Status::Unhealthy
+            } else {
+                prev.status.unwrap_or(Status::Degraded)
+            };
+            Step {
+                status,
+                failures,
+                successes: 0,
+                down,
+            }
         }
         Ok(outcome) => {
             let successes = prev.consecutive_successes.saturating_add(1);
             let down = prev.down && successes < cfg.success_threshold;
-            let status = if down { Status::Unhealthy } else { outcome.level };
-            Step { status, failures: 0, successes, down }
+            let status = if down {
+                Status::Unhealthy
+            } else {
+                outcome.level
+            };
+            Step {
+                status,
+                failures: 0,
+                successes,
+                down,
+            }
         }
     }
 }
@@ -76,8 +94,16 @@ pub struct Component {
 }
 
 impl Component {
-    pub fn new(cfg: ProbeConfig, probe: Arc<dyn Probe>, metrics: Arc<Metrics>, perf_cfg: PerfConfig) -> Self {
-        let labels = ComponentKind { component: cfg.name.clone(), kind: cfg.kind() };
+    pub fn new(
+        cfg: ProbeConfig,
+        probe: Arc<dyn Probe>,
+        metrics: Arc<Metrics>,
+        perf_cfg: PerfConfig,
+    ) -> Self {
+        let labels = ComponentKind {
+            component: cfg.name.clone(),
+            kind: cfg.kind(),
+        };
         Component {
             cfg,
             probe,
@@ -148,7 +174,10 @@ impl Component {
             Ok(r) => r,
             Err(_) => Err(CheckError::new(
                 Reason::Timeout,
-                format!("no answer within the timeout of {}", format_duration(self.cfg.timeout)),
+                format!(
+                    "no answer within the timeout of {}",
+                    format_duration(self.cfg.timeout)
+                ),
             )),
         };
         let duration = started.elapsed();
@@ -158,7 +187,12 @@ impl Component {
     fn record(&self, result: CheckResult, at: SystemTime, duration: Duration) -> Latest {
         let m = &self.metrics;
         let prev = self.latest();
-        let Step { status, failures, successes, down } = transition(&prev, &result, &self.cfg);
+        let Step {
+            status,
+            failures,
+            successes,
+            down,
+        } = transition(&prev, &result, &self.cfg);
         let now = SystemTime::now();
         let mut next = Latest {
             status: Some(status),
@@ -175,8 +209,12 @@ impl Component {
             down,
         };
         m.checks.get_or_create(&self.labels).inc();
-        m.check_duration.get_or_create(&self.labels).observe(duration.as_secs_f64());
-        let only = ComponentOnly { component: self.cfg.name.clone() };
+        m.check_duration
+            .get_or_create(&self.labels)
+            .observe(duration.as_secs_f64());
+        let only = ComponentOnly {
+            component: self.cfg.name.clone(),
+        };
         match result {
             Ok(o) => {
                 next.error = o.why;
@@ -186,7 +224,11 @@ impl Component {
             }
             Err(e) => {
                 m.failures
-                    .get_or_create(&ComponentFailure { component: self.cfg.name.clone(), kind: self.kind(), reason: e.reason })
+                    .get_or_create(&ComponentFailure {
+                        component: self.cfg.name.clone(),
+                        kind: self.kind(),
+                        reason: e.reason,
+                    })
                     .inc();
                 next.error = Some(e.message.clone());
                 next.reason = Some(e.reason);
@@ -204,10 +246,16 @@ impl Component {
         m.up.get_or_create(&self.labels).set(i64::from(next.up));
         for s in crate::probe::Status::ALL {
             m.status
-                .get_or_create(&ComponentStatus { component: self.cfg.name.clone(), kind: self.kind(), status: s })
+                .get_or_create(&ComponentStatus {
+                    component: self.cfg.name.clone(),
+                    kind: self.kind(),
+                    status: s,
+                })
                 .set(i64::from(s == status));
         }
-        m.consecutive_failures.get_or_create(&only).set(i64::from(failures));
+        m.consecutive_failures
+            .get_or_create(&only)
+            .set(i64::from(failures));
         let _ = m.last_success.get_or_create(&only);
         lock(&self.perf).push(duration, at, &self.perf_cfg);
 
@@ -219,7 +267,12 @@ impl Component {
                     component, kind, status = status.as_str(), reason = next.reason.map(Reason::as_str),
                     error = %err, "Component state changed."
                 ),
-                _ => tracing::info!(component, kind, status = status.as_str(), "Component state changed."),
+                _ => tracing::info!(
+                    component,
+                    kind,
+                    status = status.as_str(),
+                    "Component state changed."
+                ),
             }
         }
         *write(&self.latest) = next.clone();
@@ -250,7 +303,11 @@ pub fn verdict<'a>(items: impl Iterator<Item = (bool, Option<Status>)> + 'a) -> 
     items
         .map(|(critical, s)| {
             let s = s.unwrap_or(Status::Degraded);
-            if !critical && s == Status::Unhealthy { Status::Degraded } else { s }
+            if !critical && s == Status::Unhealthy {
+                Status::Degraded
+            } else {
+                s
+            }
         })
         .max()
         .unwrap_or(Status::Healthy)
@@ -261,7 +318,9 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 pub fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 // A poisoned lock means a panic while holding it; the data (plain values)
@@ -314,17 +373,26 @@ mod tests {
 
     #[test]
     fn failures_turn_unhealthy_at_threshold() {
-        assert_eq!(run(&cfg(3, 1), &[true, false, false, false, true]), vec![H, H, H, U, H]);
+        assert_eq!(
+            run(&cfg(3, 1), &[true, false, false, false, true]),
+            vec![H, H, H, U, H]
+        );
     }
 
     #[test]
     fn a_blip_changes_nothing() {
-        assert_eq!(run(&cfg(3, 1), &[true, false, true, false, false, true]), vec![H, H, H, H, H, H]);
+        assert_eq!(
+            run(&cfg(3, 1), &[true, false, true, false, false, true]),
+            vec![H, H, H, H, H, H]
+        );
     }
 
     #[test]
     fn recovery_needs_success_threshold() {
-        assert_eq!(run(&cfg(2, 2), &[false, false, true, true, true]), vec![D, U, U, H, H]);
+        assert_eq!(
+            run(&cfg(2, 2), &[false, false, true, true, true]),
+            vec![D, U, U, H, H]
+        );
     }
 
     #[test]

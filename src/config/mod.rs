@@ -93,7 +93,10 @@ impl ProbeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{}", .rendered.join("\n"))]
     Invalid { rendered: Vec<String> },
 }
@@ -176,14 +179,25 @@ fn yes() -> bool {
     true
 }
 
-const TOP_KEYS: &[&str] = &["listen", "state_dir", "health", "auth", "defaults", "probes"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "state_dir",
+    "health",
+    "auth",
+    "defaults",
+    "probes",
+];
 
 /// Loads a configuration file with the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let src = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    from_str(&src, &path.display().to_string(), Some(path), base, &|k| std::env::var(k).ok())
+    from_str(&src, &path.display().to_string(), Some(path), base, &|k| {
+        std::env::var(k).ok()
+    })
 }
 
 /// The built-in default configuration.
@@ -219,13 +233,22 @@ pub fn from_str(
         });
         return Err(fail(ctx.into_problems()));
     }
-    let top: RawTop = yaml::parse(&root, "", &ctx, &|k| k != "probes", &["probes"]).unwrap_or_default();
-    let checker = Checker { root: &root, ctx: &ctx, base };
+    let top: RawTop =
+        yaml::parse(&root, "", &ctx, &|k| k != "probes", &["probes"]).unwrap_or_default();
+    let checker = Checker {
+        root: &root,
+        ctx: &ctx,
+        base,
+    };
 
     let listen = match top.listen.as_deref() {
         None => SocketAddr::from(([127, 0, 0, 1], 9877)),
         Some(s) => s.parse().unwrap_or_else(|_| {
-            checker.problem("listen", format!("invalid listen address `{s}`"), "write HOST:PORT, e.g. 127.0.0.1:9877");
+            checker.problem(
+                "listen",
+                format!("invalid listen address `{s}`"),
+                "write HOST:PORT, e.g. 127.0.0.1:9877",
+            );
             SocketAddr::from(([127, 0, 0, 1], 9877))
         }),
     };
@@ -237,7 +260,14 @@ pub fn from_str(
     if !ctx.is_empty() {
         return Err(fail(ctx.into_problems()));
     }
-    Ok(Config { source: source.map(Path::to_path_buf), listen, state_dir, health, admin_token, probes })
+    Ok(Config {
+        source: source.map(Path::to_path_buf),
+        listen,
+        state_dir,
+        health,
+        admin_token,
+        probes,
+    })
 }
 
 /// Stage two: semantic checks that report by key path.
@@ -259,7 +289,13 @@ impl Checker<'_> {
     }
 
     /// Reads a secret given inline or as `<key>_file`; exactly one may be set.
-    pub fn secret(&self, path: &str, key: &str, inline: Option<Secret>, file: Option<&str>) -> Option<Secret> {
+    pub fn secret(
+        &self,
+        path: &str,
+        key: &str,
+        inline: Option<Secret>,
+        file: Option<&str>,
+    ) -> Option<Secret> {
         match (inline, file) {
             (Some(_), Some(_)) => {
                 self.problem(
@@ -302,12 +338,19 @@ impl Checker<'_> {
         };
         let at = "health.performance";
         if perf.window < 2 || perf.window > 100_000 {
-            self.problem(&format!("{at}.window"), format!("window {} is out of range", perf.window), "use 2 to 100000 checks");
+            self.problem(
+                &format!("{at}.window"),
+                format!("window {} is out of range", perf.window),
+                "use 2 to 100000 checks",
+            );
         }
         if perf.recent == 0 || perf.recent >= perf.window {
             self.problem(
                 &format!("{at}.recent"),
-                format!("recent {} must be between 1 and the window ({})", perf.recent, perf.window),
+                format!(
+                    "recent {} must be between 1 and the window ({})",
+                    perf.recent, perf.window
+                ),
                 "the recent checks are compared with the older ones of the window",
             );
         }
@@ -321,18 +364,33 @@ impl Checker<'_> {
         if !(perf.regression_factor > 1.0 && perf.regression_factor.is_finite()) {
             self.problem(
                 &format!("{at}.regression_factor"),
-                format!("regression_factor {} must be above 1", perf.regression_factor),
+                format!(
+                    "regression_factor {} must be above 1",
+                    perf.regression_factor
+                ),
                 "2 flags a median that doubled",
             );
         }
-        HealthConfig { cache_ttl: raw.cache_ttl.map_or(Duration::from_secs(5), |d| d.0), performance: perf }
+        HealthConfig {
+            cache_ttl: raw.cache_ttl.map_or(Duration::from_secs(5), |d| d.0),
+            performance: perf,
+        }
     }
 
     fn admin_token(&self, raw: RawAuth) -> Option<Secret> {
-        let token = self.secret("auth", "admin_token", raw.admin_token, raw.admin_token_file.as_deref());
+        let token = self.secret(
+            "auth",
+            "admin_token",
+            raw.admin_token,
+            raw.admin_token_file.as_deref(),
+        );
         if let Some(t) = &token {
             if t.expose().len() < 8 {
-                self.problem("auth.admin_token", "the admin token is shorter than 8 characters", "use a long random string");
+                self.problem(
+                    "auth.admin_token",
+                    "the admin token is shorter than 8 characters",
+                    "use a long random string",
+                );
             }
         }
         token
@@ -340,14 +398,26 @@ impl Checker<'_> {
 
     fn probes(&self, defaults: &RawDefaults) -> Vec<ProbeConfig> {
         let Some(list) = self.root.get("probes") else {
-            self.problem("probes", "no probes configured", "add at least one probe under `probes:`");
+            self.problem(
+                "probes",
+                "no probes configured",
+                "add at least one probe under `probes:`",
+            );
             return Vec::new();
         };
         let yaml::Value::Seq(items) = &list.value else {
             if !matches!(list.value, yaml::Value::Null) {
-                self.problem("probes", "expected a list of probes", "each item starts with `- name: ...`");
+                self.problem(
+                    "probes",
+                    "expected a list of probes",
+                    "each item starts with `- name: ...`",
+                );
             } else {
-                self.problem("probes", "no probes configured", "add at least one probe under `probes:`");
+                self.problem(
+                    "probes",
+                    "no probes configured",
+                    "add at least one probe under `probes:`",
+                );
             }
             return Vec::new();
         };
@@ -364,7 +434,11 @@ impl Checker<'_> {
             }
             let kind_name = node.get("kind").and_then(Node::scalar);
             let Some(kind_name) = kind_name else {
-                self.problem(&path, "missing required key `kind`", format!("one of: {}", probe::KIND_NAMES.join(", ")));
+                self.problem(
+                    &path,
+                    "missing required key `kind`",
+                    format!("one of: {}", probe::KIND_NAMES.join(", ")),
+                );
                 continue;
             };
             let Some(kind) = Kind::from_name(kind_name) else {
@@ -375,15 +449,26 @@ impl Checker<'_> {
                 );
                 continue;
             };
-            let raw: Option<RawCommon> = yaml::parse(node, &path, self.ctx, &|k| common.contains(&k), &[]);
+            let raw: Option<RawCommon> =
+                yaml::parse(node, &path, self.ctx, &|k| common.contains(&k), &[]);
             let mut also: Vec<&'static str> = common.to_vec();
             also.push("kind");
             let spec = probe::parse_spec(kind, node, &path, self, &also);
             let Some(raw) = raw else { continue };
             if !seen.insert(raw.name.clone()) {
-                self.problem(&format!("{path}.name"), format!("duplicate probe name `{}`", raw.name), "probe names must be unique");
+                self.problem(
+                    &format!("{path}.name"),
+                    format!("duplicate probe name `{}`", raw.name),
+                    "probe names must be unique",
+                );
             }
-            if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if raw.name.is_empty()
+                || raw.name.len() > 64
+                || !raw
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 self.problem(
                     &format!("{path}.name"),
                     format!("invalid probe name `{}`", raw.name),
@@ -393,12 +478,24 @@ impl Checker<'_> {
             let interval = raw.interval.map_or(d_interval, |d| d.0);
             let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
             if interval < Duration::from_millis(100) {
-                self.problem(&format!("{path}.interval"), "interval is shorter than 100ms", "checks that often would load the dependency");
+                self.problem(
+                    &format!("{path}.interval"),
+                    "interval is shorter than 100ms",
+                    "checks that often would load the dependency",
+                );
             }
             if timeout.is_zero() {
-                self.problem(&format!("{path}.timeout"), "timeout must be above zero", "e.g. 5s");
+                self.problem(
+                    &format!("{path}.timeout"),
+                    "timeout must be above zero",
+                    "e.g. 5s",
+                );
             } else if timeout >= interval {
-                let at = if raw.timeout.is_some() { "timeout" } else { "interval" };
+                let at = if raw.timeout.is_some() {
+                    "timeout"
+                } else {
+                    "interval"
+                };
                 self.problem(
                     &format!("{path}.{at}"),
                     format!(
@@ -409,16 +506,37 @@ impl Checker<'_> {
                     "a check must end before the next one starts: lower timeout or raise interval",
                 );
             }
-            let failure_threshold = raw.failure_threshold.or(defaults.failure_threshold).unwrap_or(3);
-            let success_threshold = raw.success_threshold.or(defaults.success_threshold).unwrap_or(1);
-            for (key, v) in [("failure_threshold", failure_threshold), ("success_threshold", success_threshold)] {
+            let failure_threshold = raw
+                .failure_threshold
+                .or(defaults.failure_threshold)
+                .unwrap_or(3);
+            let success_threshold = raw
+                .success_threshold
+                .or(defaults.success_threshold)
+                .unwrap_or(1);
+            for (key, v) in [
+                ("failure_threshold", failure_threshold),
+                ("success_threshold", success_threshold),
+            ] {
                 if !(1..=100).contains(&v) {
-                    self.problem(&format!("{path}.{key}"), format!("{key} {v} is out of range"), "use 1 to 100 consecutive checks");
+                    self.problem(
+                        &format!("{path}.{key}"),
+                        format!("{key} {v} is out of range"),
+                        "use 1 to 100 consecutive checks",
+                    );
                 }
             }
-            let jitter = raw.jitter.map(|d| d.0).or(defaults.jitter.map(|d| d.0)).unwrap_or_else(|| (interval / 10).min(Duration::from_secs(5)));
+            let jitter = raw
+                .jitter
+                .map(|d| d.0)
+                .or(defaults.jitter.map(|d| d.0))
+                .unwrap_or_else(|| (interval / 10).min(Duration::from_secs(5)));
             if jitter >= interval {
-                self.problem(&format!("{path}.jitter"), "jitter is not shorter than the interval", "a tenth of the interval spreads the load");
+                self.problem(
+                    &format!("{path}.jitter"),
+                    "jitter is not shorter than the interval",
+                    "a tenth of the interval spreads the load",
+                );
             }
             if let Some(spec) = spec {
                 out.push(ProbeConfig {
@@ -437,7 +555,12 @@ impl Checker<'_> {
     }
 
     /// Deserializes a kind's own keys of a probe.
-    pub fn parse_kind<T: serde::de::DeserializeOwned>(&self, node: &Node, path: &str, also: &[&'static str]) -> Option<T> {
+    pub fn parse_kind<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &Node,
+        path: &str,
+        also: &[&'static str],
+    ) -> Option<T> {
         yaml::parse(node, path, self.ctx, &|k| !also.contains(&k), also)
     }
 

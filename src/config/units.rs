@@ -24,9 +24,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if num_end == 0 {
             return Err(format!("invalid duration `{s}`"));
         }
-        let n: f64 = rest[..num_end].parse().map_err(|_| format!("invalid duration `{s}`"))?;
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("invalid duration `{s}`"))?;
         let after = &rest[num_end..];
-        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let secs = match &after[..unit_end] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -48,7 +52,12 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -62,9 +71,11 @@ impl<'de> Deserialize<'de> for Dur {
         if s == super::yaml::POISON {
             return Ok(Dur(Duration::ZERO));
         }
-        parse_duration(&s)
-            .map(Dur)
-            .map_err(|e| de::Error::custom(format!("{e} (hint: write it like 500ms, 15s, 5m, 1h30m or 7d)")))
+        parse_duration(&s).map(Dur).map_err(|e| {
+            de::Error::custom(format!(
+                "{e} (hint: write it like 500ms, 15s, 5m, 1h30m or 7d)"
+            ))
+        })
     }
 }
 
@@ -74,7 +85,9 @@ pub struct Size(pub u64);
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
     let mult: f64 = match unit.trim() {
@@ -98,9 +111,9 @@ impl<'de> Deserialize<'de> for Size {
         if s == super::yaml::POISON {
             return Ok(Size(0));
         }
-        parse_size(&s)
-            .map(Size)
-            .map_err(|e| de::Error::custom(format!("{e} (hint: write it like 512MiB, 1GiB or 10GB)")))
+        parse_size(&s).map(Size).map_err(|e| {
+            de::Error::custom(format!("{e} (hint: write it like 512MiB, 1GiB or 10GB)"))
+        })
     }
 }
 
@@ -142,8 +155,14 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("15"), Err("duration `15` has no unit".into()));
-        assert_eq!(parse_duration("15x"), Err("unknown unit `x` in duration `15x`".into()));
+        assert_eq!(
+            parse_duration("15"),
+            Err("duration `15` has no unit".into())
+        );
+        assert_eq!(
+            parse_duration("15x"),
+            Err("unknown unit `x` in duration `15x`".into())
+        );
         assert!(parse_duration("s").is_err());
     }
 

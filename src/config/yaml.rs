@@ -25,7 +25,10 @@ pub struct Mark {
 impl From<Marker> for Mark {
     fn from(m: Marker) -> Self {
         // yaml-rust2 counts lines from 1 and columns from 0.
-        Mark { line: m.line(), col: m.col() + 1 }
+        Mark {
+            line: m.line(),
+            col: m.col() + 1,
+        }
     }
 }
 
@@ -220,25 +223,40 @@ impl MarkedEventReceiver for Builder {
                 {
                     Value::Null
                 } else {
-                    Value::Scalar { text, plain, secret: false }
+                    Value::Scalar {
+                        text,
+                        plain,
+                        secret: false,
+                    }
                 };
                 self.push_value(Node { mark, value }, anchor);
             }
-            Event::SequenceStart(anchor, _) => {
-                self.stack
-                    .push((Node { mark, value: Value::Seq(Vec::new()) }, None, anchor))
-            }
-            Event::MappingStart(anchor, _) => {
-                self.stack
-                    .push((Node { mark, value: Value::Map(Vec::new()) }, None, anchor))
-            }
+            Event::SequenceStart(anchor, _) => self.stack.push((
+                Node {
+                    mark,
+                    value: Value::Seq(Vec::new()),
+                },
+                None,
+                anchor,
+            )),
+            Event::MappingStart(anchor, _) => self.stack.push((
+                Node {
+                    mark,
+                    value: Value::Map(Vec::new()),
+                },
+                None,
+                anchor,
+            )),
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((node, _, anchor)) = self.stack.pop() {
                     self.push_value(node, anchor);
                 }
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().unwrap_or(Node { mark, value: Value::Null });
+                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
+                    mark,
+                    value: Value::Null,
+                });
                 self.push_value(node, 0);
             }
             _ => {}
@@ -272,8 +290,8 @@ fn substitute(
                     return;
                 };
                 let name = &after[..end];
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     problems.push(Problem {
                         mark: node.mark,
@@ -317,7 +335,11 @@ fn substitute(
 }
 
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// Collects problems while deserializing and validating one file.
@@ -372,7 +394,11 @@ pub fn parse<T: DeserializeOwned>(
             Ok(v) => return poison.is_empty().then_some(v),
             Err(e) => {
                 let target = e.missing.clone().unwrap_or_else(|| e.path.clone());
-                if poison.iter().any(|p| target == *p || target.starts_with(&format!("{p}.")) || target.starts_with(&format!("{p}["))) {
+                if poison.iter().any(|p| {
+                    target == *p
+                        || target.starts_with(&format!("{p}."))
+                        || target.starts_with(&format!("{p}["))
+                }) {
                     // A stand-in did not satisfy its type: stop here.
                     return None;
                 }
@@ -434,7 +460,14 @@ impl de::Error for DeError {
             Some((m, h)) => (m.to_string(), Some(h.trim_end_matches(')').to_string())),
             None => (text, None),
         };
-        DeError { message, hint, path: String::new(), mark: None, located: false, missing: None }
+        DeError {
+            message,
+            hint,
+            path: String::new(),
+            mark: None,
+            located: false,
+            missing: None,
+        }
     }
 
     fn missing_field(field: &'static str) -> Self {
@@ -479,7 +512,15 @@ struct NodeDe<'a> {
 impl<'a> NodeDe<'a> {
     fn child(&self, node: &'a Node, path: String) -> NodeDe<'a> {
         let poisoned = self.poisoned || self.poison.contains(&path);
-        NodeDe { node, path, ctx: self.ctx, poison: self.poison, poisoned, keep: None, also: &[] }
+        NodeDe {
+            node,
+            path,
+            ctx: self.ctx,
+            poison: self.poison,
+            poisoned,
+            keep: None,
+            also: &[],
+        }
     }
 
     fn text(&self) -> Option<&'a str> {
@@ -525,7 +566,9 @@ macro_rules! de_number {
             if self.poisoned {
                 return PoisonDe.$method(visitor);
             }
-            let parsed = self.text().and_then(|t| t.trim().replace('_', "").parse::<$ty>().ok());
+            let parsed = self
+                .text()
+                .and_then(|t| t.trim().replace('_', "").parse::<$ty>().ok());
             let r = match parsed {
                 Some(n) => visitor.$visit(n),
                 None => Err(self.expected($what)),
@@ -535,7 +578,10 @@ macro_rules! de_number {
     };
 }
 
-static NULL_NODE: Node = Node { mark: Mark { line: 0, col: 0 }, value: Value::Null };
+static NULL_NODE: Node = Node {
+    mark: Mark { line: 0, col: 0 },
+    value: Value::Null,
+};
 
 macro_rules! poison_numbers {
     ($($method:ident $visit:ident),*) => {$(
@@ -574,14 +620,20 @@ impl<'de> de::Deserializer<'de> for PoisonDe {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_none()
     }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _n: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _n: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_seq(de::value::SeqDeserializer::new(std::iter::empty::<()>()))
     }
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_map(de::value::MapDeserializer::new(std::iter::empty::<((), ())>()))
+        visitor.visit_map(de::value::MapDeserializer::new(
+            std::iter::empty::<((), ())>(),
+        ))
     }
     fn deserialize_struct<V: Visitor<'de>>(
         self,
@@ -589,7 +641,9 @@ impl<'de> de::Deserializer<'de> for PoisonDe {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        visitor.visit_map(PoisonMap { fields: fields.iter(), })
+        visitor.visit_map(PoisonMap {
+            fields: fields.iter(),
+        })
     }
     fn deserialize_enum<V: Visitor<'de>>(
         self,
@@ -615,14 +669,22 @@ struct PoisonMap {
 impl<'de> de::MapAccess<'de> for PoisonMap {
     type Error = DeError;
 
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.fields.next() {
-            Some(f) => seed.deserialize(de::value::StrDeserializer::<DeError>::new(f)).map(Some),
+            Some(f) => seed
+                .deserialize(de::value::StrDeserializer::<DeError>::new(f))
+                .map(Some),
             None => Ok(None),
         }
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
         seed.deserialize(PoisonDe)
     }
 }
@@ -764,14 +826,21 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         let r = match &self.node.value {
             Value::Seq(items) => {
                 let items: Vec<(usize, &Node)> = items.iter().enumerate().collect();
-                visitor.visit_seq(SeqAcc { de: &self, items: items.into_iter() })
+                visitor.visit_seq(SeqAcc {
+                    de: &self,
+                    items: items.into_iter(),
+                })
             }
             _ => Err(self.expected("a list")),
         };
         self.wrap(r)
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         if self.poisoned {
             return PoisonDe.deserialize_tuple(_len, visitor);
         }
@@ -797,7 +866,11 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         let r = match &self.node.value {
             Value::Map(_) => {
                 let entries = self.entries();
-                visitor.visit_map(MapAcc { de: &self, entries: entries.into_iter(), value: None })
+                visitor.visit_map(MapAcc {
+                    de: &self,
+                    entries: entries.into_iter(),
+                    value: None,
+                })
             }
             _ => Err(self.expected("a mapping")),
         };
@@ -816,7 +889,11 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         let Value::Map(_) = &self.node.value else {
             if matches!(self.node.value, Value::Null) {
                 // `key:` with nothing under it: an empty mapping.
-                let r = visitor.visit_map(MapAcc { de: &self, entries: Vec::new().into_iter(), value: None });
+                let r = visitor.visit_map(MapAcc {
+                    de: &self,
+                    entries: Vec::new().into_iter(),
+                    value: None,
+                });
                 return self.wrap(r);
             }
             return self.wrap(Err(self.expected("a mapping")));
@@ -844,11 +921,16 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             .collect();
         // Required keys reported missing get a stand-in.
         for f in fields {
-            if self.poison.contains(&join(&self.path, f)) && !entries.iter().any(|(k, _, _)| k == f) {
+            if self.poison.contains(&join(&self.path, f)) && !entries.iter().any(|(k, _, _)| k == f)
+            {
                 entries.push((f, &NULL_NODE, &NULL_NODE));
             }
         }
-        let r = visitor.visit_map(MapAcc { de: &self, entries: entries.into_iter(), value: None });
+        let r = visitor.visit_map(MapAcc {
+            de: &self,
+            entries: entries.into_iter(),
+            value: None,
+        });
         self.wrap(r)
     }
 
@@ -912,7 +994,9 @@ impl<'de, 'b, 'a, I: Iterator<Item = (usize, &'a Node)>> de::SeqAccess<'de> for 
             Some((i, node)) => {
                 let path = format!("{}[{i}]", self.de.path);
                 let child = self.de.child(node, path.clone());
-                seed.deserialize(child).map(Some).map_err(|e| e.at(node, &path))
+                seed.deserialize(child)
+                    .map(Some)
+                    .map_err(|e| e.at(node, &path))
             }
             None => Ok(None),
         }
@@ -930,7 +1014,10 @@ impl<'de, 'b, 'a, I: Iterator<Item = (&'a str, &'a Node, &'a Node)>> de::MapAcce
 {
     type Error = DeError;
 
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.entries.next() {
             Some((key, knode, vnode)) => {
                 self.value = Some((key, vnode));
@@ -943,8 +1030,14 @@ impl<'de, 'b, 'a, I: Iterator<Item = (&'a str, &'a Node, &'a Node)>> de::MapAcce
         }
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (key, node) = self.value.take().ok_or_else(|| de::Error::custom("value without key"))?;
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
+        let (key, node) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("value without key"))?;
         let path = join(&self.de.path, key);
         let child = self.de.child(node, path.clone());
         seed.deserialize(child).map_err(|e| e.at(node, &path))
@@ -1001,7 +1094,9 @@ mod tests {
     }
 
     fn doc(src: &str) -> Node {
-        parse_document(src, &|k| (k == "SET").then(|| "value".to_string())).unwrap().0
+        parse_document(src, &|k| (k == "SET").then(|| "value".to_string()))
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -1031,9 +1126,10 @@ mod tests {
 
     #[test]
     fn env_substitution_and_unset() {
-        let (n, probs) =
-            parse_document("a: \"x-${SET}-y\"\nb: ${UNSET}\n", &|k| (k == "SET").then(|| "v".into()))
-                .unwrap();
+        let (n, probs) = parse_document("a: \"x-${SET}-y\"\nb: ${UNSET}\n", &|k| {
+            (k == "SET").then(|| "v".into())
+        })
+        .unwrap();
         assert_eq!(n.get("a").and_then(Node::scalar), Some("x-v-y"));
         assert_eq!(probs.len(), 1);
         assert_eq!(

@@ -18,7 +18,10 @@ use crate::perf;
 use crate::probe::Status;
 use crate::state::{Component, Latest, rfc3339, verdict};
 
-pub(super) async fn health(State(s): State<AppState>, Query(q): Query<ComponentQuery>) -> Result<Response, ApiError> {
+pub(super) async fn health(
+    State(s): State<AppState>,
+    Query(q): Query<ComponentQuery>,
+) -> Result<Response, ApiError> {
     let rt = s.runtime();
     let ttl = rt.config.health.cache_ttl;
     let selected: Vec<Arc<Component>> = match &q.component {
@@ -31,7 +34,12 @@ pub(super) async fn health(State(s): State<AppState>, Query(q): Query<ComponentQ
     };
     let results = latest_of(&s, &selected, ttl).await;
 
-    let status = verdict(selected.iter().zip(&results).map(|(c, l)| (c.cfg.critical, l.status)));
+    let status = verdict(
+        selected
+            .iter()
+            .zip(&results)
+            .map(|(c, l)| (c.cfg.critical, l.status)),
+    );
     let mut components = Map::new();
     for (c, l) in selected.iter().zip(&results) {
         components.insert(c.name().to_string(), c.to_json(l));
@@ -42,7 +50,11 @@ pub(super) async fn health(State(s): State<AppState>, Query(q): Query<ComponentQ
     };
     let hits = s.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
     let misses = s.cache_misses.load(std::sync::atomic::Ordering::Relaxed);
-    let entries = rt.components.iter().filter(|c| c.cached(ttl).is_some()).count();
+    let entries = rt
+        .components
+        .iter()
+        .filter(|c| c.cached(ttl).is_some())
+        .count();
     let body = json!({
         "status": status.as_str(),
         "timestamp": rfc3339(SystemTime::now()),
@@ -58,8 +70,17 @@ pub(super) async fn health(State(s): State<AppState>, Query(q): Query<ComponentQ
             "ttl_seconds": ttl.as_secs_f64(),
         },
     });
-    let code = if status == Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    Ok((code, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+    let code = if status == Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// The latest result of each component: from the cache when fresh, else from
@@ -87,7 +108,10 @@ async fn latest_of(s: &Shared, components: &[Arc<Component>], ttl: Duration) -> 
             out[i] = Some(l);
         }
     }
-    out.into_iter().zip(components).map(|(l, c)| l.unwrap_or_else(|| c.latest())).collect()
+    out.into_iter()
+        .zip(components)
+        .map(|(l, c)| l.unwrap_or_else(|| c.latest()))
+        .collect()
 }
 
 fn component_perf(c: &Component, cfg: &PerfConfig) -> Value {
@@ -97,7 +121,10 @@ fn component_perf(c: &Component, cfg: &PerfConfig) -> Value {
         None => return json!({ "checks": 0 }),
     };
     if let Value::Object(m) = &mut v {
-        m.insert("top_slowest".into(), Value::Array(slowest(std::iter::once((c.name(), &w)), cfg.top_slowest)));
+        m.insert(
+            "top_slowest".into(),
+            Value::Array(slowest(std::iter::once((c.name(), &w)), cfg.top_slowest)),
+        );
         m.insert(
             "regression".into(),
             w.regression(cfg).map_or(Value::Null, |(b, r)| {
@@ -109,11 +136,15 @@ fn component_perf(c: &Component, cfg: &PerfConfig) -> Value {
 }
 
 fn slowest<'a>(windows: impl Iterator<Item = (&'a str, &'a perf::Window)>, n: usize) -> Vec<Value> {
-    let mut all: Vec<(&str, &perf::Sample)> = windows.flat_map(|(name, w)| w.samples().map(move |s| (name, s))).collect();
+    let mut all: Vec<(&str, &perf::Sample)> = windows
+        .flat_map(|(name, w)| w.samples().map(move |s| (name, s)))
+        .collect();
     all.sort_unstable_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
     all.into_iter()
         .take(n)
-        .map(|(name, s)| json!({ "component": name, "ms": perf::round2(s.ms), "at": rfc3339(s.at) }))
+        .map(
+            |(name, s)| json!({ "component": name, "ms": perf::round2(s.ms), "at": rfc3339(s.at) }),
+        )
         .collect()
 }
 
@@ -127,13 +158,20 @@ fn performance(s: &Shared, rt: &Runtime) -> Value {
         }
     }
     let cfg = &rt.config.health.performance;
-    let windows: Vec<(&str, perf::Window)> = rt.components.iter().map(|c| (c.name(), c.perf())).collect();
+    let windows: Vec<(&str, perf::Window)> =
+        rt.components.iter().map(|c| (c.name(), c.perf())).collect();
     let mut v = match perf::stats(windows.iter().map(|(_, w)| w), cfg) {
         Some(st) => serde_json::to_value(st).unwrap_or(Value::Null),
         None => json!({ "checks": 0 }),
     };
     if let Value::Object(m) = &mut v {
-        m.insert("top_slowest".into(), Value::Array(slowest(windows.iter().map(|(n, w)| (*n, w)), cfg.top_slowest)));
+        m.insert(
+            "top_slowest".into(),
+            Value::Array(slowest(
+                windows.iter().map(|(n, w)| (*n, w)),
+                cfg.top_slowest,
+            )),
+        );
         let regressions: Vec<Value> = windows
             .iter()
             .filter_map(|(name, w)| {

@@ -49,13 +49,17 @@ impl IntoResponse for ApiError {
         let (code, msg) = match self {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "a valid admin bearer token is required".into()),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "a valid admin bearer token is required".into(),
+            ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         };
         let mut resp = (code, axum::Json(json!({ "error": msg }))).into_response();
         if code == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -66,7 +70,10 @@ const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     s.metrics.last_scrape.set(crate::metrics::unix_now());
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let (body, ctype) = if accept.contains("application/openmetrics-text") {
         (s.metrics.encode_openmetrics(), OPENMETRICS)
     } else {
@@ -80,7 +87,9 @@ fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiE
     let rt = s.runtime();
     let Some(token) = &rt.config.admin_token else {
         return if required {
-            Err(ApiError::Forbidden("admin endpoints are disabled: set auth.admin_token in the configuration".into()))
+            Err(ApiError::Forbidden(
+                "admin endpoints are disabled: set auth.admin_token in the configuration".into(),
+            ))
         } else {
             Ok(())
         };
@@ -90,7 +99,11 @@ fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiE
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) { Ok(()) } else { Err(ApiError::Unauthorized) }
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -103,10 +116,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn reload(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&s, &headers, false)?;
     let (tx, rx) = oneshot::channel();
-    s.reload_tx.send(tx).await.map_err(|_| ApiError::Unavailable("depwatch is shutting down".into()))?;
+    s.reload_tx
+        .send(tx)
+        .await
+        .map_err(|_| ApiError::Unavailable("depwatch is shutting down".into()))?;
     match rx.await {
         Ok(Ok(())) => Ok(axum::Json(json!({ "status": "reloaded" })).into_response()),
-        Ok(Err(e)) => Err(ApiError::BadRequest(format!("configuration refused, the previous one keeps running: {e}"))),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
+            "configuration refused, the previous one keeps running: {e}"
+        ))),
         Err(_) => Err(ApiError::Unavailable("depwatch is shutting down".into())),
     }
 }
@@ -125,7 +143,9 @@ async fn invalidate(
     let rt = s.runtime();
     let dropped = match q.component {
         Some(name) => {
-            let c = rt.component(&name).ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
+            let c = rt
+                .component(&name)
+                .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
             c.invalidate();
             1
         }
@@ -137,10 +157,16 @@ async fn invalidate(
     Ok(axum::Json(json!({ "invalidated": dropped })).into_response())
 }
 
-async fn run_probe(State(s): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn run_probe(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, true)?;
     let rt = s.runtime();
-    let c = rt.component(&name).ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
+    let c = rt
+        .component(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
     let latest = c.run_check(Instant::now()).await;
     Ok(axum::Json(json!({ "component": name, "result": c.to_json(&latest) })).into_response())
 }

@@ -12,7 +12,11 @@ use crate::state::{rfc3339, verdict};
 
 pub(super) async fn status_page(State(s): State<AppState>) -> Html<String> {
     let rt = s.runtime();
-    let rows: Vec<_> = rt.components.iter().map(|c| (c.clone(), c.latest())).collect();
+    let rows: Vec<_> = rt
+        .components
+        .iter()
+        .map(|c| (c.clone(), c.latest()))
+        .collect();
     let overall = verdict(rows.iter().map(|(c, l)| (c.cfg.critical, l.status)));
     let mut html = String::with_capacity(4096);
     let _ = write!(
@@ -36,7 +40,11 @@ td,th{{padding:.35em .8em;border-bottom:1px solid #ddd;text-align:left}}.healthy
             r#"<tr><td>{name}</td><td>{kind}</td><td class="{status}">{status}{crit}</td><td>{at}</td><td>{ms:.1} ms</td><td>{err}</td></tr>"#,
             name = escape(c.name()),
             kind = c.kind().as_str(),
-            crit = if c.cfg.critical { "" } else { " (non-critical)" },
+            crit = if c.cfg.critical {
+                ""
+            } else {
+                " (non-critical)"
+            },
             at = l.checked_at.map(rfc3339).unwrap_or_default(),
             ms = l.duration.as_secs_f64() * 1000.0,
             err = escape(l.error.as_deref().unwrap_or("")),

@@ -99,7 +99,11 @@ pub struct CheckError {
 
 impl CheckError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        CheckError { reason, message: message.into(), details: Map::new() }
+        CheckError {
+            reason,
+            message: message.into(),
+            details: Map::new(),
+        }
     }
 }
 
@@ -120,7 +124,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn healthy(details: Map<String, Value>) -> Self {
-        Outcome { level: Status::Healthy, why: None, details }
+        Outcome {
+            level: Status::Healthy,
+            why: None,
+            details,
+        }
     }
 
     /// Raises the level to `level` (never lowers it), keeping every reason.
@@ -155,7 +163,9 @@ pub struct KindMetrics {
 
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        KindMetrics { process: Arc::new(process::Metrics::register(registry)) }
+        KindMetrics {
+            process: Arc::new(process::Metrics::register(registry)),
+        }
     }
 }
 

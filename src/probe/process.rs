@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
-use super::{BuildCtx, BuildError, BoxFuture, CheckError, CheckResult, Outcome, Probe, Reason, Status};
+use super::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+};
 use crate::config::yaml::Node;
 use crate::config::{Checker, Size};
 use crate::metrics::{AbsCounter, ComponentOnly, GaugeF};
@@ -62,11 +64,24 @@ pub struct Spec {
 impl Spec {
     pub fn parse(node: &Node, path: &str, c: &Checker, also: &[&'static str]) -> Option<Spec> {
         let raw: Raw = c.parse_kind(node, path, also)?;
-        let set = [raw.self_, raw.pid.is_some(), raw.pidfile.is_some(), raw.name.is_some()];
+        let set = [
+            raw.self_,
+            raw.pid.is_some(),
+            raw.pidfile.is_some(),
+            raw.name.is_some(),
+        ];
         let count = set.iter().filter(|s| **s).count();
         if count != 1 {
-            let msg = if count == 0 { "no process to watch" } else { "more than one way to find the process" };
-            c.problem(path, msg, "set exactly one of `self: true`, `pid`, `pidfile` or `name`");
+            let msg = if count == 0 {
+                "no process to watch"
+            } else {
+                "more than one way to find the process"
+            };
+            c.problem(
+                path,
+                msg,
+                "set exactly one of `self: true`, `pid`, `pidfile` or `name`",
+            );
             return None;
         }
         let target = if raw.self_ {
@@ -80,8 +95,18 @@ impl Spec {
             match Regex::new(&pat) {
                 Ok(r) => Target::Name(r),
                 Err(e) => {
-                    let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
-                    c.problem(&format!("{path}.name"), format!("invalid regex: {first}"), "the name is a regular expression, e.g. ^myapp$");
+                    let first = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    c.problem(
+                        &format!("{path}.name"),
+                        format!("invalid regex: {first}"),
+                        "the name is a regular expression, e.g. ^myapp$",
+                    );
                     return None;
                 }
             }
@@ -97,7 +122,11 @@ impl Spec {
                 );
             }
         }
-        Some(Spec { target, memory_degraded_above: deg, memory_unhealthy_above: unh })
+        Some(Spec {
+            target,
+            memory_degraded_above: deg,
+            memory_unhealthy_above: unh,
+        })
     }
 }
 
@@ -121,12 +150,36 @@ impl Metrics {
             threads: Family::default(),
             restarts: Family::default(),
         };
-        r.register("process_resident_memory_bytes", "Resident memory of the watched process.", m.rss.clone());
-        r.register("process_cpu_seconds", "CPU time (user and system) of the watched process.", m.cpu.clone());
-        r.register("process_start_time_seconds", "When the watched process started (Unix time).", m.start.clone());
-        r.register("process_open_fds", "Open file descriptors of the watched process.", m.fds.clone());
-        r.register("process_threads", "Threads of the watched process.", m.threads.clone());
-        r.register("process_restarts", "Restarts of the watched process seen by depwatch (a new start time).", m.restarts.clone());
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the watched process.",
+            m.rss.clone(),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "CPU time (user and system) of the watched process.",
+            m.cpu.clone(),
+        );
+        r.register(
+            "process_start_time_seconds",
+            "When the watched process started (Unix time).",
+            m.start.clone(),
+        );
+        r.register(
+            "process_open_fds",
+            "Open file descriptors of the watched process.",
+            m.fds.clone(),
+        );
+        r.register(
+            "process_threads",
+            "Threads of the watched process.",
+            m.threads.clone(),
+        );
+        r.register(
+            "process_restarts",
+            "Restarts of the watched process seen by depwatch (a new start time).",
+            m.restarts.clone(),
+        );
         m
     }
 
@@ -156,9 +209,15 @@ struct Seen {
 pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<ProcessProbe, BuildError> {
     Ok(ProcessProbe {
         spec: spec.clone(),
-        label: ComponentOnly { component: ctx.name.to_string() },
+        label: ComponentOnly {
+            component: ctx.name.to_string(),
+        },
         metrics: ctx.metrics.process.clone(),
-        state: std::sync::Arc::new(Mutex::new(Seen { system: None, last: None, restarts: 0 })),
+        state: std::sync::Arc::new(Mutex::new(Seen {
+            system: None,
+            last: None,
+            restarts: 0,
+        })),
     })
 }
 
@@ -179,10 +238,16 @@ fn find_pid(target: &Target, system: &mut System) -> Result<(u32, usize), CheckE
         Target::Pid(p) => Ok((*p, 1)),
         Target::Pidfile(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                CheckError::new(Reason::NotFound, format!("cannot read pidfile {}: {e}", path.display()))
+                CheckError::new(
+                    Reason::NotFound,
+                    format!("cannot read pidfile {}: {e}", path.display()),
+                )
             })?;
             text.trim().parse().map(|p| (p, 1)).map_err(|_| {
-                CheckError::new(Reason::NotFound, format!("pidfile {} does not hold a pid", path.display()))
+                CheckError::new(
+                    Reason::NotFound,
+                    format!("pidfile {} does not hold a pid", path.display()),
+                )
             })
         }
         Target::Name(re) => {
@@ -200,9 +265,15 @@ fn find_pid(target: &Target, system: &mut System) -> Result<(u32, usize), CheckE
                 .collect();
             found.sort_unstable();
             // The oldest match is the main process; the others are its children.
-            found.first().map(|(_, pid)| (*pid, found.len())).ok_or_else(|| {
-                CheckError::new(Reason::NotFound, format!("no process named like `{}`", re.as_str()))
-            })
+            found
+                .first()
+                .map(|(_, pid)| (*pid, found.len()))
+                .ok_or_else(|| {
+                    CheckError::new(
+                        Reason::NotFound,
+                        format!("no process named like `{}`", re.as_str()),
+                    )
+                })
         }
     }
 }
@@ -217,13 +288,21 @@ fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&[spid]),
         true,
-        ProcessRefreshKind::nothing().with_memory().with_cpu().with_tasks(),
+        ProcessRefreshKind::nothing()
+            .with_memory()
+            .with_cpu()
+            .with_tasks(),
     );
     let p = system
         .process(spid)
         .filter(|p| alive(p.status()))
-        .ok_or_else(|| CheckError::new(Reason::NotFound, format!("process {pid} is not running")))?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count()).or_else(|| p.open_files());
+        .ok_or_else(|| {
+            CheckError::new(Reason::NotFound, format!("process {pid} is not running"))
+        })?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+        .or_else(|| p.open_files());
     Ok(Sample {
         pid,
         name: p.name().to_string_lossy().into_owned(),
@@ -238,10 +317,16 @@ fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
 
 impl ProcessProbe {
     fn check_blocking(&self) -> CheckResult {
-        let mut seen = self.state.lock().map_err(|_| CheckError::new(Reason::Internal, "process state poisoned"))?;
+        let mut seen = self
+            .state
+            .lock()
+            .map_err(|_| CheckError::new(Reason::Internal, "process state poisoned"))?;
         let system = match &mut seen.system {
             Some(s) => s,
-            slot => slot.insert(System::new().map_err(|e| CheckError::new(Reason::Internal, format!("sysinfo: {e}")))?),
+            slot => slot.insert(
+                System::new()
+                    .map_err(|e| CheckError::new(Reason::Internal, format!("sysinfo: {e}")))?,
+            ),
         };
         let s = sample(&self.spec.target, system)?;
         let m = &self.metrics;
@@ -254,7 +339,8 @@ impl ProcessProbe {
         if let Some(t) = s.threads {
             m.threads.get_or_create(&self.label).set(t as i64);
         }
-        let restarted = matches!(seen.last, Some((pid, start)) if pid != s.pid || start != s.start_time);
+        let restarted =
+            matches!(seen.last, Some((pid, start)) if pid != s.pid || start != s.start_time);
         if restarted {
             seen.restarts += 1;
             m.restarts.get_or_create(&self.label).inc();
@@ -269,9 +355,15 @@ impl ProcessProbe {
         d.insert("pid".into(), json!(s.pid));
         d.insert("process".into(), json!(s.name));
         d.insert("resident_memory_bytes".into(), json!(s.rss));
-        d.insert("cpu_seconds".into(), json!((s.cpu_seconds * 1000.0).round() / 1000.0));
+        d.insert(
+            "cpu_seconds".into(),
+            json!((s.cpu_seconds * 1000.0).round() / 1000.0),
+        );
         d.insert("start_time".into(), json!(s.start_time));
-        d.insert("threads".into(), s.threads.map_or(Value::Null, |t| json!(t)));
+        d.insert(
+            "threads".into(),
+            s.threads.map_or(Value::Null, |t| json!(t)),
+        );
         d.insert("open_fds".into(), s.fds.map_or(Value::Null, |t| json!(t)));
         d.insert("restarts_seen".into(), json!(seen.restarts));
         if s.matches > 1 {
@@ -280,12 +372,21 @@ impl ProcessProbe {
         let mut out = Outcome::healthy(d);
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
         if let Some(limit) = self.spec.memory_unhealthy_above.filter(|l| s.rss > *l) {
-            out.raise(Status::Unhealthy, format!("memory {} above {}", mib(s.rss), mib(limit)));
+            out.raise(
+                Status::Unhealthy,
+                format!("memory {} above {}", mib(s.rss), mib(limit)),
+            );
         } else if let Some(limit) = self.spec.memory_degraded_above.filter(|l| s.rss > *l) {
-            out.raise(Status::Degraded, format!("memory {} above {}", mib(s.rss), mib(limit)));
+            out.raise(
+                Status::Degraded,
+                format!("memory {} above {}", mib(s.rss), mib(limit)),
+            );
         }
         if restarted {
-            out.raise(Status::Healthy, "process restarted since the previous check");
+            out.raise(
+                Status::Healthy,
+                "process restarted since the previous check",
+            );
         }
         Ok(out)
     }
@@ -302,7 +403,12 @@ impl Probe for ProcessProbe {
             };
             tokio::task::spawn_blocking(move || this.check_blocking())
                 .await
-                .unwrap_or_else(|e| Err(CheckError::new(Reason::Internal, format!("process check panicked: {e}"))))
+                .unwrap_or_else(|e| {
+                    Err(CheckError::new(
+                        Reason::Internal,
+                        format!("process check panicked: {e}"),
+                    ))
+                })
         })
     }
 

@@ -1,0 +1,6 @@
+//! Integration tests: the real depwatch binary against real servers, in one
+//! test binary so that it links once.
+
+mod config;
+mod core;
+mod support;

@@ -1,0 +1,438 @@
+//! Test support: start the real depwatch binary on a free loopback port with a
+//! configuration, talk to it over HTTP, parse what it exposes, and find the
+//! real servers the tests need (failing with the install command when one is
+//! missing, never skipping).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The path of a program the tests need; panics with the install command
+/// when it is missing.
+pub fn require(program: &str, install: &str) -> PathBuf {
+    if let Some(venv) = std::env::var_os("DEPWATCH_TEST_VENV") {
+        let p = Path::new(&venv).join("bin").join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(program);
+    if venv.exists() {
+        return venv;
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+    {
+        let p = dir.join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{program}` is not installed: run ./scripts/test (or: {install})");
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process killed by PID when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by PID (`kill -s SIG PID`).
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args(["-s", sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -s {sig} {} failed", self.pid());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running depwatch with its own directory, port and log file.
+pub struct Depwatch {
+    pub proc: Proc,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+/// Writes `yaml` (with `listen` and `state_dir` filled in when absent) to a
+/// fresh directory and returns (dir, port, config path).
+pub fn write_config(yaml: &str) -> (tempfile::TempDir, u16, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut text = String::new();
+    if !yaml.contains("listen:") {
+        text.push_str(&format!("listen: 127.0.0.1:{port}\n"));
+    }
+    if !yaml.contains("state_dir:") {
+        text.push_str(&format!(
+            "state_dir: {}\n",
+            dir.path().join("state").display()
+        ));
+    }
+    text.push_str(yaml);
+    let path = dir.path().join("depwatch.yml");
+    std::fs::write(&path, text).expect("write config");
+    (dir, port, path)
+}
+
+impl Depwatch {
+    /// Starts depwatch with `yaml` and waits until it answers `/healthz`.
+    pub async fn start(yaml: &str) -> Depwatch {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Depwatch {
+        let (dir, port, config_path) = write_config(yaml);
+        let log_path = dir.path().join("depwatch.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_depwatch"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log);
+        cmd.env("DEPWATCH_LOG", "debug,hyper=info,mongodb=info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn("depwatch", &mut cmd);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let dw = Depwatch {
+            proc,
+            port,
+            dir,
+            config_path,
+            log_path,
+            client,
+        };
+        let url = dw.url("/healthz");
+        let c = dw.client.clone();
+        let log_path = dw.log_path.clone();
+        wait_for(
+            "depwatch to answer /healthz",
+            Duration::from_secs(20),
+            || {
+                let (c, url) = (c.clone(), url.clone());
+                let log_path = log_path.clone();
+                async move {
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => Some(()),
+                        _ => {
+                            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                            assert!(
+                                !log.contains("depwatch did not start"),
+                                "depwatch did not start:\n{log}"
+                            );
+                            None
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+        dw
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(self.url(path)).send().await.expect("GET");
+        let code = r.status().as_u16();
+        (code, r.text().await.unwrap_or_default())
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.client.post(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("POST");
+        let code = r.status().as_u16();
+        (code, r.text().await.unwrap_or_default())
+    }
+
+    /// `/api/health` (or `/api/health?...`) as (status code, JSON).
+    pub async fn health(&self, query: &str) -> (u16, Value) {
+        let (code, body) = self.get(&format!("/api/health{query}")).await;
+        (
+            code,
+            serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}")),
+        )
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let (code, body) = self.get("/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    /// Waits until `f` holds for the metrics.
+    pub async fn wait_metrics(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
+        wait_for(what, timeout, || async {
+            let m = self.metrics().await;
+            f(&m).then_some(m)
+        })
+        .await
+    }
+
+    /// Waits until `f` holds for the health JSON.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(u16, &Value) -> bool,
+    ) -> (u16, Value) {
+        wait_for(what, timeout, || async {
+            let (code, v) = self.health("").await;
+            f(code, &v).then_some((code, v))
+        })
+        .await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Rewrites the configuration file in place (for reload tests).
+    pub fn rewrite_config(&self, yaml: &str) {
+        let mut text = format!(
+            "listen: 127.0.0.1:{}\nstate_dir: {}\n",
+            self.port,
+            self.dir.path().join("state").display()
+        );
+        text.push_str(yaml);
+        let mut f = std::fs::File::create(&self.config_path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+/// Parsed Prometheus text exposition: series (name plus sorted labels) → value.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub text: String,
+    pub series: HashMap<String, f64>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut series = HashMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (key, value) = match line.rfind('}') {
+                Some(i) => (&line[..=i], line[i + 1..].trim()),
+                None => line
+                    .split_once(' ')
+                    .map(|(k, v)| (k, v.trim()))
+                    .unwrap_or((line, "")),
+            };
+            let value = value.split_whitespace().next().unwrap_or("");
+            let v = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                "NaN" => f64::NAN,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad sample line: {line}")),
+            };
+            series.insert(normalize(key), v);
+        }
+        Metrics {
+            text: text.to_string(),
+            series,
+        }
+    }
+
+    /// The value of `name` with exactly `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.series.get(&key(name, labels)).copied()
+    }
+
+    /// Like `get`, panicking with the exposition when absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no series {}\n{}", key(name, labels), self.text))
+    }
+
+    /// Every series of `name` whose labels include `labels`.
+    pub fn matching(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(&str, f64)> {
+        self.series
+            .iter()
+            .filter(|(k, _)| {
+                let base = k.split('{').next().unwrap_or("");
+                base == name
+                    && labels
+                        .iter()
+                        .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+            })
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect()
+    }
+}
+
+fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return name.to_string();
+    }
+    let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    l.sort();
+    format!("{name}{{{}}}", l.join(","))
+}
+
+fn normalize(series: &str) -> String {
+    let Some(open) = series.find('{') else {
+        return series.to_string();
+    };
+    let name = &series[..open];
+    let inner = &series[open + 1..series.len() - 1];
+    let mut labels = Vec::new();
+    let mut cur = String::new();
+    let mut in_q = false;
+    let mut esc = false;
+    for ch in inner.chars() {
+        if esc {
+            cur.push(ch);
+            esc = false;
+            continue;
+        }
+        match ch {
+            '\\' => {
+                esc = true;
+                cur.push(ch);
+            }
+            '"' => {
+                in_q = !in_q;
+                cur.push(ch);
+            }
+            ',' if !in_q => labels.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        labels.push(cur);
+    }
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// Runs `promtool check metrics` on an exposition; panics with its output on failure.
+pub fn promtool_check_metrics(text: &str) {
+    let promtool = require("promtool", "apt-get install prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && msg.trim().is_empty(),
+        "promtool check metrics:\n{msg}\n---\n{text}"
+    );
+}
+
+/// Runs `depwatch check-config` on a file: (exit code, stdout + stderr).
+pub fn check_config(path: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_depwatch"));
+    cmd.arg("check-config").arg("--config").arg(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run depwatch check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
