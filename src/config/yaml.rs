@@ -248,7 +248,14 @@ impl MarkedEventReceiver for Builder {
                 anchor,
             )),
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, _, anchor)) = self.stack.pop() {
+                if let Some((mut node, _, anchor)) = self.stack.pop() {
+                    // A block mapping is only recognised at its first `:`,
+                    // so its event points there: use the first key instead.
+                    if let Value::Map(entries) = &node.value {
+                        if let Some((k, _)) = entries.first() {
+                            node.mark = k.mark;
+                        }
+                    }
                     self.push_value(node, anchor);
                 }
             }
@@ -360,6 +367,11 @@ impl Ctx {
     pub fn is_empty(&self) -> bool {
         self.problems.borrow().is_empty()
     }
+
+    /// Whether a problem was reported for exactly this key path.
+    pub fn has_problem_at(&self, path: &str) -> bool {
+        self.problems.borrow().iter().any(|p| p.path == path)
+    }
 }
 
 /// Stands in for a value already reported as wrong, so that the rest of the
@@ -391,7 +403,9 @@ pub fn parse<T: DeserializeOwned>(
             also,
         };
         match T::deserialize(de) {
-            Ok(v) => return poison.is_empty().then_some(v),
+            // With stand-ins the value is only good for further checks:
+            // the problems are in `ctx`, and the configuration is refused.
+            Ok(v) => return Some(v),
             Err(e) => {
                 let target = e.missing.clone().unwrap_or_else(|| e.path.clone());
                 if poison.iter().any(|p| {
@@ -436,7 +450,8 @@ impl DeError {
             self.mark = Some(node.mark);
             self.path = path.to_string();
             if let Some(field) = self.missing.take() {
-                self.missing = Some(join(path, &field));
+                self.path = join(path, &field);
+                self.missing = Some(self.path.clone());
                 self.message = format!("missing required key `{field}`");
             }
         }
@@ -1112,7 +1127,7 @@ mod tests {
         let ctx = Ctx::default();
         let out: Option<Outer> = parse(&n, "", &ctx, &|_| true, &[]);
         let probs: Vec<String> = ctx.into_problems().iter().map(|p| p.render("f")).collect();
-        assert!(out.is_none());
+        assert_eq!(out.map(|o| o.name), Some("x".to_string()));
         assert_eq!(
             probs,
             vec![
