@@ -190,7 +190,10 @@ impl Metrics {
             "When the configuration was last loaded successfully (Unix time).",
             reload_time.clone(),
         );
-        let cache_requests = Family::default();
+        let cache_requests = Family::<CacheResult, Counter>::default();
+        for result in ["hit", "miss"] {
+            let _ = cache_requests.get_or_create(&CacheResult { result });
+        }
         r.register(
             "health_cache_requests",
             "Health results served from the cache (hit) or checked anew (miss).",
@@ -351,7 +354,7 @@ impl prometheus_client::collector::Collector for SelfProcess {
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
-                s.max_fds as f64,
+                s.max_fds,
             ),
         ];
         let cpu = prometheus_client::metrics::counter::ConstCounter::new(s.cpu_seconds);

@@ -236,7 +236,8 @@ impl Component {
             }
         }
         // Make every reason's series exist so that rate() works from the first failure.
-        for reason in [Reason::Timeout] {
+        {
+            let reason = Reason::Timeout;
             let _ = m.failures.get_or_create(&ComponentFailure {
                 component: self.cfg.name.clone(),
                 kind: self.kind(),

@@ -389,14 +389,14 @@ impl Checker<'_> {
             raw.admin_token,
             raw.admin_token_file.as_deref(),
         );
-        if let Some(t) = &token {
-            if t.expose().len() < 8 {
-                self.problem(
-                    "auth.admin_token",
-                    "the admin token is shorter than 8 characters",
-                    "use a long random string",
-                );
-            }
+        if let Some(t) = &token
+            && t.expose().len() < 8
+        {
+            self.problem(
+                "auth.admin_token",
+                "the admin token is shorter than 8 characters",
+                "use a long random string",
+            );
         }
         token
     }

@@ -7,6 +7,10 @@
 //! line. Parsing is done by `yaml-rust2` (maintained); this module turns its
 //! marked events into [`Node`]s and deserializes typed raw structs from them.
 
+// Errors carry a path, a message and a hint: large, but only on the cold
+// configuration path, where clarity beats a boxed indirection.
+#![allow(clippy::result_large_err)]
+
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -251,10 +255,10 @@ impl MarkedEventReceiver for Builder {
                 if let Some((mut node, _, anchor)) = self.stack.pop() {
                     // A block mapping is only recognised at its first `:`,
                     // so its event points there: use the first key instead.
-                    if let Value::Map(entries) = &node.value {
-                        if let Some((k, _)) = entries.first() {
-                            node.mark = k.mark;
-                        }
+                    if let Value::Map(entries) = &node.value
+                        && let Some((k, _)) = entries.first()
+                    {
+                        node.mark = k.mark;
                     }
                     self.push_value(node, anchor);
                 }
@@ -560,18 +564,30 @@ impl<'a> NodeDe<'a> {
         r.map_err(|e| e.at(self.node, &self.path))
     }
 
+    /// The entries of a mapping (filtered by `keep`); a key given twice is
+    /// reported and its second value ignored.
     fn entries(&self) -> Vec<(&'a str, &'a Node, &'a Node)> {
-        match &self.node.value {
-            Value::Map(entries) => entries
-                .iter()
-                .filter_map(|(k, v)| {
-                    let key = k.scalar().unwrap_or("");
-                    let keep = self.keep.is_none_or(|f| f(key));
-                    keep.then_some((key, k, v))
-                })
-                .collect(),
-            _ => Vec::new(),
+        let Value::Map(entries) = &self.node.value else {
+            return Vec::new();
+        };
+        let mut out: Vec<(&'a str, &'a Node, &'a Node)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let key = k.scalar().unwrap_or("");
+            if !self.keep.is_none_or(|f| f(key)) {
+                continue;
+            }
+            if let Some((_, first, _)) = out.iter().find(|(seen, _, _)| *seen == key) {
+                self.ctx.push(Problem {
+                    mark: k.mark,
+                    path: join(&self.path, key),
+                    message: format!("duplicate key `{key}`"),
+                    hint: Some(format!("already set at line {}; keep one", first.mark.line)),
+                });
+                continue;
+            }
+            out.push((key, k, v));
         }
+        out
     }
 }
 

@@ -152,10 +152,10 @@ fn slowest<'a>(windows: impl Iterator<Item = (&'a str, &'a perf::Window)>, n: us
 /// second so that a flood of health requests does not sort windows each time.
 fn performance(s: &Shared, rt: &Runtime) -> Value {
     let mut memo = s.perf_memo.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, v)) = memo.as_ref() {
-        if at.elapsed() < Duration::from_secs(1) {
-            return v.clone();
-        }
+    if let Some((at, v)) = memo.as_ref()
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return v.clone();
     }
     let cfg = &rt.config.health.performance;
     let windows: Vec<(&str, perf::Window)> =

@@ -115,14 +115,14 @@ impl Spec {
         };
         let deg = raw.memory_degraded_above.map(|s| s.0);
         let unh = raw.memory_unhealthy_above.map(|s| s.0);
-        if let (Some(d), Some(u)) = (deg, unh) {
-            if d >= u {
-                c.problem(
-                    &format!("{path}.memory_degraded_above"),
-                    "memory_degraded_above is not below memory_unhealthy_above",
-                    "degraded is the earlier warning: make it the lower limit",
-                );
-            }
+        if let (Some(d), Some(u)) = (deg, unh)
+            && d >= u
+        {
+            c.problem(
+                &format!("{path}.memory_degraded_above"),
+                "memory_degraded_above is not below memory_unhealthy_above",
+                "degraded is the earlier warning: make it the lower limit",
+            );
         }
         Some(Spec {
             target,

@@ -250,3 +250,11 @@ fn a_bad_config_does_not_start_depwatch() {
         "{err}"
     );
 }
+
+#[test]
+fn duplicate_key_in_a_probe() {
+    one_problem(
+        &format!("{PROBE}    self: false\n"),
+        "F:5:5: probes[0].self: duplicate key `self` (already set at line 4; keep one)",
+    );
+}
