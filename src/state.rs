@@ -235,14 +235,16 @@ impl Component {
                 next.details = e.details;
             }
         }
-        // Make every reason's series exist so that rate() works from the first failure.
-        {
-            let reason = Reason::Timeout;
-            let _ = m.failures.get_or_create(&ComponentFailure {
-                component: self.cfg.name.clone(),
-                kind: self.kind(),
-                reason,
-            });
+        // The kind's usual failure reasons exist from the first check on, at
+        // 0, so that rate() and increase() see the first failure.
+        if prev.status.is_none() {
+            for &reason in self.kind().reasons() {
+                let _ = m.failures.get_or_create(&ComponentFailure {
+                    component: self.cfg.name.clone(),
+                    kind: self.kind(),
+                    reason,
+                });
+            }
         }
         m.up.get_or_create(&self.labels).set(i64::from(next.up));
         for s in crate::probe::Status::ALL {

@@ -22,6 +22,9 @@ use crate::config::yaml::Node;
 use crate::config::{Checker, Size};
 use crate::metrics::{AbsCounter, ComponentOnly, GaugeF};
 
+/// How a process check fails.
+pub const REASONS: &[Reason] = &[Reason::NotFound, Reason::Timeout];
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
