@@ -26,6 +26,9 @@ probes:
   - name: depwatch
     kind: process
     self: true
+  - name: working-dir
+    kind: storage
+    path: .
 "#;
 
 #[derive(Clone, Debug)]
@@ -578,7 +581,8 @@ mod tests {
     fn builtin_is_valid() {
         let c = builtin();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9877");
-        assert_eq!(c.probes.len(), 1);
+        assert_eq!(c.probes.len(), 2);
         assert_eq!(c.probes[0].kind(), Kind::Process);
+        assert_eq!(c.probes[1].kind(), Kind::Storage);
     }
 }

@@ -62,6 +62,7 @@ pub(super) async fn health(
         "version": crate::metrics::VERSION,
         "components": components,
         "performance": performance,
+        "state_store": s.store.status_json(),
         "cache": {
             "hits": hits,
             "misses": misses,
