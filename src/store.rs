@@ -213,7 +213,7 @@ impl Store {
             Err(TrySendError::Full(_)) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 // Once per thousand: a stuck disk must not flood the log too.
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     tracing::warn!(
                         what,
                         dropped = n + 1,

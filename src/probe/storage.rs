@@ -156,16 +156,17 @@ impl Spec {
         let warn_days = raw.warn_days.unwrap_or(30.0);
         let critical_days = raw.critical_days.unwrap_or(7.0);
         for (k, v) in [("warn_days", warn_days), ("critical_days", critical_days)] {
-            if !(v > 0.0 && v.is_finite()) {
+            if !(v >= 0.0 && v.is_finite()) {
                 c.problem(
                     &at(k),
-                    format!("{k} {v} must be above 0"),
-                    "days until full, e.g. 30 and 7",
+                    format!("{k} {v} must not be negative"),
+                    "days until full, e.g. 30 and 7 (0 turns the threshold off)",
                 );
                 ok = false;
             }
         }
-        if warn_days <= critical_days {
+        // 0 turns a days threshold off (a forecast is never 0 days).
+        if critical_days > 0.0 && warn_days <= critical_days {
             c.problem(
                 &at("warn_days"),
                 "warn_days is not above critical_days",
@@ -587,7 +588,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_unstable_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
+    Some(if v.len().is_multiple_of(2) {
         (v[m - 1] + v[m]) / 2.0
     } else {
         v[m]
@@ -1139,7 +1140,7 @@ mod tests {
 
     #[test]
     fn shrinking_usage_has_no_forecast() {
-        let rate = -1.0 * GIB / DAY;
+        let rate = -GIB / DAY;
         let pts = series(500, 600.0, |_, t| 500.0 * GIB + rate * t);
         let f = fit(&pts, 1048576.0).unwrap();
         assert!(!f.growing);
