@@ -85,6 +85,8 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot start the state store's writer thread: {0}")]
+    Thread(std::io::Error),
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the state store is closed")]
@@ -174,10 +176,7 @@ impl Store {
         std::thread::Builder::new()
             .name("depwatch-store".into())
             .spawn(move || writer.run())
-            .map_err(|source| StoreError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            .map_err(StoreError::Thread)?;
         let store = Store {
             path,
             tx,

@@ -109,7 +109,15 @@ impl Spec {
                     ok = false;
                 }
                 match raw.path {
-                    Some(p) if !p.is_empty() => Some(Source::Statvfs(c.resolve(&p))),
+                    Some(p) if !p.is_empty() => {
+                        // Absolute, so that the `path` label says which
+                        // directory (`.` of the default says nothing).
+                        let p = c.resolve(&p);
+                        let clean: PathBuf = p.components().collect();
+                        Some(Source::Statvfs(
+                            std::path::absolute(&clean).unwrap_or(clean),
+                        ))
+                    }
                     _ => {
                         c.problem(
                             path,
@@ -146,8 +154,14 @@ impl Spec {
             }
         }
         if warn_percent >= critical_percent {
+            // Point at the key the user wrote, not at a default.
+            let key = if raw.warn_percent.is_some() {
+                "warn_percent"
+            } else {
+                "critical_percent"
+            };
             c.problem(
-                &at("warn_percent"),
+                &at(key),
                 "warn_percent is not below critical_percent",
                 "the warning comes first: e.g. 80 and 95",
             );
@@ -167,8 +181,13 @@ impl Spec {
         }
         // 0 turns a days threshold off (a forecast is never 0 days).
         if critical_days > 0.0 && warn_days <= critical_days {
+            let key = if raw.warn_days.is_some() {
+                "warn_days"
+            } else {
+                "critical_days"
+            };
             c.problem(
-                &at("warn_days"),
+                &at(key),
                 "warn_days is not above critical_days",
                 "the warning comes first: e.g. warn_days: 30, critical_days: 7",
             );
@@ -352,52 +371,52 @@ impl Metrics {
         };
         r.register(
             "storage_size_bytes",
-            "Size of the filesystem.",
+            "Size of the filesystem",
             m.size.clone(),
         );
         r.register(
             "storage_used_bytes",
-            "Bytes used on the filesystem.",
+            "Bytes used on the filesystem",
             m.used.clone(),
         );
         r.register(
             "storage_available_bytes",
-            "Bytes available to unprivileged users.",
+            "Bytes available to unprivileged users",
             m.available.clone(),
         );
         r.register(
             "storage_used_ratio",
-            "Used share of the space usable by unprivileged users (used / (used + available)), as df shows it.",
+            "Used share of the space usable by unprivileged users (used / (used + available)), as df shows it",
             m.used_ratio.clone(),
         );
         r.register(
             "storage_trash_bytes",
-            "Bytes in the trash, reclaimable (source: http with a trash pointer).",
+            "Bytes in the trash, reclaimable (source: http with a trash pointer)",
             m.trash.clone(),
         );
         r.register(
             "storage_inodes",
-            "Inodes of the filesystem.",
+            "Inodes of the filesystem",
             m.inodes.clone(),
         );
         r.register(
             "storage_inodes_used",
-            "Inodes in use on the filesystem.",
+            "Inodes in use on the filesystem",
             m.inodes_used.clone(),
         );
         r.register(
             "storage_growth_bytes_per_second",
-            "Growth of used bytes: least-squares fit over forecast_window (negative when shrinking).",
+            "Growth of used bytes: least-squares fit over forecast_window (negative when shrinking)",
             m.growth.clone(),
         );
         r.register(
             "storage_days_until_full",
-            "Days until the available bytes are used up at the fitted growth; absent when not growing.",
+            "Days until the available bytes are used up at the fitted growth; absent when not growing",
             m.days.clone(),
         );
         r.register(
             "storage_forecast_samples",
-            "Samples in the forecast window.",
+            "Samples in the forecast window",
             m.samples.clone(),
         );
         m
@@ -1199,6 +1218,90 @@ mod tests {
             inodes: None,
         };
         assert!(rel(m.used_percent(), 94.736) < 0.001);
+    }
+
+    fn parse(yaml: &str) -> Result<Spec, Vec<String>> {
+        let text = format!("probes:\n  - name: d\n    kind: storage\n{yaml}");
+        match crate::config::from_str(&text, "t.yml", None, std::path::Path::new("/etc"), &|_| {
+            Some("s3cr3t".into())
+        }) {
+            Ok(mut c) => match c.probes.remove(0).spec {
+                crate::probe::ProbeSpec::Storage(s) => Ok(s),
+                other => panic!("{other:?}"),
+            },
+            Err(crate::config::ConfigError::Invalid { rendered }) => Err(rendered),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn config_defaults_and_relative_paths() {
+        let s = parse("    path: data\n").unwrap();
+        assert_eq!(s.source, Source::Statvfs(PathBuf::from("/etc/data")));
+        assert_eq!((s.warn_percent, s.critical_percent), (80.0, 95.0));
+        assert_eq!((s.warn_days, s.critical_days), (30.0, 7.0));
+        assert_eq!(s.forecast_window, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn config_http_source() {
+        let s = parse(
+            "    source: http\n    url: https://api.example/v1/quota?x=1\n    headers: { Authorization: \"Bearer ${T}\" }\n    pointers: { total: /t, used: /u, trash: /tr }\n",
+        )
+        .unwrap();
+        let Source::Http(h) = &s.source else { panic!() };
+        assert_eq!(h.headers[0].1.expose(), "Bearer s3cr3t");
+        assert_eq!(h.trash.as_deref(), Some("/tr"));
+        assert_eq!(
+            s.target(),
+            "/v1/quota",
+            "the label has no host and no query"
+        );
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn config_problems_are_all_reported_with_positions() {
+        let errs = parse(
+            "    path: /x\n    warn_percent: 96\n    critical_days: 40\n    forecast_window: 10s\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert_eq!(errs.len(), 3, "{all}");
+        assert!(
+            all.contains(
+                "t.yml:5:5: probes[0].warn_percent: warn_percent is not below critical_percent"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "t.yml:6:5: probes[0].critical_days: warn_days is not above critical_days"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("probes[0].forecast_window: forecast_window 10s is out of range"),
+            "{all}"
+        );
+
+        let all = parse(
+            "    source: http\n    url: http://u:p@h/x\n    pointers: { total: t, used: /u }\n",
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(all.contains("credentials in the URL"), "{all}");
+        assert!(all.contains("`t` is not a JSON pointer"), "{all}");
+        assert!(!all.contains(":p@"), "{all}");
+
+        let all = parse("    warn_percent: 50\n").unwrap_err().join("\n");
+        assert!(all.contains("missing required key `path`"), "{all}");
+        let all = parse("    path: /x\n    url: http://h/\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(all.contains("need `source: http`"), "{all}");
+        // 0 turns the days thresholds off.
+        assert!(parse("    path: /x\n    warn_days: 0\n    critical_days: 0\n").is_ok());
     }
 
     #[test]
