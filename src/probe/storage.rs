@@ -886,6 +886,12 @@ impl Inner {
         }
     }
 
+    /// How long a fit must span before warn_days / critical_days judge it:
+    /// a quarter of the window, at most an hour.
+    fn min_span(&self) -> Duration {
+        (self.spec.forecast_window / 4).min(Duration::from_secs(3600))
+    }
+
     fn report(&self, m: &Measure, fit: Option<Fit>, samples: usize) -> Outcome {
         let mt = &self.metrics;
         let l = &self.labels;
@@ -946,6 +952,7 @@ impl Inner {
                 "growth_bytes_per_second": fit.map(|f| round(f.slope, 3)),
                 "growth_per_day": fit.map(|f| format!("{}{}", if f.slope < 0.0 { "-" } else { "" }, bytes(f.slope.abs() * 86_400.0))),
                 "days_until_full": days.map(|d| round(d, 2)),
+                "thresholds_from_seconds": self.min_span().as_secs(),
                 "trend": match fit {
                     None => "collecting",
                     Some(f) if f.growing => "growing",
@@ -979,7 +986,11 @@ impl Inner {
                 out.raise(Status::Degraded, msg);
             }
         }
-        if let (Some(dd), Some(f)) = (days, fit) {
+        // A forecast from a few minutes of samples would turn one burst of
+        // writes (a deploy, a backup) into "full in 2 days": the days
+        // thresholds wait until the fit spans enough time.
+        let settled = fit.is_some_and(|f| f.span_seconds >= self.min_span().as_secs_f64());
+        if let (Some(dd), Some(f), true) = (days, fit, settled) {
             let msg = format!(
                 "full in {} days (growing {}/day)",
                 fmt_days(dd),
@@ -1302,6 +1313,32 @@ mod tests {
         assert!(all.contains("need `source: http`"), "{all}");
         // 0 turns the days thresholds off.
         assert!(parse("    path: /x\n    warn_days: 0\n    critical_days: 0\n").is_ok());
+    }
+
+    /// Benchmark (not run by default): the fit of a full default window.
+    /// `cargo test --release --bin depwatch -- --ignored --nocapture bench_`
+    #[test]
+    #[ignore]
+    fn bench_fit_a_week_at_15s() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let rate = GIB / DAY;
+        let pts = series(7 * 86_400 / 15, 15.0, |i, t| {
+            let base = 100.0 * GIB + rate * t + (rng.f64() - 0.5) * 1e7;
+            if i > 20_000 { base - 20.0 * GIB } else { base }
+        });
+        let runs = 50;
+        let started = std::time::Instant::now();
+        let mut last = None;
+        for _ in 0..runs {
+            last = fit(std::hint::black_box(&pts), 1048576.0);
+        }
+        let each = started.elapsed() / runs;
+        println!(
+            "bench fit: {} samples in {:?} per fit ({:?})",
+            pts.len(),
+            each,
+            last.map(|f| f.deletions)
+        );
     }
 
     #[test]

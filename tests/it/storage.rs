@@ -288,7 +288,7 @@ async fn http_source_forecast_goes_warn_then_critical() {
     ))
     .await;
     let (code, h) = dw
-        .wait_health("a warn_days verdict", Duration::from_secs(20), |_, h| {
+        .wait_health("a warn_days verdict", Duration::from_secs(40), |_, h| {
             component(h, "quota")["status"] == "degraded"
         })
         .await;
