@@ -266,6 +266,9 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
             );
         };
         let config = config::load_file(&path).map_err(|e| e.to_string())?;
+        if config.state_dir != old.config.state_dir {
+            tracing::warn!(old = %old.config.state_dir.display(), new = %config.state_dir.display(), "A new state_dir needs a restart; keeping the old one.");
+        }
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }

@@ -37,7 +37,7 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
 /// Writes queued beyond this are dropped (and counted) rather than letting
 /// a stuck disk grow depwatch's memory without bound.
-const QUEUE_CAPACITY: usize = 10_000;
+const QUEUE_CAPACITY: usize = 65_536;
 
 /// One schema step. `sql` may hold several statements; it runs in one
 /// transaction together with the `user_version` bump.

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -601,17 +602,21 @@ fn plain_slope(points: &[(f64, f64)]) -> f64 {
     if sxx > 0.0 { sxy / sxx } else { 0.0 }
 }
 
+/// The median in linear time (a week of samples every check: no sort).
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_unstable_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) {
-        (v[m - 1] + v[m]) / 2.0
+    let even = v.len().is_multiple_of(2);
+    let (below, mid, _) = v.select_nth_unstable_by(m, f64::total_cmp);
+    let mid = *mid;
+    if even {
+        let lower = below.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some((lower + mid) / 2.0)
     } else {
-        v[m]
-    })
+        Some(mid)
+    }
 }
 
 /// The smallest fall that counts as a clean-up: 0.1% of the filesystem,
@@ -639,6 +644,8 @@ struct Inner {
     store: Arc<Store>,
     history: tokio::sync::Mutex<History>,
     client: OnceLock<Result<HttpsClient, String>>,
+    /// When the statvfs call in flight started (unix ms), 0 when none is.
+    stuck_since: Arc<AtomicI64>,
 }
 
 #[derive(Default)]
@@ -664,6 +671,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
             store: ctx.store.clone(),
             history: tokio::sync::Mutex::new(History::default()),
             client: OnceLock::new(),
+            stuck_since: Arc::new(AtomicI64::new(0)),
         }),
     })
 }
@@ -802,15 +810,36 @@ impl Inner {
     async fn measure(&self) -> Result<Measure, CheckError> {
         match &self.spec.source {
             Source::Statvfs(p) => {
+                // A hung mount (NFS gone) blocks statvfs for good; the
+                // scheduler's timeout abandons the wait, not the thread. One
+                // stuck call per probe at most, or the blocking pool fills up.
+                let since = self.stuck_since.load(Ordering::Acquire);
+                if since != 0 {
+                    return Err(CheckError::new(
+                        Reason::Timeout,
+                        format!(
+                            "statvfs of {} has not returned for {}s (a hung mount?)",
+                            p.display(),
+                            (unix_ms(SystemTime::now()) - since) / 1000
+                        ),
+                    ));
+                }
+                self.stuck_since
+                    .store(unix_ms(SystemTime::now()).max(1), Ordering::Release);
                 let p = p.clone();
-                tokio::task::spawn_blocking(move || statvfs(&p))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(CheckError::new(
-                            Reason::Internal,
-                            format!("statvfs panicked: {e}"),
-                        ))
-                    })
+                let flag = self.stuck_since.clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = statvfs(&p);
+                    flag.store(0, Ordering::Release);
+                    r
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CheckError::new(
+                        Reason::Internal,
+                        format!("statvfs panicked: {e}"),
+                    ))
+                })
             }
             Source::Http(h) => self.fetch(h).await,
         }
@@ -862,8 +891,13 @@ impl Inner {
             .map(|(t, u)| ((t - t0) as f64 / 1000.0, *u as f64))
             .collect();
         drop(hist);
-        let fit = fit(&points, min_drop(m.size));
-        Ok(self.report(&m, fit, points.len()))
+        let n = points.len();
+        let drop_at = min_drop(m.size);
+        // A week of 15 s samples is 40 000 points: keep the runtime free.
+        let fit = tokio::task::spawn_blocking(move || fit(&points, drop_at))
+            .await
+            .map_err(|e| CheckError::new(Reason::Internal, format!("forecast panicked: {e}")))?;
+        Ok(self.report(&m, fit, n))
     }
 
     /// Loads the window's history from the store (once per probe).
@@ -1213,6 +1247,13 @@ mod tests {
     fn too_few_samples_say_nothing() {
         assert_eq!(fit(&[(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)], 1.0), None);
         assert_eq!(fit(&[(5.0, 1.0); 10], 1.0), None);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 
     #[test]
