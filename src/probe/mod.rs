@@ -3,6 +3,7 @@
 //! adding a kind touches that file and the `kinds!` list below.
 
 pub mod process;
+pub mod storage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -159,12 +160,14 @@ pub trait Probe: Send + Sync {
 /// shared by all probes of a kind, across reloads.
 pub struct KindMetrics {
     pub process: Arc<process::Metrics>,
+    pub storage: Arc<storage::Metrics>,
 }
 
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         KindMetrics {
             process: Arc::new(process::Metrics::register(registry)),
+            storage: Arc::new(storage::Metrics::register(registry)),
         }
     }
 }
@@ -173,6 +176,8 @@ impl KindMetrics {
 pub struct BuildCtx<'a> {
     pub name: &'a str,
     pub metrics: &'a KindMetrics,
+    /// The state store, for probes that keep history across restarts.
+    pub store: &'a Arc<crate::store::Store>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +232,7 @@ macro_rules! kinds {
 
 kinds! {
     Process => process, "process";
+    Storage => storage, "storage";
 }
 
 /// Label values are the enums' names as `as_str` spells them.
