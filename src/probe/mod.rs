@@ -2,6 +2,7 @@
 //! configuration, and the list of kinds. One file per kind beside this one;
 //! adding a kind touches that file and the `kinds!` list below.
 
+pub mod http;
 pub mod process;
 
 use std::future::Future;
@@ -158,12 +159,14 @@ pub trait Probe: Send + Sync {
 /// Kind-specific metric families, registered once for the whole process and
 /// shared by all probes of a kind, across reloads.
 pub struct KindMetrics {
+    pub http: Arc<http::Metrics>,
     pub process: Arc<process::Metrics>,
 }
 
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         KindMetrics {
+            http: Arc::new(http::Metrics::register(registry)),
             process: Arc::new(process::Metrics::register(registry)),
         }
     }
@@ -222,6 +225,7 @@ macro_rules! kinds {
 }
 
 kinds! {
+    Http => http, "http";
     Process => process, "process";
 }
 
