@@ -201,12 +201,7 @@ impl Target {
             let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
             format!("{dir}{loc}")
         };
-        Target::parse(&format!(
-            "{}://{}{}",
-            self.scheme(),
-            self.authority(),
-            path
-        ))
+        Target::parse(&format!("{}://{}{}", self.scheme(), self.authority(), path))
     }
 }
 
@@ -478,11 +473,7 @@ fn parse_spec(
         },
         (None, b) => b,
     };
-    if auth.is_some()
-        && headers
-            .iter()
-            .any(|(n, _)| *n == header::AUTHORIZATION)
-    {
+    if auth.is_some() && headers.iter().any(|(n, _)| *n == header::AUTHORIZATION) {
         bad(
             at("headers.Authorization"),
             "an Authorization header and bearer_token/basic_auth are both set".into(),
@@ -576,7 +567,11 @@ fn parse_spec(
         ok = false;
     }
     if raw.slow_above.is_some_and(|d| d.0.is_zero()) {
-        c.problem(&at("slow_above"), "slow_above must be above zero", "e.g. 2s");
+        c.problem(
+            &at("slow_above"),
+            "slow_above must be above zero",
+            "e.g. 2s",
+        );
         ok = false;
     }
     if !ok {
@@ -626,7 +621,10 @@ fn parse_expect(raw: RawExpect, at: &str, c: &Checker, ok: &mut bool) -> Expect 
             Some(p) => status.push(p),
             None => problem(
                 &format!("status[{i}]"),
-                format!("`{}` is not a status code or class", v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+                format!(
+                    "`{}` is not a status code or class",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                ),
                 "e.g. 200, 204 or \"2xx\"",
             ),
         }
@@ -722,7 +720,9 @@ fn parse_proxy(s: &str) -> Result<Proxy, String> {
         .parse()
         .map_err(|_| "the proxy is not a URL".to_string())?;
     if uri.scheme_str() != Some("http") {
-        return Err("only http:// proxies are supported (CONNECT is used for https targets)".into());
+        return Err(
+            "only http:// proxies are supported (CONNECT is used for https targets)".into(),
+        );
     }
     let auth = uri.authority().ok_or("the proxy URL has no host")?;
     let header = match auth.as_str().rsplit_once('@') {
@@ -744,9 +744,11 @@ fn parse_proxy(s: &str) -> Result<Proxy, String> {
 }
 
 fn basic_value(user: &str, password: &str) -> Option<HeaderValue> {
-    let mut v =
-        HeaderValue::from_str(&format!("Basic {}", base64(format!("{user}:{password}").as_bytes())))
-            .ok()?;
+    let mut v = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64(format!("{user}:{password}").as_bytes())
+    ))
+    .ok()?;
     v.set_sensitive(true);
     Some(v)
 }
@@ -893,8 +895,7 @@ impl TargetPattern {
         Ok(TargetPattern {
             source: s.to_string(),
             https,
-            host: glob(&host.to_ascii_lowercase(), "[a-z0-9.-]*")
-                .map_err(|e| e.to_string())?,
+            host: glob(&host.to_ascii_lowercase(), "[a-z0-9.-]*").map_err(|e| e.to_string())?,
             port,
             path: glob(path, ".*").map_err(|e| e.to_string())?,
         })
@@ -1253,9 +1254,10 @@ impl HttpProbe {
         m.status_code
             .get_or_create(&self.label)
             .set(i64::from(t.status));
-        for (phase, d) in PHASES
-            .into_iter()
-            .zip([t.dns, t.connect, t.tls, t.first_byte, t.transfer])
+        for (phase, d) in
+            PHASES
+                .into_iter()
+                .zip([t.dns, t.connect, t.tls, t.first_byte, t.transfer])
         {
             m.phase
                 .get_or_create(&PhaseLabels {
@@ -1429,7 +1431,10 @@ impl HttpProbe {
             let not_after = Arc::new(AtomicI64::new(i64::MIN));
             let config = self.tls_config(not_after.clone())?;
             let name = ServerName::try_from(url.host.clone()).map_err(|_| {
-                CheckError::new(Reason::Tls, format!("`{}` is not a valid TLS name", url.host))
+                CheckError::new(
+                    Reason::Tls,
+                    format!("`{}` is not a valid TLS name", url.host),
+                )
             })?;
             let handshake = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, io)
@@ -1481,10 +1486,8 @@ impl HttpProbe {
         if let (true, Some(a)) = (send_auth, &spec.auth) {
             h.insert(header::AUTHORIZATION, a.clone());
         }
-        if let (Some(p), false) = (&spec.proxy, url.https) {
-            if let Some(a) = &p.auth {
-                h.insert(header::PROXY_AUTHORIZATION, a.clone());
-            }
+        if let (Some(Proxy { auth: Some(a), .. }), false) = (&spec.proxy, url.https) {
+            h.insert(header::PROXY_AUTHORIZATION, a.clone());
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
@@ -1521,15 +1524,13 @@ impl HttpProbe {
                 body: Vec::new(),
             });
         }
-        if let Some(len) = parts
+        let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if len > limit {
-                return Err(too_large(format!("Content-Length is {len}")));
-            }
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = declared.filter(|l| *l > limit) {
+            return Err(too_large(format!("Content-Length is {len}")));
         }
         let t0 = Instant::now();
         let mut buf = Vec::new();
@@ -1610,10 +1611,7 @@ impl HttpProbe {
             let got = a.headers.get(name).and_then(|v| v.to_str().ok());
             match got {
                 None => {
-                    return fail(
-                        Reason::Expectation,
-                        format!("header {name} is missing"),
-                    );
+                    return fail(Reason::Expectation, format!("header {name} is missing"));
                 }
                 Some(v) if !v.contains(want.as_str()) => {
                     return fail(
@@ -1627,7 +1625,10 @@ impl HttpProbe {
         let text = String::from_utf8_lossy(&a.body);
         for s in &e.body_contains {
             if !text.contains(s.as_str()) {
-                return fail(Reason::Expectation, format!("the body does not contain `{s}`"));
+                return fail(
+                    Reason::Expectation,
+                    format!("the body does not contain `{s}`"),
+                );
             }
         }
         for r in &e.body_regex {
@@ -1698,7 +1699,9 @@ impl HttpProbe {
 fn json_eq(got: &Value, want: &Value) -> bool {
     match (got, want) {
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        (Value::Number(_) | Value::Bool(_), Value::String(s)) => got.to_string() == *s,
+        (Value::Number(_) | Value::Bool(_), Value::String(s)) => {
+            serde_json::from_str::<Value>(s).is_ok_and(|w| json_eq(got, &w))
+        }
         _ => got == want,
     }
 }
@@ -1721,7 +1724,11 @@ async fn connect_tunnel(
     let err = |m: String| CheckError::new(Reason::Connect, m);
     let mut req = format!(
         "CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n",
-        a = format_args!("{}:{}", url.authority().split(':').next().unwrap_or(""), url.port)
+        a = format_args!(
+            "{}:{}",
+            url.authority().split(':').next().unwrap_or(""),
+            url.port
+        )
     );
     if url.host.contains(':') {
         req = format!(
@@ -1920,7 +1927,10 @@ mod tests {
             t.join("https://b.example/").unwrap().absolute(),
             "https://b.example/"
         );
-        assert_eq!(t.join("//c.example/p").unwrap().absolute(), "http://c.example/p");
+        assert_eq!(
+            t.join("//c.example/p").unwrap().absolute(),
+            "http://c.example/p"
+        );
     }
 
     #[test]
