@@ -58,12 +58,12 @@ impl ProbeResult {
         };
         r.register(
             "probe_success",
-            "Whether this /probe check succeeded (1) or failed (0).",
+            "Whether this /probe check succeeded (1) or failed (0)",
             p.success.clone(),
         );
         r.register(
             "probe_duration_seconds",
-            "How long this /probe check took.",
+            "How long this /probe check took",
             p.duration.clone(),
         );
         p

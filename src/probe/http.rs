@@ -994,32 +994,32 @@ impl Metrics {
         };
         r.register(
             "http_requests",
-            "Requests made to the partner API (one per check, redirects included).",
+            "Checks of the partner API (one request per check, redirects it followed included)",
             m.requests.clone(),
         );
         r.register(
             "http_request_failures",
-            "Failed requests, by reason and HTTP status (none: no answer).",
+            "Failed requests, by reason and HTTP status (none: no answer)",
             m.failures.clone(),
         );
         r.register(
             "http_duration_seconds",
-            "Time from the DNS lookup to the last body byte, redirects included.",
+            "Time from the DNS lookup to the last body byte, redirects included",
             m.duration.clone(),
         );
         r.register(
             "http_tls_cert_expiry_timestamp_seconds",
-            "When the partner's certificate expires (Unix time; also set when it failed verification).",
+            "When the partner's certificate expires (Unix time; also set when it failed verification)",
             m.cert_expiry.clone(),
         );
         r.register(
             "http_phase_duration_seconds",
-            "Time spent in each phase of the last request (dns, connect, tls, first_byte, transfer).",
+            "Time spent in each phase of the last request (dns, connect, tls, first_byte, transfer)",
             m.phase.clone(),
         );
         r.register(
             "http_status_code",
-            "The HTTP status of the last answer (0: none).",
+            "The HTTP status of the last answer (0: none)",
             m.status_code.clone(),
         );
         m

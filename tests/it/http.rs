@@ -61,6 +61,16 @@ fn partner_routes() -> Router {
             get(|| async { "x".repeat(2 * 1024 * 1024).into_response() }),
         )
         .route(
+            "/auth",
+            get(|h: axum::http::HeaderMap| async move {
+                // depwatch:s3cret
+                match h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+                    Some("Basic ZGVwd2F0Y2g6czNjcmV0") => (StatusCode::OK, "welcome"),
+                    _ => (StatusCode::UNAUTHORIZED, "who are you"),
+                }
+            }),
+        )
+        .route(
             "/degraded",
             get(|| async { axum::Json(json!({"status": "degraded"})) }),
         )
@@ -110,14 +120,36 @@ fn certificate(
 
 /// The partner API over TLS with the given certificate.
 async fn tls_partner(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> (u16, Task) {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .unwrap();
+    tls_partner_with(cert, key, None).await
+}
+
+/// The partner API over TLS; with `client_ca`, it requires a client
+/// certificate issued by that CA (mutual TLS).
+async fn tls_partner_with(
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<CertificateDer<'static>>,
+) -> (u16, Task) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca).unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(vec![cert], key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -483,6 +515,158 @@ fn config_errors_name_the_key() {
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
+}
+
+#[tokio::test]
+async fn basic_auth_from_a_password_file() {
+    let (port, _srv) = partner().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/auth"),
+        &format!(
+            "basic_auth: {{ username: depwatch, password_file: {} }}",
+            pw.display()
+        ),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/auth"),
+        "basic_auth: { username: depwatch, password: wrong }",
+    )
+    .await;
+    assert_failed(&m, &c, "status", "401");
+}
+
+#[tokio::test]
+async fn client_certificate_for_mutual_tls() {
+    // A client CA and a client certificate it issued.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["depwatch".into()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    let (pem, der, key) = certificate(days_from_now(90));
+    let (port, _srv) = tls_partner_with(der, key, Some(ca.der().clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_file = write("server-ca.pem", pem);
+    let cert_file = write("client.pem", client.pem());
+    let key_file = write("client-key.pem", client_key.serialize_pem());
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        &format!("ca_file: {ca_file}\ncert_file: {cert_file}\nkey_file: {key_file}"),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+
+    // Without the client certificate the server refuses.
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        &format!("ca_file: {ca_file}"),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 0.0, "{c}");
+    assert!(
+        ["tls", "connect", "bad_response"].contains(&c["reason"].as_str().unwrap()),
+        "{c}"
+    );
+}
+
+/// tinyproxy on a free loopback port, with Basic proxy credentials.
+fn tinyproxy(dir: &std::path::Path) -> (u16, Proc) {
+    let bin = require("tinyproxy", "apt-get install tinyproxy");
+    let port = free_port();
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nBasicAuth depwatch pr0xy\nMaxClients 20\nLogLevel Warning\nPidFile \"{}\"\n",
+            dir.join("tinyproxy.pid").display()
+        ),
+    )
+    .unwrap();
+    let proc = Proc::spawn(
+        "tinyproxy",
+        std::process::Command::new(bin)
+            .args(["-d", "-c"])
+            .arg(&conf),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tinyproxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, proc)
+}
+
+#[tokio::test]
+async fn proxy_for_http_and_connect_for_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy_port, _proxy) = tinyproxy(dir.path());
+    let (port, _srv) = partner().await;
+    let proxy = format!("proxy: http://depwatch:pr0xy@127.0.0.1:{proxy_port}");
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/ok"), &proxy).await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+
+    let (pem, der, key) = certificate(days_from_now(90));
+    let (tport, _tls) = tls_partner(der, key).await;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{tport}/ok"),
+        &format!("{proxy}\nca_file: {}", ca.display()),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    assert!(c["details"]["phases_ms"]["tls"].as_f64().unwrap() > 0.0);
+
+    // Wrong proxy credentials: tinyproxy answers 401 (the status of the
+    // answer, as a client sees it) or refuses CONNECT.
+    let bad = format!("proxy: http://depwatch:nope@127.0.0.1:{proxy_port}");
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/ok"), &bad).await;
+    assert_failed(&m, &c, "status", "401");
+    let (dw, m, c) = check_once(
+        &format!("https://localhost:{tport}/ok"),
+        &format!("{bad}\nca_file: {}", ca.display()),
+    )
+    .await;
+    assert_failed(&m, &c, "connect", "none");
+    assert!(!dw.log().contains("nope"));
+}
+
+#[tokio::test]
+async fn a_hung_partner_does_not_slow_the_others() {
+    let (hole, _hole) = black_hole().await;
+    let (port, _srv) = partner().await;
+    let dw = Depwatch::start(&format!(
+        "probes:\n  - name: hung\n    kind: http\n    url: http://127.0.0.1:{hole}/\n    interval: 10s\n    timeout: 8s\n    jitter: 0s\n  - name: fine\n    kind: http\n    url: http://127.0.0.1:{port}/ok\n    interval: 200ms\n    timeout: 100ms\n    jitter: 0s\n"
+    ))
+    .await;
+    // Five checks of `fine` while `hung` waits for its first answer.
+    let m = dw
+        .wait_metrics("five checks of fine", Duration::from_secs(6), |m| {
+            m.get("depwatch_http_requests_total", &[("component", "fine")])
+                .is_some_and(|v| v >= 5.0)
+        })
+        .await;
+    assert!(
+        m.get("depwatch_http_requests_total", &[("component", "hung")])
+            .is_none(),
+        "{}",
+        m.text
+    );
 }
 
 // ----------------------------------------------------------------- /probe --
