@@ -18,6 +18,7 @@
 #   BENCH_WRK_THREADS [2]  BENCH_WRK_CONNS [16]  BENCH_WRK_DURATION [10] (s)
 #   BENCH_WRK_RUNS [3] (median reported)  BENCH_PROBES [2000]
 #   BENCH_INTERVAL [15s]  BENCH_ROUNDS [4]  BENCH_JITTER [] (depwatch default)
+#   BENCH_WAIT_MAX [600] (s) to wait for other builds (rustc) to end first
 #   BENCH_SKIP_PART1=1 / BENCH_SKIP_PART2=1   BENCH_KEEP_WORK=1 (keep scratch dir)
 #
 # RULES: every server binds 127.0.0.1 on a free port; every loop is bounded
@@ -121,7 +122,18 @@ if [[ -z $DW ]]; then
   DW=${CARGO_TARGET_DIR:-$ROOT/target}/release/depwatch
 fi
 [[ -x $DW ]] || die "no depwatch binary at $DW"
-while pgrep -x rustc >/dev/null 2>&1; do log "rustc is running (another build): waiting 20s"; sleep 20; done
+WAITED=0
+BUSY_NOTE=""
+while pgrep -x rustc >/dev/null 2>&1; do
+  if ((WAITED >= ${BENCH_WAIT_MAX:-600})); then
+    BUSY_NOTE="rustc was still running after ${WAITED}s of waiting: numbers are contaminated by other builds"
+    log "WARNING: $BUSY_NOTE"
+    break
+  fi
+  log "rustc is running (another build): waiting 20s (${WAITED}s so far)"
+  sleep 20
+  WAITED=$((WAITED + 20))
+done
 
 # ------------------------------------------------------------------ target
 mkdir -p "$W/www" "$W/nginx/tmp"
@@ -158,6 +170,7 @@ echo "# depwatch http probes — benchmark"
 echo
 echo "- date: $(date -u +%FT%TZ); host: $(nproc) CPU(s), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo); loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- depwatch: \`$DW\` ($("$DW" --version 2>/dev/null | head -n1)); blackbox_exporter: $(prometheus-blackbox-exporter --version 2>&1 | head -n1 | awk '{print $3}')"
+[[ -z $BUSY_NOTE ]] || echo "- **warning**: $BUSY_NOTE"
 echo "- target: nginx on 127.0.0.1:$P_NGINX serving a 200-byte JSON file (\`$TARGET\`)"
 echo
 
