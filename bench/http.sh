@@ -17,7 +17,7 @@
 # KNOBS (environment, defaults in brackets)
 #   BENCH_WRK_THREADS [2]  BENCH_WRK_CONNS [16]  BENCH_WRK_DURATION [10] (s)
 #   BENCH_WRK_RUNS [3] (median reported)  BENCH_PROBES [2000]
-#   BENCH_INTERVAL [15s]  BENCH_ROUNDS [4]  BENCH_JITTER [] (depwatch default)
+#   BENCH_INTERVAL [15s]  BENCH_TIMEOUT [5s]  BENCH_ROUNDS [4]  BENCH_JITTER [] (depwatch default)
 #   BENCH_WAIT_MAX [600] (s) to wait for other builds (rustc) to end first
 #   BENCH_SKIP_PART1=1 / BENCH_SKIP_PART2=1   BENCH_KEEP_WORK=1 (keep scratch dir)
 #
@@ -278,7 +278,7 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
     echo "state_dir: $W/dw2/state"
     echo "defaults:"
     echo "  interval: $INTERVAL"
-    echo "  timeout: 5s"
+    echo "  timeout: ${BENCH_TIMEOUT:-5s}"
     [[ -z $JITTER ]] || echo "  jitter: $JITTER"
     echo "probes:"
     for ((i = 0; i < NPROBES; i++)); do
@@ -286,7 +286,7 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
     done
   } >"$W/dw2/depwatch.yml"
   "$DW" check-config --config "$W/dw2/depwatch.yml" >/dev/null || die "the generated config is invalid"
-  (cd "$W/dw2" && ulimit -n 65536 2>/dev/null; exec "$DW" --config "$W/dw2/depwatch.yml") >"$W/dw2.log" 2>&1 &
+  (cd "$W/dw2" && { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; } && exec "$DW" --config "$W/dw2/depwatch.yml") >"$W/dw2.log" 2>&1 &
   PID2=$!
   PIDS+=("$PID2")
   wait_port "$P_DW2" "$PID2" 30 || die "depwatch (part 2) did not come up: $(tail -n 5 "$W/dw2.log")"
