@@ -113,7 +113,8 @@ impl Target {
     pub fn parse(s: &str) -> Result<Target, String> {
         let uri: Uri = s
             .parse()
-            .map_err(|e| format!("`{}` is not a URL: {e}", redact_query(s)))?;
+            // The text is not echoed: it may hold credentials.
+            .map_err(|e| format!("not a URL ({e})"))?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
