@@ -1723,21 +1723,13 @@ async fn connect_tunnel(
     url: &Target,
 ) -> Result<Box<dyn Io>, CheckError> {
     let err = |m: String| CheckError::new(Reason::Connect, m);
-    let mut req = format!(
-        "CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n",
-        a = format_args!(
-            "{}:{}",
-            url.authority().split(':').next().unwrap_or(""),
-            url.port
-        )
-    );
-    if url.host.contains(':') {
-        req = format!(
-            "CONNECT [{h}]:{p} HTTP/1.1\r\nHost: [{h}]:{p}\r\n",
-            h = url.host,
-            p = url.port
-        );
-    }
+    // CONNECT always names the port, IPv6 literals in brackets.
+    let hostport = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    let req = format!("CONNECT {hostport} HTTP/1.1\r\nHost: {hostport}\r\n");
     let mut bytes = req.into_bytes();
     if let Some(a) = &p.auth {
         bytes.extend_from_slice(b"Proxy-Authorization: ");
