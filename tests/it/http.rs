@@ -846,7 +846,9 @@ async fn probe_honours_the_scrape_timeout_header() {
     assert_eq!(code, 200, "{body}");
     // 1.5s minus the 0.5s offset; the module's own timeout is 10s.
     assert!(took >= Duration::from_millis(900), "{took:?}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // Far below the module's 10s: the header bounded the check (with room
+    // for a loaded machine).
+    assert!(took < Duration::from_secs(5), "{took:?}");
     let m = Metrics::parse(&body);
     let c = ("component", "partner_2xx");
     assert_eq!(m.value("depwatch_probe_success", &[c]), 0.0);
