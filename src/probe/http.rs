@@ -310,8 +310,22 @@ pub struct Proxy {
     auth: Option<HeaderValue>,
 }
 
+/// An http probe's validated configuration, shared: a `/probe` request
+/// or a reload clones the handle, not the data (which is also what keeps
+/// `ProbeSpec` small).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Spec {
+pub struct Spec(Arc<SpecData>);
+
+impl std::ops::Deref for Spec {
+    type Target = SpecData;
+
+    fn deref(&self) -> &SpecData {
+        &self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpecData {
     /// `None` in a module (the target comes with each `/probe` request).
     pub url: Option<Target>,
     pub method: Method,
@@ -340,10 +354,10 @@ impl Spec {
 
     /// This template aimed at `target`.
     pub fn with_target(&self, target: Target) -> Spec {
-        Spec {
+        Spec(Arc::new(SpecData {
             url: Some(target),
-            ..self.clone()
-        }
+            ..(*self.0).clone()
+        }))
     }
 }
 
@@ -578,7 +592,7 @@ fn parse_spec(
     if !ok {
         return None;
     }
-    Some(Spec {
+    Some(Spec(Arc::new(SpecData {
         url,
         method,
         headers,
@@ -593,7 +607,7 @@ fn parse_spec(
         slow_above: raw.slow_above.map(|d| d.0),
         cert_expiry_warn,
         cert_expiry_critical,
-    })
+    })))
 }
 
 fn one_or_many(v: Option<Value>) -> Result<Vec<String>, ()> {
@@ -1046,7 +1060,7 @@ impl Metrics {
 // ----------------------------------------------------------------- probe --
 
 pub struct HttpProbe {
-    spec: Arc<Spec>,
+    spec: Spec,
     label: ComponentOnly,
     metrics: Arc<Metrics>,
     /// The verifier of `ca_file` (built once); `None`: system roots or insecure.
@@ -1082,7 +1096,7 @@ pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<Http
         _ => None,
     };
     Ok(HttpProbe {
-        spec: Arc::new(spec.clone()),
+        spec: spec.clone(),
         label: ComponentOnly {
             component: name.to_string(),
         },
