@@ -152,7 +152,10 @@ pid $W/nginx/nginx.pid;
 error_log $W/nginx/error.log warn;
 events { worker_connections 8192; }
 http {
-  access_log off;
+  # One line per request that reached the target: counts the probes that
+  # really happened (a /probe answered without reaching nginx is not one).
+  log_format hits '\$status';
+  access_log $W/nginx/access.log hits;
   default_type application/json;
   client_body_temp_path $W/nginx/tmp/body;
   proxy_temp_path $W/nginx/tmp/proxy;
@@ -213,7 +216,7 @@ EOF
   declare -A XPID=([depwatch]=$DW_PID [blackbox_exporter]=$BB_PID)
   declare -A OKRE=([depwatch]='^depwatch_probe_success\{[^}]*\} 1$' [blackbox_exporter]='^probe_success 1$')
 
-  declare -A RPS P99 CPU ERR IDLE RSS HWM
+  declare -A RPS P99 CPU ERR IDLE RSS HWM HITS
   for name in depwatch blackbox_exporter; do
     curl -fsS --max-time 10 "${URL[$name]}" | grep -Eq "${OKRE[$name]}" ||
       die "$name: one /probe did not succeed: $(curl -sS --max-time 10 "${URL[$name]}" | head -c 800)"
@@ -223,15 +226,19 @@ EOF
   for ((run = 1; run <= WRK_RUNS; run++)); do
     for name in depwatch blackbox_exporter; do
       pid=${XPID[$name]}
+      h0=$(grep -c '^200$' "$W/nginx/access.log" || true)
       t0=$(ticks "$pid")
       out=$(timeout $((WRK_DUR + 30)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DUR}s" --latency "${URL[$name]}" 2>&1) || die "wrk failed: $out"
       t1=$(ticks "$pid")
+      h1=$(grep -c '^200$' "$W/nginx/access.log" || true)
       reqs=$(awk '/requests in/ {print $1}' <<<"$out")
       rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
       p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
       errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
       cpu_ms=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.3f", t * 1000 / hz / n }')
-      log "$name run $run: $rps probes/s, p99 ${p99} ms, ${cpu_ms} ms CPU/probe ${errs}"
+      hit_pct=$(awk -v h=$((h1 - h0)) -v n="$reqs" 'BEGIN { printf "%.1f", 100 * h / n }')
+      log "$name run $run: $rps probes/s, p99 ${p99} ms, ${cpu_ms} ms CPU/probe, ${hit_pct}% reached nginx with 200 ${errs}"
+      echo "$hit_pct" >>"$W/$name.hits"
       echo "$rps" >>"$W/$name.rps"
       echo "$p99" >>"$W/$name.p99"
       echo "$cpu_ms" >>"$W/$name.cpu"
@@ -242,6 +249,7 @@ EOF
     RPS[$name]=$(median <"$W/$name.rps")
     P99[$name]=$(median <"$W/$name.p99")
     CPU[$name]=$(median <"$W/$name.cpu")
+    HITS[$name]=$(median <"$W/$name.hits")
     RSS[$name]=$(rss_kb "${XPID[$name]}" VmRSS)
     HWM[$name]=$(rss_kb "${XPID[$name]}" VmHWM)
   done
@@ -250,10 +258,10 @@ EOF
   echo
   echo "wrk -t$WRK_THREADS -c$WRK_CONNS -d${WRK_DUR}s, $WRK_RUNS runs each, alternating; medians. Each /probe makes a fresh connection to nginx (both exporters)."
   echo
-  echo "| exporter | probes/s | p99 (ms) | CPU per probe (ms) | RSS idle (MiB) | RSS after load (MiB) | peak RSS (MiB) | errors |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  echo "| exporter | probes/s | p99 (ms) | CPU per probe (ms) | probes that reached nginx (200) | RSS idle (MiB) | RSS after load (MiB) | peak RSS (MiB) | errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
   for name in depwatch blackbox_exporter; do
-    printf '| %s | %s | %s | %s | %.1f | %.1f | %.1f | %s |\n' "$name" "${RPS[$name]}" "${P99[$name]}" "${CPU[$name]}" \
+    printf '| %s | %s | %s | %s | %s %% | %.1f | %.1f | %.1f | %s |\n' "$name" "${RPS[$name]}" "${P99[$name]}" "${CPU[$name]}" "${HITS[$name]}" \
       "$(awk -v k="${IDLE[$name]}" 'BEGIN{print k/1024}')" "$(awk -v k="${RSS[$name]}" 'BEGIN{print k/1024}')" \
       "$(awk -v k="${HWM[$name]}" 'BEGIN{print k/1024}')" "${ERR[$name]:-none}"
   done
