@@ -347,6 +347,20 @@ async fn closed_port_fails_with_connect() {
 }
 
 #[tokio::test]
+async fn unknown_host_fails_with_dns() {
+    // `.invalid` never resolves (RFC 6761).
+    let (_dw, m, c) = check_once("http://partner.does-not-exist.invalid/health", "").await;
+    assert_failed(&m, &c, "dns", "none");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot resolve partner.does-not-exist.invalid"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
 async fn redirect_loop_stops_at_the_limit() {
     let (port, _srv) = partner().await;
     let (_dw, m, c) =
