@@ -874,3 +874,35 @@ async fn probe_honours_the_scrape_timeout_header() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn probe_modules_follow_a_reload() {
+    let (port, _srv) = partner().await;
+    let dw = probe_dw(port).await;
+    let target = format!("http://127.0.0.1:{port}/missing");
+    let (code, _) = get_probe(&dw, &[("target", &target), ("module", "accept_404")], &[]).await;
+    assert_eq!(code, 400);
+    dw.rewrite_config(
+        "modules:\n  accept_404:\n    allowed_targets: [\"http://127.0.0.1:*/missing\"]\n    expect: { status: [404] }\nprobes:\n  - name: self\n    kind: process\n    self: true\n",
+    );
+    let (code, body) = dw.post("/-/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get_probe(&dw, &[("target", &target), ("module", "accept_404")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let m = Metrics::parse(&body);
+    assert_eq!(
+        m.value("depwatch_probe_success", &[("component", "accept_404")]),
+        1.0
+    );
+    // The old module is gone.
+    let (code, _) = get_probe(
+        &dw,
+        &[
+            ("target", &format!("http://127.0.0.1:{port}/ok")),
+            ("module", "partner_2xx"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 400);
+}
