@@ -425,6 +425,18 @@ async fn self_signed_tls_trusted_through_ca_file() {
     // Without ca_file the system roots do not know this certificate.
     let (_dw, m, c) = check_once(&format!("https://localhost:{port}/ok"), "").await;
     assert_failed(&m, &c, "tls", "none");
+
+    // Unless verification is explicitly skipped; the expiry is still read.
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        "insecure_skip_verify: true",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(
+        m.value("depwatch_http_tls_cert_expiry_timestamp_seconds", &[P]),
+        not_after.unix_timestamp() as f64
+    );
 }
 
 #[tokio::test]
@@ -446,6 +458,17 @@ async fn expired_certificate_fails_with_tls_and_shows_when() {
         m.value("depwatch_http_tls_cert_expiry_timestamp_seconds", &[P]),
         not_after.unix_timestamp() as f64
     );
+
+    // Skipping verification does not hide an expired certificate: the
+    // check works, the component is unhealthy.
+    let (_dw, m, c) = check_once(
+        &format!("https://127.0.0.1:{port}/ok"),
+        "insecure_skip_verify: true",
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    assert_eq!(c["status"], "unhealthy", "{c}");
+    assert_eq!(c["error"], "the certificate has expired", "{c}");
 }
 
 #[tokio::test]
