@@ -2,6 +2,7 @@
 //! configuration, and the list of kinds. One file per kind beside this one;
 //! adding a kind touches that file and the `kinds!` list below.
 
+pub mod http;
 pub mod process;
 pub mod storage;
 
@@ -159,6 +160,7 @@ pub trait Probe: Send + Sync {
 /// Kind-specific metric families, registered once for the whole process and
 /// shared by all probes of a kind, across reloads.
 pub struct KindMetrics {
+    pub http: Arc<http::Metrics>,
     pub process: Arc<process::Metrics>,
     pub storage: Arc<storage::Metrics>,
 }
@@ -166,6 +168,7 @@ pub struct KindMetrics {
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         KindMetrics {
+            http: Arc::new(http::Metrics::register(registry)),
             process: Arc::new(process::Metrics::register(registry)),
             storage: Arc::new(storage::Metrics::register(registry)),
         }
@@ -231,6 +234,7 @@ macro_rules! kinds {
 }
 
 kinds! {
+    Http => http, "http";
     Process => process, "process";
     Storage => storage, "storage";
 }

@@ -3,5 +3,6 @@
 
 mod config;
 mod core;
+mod http;
 mod storage;
 mod support;
