@@ -35,6 +35,19 @@ use crate::config::{Checker, Dur, Secret, units::format_duration};
 use crate::metrics::GaugeF;
 use crate::store::{StorageSample, Store, unix_ms};
 
+/// How a storage check fails: statvfs (not_found, io, timeout for a hung
+/// mount) and the http source (connect, tls, status, bad_response, body_too_large).
+pub const REASONS: &[Reason] = &[
+    Reason::NotFound,
+    Reason::Io,
+    Reason::Timeout,
+    Reason::Connect,
+    Reason::Tls,
+    Reason::Status,
+    Reason::BadResponse,
+    Reason::BodyTooLarge,
+];
+
 /// The largest JSON document `source: http` reads.
 const MAX_BODY: usize = 1 << 20;
 /// The retention pruning of one component runs at most this often.
