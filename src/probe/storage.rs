@@ -859,6 +859,7 @@ impl Inner {
     }
 
     async fn check(&self) -> CheckResult {
+        let started = unix_ms(SystemTime::now());
         let m = match self.measure().await {
             Ok(m) => m,
             Err(e) => {
@@ -867,8 +868,9 @@ impl Inner {
                 return Err(e);
             }
         };
-        let now = SystemTime::now();
-        let now_ms = unix_ms(now);
+        // The middle of the measurement: a slow API answer does not skew
+        // the time axis of the fit.
+        let now_ms = started + (unix_ms(SystemTime::now()) - started) / 2;
         let window_ms = self.spec.forecast_window.as_millis() as i64;
         let mut hist = self.history.lock().await;
         if !hist.loaded {
