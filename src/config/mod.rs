@@ -463,7 +463,8 @@ impl Checker<'_> {
                 self.problem(
                     &format!("{path}.kind"),
                     format!("unknown kind `{kind_name}`"),
-                    format!("one of: {}", probe::KIND_NAMES.join(", ")),
+                    yaml::suggest(kind_name, probe::KIND_NAMES)
+                        .replace("known keys", "known kinds"),
                 );
                 continue;
             };
