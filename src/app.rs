@@ -85,6 +85,7 @@ pub fn build_runtime(
         let ctx = BuildCtx {
             name: &p.name,
             metrics: &metrics.kinds,
+            timeout: p.timeout,
         };
         let probe = probe::build(&p.spec, &ctx)?;
         let c = Component::new(

@@ -2,7 +2,10 @@
 //! configuration, and the list of kinds. One file per kind beside this one;
 //! adding a kind touches that file and the `kinds!` list below.
 
+pub mod mongodb;
 pub mod process;
+pub mod queue;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -159,12 +162,19 @@ pub trait Probe: Send + Sync {
 /// shared by all probes of a kind, across reloads.
 pub struct KindMetrics {
     pub process: Arc<process::Metrics>,
+    pub redis: Arc<redis::Metrics>,
+    pub mongodb: Arc<mongodb::Metrics>,
+    /// Queue families shared by the kinds that watch job queues.
+    pub queue: Arc<queue::Metrics>,
 }
 
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         KindMetrics {
             process: Arc::new(process::Metrics::register(registry)),
+            redis: Arc::new(redis::Metrics::register(registry)),
+            mongodb: Arc::new(mongodb::Metrics::register(registry)),
+            queue: Arc::new(queue::Metrics::register(registry)),
         }
     }
 }
@@ -173,6 +183,8 @@ impl KindMetrics {
 pub struct BuildCtx<'a> {
     pub name: &'a str,
     pub metrics: &'a KindMetrics,
+    /// The check's timeout: connecting must give up inside it.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +235,8 @@ macro_rules! kinds {
 
 kinds! {
     Process => process, "process";
+    Redis => redis, "redis";
+    Mongodb => mongodb, "mongodb";
 }
 
 /// Label values are the enums' names as `as_str` spells them.
