@@ -49,8 +49,9 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawQueue {
     name: Option<String>,
+    /// Checked in stage two so that a wrong type does not hide other problems.
     #[serde(rename = "type")]
-    type_: QueueType,
+    type_: String,
     prefix: Option<String>,
     key: Option<String>,
     #[serde(default)]
@@ -62,8 +63,7 @@ struct RawQueue {
     stuck_after: Option<Dur>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueType {
     Bullmq,
     Bull,
@@ -73,6 +73,19 @@ pub enum QueueType {
 }
 
 impl QueueType {
+    const NAMES: &[&str] = &["bullmq", "bull", "list", "stream", "zset"];
+
+    fn from_name(s: &str) -> Option<QueueType> {
+        Some(match s {
+            "bullmq" => QueueType::Bullmq,
+            "bull" => QueueType::Bull,
+            "list" => QueueType::List,
+            "stream" => QueueType::Stream,
+            "zset" => QueueType::Zset,
+            _ => return None,
+        })
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             QueueType::Bullmq => "bullmq",
@@ -117,11 +130,10 @@ impl Spec {
     pub fn parse(node: &Node, path: &str, c: &Checker, also: &[&'static str]) -> Option<Spec> {
         let raw: Raw = c.parse_kind(node, path, also)?;
         let password = c.secret(path, "password", raw.password, raw.password_file.as_deref());
+        let scheme_ok =
+            raw.url.expose().starts_with("redis://") || raw.url.expose().starts_with("rediss://");
         match raw.url.expose().into_connection_info() {
-            Ok(_)
-                if raw.url.expose().starts_with("redis://")
-                    || raw.url.expose().starts_with("rediss://") => {}
-            Ok(_) => c.problem(
+            _ if !scheme_ok => c.problem(
                 &format!("{path}.url"),
                 format!("unsupported URL `{}`", redact_url(raw.url.expose())),
                 "use redis://HOST:PORT/DB, or rediss:// for TLS",
@@ -135,6 +147,7 @@ impl Spec {
                 ),
                 "use redis://[USER:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS",
             ),
+            Ok(_) => {}
         }
         if let Some(r) = raw.hit_rate_degraded_below
             && !(0.0..=1.0).contains(&r)
@@ -182,15 +195,23 @@ impl Spec {
 }
 
 fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
+    let Some(type_) = QueueType::from_name(&q.type_) else {
+        c.problem(
+            &format!("{at}.type"),
+            format!("unknown queue type `{}`", q.type_),
+            format!("one of: {}", QueueType::NAMES.join(", ")),
+        );
+        return None;
+    };
     let thresholds = Thresholds::parse(q.degraded_above, q.unhealthy_above, q.stuck_after, at, c);
     let state = match q.state.as_deref() {
         None => JobState::Waiting,
         Some(s) => match JobState::from_name(s) {
-            Some(st) if !q.type_.is_bull() && q.type_ != QueueType::Stream => st,
+            Some(st) if !type_.is_bull() && type_ != QueueType::Stream => st,
             Some(_) => {
                 c.problem(
                     &format!("{at}.state"),
-                    format!("`state` does not apply to {} queues", q.type_.as_str()),
+                    format!("`state` does not apply to {} queues", type_.as_str()),
                     "their states are read from the queue itself; remove the key",
                 );
                 JobState::Waiting
@@ -205,14 +226,11 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
             }
         },
     };
-    if q.type_.is_bull() {
+    if type_.is_bull() {
         if q.key.is_some() {
             c.problem(
                 &format!("{at}.key"),
-                format!(
-                    "{} queues are found by `prefix` and `name`",
-                    q.type_.as_str()
-                ),
+                format!("{} queues are found by `prefix` and `name`", type_.as_str()),
                 "write `prefix: bull` and the queue's `name` (or `discover: true`)",
             );
         }
@@ -235,7 +253,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
             }
             return Some(QueueSpec {
                 name: String::new(),
-                type_: q.type_,
+                type_: type_,
                 key: prefix,
                 discover: Some(max),
                 state,
@@ -259,7 +277,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
         }
         return Some(QueueSpec {
             name,
-            type_: q.type_,
+            type_: type_,
             key: prefix,
             discover: None,
             state,
@@ -282,14 +300,14 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
     let Some(key) = q.key else {
         c.problem(
             at,
-            format!("a {} queue needs a `key`", q.type_.as_str()),
+            format!("a {} queue needs a `key`", type_.as_str()),
             "the Redis key holding the queue",
         );
         return None;
     };
     Some(QueueSpec {
         name: q.name.unwrap_or_else(|| key.clone()),
-        type_: q.type_,
+        type_: type_,
         key,
         discover: None,
         state,
@@ -443,8 +461,13 @@ impl Metrics {
 /// sample, judged only once at least `min_lookups` happened.
 #[derive(Default)]
 struct HitWindow {
+    /// Hits and misses (without depwatch's own) at the last judged sample.
     base: Option<(f64, f64)>,
     rate: Option<f64>,
+    /// Lookups made by depwatch's own queue reads since the server started:
+    /// they are Redis's keyspace hits and misses too, but not the cache's.
+    own: (f64, f64),
+    last: (f64, f64),
 }
 
 struct Discovered {
@@ -700,6 +723,10 @@ impl RedisProbe {
                 .arg(&t.arg)
                 .arg(self.spec.max_active_scan);
         }
+        if !targets.is_empty() {
+            // Measures the lookups of the queue reads, kept out of the hit rate.
+            pipe.cmd("INFO").arg("stats");
+        }
         let started = Instant::now();
         let replies: Vec<RValue> = pipe.query_async(conn).await.map_err(|e| self.error(&e))?;
         let rtt = started.elapsed();
@@ -727,6 +754,22 @@ impl RedisProbe {
         self.record_info(&info, &mut out);
         out.details.insert("round_trip_ms".into(), json!(ms(rtt)));
 
+        let mut replies: Vec<RValue> = replies.collect();
+        if !targets.is_empty()
+            && let Some(after) = replies
+                .pop()
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+        {
+            let after = parse_info(&after);
+            let get = |i: &BTreeMap<String, String>, k: &str| {
+                i.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            };
+            let dh = get(&after, "keyspace_hits") - get(&info, "keyspace_hits");
+            let dm = get(&after, "keyspace_misses") - get(&info, "keyspace_misses");
+            let mut w = lock(&self.hits);
+            w.own.0 += dh.max(0.0);
+            w.own.1 += dm.max(0.0);
+        }
         let mut snaps = Vec::with_capacity(targets.len());
         for (t, reply) in targets.iter().zip(replies) {
             match self.queue_snapshot(t, reply, now_ms) {
@@ -805,18 +848,24 @@ impl RedisProbe {
                 d.insert(k.into(), json!(v));
             }
         }
-        d.insert("uptime_seconds".into(), json!(num("uptime_in_seconds")));
-        d.insert("connected_clients".into(), json!(clients));
-        d.insert("used_memory_bytes".into(), json!(used));
-        d.insert("maxmemory_bytes".into(), json!(max));
-        d.insert("evicted_keys".into(), json!(num("evicted_keys")));
+        d.insert(
+            "uptime_seconds".into(),
+            json!(num("uptime_in_seconds").map(|v| v as u64)),
+        );
+        d.insert("connected_clients".into(), json!(clients as i64));
+        d.insert("used_memory_bytes".into(), json!(used as u64));
+        d.insert("maxmemory_bytes".into(), json!(max as u64));
+        d.insert(
+            "evicted_keys".into(),
+            json!(num("evicted_keys").map(|v| v as u64)),
+        );
         d.insert("keys".into(), Value::Object(keys));
         let lifetime = (hits + misses > 0.0).then(|| round4(hits / (hits + misses)));
         d.insert("lifetime_hit_rate".into(), json!(lifetime));
 
         let (rate, lookups) = self.hit_rate(hits, misses);
         d.insert("hit_rate".into(), json!(rate.map(round4)));
-        d.insert("hit_rate_lookups".into(), json!(lookups));
+        d.insert("hit_rate_lookups".into(), json!(lookups as u64));
         if let (Some(rate), Some(limit)) = (rate, self.spec.hit_rate_degraded_below)
             && rate < limit
         {
@@ -835,8 +884,14 @@ impl RedisProbe {
     /// least `hit_rate_min_lookups` happened (else the previous rate stands).
     fn hit_rate(&self, hits: f64, misses: f64) -> (Option<f64>, f64) {
         let mut w = lock(&self.hits);
-        let (h0, m0) = match w.base {
+        if hits < w.last.0 || misses < w.last.1 {
             // Counters went down: the server restarted or was reset.
+            w.own = (0.0, 0.0);
+            w.base = None;
+        }
+        w.last = (hits, misses);
+        let (hits, misses) = ((hits - w.own.0).max(0.0), (misses - w.own.1).max(0.0));
+        let (h0, m0) = match w.base {
             Some((h0, m0)) if hits >= h0 && misses >= m0 => (h0, m0),
             _ => (0.0, 0.0),
         };

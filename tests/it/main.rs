@@ -3,4 +3,6 @@
 
 mod config;
 mod core;
+mod mongodb;
+mod redis;
 mod support;

@@ -1,0 +1,1 @@
+//! `kind: mongodb` against SecantusDB (MongoDB wire protocol).
