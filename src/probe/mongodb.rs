@@ -204,7 +204,7 @@ impl Spec {
                     &uri_at,
                     format!(
                         "invalid MongoDB URI `{shown}`: {}",
-                        scrub(&e.to_string(), &[raw.uri.expose()])
+                        scrub(&e.kind.to_string(), &[raw.uri.expose()])
                     ),
                     "write mongodb://[USER:PASSWORD@]HOST:PORT/DATABASE?OPTIONS",
                 ),
@@ -237,18 +237,18 @@ impl Spec {
             }
             let database = db_for(q.database.clone(), &at);
             if let Some(spec) = parse_query(q, database, &at, c) {
-                queries.push(spec);
+                queries.push((i, spec));
             }
         }
         // Ratio thresholds refer to a single-valued query of the same probe.
-        for (i, q) in queries.iter().enumerate() {
+        for (i, q) in &queries {
             for (key, r) in [
                 ("degraded_above_ratio", &q.degraded_above_ratio),
                 ("unhealthy_above_ratio", &q.unhealthy_above_ratio),
             ] {
                 let Some(r) = r else { continue };
                 let at = format!("{path}.queries[{i}].{key}");
-                match queries.iter().find(|o| o.name == r.of) {
+                match queries.iter().map(|(_, q)| q).find(|o| o.name == r.of) {
                     None => c.problem(
                         &format!("{at}.of"),
                         format!("no query named `{}`", r.of),
@@ -256,7 +256,7 @@ impl Spec {
                             "one of: {}",
                             queries
                                 .iter()
-                                .map(|q| q.name.as_str())
+                                .map(|(_, q)| q.name.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
@@ -302,7 +302,7 @@ impl Spec {
         Some(Spec {
             uri: raw.uri,
             password,
-            queries,
+            queries: queries.into_iter().map(|(_, q)| q).collect(),
             queues,
         })
     }
@@ -581,7 +581,8 @@ impl MongoProbe {
 
     fn error(&self, what: &str, e: &mongodb::error::Error) -> CheckError {
         use mongodb::error::ErrorKind as K;
-        let text = scrub(&e.to_string(), &self.secrets());
+        // The kind only: the whole error adds labels and empty fields.
+        let text = scrub(&e.kind.to_string(), &self.secrets());
         let reason = match e.kind.as_ref() {
             K::Authentication { .. } => Reason::Auth,
             // AuthenticationFailed, Unauthorized.
