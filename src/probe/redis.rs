@@ -253,7 +253,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
             }
             return Some(QueueSpec {
                 name: String::new(),
-                type_: type_,
+                type_,
                 key: prefix,
                 discover: Some(max),
                 state,
@@ -277,7 +277,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
         }
         return Some(QueueSpec {
             name,
-            type_: type_,
+            type_,
             key: prefix,
             discover: None,
             state,
@@ -307,7 +307,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
     };
     Some(QueueSpec {
         name: q.name.unwrap_or_else(|| key.clone()),
-        type_: type_,
+        type_,
         key,
         discover: None,
         state,

@@ -367,6 +367,12 @@ async fn mongodb_blocked_command_times_out_and_outage_recovers() {
             h["components"]["db"]["reason"] == "timeout"
         })
         .await;
+    assert!(
+        h["components"]["db"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within the timeout")),
+        "{h}"
+    );
     c.database("admin")
         .run_command(doc! { "configureFailPoint": "failCommand", "mode": "off" })
         .await

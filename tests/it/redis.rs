@@ -177,7 +177,7 @@ async fn bull_fixture(c: &mut ::redis::aio::MultiplexedConnection) {
     cmd(c, &["SET", &format!("{b}:3:lock"), "token", "PX", "600000"]).await;
 }
 
-fn q<'a>(m: &'a Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+fn q(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
     m.value(name, labels)
 }
 
