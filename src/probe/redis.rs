@@ -37,6 +37,7 @@ struct Raw {
     username: Option<String>,
     password: Option<Secret>,
     password_file: Option<String>,
+    tls_ca_file: Option<String>,
     hit_rate_degraded_below: Option<f64>,
     hit_rate_min_lookups: Option<u64>,
     #[serde(default)]
@@ -119,6 +120,8 @@ pub struct Spec {
     pub url: Secret,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// PEM roots for `rediss://` instead of the system's.
+    pub tls_ca: Option<Vec<u8>>,
     pub hit_rate_degraded_below: Option<f64>,
     pub hit_rate_min_lookups: u64,
     pub queues: Vec<QueueSpec>,
@@ -149,6 +152,36 @@ impl Spec {
             ),
             Ok(_) => {}
         }
+        let tls_ca = raw.tls_ca_file.as_deref().and_then(|f| {
+            let at = format!("{path}.tls_ca_file");
+            if !raw.url.expose().starts_with("rediss://") {
+                c.problem(
+                    &at,
+                    "tls_ca_file applies to rediss:// URLs only",
+                    "use rediss:// for TLS, or remove tls_ca_file",
+                );
+            }
+            let p = c.resolve(f);
+            match std::fs::read(&p) {
+                Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
+                Ok(_) => {
+                    c.problem(
+                        &at,
+                        format!("{} holds no PEM certificate", p.display()),
+                        "give the CA certificate that signed the server's, in PEM",
+                    );
+                    None
+                }
+                Err(e) => {
+                    c.problem(
+                        &at,
+                        format!("cannot read {}: {e}", p.display()),
+                        "check the path and that depwatch may read it",
+                    );
+                    None
+                }
+            }
+        });
         if let Some(r) = raw.hit_rate_degraded_below
             && !(0.0..=1.0).contains(&r)
         {
@@ -185,6 +218,7 @@ impl Spec {
             url: raw.url,
             username: raw.username,
             password,
+            tls_ca,
             hit_rate_degraded_below: raw.hit_rate_degraded_below,
             hit_rate_min_lookups: raw.hit_rate_min_lookups.unwrap_or(100),
             queues,
@@ -513,7 +547,17 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
     }
     settings = settings.set_lib_name("depwatch", crate::metrics::VERSION);
     let info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| {
+    let client = match &spec.tls_ca {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| {
         fail(format!(
             "cannot use Redis URL {}: {}",
             redact_url(spec.url.expose()),
@@ -574,6 +618,8 @@ impl RedisProbe {
             || upper.contains("INVALID PASSWORD")
         {
             Reason::Auth
+        } else if upper.contains("CERTIFICATE") || upper.contains("TLS") {
+            Reason::Tls
         } else if e.is_timeout() {
             Reason::Timeout
         } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {

@@ -235,6 +235,7 @@ async fn redis_cache_counters_and_queues() {
       - {{ name: retry, type: zset, key: retry, state: delayed }}
       - {{ name: events, type: stream, key: events }}
       - {{ type: bullmq, prefix: disc, discover: true, max_queues: 2 }}
+      - {{ name: wrongtype, type: list, key: cached }}
 "#,
         url = server.url()
     );
@@ -341,6 +342,11 @@ async fn redis_cache_counters_and_queues() {
     );
     assert!(
         err.contains("more than 2 bullmq queues under prefix `disc`"),
+        "{err}"
+    );
+    // A key of another type: that queue is reported, the others still read.
+    assert!(
+        err.contains("queue wrongtype: cannot read it:") && err.contains("WRONGTYPE"),
         "{err}"
     );
     let qd = &jobs_h["details"]["queues"]["bmq"];
@@ -650,4 +656,120 @@ async fn redis_config_errors_name_the_key() {
     }
     assert!(!out.contains("hunter2hunter2"), "{out}");
     drop(dir);
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn tls_certs(dir: &std::path::Path) {
+    let openssl = require("openssl", "apt-get install openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=depwatch test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_certs(dir.path());
+    let port = free_port();
+    let bin = require("redis-server", "apt-get install redis-server");
+    let d = dir.path();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args([
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-auth-clients",
+        "no",
+    ])
+    .arg("--tls-cert-file")
+    .arg(d.join("server.pem"))
+    .arg("--tls-key-file")
+    .arg(d.join("server.key"))
+    .arg("--tls-ca-cert-file")
+    .arg(d.join("ca.pem"))
+    .stdout(std::process::Stdio::null());
+    let _server = Proc::spawn("redis-server (tls)", &mut cmd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server (tls) did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let yaml = format!(
+        "probes:\n  - name: trusted\n    kind: redis\n    url: rediss://127.0.0.1:{port}/0\n    tls_ca_file: {ca}\n    interval: 500ms\n    timeout: 400ms\n  - name: untrusted\n    kind: redis\n    url: rediss://127.0.0.1:{port}/0\n    interval: 500ms\n    timeout: 400ms\n",
+        ca = d.join("ca.pem").display()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both checked", Duration::from_secs(15), |_, h| {
+            h["components"]["trusted"]["status"] == "healthy"
+                && !h["components"]["untrusted"]["checked_at"].is_null()
+        })
+        .await;
+    assert_eq!(h["components"]["untrusted"]["reason"], "tls", "{h}");
 }
