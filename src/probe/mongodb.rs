@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::future::try_join_all;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, ConnectionString};
 use mongodb::{Client, Collection};
@@ -802,37 +803,32 @@ impl MongoProbe {
         out.details
             .insert("ping_ms".into(), json!((rtt * 100_000.0).round() / 100.0));
 
-        let mut values: BTreeMap<&str, QueryValue> = BTreeMap::new();
-        for q in &self.spec.queries {
-            match self.query(&client, q).await {
-                Ok(v) => {
-                    values.insert(&q.name, v);
-                }
-                Err(mut e) => {
-                    e.details = out.details;
-                    return Err(e);
-                }
+        // Queries and queues run side by side on the driver's pool: a check
+        // takes as long as its slowest query, not their sum.
+        let queries = try_join_all(self.spec.queries.iter().map(|q| self.query(&client, q)));
+        let queues = try_join_all(self.spec.queues.iter().map(|q| self.queue(&client, q)));
+        let (values, snaps) = match futures_util::future::try_join(queries, queues).await {
+            Ok(v) => v,
+            Err(mut e) => {
+                e.details = out.details;
+                return Err(e);
             }
-        }
+        };
+        let values: BTreeMap<&str, QueryValue> = self
+            .spec
+            .queries
+            .iter()
+            .map(|q| q.name.as_str())
+            .zip(values)
+            .collect();
         self.publish(&values);
         for q in &self.spec.queries {
             if let Some(v) = values.get(q.name.as_str()) {
                 self.judge(q, v, &values, &mut out);
             }
         }
-
-        let mut snaps = Vec::with_capacity(self.spec.queues.len());
-        for q in &self.spec.queues {
-            match self.queue(&client, q).await {
-                Ok(s) => {
-                    q.thresholds.judge(&s, &mut out);
-                    snaps.push(s);
-                }
-                Err(mut e) => {
-                    e.details = out.details;
-                    return Err(e);
-                }
-            }
+        for (q, s) in self.spec.queues.iter().zip(&snaps) {
+            q.thresholds.judge(s, &mut out);
         }
         self.queues.publish(&snaps);
         if !snaps.is_empty() {
