@@ -376,14 +376,41 @@ pub fn scrub(msg: &str, secrets: &[&str]) -> String {
     for s in secrets {
         if let Some(p) = url_password(s) {
             out = out.replace(s, &redact_url(s));
-            if p.len() >= 3 {
-                out = out.replace(&p, "***");
+            // The driver may show the password decoded (`p%40ss` is `p@ss`).
+            for p in [percent_decode(&p), p] {
+                if p.len() >= 3 {
+                    out = out.replace(&p, "***");
+                }
             }
         } else if s.len() >= 3 {
             out = out.replace(s, "***");
         }
     }
     out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn url_password(url: &str) -> Option<String> {
@@ -1220,6 +1247,10 @@ mod tests {
                 &["redis://u:hunter22@h/0"]
             ),
             "cannot reach redis://u:***@h/0 (***)"
+        );
+        assert_eq!(
+            scrub("auth failed for p@ss-word", &["mongodb://u:p%40ss-word@h/"]),
+            "auth failed for ***"
         );
     }
 
