@@ -109,6 +109,10 @@ DPORT=$(free_port)
   echo "    queues:"
   for q in $(seq 0 $((QUEUES - 1))); do echo "      - { name: q$q, type: bullmq, prefix: bull }"; done
 } >"$WORK/depwatch.yml"
+# The same without the stalled-job scan (one lock lookup per active job).
+DPORT2=$(free_port)
+sed -e "s/^listen: .*/listen: 127.0.0.1:$DPORT2/" -e "s#^state_dir: .*#state_dir: $WORK/state2#" \
+  -e 's/^    jitter: 0s/    jitter: 0s\n    max_active_scan: 0/' "$WORK/depwatch.yml" >"$WORK/depwatch-noscan.yml"
 
 # redis_exporter: the same keys as single keys.
 keys=()
@@ -124,14 +128,15 @@ redis_stat() { rc INFO all | tr -d '\r' | awk -F: -v k="$1" '$1 == k {print $2}'
 redis_cmds() { rc INFO commandstats | tr -d '\r' | awk -F'calls=' '/^cmdstat_/ {split($2, a, ","); s += a[1]} END {print s}'; }
 redis_cpu() { rc INFO cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" {s += $2} END {printf "%.3f", s}'; }
 
-# measure NAME PID CMD...: runs CMD ROUNDS times, prints one result line.
+# measure NAME PID CMD...: runs `CMD N` (N rounds in one curl, so that curl's
+# own start-up stays out of the wall time), prints one result line.
 measure() {
   local name=$1 pid=$2; shift 2
-  "$@" >/dev/null # warm-up round: connections, script load
+  "$@" 1 >/dev/null # warm-up round: connections, script load
   local c0 r0 n0 u0 t0 t1
   c0=$(cpu_ticks "$pid"); r0=$(redis_stat total_reads_processed); n0=$(redis_cmds); u0=$(redis_cpu)
   t0=$(date +%s.%N)
-  for _ in $(seq 1 "$ROUNDS"); do "$@" >/dev/null; done
+  "$@" "$ROUNDS" >/dev/null
   t1=$(date +%s.%N)
   local c1 r1 n1 u1
   c1=$(cpu_ticks "$pid"); r1=$(redis_stat total_reads_processed); n1=$(redis_cmds); u1=$(redis_cpu)
@@ -148,32 +153,44 @@ EOF
 "$DEPWATCH" --config "$WORK/depwatch.yml" >"$WORK/depwatch.out" 2>"$WORK/depwatch.log" &
 DPID=$!; PIDS+=("$DPID")
 wait_port "$DPORT"
+"$DEPWATCH" --config "$WORK/depwatch-noscan.yml" >"$WORK/depwatch2.out" 2>"$WORK/depwatch2.log" &
+DPID2=$!; PIDS+=("$DPID2")
+wait_port "$DPORT2"
 prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$RPORT" -web.listen-address "127.0.0.1:$EPORT" \
   -check-single-keys "$SINGLE" >"$WORK/exporter.log" 2>&1 &
 EPID=$!; PIDS+=("$EPID")
 wait_port "$EPORT"
 
-check_depwatch() { curl -sf -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$DPORT/api/admin/probes/jobs/run"; }
-scrape_exporter() { curl -sf "http://127.0.0.1:$EPORT/metrics"; }
+# N sequential requests on one kept-alive connection.
+repeat() { local n=$1 url=$2 i; for i in $(seq 1 "$n"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done; }
+check_depwatch() { repeat "${1:-1}" "http://127.0.0.1:$DPORT/api/admin/probes/jobs/run" | curl -sf -X POST -H "Authorization: Bearer $TOKEN" -K -; }
+check_depwatch_noscan() { repeat "${1:-1}" "http://127.0.0.1:$DPORT2/api/admin/probes/jobs/run" | curl -sf -X POST -H "Authorization: Bearer $TOKEN" -K -; }
+scrape_exporter() { repeat "${1:-1}" "http://127.0.0.1:$EPORT/metrics" | curl -sf -K -; }
+check_seconds() { curl -sf "http://127.0.0.1:$DPORT/metrics" | awk '/^depwatch_check_duration_seconds_(sum|count)\{component="jobs"/ {split($1, a, "{"); v[a[1]] = $2} END {printf "%.6f %d", v["depwatch_check_duration_seconds_sum"], v["depwatch_check_duration_seconds_count"]}'; }
 
 # Both must see the same queues before timing.
-check_depwatch >/dev/null
+check_depwatch 1 >/dev/null
 dw_wait=$(curl -sf "http://127.0.0.1:$DPORT/metrics" | awk '/^depwatch_queue_jobs\{component="jobs",queue="q0",state="waiting"\}/ {print $2}')
-ex_wait=$(scrape_exporter | awk '/^redis_key_size\{db="db0",key="bull:q0:wait"\}/ {print $2}')
+ex_wait=$(curl -sf "http://127.0.0.1:$EPORT/metrics" | awk '/^redis_key_size\{db="db0",key="bull:q0:wait"\}/ {print $2}')
 echo "q0 waiting: depwatch=$dw_wait redis_exporter=$ex_wait" >&2
 
 echo "timing $ROUNDS rounds each..." >&2
+read -r s0 n0 <<<"$(check_seconds)"
 dw=$(measure depwatch "$DPID" check_depwatch)
+read -r s1 n1 <<<"$(check_seconds)"
+dw2=$(measure "depwatch, max_active_scan: 0" "$DPID2" check_depwatch_noscan)
 ex=$(measure redis_exporter "$EPID" scrape_exporter)
 
-python3 - "$dw" "$ex" "$ROUNDS" "$QUEUES" "$JOBS" <<'EOF'
+python3 - "$dw" "$ex" "$ROUNDS" "$QUEUES" "$JOBS" "$s0" "$s1" "$n0" "$n1" "$dw2" <<'EOF'
 import sys
 rows = [l.split("\t") for l in sys.argv[1:3]]
 rounds, queues, jobs = sys.argv[3:6]
+s0, s1, n0, n1 = map(float, sys.argv[6:10])
+noscan = sys.argv[10].split("\t")
 print(f"## depwatch checks vs redis_exporter scrapes ({rounds} rounds, {queues} BullMQ queues x {jobs} jobs)\n")
 print("| tool | CPU s (total) | wall s (total) | CPU ms/round | wall ms/round | Redis round trips/round | Redis commands/round | Redis CPU ms/round |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for r in rows:
+for r in [rows[0], noscan, rows[1]]:
     print("| " + " | ".join(r) + " |")
 d, e = ([float(x) for x in r[1:]] for r in rows)
 ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
@@ -182,5 +199,7 @@ print(f"- CPU per round, depwatch / redis_exporter: {ratio(d[2], e[2])}")
 print(f"- wall per round, depwatch / redis_exporter: {ratio(d[3], e[3])}")
 print(f"- Redis round trips per round, depwatch / redis_exporter: {ratio(d[4], e[4])}")
 print(f"- Redis CPU per round, depwatch / redis_exporter: {ratio(d[6], e[6])}")
+if n1 > n0:
+    print(f"- depwatch's own check duration (PING+INFO+{queues} queue scripts, one round trip): {(s1 - s0) / (n1 - n0) * 1000:.2f} ms mean over {int(n1 - n0)} checks")
 print("\ndepwatch reads more per round (per-state counts, oldest waiting/active job ages, stalled jobs via lock keys) than redis_exporter's key sizes.")
 EOF
