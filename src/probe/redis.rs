@@ -658,6 +658,7 @@ impl RedisProbe {
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, CheckError> {
+        tracing::debug!(component = %self.component, url = %redact_url(self.spec.url.expose()), "Connecting to Redis.");
         self.client
             .get_multiplexed_async_connection_with_config(&self.conn_cfg)
             .await
@@ -678,7 +679,15 @@ impl RedisProbe {
             let mut names = BTreeMap::new();
             for (i, q) in self.spec.queues.iter().enumerate() {
                 if let Some(max) = q.discover {
-                    names.insert(i, self.discover(conn, q, max).await?);
+                    let found = self.discover(conn, q, max).await?;
+                    tracing::debug!(
+                        component = %self.component,
+                        prefix = %q.key,
+                        queues = found.0.len(),
+                        overflow = found.1,
+                        "Queues discovered."
+                    );
+                    names.insert(i, found);
                 }
             }
             *lock(&self.discovered) = Some(Discovered {
