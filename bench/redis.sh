@@ -197,7 +197,7 @@ ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
 print()
 print(f"- CPU per round, depwatch / redis_exporter: {ratio(d[2], e[2])}")
 print(f"- wall per round, depwatch / redis_exporter: {ratio(d[3], e[3])}")
-print(f"- Redis round trips per round, depwatch / redis_exporter: {ratio(d[4], e[4])}")
+print(f"- Redis round trips per round: depwatch {d[4]:.2f}, redis_exporter {e[4]:.0f} ({e[4] / d[4]:.0f}x fewer)")
 print(f"- Redis CPU per round, depwatch / redis_exporter: {ratio(d[6], e[6])}")
 if n1 > n0:
     print(f"- depwatch's own check duration (PING+INFO+{queues} queue scripts, one round trip): {(s1 - s0) / (n1 - n0) * 1000:.2f} ms mean over {int(n1 - n0)} checks")
