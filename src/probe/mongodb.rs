@@ -593,6 +593,12 @@ impl MongoProbe {
             K::ServerSelection { message, .. } if message.to_ascii_lowercase().contains("auth") => {
                 Reason::Auth
             }
+            // rustls says why a server was refused: "invalid peer certificate".
+            K::ServerSelection { .. } | K::Io(_) | K::ConnectionPoolCleared { .. }
+                if text.to_ascii_lowercase().contains("certificate") =>
+            {
+                Reason::Tls
+            }
             K::ServerSelection { .. }
             | K::Io(_)
             | K::ConnectionPoolCleared { .. }

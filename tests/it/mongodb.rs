@@ -453,3 +453,45 @@ async fn mongodb_config_errors_name_the_key() {
     assert!(!out.contains("hunter2hunter2"), "{out}");
     drop(dir);
 }
+
+#[tokio::test]
+async fn mongodb_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::redis::tls_certs(dir.path());
+    let d = dir.path();
+    let (cert, key, ca) = (d.join("server.pem"), d.join("server.key"), d.join("ca.pem"));
+    let port = free_port();
+    let _server = MongoServer::start(
+        port,
+        None,
+        &[
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    let yaml = format!(
+        r#"probes:
+  - name: trusted
+    kind: mongodb
+    uri: mongodb://127.0.0.1:{port}/app?tls=true&tlsCAFile={ca}&directConnection=true
+    interval: 1s
+    timeout: 800ms
+  - name: untrusted
+    kind: mongodb
+    uri: mongodb://127.0.0.1:{port}/app?tls=true&directConnection=true
+    interval: 1s
+    timeout: 800ms
+"#,
+        ca = ca.display()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both checked", Duration::from_secs(20), |_, h| {
+            h["components"]["trusted"]["status"] == "healthy"
+                && !h["components"]["untrusted"]["reason"].is_null()
+        })
+        .await;
+    assert_eq!(h["components"]["untrusted"]["reason"], "tls", "{h}");
+}

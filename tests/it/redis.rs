@@ -659,7 +659,7 @@ async fn redis_config_errors_name_the_key() {
 }
 
 /// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
-fn tls_certs(dir: &std::path::Path) {
+pub fn tls_certs(dir: &std::path::Path) {
     let openssl = require("openssl", "apt-get install openssl");
     let run = |args: &[&str]| {
         let out = Command::new(&openssl)
