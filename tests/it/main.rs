@@ -4,5 +4,7 @@
 mod config;
 mod core;
 mod http;
+mod mongodb;
+mod redis;
 mod storage;
 mod support;
