@@ -85,6 +85,7 @@ pub fn build_runtime(
         let ctx = BuildCtx {
             name: &p.name,
             metrics: &metrics.kinds,
+            state_dir: &config.state_dir,
         };
         let probe = probe::build(&p.spec, &ctx)?;
         let c = Component::new(

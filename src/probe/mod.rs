@@ -2,6 +2,7 @@
 //! configuration, and the list of kinds. One file per kind beside this one;
 //! adding a kind touches that file and the `kinds!` list below.
 
+pub mod log;
 pub mod process;
 
 use std::future::Future;
@@ -159,12 +160,14 @@ pub trait Probe: Send + Sync {
 /// shared by all probes of a kind, across reloads.
 pub struct KindMetrics {
     pub process: Arc<process::Metrics>,
+    pub log: Arc<log::Metrics>,
 }
 
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         KindMetrics {
             process: Arc::new(process::Metrics::register(registry)),
+            log: Arc::new(log::Metrics::register(registry)),
         }
     }
 }
@@ -173,6 +176,8 @@ impl KindMetrics {
 pub struct BuildCtx<'a> {
     pub name: &'a str,
     pub metrics: &'a KindMetrics,
+    /// Where probes keep state across restarts (log offsets).
+    pub state_dir: &'a std::path::Path,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +228,7 @@ macro_rules! kinds {
 
 kinds! {
     Process => process, "process";
+    Log => log, "log";
 }
 
 /// Label values are the enums' names as `as_str` spells them.

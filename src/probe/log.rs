@@ -1,0 +1,1512 @@
+//! `kind: log` — metrics from JSON logs, the way mtail does it but
+//! JSON-native: a background task per probe tails `files:` (see [`tail`]),
+//! each line goes through the probe's rules (see [`rules`]), and the rules'
+//! counters, duration histograms and values are exposed as
+//! `depwatch_log_<rule>_total`, `depwatch_log_<rule>_duration_seconds` and
+//! `depwatch_log_<rule>_<value>`. The check only reports state: lines,
+//! files, per-rule latency statistics and slowest operations, and
+//! `stuck_after` (no matching line for too long degrades the component).
+
+pub mod godur;
+pub mod rules;
+pub mod stats;
+pub mod tail;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::registry::Registry;
+use regex::Regex;
+use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use super::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+};
+use crate::config::units::format_duration;
+use crate::config::yaml::Node;
+use crate::config::{Checker, Dur, Size};
+use rules::{Engine, LineKind};
+use tail::{OffsetStore, Saved, Tailer};
+
+// ---------------------------------------------------------------- configuration
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    files: Vec<String>,
+    format: Option<String>,
+    start_at: Option<StartAt>,
+    max_line_bytes: Option<Size>,
+    poll_interval: Option<Dur>,
+    time_field: Option<String>,
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    metric: String,
+    help: Option<String>,
+    #[serde(rename = "match", default)]
+    matches: BTreeMap<String, RawTest>,
+    #[serde(default)]
+    labels: Vec<RawLabel>,
+    max_label_values: Option<usize>,
+    duration: Option<RawDuration>,
+    value: Option<RawValueSpec>,
+    slow_above: Option<Dur>,
+    top_slowest: Option<usize>,
+    stats_window: Option<Dur>,
+    #[serde(default)]
+    fields: Vec<String>,
+    stuck_after: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDuration {
+    field: String,
+    unit: Option<DurUnit>,
+    buckets: Option<Vec<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValueSpec {
+    field: String,
+    #[serde(rename = "type")]
+    kind: Option<ValueKind>,
+    name: Option<String>,
+}
+
+/// Where to start in a file seen for the first time (no checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    End,
+    Beginning,
+}
+
+/// The unit of a numeric duration field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurUnit {
+    Ns,
+    Us,
+    Ms,
+    S,
+}
+
+impl DurUnit {
+    pub fn seconds(self) -> f64 {
+        match self {
+            DurUnit::Ns => 1e-9,
+            DurUnit::Us => 1e-6,
+            DurUnit::Ms => 1e-3,
+            DurUnit::S => 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueKind {
+    Gauge,
+    Counter,
+}
+
+/// A regex compared by its source (for reload change detection).
+#[derive(Clone, Debug)]
+pub struct Pattern(pub Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// One condition of a rule's `match:`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Test {
+    Equals(rules::Scalar),
+    OneOf(Vec<rules::Scalar>),
+    Regex(Pattern),
+    Exists(bool),
+}
+
+/// A test as written: `field: value`, `field: [a, b]`, or
+/// `field: { equals | one_of | regex | exists: ... }`.
+enum RawTest {
+    Equals(String),
+    OneOf(Vec<String>),
+    Regex(String),
+    Exists(bool),
+}
+
+/// A scalar written in YAML, as text.
+struct ScalarText(String);
+
+impl<'de> Deserialize<'de> for ScalarText {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor).map(ScalarText)
+    }
+}
+
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    // The stand-in of a value already reported (see config::yaml::POISON).
+    fn visit_unit<E>(self) -> Result<String, E> {
+        Ok(String::new())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTest {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTest;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value, a list of values, or one of equals/one_of/regex/exists")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            // The stand-in of a value already reported.
+            fn visit_unit<E>(self) -> Result<RawTest, E> {
+                Ok(RawTest::Exists(true))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawTest, A::Error> {
+                let mut out = Vec::new();
+                while let Some(ScalarText(s)) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(RawTest::OneOf(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTest, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "empty test (hint: write one of equals, one_of, regex or exists)",
+                    ));
+                };
+                let test = match key.as_str() {
+                    "equals" => RawTest::Equals(map.next_value::<ScalarText>()?.0),
+                    "one_of" => RawTest::OneOf(
+                        map.next_value::<Vec<ScalarText>>()?
+                            .into_iter()
+                            .map(|s| s.0)
+                            .collect(),
+                    ),
+                    "regex" => RawTest::Regex(map.next_value::<String>()?),
+                    "exists" => RawTest::Exists(map.next_value::<bool>()?),
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown test `{other}` (hint: write one of equals, one_of, regex or exists)"
+                        )));
+                    }
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "more than one test for a field (hint: one of equals, one_of, regex or exists per field)",
+                    ));
+                }
+                Ok(test)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A label: `field` (named after the field) or `{ name: .., field: .. }`.
+struct RawLabel {
+    name: Option<String>,
+    field: String,
+}
+
+impl<'de> Deserialize<'de> for RawLabel {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawLabel;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name or { name, field }")
+            }
+            // The stand-in of a value already reported.
+            fn visit_unit<E>(self) -> Result<RawLabel, E> {
+                Ok(RawLabel {
+                    name: None,
+                    field: "_".into(),
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawLabel, E> {
+                Ok(RawLabel {
+                    name: None,
+                    field: v.to_string(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawLabel, A::Error> {
+                let (mut name, mut field) = (None, None);
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "name" => name = Some(map.next_value::<String>()?),
+                        "field" => field = Some(map.next_value::<String>()?),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown key `{other}` in a label (hint: a label is a field name or {{ name, field }})"
+                            )));
+                        }
+                    }
+                }
+                let field = field.ok_or_else(|| {
+                    de::Error::custom(
+                        "a label needs `field` (hint: { name: partner, field: partner.id })",
+                    )
+                })?;
+                Ok(RawLabel { name, field })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The validated configuration of a log probe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub files: Vec<String>,
+    pub start_at: StartAt,
+    pub max_line_bytes: usize,
+    pub poll_interval: Duration,
+    pub time_field: Option<String>,
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleSpec {
+    pub metric: String,
+    pub help: String,
+    pub matches: Vec<(String, Test)>,
+    /// (label name, field path)
+    pub labels: Vec<(String, String)>,
+    pub max_label_values: usize,
+    pub duration: Option<DurationSpec>,
+    pub value: Option<ValueSpec>,
+    pub slow_above: Option<Duration>,
+    pub top_slowest: usize,
+    pub stats_window: Duration,
+    pub fields: Vec<String>,
+    pub stuck_after: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DurationSpec {
+    pub field: String,
+    pub unit: DurUnit,
+    pub buckets: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueSpec {
+    pub field: String,
+    pub kind: ValueKind,
+    /// The metric is `depwatch_log_<rule>_<name>`.
+    pub name: String,
+}
+
+/// Buckets for operations from milliseconds to many minutes (partner syncs
+/// take over a minute).
+pub const DEFAULT_BUCKETS: [f64; 14] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Families of the probe kind itself (after `depwatch_log_`): rule metrics
+/// may not take these names.
+const RESERVED: &[&str] = &[
+    "lines",
+    "read_bytes",
+    "rotations",
+    "truncations",
+    "files",
+    "rule_last_match_timestamp_seconds",
+    "label_overflows",
+];
+
+fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+/// A field path as a label or metric name: `user.id` → `user_id`.
+fn sanitize(path: &str) -> String {
+    path.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or("").trim().to_string();
+    format!("invalid regex: {last}")
+}
+
+impl Spec {
+    pub fn parse(node: &Node, path: &str, c: &Checker, also: &[&'static str]) -> Option<Spec> {
+        let raw: Raw = c.parse_kind(node, path, also)?;
+        let mut ok = true;
+        let mut bad = |p: String, msg: String, hint: &str| {
+            c.problem(&p, msg, hint);
+            ok = false;
+        };
+        if raw.files.is_empty() {
+            bad(
+                format!("{path}.files"),
+                "no files to read".into(),
+                "e.g. files: [/var/log/app/*.log]",
+            );
+        }
+        let mut files = Vec::new();
+        for (i, f) in raw.files.iter().enumerate() {
+            let p = c.resolve(f).display().to_string();
+            if let Err(e) = glob::Pattern::new(&p) {
+                bad(
+                    format!("{path}.files[{i}]"),
+                    format!("invalid pattern `{f}`: {}", e.msg),
+                    "globs use *, ? and [...]",
+                );
+            }
+            files.push(p);
+        }
+        if let Some(fmt) = raw.format.as_deref().filter(|f| *f != "json") {
+            bad(
+                format!("{path}.format"),
+                format!("unsupported format `{fmt}`"),
+                "only json (one JSON object per line) is read",
+            );
+        }
+        let max_line_bytes = raw.max_line_bytes.map_or(256 * 1024, |s| s.0);
+        if !(1024..=64 * 1024 * 1024).contains(&max_line_bytes) {
+            bad(
+                format!("{path}.max_line_bytes"),
+                format!("max_line_bytes {max_line_bytes} is out of range"),
+                "use 1KiB to 64MiB",
+            );
+        }
+        let poll_interval = raw
+            .poll_interval
+            .map_or(Duration::from_millis(250), |d| d.0);
+        if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(60) {
+            bad(
+                format!("{path}.poll_interval"),
+                "poll_interval is out of range".into(),
+                "use 10ms to 1m (default 250ms)",
+            );
+        }
+        if raw.rules.is_empty() {
+            bad(
+                format!("{path}.rules"),
+                "no rules".into(),
+                "add a rule: - metric: name, match: {...}",
+            );
+        }
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.into_iter().enumerate() {
+            let at = format!("{path}.rules[{i}]");
+            if let Some(rule) = parse_rule(r, &at, c, &mut names) {
+                rules.push(rule);
+            } else {
+                ok = false;
+            }
+        }
+        ok.then_some(Spec {
+            files,
+            start_at: raw.start_at.unwrap_or(StartAt::End),
+            max_line_bytes: max_line_bytes as usize,
+            poll_interval,
+            time_field: raw.time_field,
+            rules,
+        })
+    }
+
+    /// Every metric family the rules add (after `depwatch_log_`), with its type.
+    pub fn families(&self) -> Vec<(String, FamilyType)> {
+        self.rules.iter().flat_map(RuleSpec::families).collect()
+    }
+}
+
+impl RuleSpec {
+    fn families(&self) -> Vec<(String, FamilyType)> {
+        let mut out = vec![(self.metric.clone(), FamilyType::Counter)];
+        if self.duration.is_some() {
+            out.push((
+                format!("{}_duration_seconds", self.metric),
+                FamilyType::Histogram,
+            ));
+        }
+        if let Some(v) = &self.value {
+            let t = match v.kind {
+                ValueKind::Gauge => FamilyType::Gauge,
+                ValueKind::Counter => FamilyType::Counter,
+            };
+            out.push((format!("{}_{}", self.metric, v.name), t));
+        }
+        out
+    }
+}
+
+fn parse_rule(
+    r: RawRule,
+    at: &str,
+    c: &Checker,
+    names: &mut HashMap<String, String>,
+) -> Option<RuleSpec> {
+    let mut ok = true;
+    let mut bad = |p: String, msg: String, hint: &str| {
+        c.problem(&p, msg, hint);
+        ok = false;
+    };
+    let metric = r.metric.clone();
+    if !is_metric_name(&metric) {
+        bad(
+            format!("{at}.metric"),
+            format!("invalid metric name `{metric}`"),
+            "use lowercase letters, digits and _, e.g. sync_operations",
+        );
+    } else if metric.ends_with("_total") {
+        bad(
+            format!("{at}.metric"),
+            format!("metric `{metric}` ends in _total"),
+            "depwatch adds _total to counters: drop it",
+        );
+    }
+    let mut matches = Vec::new();
+    for (field, t) in r.matches {
+        let fp = format!("{at}.match.{field}");
+        let test = match t {
+            RawTest::Equals(s) => Test::Equals(rules::Scalar::new(s)),
+            RawTest::OneOf(list) => {
+                if list.is_empty() {
+                    bad(
+                        fp.clone(),
+                        "an empty list matches nothing".into(),
+                        "list the accepted values",
+                    );
+                }
+                Test::OneOf(list.into_iter().map(rules::Scalar::new).collect())
+            }
+            RawTest::Regex(re) => match Regex::new(&re) {
+                Ok(re) => Test::Regex(Pattern(re)),
+                Err(e) => {
+                    bad(
+                        fp.clone(),
+                        regex_problem(&e),
+                        "the value is a regular expression, e.g. ^sync",
+                    );
+                    continue;
+                }
+            },
+            RawTest::Exists(b) => Test::Exists(b),
+        };
+        if field.is_empty() || field.split('.').any(str::is_empty) {
+            bad(
+                fp,
+                format!("invalid field path `{field}`"),
+                "fields are names, nested ones joined by dots: user.id",
+            );
+        }
+        matches.push((field, test));
+    }
+    // Cheap tests first: a regex only runs on lines that passed the rest.
+    matches.sort_by_key(|(_, t)| matches!(t, Test::Regex(_)));
+    let mut labels = Vec::new();
+    for (i, l) in r.labels.into_iter().enumerate() {
+        let name = l.name.unwrap_or_else(|| sanitize(&l.field));
+        let lp = format!("{at}.labels[{i}]");
+        if !is_label_name(&name) {
+            bad(
+                lp,
+                format!("invalid label name `{name}`"),
+                "letters, digits and _; set { name, field } to rename",
+            );
+        } else if name == "component" || (name == "le" && r.duration.is_some()) {
+            bad(
+                lp,
+                format!("label `{name}` is reserved"),
+                "rename it with { name: other_name, field: ... }",
+            );
+        } else if labels.iter().any(|(n, _)| *n == name) {
+            bad(lp, format!("duplicate label `{name}`"), "each label once");
+        } else {
+            labels.push((name, l.field));
+        }
+    }
+    let max_label_values = r.max_label_values.unwrap_or(100);
+    if !(1..=10_000).contains(&max_label_values) {
+        bad(
+            format!("{at}.max_label_values"),
+            format!("max_label_values {max_label_values} is out of range"),
+            "use 1 to 10000; values beyond it are counted as `other`",
+        );
+    }
+    let duration = r.duration.map(|d| {
+        let buckets = d.buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
+        if buckets.is_empty()
+            || buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+        {
+            bad(
+                format!("{at}.duration.buckets"),
+                "buckets must be positive and increasing".into(),
+                "seconds, e.g. [0.1, 0.5, 1, 5, 30]",
+            );
+        }
+        DurationSpec {
+            field: d.field,
+            unit: d.unit.unwrap_or(DurUnit::Ms),
+            buckets,
+        }
+    });
+    let value = r.value.map(|v| {
+        let name = v
+            .name
+            .unwrap_or_else(|| sanitize(v.field.rsplit('.').next().unwrap_or("")));
+        if !is_metric_name(&name) {
+            bad(
+                format!("{at}.value.name"),
+                format!("invalid metric name `{name}`"),
+                "lowercase letters, digits and _",
+            );
+        }
+        ValueSpec {
+            field: v.field,
+            kind: v.kind.unwrap_or(ValueKind::Gauge),
+            name,
+        }
+    });
+    if r.slow_above.is_some() && duration.is_none() {
+        bad(
+            format!("{at}.slow_above"),
+            "slow_above needs a duration".into(),
+            "add duration: { field: ... } to the rule",
+        );
+    }
+    let top_slowest = r.top_slowest.unwrap_or(5);
+    if !(1..=100).contains(&top_slowest) {
+        bad(
+            format!("{at}.top_slowest"),
+            format!("top_slowest {top_slowest} is out of range"),
+            "use 1 to 100",
+        );
+    }
+    let stats_window = r.stats_window.map_or(Duration::from_secs(900), |d| d.0);
+    if stats_window < Duration::from_secs(1) {
+        bad(
+            format!("{at}.stats_window"),
+            "stats_window is shorter than 1s".into(),
+            "e.g. 15m",
+        );
+    }
+    if r.stuck_after.is_some_and(|d| d.0 < Duration::from_secs(1)) {
+        bad(
+            format!("{at}.stuck_after"),
+            "stuck_after is shorter than 1s".into(),
+            "e.g. 30m",
+        );
+    }
+    let spec = RuleSpec {
+        help: r
+            .help
+            .unwrap_or_else(|| format!("Log lines matching rule {metric}.")),
+        metric,
+        matches,
+        labels,
+        max_label_values,
+        duration,
+        value,
+        slow_above: r.slow_above.map(|d| d.0),
+        top_slowest,
+        stats_window,
+        fields: r.fields,
+        stuck_after: r.stuck_after.map(|d| d.0),
+    };
+    for (family, _) in spec.families() {
+        if RESERVED.contains(&family.as_str()) {
+            bad(
+                format!("{at}.metric"),
+                format!("depwatch_log_{family} is one of depwatch's own metrics"),
+                "choose another metric name",
+            );
+        } else if let Some(prev) = names.insert(family.clone(), at.to_string()) {
+            bad(
+                format!("{at}.metric"),
+                format!("depwatch_log_{family} is also made by {prev}"),
+                "metric names must be unique within a probe",
+            );
+        }
+    }
+    ok.then_some(spec)
+}
+
+/// The type of a rule's metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl FamilyType {
+    fn metric_type(self) -> prometheus_client::metrics::MetricType {
+        use prometheus_client::metrics::MetricType;
+        match self {
+            FamilyType::Counter => MetricType::Counter,
+            FamilyType::Gauge => MetricType::Gauge,
+            FamilyType::Histogram => MetricType::Histogram,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- shared state
+
+/// A probe's counters, read by the collector and the check.
+#[derive(Debug, Default)]
+struct Counts {
+    matched: AtomicU64,
+    unmatched: AtomicU64,
+    invalid: AtomicU64,
+    read_bytes: AtomicU64,
+    rotations: AtomicU64,
+    truncations: AtomicU64,
+}
+
+/// What the tailer last saw, for the check.
+#[derive(Debug, Default)]
+struct TailView {
+    polled: bool,
+    files: Vec<tail::FileView>,
+    matched_paths: usize,
+    error: Option<String>,
+}
+
+/// One live log probe, as the collector and the check see it.
+#[derive(Debug)]
+struct ProbeState {
+    component: String,
+    engine: Mutex<Engine>,
+    counts: Counts,
+    view: Mutex<TailView>,
+}
+
+/// Saves the latest offsets when the last holder goes (shutdown, reload):
+/// whatever was counted is recorded, so a restart neither recounts nor skips.
+struct Checkpointer {
+    component: String,
+    store: Arc<dyn OffsetStore>,
+    latest: Mutex<(Saved, bool)>,
+}
+
+impl Checkpointer {
+    fn update(&self, files: Vec<tail::FileMark>) {
+        let mut l = lock(&self.latest);
+        if l.0.files != files {
+            l.0.files = files;
+            l.1 = true;
+        }
+    }
+
+    /// Writes the offsets if they changed since the last save.
+    fn flush(&self) {
+        let mut l = lock(&self.latest);
+        if !l.1 {
+            return;
+        }
+        l.0.saved_at = crate::metrics::unix_now();
+        match self.store.save(&self.component, &l.0) {
+            Ok(()) => l.1 = false,
+            Err(e) => {
+                tracing::warn!(component = %self.component, kind = "log", error = %e, "Cannot save log offsets.")
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The kind's process-wide state: live probes (for the rule metric
+/// families, whose names come from configuration) and one lease per
+/// component, so that the tailer of a reloaded probe starts only after its
+/// predecessor saved its offsets.
+#[derive(Debug, Default)]
+struct Live {
+    probes: Mutex<Vec<(u64, Arc<ProbeState>)>>,
+    leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    next_id: AtomicU64,
+}
+
+/// The log kind's metrics: one collector over every live log probe.
+pub struct Metrics {
+    live: Arc<Live>,
+}
+
+impl Metrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let live = Arc::new(Live::default());
+        r.register_collector(Box::new(Collector(live.clone())));
+        Metrics { live }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock holds plain numbers: keep serving them.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
+struct Collector(Arc<Live>);
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut probes: Vec<Arc<ProbeState>> = lock(&self.0.probes)
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect();
+        probes.sort_by(|a, b| a.component.cmp(&b.component));
+        encode_probes(&probes, &mut enc)
+    }
+}
+
+fn encode_probes(
+    probes: &[Arc<ProbeState>],
+    enc: &mut DescriptorEncoder,
+) -> Result<(), fmt::Error> {
+    {
+        let mut m = enc.encode_descriptor("log_lines", "Log lines read, by result: matched a rule, matched none, or invalid (not JSON, too long).", None, FamilyType::Counter.metric_type())?;
+        for p in probes {
+            for (result, v) in [
+                ("matched", &p.counts.matched),
+                ("unmatched", &p.counts.unmatched),
+                ("invalid", &p.counts.invalid),
+            ] {
+                let labels = [("component", p.component.as_str()), ("result", result)];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&v.load(Ordering::Relaxed), None)?;
+            }
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "log_read_bytes",
+            "Bytes read from log files.",
+            (|c: &Counts| &c.read_bytes) as fn(&Counts) -> &AtomicU64,
+        ),
+        (
+            "log_rotations",
+            "Log file rotations seen (renamed away, replaced).",
+            |c: &Counts| &c.rotations,
+        ),
+        (
+            "log_truncations",
+            "Log files that shrank (copytruncate) and were read again from the start.",
+            |c: &Counts| &c.truncations,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, FamilyType::Counter.metric_type())?;
+        for p in probes {
+            let labels = [("component", p.component.as_str())];
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(
+                    &pick(&p.counts).load(Ordering::Relaxed),
+                    None,
+                )?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "log_files",
+            "Log files being read.",
+            None,
+            FamilyType::Gauge.metric_type(),
+        )?;
+        for p in probes {
+            let n = lock(&p.view).files.len() as i64;
+            let labels = [("component", p.component.as_str())];
+            m.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+    }
+    let engines: Vec<(&str, MutexGuard<'_, Engine>)> = probes
+        .iter()
+        .map(|p| (p.component.as_str(), lock(&p.engine)))
+        .collect();
+    {
+        let mut m = enc.encode_descriptor(
+            "log_rule_last_match_timestamp_seconds",
+            "When a line last matched the rule (Unix time).",
+            None,
+            FamilyType::Gauge.metric_type(),
+        )?;
+        for (component, e) in &engines {
+            for r in &e.rules {
+                if let Some(t) = r.last_match_unix {
+                    let labels = [("component", *component), ("rule", r.spec.metric.as_str())];
+                    m.encode_family(&labels)?.encode_gauge(&t)?;
+                }
+            }
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor("log_label_overflows", "Matching lines whose label value was counted as `other` (the rule's max_label_values was reached).", None, FamilyType::Counter.metric_type())?;
+        for (component, e) in &engines {
+            for r in &e.rules {
+                if !r.spec.labels.is_empty() {
+                    let labels = [("component", *component), ("rule", r.spec.metric.as_str())];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&r.overflowed, None)?;
+                }
+            }
+        }
+    }
+    // Rule families, merged across probes by name.
+    let mut families: BTreeMap<String, (FamilyType, String, Vec<(&str, &rules::Rule)>)> =
+        BTreeMap::new();
+    for (component, e) in &engines {
+        for r in &e.rules {
+            for (name, ty) in r.spec.families() {
+                let help = if ty == FamilyType::Histogram {
+                    format!("Durations of the operations of rule {}.", r.spec.metric)
+                } else if name == r.spec.metric {
+                    r.spec.help.clone()
+                } else {
+                    format!(
+                        "Field {} of the lines of rule {}.",
+                        r.spec.value.as_ref().map_or("", |v| v.field.as_str()),
+                        r.spec.metric
+                    )
+                };
+                let entry = families
+                    .entry(name)
+                    .or_insert_with(|| (ty, help, Vec::new()));
+                // A type clash between probes is refused at build time.
+                if entry.0 == ty {
+                    entry.2.push((component, r));
+                }
+            }
+        }
+    }
+    for (name, (ty, help, members)) in &families {
+        let full = format!("log_{name}");
+        let mut m = enc.encode_descriptor(&full, help, None, ty.metric_type())?;
+        for (component, r) in members {
+            for (key, s) in &r.series {
+                let mut labels: Vec<(&str, &str)> = Vec::with_capacity(1 + key.len());
+                labels.push(("component", component));
+                labels.extend(r.labels_of(key));
+                let mut f = m.encode_family(&labels)?;
+                match ty {
+                    FamilyType::Histogram => {
+                        let Some(d) = &r.spec.duration else { continue };
+                        let mut buckets: Vec<(f64, u64)> = d
+                            .buckets
+                            .iter()
+                            .copied()
+                            .zip(s.buckets.iter().copied())
+                            .collect();
+                        buckets.push((f64::INFINITY, s.buckets.last().copied().unwrap_or(0)));
+                        f.encode_histogram::<NoLabelSet>(s.dur_sum, s.dur_count, &buckets, None)?;
+                    }
+                    FamilyType::Counter if *name == r.spec.metric => {
+                        f.encode_counter::<NoLabelSet, _, u64>(&s.count, None)?;
+                    }
+                    FamilyType::Counter => {
+                        if s.has_value {
+                            f.encode_counter::<NoLabelSet, _, u64>(&s.value, None)?;
+                        }
+                    }
+                    _ => {
+                        if s.has_value {
+                            f.encode_gauge(&s.value)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the probe
+
+pub struct LogProbe {
+    spec: Arc<Spec>,
+    state: Arc<ProbeState>,
+    live: Arc<Live>,
+    id: u64,
+    started: Instant,
+    stop: watch::Sender<bool>,
+    _checkpoint: Arc<Checkpointer>,
+}
+
+pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
+    let live = ctx.metrics.log.live.clone();
+    // Rule families are shared by name across probes: their types must agree.
+    let mine = spec.families();
+    for (_, other) in lock(&live.probes).iter() {
+        if other.component == ctx.name {
+            continue;
+        }
+        let theirs = lock(&other.engine)
+            .rules
+            .iter()
+            .flat_map(|r| r.spec.families())
+            .collect::<Vec<_>>();
+        for (name, ty) in &mine {
+            if theirs.iter().any(|(n, t)| n == name && t != ty) {
+                return Err(BuildError {
+                    name: ctx.name.to_string(),
+                    message: format!(
+                        "depwatch_log_{name} is also made by probe {} with another type: rename the rule's metric",
+                        other.component
+                    ),
+                });
+            }
+        }
+    }
+    let store: Arc<dyn OffsetStore> = Arc::new(tail::default_store(ctx.state_dir));
+    let state = Arc::new(ProbeState {
+        component: ctx.name.to_string(),
+        engine: Mutex::new(Engine::new(spec)),
+        counts: Counts::default(),
+        view: Mutex::new(TailView::default()),
+    });
+    let checkpoint = Arc::new(Checkpointer {
+        component: ctx.name.to_string(),
+        store: store.clone(),
+        latest: Mutex::new((Saved::default(), false)),
+    });
+    let id = live.next_id.fetch_add(1, Ordering::Relaxed);
+    lock(&live.probes).push((id, state.clone()));
+    let (stop, stop_rx) = watch::channel(false);
+    let spec = Arc::new(spec.clone());
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let lease = lock(&live.leases)
+            .entry(ctx.name.to_string())
+            .or_default()
+            .clone();
+        rt.spawn(tail_task(
+            spec.clone(),
+            state.clone(),
+            store,
+            checkpoint.clone(),
+            lease,
+            stop_rx,
+        ));
+    }
+    Ok(LogProbe {
+        spec,
+        state,
+        live,
+        id,
+        started: Instant::now(),
+        stop,
+        _checkpoint: checkpoint,
+    })
+}
+
+/// How often offsets are written while lines keep coming.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The engine lock is released this often during a long read, so that a
+/// scrape never waits long.
+const LINES_PER_LOCK: u32 = 4096;
+
+/// Reads new lines into the engine; returns the tailer and what it saw.
+fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
+    let mut guard: Option<MutexGuard<'_, Engine>> = None;
+    let mut since_lock = 0u32;
+    let (mut matched, mut unmatched, mut invalid) = (0u64, 0u64, 0u64);
+    let counts = &state.counts;
+    let flush = |m: &mut u64, u: &mut u64, i: &mut u64| {
+        counts
+            .matched
+            .fetch_add(std::mem::take(m), Ordering::Relaxed);
+        counts
+            .unmatched
+            .fetch_add(std::mem::take(u), Ordering::Relaxed);
+        counts
+            .invalid
+            .fetch_add(std::mem::take(i), Ordering::Relaxed);
+    };
+    let t0 = Instant::now();
+    let unix0 = crate::metrics::unix_now();
+    let stats = tailer.poll(&mut |line| {
+        let Some(line) = line else {
+            invalid += 1;
+            return;
+        };
+        if since_lock >= LINES_PER_LOCK {
+            guard = None;
+            since_lock = 0;
+            flush(&mut matched, &mut unmatched, &mut invalid);
+        }
+        since_lock += 1;
+        let engine = guard.get_or_insert_with(|| lock(&state.engine));
+        let now = Instant::now();
+        let unix = unix0 + now.duration_since(t0).as_secs_f64();
+        match engine.line(line, now, unix) {
+            LineKind::Matched => matched += 1,
+            LineKind::Unmatched => unmatched += 1,
+            LineKind::Invalid => invalid += 1,
+        }
+    });
+    drop(guard);
+    flush(&mut matched, &mut unmatched, &mut invalid);
+    counts
+        .read_bytes
+        .fetch_add(stats.read_bytes, Ordering::Relaxed);
+    counts
+        .rotations
+        .fetch_add(stats.rotations, Ordering::Relaxed);
+    counts
+        .truncations
+        .fetch_add(stats.truncations, Ordering::Relaxed);
+    let mut v = lock(&state.view);
+    v.polled = true;
+    v.files = tailer.view();
+    v.matched_paths = tailer.matched_paths;
+    if v.error != tailer.last_error {
+        if let Some(e) = &tailer.last_error {
+            tracing::warn!(component = %state.component, kind = "log", error = %e, "Cannot read a log file.");
+        }
+        v.error = tailer.last_error.clone();
+    }
+    stats
+}
+
+async fn tail_task(
+    spec: Arc<Spec>,
+    state: Arc<ProbeState>,
+    store: Arc<dyn OffsetStore>,
+    checkpoint: Arc<Checkpointer>,
+    lease: Arc<tokio::sync::Mutex<()>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _lease = lease.lock_owned().await;
+    if *stop.borrow() {
+        return;
+    }
+    let component = state.component.clone();
+    let loaded = {
+        let (store, component) = (store.clone(), component.clone());
+        tokio::task::spawn_blocking(move || store.load(&component)).await
+    };
+    let saved = match loaded {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(component = %component, kind = "log", error = %e, "Cannot load log offsets; starting as configured by start_at.");
+            None
+        }
+        Err(_) => None,
+    };
+    if let Some(s) = &saved {
+        *lock(&checkpoint.latest) = (s.clone(), false);
+    }
+    let mut tailer = Tailer::new(spec.files.clone(), spec.start_at, spec.max_line_bytes);
+    tailer.restore(saved);
+    let mut last_save = Instant::now();
+    loop {
+        let st = state.clone();
+        let polled = tokio::task::spawn_blocking(move || {
+            let stats = poll_into(&mut tailer, &st);
+            (tailer, stats)
+        })
+        .await;
+        let Ok((t, stats)) = polled else {
+            tracing::error!(component = %component, kind = "log", "Log tailer stopped: a poll panicked.");
+            return;
+        };
+        tailer = t;
+        checkpoint.update(tailer.marks());
+        if last_save.elapsed() >= CHECKPOINT_EVERY || *stop.borrow() {
+            let cp = checkpoint.clone();
+            let _ = tokio::task::spawn_blocking(move || cp.flush()).await;
+            last_save = Instant::now();
+        }
+        if *stop.borrow() {
+            break;
+        }
+        if stats.more {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(spec.poll_interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let cp = checkpoint.clone();
+    let _ = tokio::task::spawn_blocking(move || cp.flush()).await;
+}
+
+impl LogProbe {
+    fn report(&self) -> CheckResult {
+        let now = Instant::now();
+        let c = &self.state.counts;
+        let mut d = Map::new();
+        d.insert(
+            "lines".into(),
+            json!({
+                "matched": c.matched.load(Ordering::Relaxed),
+                "unmatched": c.unmatched.load(Ordering::Relaxed),
+                "invalid": c.invalid.load(Ordering::Relaxed),
+            }),
+        );
+        let (polled, error, matched_paths) = {
+            let v = lock(&self.state.view);
+            d.insert(
+                "files".into(),
+                Value::Array(
+                    v.files
+                        .iter()
+                        .map(|f| {
+                            json!({
+                                "path": f.path, "offset": f.offset, "size": f.size,
+                                "lag_bytes": f.size.saturating_sub(f.offset),
+                                "rotated": f.draining,
+                            })
+                        })
+                        .collect(),
+                ),
+            );
+            (v.polled, v.error.clone(), v.matched_paths)
+        };
+        let mut stuck = Vec::new();
+        let mut rules_d = Map::new();
+        {
+            let mut e = lock(&self.state.engine);
+            for r in &mut e.rules {
+                let mut rd = Map::new();
+                rd.insert("matched".into(), json!(r.matched));
+                rd.insert(
+                    "last_match".into(),
+                    r.last_match_unix.map_or(Value::Null, |t| {
+                        json!(crate::state::rfc3339(
+                            std::time::UNIX_EPOCH + Duration::from_secs_f64(t)
+                        ))
+                    }),
+                );
+                if r.overflowed > 0 {
+                    rd.insert("label_overflows".into(), json!(r.overflowed));
+                }
+                if r.bad_durations > 0 {
+                    rd.insert("bad_durations".into(), json!(r.bad_durations));
+                }
+                if r.bad_values > 0 {
+                    rd.insert("bad_values".into(), json!(r.bad_values));
+                }
+                if let Some(l) = &mut r.latency {
+                    rd.insert("latency".into(), l.summary(now));
+                }
+                if let Some(s) = &mut r.slowest {
+                    rd.insert("slowest".into(), s.summary(now));
+                }
+                if let Some(limit) = r.spec.stuck_after {
+                    let since = r.last_match.unwrap_or(self.started);
+                    let quiet = now.saturating_duration_since(since);
+                    if quiet > limit {
+                        stuck.push(format!(
+                            "rule {}: no matching line for {} (stuck_after {})",
+                            r.spec.metric,
+                            format_duration(Duration::from_secs(quiet.as_secs())),
+                            format_duration(limit)
+                        ));
+                    }
+                }
+                rules_d.insert(r.spec.metric.clone(), Value::Object(rd));
+            }
+        }
+        d.insert("rules".into(), Value::Object(rules_d));
+        if let Some(e) = error {
+            let mut err = CheckError::new(Reason::Io, e);
+            err.details = d;
+            return Err(err);
+        }
+        let mut out = Outcome::healthy(d);
+        if polled && matched_paths == 0 {
+            out.raise(
+                Status::Degraded,
+                format!("no file matches {}", self.spec.files.join(", ")),
+            );
+        }
+        for s in stuck {
+            out.raise(Status::Degraded, s);
+        }
+        Ok(out)
+    }
+}
+
+impl Probe for LogProbe {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        // Tailing runs on its own; the check only reads its state.
+        Box::pin(async move { self.report() })
+    }
+
+    fn forget(&self) {
+        let _ = self.stop.send(true);
+        lock(&self.live.probes).retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl Drop for LogProbe {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        lock(&self.live.probes).retain(|(id, _)| *id != self.id);
+    }
+}
+
+// ---------------------------------------------------------------- replay
+
+/// `depwatch replay-log`: runs a log probe's rules over files from their
+/// beginning to their end and returns the metrics (Prometheus text) they
+/// produce — to try rules on a sample, or to backfill a count.
+pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String, String> {
+    let state = Arc::new(ProbeState {
+        component: component.to_string(),
+        engine: Mutex::new(Engine::new(spec)),
+        counts: Counts::default(),
+        view: Mutex::new(TailView::default()),
+    });
+    for f in files {
+        if !f.is_file() {
+            return Err(format!("{} is not a readable file", f.display()));
+        }
+    }
+    let patterns = files
+        .iter()
+        .map(|f| glob::Pattern::escape(&f.display().to_string()))
+        .collect();
+    let mut tailer = Tailer::new(patterns, StartAt::Beginning, spec.max_line_bytes);
+    loop {
+        let stats = poll_into(&mut tailer, &state);
+        if let Some(e) = &tailer.last_error {
+            return Err(e.clone());
+        }
+        if !stats.more {
+            break;
+        }
+    }
+    // A last line without its newline still counts.
+    tailer.finish(&mut |line| {
+        let mut e = lock(&state.engine);
+        let kind = match line {
+            Some(l) => e.line(l, Instant::now(), crate::metrics::unix_now()),
+            None => LineKind::Invalid,
+        };
+        let c = &state.counts;
+        match kind {
+            LineKind::Matched => c.matched.fetch_add(1, Ordering::Relaxed),
+            LineKind::Unmatched => c.unmatched.fetch_add(1, Ordering::Relaxed),
+            LineKind::Invalid => c.invalid.fetch_add(1, Ordering::Relaxed),
+        };
+    });
+    let mut registry = Registry::default();
+    registry
+        .sub_registry_with_prefix("depwatch")
+        .register_collector(Box::new(Replay(state)));
+    let mut om = String::new();
+    prometheus_client::encoding::text::encode(&mut om, &registry).map_err(|e| e.to_string())?;
+    Ok(crate::metrics::openmetrics_to_text(&om))
+}
+
+#[derive(Debug)]
+struct Replay(Arc<ProbeState>);
+
+impl prometheus_client::collector::Collector for Replay {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        encode_probes(std::slice::from_ref(&self.0), &mut enc)
+    }
+}
+
+/// `replay-log` over a configuration: picks the log probe named `probe`
+/// (or the only one) and replays `files` through its rules.
+pub fn replay_config(
+    config: &crate::config::Config,
+    probe: Option<&str>,
+    files: &[PathBuf],
+) -> Result<String, String> {
+    let logs: Vec<(&str, &Spec)> = config
+        .probes
+        .iter()
+        .filter_map(|p| match &p.spec {
+            super::ProbeSpec::Log(s) => Some((p.name.as_str(), s)),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect();
+    let names = || logs.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let (name, spec) = match probe {
+        Some(want) => logs
+            .iter()
+            .find(|(n, _)| *n == want)
+            .copied()
+            .ok_or_else(|| format!("no log probe named `{want}` (log probes: {})", names()))?,
+        None => match logs.as_slice() {
+            [one] => *one,
+            [] => return Err("the configuration has no probe of kind log".into()),
+            _ => {
+                return Err(format!(
+                    "several log probes: choose one with --probe ({})",
+                    names()
+                ));
+            }
+        },
+    };
+    replay(spec, name, files)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A probe spec from the YAML of its own keys (files default to x.log).
+    pub fn spec_of(yaml: &str) -> Spec {
+        let src = format!(
+            "probes:\n  - name: t\n    kind: log\n    files: [x.log]\n{}",
+            indent(yaml)
+        );
+        let cfg = crate::config::from_str(&src, "t.yml", None, Path::new("/tmp"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        match &cfg.probes[0].spec {
+            super::super::ProbeSpec::Log(s) => s.clone(),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!(),
+        }
+    }
+
+    fn indent(s: &str) -> String {
+        s.lines().map(|l| format!("    {l}\n")).collect()
+    }
+
+    fn problems(yaml: &str) -> String {
+        let src = format!(
+            "probes:\n  - name: t\n    kind: log\n    files: [x.log]\n{}",
+            indent(yaml)
+        );
+        match crate::config::from_str(&src, "t.yml", None, Path::new("/tmp"), &|_| None) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_the_spec_example() {
+        let s = spec_of(
+            "format: json\nrules:\n  - metric: sync_operations\n    match: { message: \"Sync operation completed\" }\n    labels: [operation, status]\n    duration: { field: duration }\n",
+        );
+        assert_eq!(s.files, vec!["/tmp/x.log"]);
+        assert_eq!(s.start_at, StartAt::End);
+        let r = &s.rules[0];
+        assert_eq!(
+            r.labels,
+            vec![
+                ("operation".into(), "operation".into()),
+                ("status".into(), "status".into())
+            ]
+        );
+        assert_eq!(r.duration.as_ref().map(|d| d.unit), Some(DurUnit::Ms));
+        assert_eq!(
+            s.families(),
+            vec![
+                ("sync_operations".into(), FamilyType::Counter),
+                (
+                    "sync_operations_duration_seconds".into(),
+                    FamilyType::Histogram
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_position() {
+        let p = problems(
+            "format: logfmt\nrules:\n  - metric: Bad-Name\n    match: { a: { regex: '(' } }\n    labels: [le, user.id, user.id]\n    duration: { field: d, buckets: [1, 0.5] }\n  - metric: lines\n    slow_above: 1s\n",
+        );
+        for want in [
+            "t.yml:5:5: probes[0].format: unsupported format `logfmt`",
+            "probes[0].rules[0].metric: invalid metric name `Bad-Name`",
+            "probes[0].rules[0].match.a: invalid regex",
+            "label `le` is reserved",
+            "duplicate label `user_id`",
+            "probes[0].rules[0].duration.buckets: buckets must be positive and increasing",
+            "probes[0].rules[1].metric: depwatch_log_lines is one of depwatch's own metrics",
+            "probes[0].rules[1].slow_above: slow_above needs a duration",
+        ] {
+            assert!(p.contains(want), "missing {want:?} in:\n{p}");
+        }
+        assert!(
+            problems("rules:\n  - metric: a\n    match: { b: { nope: 1 } }\n")
+                .contains("probes[0].rules[0].match.b: unknown test `nope`")
+        );
+        assert!(problems("rules:\n  - metric: a_total\n").contains("ends in _total"));
+        assert!(problems("rules:\n  - metric: a\n  - metric: a\n").contains("also made by"));
+    }
+}
