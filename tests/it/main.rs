@@ -3,4 +3,5 @@
 
 mod config;
 mod core;
+mod logs;
 mod support;
