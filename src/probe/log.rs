@@ -835,6 +835,9 @@ impl prometheus_client::collector::Collector for Collector {
     }
 }
 
+/// A rule family: its type, help, and the (component, rule) that feed it.
+type Members<'a> = (FamilyType, String, Vec<(&'a str, &'a rules::Rule)>);
+
 fn encode_probes(
     probes: &[Arc<ProbeState>],
     enc: &mut DescriptorEncoder,
@@ -926,8 +929,7 @@ fn encode_probes(
         }
     }
     // Rule families, merged across probes by name.
-    let mut families: BTreeMap<String, (FamilyType, String, Vec<(&str, &rules::Rule)>)> =
-        BTreeMap::new();
+    let mut families: BTreeMap<String, Members<'_>> = BTreeMap::new();
     for (component, e) in &engines {
         for r in &e.rules {
             for (name, ty) in r.spec.families() {

@@ -584,3 +584,43 @@ async fn bad_rules_are_refused_with_positions() {
     );
     drop(dir);
 }
+
+#[tokio::test]
+async fn reload_with_new_rules_resumes_where_the_old_probe_stopped() {
+    let logs = LogDir::new();
+    let app = logs.file("app.log");
+    std::fs::write(&app, "").unwrap();
+    let dw = Depwatch::start(&config(logs.path(), "", SYNC_RULE)).await;
+    dw.wait_metrics("the file is watched", WAIT, |m| {
+        m.get("depwatch_log_files", &[("component", "app-log")]) == Some(1.0)
+    })
+    .await;
+    append(&app, &lines(10, "success"));
+    wait_total(&dw, "success", 10.0).await;
+    let rules = format!("{SYNC_RULE}      - metric: all_lines\n");
+    dw.rewrite_config(&config(logs.path(), "", &rules));
+    let (code, body) = dw.post("/-/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    dw.wait_metrics("the new rule", WAIT, |m| {
+        m.get("depwatch_log_files", &[("component", "app-log")]) == Some(1.0)
+            && m.text.contains("depwatch_log_all_lines")
+    })
+    .await;
+    append(&app, &lines(5, "success"));
+    let m = dw
+        .wait_metrics("five new lines", WAIT, |m| {
+            m.get("depwatch_log_all_lines_total", &[("component", "app-log")]) == Some(5.0)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m2 = dw.metrics().await;
+    // The new probe counts from where the old one stopped: nothing twice.
+    assert_eq!(lines_total(&m2, "matched"), 5.0, "{}", m.text);
+    assert_eq!(
+        m2.value(
+            "depwatch_log_sync_operations_total",
+            &[("component", "app-log"), ("status", "success")]
+        ),
+        5.0
+    );
+}

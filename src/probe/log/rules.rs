@@ -496,7 +496,7 @@ impl Engine {
             let secs = rule.spec.duration.as_ref().and_then(|d| {
                 let secs = rule
                     .dur_slot
-                    .and_then(|s| get(s))
+                    .and_then(&get)
                     .and_then(|f| duration_secs(&f, d.unit));
                 if secs.is_none() {
                     rule.bad_durations += 1;
@@ -506,7 +506,7 @@ impl Engine {
             let value = rule.spec.value.as_ref().and_then(|_| {
                 let v = rule
                     .value_slot
-                    .and_then(|s| get(s))
+                    .and_then(&get)
                     .and_then(|f| f.text().parse::<f64>().ok())
                     .filter(|v| v.is_finite());
                 if v.is_none() {
@@ -539,8 +539,10 @@ impl Engine {
                 if let Some(l) = &mut rule.latency {
                     l.observe(now, secs);
                 }
-                if let (Some(slow), Some(limit)) = (&mut rule.slowest, rule.spec.slow_above) {
-                    if secs > limit.as_secs_f64() {
+                if let (Some(slow), Some(limit)) = (&mut rule.slowest, rule.spec.slow_above)
+                    && secs > limit.as_secs_f64()
+                {
+                    {
                         let mut fields = Map::new();
                         for l in &rule.labels {
                             if let Some(f) = get(l.slot) {
@@ -554,7 +556,7 @@ impl Engine {
                         }
                         let at = self
                             .time_slot
-                            .and_then(|s| get(s))
+                            .and_then(&get)
                             .map(|f| f.text().to_string())
                             .unwrap_or_else(|| {
                                 crate::state::rfc3339(

@@ -403,8 +403,10 @@ impl Tailer {
         size: u64,
         meta: &std::fs::Metadata,
     ) -> u64 {
-        if let Some(saved) = &self.restored {
-            if let Some(m) = saved.files.iter().find(|m| m.dev == dev && m.ino == ino) {
+        if let Some(saved) = &self.restored
+            && let Some(m) = saved.files.iter().find(|m| m.dev == dev && m.ino == ino)
+        {
+            {
                 let same = read_prefix(file, m.fp_len as usize)
                     .map(|p| p.len() == m.fp_len as usize && fnv(&p) == m.fp)
                     .unwrap_or(false);
@@ -514,5 +516,93 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 pub fn default_store(state_dir: &Path) -> JsonOffsets {
     JsonOffsets {
         dir: state_dir.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn collect(t: &mut Tailer) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        t.poll(&mut |l| out.push(l.map(|b| String::from_utf8_lossy(b).into_owned())));
+        out
+    }
+
+    fn append(p: &Path, b: &[u8]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
+        f.write_all(b).unwrap();
+    }
+
+    #[test]
+    fn partial_lines_wait_and_long_lines_are_skipped_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        append(&p, b"one\ntw");
+        let mut t = Tailer::new(vec![p.display().to_string()], StartAt::Beginning, 1024);
+        assert_eq!(collect(&mut t), vec![Some("one".into())]);
+        assert_eq!(t.marks()[0].offset, 4);
+        append(&p, b"o\n");
+        assert_eq!(collect(&mut t), vec![Some("two".into())]);
+        // A line of 3 chunks, twice the limit at each step: one `None`.
+        let long = vec![b'x'; CHUNK * 3];
+        append(&p, &long);
+        assert_eq!(collect(&mut t), vec![None]);
+        append(&p, b"xxx\nthree\n");
+        assert_eq!(collect(&mut t), vec![Some("three".into())]);
+        assert_eq!(t.marks()[0].offset, std::fs::metadata(&p).unwrap().len());
+    }
+
+    #[test]
+    fn restore_resumes_and_notices_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        append(&p, b"one\ntwo\n");
+        let pat = vec![p.display().to_string()];
+        let mut t = Tailer::new(pat.clone(), StartAt::Beginning, 1024);
+        assert_eq!(collect(&mut t).len(), 2);
+        let saved = Saved {
+            saved_at: 0.0,
+            files: t.marks(),
+        };
+        append(&p, b"three\n");
+        let mut t2 = Tailer::new(pat.clone(), StartAt::End, 1024);
+        t2.restore(Some(saved.clone()));
+        assert_eq!(collect(&mut t2), vec![Some("three".into())]);
+        // Same inode, other first bytes: a different file, read whole.
+        std::fs::write(&p, b"ONE\nTWO\nTHREE\nFOUR\n").unwrap();
+        let mut t3 = Tailer::new(pat, StartAt::End, 1024);
+        t3.restore(Some(saved));
+        assert_eq!(collect(&mut t3).len(), 4);
+    }
+
+    #[test]
+    fn json_offsets_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = JsonOffsets {
+            dir: dir.path().join("state"),
+        };
+        assert_eq!(s.load("c").unwrap(), None);
+        let saved = Saved {
+            saved_at: 1.5,
+            files: vec![FileMark {
+                path: "/x".into(),
+                dev: 1,
+                ino: 2,
+                offset: 3,
+                fp_len: 4,
+                fp: 5,
+            }],
+        };
+        s.save("c", &saved).unwrap();
+        assert_eq!(s.load("c").unwrap(), Some(saved));
+        std::fs::write(s.path("c"), b"{").unwrap();
+        assert!(matches!(s.load("c"), Err(StoreError::Corrupt { .. })));
     }
 }
