@@ -105,7 +105,8 @@ pub struct Metrics {
     pub last_scrape: GaugeF,
     pub reload_ok: Gauge,
     pub reload_time: GaugeF,
-    pub cache_requests: Family<CacheResult, Counter>,
+    pub cache_hit: Counter,
+    pub cache_miss: Counter,
     pub kinds: KindMetrics,
 }
 
@@ -190,7 +191,10 @@ impl Metrics {
             "When the configuration was last loaded successfully (Unix time).",
             reload_time.clone(),
         );
-        let cache_requests = Family::default();
+        let cache_requests = Family::<CacheResult, Counter>::default();
+        // Handles kept apart: the health path counts without a family lookup.
+        let cache_hit = cache_requests.get_or_create_owned(&CacheResult { result: "hit" });
+        let cache_miss = cache_requests.get_or_create_owned(&CacheResult { result: "miss" });
         r.register(
             "health_cache_requests",
             "Health results served from the cache (hit) or checked anew (miss).",
@@ -209,7 +213,8 @@ impl Metrics {
             last_scrape,
             reload_ok,
             reload_time,
-            cache_requests,
+            cache_hit,
+            cache_miss,
             kinds,
         }
     }
@@ -351,7 +356,7 @@ impl prometheus_client::collector::Collector for SelfProcess {
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
-                s.max_fds as f64,
+                s.max_fds,
             ),
         ];
         let cpu = prometheus_client::metrics::counter::ConstCounter::new(s.cpu_seconds);

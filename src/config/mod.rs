@@ -7,7 +7,7 @@
 pub mod units;
 pub mod yaml;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -278,7 +278,12 @@ pub struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Reports a problem at a key path, unless that very key already has one
+    /// (a value that did not parse is not judged again).
     pub fn problem(&self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        if self.ctx.has_problem_at(path) {
+            return;
+        }
         let hint = hint.into();
         self.ctx.push(Problem {
             mark: self.root.mark_of(path),
@@ -313,7 +318,7 @@ impl Checker<'_> {
                     Err(e) => {
                         self.problem(
                             &yaml::join(path, &format!("{key}_file")),
-                            format!("cannot read secret file {}: {e}", p.display()),
+                            format!("cannot read secret file {f}: {e}"),
                             "check the path and that depwatch may read it",
                         );
                         None
@@ -384,14 +389,14 @@ impl Checker<'_> {
             raw.admin_token,
             raw.admin_token_file.as_deref(),
         );
-        if let Some(t) = &token {
-            if t.expose().len() < 8 {
-                self.problem(
-                    "auth.admin_token",
-                    "the admin token is shorter than 8 characters",
-                    "use a long random string",
-                );
-            }
+        if let Some(t) = &token
+            && t.expose().len() < 8
+        {
+            self.problem(
+                "auth.admin_token",
+                "the admin token is shorter than 8 characters",
+                "use a long random string",
+            );
         }
         token
     }
@@ -423,7 +428,7 @@ impl Checker<'_> {
         };
         let d_interval = defaults.interval.map_or(Duration::from_secs(15), |d| d.0);
         let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
-        let mut seen = HashSet::new();
+        let mut seen = HashMap::new();
         let mut out = Vec::new();
         let common = yaml::fields_of::<RawCommon>();
         for (i, node) in items.iter().enumerate() {
@@ -431,6 +436,16 @@ impl Checker<'_> {
             if !node.is_map() {
                 self.problem(&path, "expected a probe (a mapping with name and kind)", "");
                 continue;
+            }
+            if let Some(name) = node.get("name").and_then(Node::scalar) {
+                let line = node.mark_of("name").line;
+                if let Some(first) = seen.insert(name.to_string(), line) {
+                    self.problem(
+                        &format!("{path}.name"),
+                        format!("duplicate probe name `{name}`"),
+                        format!("already used at line {first}; probe names must be unique"),
+                    );
+                }
             }
             let kind_name = node.get("kind").and_then(Node::scalar);
             let Some(kind_name) = kind_name else {
@@ -455,13 +470,6 @@ impl Checker<'_> {
             also.push("kind");
             let spec = probe::parse_spec(kind, node, &path, self, &also);
             let Some(raw) = raw else { continue };
-            if !seen.insert(raw.name.clone()) {
-                self.problem(
-                    &format!("{path}.name"),
-                    format!("duplicate probe name `{}`", raw.name),
-                    "probe names must be unique",
-                );
-            }
             if raw.name.is_empty()
                 || raw.name.len() > 64
                 || !raw

@@ -7,6 +7,10 @@
 //! line. Parsing is done by `yaml-rust2` (maintained); this module turns its
 //! marked events into [`Node`]s and deserializes typed raw structs from them.
 
+// Errors carry a path, a message and a hint: large, but only on the cold
+// configuration path, where clarity beats a boxed indirection.
+#![allow(clippy::result_large_err)]
+
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -248,7 +252,14 @@ impl MarkedEventReceiver for Builder {
                 anchor,
             )),
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, _, anchor)) = self.stack.pop() {
+                if let Some((mut node, _, anchor)) = self.stack.pop() {
+                    // A block mapping is only recognised at its first `:`,
+                    // so its event points there: use the first key instead.
+                    if let Value::Map(entries) = &node.value
+                        && let Some((k, _)) = entries.first()
+                    {
+                        node.mark = k.mark;
+                    }
                     self.push_value(node, anchor);
                 }
             }
@@ -360,6 +371,11 @@ impl Ctx {
     pub fn is_empty(&self) -> bool {
         self.problems.borrow().is_empty()
     }
+
+    /// Whether a problem was reported for exactly this key path.
+    pub fn has_problem_at(&self, path: &str) -> bool {
+        self.problems.borrow().iter().any(|p| p.path == path)
+    }
 }
 
 /// Stands in for a value already reported as wrong, so that the rest of the
@@ -391,7 +407,9 @@ pub fn parse<T: DeserializeOwned>(
             also,
         };
         match T::deserialize(de) {
-            Ok(v) => return poison.is_empty().then_some(v),
+            // With stand-ins the value is only good for further checks:
+            // the problems are in `ctx`, and the configuration is refused.
+            Ok(v) => return Some(v),
             Err(e) => {
                 let target = e.missing.clone().unwrap_or_else(|| e.path.clone());
                 if poison.iter().any(|p| {
@@ -436,7 +454,8 @@ impl DeError {
             self.mark = Some(node.mark);
             self.path = path.to_string();
             if let Some(field) = self.missing.take() {
-                self.missing = Some(join(path, &field));
+                self.path = join(path, &field);
+                self.missing = Some(self.path.clone());
                 self.message = format!("missing required key `{field}`");
             }
         }
@@ -545,18 +564,30 @@ impl<'a> NodeDe<'a> {
         r.map_err(|e| e.at(self.node, &self.path))
     }
 
+    /// The entries of a mapping (filtered by `keep`); a key given twice is
+    /// reported and its second value ignored.
     fn entries(&self) -> Vec<(&'a str, &'a Node, &'a Node)> {
-        match &self.node.value {
-            Value::Map(entries) => entries
-                .iter()
-                .filter_map(|(k, v)| {
-                    let key = k.scalar().unwrap_or("");
-                    let keep = self.keep.is_none_or(|f| f(key));
-                    keep.then_some((key, k, v))
-                })
-                .collect(),
-            _ => Vec::new(),
+        let Value::Map(entries) = &self.node.value else {
+            return Vec::new();
+        };
+        let mut out: Vec<(&'a str, &'a Node, &'a Node)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let key = k.scalar().unwrap_or("");
+            if !self.keep.is_none_or(|f| f(key)) {
+                continue;
+            }
+            if let Some((_, first, _)) = out.iter().find(|(seen, _, _)| *seen == key) {
+                self.ctx.push(Problem {
+                    mark: k.mark,
+                    path: join(&self.path, key),
+                    message: format!("duplicate key `{key}`"),
+                    hint: Some(format!("already set at line {}; keep one", first.mark.line)),
+                });
+                continue;
+            }
+            out.push((key, k, v));
         }
+        out
     }
 }
 
@@ -1112,7 +1143,7 @@ mod tests {
         let ctx = Ctx::default();
         let out: Option<Outer> = parse(&n, "", &ctx, &|_| true, &[]);
         let probs: Vec<String> = ctx.into_problems().iter().map(|p| p.render("f")).collect();
-        assert!(out.is_none());
+        assert_eq!(out.map(|o| o.name), Some("x".to_string()));
         assert_eq!(
             probs,
             vec![

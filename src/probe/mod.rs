@@ -206,6 +206,10 @@ macro_rules! kinds {
             pub fn as_str(self) -> &'static str {
                 match self { $(Kind::$variant => $name,)* }
             }
+            /// The failure reasons a kind reports (their counters start at 0).
+            pub fn reasons(self) -> &'static [Reason] {
+                match self { $(Kind::$variant => $module::REASONS,)* }
+            }
         }
 
         impl ProbeSpec {

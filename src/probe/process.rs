@@ -1,5 +1,5 @@
 //! `kind: process` — a process found by `self: true`, `pid`, `pidfile` or
-//! `name` (a regex), measured with sysinfo: resident memory, CPU seconds,
+//! `process_name` (a regex), measured with sysinfo: resident memory, CPU seconds,
 //! start time, threads and open file descriptors. A process that is gone is
 //! a failed check (`not_found`); a new start time is a restart.
 
@@ -22,6 +22,9 @@ use crate::config::yaml::Node;
 use crate::config::{Checker, Size};
 use crate::metrics::{AbsCounter, ComponentOnly, GaugeF};
 
+/// How a process check fails.
+pub const REASONS: &[Reason] = &[Reason::NotFound, Reason::Timeout];
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
@@ -29,7 +32,8 @@ struct Raw {
     self_: bool,
     pid: Option<u32>,
     pidfile: Option<String>,
-    name: Option<String>,
+    /// A regex on the process name (`name` is the component's own name).
+    process_name: Option<String>,
     memory_degraded_above: Option<Size>,
     memory_unhealthy_above: Option<Size>,
 }
@@ -68,7 +72,7 @@ impl Spec {
             raw.self_,
             raw.pid.is_some(),
             raw.pidfile.is_some(),
-            raw.name.is_some(),
+            raw.process_name.is_some(),
         ];
         let count = set.iter().filter(|s| **s).count();
         if count != 1 {
@@ -80,7 +84,7 @@ impl Spec {
             c.problem(
                 path,
                 msg,
-                "set exactly one of `self: true`, `pid`, `pidfile` or `name`",
+                "set exactly one of `self: true`, `pid`, `pidfile` or `process_name`",
             );
             return None;
         }
@@ -91,7 +95,7 @@ impl Spec {
         } else if let Some(f) = raw.pidfile {
             Target::Pidfile(c.resolve(&f))
         } else {
-            let pat = raw.name.unwrap_or_default();
+            let pat = raw.process_name.unwrap_or_default();
             match Regex::new(&pat) {
                 Ok(r) => Target::Name(r),
                 Err(e) => {
@@ -101,11 +105,12 @@ impl Spec {
                         .last()
                         .unwrap_or("")
                         .trim()
+                        .trim_start_matches("error: ")
                         .to_string();
                     c.problem(
-                        &format!("{path}.name"),
+                        &format!("{path}.process_name"),
                         format!("invalid regex: {first}"),
-                        "the name is a regular expression, e.g. ^myapp$",
+                        "process_name is a regular expression, e.g. ^myapp$",
                     );
                     return None;
                 }
@@ -113,14 +118,14 @@ impl Spec {
         };
         let deg = raw.memory_degraded_above.map(|s| s.0);
         let unh = raw.memory_unhealthy_above.map(|s| s.0);
-        if let (Some(d), Some(u)) = (deg, unh) {
-            if d >= u {
-                c.problem(
-                    &format!("{path}.memory_degraded_above"),
-                    "memory_degraded_above is not below memory_unhealthy_above",
-                    "degraded is the earlier warning: make it the lower limit",
-                );
-            }
+        if let (Some(d), Some(u)) = (deg, unh)
+            && d >= u
+        {
+            c.problem(
+                &format!("{path}.memory_degraded_above"),
+                "memory_degraded_above is not below memory_unhealthy_above",
+                "degraded is the earlier warning: make it the lower limit",
+            );
         }
         Some(Spec {
             target,

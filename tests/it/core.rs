@@ -1,28 +1,617 @@
 //! The core exporter end to end: the real binary, its endpoints, the process
-//! probe, thresholds, the health cache and reload.
+//! probe, thresholds, the health cache, reload and shutdown.
 
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-#[tokio::test]
-async fn default_probe_metrics_and_health() {
-    let dw = Depwatch::start(
-        "probes:\n  - name: self\n    kind: process\n    self: true\n    interval: 1s\n    timeout: 500ms\n    jitter: 0s\n",
+const SECS10: Duration = Duration::from_secs(10);
+
+fn sleeper() -> Proc {
+    Proc::spawn("sleep", Command::new("sleep").arg("600"))
+}
+
+fn process_probe(name: &str, target: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: process\n    {target}\n    interval: 300ms\n    timeout: 250ms\n    jitter: 0s\n{extra}"
     )
+}
+
+#[tokio::test]
+async fn metrics_and_health_of_the_process_probe() {
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        process_probe("self", "self: true", "    memory_degraded_above: 100GiB\n")
+    ))
     .await;
+    let labels = [("component", "self"), ("kind", "process")];
+    dw.wait_metrics("two checks", SECS10, |m| {
+        m.get("depwatch_checks_total", &labels).unwrap_or(0.0) >= 2.0
+    })
+    .await;
+    // A health request first, so that the cache counters exist.
+    let (code, h) = dw.health("").await;
+    let m = dw.metrics().await;
+
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h["uptime_seconds"].as_f64().unwrap() > 0.0);
+    let c = &h["components"]["self"];
+    assert_eq!(c["kind"], "process");
+    assert_eq!(c["status"], "healthy");
+    assert_eq!(c["critical"], true);
+    assert_eq!(c["consecutive_failures"], 0);
+    assert!(c["error"].is_null());
+    assert_eq!(c["details"]["pid"], dw.proc.pid());
+    assert!(c["details"]["resident_memory_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(c["details"]["threads"].as_u64().unwrap() >= 2);
+    assert!(c["checked_at"].as_str().unwrap().ends_with('Z'));
+    for key in [
+        "checks",
+        "avg_ms",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "slow",
+        "critical",
+        "rating",
+        "top_slowest",
+        "regressions",
+    ] {
+        assert!(
+            !h["performance"][key].is_null(),
+            "performance.{key} missing: {h}"
+        );
+    }
+    assert_eq!(h["performance"]["rating"], "EXCELLENT");
+    assert!(
+        h["performance"]["components"]["self"]["checks"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(h["cache"]["ttl_seconds"], 5.0);
+
+    // General metrics of SPEC.md.
+    assert_eq!(m.value("depwatch_up", &labels), 1.0);
+    assert_eq!(
+        m.value(
+            "depwatch_component_status",
+            &[
+                ("component", "self"),
+                ("kind", "process"),
+                ("status", "healthy")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "depwatch_component_status",
+            &[
+                ("component", "self"),
+                ("kind", "process"),
+                ("status", "unhealthy")
+            ]
+        ),
+        0.0
+    );
+    assert!(m.value("depwatch_check_duration_seconds_count", &labels) >= 2.0);
+    assert!(
+        m.get(
+            "depwatch_check_duration_seconds_bucket",
+            &[("component", "self"), ("kind", "process"), ("le", "+Inf")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        m.value(
+            "depwatch_check_failures_total",
+            &[
+                ("component", "self"),
+                ("kind", "process"),
+                ("reason", "timeout")
+            ]
+        ),
+        0.0
+    );
+    assert_eq!(
+        m.value("depwatch_consecutive_failures", &[("component", "self")]),
+        0.0
+    );
+    let last = m.value(
+        "depwatch_last_success_timestamp_seconds",
+        &[("component", "self")],
+    );
+    assert!((last - now()).abs() < 60.0, "{last}");
+    assert_eq!(m.value("depwatch_config_last_reload_successful", &[]), 1.0);
+    assert!(m.value("depwatch_last_scrape_timestamp_seconds", &[]) > 1.7e9);
+    let cache = |r| m.value("depwatch_health_cache_requests_total", &[("result", r)]);
+    assert_eq!(cache("hit") + cache("miss"), 1.0);
+    let build = m.matching(
+        "depwatch_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    );
+    assert_eq!(build.len(), 1, "{}", m.text);
+    assert!(build[0].0.contains("revision=\"") && build[0].0.contains("rustc=\""));
+    // The watched process's own metrics, and depwatch's standard ones.
+    assert!(
+        m.value(
+            "depwatch_process_resident_memory_bytes",
+            &[("component", "self")]
+        ) > 1e6
+    );
+    assert!(
+        m.get(
+            "depwatch_process_cpu_seconds_total",
+            &[("component", "self")]
+        )
+        .is_some()
+    );
+    assert!(m.value("depwatch_process_open_fds", &[("component", "self")]) >= 3.0);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+        "process_open_fds",
+    ] {
+        assert!(m.get(name, &[]).is_some(), "{name} missing");
+    }
+    promtool_check_metrics(&m.text);
+    assert!(!m.text.contains("# EOF"));
+}
+
+#[tokio::test]
+async fn openmetrics_when_asked() {
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        process_probe("self", "self: true", "")
+    ))
+    .await;
+    let r = dw
+        .client
+        .get(dw.url("/metrics"))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE depwatch_checks counter"), "{body}");
+    let r = dw.client.get(dw.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+}
+
+#[tokio::test]
+async fn killed_process_turns_unhealthy_after_the_threshold() {
+    let mut crit = sleeper();
+    let mut soft = sleeper();
+    let yaml = format!(
+        "probes:\n{}{}",
+        process_probe("crit", &format!("pid: {}", crit.pid()), ""),
+        process_probe(
+            "soft",
+            &format!("pid: {}", soft.pid()),
+            "    critical: false\n"
+        ),
+    );
+    let dw = Depwatch::start(&yaml).await;
+    dw.wait_health("healthy", SECS10, |code, h| {
+        code == 200 && h["status"] == "healthy"
+    })
+    .await;
+
+    // A non-critical component can only degrade the verdict.
+    soft.kill();
+    let (code, h) = dw
+        .wait_health("soft unhealthy", SECS10, |_, h| {
+            h["components"]["soft"]["status"] == "unhealthy"
+        })
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["components"]["soft"]["reason"], "not_found");
+    assert!(
+        h["components"]["soft"]["consecutive_failures"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+
+    // A critical one makes it unhealthy, with 503, after failure_threshold checks.
+    crit.kill();
     let m = dw
-        .wait_metrics("the first check", Duration::from_secs(10), |m| {
-            m.get("depwatch_up", &[("component", "self"), ("kind", "process")])
-                .is_some()
+        .wait_metrics("crit down", SECS10, |m| {
+            m.get("depwatch_up", &[("component", "crit"), ("kind", "process")]) == Some(0.0)
+        })
+        .await;
+    let failures = m.value("depwatch_consecutive_failures", &[("component", "crit")]);
+    let status_unhealthy = m.value(
+        "depwatch_component_status",
+        &[
+            ("component", "crit"),
+            ("kind", "process"),
+            ("status", "unhealthy"),
+        ],
+    );
+    if failures < 3.0 {
+        assert_eq!(status_unhealthy, 0.0, "unhealthy after {failures} failures");
+    }
+    let (code, h) = dw
+        .wait_health("crit unhealthy", SECS10, |_, h| {
+            h["components"]["crit"]["status"] == "unhealthy"
+        })
+        .await;
+    assert_eq!(code, 503);
+    assert_eq!(h["status"], "unhealthy");
+    assert!(
+        h["components"]["crit"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not running")
+    );
+    let m = dw.metrics().await;
+    assert!(
+        m.value(
+            "depwatch_check_failures_total",
+            &[
+                ("component", "crit"),
+                ("kind", "process"),
+                ("reason", "not_found")
+            ]
+        ) >= 3.0
+    );
+    assert!(m.value("depwatch_consecutive_failures", &[("component", "crit")]) >= 3.0);
+    // Narrowed to the healthy... no: to the dead component: 503 as well; unknown: 404.
+    let (code, one) = dw.health("?component=crit").await;
+    assert_eq!(
+        (code, one["components"].as_object().unwrap().len()),
+        (503, 1)
+    );
+    let (code, _) = dw.health("?component=nope").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn pidfile_restart_is_noticed_and_dead_pid_is_not_found() {
+    let mut first = sleeper();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    std::fs::write(&pidfile, format!("{}\n", first.pid())).unwrap();
+    let yaml = format!(
+        "probes:\n{}",
+        process_probe(
+            "app",
+            &format!("pidfile: {}", pidfile.display()),
+            "    failure_threshold: 1\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let labels = [("component", "app")];
+    dw.wait_metrics("first check", SECS10, |m| {
+        m.get("depwatch_process_restarts_total", &labels) == Some(0.0)
+    })
+    .await;
+
+    // The pidfile points at a dead pid: not_found.
+    first.kill();
+    dw.wait_health("not_found", SECS10, |code, h| {
+        code == 503 && h["components"]["app"]["reason"] == "not_found"
+    })
+    .await;
+
+    // A new process (new pid and start time) behind the same pidfile: a restart.
+    let second = sleeper();
+    std::fs::write(&pidfile, format!("{}\n", second.pid())).unwrap();
+    let m = dw
+        .wait_metrics("restart seen", SECS10, |m| {
+            m.get("depwatch_process_restarts_total", &labels) == Some(1.0)
         })
         .await;
     assert_eq!(
-        m.value("depwatch_up", &[("component", "self"), ("kind", "process")]),
+        m.value("depwatch_up", &[("component", "app"), ("kind", "process")]),
         1.0
     );
-    promtool_check_metrics(&m.text);
+    let (_code, h) = dw
+        .wait_health("healthy again", SECS10, |code, _| code == 200)
+        .await;
+    assert_eq!(
+        h["components"]["app"]["details"]["pid"],
+        second.pid(),
+        "{h}"
+    );
+    assert!(dw.log().contains("Watched process restarted."));
+}
+
+#[tokio::test]
+async fn health_flood_does_not_multiply_checks() {
+    // Scheduled checks every 10 minutes: every other check is a cache miss.
+    let yaml = "health:\n  cache_ttl: 1s\nprobes:\n  - name: a\n    kind: process\n    self: true\n    interval: 10m\n    jitter: 0s\n  - name: b\n    kind: process\n    self: true\n    interval: 10m\n    jitter: 0s\n";
+    let dw = Depwatch::start(yaml).await;
+    let checks = |m: &Metrics, c: &str| {
+        m.get(
+            "depwatch_checks_total",
+            &[("component", c), ("kind", "process")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = dw
+        .wait_metrics("first round", SECS10, |m| {
+            checks(m, "a") >= 1.0 && checks(m, "b") >= 1.0
+        })
+        .await;
+    let started = Instant::now();
+    let mut requests = 0u64;
+    while started.elapsed() < Duration::from_millis(3500) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (c, url) = (dw.client.clone(), dw.url("/api/health"));
+            set.spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), 200);
+            requests += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = dw.metrics().await;
+    // At most one check per component per TTL (plus the one in flight at each edge).
+    let allowed = (elapsed / 1.0).ceil() + 1.0;
+    for c in ["a", "b"] {
+        let ran = checks(&after, c) - checks(&before, c);
+        assert!(
+            ran >= 1.0 && ran <= allowed,
+            "component {c}: {ran} checks for {requests} requests in {elapsed:.1}s"
+        );
+    }
+    let hits = after.value("depwatch_health_cache_requests_total", &[("result", "hit")]);
+    let misses = after.value(
+        "depwatch_health_cache_requests_total",
+        &[("result", "miss")],
+    );
+    assert_eq!(
+        hits + misses,
+        (requests * 2) as f64,
+        "two components per request"
+    );
+    assert!(hits > misses * 5.0, "hits {hits} misses {misses}");
+    let (_, h) = dw.health("").await;
+    assert!(h["cache"]["hit_rate"].as_f64().unwrap() > 0.8, "{h}");
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_token() {
+    let token = "test-admin-token-0123456789";
+    let yaml = format!(
+        "health:\n  cache_ttl: 1h\nauth:\n  admin_token: ${{DW_ADMIN}}\nprobes:\n{}",
+        process_probe("self", "self: true", "")
+    );
+    let dw = Depwatch::start_with_env(&yaml, &[("DW_ADMIN", token)]).await;
+    assert_eq!(dw.post("/api/admin/cache/invalidate", None).await.0, 401);
+    assert_eq!(
+        dw.post("/api/admin/cache/invalidate", Some("wrong"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(dw.post("/-/reload", None).await.0, 401);
+    dw.wait_health("a cached result", SECS10, |_, h| h["cache"]["entries"] == 1)
+        .await;
+    let (code, body) = dw.post("/api/admin/cache/invalidate", Some(token)).await;
+    assert_eq!((code, body.as_str()), (200, r#"{"invalidated":1}"#));
+    let (_, h) = dw.health("").await;
+    assert!(h["cache"]["misses"].as_u64().unwrap() >= 1);
+    let (code, body) = dw
+        .post("/api/admin/cache/invalidate?component=nope", Some(token))
+        .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = dw.post("/api/admin/probes/self/run", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""status":"healthy""#), "{body}");
+    assert_eq!(
+        dw.post("/api/admin/probes/nope/run", Some(token)).await.0,
+        404
+    );
+    // The token appears nowhere.
+    let (_, h) = dw.get("/api/health").await;
+    let m = dw.metrics().await;
+    for (what, text) in [("health", h), ("metrics", m.text), ("log", dw.log())] {
+        assert!(!text.contains(token), "admin token leaked into {what}");
+    }
+}
+
+#[tokio::test]
+async fn admin_endpoints_are_off_without_a_token() {
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        process_probe("self", "self: true", "")
+    ))
+    .await;
+    let (code, body) = dw
+        .post("/api/admin/cache/invalidate", Some("anything"))
+        .await;
+    assert_eq!(code, 403);
+    assert!(body.contains("set auth.admin_token"), "{body}");
+}
+
+#[tokio::test]
+async fn reload_keeps_the_old_config_when_the_new_one_is_broken() {
+    let good = format!("probes:\n{}", process_probe("first", "self: true", ""));
+    let dw = Depwatch::start(&good).await;
+    dw.wait_metrics("first checked", SECS10, |m| {
+        m.get(
+            "depwatch_up",
+            &[("component", "first"), ("kind", "process")],
+        )
+        .is_some()
+    })
+    .await;
+
+    dw.rewrite_config("probes:\n  - name: second\n    kind: process\n    self: yes please\n");
+    let (code, body) = dw.post("/-/reload", None).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("probes[0].self: expected true or false"),
+        "{body}"
+    );
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_config_last_reload_successful", &[]), 0.0);
     let (code, h) = dw.health("").await;
     assert_eq!(code, 200);
-    assert_eq!(h["status"], "healthy");
+    assert!(
+        h["components"]["first"].is_object() && h["components"]["second"].is_null(),
+        "{h}"
+    );
+    assert!(dw.log().contains("Configuration reload refused"));
+
+    // A valid file, by SIGHUP this time: the new probe replaces the old one.
+    dw.rewrite_config(&format!(
+        "probes:\n{}",
+        process_probe("second", "self: true", "")
+    ));
+    dw.proc.signal("HUP");
+    let m = dw
+        .wait_metrics("second checked", SECS10, |m| {
+            m.get(
+                "depwatch_up",
+                &[("component", "second"), ("kind", "process")],
+            )
+            .is_some()
+        })
+        .await;
+    assert_eq!(m.value("depwatch_config_last_reload_successful", &[]), 1.0);
+    assert!(
+        m.get(
+            "depwatch_up",
+            &[("component", "first"), ("kind", "process")]
+        )
+        .is_none(),
+        "removed component still exported"
+    );
+    assert!(
+        m.get(
+            "depwatch_process_resident_memory_bytes",
+            &[("component", "first")]
+        )
+        .is_none()
+    );
+    let (_, h) = dw.health("").await;
+    assert!(
+        h["components"]["first"].is_null() && h["components"]["second"].is_object(),
+        "{h}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully() {
+    let mut dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        process_probe("self", "self: true", "")
+    ))
+    .await;
+    dw.proc.signal("TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = dw.proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < SECS10,
+            "still running 10s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(dw.log().contains("Stopped."));
+}
+
+#[tokio::test]
+async fn builtin_default_runs_without_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with(&format!("depwatch {}", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    // The default listens on 127.0.0.1:9877: only run it when that port is free.
+    if std::net::TcpListener::bind("127.0.0.1:9877").is_err() {
+        panic!("127.0.0.1:9877 is taken: stop whatever listens there to run this test");
+    }
+    let _p = Proc::spawn(
+        "depwatch",
+        Command::new(env!("CARGO_BIN_EXE_depwatch"))
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let client = reqwest::Client::new();
+    let body = wait_for("the default instance", SECS10, || async {
+        let r = client
+            .get("http://127.0.0.1:9877/api/health")
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        (v["components"]["depwatch"]["status"] == "healthy").then_some(v)
+    })
+    .await;
+    assert_eq!(body["status"], "healthy", "{body}");
+    assert!(dir.path().join("depwatch-data").is_dir());
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[tokio::test]
+async fn json_logs_carry_fields() {
+    let dw = Depwatch::start_with(
+        &format!("probes:\n{}", process_probe("self", "self: true", "")),
+        &[],
+        &["--log-format", "json"],
+    )
+    .await;
+    dw.wait_metrics("a check", SECS10, |m| {
+        m.get("depwatch_up", &[("component", "self"), ("kind", "process")])
+            .is_some()
+    })
+    .await;
+    let log = dw.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "depwatch started.")
+        .expect("a start line");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["listen"], format!("127.0.0.1:{}", dw.port));
+    let changed = lines
+        .iter()
+        .find(|l| l["message"] == "Component state changed.")
+        .expect("a state line");
+    assert_eq!(
+        (changed["component"].as_str(), changed["status"].as_str()),
+        (Some("self"), Some("healthy"))
+    );
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# bench/core.sh — /api/health and /metrics of depwatch, side by side in one
+# run with nginx serving static files of the same sizes and node_exporter's
+# /metrics (minimal collectors); idle RSS of depwatch vs node_exporter.
+#
+# USAGE: bench/core.sh > bench/results/core-$(date +%F).md
+#   Knobs: BENCH_CONNS [16] BENCH_THREADS [2] BENCH_DURATION [5] (s) BENCH_RUNS [3]
+#          BENCH_IDLE_S [10] DEPWATCH_BIN [target/release/depwatch, built if absent]
+# Targets (issue "core exporter"): /api/health >= 50% of nginx's requests/s,
+# p99 < 2 ms at 16 connections; idle RSS below node_exporter's.
+#
+# Every server binds 127.0.0.1 on a free port, every load run is bounded by
+# wrk -d and timeout, everything started is stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNS=${BENCH_CONNS:-16}
+THREADS=${BENCH_THREADS:-2}
+DUR=${BENCH_DURATION:-5}
+RUNS=${BENCH_RUNS:-3}
+IDLE_S=${BENCH_IDLE_S:-10}
+BIN=${DEPWATCH_BIN:-target/release/depwatch}
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+for b in wrk nginx prometheus-node-exporter curl; do
+  command -v "$b" >/dev/null || die "missing $b: apt-get install -y wrk nginx prometheus-node-exporter curl"
+done
+if [[ ! -x $BIN ]]; then
+  log "building depwatch (release)"
+  cargo build --release --quiet
+fi
+
+W=$(mktemp -d /tmp/depwatch-bench.XXXXXX)
+declare -a PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.2
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  local url=$1 i
+  for ((i = 0; i < 100; i++)); do curl -sf --max-time 1 -o /dev/null "$url" && return 0; sleep 0.1; done
+  die "no answer from $url"
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+to_ms() {  # wrk latency (e.g. 1.23ms, 850.00us, 1.02s) -> ms
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+
+P_DW=$(free_port); P_NGINX=$(free_port); P_NODE=$(free_port)
+mkdir -p "$W/www" "$W/nginx/tmp" "$W/state"
+cat >"$W/depwatch.yml" <<EOF
+listen: 127.0.0.1:$P_DW
+state_dir: $W/state
+probes:
+  - name: depwatch
+    kind: process
+    self: true
+EOF
+"$BIN" --config "$W/depwatch.yml" >/dev/null 2>"$W/depwatch.log" &
+PIDS+=($!); DW_PID=$!
+prometheus-node-exporter --collector.disable-defaults --collector.meminfo --collector.loadavg \
+  --web.listen-address="127.0.0.1:$P_NODE" >/dev/null 2>&1 &
+PIDS+=($!); NODE_PID=$!
+wait_http "http://127.0.0.1:$P_DW/healthz"
+wait_http "http://127.0.0.1:$P_NODE/metrics"
+sleep 1
+curl -sf "http://127.0.0.1:$P_DW/api/health" >"$W/www/health.json"
+curl -sf "http://127.0.0.1:$P_DW/metrics" >"$W/www/metrics.txt"
+cat >"$W/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  default_type application/json;
+  client_body_temp_path $W/nginx/tmp/body;
+  proxy_temp_path $W/nginx/tmp/proxy;
+  fastcgi_temp_path $W/nginx/tmp/fastcgi;
+  uwsgi_temp_path $W/nginx/tmp/uwsgi;
+  scgi_temp_path $W/nginx/tmp/scgi;
+  server { listen 127.0.0.1:$P_NGINX; root $W/www; }
+}
+EOF
+nginx -p "$W/nginx/" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$P_NGINX/health.json"
+
+log "idle ${IDLE_S}s"
+sleep "$IDLE_S"
+DW_IDLE=$(rss_kb "$DW_PID"); NODE_IDLE=$(rss_kb "$NODE_PID")
+
+declare -A RPS P99 P50
+load() {  # key url
+  local key=$1 url=$2 i f
+  timeout 30 wrk -t"$THREADS" -c"$CONNS" -d1s "$url" >/dev/null 2>&1 || true
+  : >"$W/$key.tsv"
+  for ((i = 1; i <= RUNS; i++)); do
+    f="$W/wrk-$key-$i.txt"
+    timeout $((DUR + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "$url" >"$f" 2>&1 || true
+    if grep -q 'Non-2xx\|Socket errors' "$f"; then log "$key run $i: errors: $(grep 'Non-2xx\|Socket errors' "$f")"; fi
+    printf '%s\t%s\t%s\n' "$(awk '/^Requests\/sec:/ {print $2}' "$f")" \
+      "$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")")" "$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")" >>"$W/$key.tsv"
+  done
+  local row
+  row=$(sort -g -k1,1 "$W/$key.tsv" | awk -v n="$RUNS" 'NR == int((n + 1) / 2)')
+  RPS[$key]=$(cut -f1 <<<"$row"); P50[$key]=$(cut -f2 <<<"$row"); P99[$key]=$(cut -f3 <<<"$row")
+  log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms"
+}
+load dw_health "http://127.0.0.1:$P_DW/api/health"
+load nginx_health "http://127.0.0.1:$P_NGINX/health.json"
+load dw_metrics "http://127.0.0.1:$P_DW/metrics"
+load nginx_metrics "http://127.0.0.1:$P_NGINX/metrics.txt"
+load node_metrics "http://127.0.0.1:$P_NODE/metrics"
+DW_AFTER=$(rss_kb "$DW_PID")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+HB=$(wc -c <"$W/www/health.json"); MB=$(wc -c <"$W/www/metrics.txt")
+cat <<EOF
+# depwatch core benchmark — $(date -u +%FT%TZ)
+
+Machine: $(nproc) cores, $(uname -r). wrk -t$THREADS -c$CONNS -d${DUR}s, median of $RUNS runs after a 1 s warm-up.
+nginx runs one worker (\`master_process off; worker_processes 1\`), serving depwatch's own answers as static files.
+
+| endpoint | requests/s | p50 ms | p99 ms | body bytes |
+| --- | ---: | ---: | ---: | ---: |
+| depwatch /api/health | ${RPS[dw_health]} | ${P50[dw_health]} | ${P99[dw_health]} | $HB |
+| nginx static, same body | ${RPS[nginx_health]} | ${P50[nginx_health]} | ${P99[nginx_health]} | $HB |
+| depwatch /metrics | ${RPS[dw_metrics]} | ${P50[dw_metrics]} | ${P99[dw_metrics]} | $MB |
+| nginx static, same body | ${RPS[nginx_metrics]} | ${P50[nginx_metrics]} | ${P99[nginx_metrics]} | $MB |
+| node_exporter /metrics (meminfo, loadavg) | ${RPS[node_metrics]} | ${P50[node_metrics]} | ${P99[node_metrics]} | $(curl -s "http://127.0.0.1:$P_NODE/metrics" | wc -c) |
+
+| ratio | value | target |
+| --- | ---: | --- |
+| /api/health req/s vs nginx | $(ratio "${RPS[dw_health]}" "${RPS[nginx_health]}") | >= 0.50 |
+| /api/health p99 (ms) | ${P99[dw_health]} | < 2 |
+| /metrics req/s vs node_exporter | $(ratio "${RPS[dw_metrics]}" "${RPS[node_metrics]}") | |
+
+| idle RSS (KiB) | depwatch | node_exporter | ratio |
+| --- | ---: | ---: | ---: |
+| after ${IDLE_S}s idle | $DW_IDLE | $NODE_IDLE | $(ratio "$DW_IDLE" "$NODE_IDLE") |
+| depwatch after the load | $DW_AFTER | | |
+EOF
