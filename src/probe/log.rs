@@ -36,6 +36,9 @@ use crate::config::{Checker, Dur, Size};
 use rules::{Engine, LineKind};
 use tail::{OffsetStore, Saved, Tailer};
 
+/// How a log check fails: a file that cannot be read, or a stuck check.
+pub const REASONS: &[Reason] = &[Reason::Io, Reason::Timeout];
+
 // ---------------------------------------------------------------- configuration
 
 #[derive(Deserialize)]
