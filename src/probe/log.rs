@@ -1177,6 +1177,11 @@ async fn tail_task(
     tailer.restore(saved);
     let mut last_save = Instant::now();
     loop {
+        // A stopped probe reads nothing more: its series are gone, and its
+        // successor resumes from the offsets saved below.
+        if *stop.borrow() {
+            break;
+        }
         let st = state.clone();
         let polled = tokio::task::spawn_blocking(move || {
             let stats = poll_into(&mut tailer, &st);
@@ -1189,13 +1194,10 @@ async fn tail_task(
         };
         tailer = t;
         checkpoint.update(tailer.marks());
-        if last_save.elapsed() >= CHECKPOINT_EVERY || *stop.borrow() {
+        if last_save.elapsed() >= CHECKPOINT_EVERY {
             let cp = checkpoint.clone();
             let _ = tokio::task::spawn_blocking(move || cp.flush()).await;
             last_save = Instant::now();
-        }
-        if *stop.borrow() {
-            break;
         }
         if stats.more {
             tokio::task::yield_now().await;
@@ -1206,6 +1208,7 @@ async fn tail_task(
             _ = stop.changed() => {}
         }
     }
+    // Saved before the lease is released: a successor starts from here.
     let cp = checkpoint.clone();
     let _ = tokio::task::spawn_blocking(move || cp.flush()).await;
 }

@@ -478,7 +478,7 @@ async fn health_shows_latency_slowest_and_stuck_after() {
     let app = logs.file("app.log");
     std::fs::write(&app, "").unwrap();
     let rules = format!(
-        "{SYNC_RULE}        slow_above: 1s\n        top_slowest: 2\n        fields: [operation]\n        stuck_after: 2s\n"
+        "{SYNC_RULE}        slow_above: 1s\n        top_slowest: 2\n        fields: [operation]\n        stuck_after: 3s\n"
     );
     let dw = Depwatch::start(&config(logs.path(), "    time_field: ts\n", &rules)).await;
     let text: String = (1..=100)
