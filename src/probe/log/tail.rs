@@ -354,7 +354,9 @@ impl Tailer {
             }
             let (dev, ino) = (meta.dev(), meta.ino());
             if let Some(t) = self.files.iter_mut().find(|t| t.dev == dev && t.ino == ino) {
-                if t.path != path {
+                // Seen under another matching name in this scan already (a
+                // symlink and its target): one file, read once.
+                if !t.in_glob && t.path != path {
                     stats.rotations += 1;
                     t.path = path;
                 }
@@ -580,6 +582,25 @@ mod tests {
         let mut t3 = Tailer::new(pat, StartAt::End, 1024);
         t3.restore(Some(saved));
         assert_eq!(collect(&mut t3).len(), 4);
+    }
+
+    #[test]
+    fn a_symlink_and_its_target_are_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("app-1.log");
+        append(&p, b"one\n");
+        std::os::unix::fs::symlink(&p, dir.path().join("app.log")).unwrap();
+        let pat = vec![dir.path().join("*.log").display().to_string()];
+        let mut t = Tailer::new(pat, StartAt::Beginning, 1024);
+        assert_eq!(collect(&mut t), vec![Some("one".into())]);
+        append(&p, b"two\n");
+        let mut rotations = 0;
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            rotations += t.poll(&mut |l| lines.push(l.map(<[u8]>::to_vec))).rotations;
+        }
+        assert_eq!(lines, vec![Some(b"two".to_vec())]);
+        assert_eq!(rotations, 0);
     }
 
     #[test]
