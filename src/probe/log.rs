@@ -762,6 +762,7 @@ struct Checkpointer {
     component: String,
     store: Arc<dyn OffsetStore>,
     latest: Mutex<(Saved, bool)>,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Checkpointer {
@@ -780,11 +781,20 @@ impl Checkpointer {
             return;
         }
         l.0.saved_at = crate::metrics::unix_now();
-        match self.store.save(&self.component, &l.0) {
-            Ok(()) => l.1 = false,
-            Err(e) => {
-                tracing::warn!(component = %self.component, kind = "log", error = %e, "Cannot save log offsets.")
+        let result = self.store.save(&self.component, &l.0);
+        // Logged when saving starts or stops failing, not every second.
+        let was_failing = self.failing.swap(result.is_err(), Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                l.1 = false;
+                if was_failing {
+                    tracing::info!(component = %self.component, kind = "log", "Log offsets are saved again.");
+                }
             }
+            Err(e) if !was_failing => {
+                tracing::warn!(component = %self.component, kind = "log", error = %e, "Cannot save log offsets: a restart would read lines again.")
+            }
+            Err(_) => {}
         }
     }
 }
@@ -1046,6 +1056,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
         component: ctx.name.to_string(),
         store: store.clone(),
         latest: Mutex::new((Saved::default(), false)),
+        failing: std::sync::atomic::AtomicBool::new(false),
     });
     let id = live.next_id.fetch_add(1, Ordering::Relaxed);
     lock(&live.probes).push((id, state.clone()));
