@@ -855,6 +855,12 @@ fn encode_probes(
     probes: &[Arc<ProbeState>],
     enc: &mut DescriptorEncoder,
 ) -> Result<(), fmt::Error> {
+    // Engines first: line counts are updated under their locks, so the
+    // totals below agree with the rule series.
+    let engines: Vec<(&str, MutexGuard<'_, Engine>)> = probes
+        .iter()
+        .map(|p| (p.component.as_str(), lock(&p.engine)))
+        .collect();
     {
         let mut m = enc.encode_descriptor("log_lines", "Log lines read, by result: matched a rule, matched none, or invalid (not JSON, too long).", None, FamilyType::Counter.metric_type())?;
         for p in probes {
@@ -909,10 +915,6 @@ fn encode_probes(
             m.encode_family(&labels)?.encode_gauge(&n)?;
         }
     }
-    let engines: Vec<(&str, MutexGuard<'_, Engine>)> = probes
-        .iter()
-        .map(|p| (p.component.as_str(), lock(&p.engine)))
-        .collect();
     {
         let mut m = enc.encode_descriptor(
             "log_rule_last_match_timestamp_seconds",
@@ -1097,43 +1099,32 @@ const LINES_PER_LOCK: u32 = 4096;
 fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
     let mut guard: Option<MutexGuard<'_, Engine>> = None;
     let mut since_lock = 0u32;
-    let (mut matched, mut unmatched, mut invalid) = (0u64, 0u64, 0u64);
     let counts = &state.counts;
-    let flush = |m: &mut u64, u: &mut u64, i: &mut u64| {
-        counts
-            .matched
-            .fetch_add(std::mem::take(m), Ordering::Relaxed);
-        counts
-            .unmatched
-            .fetch_add(std::mem::take(u), Ordering::Relaxed);
-        counts
-            .invalid
-            .fetch_add(std::mem::take(i), Ordering::Relaxed);
-    };
     let t0 = Instant::now();
     let unix0 = crate::metrics::unix_now();
     let stats = tailer.poll(&mut |line| {
         let Some(line) = line else {
-            invalid += 1;
+            counts.invalid.fetch_add(1, Ordering::Relaxed);
             return;
         };
         if since_lock >= LINES_PER_LOCK {
             guard = None;
             since_lock = 0;
-            flush(&mut matched, &mut unmatched, &mut invalid);
         }
         since_lock += 1;
         let engine = guard.get_or_insert_with(|| lock(&state.engine));
         let now = Instant::now();
         let unix = unix0 + now.duration_since(t0).as_secs_f64();
-        match engine.line(line, now, unix) {
-            LineKind::Matched => matched += 1,
-            LineKind::Unmatched => unmatched += 1,
-            LineKind::Invalid => invalid += 1,
-        }
+        // Counted under the engine lock, so that readers holding it see
+        // line counts and rule series that agree.
+        let counter = match engine.line(line, now, unix) {
+            LineKind::Matched => &counts.matched,
+            LineKind::Unmatched => &counts.unmatched,
+            LineKind::Invalid => &counts.invalid,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     });
     drop(guard);
-    flush(&mut matched, &mut unmatched, &mut invalid);
     counts
         .read_bytes
         .fetch_add(stats.read_bytes, Ordering::Relaxed);
@@ -1227,6 +1218,8 @@ async fn tail_task(
 impl LogProbe {
     fn report(&self) -> CheckResult {
         let now = Instant::now();
+        // Held while the counts are read: they agree with the rules' numbers.
+        let mut e = lock(&self.state.engine);
         let c = &self.state.counts;
         let mut d = Map::new();
         d.insert(
@@ -1259,7 +1252,6 @@ impl LogProbe {
         let mut stuck = Vec::new();
         let mut rules_d = Map::new();
         {
-            let mut e = lock(&self.state.engine);
             for r in &mut e.rules {
                 let mut rd = Map::new();
                 rd.insert("matched".into(), json!(r.matched));
@@ -1301,6 +1293,7 @@ impl LogProbe {
                 rules_d.insert(r.spec.metric.clone(), Value::Object(rd));
             }
         }
+        drop(e);
         d.insert("rules".into(), Value::Object(rules_d));
         if let Some(e) = error {
             let mut err = CheckError::new(Reason::Io, e);
