@@ -330,6 +330,8 @@ pub struct LogProbe {
     id: u64,
     started: Instant,
     stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Saves the offsets when the probe goes, should the tailer not get to.
     _checkpoint: Arc<Checkpointer>,
 }
 
@@ -375,7 +377,8 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
     lock(&live.probes).push((id, state.clone()));
     let (stop, stop_rx) = watch::channel(false);
     let spec = Arc::new(spec.clone());
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+    // Built inside the runtime (always, in depwatch): tailing starts now.
+    let task = tokio::runtime::Handle::try_current().ok().map(|rt| {
         let lease = lock(&live.leases)
             .entry(ctx.name.to_string())
             .or_default()
@@ -387,8 +390,8 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
             checkpoint.clone(),
             lease,
             stop_rx,
-        ));
-    }
+        ))
+    });
     Ok(LogProbe {
         spec,
         state,
@@ -396,6 +399,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
         id,
         started: Instant::now(),
         stop,
+        task: Mutex::new(task),
         _checkpoint: checkpoint,
     })
 }
@@ -634,6 +638,17 @@ impl Probe for LogProbe {
     fn forget(&self) {
         let _ = self.stop.send(true);
         lock(&self.live.probes).retain(|(id, _)| *id != self.id);
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            // The tailer ends its read and saves its offsets before it ends.
+            let task = lock(&self.task).take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        })
     }
 }
 

@@ -154,6 +154,12 @@ pub trait Probe: Send + Sync {
 
     /// Drops the probe's own metric series (the component was removed).
     fn forget(&self) {}
+
+    /// Stops the probe's background work and saves what a restart needs
+    /// (log offsets). Called once at shutdown, before state is flushed.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Kind-specific metric families, registered once for the whole process and
