@@ -26,6 +26,9 @@ probes:
   - name: depwatch
     kind: process
     self: true
+  - name: working-dir
+    kind: storage
+    path: .
 "#;
 
 #[derive(Clone, Debug)]
@@ -460,7 +463,8 @@ impl Checker<'_> {
                 self.problem(
                     &format!("{path}.kind"),
                     format!("unknown kind `{kind_name}`"),
-                    format!("one of: {}", probe::KIND_NAMES.join(", ")),
+                    yaml::suggest(kind_name, probe::KIND_NAMES)
+                        .replace("known keys", "known kinds"),
                 );
                 continue;
             };
@@ -586,7 +590,8 @@ mod tests {
     fn builtin_is_valid() {
         let c = builtin();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9877");
-        assert_eq!(c.probes.len(), 1);
+        assert_eq!(c.probes.len(), 2);
         assert_eq!(c.probes[0].kind(), Kind::Process);
+        assert_eq!(c.probes[1].kind(), Kind::Storage);
     }
 }

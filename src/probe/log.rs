@@ -73,7 +73,6 @@ struct Checkpointer {
     component: String,
     store: Arc<dyn OffsetStore>,
     latest: Mutex<(Saved, bool)>,
-    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Checkpointer {
@@ -85,28 +84,16 @@ impl Checkpointer {
         }
     }
 
-    /// Writes the offsets if they changed since the last save.
+    /// Queues the offsets for the state store if they changed since the
+    /// last save (write failures are the store's to count and show).
     fn flush(&self) {
         let mut l = lock(&self.latest);
         if !l.1 {
             return;
         }
         l.0.saved_at = crate::metrics::unix_now();
-        let result = self.store.save(&self.component, &l.0);
-        // Logged when saving starts or stops failing, not every second.
-        let was_failing = self.failing.swap(result.is_err(), Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                l.1 = false;
-                if was_failing {
-                    tracing::info!(component = %self.component, kind = "log", "Log offsets are saved again.");
-                }
-            }
-            Err(e) if !was_failing => {
-                tracing::warn!(component = %self.component, kind = "log", error = %e, "Cannot save log offsets: a restart would read lines again.")
-            }
-            Err(_) => {}
-        }
+        self.store.save(&self.component, &l.0);
+        l.1 = false;
     }
 }
 
@@ -360,7 +347,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
             }
         }
     }
-    let store: Arc<dyn OffsetStore> = Arc::new(tail::default_store(ctx.state_dir));
+    let store: Arc<dyn OffsetStore> = ctx.store.clone();
     let state = Arc::new(ProbeState {
         component: ctx.name.to_string(),
         engine: Mutex::new(Engine::new(spec)),
@@ -371,7 +358,6 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
         component: ctx.name.to_string(),
         store: store.clone(),
         latest: Mutex::new((Saved::default(), false)),
-        failing: std::sync::atomic::AtomicBool::new(false),
     });
     let id = live.next_id.fetch_add(1, Ordering::Relaxed);
     lock(&live.probes).push((id, state.clone()));
@@ -475,17 +461,12 @@ async fn tail_task(
         return;
     }
     let component = state.component.clone();
-    let loaded = {
-        let (store, component) = (store.clone(), component.clone());
-        tokio::task::spawn_blocking(move || store.load(&component)).await
-    };
-    let saved = match loaded {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let saved = match store.load(&component).await {
+        Ok(s) => s,
+        Err(e) => {
             tracing::warn!(component = %component, kind = "log", error = %e, "Cannot load log offsets; starting as configured by start_at.");
             None
         }
-        Err(_) => None,
     };
     if let Some(s) = &saved {
         *lock(&checkpoint.latest) = (s.clone(), false);
@@ -513,7 +494,7 @@ async fn tail_task(
         checkpoint.update(tailer.marks());
         if last_save.elapsed() >= CHECKPOINT_EVERY {
             let cp = checkpoint.clone();
-            let _ = tokio::task::spawn_blocking(move || cp.flush()).await;
+            cp.flush();
             last_save = Instant::now();
         }
         if stats.more {
@@ -525,9 +506,10 @@ async fn tail_task(
             _ = stop.changed() => {}
         }
     }
-    // Saved before the lease is released: a successor starts from here.
-    let cp = checkpoint.clone();
-    let _ = tokio::task::spawn_blocking(move || cp.flush()).await;
+    // Committed before the lease is released: a successor (a reload) loads
+    // them and starts from here.
+    checkpoint.flush();
+    store.committed().await;
 }
 
 impl LogProbe {

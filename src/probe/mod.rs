@@ -4,6 +4,7 @@
 
 pub mod log;
 pub mod process;
+pub mod storage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -167,6 +168,7 @@ pub trait Probe: Send + Sync {
 pub struct KindMetrics {
     pub process: Arc<process::Metrics>,
     pub log: Arc<log::Metrics>,
+    pub storage: Arc<storage::Metrics>,
 }
 
 impl KindMetrics {
@@ -174,6 +176,7 @@ impl KindMetrics {
         KindMetrics {
             process: Arc::new(process::Metrics::register(registry)),
             log: Arc::new(log::Metrics::register(registry)),
+            storage: Arc::new(storage::Metrics::register(registry)),
         }
     }
 }
@@ -182,8 +185,8 @@ impl KindMetrics {
 pub struct BuildCtx<'a> {
     pub name: &'a str,
     pub metrics: &'a KindMetrics,
-    /// Where probes keep state across restarts (log offsets).
-    pub state_dir: &'a std::path::Path,
+    /// The state store, for probes that keep history across restarts.
+    pub store: &'a Arc<crate::store::Store>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +242,7 @@ macro_rules! kinds {
 kinds! {
     Process => process, "process";
     Log => log, "log";
+    Storage => storage, "storage";
 }
 
 /// Label values are the enums' names as `as_str` spells them.

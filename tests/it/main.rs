@@ -4,4 +4,5 @@
 mod config;
 mod core;
 mod logs;
+mod storage;
 mod support;

@@ -7,17 +7,19 @@
 //! its newline arrives; a line over `max_line_bytes` is skipped as invalid.
 //!
 //! Offsets (after the last complete line) are checkpointed through
-//! [`OffsetStore`], so a restart resumes where it stopped.
+//! [`OffsetStore`] (the state store's `log_offsets` table), so a restart
+//! resumes where it stopped.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::StartAt;
+use crate::probe::BoxFuture;
 
 /// The first bytes of a file hashed to tell files apart (Vector and Fluent
 /// Bit do the same): an inode number can be reused after a deletion.
@@ -51,79 +53,36 @@ pub struct Saved {
     pub files: Vec<FileMark>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid checkpoint: {source}")]
-    Corrupt {
-        path: String,
-        source: serde_json::Error,
-    },
-}
-
-/// Persists read offsets. Blocking: call from a blocking context.
+/// Persists read offsets: the state store in depwatch, something simpler in
+/// tests. Saving only queues the write (it never blocks a reader).
 pub trait OffsetStore: Send + Sync {
-    fn load(&self, component: &str) -> Result<Option<Saved>, StoreError>;
-    fn save(&self, component: &str, saved: &Saved) -> Result<(), StoreError>;
+    fn load<'a>(
+        &'a self,
+        component: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Saved>, crate::store::StoreError>>;
+    fn save(&self, component: &str, saved: &Saved);
+    /// Waits until what was saved so far is durable.
+    fn committed(&self) -> BoxFuture<'_, ()>;
 }
 
-/// Offsets in `state_dir/log-offsets-<component>.json`, written atomically
-/// (temporary file, fsync, rename).
-#[derive(Debug, Clone)]
-pub struct JsonOffsets {
-    pub dir: PathBuf,
-}
-
-impl JsonOffsets {
-    fn path(&self, component: &str) -> PathBuf {
-        self.dir.join(format!("log-offsets-{component}.json"))
+impl OffsetStore for crate::store::Store {
+    fn load<'a>(
+        &'a self,
+        component: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Saved>, crate::store::StoreError>> {
+        Box::pin(self.log_offsets_get(component))
     }
-}
 
-impl OffsetStore for JsonOffsets {
-    fn load(&self, component: &str) -> Result<Option<Saved>, StoreError> {
-        let path = self.path(component);
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: path.display().to_string(),
-                    source,
-                });
+    fn save(&self, component: &str, saved: &Saved) {
+        self.log_offsets_put(component, saved);
+    }
+
+    fn committed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.flush().await {
+                tracing::warn!(error = %e, "Log offsets may not be saved: the state store is closed.");
             }
-        };
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|source| StoreError::Corrupt {
-                path: path.display().to_string(),
-                source,
-            })
-    }
-
-    fn save(&self, component: &str, saved: &Saved) -> Result<(), StoreError> {
-        use std::io::Write;
-        let path = self.path(component);
-        let tmp = path.with_extension("json.tmp");
-        let werr = |source| StoreError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&self.dir).map_err(werr)?;
-        let body = serde_json::to_vec(saved).unwrap_or_default();
-        let mut f = File::create(&tmp).map_err(werr)?;
-        f.write_all(&body).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        std::fs::rename(&tmp, &path).map_err(werr)
+        })
     }
 }
 
@@ -514,16 +473,10 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|b| *b == needle)
 }
 
-/// The default place of checkpoints when no store is configured.
-pub fn default_store(state_dir: &Path) -> JsonOffsets {
-    JsonOffsets {
-        dir: state_dir.to_path_buf(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::path::Path;
 
     use super::*;
 
@@ -601,29 +554,5 @@ mod tests {
         }
         assert_eq!(lines, vec![Some(b"two".to_vec())]);
         assert_eq!(rotations, 0);
-    }
-
-    #[test]
-    fn json_offsets_round_trip_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = JsonOffsets {
-            dir: dir.path().join("state"),
-        };
-        assert_eq!(s.load("c").unwrap(), None);
-        let saved = Saved {
-            saved_at: 1.5,
-            files: vec![FileMark {
-                path: "/x".into(),
-                dev: 1,
-                ino: 2,
-                offset: 3,
-                fp_len: 4,
-                fp: 5,
-            }],
-        };
-        s.save("c", &saved).unwrap();
-        assert_eq!(s.load("c").unwrap(), Some(saved));
-        std::fs::write(s.path("c"), b"{").unwrap();
-        assert!(matches!(s.load("c"), Err(StoreError::Corrupt { .. })));
     }
 }
