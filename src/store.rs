@@ -711,9 +711,17 @@ mod tests {
         );
     }
 
+    /// A day ago, fixed for the whole test run.
+    fn t0() -> i64 {
+        static T0: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+        *T0.get_or_init(|| unix_ms(SystemTime::now()) - 86_400_000)
+    }
+
+    /// A sample `at_ms` after [`t0`] (recent: the retention at open would
+    /// delete samples of 1970).
     fn sample(at_ms: i64, used: u64) -> StorageSample {
         StorageSample {
-            at_ms,
+            at_ms: t0() + at_ms,
             used,
             size: 1000,
             available: 1000 - used,
@@ -751,10 +759,10 @@ mod tests {
             s.storage_append("disk", "/", sample(i * 1000, i as u64));
             s.storage_append("disk", "/old", sample(i * 1000, i as u64));
         }
-        s.storage_prune("disk", "/", 5000);
+        s.storage_prune("disk", "/", t0() + 5000);
         s.flush().await.unwrap();
         let h = s.storage_history("disk", "/", 0).await.unwrap();
-        assert_eq!(h.first().map(|x| x.at_ms), Some(5000));
+        assert_eq!(h.first().map(|x| x.at_ms), Some(t0() + 5000));
         assert!(
             s.storage_history("disk", "/old", 0)
                 .await

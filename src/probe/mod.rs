@@ -2,6 +2,7 @@
 //! configuration, and the list of kinds. One file per kind beside this one;
 //! adding a kind touches that file and the `kinds!` list below.
 
+pub mod http;
 pub mod log;
 pub mod process;
 pub mod storage;
@@ -166,6 +167,7 @@ pub trait Probe: Send + Sync {
 /// Kind-specific metric families, registered once for the whole process and
 /// shared by all probes of a kind, across reloads.
 pub struct KindMetrics {
+    pub http: Arc<http::Metrics>,
     pub process: Arc<process::Metrics>,
     pub log: Arc<log::Metrics>,
     pub storage: Arc<storage::Metrics>,
@@ -174,6 +176,7 @@ pub struct KindMetrics {
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         KindMetrics {
+            http: Arc::new(http::Metrics::register(registry)),
             process: Arc::new(process::Metrics::register(registry)),
             log: Arc::new(log::Metrics::register(registry)),
             storage: Arc::new(storage::Metrics::register(registry)),
@@ -240,6 +243,7 @@ macro_rules! kinds {
 }
 
 kinds! {
+    Http => http, "http";
     Process => process, "process";
     Log => log, "log";
     Storage => storage, "storage";

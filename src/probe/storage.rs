@@ -13,16 +13,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-/// How a storage check fails: a missing path, an unreadable filesystem, or
-/// (with `source: http`) an API that does not answer as expected.
-pub const REASONS: &[Reason] = &[
-    Reason::NotFound,
-    Reason::Io,
-    Reason::Timeout,
-    Reason::Connect,
-    Reason::BadResponse,
-];
-
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
@@ -44,6 +34,19 @@ use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret, units::format_duration};
 use crate::metrics::GaugeF;
 use crate::store::{StorageSample, Store, unix_ms};
+
+/// How a storage check fails: statvfs (not_found, io, timeout for a hung
+/// mount) and the http source (connect, tls, status, bad_response, body_too_large).
+pub const REASONS: &[Reason] = &[
+    Reason::NotFound,
+    Reason::Io,
+    Reason::Timeout,
+    Reason::Connect,
+    Reason::Tls,
+    Reason::Status,
+    Reason::BadResponse,
+    Reason::BodyTooLarge,
+];
 
 /// The largest JSON document `source: http` reads.
 const MAX_BODY: usize = 1 << 20;
@@ -856,6 +859,7 @@ impl Inner {
     }
 
     async fn check(&self) -> CheckResult {
+        let started = unix_ms(SystemTime::now());
         let m = match self.measure().await {
             Ok(m) => m,
             Err(e) => {
@@ -864,8 +868,9 @@ impl Inner {
                 return Err(e);
             }
         };
-        let now = SystemTime::now();
-        let now_ms = unix_ms(now);
+        // The middle of the measurement: a slow API answer does not skew
+        // the time axis of the fit.
+        let now_ms = started + (unix_ms(SystemTime::now()) - started) / 2;
         let window_ms = self.spec.forecast_window.as_millis() as i64;
         let mut hist = self.history.lock().await;
         if !hist.loaded {

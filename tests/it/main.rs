@@ -3,6 +3,7 @@
 
 mod config;
 mod core;
+mod http;
 mod logs;
 mod storage;
 mod support;

@@ -532,3 +532,47 @@ fn the_default_watches_the_working_directory() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("2 probe(s)"), "{text}");
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_thresholds_keeps_the_history() {
+    let total = 1024.0 * GIB;
+    let api = CapacityApi::start(total, total / 2.0, total / 2.0 / (20.0 * DAY)).await;
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        api.yaml(
+            "quota",
+            "    forecast_window: 1m\n    warn_days: 10\n    critical_days: 5\n"
+        )
+    ))
+    .await;
+    let labels = [("component", "quota"), ("path", "/v1/capacity")];
+    let m = dw
+        .wait_metrics("forty samples", Duration::from_secs(30), |m| {
+            m.get("depwatch_storage_forecast_samples", &labels)
+                .is_some_and(|n| n >= 40.0)
+        })
+        .await;
+    let before = m.value("depwatch_storage_forecast_samples", &labels);
+    // A new window and thresholds rebuild the probe: its history must come
+    // back from the store (a lost history would restart at one sample).
+    dw.rewrite_config(&format!(
+        "probes:\n{}",
+        api.yaml("quota", "    forecast_window: 2m\n")
+    ));
+    let (code, body) = dw.post("/-/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, h) = dw
+        .wait_health(
+            "a check by the rebuilt probe",
+            Duration::from_secs(20),
+            |_, h| component(h, "quota")["details"]["forecast"]["window"] == "2m",
+        )
+        .await;
+    let samples = component(&h, "quota")["details"]["forecast"]["samples"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        samples > before,
+        "history lost on reload: {samples} <= {before}"
+    );
+}
