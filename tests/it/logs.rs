@@ -183,6 +183,12 @@ async fn log_counts_and_histogram_sums_for_every_shape() {
     assert_eq!(lines_total(&m, "unmatched"), 4.0);
     assert_eq!(lines_total(&m, "invalid"), 0.0);
     promtool_check_metrics(&m.text);
+    // The multi-target endpoint answers the same series for this component.
+    let (code, body) = dw.get("/probe?target=app-log").await;
+    assert_eq!(code, 200, "{body}");
+    let p = Metrics::parse(&body);
+    assert_eq!(p.value("depwatch_log_sync_operations_total", &ok), 3.0);
+    assert_eq!(lines_total(&p, "matched"), 9.0);
 }
 
 /// Writes `n` lines, waits until they are counted, runs `rotate`, writes
