@@ -607,6 +607,14 @@ impl Store {
                      (component, dev, ino, path, offset, fp_len, fp, saved_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            if saved.files.is_empty() {
+                // No file right now (all rotated away): a marker row keeps
+                // `saved_ms`, so files that appear while depwatch is down are
+                // read whole rather than treated as a first start.
+                ins.execute(params![
+                    component, 0i64, 0i64, "", 0i64, 0u32, 0i64, saved_ms
+                ])?;
+            }
             for f in &saved.files {
                 // SQLite integers are signed: u64 values are stored bit for bit.
                 ins.execute(params![
@@ -658,6 +666,7 @@ impl Store {
                     })
                 })
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let files = files.into_iter().filter(|f| !f.path.is_empty()).collect();
             Ok(saved_ms.map(|ms| Saved {
                 saved_at: ms as f64 / 1000.0,
                 files,
@@ -698,10 +707,16 @@ mod tests {
         };
         s.log_offsets_put("app-log", &second);
         s.log_offsets_put("other", &first);
+        let none = Saved {
+            saved_at: now,
+            files: vec![],
+        };
+        s.log_offsets_put("rotated-away", &none);
         s.close().await.unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.log_offsets_get("app-log").await.unwrap(), Some(second));
+        assert_eq!(s.log_offsets_get("rotated-away").await.unwrap(), Some(none));
         assert_eq!(
             s.log_offsets_get("other")
                 .await
