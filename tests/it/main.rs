@@ -4,6 +4,7 @@
 mod config;
 mod core;
 mod http;
+mod logs;
 mod mongodb;
 mod redis;
 mod storage;
