@@ -4,21 +4,11 @@
 //! codes (64 for a bad configuration).
 #![forbid(unsafe_code)]
 
-mod app;
-mod config;
-mod http;
-mod metrics;
-mod perf;
-mod probe;
-mod procfs;
-mod scheduler;
-mod state;
-mod store;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use depwatch::{app, config, probe};
 
 const EX_CONFIG: u8 = 64;
 

@@ -786,50 +786,6 @@ mod tests {
         );
     }
 
-    /// Benchmark (not run by default): queued writes committed per second,
-    /// and the load of a week of 15 s samples (a restart's history read).
-    /// `cargo test --release --bin depwatch -- --ignored --nocapture bench_`
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn bench_store_writes_and_history_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let n = 40_320i64;
-        let started = std::time::Instant::now();
-        for i in 0..n {
-            s.storage_append("disk", "/", sample(i * 15_000, i as u64));
-        }
-        let queued = started.elapsed();
-        s.flush().await.unwrap();
-        let total = started.elapsed();
-        println!(
-            "bench store: {n} writes queued in {queued:?} ({:.0} ns each on the caller), committed in {total:?} ({:.0} writes/s)",
-            queued.as_nanos() as f64 / n as f64,
-            n as f64 / total.as_secs_f64()
-        );
-        let started = std::time::Instant::now();
-        let h = s.storage_history("disk", "/", 0).await.unwrap();
-        println!(
-            "bench store: {} samples loaded in {:?}",
-            h.len(),
-            started.elapsed()
-        );
-        assert_eq!(
-            h.len() as i64,
-            n - s.status_json()["dropped_writes"].as_i64().unwrap()
-        );
-        // One sample per check, as the probe writes them: each is its own commit.
-        let started = std::time::Instant::now();
-        for i in 0..1000 {
-            s.storage_append("one", "/", sample(i, 1));
-            s.flush().await.unwrap();
-        }
-        println!(
-            "bench store: 1000 single-sample commits in {:?}",
-            started.elapsed()
-        );
-    }
-
     #[tokio::test]
     async fn corrupt_file_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();

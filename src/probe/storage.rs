@@ -1371,32 +1371,6 @@ mod tests {
         assert!(parse("    path: /x\n    warn_days: 0\n    critical_days: 0\n").is_ok());
     }
 
-    /// Benchmark (not run by default): the fit of a full default window.
-    /// `cargo test --release --bin depwatch -- --ignored --nocapture bench_`
-    #[test]
-    #[ignore]
-    fn bench_fit_a_week_at_15s() {
-        let mut rng = fastrand::Rng::with_seed(5);
-        let rate = GIB / DAY;
-        let pts = series(7 * 86_400 / 15, 15.0, |i, t| {
-            let base = 100.0 * GIB + rate * t + (rng.f64() - 0.5) * 1e7;
-            if i > 20_000 { base - 20.0 * GIB } else { base }
-        });
-        let runs = 50;
-        let started = std::time::Instant::now();
-        let mut last = None;
-        for _ in 0..runs {
-            last = fit(std::hint::black_box(&pts), 1048576.0);
-        }
-        let each = started.elapsed() / runs;
-        println!(
-            "bench fit: {} samples in {:?} per fit ({:?})",
-            pts.len(),
-            each,
-            last.map(|f| f.deletions)
-        );
-    }
-
     #[test]
     fn statvfs_of_a_missing_path_is_not_found() {
         let e = statvfs(std::path::Path::new("/no/such/dir/here")).unwrap_err();

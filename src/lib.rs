@@ -1,0 +1,15 @@
+//! depwatch as a library: everything the `depwatch` binary (src/main.rs) is
+//! made of, exposed so that benchmarks (`benches/`) can measure the pieces
+//! directly. The binary is the product; this API is not a stable interface.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod perf;
+pub mod probe;
+pub mod procfs;
+pub mod scheduler;
+pub mod state;
+pub mod store;
