@@ -12,7 +12,7 @@
 # Reports lines/s, CPU seconds and peak RSS. Every server binds 127.0.0.1,
 # every loop is bounded, every process is stopped by PID.
 #
-# Usage: bench/logs.sh [> bench/logs-$(date +%F).md]
+# Usage: bench/logs.sh [> bench/results/logs-$(date +%F).md]
 # Knobs: BENCH_LINES [1000000]  BENCH_RUNS [3]  BENCH_TAIL_MAX [300] (s)
 #        DEPWATCH [target/release/depwatch, built if missing]
 set -euo pipefail
