@@ -11,17 +11,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How a partner API check fails (the counters of these start at 0).
-pub const REASONS: &[Reason] = &[
-    Reason::Timeout,
-    Reason::Connect,
-    Reason::Dns,
-    Reason::Tls,
-    Reason::Status,
-    Reason::Expectation,
-    Reason::BodyTooLarge,
-];
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -52,6 +41,17 @@ use crate::config::units::format_duration;
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret, Size};
 use crate::metrics::{ComponentOnly, GaugeF};
+
+/// How a partner API check fails (the counters of these start at 0).
+pub const REASONS: &[Reason] = &[
+    Reason::Timeout,
+    Reason::Connect,
+    Reason::Dns,
+    Reason::Tls,
+    Reason::Status,
+    Reason::Expectation,
+    Reason::BodyTooLarge,
+];
 
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const DEFAULT_MAX_REDIRECTS: u32 = 5;

@@ -14,15 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How a MongoDB check fails (the counters of these start at 0).
-pub const REASONS: &[Reason] = &[
-    Reason::Connect,
-    Reason::Auth,
-    Reason::Tls,
-    Reason::Timeout,
-    Reason::BadResponse,
-];
-
 use futures_util::future::try_join_all;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, ConnectionString};
@@ -40,6 +31,15 @@ use super::{
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret};
 use crate::metrics::{ComponentOnly, GaugeF};
+
+/// How a MongoDB check fails (the counters of these start at 0).
+pub const REASONS: &[Reason] = &[
+    Reason::Connect,
+    Reason::Auth,
+    Reason::Tls,
+    Reason::Timeout,
+    Reason::BadResponse,
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,15 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How a Redis check fails (the counters of these start at 0).
-pub const REASONS: &[Reason] = &[
-    Reason::Connect,
-    Reason::Auth,
-    Reason::Tls,
-    Reason::Timeout,
-    Reason::BadResponse,
-];
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,6 +27,15 @@ use super::{
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret};
 use crate::metrics::{AbsCounter, ComponentOnly};
+
+/// How a Redis check fails (the counters of these start at 0).
+pub const REASONS: &[Reason] = &[
+    Reason::Connect,
+    Reason::Auth,
+    Reason::Tls,
+    Reason::Timeout,
+    Reason::BadResponse,
+];
 
 const SCRIPT: &str = include_str!("queues.lua");
 
