@@ -1,0 +1,560 @@
+//! The alerting bundle end to end: the repository's `alerts.yml` and
+//! `prometheus/alertmanager.yml` loaded into a real Prometheus and a real
+//! Alertmanager, scraping the real depwatch, notifying a webhook receiver
+//! this test runs. Each fault is its own test on its own stack: the fault
+//! makes the matching alert fire in Prometheus and arrive at the receiver,
+//! removing it resolves the alert there too.
+//!
+//! Test-only rewrites, so that a run takes seconds instead of the real
+//! windows (the rules' logic, labels and annotations are unchanged):
+//! - `alerts.yml`: every `for:` becomes [`FAST_FOR`] and every range window
+//!   (`[5m]`, `[15m]`) becomes [`FAST_RANGE`]; Prometheus scrapes and
+//!   evaluates every second.
+//! - `alertmanager.yml`: `group_wait`/`group_interval` become 1s and each
+//!   receiver (same names, so routing and inhibition are the file's own)
+//!   becomes a webhook to the test's receiver.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use regex::Regex;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const FAST_FOR: &str = "2s";
+const FAST_RANGE: &str = "10s";
+/// How long any one step (alert firing, notification, resolution) may take.
+const STEP: Duration = Duration::from_secs(60);
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// `alerts.yml` with short `for:` durations and range windows.
+pub fn fast_rules() -> String {
+    let text = std::fs::read_to_string(repo("alerts.yml")).expect("read alerts.yml");
+    let for_re = Regex::new(r"(?m)^(\s+for:\s*)\S+").unwrap();
+    let range_re = Regex::new(r"\[\d+[smhdwy]\]").unwrap();
+    let text = for_re.replace_all(&text, format!("${{1}}{FAST_FOR}"));
+    range_re
+        .replace_all(&text, format!("[{FAST_RANGE}]"))
+        .into_owned()
+}
+
+/// `prometheus/alertmanager.yml` with 1s grouping and every receiver turned
+/// into a webhook to `url`.
+pub fn fast_alertmanager(url: &str) -> String {
+    let text = std::fs::read_to_string(repo("prometheus/alertmanager.yml"))
+        .expect("read prometheus/alertmanager.yml");
+    let (head, receivers) = text
+        .split_once("\nreceivers:")
+        .expect("alertmanager.yml has a receivers: section");
+    let names: Vec<String> = Regex::new(r"(?m)^  - name: (\S+)")
+        .unwrap()
+        .captures_iter(receivers)
+        .map(|c| c[1].to_string())
+        .collect();
+    assert!(!names.is_empty(), "no receivers in alertmanager.yml");
+    let head = Regex::new(r"(group_wait|group_interval):\s*\S+")
+        .unwrap()
+        .replace_all(head, "$1: 1s");
+    let mut out = format!("{head}\nreceivers:\n");
+    for n in names {
+        out.push_str(&format!(
+            "  - name: {n}\n    webhook_configs:\n      - url: {url}\n        send_resolved: true\n"
+        ));
+    }
+    out
+}
+
+/// Notifications received from Alertmanager (webhook payloads), in order.
+#[derive(Clone, Default)]
+pub struct Inbox(Arc<Mutex<Vec<Value>>>);
+
+impl Inbox {
+    pub fn all(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn hook(State(inbox): State<Inbox>, Json(body): Json<Value>) -> &'static str {
+    inbox.0.lock().unwrap().push(body);
+    "ok"
+}
+
+/// Starts the webhook receiver on a free loopback port: (inbox, URL).
+async fn start_receiver() -> (Inbox, String) {
+    let inbox = Inbox::default();
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (inbox, format!("http://127.0.0.1:{port}/hook"))
+}
+
+/// Whether `alert` (an object with `labels`) has every label of `want`.
+fn has_labels(alert: &Value, want: &[(&str, &str)]) -> bool {
+    want.iter()
+        .all(|(k, v)| alert["labels"][*k].as_str() == Some(*v))
+}
+
+/// depwatch, Prometheus, Alertmanager and the webhook receiver.
+pub struct Stack {
+    pub dw: Option<Depwatch>,
+    dw_yaml: String,
+    pub dir: tempfile::TempDir,
+    prom: Proc,
+    pub prom_port: u16,
+    am: Proc,
+    pub am_port: u16,
+    pub inbox: Inbox,
+    pub client: reqwest::Client,
+}
+
+impl Stack {
+    /// Starts everything; `probes` is depwatch's `probes:` list (YAML lines,
+    /// indented by two spaces) and `extra` more top-level configuration.
+    pub async fn start(probes: &str, extra: &str) -> Stack {
+        let prometheus = require("prometheus", "apt-get install prometheus");
+        let alertmanager = require(
+            "prometheus-alertmanager",
+            "apt-get install prometheus-alertmanager",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let (inbox, hook_url) = start_receiver().await;
+
+        // depwatch, on a port of its own that survives a restart.
+        let dw_port = free_port();
+        let dw_yaml = format!(
+            "listen: 127.0.0.1:{dw_port}\nstate_dir: {}\n{extra}probes:\n{probes}",
+            dir.path().join("dw-state").display()
+        );
+        let dw = Depwatch::start(&dw_yaml).await;
+
+        // Alertmanager (no clustering: it would bind every interface).
+        let am_port = free_port();
+        let am_cfg = dir.path().join("alertmanager.yml");
+        std::fs::write(&am_cfg, fast_alertmanager(&hook_url)).unwrap();
+        let am_log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
+        let am = Proc::spawn(
+            "alertmanager",
+            Command::new(alertmanager)
+                .arg(format!("--config.file={}", am_cfg.display()))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.path().join("am").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+                .arg("--cluster.listen-address=")
+                .stdout(Stdio::null())
+                .stderr(am_log),
+        );
+
+        // Prometheus: the repository's rules (fast copy), 1s everything.
+        let prom_port = free_port();
+        std::fs::write(dir.path().join("alerts.yml"), fast_rules()).unwrap();
+        let prom_cfg = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &prom_cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+                 rule_files: [alerts.yml]\n\
+                 alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+                 scrape_configs:\n  - job_name: depwatch\n    static_configs:\n      - targets: ['127.0.0.1:{dw_port}']\n"
+            ),
+        )
+        .unwrap();
+        let prom_log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let prom = Proc::spawn(
+            "prometheus",
+            Command::new(prometheus)
+                .arg(format!("--config.file={}", prom_cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+                .arg("--rules.alert.resend-delay=1s")
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(prom_log),
+        );
+
+        let stack = Stack {
+            dw: Some(dw),
+            dw_yaml,
+            dir,
+            prom,
+            prom_port,
+            am,
+            am_port,
+            inbox,
+            client,
+        };
+        for (what, url) in [
+            (
+                "Alertmanager",
+                format!("http://127.0.0.1:{am_port}/-/ready"),
+            ),
+            (
+                "Prometheus",
+                format!("http://127.0.0.1:{prom_port}/-/ready"),
+            ),
+        ] {
+            stack
+                .wait(&format!("{what} to be ready"), || async {
+                    let r = stack.client.get(&url).send().await.ok()?;
+                    r.status().is_success().then_some(())
+                })
+                .await;
+        }
+        stack
+            .wait("Prometheus to scrape depwatch", || async {
+                let r = stack.query("up{job=\"depwatch\"} == 1").await;
+                (!r.is_empty()).then_some(())
+            })
+            .await;
+        stack
+    }
+
+    /// Polls `f` until it answers, failing with the stack's state after [`STEP`].
+    pub async fn wait<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {STEP:?} waiting for {what}\n{}",
+                    self.report().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// What the stack looks like, for failure messages.
+    async fn report(&self) -> String {
+        let alerts = self.prom_alerts().await;
+        let tail = |name: &str| {
+            let t = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        };
+        format!(
+            "Prometheus alerts: {}\nnotifications: {}\ndepwatch log:\n{}\nprometheus log:\n{}\nalertmanager log:\n{}",
+            Value::Array(alerts),
+            Value::Array(self.inbox.all()),
+            self.dw.as_ref().map(|d| d.log()).unwrap_or_default(),
+            tail("prometheus.log"),
+            tail("alertmanager.log"),
+        )
+    }
+
+    async fn prom_get(&self, path: &str, query: &[(&str, &str)]) -> Option<Value> {
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://127.0.0.1:{}{path}", self.prom_port),
+            query,
+        )
+        .ok()?;
+        let r = self.client.get(url).send().await.ok()?;
+        r.json::<Value>().await.ok()
+    }
+
+    /// An instant query's result vector (empty on error).
+    pub async fn query(&self, q: &str) -> Vec<Value> {
+        self.try_query(q).await.unwrap_or_default()
+    }
+
+    /// An instant query's result vector, or the error Prometheus gave.
+    pub async fn try_query(&self, q: &str) -> Result<Vec<Value>, String> {
+        let v = self
+            .prom_get("/api/v1/query", &[("query", q)])
+            .await
+            .ok_or("no answer from Prometheus")?;
+        if v["status"] != "success" {
+            return Err(v.to_string());
+        }
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Prometheus' active alerts (pending and firing).
+    pub async fn prom_alerts(&self) -> Vec<Value> {
+        self.prom_get("/api/v1/alerts", &[])
+            .await
+            .and_then(|v| v["data"]["alerts"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until Prometheus has `alertname` firing with `labels`.
+    pub async fn wait_firing(&self, alertname: &str, labels: &[(&str, &str)]) -> Value {
+        let mut want = vec![("alertname", alertname)];
+        want.extend_from_slice(labels);
+        self.wait(
+            &format!("{alertname} {labels:?} firing in Prometheus"),
+            || async {
+                self.prom_alerts()
+                    .await
+                    .into_iter()
+                    .find(|a| a["state"] == "firing" && has_labels(a, &want))
+            },
+        )
+        .await
+    }
+
+    /// Waits until Prometheus no longer has `alertname` with `labels`.
+    pub async fn wait_gone(&self, alertname: &str, labels: &[(&str, &str)]) {
+        let mut want = vec![("alertname", alertname)];
+        want.extend_from_slice(labels);
+        self.wait(
+            &format!("{alertname} {labels:?} gone from Prometheus"),
+            || async {
+                let alerts = self.prom_alerts().await;
+                (!alerts.iter().any(|a| has_labels(a, &want))).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Waits until a notification with `status` (firing, resolved) for
+    /// `alertname` with `labels` has arrived; returns (payload, alert).
+    pub async fn wait_notified(
+        &self,
+        status: &str,
+        alertname: &str,
+        labels: &[(&str, &str)],
+    ) -> (Value, Value) {
+        let mut want = vec![("alertname", alertname)];
+        want.extend_from_slice(labels);
+        self.wait(
+            &format!("a {status} notification of {alertname} {labels:?}"),
+            || async {
+                self.inbox.all().into_iter().find_map(|n| {
+                    let a = n["alerts"]
+                        .as_array()?
+                        .iter()
+                        .find(|a| a["status"] == status && has_labels(a, &want))?
+                        .clone();
+                    Some((n, a))
+                })
+            },
+        )
+        .await
+    }
+
+    /// The first half of a fault: `alertname` with `labels` fires in
+    /// Prometheus with its severity, summary, description and runbook
+    /// section, and arrives at the receiver through the route of its severity.
+    pub async fn expect_firing(&self, alertname: &str, labels: &[(&str, &str)], severity: &str) {
+        let alert = self.wait_firing(alertname, labels).await;
+        assert_eq!(alert["labels"]["severity"], severity, "{alert}");
+        let ann = &alert["annotations"];
+        for key in ["summary", "description"] {
+            let text = ann[key].as_str().unwrap_or("");
+            assert!(
+                !text.is_empty() && !text.contains("<no value>"),
+                "{key}: {alert}"
+            );
+        }
+        let anchor = alertname.to_lowercase();
+        assert_eq!(
+            ann["runbook_url"],
+            format!("docs/runbook.md#{anchor}"),
+            "{alert}"
+        );
+        let runbook = std::fs::read_to_string(repo("docs/runbook.md")).unwrap();
+        assert!(
+            runbook
+                .lines()
+                .any(|l| l.starts_with("## ") && l[3..].trim().to_lowercase() == anchor),
+            "docs/runbook.md has no `## {alertname}` section"
+        );
+        let (note, _) = self.wait_notified("firing", alertname, labels).await;
+        let receiver = if severity == "critical" {
+            "oncall-page"
+        } else {
+            "oncall-mail"
+        };
+        assert_eq!(note["receiver"], receiver, "{note}");
+    }
+
+    /// The second half, once the fault is removed: the alert leaves
+    /// Prometheus and a resolved notification arrives.
+    pub async fn expect_resolved(&self, alertname: &str, labels: &[(&str, &str)]) {
+        self.wait_gone(alertname, labels).await;
+        self.wait_notified("resolved", alertname, labels).await;
+    }
+
+    /// Stops depwatch (SIGKILL, as a crash).
+    pub fn stop_depwatch(&mut self) {
+        if let Some(mut dw) = self.dw.take() {
+            dw.proc.kill();
+        }
+    }
+
+    /// Starts depwatch again with the same configuration and port.
+    pub async fn restart_depwatch(&mut self) {
+        self.stop_depwatch();
+        self.dw = Some(Depwatch::start(&self.dw_yaml).await);
+    }
+
+    pub fn dw_instance(&self) -> String {
+        let port = self.dw.as_ref().map(|d| d.port).expect("depwatch running");
+        format!("127.0.0.1:{port}")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.prom.kill();
+        self.am.kill();
+    }
+}
+
+fn sleeper() -> Proc {
+    Proc::spawn("sleep", Command::new("sleep").arg("600"))
+}
+
+/// A process probe on a pidfile, fast enough for the test.
+fn process_probe(name: &str, pidfile: &Path) -> String {
+    format!(
+        "  - name: {name}\n    kind: process\n    pidfile: {}\n    interval: 300ms\n    timeout: 250ms\n    jitter: 0s\n    failure_threshold: 2\n",
+        pidfile.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_process_dies_then_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    let mut app = sleeper();
+    std::fs::write(&pidfile, app.pid().to_string()).unwrap();
+    let stack = Stack::start(&process_probe("app", &pidfile), "").await;
+    let instance = stack.dw_instance();
+    let labels = [
+        ("component", "app"),
+        ("kind", "process"),
+        ("instance", instance.as_str()),
+        ("job", "depwatch"),
+    ];
+
+    app.kill();
+    stack
+        .expect_firing("ComponentUnhealthy", &labels, "critical")
+        .await;
+    let _app = sleeper();
+    std::fs::write(&pidfile, _app.pid().to_string()).unwrap();
+    stack.expect_resolved("ComponentUnhealthy", &labels).await;
+
+    // The description carries the failure count from the template's query.
+    let (_, alert) = stack
+        .wait_notified("firing", "ComponentUnhealthy", &labels)
+        .await;
+    let desc = alert["annotations"]["description"].as_str().unwrap();
+    assert!(
+        Regex::new(r"\(\d+ failed checks in a row\)")
+            .unwrap()
+            .is_match(desc),
+        "{desc}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depwatch_stops_then_comes_back() {
+    let mut stack = Stack::start("  - name: self\n    kind: process\n    self: true\n", "").await;
+    let instance = stack.dw_instance();
+    let labels = [("job", "depwatch"), ("instance", instance.as_str())];
+    stack.stop_depwatch();
+    stack
+        .expect_firing("DepwatchDown", &labels, "critical")
+        .await;
+    stack.restart_depwatch().await;
+    stack.expect_resolved("DepwatchDown", &labels).await;
+}
+
+/// Alertmanager's own configuration: while DepwatchDown fires for an
+/// instance, that instance's component alerts are inhibited (not sent),
+/// and other instances' are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_inhibits_component_alerts_while_depwatch_is_down() {
+    let stack = Stack::start("  - name: self\n    kind: process\n    self: true\n", "").await;
+    let alert = |name: &str, instance: &str, component: Option<&str>| {
+        let mut labels = json!({
+            "alertname": name, "severity": "critical", "job": "depwatch", "instance": instance,
+        });
+        if let Some(c) = component {
+            labels["component"] = json!(c);
+        }
+        json!({ "labels": labels, "annotations": { "summary": name } })
+    };
+    let body = json!([
+        alert("DepwatchDown", "dw-a:9877", None),
+        alert("ComponentUnhealthy", "dw-a:9877", Some("orders-db")),
+        alert("ComponentUnhealthy", "dw-b:9877", Some("orders-db")),
+    ]);
+    let url = format!("http://127.0.0.1:{}/api/v2/alerts", stack.am_port);
+    let r = stack.client.post(&url).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+
+    stack
+        .wait_notified("firing", "ComponentUnhealthy", &[("instance", "dw-b:9877")])
+        .await;
+    stack
+        .wait_notified("firing", "DepwatchDown", &[("instance", "dw-a:9877")])
+        .await;
+    let am = stack
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let inhibited = am
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["labels"]["instance"] == "dw-a:9877"
+                && a["labels"]["alertname"] == "ComponentUnhealthy"
+        })
+        .unwrap_or_else(|| panic!("{am}"));
+    assert_eq!(inhibited["status"]["state"], "suppressed", "{inhibited}");
+    assert!(
+        !inhibited["status"]["inhibitedBy"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{inhibited}"
+    );
+    assert!(
+        !stack.inbox.all().iter().any(|n| n["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["instance"] == "dw-a:9877"
+                && a["labels"]["alertname"] == "ComponentUnhealthy")),
+        "an inhibited alert was sent: {:?}",
+        stack.inbox.all()
+    );
+}
