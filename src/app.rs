@@ -39,7 +39,7 @@ pub struct Shared {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub reload_tx: mpsc::Sender<ReloadReply>,
-    pub perf_memo: std::sync::Mutex<Option<(Instant, serde_json::Value)>>,
+    pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
 }
 
 impl Shared {
@@ -55,16 +55,13 @@ impl Shared {
     }
 
     pub fn count_cache(&self, hit: bool) {
-        let (counter, label) = if hit {
-            (&self.cache_hits, "hit")
+        if hit {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_hit.inc();
         } else {
-            (&self.cache_misses, "miss")
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .cache_requests
-            .get_or_create(&crate::metrics::CacheResult { result: label })
-            .inc();
+            self.cache_misses.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_miss.inc();
+        }
     }
 }
 

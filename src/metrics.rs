@@ -105,7 +105,8 @@ pub struct Metrics {
     pub last_scrape: GaugeF,
     pub reload_ok: Gauge,
     pub reload_time: GaugeF,
-    pub cache_requests: Family<CacheResult, Counter>,
+    pub cache_hit: Counter,
+    pub cache_miss: Counter,
     pub kinds: KindMetrics,
 }
 
@@ -191,9 +192,9 @@ impl Metrics {
             reload_time.clone(),
         );
         let cache_requests = Family::<CacheResult, Counter>::default();
-        for result in ["hit", "miss"] {
-            let _ = cache_requests.get_or_create(&CacheResult { result });
-        }
+        // Handles kept apart: the health path counts without a family lookup.
+        let cache_hit = cache_requests.get_or_create_owned(&CacheResult { result: "hit" });
+        let cache_miss = cache_requests.get_or_create_owned(&CacheResult { result: "miss" });
         r.register(
             "health_cache_requests",
             "Health results served from the cache (hit) or checked anew (miss).",
@@ -212,7 +213,8 @@ impl Metrics {
             last_scrape,
             reload_ok,
             reload_time,
-            cache_requests,
+            cache_hit,
+            cache_miss,
             kinds,
         }
     }

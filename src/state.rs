@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
 use crate::metrics::{ComponentFailure, ComponentKind, ComponentOnly, ComponentStatus, Metrics};
@@ -87,7 +87,7 @@ pub struct Component {
     labels: ComponentKind,
     metrics: Arc<Metrics>,
     perf_cfg: PerfConfig,
-    latest: RwLock<Latest>,
+    latest: RwLock<Arc<Latest>>,
     perf: Mutex<Window>,
     flight: tokio::sync::Mutex<()>,
     invalidated: AtomicBool,
@@ -110,7 +110,7 @@ impl Component {
             labels,
             metrics,
             perf_cfg,
-            latest: RwLock::new(Latest::default()),
+            latest: RwLock::new(Arc::new(Latest::default())),
             perf: Mutex::new(Window::default()),
             flight: tokio::sync::Mutex::new(()),
             invalidated: AtomicBool::new(false),
@@ -133,7 +133,8 @@ impl Component {
         self.cfg.kind()
     }
 
-    pub fn latest(&self) -> Latest {
+    /// The latest result (shared: cloning it is a reference count).
+    pub fn latest(&self) -> Arc<Latest> {
         read(&self.latest).clone()
     }
 
@@ -142,7 +143,7 @@ impl Component {
     }
 
     /// The latest result if it is younger than `ttl` and not invalidated.
-    pub fn cached(&self, ttl: Duration) -> Option<Latest> {
+    pub fn cached(&self, ttl: Duration) -> Option<Arc<Latest>> {
         if self.invalidated.load(Ordering::Acquire) {
             return None;
         }
@@ -160,7 +161,7 @@ impl Component {
     /// Runs one check unless one that ended after `since` exists already:
     /// concurrent callers (scheduler, health misses, admin runs) share one
     /// check instead of each starting their own.
-    pub async fn run_check(&self, since: Instant) -> Latest {
+    pub async fn run_check(&self, since: Instant) -> Arc<Latest> {
         let _flight = self.flight.lock().await;
         {
             let l = read(&self.latest);
@@ -184,7 +185,7 @@ impl Component {
         self.record(result, at, duration)
     }
 
-    fn record(&self, result: CheckResult, at: SystemTime, duration: Duration) -> Latest {
+    fn record(&self, result: CheckResult, at: SystemTime, duration: Duration) -> Arc<Latest> {
         let m = &self.metrics;
         let prev = self.latest();
         let Step {
@@ -278,26 +279,50 @@ impl Component {
                 ),
             }
         }
+        let next = Arc::new(next);
         *write(&self.latest) = next.clone();
         self.invalidated.store(false, Ordering::Release);
         next
     }
 
-    /// The component as `/api/health` shows it.
-    pub fn to_json(&self, l: &Latest) -> Value {
-        json!({
-            "kind": self.kind().as_str(),
-            "status": l.status.map(Status::as_str),
-            "critical": self.cfg.critical,
-            "response_time_ms": crate::perf::round2(l.duration.as_secs_f64() * 1000.0),
-            "checked_at": l.checked_at.map(rfc3339),
-            "consecutive_failures": l.consecutive_failures,
-            "error": l.error,
-            "reason": l.reason.map(Reason::as_str),
-            "last_success": l.last_success.map(rfc3339),
-            "details": l.details,
-        })
+    /// Whether a fresh (younger than `ttl`, not invalidated) result exists.
+    pub fn is_fresh(&self, ttl: Duration) -> bool {
+        !self.invalidated.load(Ordering::Acquire)
+            && read(&self.latest)
+                .finished
+                .is_some_and(|f| f.elapsed() < ttl)
     }
+
+    /// The component as `/api/health` shows it.
+    pub fn view<'a>(&'a self, l: &'a Latest) -> ComponentView<'a> {
+        ComponentView {
+            kind: self.kind().as_str(),
+            status: l.status.map(Status::as_str),
+            critical: self.cfg.critical,
+            response_time_ms: crate::perf::round2(l.duration.as_secs_f64() * 1000.0),
+            checked_at: l.checked_at.map(rfc3339),
+            consecutive_failures: l.consecutive_failures,
+            error: l.error.as_deref(),
+            reason: l.reason.map(Reason::as_str),
+            last_success: l.last_success.map(rfc3339),
+            details: &l.details,
+        }
+    }
+}
+
+/// One component in `/api/health`, serialized straight from the state.
+#[derive(serde::Serialize)]
+pub struct ComponentView<'a> {
+    pub kind: &'static str,
+    pub status: Option<&'static str>,
+    pub critical: bool,
+    pub response_time_ms: f64,
+    pub checked_at: Option<String>,
+    pub consecutive_failures: u32,
+    pub error: Option<&'a str>,
+    pub reason: Option<&'static str>,
+    pub last_success: Option<String>,
+    pub details: &'a Map<String, Value>,
 }
 
 /// The overall verdict: the worst component, where a non-critical one can

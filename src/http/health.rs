@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, ComponentQuery};
@@ -40,54 +41,89 @@ pub(super) async fn health(
             .zip(&results)
             .map(|(c, l)| (c.cfg.critical, l.status)),
     );
-    let mut components = Map::new();
-    for (c, l) in selected.iter().zip(&results) {
-        components.insert(c.name().to_string(), c.to_json(l));
-    }
     let performance = match &q.component {
-        Some(_) => component_perf(&selected[0], &rt.config.health.performance),
+        Some(_) => Arc::new(component_perf(&selected[0], &rt.config.health.performance)),
         None => performance(&s, &rt),
     };
     let hits = s.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
     let misses = s.cache_misses.load(std::sync::atomic::Ordering::Relaxed);
-    let entries = rt
-        .components
-        .iter()
-        .filter(|c| c.cached(ttl).is_some())
-        .count();
-    let body = json!({
-        "status": status.as_str(),
-        "timestamp": rfc3339(SystemTime::now()),
-        "uptime_seconds": perf::round2(s.started.elapsed().as_secs_f64()),
-        "version": crate::metrics::VERSION,
-        "components": components,
-        "performance": performance,
-        "cache": {
-            "hits": hits,
-            "misses": misses,
-            "hit_rate": if hits + misses == 0 { 0.0 } else { (hits as f64 / (hits + misses) as f64 * 1e4).round() / 1e4 },
-            "entries": entries,
-            "ttl_seconds": ttl.as_secs_f64(),
+    let body = HealthBody {
+        status: status.as_str(),
+        timestamp: rfc3339(SystemTime::now()),
+        uptime_seconds: perf::round2(s.started.elapsed().as_secs_f64()),
+        version: crate::metrics::VERSION,
+        components: Components(&selected, &results),
+        performance: &performance,
+        cache: CacheView {
+            hits,
+            misses,
+            hit_rate: if hits + misses == 0 {
+                0.0
+            } else {
+                (hits as f64 / (hits + misses) as f64 * 1e4).round() / 1e4
+            },
+            entries: rt.components.iter().filter(|c| c.is_fresh(ttl)).count(),
+            ttl_seconds: ttl.as_secs_f64(),
         },
-    });
+    };
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
+    let json = serde_json::to_vec(&body).map_err(|e| {
+        tracing::error!(error = %e, "Cannot serialize the health answer.");
+        ApiError::Unavailable("internal error".into())
+    })?;
     Ok((
         code,
-        [(axum::http::header::CACHE_CONTROL, "no-store")],
-        Json(body),
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        json,
     )
         .into_response())
 }
 
+#[derive(Serialize)]
+struct HealthBody<'a> {
+    status: &'static str,
+    timestamp: String,
+    uptime_seconds: f64,
+    version: &'static str,
+    components: Components<'a>,
+    performance: &'a Value,
+    cache: CacheView,
+}
+
+#[derive(Serialize)]
+struct CacheView {
+    hits: u64,
+    misses: u64,
+    hit_rate: f64,
+    entries: usize,
+    ttl_seconds: f64,
+}
+
+/// Components as a JSON object in configuration order.
+struct Components<'a>(&'a [Arc<Component>], &'a [Arc<Latest>]);
+
+impl Serialize for Components<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut map = ser.serialize_map(Some(self.0.len()))?;
+        for (c, l) in self.0.iter().zip(self.1) {
+            map.serialize_entry(c.name(), &c.view(l))?;
+        }
+        map.end()
+    }
+}
+
 /// The latest result of each component: from the cache when fresh, else from
 /// a check run now (misses run concurrently, each bounded by its timeout).
-async fn latest_of(s: &Shared, components: &[Arc<Component>], ttl: Duration) -> Vec<Latest> {
+async fn latest_of(s: &Shared, components: &[Arc<Component>], ttl: Duration) -> Vec<Arc<Latest>> {
     let since = Instant::now();
-    let mut out: Vec<Option<Latest>> = Vec::with_capacity(components.len());
+    let mut out: Vec<Option<Arc<Latest>>> = Vec::with_capacity(components.len());
     let mut misses = tokio::task::JoinSet::new();
     for (i, c) in components.iter().enumerate() {
         match c.cached(ttl) {
@@ -150,7 +186,7 @@ fn slowest<'a>(windows: impl Iterator<Item = (&'a str, &'a perf::Window)>, n: us
 
 /// The performance section for all components, recomputed at most once a
 /// second so that a flood of health requests does not sort windows each time.
-fn performance(s: &Shared, rt: &Runtime) -> Value {
+fn performance(s: &Shared, rt: &Runtime) -> Arc<Value> {
     let mut memo = s.perf_memo.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((at, v)) = memo.as_ref()
         && at.elapsed() < Duration::from_secs(1)
@@ -190,6 +226,7 @@ fn performance(s: &Shared, rt: &Runtime) -> Value {
             .collect();
         m.insert("components".into(), Value::Object(per));
     }
+    let v = Arc::new(v);
     *memo = Some((Instant::now(), v.clone()));
     v
 }

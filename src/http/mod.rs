@@ -168,5 +168,5 @@ async fn run_probe(
         .component(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
     let latest = c.run_check(Instant::now()).await;
-    Ok(axum::Json(json!({ "component": name, "result": c.to_json(&latest) })).into_response())
+    Ok(axum::Json(json!({ "component": name, "result": c.view(&latest) })).into_response())
 }

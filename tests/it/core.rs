@@ -581,3 +581,37 @@ fn now() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+#[tokio::test]
+async fn json_logs_carry_fields() {
+    let dw = Depwatch::start_with(
+        &format!("probes:\n{}", process_probe("self", "self: true", "")),
+        &[],
+        &["--log-format", "json"],
+    )
+    .await;
+    dw.wait_metrics("a check", SECS10, |m| {
+        m.get("depwatch_up", &[("component", "self"), ("kind", "process")])
+            .is_some()
+    })
+    .await;
+    let log = dw.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "depwatch started.")
+        .expect("a start line");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["listen"], format!("127.0.0.1:{}", dw.port));
+    let changed = lines
+        .iter()
+        .find(|l| l["message"] == "Component state changed.")
+        .expect("a state line");
+    assert_eq!(
+        (changed["component"].as_str(), changed["status"].as_str()),
+        (Some("self"), Some("healthy"))
+    );
+}

@@ -154,11 +154,17 @@ impl Depwatch {
     }
 
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Depwatch {
+        Self::start_with(yaml, env, &[]).await
+    }
+
+    /// Starts depwatch with extra command-line arguments and environment.
+    pub async fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Depwatch {
         let (dir, port, config_path) = write_config(yaml);
         let log_path = dir.path().join("depwatch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_depwatch"));
-        cmd.arg("--config")
+        cmd.args(args)
+            .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
             .stdout(Stdio::null())
