@@ -73,6 +73,51 @@ pub fn fast_alertmanager(url: &str) -> String {
     out
 }
 
+/// `prometheus/prometheus.yml` pointed at the test's processes: 1s scrape
+/// and evaluation, the jobs' targets replaced (the `depwatch-probe` job's
+/// by `probe_targets`), the relabelling kept as it is in the file.
+pub fn fast_prometheus(dw: &str, am: &str, prom: &str, probe_targets: &[String]) -> String {
+    use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
+    let text = std::fs::read_to_string(repo("prometheus/prometheus.yml"))
+        .expect("read prometheus/prometheus.yml");
+    let mut doc = YamlLoader::load_from_str(&text)
+        .expect("prometheus.yml is YAML")
+        .remove(0);
+    let s = |v: &str| Yaml::String(v.to_string());
+    let list = |v: &[String]| Yaml::Array(v.iter().map(|t| s(t)).collect());
+    doc["global"]["scrape_interval"] = s("1s");
+    doc["global"]["scrape_timeout"] = s("900ms");
+    doc["global"]["evaluation_interval"] = s("1s");
+    doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = list(&[am.into()]);
+    let Yaml::Array(jobs) = &mut doc["scrape_configs"] else {
+        panic!("prometheus.yml: scrape_configs is not a list");
+    };
+    for job in jobs {
+        let name = job["job_name"].as_str().unwrap_or("").to_string();
+        let targets = match name.as_str() {
+            "depwatch" => vec![dw.to_string()],
+            "depwatch-probe" => {
+                let Yaml::Array(relabels) = &mut job["relabel_configs"] else {
+                    panic!("depwatch-probe has no relabel_configs");
+                };
+                let to_depwatch = relabels
+                    .iter_mut()
+                    .find(|r| r["target_label"].as_str() == Some("__address__"))
+                    .expect("depwatch-probe sends the scrape to depwatch");
+                to_depwatch["replacement"] = s(dw);
+                probe_targets.to_vec()
+            }
+            "prometheus" => vec![prom.to_string()],
+            "alertmanager" => vec![am.to_string()],
+            other => panic!("prometheus.yml: job `{other}` is new: give it a target in this test"),
+        };
+        job["static_configs"][0]["targets"] = list(&targets);
+    }
+    let mut out = String::new();
+    YamlEmitter::new(&mut out).dump(&doc).unwrap();
+    out
+}
+
 /// Notifications received from Alertmanager (webhook payloads), in order.
 #[derive(Clone, Default)]
 pub struct Inbox(Arc<Mutex<Vec<Value>>>);
@@ -123,8 +168,9 @@ pub struct Stack {
 
 impl Stack {
     /// Starts everything; `probes` is depwatch's `probes:` list (YAML lines,
-    /// indented by two spaces) and `extra` more top-level configuration.
-    pub async fn start(probes: &str, extra: &str) -> Stack {
+    /// indented by two spaces), `extra` more top-level configuration, and
+    /// `probe_targets` the URLs of Prometheus' `depwatch-probe` job.
+    pub async fn start(probes: &str, extra: &str, probe_targets: &[String]) -> Stack {
         let prometheus = require("prometheus", "apt-get install prometheus");
         let alertmanager = require(
             "prometheus-alertmanager",
@@ -170,11 +216,11 @@ impl Stack {
         let prom_cfg = dir.path().join("prometheus.yml");
         std::fs::write(
             &prom_cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-                 rule_files: [alerts.yml]\n\
-                 alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
-                 scrape_configs:\n  - job_name: depwatch\n    static_configs:\n      - targets: ['127.0.0.1:{dw_port}']\n"
+            fast_prometheus(
+                &format!("127.0.0.1:{dw_port}"),
+                &format!("127.0.0.1:{am_port}"),
+                &format!("127.0.0.1:{prom_port}"),
+                probe_targets,
             ),
         )
         .unwrap();
@@ -448,7 +494,7 @@ async fn watched_process_dies_then_comes_back() {
     let pidfile = dir.path().join("app.pid");
     let mut app = sleeper();
     std::fs::write(&pidfile, app.pid().to_string()).unwrap();
-    let stack = Stack::start(&process_probe("app", &pidfile), "").await;
+    let stack = Stack::start(&process_probe("app", &pidfile), "", &[]).await;
     let instance = stack.dw_instance();
     let labels = [
         ("component", "app"),
@@ -480,7 +526,12 @@ async fn watched_process_dies_then_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn depwatch_stops_then_comes_back() {
-    let mut stack = Stack::start("  - name: self\n    kind: process\n    self: true\n", "").await;
+    let mut stack = Stack::start(
+        "  - name: self\n    kind: process\n    self: true\n",
+        "",
+        &[],
+    )
+    .await;
     let instance = stack.dw_instance();
     let labels = [("job", "depwatch"), ("instance", instance.as_str())];
     stack.stop_depwatch();
@@ -496,7 +547,12 @@ async fn depwatch_stops_then_comes_back() {
 /// and other instances' are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_inhibits_component_alerts_while_depwatch_is_down() {
-    let stack = Stack::start("  - name: self\n    kind: process\n    self: true\n", "").await;
+    let stack = Stack::start(
+        "  - name: self\n    kind: process\n    self: true\n",
+        "",
+        &[],
+    )
+    .await;
     let alert = |name: &str, instance: &str, component: Option<&str>| {
         let mut labels = json!({
             "alertname": name, "severity": "critical", "job": "depwatch", "instance": instance,
