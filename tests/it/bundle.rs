@@ -298,21 +298,49 @@ impl Stack {
         }
     }
 
-    /// What the stack looks like, for failure messages.
+    /// What the stack looks like, for failure messages: alerts and
+    /// notifications one per line, the ends of the logs.
     async fn report(&self) -> String {
-        let alerts = self.prom_alerts().await;
-        let tail = |name: &str| {
-            let t = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-            let lines: Vec<&str> = t.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n")
+        let labels = |a: &Value| {
+            let mut l: Vec<String> = a["labels"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            l.sort();
+            l.join(",")
         };
+        let alerts: Vec<String> = self
+            .prom_alerts()
+            .await
+            .iter()
+            .map(|a| format!("  {} {}", a["state"], labels(a)))
+            .collect();
+        let notes: Vec<String> = self
+            .inbox
+            .all()
+            .iter()
+            .flat_map(|n| {
+                n["alerts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |a| format!("  to {} {} {}", n["receiver"], a["status"], labels(&a)))
+            })
+            .collect();
+        let tail = |text: String| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        };
+        let file =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!(
-            "Prometheus alerts: {}\nnotifications: {}\ndepwatch log:\n{}\nprometheus log:\n{}\nalertmanager log:\n{}",
-            Value::Array(alerts),
-            Value::Array(self.inbox.all()),
-            self.dw.as_ref().map(|d| d.log()).unwrap_or_default(),
-            tail("prometheus.log"),
-            tail("alertmanager.log"),
+            "Prometheus alerts:\n{}\nnotifications:\n{}\ndepwatch log:\n{}\nprometheus log:\n{}\nalertmanager log:\n{}",
+            alerts.join("\n"),
+            notes.join("\n"),
+            tail(self.dw.as_ref().map(|d| d.log()).unwrap_or_default()),
+            tail(file("prometheus.log")),
+            tail(file("alertmanager.log")),
         )
     }
 
@@ -341,6 +369,20 @@ impl Stack {
             return Err(v.to_string());
         }
         Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Alertmanager's alerts (active, suppressed).
+    pub async fn am_alerts(&self) -> Vec<Value> {
+        let url = format!("http://127.0.0.1:{}/api/v2/alerts", self.am_port);
+        match self.client.get(url).send().await {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Prometheus' active alerts (pending and firing).
@@ -577,24 +619,14 @@ async fn alertmanager_inhibits_component_alerts_while_depwatch_is_down() {
     stack
         .wait_notified("firing", "DepwatchDown", &[("instance", "dw-a:9877")])
         .await;
-    let am = stack
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let am = stack.am_alerts().await;
     let inhibited = am
-        .as_array()
-        .unwrap()
         .iter()
         .find(|a| {
             a["labels"]["instance"] == "dw-a:9877"
                 && a["labels"]["alertname"] == "ComponentUnhealthy"
         })
-        .unwrap_or_else(|| panic!("{am}"));
+        .unwrap_or_else(|| panic!("{am:?}"));
     assert_eq!(inhibited["status"]["state"], "suppressed", "{inhibited}");
     assert!(
         !inhibited["status"]["inhibitedBy"]
