@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::probe::{self, BuildCtx, BuildError};
 use crate::scheduler::Scheduler;
 use crate::state::Component;
+use crate::store::{Store, StoreError};
 
 /// The configuration in force and its components.
 pub struct Runtime {
@@ -40,6 +41,7 @@ pub struct Shared {
     pub cache_misses: AtomicU64,
     pub reload_tx: mpsc::Sender<ReloadReply>,
     pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
+    pub store: Arc<Store>,
 }
 
 impl Shared {
@@ -71,6 +73,7 @@ pub fn build_runtime(
     config: Config,
     old: Option<&Runtime>,
     metrics: &Arc<Metrics>,
+    store: &Arc<Store>,
 ) -> Result<Runtime, BuildError> {
     let mut components = Vec::with_capacity(config.probes.len());
     for p in &config.probes {
@@ -82,6 +85,7 @@ pub fn build_runtime(
         let ctx = BuildCtx {
             name: &p.name,
             metrics: &metrics.kinds,
+            store,
         };
         let probe = probe::build(&p.spec, &ctx)?;
         let c = Component::new(
@@ -130,23 +134,19 @@ pub enum RunError {
     },
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error(
-        "cannot create the state directory {path}: {source} (set `state_dir` to a writable directory)"
-    )]
-    StateDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
 
 /// Runs depwatch until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<(), RunError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
-        path: config.state_dir.display().to_string(),
-        source,
-    })?;
+    let state_dir = config.state_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&state_dir))
+        .await
+        .map_err(|_| StoreError::Closed)??;
+    let store = Arc::new(store);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -155,7 +155,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     let metrics = Arc::new(Metrics::new());
-    let runtime = Arc::new(build_runtime(config, None, &metrics)?);
+    let runtime = Arc::new(build_runtime(config, None, &metrics, &store)?);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
@@ -165,6 +165,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         cache_misses: AtomicU64::new(0),
         reload_tx,
         perf_memo: std::sync::Mutex::new(None),
+        store: store.clone(),
     });
     let mut scheduler = Scheduler::new();
     scheduler.apply(&runtime.components);
@@ -185,6 +186,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     println!("  status page  http://{addr}/");
     println!("  health       http://{addr}/api/health");
     println!("  metrics      http://{addr}/metrics");
+    if let Some(r) = shared.store.recovered() {
+        println!(
+            "  note: the state database was corrupt; it was moved to {} and a fresh one started.",
+            r.moved_to.display()
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = crate::http::router(shared.clone());
@@ -220,6 +227,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Err(_) => tracing::warn!("HTTP requests still open after 5s; closing them."),
         _ => {}
     }
+    // Probe rounds are drained: commit what they queued before exiting.
+    match tokio::time::timeout(grace, store.close()).await {
+        Ok(Ok(())) => tracing::info!("State store flushed."),
+        Ok(Err(e)) => tracing::warn!(error = %e, "State store was already closed."),
+        Err(_) => {
+            tracing::warn!("State store did not flush within 5s; the latest samples may be lost.")
+        }
+    }
     tracing::info!("Stopped.");
     Ok(())
 }
@@ -248,10 +263,13 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
             );
         };
         let config = config::load_file(&path).map_err(|e| e.to_string())?;
+        if config.state_dir != old.config.state_dir {
+            tracing::warn!(old = %old.config.state_dir.display(), new = %config.state_dir.display(), "A new state_dir needs a restart; keeping the old one.");
+        }
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }
-        build_runtime(config, Some(&old), &shared.metrics).map_err(|e| e.to_string())
+        build_runtime(config, Some(&old), &shared.metrics, &shared.store).map_err(|e| e.to_string())
     })();
     match result {
         Ok(rt) => {

@@ -13,6 +13,7 @@ mod probe;
 mod procfs;
 mod scheduler;
 mod state;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -123,39 +123,39 @@ impl Metrics {
         let up = Family::default();
         r.register(
             "up",
-            "Whether the component's last check succeeded (1) or failed (0).",
+            "Whether the component's last check succeeded (1) or failed (0)",
             up.clone(),
         );
         let status = Family::default();
         r.register(
             "component_status",
-            "The component's health: 1 for its current status.",
+            "The component's health: 1 for its current status",
             status.clone(),
         );
         let check_duration = Family::new_with_constructor(check_buckets as fn() -> Histogram);
         r.register(
             "check_duration_seconds",
-            "How long checks took.",
+            "How long checks took",
             check_duration.clone(),
         );
         let checks = Family::default();
-        r.register("checks", "Checks run.", checks.clone());
+        r.register("checks", "Checks run", checks.clone());
         let failures = Family::default();
         r.register(
             "check_failures",
-            "Checks that failed, by reason.",
+            "Checks that failed, by reason",
             failures.clone(),
         );
         let consecutive_failures = Family::default();
         r.register(
             "consecutive_failures",
-            "Failed checks in a row.",
+            "Failed checks in a row",
             consecutive_failures.clone(),
         );
         let last_success = Family::default();
         r.register(
             "last_success_timestamp_seconds",
-            "When the last successful check ended (Unix time).",
+            "When the last successful check ended (Unix time)",
             last_success.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
@@ -168,27 +168,27 @@ impl Metrics {
             .set(1);
         r.register(
             "build_info",
-            "depwatch's version, revision and compiler: always 1.",
+            "depwatch's version, revision and compiler: always 1",
             build,
         );
         let last_scrape = GaugeF::default();
         r.register(
             "last_scrape_timestamp_seconds",
-            "When /metrics was last scraped (Unix time).",
+            "When /metrics was last scraped (Unix time)",
             last_scrape.clone(),
         );
         let reload_ok = Gauge::default();
         reload_ok.set(1);
         r.register(
             "config_last_reload_successful",
-            "Whether the last configuration reload worked.",
+            "Whether the last configuration reload worked",
             reload_ok.clone(),
         );
         let reload_time = GaugeF::default();
         reload_time.set(unix_now());
         r.register(
             "config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully (Unix time).",
+            "When the configuration was last loaded successfully (Unix time)",
             reload_time.clone(),
         );
         let cache_requests = Family::<CacheResult, Counter>::default();
@@ -197,7 +197,7 @@ impl Metrics {
         let cache_miss = cache_requests.get_or_create_owned(&CacheResult { result: "miss" });
         r.register(
             "health_cache_requests",
-            "Health results served from the cache (hit) or checked anew (miss).",
+            "Health results served from the cache (hit) or checked anew (miss)",
             cache_requests.clone(),
         );
         let kinds = KindMetrics::register(r);

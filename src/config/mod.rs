@@ -7,13 +7,14 @@
 pub mod units;
 pub mod yaml;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::probe::http::{Module, TargetPattern};
 use crate::probe::{self, Kind, ProbeSpec};
 pub use units::{Dur, Secret, Size};
 use yaml::{Ctx, Node, Problem};
@@ -26,6 +27,9 @@ probes:
   - name: depwatch
     kind: process
     self: true
+  - name: working-dir
+    kind: storage
+    path: .
 "#;
 
 #[derive(Clone, Debug)]
@@ -37,6 +41,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub admin_token: Option<Secret>,
     pub probes: Vec<ProbeConfig>,
+    /// Named http probe templates for `/probe?target=URL&module=NAME`.
+    pub modules: BTreeMap<String, Module>,
 }
 
 #[derive(Clone, Debug)]
@@ -175,6 +181,16 @@ struct RawCommon {
     success_threshold: Option<u32>,
 }
 
+/// A module's own keys; the rest are http probe keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    timeout: Option<Dur>,
+    allowed_targets: Option<Vec<String>>,
+}
+
+const MODULE_KEYS: &[&str] = &["timeout", "allowed_targets"];
+
 fn yes() -> bool {
     true
 }
@@ -186,6 +202,7 @@ const TOP_KEYS: &[&str] = &[
     "auth",
     "defaults",
     "probes",
+    "modules",
 ];
 
 /// Loads a configuration file with the process environment.
@@ -233,8 +250,14 @@ pub fn from_str(
         });
         return Err(fail(ctx.into_problems()));
     }
-    let top: RawTop =
-        yaml::parse(&root, "", &ctx, &|k| k != "probes", &["probes"]).unwrap_or_default();
+    let top: RawTop = yaml::parse(
+        &root,
+        "",
+        &ctx,
+        &|k| k != "probes" && k != "modules",
+        &["probes", "modules"],
+    )
+    .unwrap_or_default();
     let checker = Checker {
         root: &root,
         ctx: &ctx,
@@ -256,6 +279,7 @@ pub fn from_str(
     let health = checker.health(&top.health);
     let admin_token = checker.admin_token(top.auth);
     let probes = checker.probes(&top.defaults);
+    let modules = checker.modules(&top.defaults);
 
     if !ctx.is_empty() {
         return Err(fail(ctx.into_problems()));
@@ -267,6 +291,7 @@ pub fn from_str(
         health,
         admin_token,
         probes,
+        modules,
     })
 }
 
@@ -460,7 +485,8 @@ impl Checker<'_> {
                 self.problem(
                     &format!("{path}.kind"),
                     format!("unknown kind `{kind_name}`"),
-                    format!("one of: {}", probe::KIND_NAMES.join(", ")),
+                    yaml::suggest(kind_name, probe::KIND_NAMES)
+                        .replace("known keys", "known kinds"),
                 );
                 continue;
             };
@@ -562,6 +588,89 @@ impl Checker<'_> {
         out
     }
 
+    /// `modules:`, a mapping of names to http probe templates, each with
+    /// the URL patterns it may probe (`allowed_targets`, required).
+    fn modules(&self, defaults: &RawDefaults) -> BTreeMap<String, Module> {
+        let mut out = BTreeMap::new();
+        let Some(node) = self.root.get("modules") else {
+            return out;
+        };
+        let yaml::Value::Map(entries) = &node.value else {
+            if !matches!(node.value, yaml::Value::Null) {
+                self.problem(
+                    "modules",
+                    "expected a mapping of module names to http probe templates",
+                    "e.g. modules: { partner_2xx: { allowed_targets: [\"https://*.partner.example/*\"] } }",
+                );
+            }
+            return out;
+        };
+        let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
+        for (k, v) in entries {
+            let name = k.scalar().unwrap_or("").to_string();
+            let path = format!("modules.{name}");
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                self.problem(
+                    &path,
+                    format!("invalid module name `{name}`"),
+                    "use 1 to 64 letters, digits, '-', '_' or '.'",
+                );
+                continue;
+            }
+            if !v.is_map() && !matches!(v.value, yaml::Value::Null) {
+                self.problem(&path, "expected an http probe template (a mapping)", "");
+                continue;
+            }
+            let raw: Option<RawModule> =
+                yaml::parse(v, &path, self.ctx, &|k| MODULE_KEYS.contains(&k), &[]);
+            let spec = probe::http::Spec::parse_template(v, &path, self, MODULE_KEYS);
+            let Some(raw) = raw else { continue };
+            let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
+            if timeout.is_zero() {
+                self.problem(
+                    &format!("{path}.timeout"),
+                    "timeout must be above zero",
+                    "e.g. 5s",
+                );
+            }
+            let Some(list) = raw.allowed_targets.filter(|l| !l.is_empty()) else {
+                self.problem(
+                    &path,
+                    "missing required key `allowed_targets`",
+                    "list the URLs this module may probe, e.g. [\"https://*.partner.example/*\"]: an open prober is a proxy into your network",
+                );
+                continue;
+            };
+            let mut allowed_targets = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                match TargetPattern::parse(p) {
+                    Ok(t) => allowed_targets.push(t),
+                    Err(e) => self.problem(
+                        &format!("{path}.allowed_targets[{i}]"),
+                        format!("invalid pattern `{p}`: {e}"),
+                        "e.g. https://*.partner.example/* or http://127.0.0.1:*/*",
+                    ),
+                }
+            }
+            if let Some(spec) = spec {
+                out.insert(
+                    name,
+                    Module {
+                        timeout,
+                        allowed_targets,
+                        spec,
+                    },
+                );
+            }
+        }
+        out
+    }
+
     /// Deserializes a kind's own keys of a probe.
     pub fn parse_kind<T: serde::de::DeserializeOwned>(
         &self,
@@ -586,7 +695,8 @@ mod tests {
     fn builtin_is_valid() {
         let c = builtin();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9877");
-        assert_eq!(c.probes.len(), 1);
+        assert_eq!(c.probes.len(), 2);
         assert_eq!(c.probes[0].kind(), Kind::Process);
+        assert_eq!(c.probes[1].kind(), Kind::Storage);
     }
 }

@@ -54,6 +54,7 @@ pub(super) async fn health(
         version: crate::metrics::VERSION,
         components: Components(&selected, &results),
         performance: &performance,
+        state_store: s.store.status_json(),
         cache: CacheView {
             hits,
             misses,
@@ -94,6 +95,7 @@ struct HealthBody<'a> {
     version: &'static str,
     components: Components<'a>,
     performance: &'a Value,
+    state_store: Value,
     cache: CacheView,
 }
 

@@ -1,9 +1,10 @@
-//! The HTTP surface: `/metrics`, `/api/health`, `/healthz`, the status page,
+//! The HTTP surface: `/metrics`, `/probe`, `/api/health`, `/healthz`, the status page,
 //! reload and the admin endpoints. [`router`] stands apart from serving so
 //! that tests can drive it directly.
 
 mod health;
 mod page;
+mod probe;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,7 @@ pub type AppState = Arc<Shared>;
 pub fn router(shared: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/probe", get(probe::probe))
         .route("/api/health", get(health::health))
         .route("/healthz", get(|| async { "ok" }))
         .route("/", get(page::status_page))

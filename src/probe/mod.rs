@@ -2,7 +2,9 @@
 //! configuration, and the list of kinds. One file per kind beside this one;
 //! adding a kind touches that file and the `kinds!` list below.
 
+pub mod http;
 pub mod process;
+pub mod storage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -158,13 +160,17 @@ pub trait Probe: Send + Sync {
 /// Kind-specific metric families, registered once for the whole process and
 /// shared by all probes of a kind, across reloads.
 pub struct KindMetrics {
+    pub http: Arc<http::Metrics>,
     pub process: Arc<process::Metrics>,
+    pub storage: Arc<storage::Metrics>,
 }
 
 impl KindMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         KindMetrics {
+            http: Arc::new(http::Metrics::register(registry)),
             process: Arc::new(process::Metrics::register(registry)),
+            storage: Arc::new(storage::Metrics::register(registry)),
         }
     }
 }
@@ -173,6 +179,8 @@ impl KindMetrics {
 pub struct BuildCtx<'a> {
     pub name: &'a str,
     pub metrics: &'a KindMetrics,
+    /// The state store, for probes that keep history across restarts.
+    pub store: &'a Arc<crate::store::Store>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +234,9 @@ macro_rules! kinds {
 }
 
 kinds! {
+    Http => http, "http";
     Process => process, "process";
+    Storage => storage, "storage";
 }
 
 /// Label values are the enums' names as `as_str` spells them.

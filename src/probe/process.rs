@@ -157,32 +157,32 @@ impl Metrics {
         };
         r.register(
             "process_resident_memory_bytes",
-            "Resident memory of the watched process.",
+            "Resident memory of the watched process",
             m.rss.clone(),
         );
         r.register(
             "process_cpu_seconds",
-            "CPU time (user and system) of the watched process.",
+            "CPU time (user and system) of the watched process",
             m.cpu.clone(),
         );
         r.register(
             "process_start_time_seconds",
-            "When the watched process started (Unix time).",
+            "When the watched process started (Unix time)",
             m.start.clone(),
         );
         r.register(
             "process_open_fds",
-            "Open file descriptors of the watched process.",
+            "Open file descriptors of the watched process",
             m.fds.clone(),
         );
         r.register(
             "process_threads",
-            "Threads of the watched process.",
+            "Threads of the watched process",
             m.threads.clone(),
         );
         r.register(
             "process_restarts",
-            "Restarts of the watched process seen by depwatch (a new start time).",
+            "Restarts of the watched process seen by depwatch (a new start time)",
             m.restarts.clone(),
         );
         m

@@ -63,7 +63,7 @@ fn unknown_kind() {
     assert_eq!(code, 64);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].starts_with("F:3:5: probes[0].kind: unknown kind `oracle` (one of: "),
+        lines[0].starts_with("F:3:5: probes[0].kind: unknown kind `oracle` (known kinds: "),
         "{lines:?}"
     );
     assert!(lines[0].contains("process"), "{lines:?}");
@@ -226,7 +226,7 @@ probes:
             "F:5:13: defaults.interval: duration `10` has no unit (write it like 500ms, 15s, 5m, 1h30m or 7d)",
             "F:11:5: probes[0].timeout: timeout 5s is not shorter than interval 5s (a check must end before the next one starts: lower timeout or raise interval)",
             "F:12:5: probes[1].name: duplicate probe name `app` (already used at line 7; probe names must be unique)",
-            "F:13:5: probes[1].kind: unknown kind `proces` (one of: process)",
+            "F:13:5: probes[1].kind: unknown kind `proces` (did you mean `process`?)",
             "F:17:5: probes[2].failure_threshold: failure_threshold 0 is out of range (use 1 to 100 consecutive checks)",
             "F:18:5: probes[2].memory_degraded_above: memory_degraded_above is not below memory_unhealthy_above (degraded is the earlier warning: make it the lower limit)",
         ]

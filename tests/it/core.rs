@@ -65,7 +65,12 @@ async fn metrics_and_health_of_the_process_probe() {
             "performance.{key} missing: {h}"
         );
     }
-    assert_eq!(h["performance"]["rating"], "EXCELLENT");
+    // The rating depends on the machine's load: only its vocabulary is fixed.
+    let rating = h["performance"]["rating"].as_str().unwrap();
+    assert!(
+        ["EXCELLENT", "GOOD", "SLOW", "CRITICAL"].contains(&rating),
+        "{rating}"
+    );
     assert!(
         h["performance"]["components"]["self"]["checks"]
             .as_u64()

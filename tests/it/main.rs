@@ -4,4 +4,6 @@
 mod bundle;
 mod config;
 mod core;
+mod http;
+mod storage;
 mod support;

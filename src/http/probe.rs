@@ -1,0 +1,283 @@
+//! `GET /probe` — the blackbox-exporter multi-target pattern.
+//!
+//! `?target=URL&module=NAME` runs the http template `NAME` against `URL`
+//! (only when one of the module's `allowed_targets` matches: an open prober
+//! would be a proxy into the network) and answers only that check's metrics,
+//! from a registry made for the request. `?target=NAME` runs the configured
+//! probe `NAME` now (through the same single-flight check as the scheduler,
+//! so its state and `/api/health` see it) and answers its series.
+//!
+//! Prometheus says how long it waits in `X-Prometheus-Scrape-Timeout-Seconds`;
+//! the check gets that minus [`TIMEOUT_OFFSET`], so that the answer (a failed
+//! check with reason `timeout`) arrives before Prometheus gives up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+
+use super::{ApiError, AppState, OPENMETRICS, TEXT_004};
+use crate::metrics::{GaugeF, openmetrics_to_text};
+use crate::probe::Probe;
+use crate::probe::http::{self, Target};
+
+/// Time kept for answering after the check, out of Prometheus' scrape timeout.
+pub const TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
+/// The shortest check a tiny scrape timeout still gets.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+
+#[derive(Deserialize)]
+pub(super) struct ProbeQuery {
+    target: Option<String>,
+    module: Option<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    component: String,
+}
+
+/// The per-request families every `/probe` answer has.
+struct ProbeResult {
+    success: Family<ProbeLabels, Gauge>,
+    duration: Family<ProbeLabels, GaugeF>,
+}
+
+impl ProbeResult {
+    fn register(r: &mut Registry) -> Self {
+        let p = ProbeResult {
+            success: Family::default(),
+            duration: Family::default(),
+        };
+        r.register(
+            "probe_success",
+            "Whether this /probe check succeeded (1) or failed (0)",
+            p.success.clone(),
+        );
+        r.register(
+            "probe_duration_seconds",
+            "How long this /probe check took",
+            p.duration.clone(),
+        );
+        p
+    }
+
+    fn set(&self, component: &str, ok: bool, took: Duration) {
+        let l = ProbeLabels {
+            component: component.to_string(),
+        };
+        self.success.get_or_create(&l).set(i64::from(ok));
+        self.duration.get_or_create(&l).set(took.as_secs_f64());
+    }
+}
+
+/// The scrape timeout Prometheus announced, minus the offset.
+fn scrape_budget(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    let Some(v) = headers.get("x-prometheus-scrape-timeout-seconds") else {
+        return Ok(None);
+    };
+    let secs = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "X-Prometheus-Scrape-Timeout-Seconds is not a positive number of seconds".into(),
+            )
+        })?;
+    let budget = Duration::from_secs_f64(secs.min(3600.0)).saturating_sub(TIMEOUT_OFFSET);
+    Ok(Some(budget.max(MIN_TIMEOUT)))
+}
+
+pub(super) async fn probe(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ProbeQuery>,
+) -> Result<Response, ApiError> {
+    let target = q.target.filter(|t| !t.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest(
+            "missing `target`: /probe?target=NAME for a configured probe, or /probe?target=URL&module=MODULE"
+                .into(),
+        )
+    })?;
+    let budget = scrape_budget(&headers)?;
+    let rt = s.runtime();
+    let om = match q.module.filter(|m| !m.is_empty()) {
+        Some(name) => {
+            let module = rt.config.modules.get(&name).ok_or_else(|| {
+                let known: Vec<&str> = rt.config.modules.keys().map(String::as_str).collect();
+                ApiError::BadRequest(if known.is_empty() {
+                    format!("unknown module `{name}`: no modules are configured (`modules:`)")
+                } else {
+                    format!("unknown module `{name}`; known: {}", known.join(", "))
+                })
+            })?;
+            let url = Target::parse(&target)
+                .map_err(|e| ApiError::BadRequest(format!("invalid target: {e}")))?;
+            if !module.allows(&url) {
+                return Err(ApiError::BadRequest(format!(
+                    "target {} is not allowed by module `{name}` (see its allowed_targets)",
+                    url.redacted()
+                )));
+            }
+            let timeout = budget.map_or(module.timeout, |b| b.min(module.timeout));
+            run_module(&name, module, url, timeout).await?
+        }
+        None => {
+            let c = rt.component(&target).cloned().ok_or_else(|| {
+                ApiError::BadRequest(if target.contains("://") {
+                    "a URL target needs a module: /probe?target=URL&module=MODULE".to_string()
+                } else {
+                    format!("unknown target `{target}`: no configured probe has that name")
+                })
+            })?;
+            run_configured(&s, &c, budget).await
+        }
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Ok(if accept.contains("application/openmetrics-text") {
+        ([(header::CONTENT_TYPE, OPENMETRICS)], om).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, TEXT_004)], openmetrics_to_text(&om)).into_response()
+    })
+}
+
+/// One check of a module against `url`, in a registry of its own.
+async fn run_module(
+    name: &str,
+    module: &http::Module,
+    url: Target,
+    timeout: Duration,
+) -> Result<String, ApiError> {
+    let mut registry = Registry::default();
+    let sub = registry.sub_registry_with_prefix("depwatch");
+    let metrics = Arc::new(http::Metrics::register(sub));
+    let result = ProbeResult::register(sub);
+    let spec = module.spec.with_target(url);
+    let probe = http::build_with(&spec, name, metrics).map_err(|e| {
+        tracing::error!(module = name, error = %e, "Cannot build the module's probe.");
+        ApiError::Unavailable("the module cannot be used; see depwatch's log".into())
+    })?;
+    let started = Instant::now();
+    // On timeout the probe's future is dropped, which records the failure
+    // (reason `timeout`) in its metrics.
+    let outcome = tokio::time::timeout(timeout, probe.check()).await;
+    let ok = matches!(outcome, Ok(Ok(_)));
+    if let Ok(Err(e)) = &outcome {
+        tracing::debug!(module = name, reason = e.reason.as_str(), error = %e.message, "Probe failed.");
+    }
+    result.set(name, ok, started.elapsed());
+    Ok(encode(&registry))
+}
+
+/// Runs a configured probe now and answers its own series.
+async fn run_configured(
+    s: &crate::app::Shared,
+    c: &Arc<crate::state::Component>,
+    budget: Option<Duration>,
+) -> String {
+    let mut registry = Registry::default();
+    let result = ProbeResult::register(registry.sub_registry_with_prefix("depwatch"));
+    let started = Instant::now();
+    let check = c.run_check(started);
+    let ok = match budget {
+        Some(b) => tokio::time::timeout(b, check).await.map(|l| l.up),
+        None => Ok(check.await.up),
+    }
+    .unwrap_or(false);
+    result.set(c.name(), ok, started.elapsed());
+    let own = encode(&registry);
+    let all = s.metrics.encode_openmetrics();
+    let mut out = select_component(&all, c.name());
+    out.push_str(&own);
+    out
+}
+
+fn encode(r: &Registry) -> String {
+    let mut out = String::with_capacity(2048);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, r);
+    out
+}
+
+/// The families of an OpenMetrics text that have series of `component`,
+/// with only those series (no `# EOF`).
+fn select_component(om: &str, component: &str) -> String {
+    let needle = format!("component=\"{component}\"");
+    let mut out = String::new();
+    let mut head = String::new();
+    let mut kept_any = false;
+    for line in om.lines() {
+        if line == "# EOF" {
+            break;
+        }
+        if line.starts_with('#') {
+            if line.starts_with("# HELP ") || kept_any {
+                head.clear();
+                kept_any = false;
+            }
+            head.push_str(line);
+            head.push('\n');
+            continue;
+        }
+        if line.contains(&needle) {
+            if !kept_any {
+                out.push_str(&head);
+                kept_any = true;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_component_keeps_only_its_families() {
+        let om = "# HELP a_x X.\n# TYPE a_x gauge\na_x{component=\"one\"} 1\na_x{component=\"two\"} 2\n\
+                  # HELP b_y Y.\n# TYPE b_y counter\nb_y_total{component=\"two\"} 3\n\
+                  # HELP c_z Z.\n# TYPE c_z gauge\nc_z{component=\"one\",kind=\"http\"} 4\n# EOF\n";
+        assert_eq!(
+            select_component(om, "one"),
+            "# HELP a_x X.\n# TYPE a_x gauge\na_x{component=\"one\"} 1\n\
+             # HELP c_z Z.\n# TYPE c_z gauge\nc_z{component=\"one\",kind=\"http\"} 4\n"
+        );
+        assert_eq!(select_component(om, "on"), "");
+    }
+
+    #[test]
+    fn scrape_budget_keeps_an_offset() {
+        let mut h = HeaderMap::new();
+        assert!(scrape_budget(&h).unwrap().is_none());
+        h.insert("x-prometheus-scrape-timeout-seconds", "10".parse().unwrap());
+        assert_eq!(
+            scrape_budget(&h).unwrap(),
+            Some(Duration::from_millis(9500))
+        );
+        h.insert(
+            "x-prometheus-scrape-timeout-seconds",
+            "0.2".parse().unwrap(),
+        );
+        assert_eq!(scrape_budget(&h).unwrap(), Some(MIN_TIMEOUT));
+        h.insert(
+            "x-prometheus-scrape-timeout-seconds",
+            "soon".parse().unwrap(),
+        );
+        assert!(scrape_budget(&h).is_err());
+    }
+}

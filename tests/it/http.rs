@@ -1,0 +1,931 @@
+//! `kind: http` and `/probe` end to end: the real depwatch against small
+//! partner APIs started here on loopback (axum, plain and TLS with rcgen
+//! certificates), a socket that accepts and never answers, and a closed port.
+//! Each case asserts the exact failure reason, the counters and the verdict.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Aborts a server task when the test ends.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn partner_routes() -> Router {
+    Router::new()
+        .route(
+            "/ok",
+            get(|| async { axum::Json(json!({"status": "ok", "version": "1.2.3"})) }),
+        )
+        .route(
+            "/error",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route(
+            "/missing",
+            get(|| async { (StatusCode::NOT_FOUND, "no such thing") }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/sluggish",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                axum::Json(json!({"status": "ok"}))
+            }),
+        )
+        .route(
+            "/loop",
+            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }),
+        )
+        .route(
+            "/big",
+            get(|| async { "x".repeat(2 * 1024 * 1024).into_response() }),
+        )
+        .route(
+            "/auth",
+            get(|h: axum::http::HeaderMap| async move {
+                // depwatch:s3cret
+                match h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+                    Some("Basic ZGVwd2F0Y2g6czNjcmV0") => (StatusCode::OK, "welcome"),
+                    _ => (StatusCode::UNAUTHORIZED, "who are you"),
+                }
+            }),
+        )
+        .route(
+            "/degraded",
+            get(|| async { axum::Json(json!({"status": "degraded"})) }),
+        )
+}
+
+/// The partner API over plain HTTP on a free loopback port.
+async fn partner() -> (u16, Task) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(l, partner_routes()).await;
+    });
+    (port, Task(task))
+}
+
+/// A socket that accepts connections and never answers.
+async fn black_hole() -> (u16, Task) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (port, Task(task))
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1, valid until
+/// `not_after`, as (PEM, DER, key DER).
+fn certificate(
+    not_after: time::OffsetDateTime,
+) -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let mut p = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    p.subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    p.not_after = not_after;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    (
+        cert.pem(),
+        cert.der().clone(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+}
+
+/// The partner API over TLS with the given certificate.
+async fn tls_partner(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> (u16, Task) {
+    tls_partner_with(cert, key, None).await
+}
+
+/// The partner API over TLS; with `client_ca`, it requires a client
+/// certificate issued by that CA (mutual TLS).
+async fn tls_partner_with(
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<CertificateDer<'static>>,
+) -> (u16, Task) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca).unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(vec![cert], key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let routes = partner_routes();
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, routes) = (acceptor.clone(), routes.clone());
+            tokio::spawn(async move {
+                // A refused handshake (expired certificate) ends here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(routes),
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, Task(task))
+}
+
+fn days_from_now(days: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::days(days)
+}
+
+/// One http probe named `partner` that checks once (interval 1h) and turns
+/// unhealthy at the first failure; the health cache never expires so that
+/// reading `/api/health` does not check again.
+fn one_probe(url: &str, extra: &str) -> String {
+    let mut y = format!(
+        "health:\n  cache_ttl: 1h\nprobes:\n  - name: partner\n    kind: http\n    url: {url}\n    interval: 1h\n    timeout: 1s\n    jitter: 0s\n    failure_threshold: 1\n"
+    );
+    for line in extra.lines() {
+        y.push_str("    ");
+        y.push_str(line);
+        y.push('\n');
+    }
+    y
+}
+
+const P: (&str, &str) = ("component", "partner");
+
+/// Starts depwatch with one probe, waits for its first check, and returns
+/// (depwatch, metrics, health of the component).
+async fn check_once(url: &str, extra: &str) -> (Depwatch, Metrics, Value) {
+    let dw = Depwatch::start(&one_probe(url, extra)).await;
+    let m = dw
+        .wait_metrics("the first check", Duration::from_secs(15), |m| {
+            m.get("depwatch_checks_total", &[P, ("kind", "http")])
+                .is_some()
+        })
+        .await;
+    let (_, h) = dw.health("").await;
+    let c = h["components"]["partner"].clone();
+    (dw, m, c)
+}
+
+/// Asserts one failed check with `reason` and `code`, counted everywhere,
+/// and an unhealthy verdict.
+fn assert_failed(m: &Metrics, c: &Value, reason: &str, code: &str) {
+    assert_eq!(m.value("depwatch_http_requests_total", &[P]), 1.0);
+    assert_eq!(
+        m.value(
+            "depwatch_http_request_failures_total",
+            &[P, ("reason", reason), ("code", code)]
+        ),
+        1.0
+    );
+    let all_failures: f64 = m
+        .matching("depwatch_http_request_failures_total", &[P])
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(all_failures, 1.0, "{}", m.text);
+    assert_eq!(
+        m.value(
+            "depwatch_check_failures_total",
+            &[P, ("kind", "http"), ("reason", reason)]
+        ),
+        1.0
+    );
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 0.0);
+    assert_eq!(
+        m.value("depwatch_http_duration_seconds_count", &[P]),
+        1.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(c["status"], "unhealthy", "{c}");
+    assert_eq!(c["reason"], reason, "{c}");
+}
+
+#[tokio::test]
+async fn json_200_is_healthy_with_phase_timings() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) = check_once(
+        &format!("http://localhost:{port}/ok"),
+        "expect:\n  status: [200]\n  body_json: { \"/status\": \"ok\" }\n  body_json_exists: [\"/version\"]\n  headers: { content-type: application/json }",
+    )
+    .await;
+    assert_eq!(m.value("depwatch_http_requests_total", &[P]), 1.0);
+    assert!(
+        m.matching("depwatch_http_request_failures_total", &[P])
+            .is_empty(),
+        "{}",
+        m.text
+    );
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
+    assert_eq!(m.value("depwatch_http_status_code", &[P]), 200.0);
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(c["details"]["status_code"], 200);
+    for phase in ["dns", "connect", "tls", "first_byte", "transfer", "total"] {
+        assert!(c["details"]["phases_ms"][phase].is_number(), "{phase}: {c}");
+    }
+    assert!(c["details"]["phases_ms"]["connect"].as_f64().unwrap() > 0.0);
+    promtool_check_metrics(&m.text);
+}
+
+#[tokio::test]
+async fn status_500_fails_with_status_reason() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/error"), "").await;
+    assert_failed(&m, &c, "status", "500");
+    assert_eq!(c["error"], "status 500, expected 2xx");
+}
+
+#[tokio::test]
+async fn status_404_fails_unless_expected() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/missing"),
+        "expect: { status: [200, \"3xx\"] }",
+    )
+    .await;
+    assert_failed(&m, &c, "status", "404");
+    assert_eq!(c["error"], "status 404, expected 200 or 3xx");
+
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/missing"),
+        "expect: { status: [\"4xx\"] }",
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
+    assert_eq!(c["status"], "healthy");
+}
+
+#[tokio::test]
+async fn slow_answer_is_cut_at_the_timeout() {
+    let (port, _srv) = partner().await;
+    let started = Instant::now();
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/slow"), "").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_failed(&m, &c, "timeout", "none");
+}
+
+#[tokio::test]
+async fn slow_above_degrades_without_failing() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/sluggish"),
+        "slow_above: 100ms",
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
+    assert!(
+        m.matching("depwatch_http_request_failures_total", &[P])
+            .is_empty()
+    );
+    assert_eq!(c["status"], "degraded", "{c}");
+    assert!(
+        c["error"].as_str().unwrap().contains("slower than 100ms"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_that_never_answers_times_out() {
+    let (port, _hole) = black_hole().await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert_failed(&m, &c, "timeout", "none");
+}
+
+#[tokio::test]
+async fn closed_port_fails_with_connect() {
+    let port = free_port();
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert_failed(&m, &c, "connect", "none");
+    assert!(
+        c["error"].as_str().unwrap().contains("cannot connect"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_host_fails_with_dns() {
+    // `.invalid` never resolves (RFC 6761).
+    let (_dw, m, c) = check_once("http://partner.does-not-exist.invalid/health", "").await;
+    assert_failed(&m, &c, "dns", "none");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot resolve partner.does-not-exist.invalid"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn redirect_loop_stops_at_the_limit() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) =
+        check_once(&format!("http://127.0.0.1:{port}/loop"), "max_redirects: 3").await;
+    assert_failed(&m, &c, "status", "302");
+    assert_eq!(c["details"]["redirects"], 3, "{c}");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("more than 3 redirects"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_is_not_read() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/big"),
+        "expect: { max_body_bytes: 64KiB }",
+    )
+    .await;
+    assert_failed(&m, &c, "body_too_large", "200");
+    assert_eq!(c["details"]["body_bytes"], 0, "{c}");
+}
+
+#[tokio::test]
+async fn json_pointer_mismatch_is_an_expectation_failure() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/degraded"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_failed(&m, &c, "expectation", "200");
+    assert_eq!(c["error"], "JSON /status is \"degraded\", expected \"ok\"");
+}
+
+#[tokio::test]
+async fn self_signed_tls_trusted_through_ca_file() {
+    let not_after = days_from_now(90);
+    let (pem, der, key) = certificate(not_after);
+    let (port, _srv) = tls_partner(der, key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("partner-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        &format!("ca_file: {}", ca.display()),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(
+        m.value("depwatch_http_tls_cert_expiry_timestamp_seconds", &[P]),
+        not_after.unix_timestamp() as f64
+    );
+    assert!(c["details"]["phases_ms"]["tls"].as_f64().unwrap() > 0.0);
+    assert!(c["details"]["tls_version"].is_string(), "{c}");
+
+    // Without ca_file the system roots do not know this certificate.
+    let (_dw, m, c) = check_once(&format!("https://localhost:{port}/ok"), "").await;
+    assert_failed(&m, &c, "tls", "none");
+
+    // Unless verification is explicitly skipped; the expiry is still read.
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        "insecure_skip_verify: true",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(
+        m.value("depwatch_http_tls_cert_expiry_timestamp_seconds", &[P]),
+        not_after.unix_timestamp() as f64
+    );
+}
+
+#[tokio::test]
+async fn expired_certificate_fails_with_tls_and_shows_when() {
+    let not_after = days_from_now(-2);
+    let (pem, der, key) = certificate(not_after);
+    let (port, _srv) = tls_partner(der, key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let (_dw, m, c) = check_once(
+        &format!("https://127.0.0.1:{port}/ok"),
+        &format!("ca_file: {}", ca.display()),
+    )
+    .await;
+    assert_failed(&m, &c, "tls", "none");
+    assert!(c["error"].as_str().unwrap().contains("xpired"), "{c}");
+    assert_eq!(
+        m.value("depwatch_http_tls_cert_expiry_timestamp_seconds", &[P]),
+        not_after.unix_timestamp() as f64
+    );
+
+    // Skipping verification does not hide an expired certificate: the
+    // check works, the component is unhealthy.
+    let (_dw, m, c) = check_once(
+        &format!("https://127.0.0.1:{port}/ok"),
+        "insecure_skip_verify: true",
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    assert_eq!(c["status"], "unhealthy", "{c}");
+    assert_eq!(c["error"], "the certificate has expired", "{c}");
+}
+
+#[tokio::test]
+async fn certificate_expiring_in_3_days_degrades() {
+    let not_after = days_from_now(3);
+    let (pem, der, key) = certificate(not_after);
+    let (port, _srv) = tls_partner(der, key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        &format!("ca_file: {}", ca.display()),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
+    assert!(
+        m.matching("depwatch_http_request_failures_total", &[P])
+            .is_empty()
+    );
+    assert_eq!(c["status"], "degraded", "{c}");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the certificate expires in 3.0 days")
+            || c["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("the certificate expires in 2.9 days"),
+        "{c}"
+    );
+    assert_eq!(
+        m.value("depwatch_http_tls_cert_expiry_timestamp_seconds", &[P]),
+        not_after.unix_timestamp() as f64
+    );
+
+    // Past cert_expiry_critical it is unhealthy, still without failing.
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        &format!(
+            "ca_file: {}\ncert_expiry_critical: 7d\ncert_expiry_warn: 30d",
+            ca.display()
+        ),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
+    assert_eq!(c["status"], "unhealthy", "{c}");
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_metrics_health_and_logs() {
+    let (port, _srv) = partner().await;
+    let (dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/error?api_key=querysecret"),
+        "bearer_token: tokensecret\nheaders: { X-Api-Key: headersecret }",
+    )
+    .await;
+    let (_, page) = dw.get("/").await;
+    for text in [&m.text, &c.to_string(), &dw.log(), &page] {
+        for secret in ["querysecret", "tokensecret", "headersecret"] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let (dir, _, path) = write_config(
+        "probes:\n  - name: p\n    kind: http\n    url: ftp://x\n    expect: { status: [\"9xx\"], max_body_bytes: 0 }\n    bearer_token: a\n    basic_auth: { username: u, password: p }\nmodules:\n  open:\n    method: GET\n",
+    );
+    let (code, out) = check_config(&path, &[]);
+    drop(dir);
+    assert_eq!(code, 64, "{out}");
+    for want in [
+        "probes[0].url: invalid url: unsupported scheme `ftp`",
+        "probes[0].expect.status[0]: `9xx` is not a status code or class",
+        "probes[0].expect.max_body_bytes: max_body_bytes must be above zero",
+        "probes[0].basic_auth: both bearer_token and basic_auth are set",
+        "modules.open: missing required key `allowed_targets`",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn basic_auth_from_a_password_file() {
+    let (port, _srv) = partner().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/auth"),
+        &format!(
+            "basic_auth: {{ username: depwatch, password_file: {} }}",
+            pw.display()
+        ),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/auth"),
+        "basic_auth: { username: depwatch, password: wrong }",
+    )
+    .await;
+    assert_failed(&m, &c, "status", "401");
+}
+
+#[tokio::test]
+async fn client_certificate_for_mutual_tls() {
+    // A client CA and a client certificate it issued.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["depwatch".into()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    let (pem, der, key) = certificate(days_from_now(90));
+    let (port, _srv) = tls_partner_with(der, key, Some(ca.der().clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_file = write("server-ca.pem", pem);
+    let cert_file = write("client.pem", client.pem());
+    let key_file = write("client-key.pem", client_key.serialize_pem());
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        &format!("ca_file: {ca_file}\ncert_file: {cert_file}\nkey_file: {key_file}"),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+
+    // Without the client certificate the server refuses.
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{port}/ok"),
+        &format!("ca_file: {ca_file}"),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 0.0, "{c}");
+    assert!(
+        ["tls", "connect", "bad_response"].contains(&c["reason"].as_str().unwrap()),
+        "{c}"
+    );
+}
+
+/// tinyproxy on a free loopback port, with Basic proxy credentials.
+fn tinyproxy(dir: &std::path::Path) -> (u16, Proc) {
+    let bin = require("tinyproxy", "apt-get install tinyproxy");
+    let port = free_port();
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nBasicAuth depwatch pr0xy\nMaxClients 20\nLogLevel Warning\nPidFile \"{}\"\n",
+            dir.join("tinyproxy.pid").display()
+        ),
+    )
+    .unwrap();
+    let proc = Proc::spawn(
+        "tinyproxy",
+        std::process::Command::new(bin)
+            .args(["-d", "-c"])
+            .arg(&conf),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tinyproxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, proc)
+}
+
+#[tokio::test]
+async fn proxy_for_http_and_connect_for_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy_port, _proxy) = tinyproxy(dir.path());
+    let (port, _srv) = partner().await;
+    let proxy = format!("proxy: http://depwatch:pr0xy@127.0.0.1:{proxy_port}");
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/ok"), &proxy).await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+
+    let (pem, der, key) = certificate(days_from_now(90));
+    let (tport, _tls) = tls_partner(der, key).await;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let (_dw, m, c) = check_once(
+        &format!("https://localhost:{tport}/ok"),
+        &format!("{proxy}\nca_file: {}", ca.display()),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    assert!(c["details"]["phases_ms"]["tls"].as_f64().unwrap() > 0.0);
+
+    // Wrong proxy credentials: tinyproxy answers 401 (the status of the
+    // answer, as a client sees it) or refuses CONNECT.
+    let bad = format!("proxy: http://depwatch:nope@127.0.0.1:{proxy_port}");
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/ok"), &bad).await;
+    assert_failed(&m, &c, "status", "401");
+    let (dw, m, c) = check_once(
+        &format!("https://localhost:{tport}/ok"),
+        &format!("{bad}\nca_file: {}", ca.display()),
+    )
+    .await;
+    assert_failed(&m, &c, "connect", "none");
+    assert!(!dw.log().contains("nope"));
+}
+
+#[tokio::test]
+async fn a_hung_partner_does_not_slow_the_others() {
+    let (hole, _hole) = black_hole().await;
+    let (port, _srv) = partner().await;
+    let dw = Depwatch::start(&format!(
+        "probes:\n  - name: hung\n    kind: http\n    url: http://127.0.0.1:{hole}/\n    interval: 10s\n    timeout: 8s\n    jitter: 0s\n  - name: fine\n    kind: http\n    url: http://127.0.0.1:{port}/ok\n    interval: 200ms\n    timeout: 100ms\n    jitter: 0s\n"
+    ))
+    .await;
+    // Five checks of `fine` while `hung` waits for its first answer.
+    let m = dw
+        .wait_metrics("five checks of fine", Duration::from_secs(6), |m| {
+            m.get("depwatch_http_requests_total", &[("component", "fine")])
+                .is_some_and(|v| v >= 5.0)
+        })
+        .await;
+    assert!(
+        m.get("depwatch_http_requests_total", &[("component", "hung")])
+            .is_none(),
+        "{}",
+        m.text
+    );
+}
+
+// ----------------------------------------------------------------- /probe --
+
+const PROBE_CONFIG: &str = "modules:\n  partner_2xx:\n    allowed_targets: [\"http://127.0.0.1:*/*\"]\n    timeout: 10s\n    expect: { body_json: { \"/status\": \"ok\" } }\n";
+
+async fn probe_dw(partner_port: u16) -> Depwatch {
+    Depwatch::start(&format!(
+        "{PROBE_CONFIG}health:\n  cache_ttl: 1h\nprobes:\n  - name: self\n    kind: process\n    self: true\n  - name: partner\n    kind: http\n    url: http://127.0.0.1:{partner_port}/ok\n    interval: 1h\n    jitter: 0s\n"
+    ))
+    .await
+}
+
+async fn get_probe(
+    dw: &Depwatch,
+    query: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let qs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    let mut req = dw.client.get(dw.url(&format!("/probe?{}", qs.join("&"))));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("GET /probe");
+    let code = r.status().as_u16();
+    (code, r.text().await.unwrap())
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn probe_module_success_answers_only_that_check() {
+    let (port, _srv) = partner().await;
+    let dw = probe_dw(port).await;
+    let target = format!("http://127.0.0.1:{port}/ok");
+    let (code, body) = get_probe(&dw, &[("target", &target), ("module", "partner_2xx")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let m = Metrics::parse(&body);
+    let c = ("component", "partner_2xx");
+    assert_eq!(m.value("depwatch_probe_success", &[c]), 1.0);
+    assert_eq!(m.value("depwatch_http_requests_total", &[c]), 1.0);
+    assert_eq!(m.value("depwatch_http_status_code", &[c]), 200.0);
+    assert!(m.value("depwatch_probe_duration_seconds", &[c]) > 0.0);
+    assert!(!body.contains("depwatch_build_info"), "{body}");
+    assert!(!body.contains("\"self\""), "{body}");
+    promtool_check_metrics(&body);
+
+    // A fresh registry per request: the counter does not accumulate.
+    let (_, again) = get_probe(&dw, &[("target", &target), ("module", "partner_2xx")], &[]).await;
+    assert_eq!(
+        Metrics::parse(&again).value("depwatch_http_requests_total", &[c]),
+        1.0
+    );
+
+    // OpenMetrics when asked for.
+    let (_, om) = get_probe(
+        &dw,
+        &[("target", &target), ("module", "partner_2xx")],
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert!(om.ends_with("# EOF\n"), "{om}");
+}
+
+#[tokio::test]
+async fn probe_module_failure_reports_reason() {
+    let (port, _srv) = partner().await;
+    let dw = probe_dw(port).await;
+    let c = ("component", "partner_2xx");
+    for (path, reason, code) in [
+        ("/error", "status", "500"),
+        ("/degraded", "expectation", "200"),
+    ] {
+        let target = format!("http://127.0.0.1:{port}{path}");
+        let (status, body) =
+            get_probe(&dw, &[("target", &target), ("module", "partner_2xx")], &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let m = Metrics::parse(&body);
+        assert_eq!(m.value("depwatch_probe_success", &[c]), 0.0);
+        assert_eq!(
+            m.value(
+                "depwatch_http_request_failures_total",
+                &[c, ("reason", reason), ("code", code)]
+            ),
+            1.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn probe_configured_target_by_name() {
+    let (port, _srv) = partner().await;
+    let dw = probe_dw(port).await;
+    let (code, body) = get_probe(&dw, &[("target", "partner")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let m = Metrics::parse(&body);
+    assert_eq!(m.value("depwatch_probe_success", &[P]), 1.0);
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
+    assert!(m.get("depwatch_http_requests_total", &[P]).is_some());
+    assert!(!body.contains("component=\"self\""), "{body}");
+    promtool_check_metrics(&body);
+}
+
+#[tokio::test]
+async fn probe_refuses_bad_requests_with_400() {
+    let (port, _srv) = partner().await;
+    let dw = probe_dw(port).await;
+    let ok_target = format!("http://127.0.0.1:{port}/ok");
+    for (query, why) in [
+        (vec![], "missing `target`"),
+        (vec![("target", "")], "missing `target`"),
+        (
+            vec![("target", ok_target.as_str()), ("module", "nope")],
+            "unknown module `nope`; known: partner_2xx",
+        ),
+        (
+            vec![
+                ("target", "http://10.1.2.3/admin"),
+                ("module", "partner_2xx"),
+            ],
+            "target http://10.1.2.3/admin is not allowed by module `partner_2xx`",
+        ),
+        (
+            vec![
+                ("target", "https://127.0.0.1:8443/"),
+                ("module", "partner_2xx"),
+            ],
+            "is not allowed by module",
+        ),
+        (
+            vec![("target", "ftp://127.0.0.1/"), ("module", "partner_2xx")],
+            "invalid target",
+        ),
+        (vec![("target", "nobody")], "unknown target `nobody`"),
+        (
+            vec![("target", ok_target.as_str())],
+            "a URL target needs a module",
+        ),
+    ] {
+        let (code, body) = get_probe(&dw, &query, &[]).await;
+        assert_eq!(code, 400, "{query:?}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains(why),
+            "{query:?}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn probe_honours_the_scrape_timeout_header() {
+    let (port, _hole) = black_hole().await;
+    let (pport, _srv) = partner().await;
+    let dw = probe_dw(pport).await;
+    let target = format!("http://127.0.0.1:{port}/");
+    let started = Instant::now();
+    let (code, body) = get_probe(
+        &dw,
+        &[("target", &target), ("module", "partner_2xx")],
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{body}");
+    // 1.5s minus the 0.5s offset; the module's own timeout is 10s.
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // Far below the module's 10s: the header bounded the check (with room
+    // for a loaded machine).
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let m = Metrics::parse(&body);
+    let c = ("component", "partner_2xx");
+    assert_eq!(m.value("depwatch_probe_success", &[c]), 0.0);
+    assert_eq!(
+        m.value(
+            "depwatch_http_request_failures_total",
+            &[c, ("reason", "timeout"), ("code", "none")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn probe_modules_follow_a_reload() {
+    let (port, _srv) = partner().await;
+    let dw = probe_dw(port).await;
+    let target = format!("http://127.0.0.1:{port}/missing");
+    let (code, _) = get_probe(&dw, &[("target", &target), ("module", "accept_404")], &[]).await;
+    assert_eq!(code, 400);
+    dw.rewrite_config(
+        "modules:\n  accept_404:\n    allowed_targets: [\"http://127.0.0.1:*/missing\"]\n    expect: { status: [404] }\nprobes:\n  - name: self\n    kind: process\n    self: true\n",
+    );
+    let (code, body) = dw.post("/-/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get_probe(&dw, &[("target", &target), ("module", "accept_404")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let m = Metrics::parse(&body);
+    assert_eq!(
+        m.value("depwatch_probe_success", &[("component", "accept_404")]),
+        1.0
+    );
+    // The old module is gone.
+    let (code, _) = get_probe(
+        &dw,
+        &[
+            ("target", &format!("http://127.0.0.1:{port}/ok")),
+            ("module", "partner_2xx"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 400);
+}
