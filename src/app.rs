@@ -86,6 +86,7 @@ pub fn build_runtime(
             name: &p.name,
             metrics: &metrics.kinds,
             store,
+            timeout: p.timeout,
         };
         let probe = probe::build(&p.spec, &ctx)?;
         let c = Component::new(

@@ -3,7 +3,10 @@
 //! adding a kind touches that file and the `kinds!` list below.
 
 pub mod http;
+pub mod mongodb;
 pub mod process;
+pub mod queue;
+pub mod redis;
 pub mod storage;
 
 use std::future::Future;
@@ -163,6 +166,10 @@ pub struct KindMetrics {
     pub http: Arc<http::Metrics>,
     pub process: Arc<process::Metrics>,
     pub storage: Arc<storage::Metrics>,
+    pub redis: Arc<redis::Metrics>,
+    pub mongodb: Arc<mongodb::Metrics>,
+    /// Queue families shared by the kinds that watch job queues.
+    pub queue: Arc<queue::Metrics>,
 }
 
 impl KindMetrics {
@@ -171,6 +178,9 @@ impl KindMetrics {
             http: Arc::new(http::Metrics::register(registry)),
             process: Arc::new(process::Metrics::register(registry)),
             storage: Arc::new(storage::Metrics::register(registry)),
+            redis: Arc::new(redis::Metrics::register(registry)),
+            mongodb: Arc::new(mongodb::Metrics::register(registry)),
+            queue: Arc::new(queue::Metrics::register(registry)),
         }
     }
 }
@@ -181,6 +191,8 @@ pub struct BuildCtx<'a> {
     pub metrics: &'a KindMetrics,
     /// The state store, for probes that keep history across restarts.
     pub store: &'a Arc<crate::store::Store>,
+    /// The check's timeout: connecting must give up inside it.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +249,8 @@ kinds! {
     Http => http, "http";
     Process => process, "process";
     Storage => storage, "storage";
+    Redis => redis, "redis";
+    Mongodb => mongodb, "mongodb";
 }
 
 /// Label values are the enums' names as `as_str` spells them.

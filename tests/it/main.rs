@@ -5,5 +5,7 @@ mod bundle;
 mod config;
 mod core;
 mod http;
+mod mongodb;
+mod redis;
 mod storage;
 mod support;

@@ -1,0 +1,775 @@
+//! `kind: redis` against a real `redis-server`: cache counters, BullMQ and
+//! Bull queues laid out exactly as those libraries write them, list / zset /
+//! stream queues, discovery, one round trip per check, outage and recovery,
+//! authentication, and secrets kept out of everything depwatch shows.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use crate::support::*;
+
+/// A redis-server on a free loopback port, killed by PID on drop.
+pub struct RedisServer {
+    pub proc: Proc,
+    pub port: u16,
+    pass: Option<String>,
+}
+
+impl RedisServer {
+    pub fn start(pass: Option<&str>) -> RedisServer {
+        Self::start_on(free_port(), pass)
+    }
+
+    pub fn start_on(port: u16, pass: Option<&str>) -> RedisServer {
+        let bin = require("redis-server", "apt-get install redis-server");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        if let Some(p) = pass {
+            cmd.args(["--requirepass", p]);
+        }
+        cmd.stdout(std::process::Stdio::null());
+        let proc = Proc::spawn("redis-server", &mut cmd);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            proc,
+            port,
+            pass: pass.map(str::to_string),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match &self.pass {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    pub async fn conn(&self) -> ::redis::aio::MultiplexedConnection {
+        let client = ::redis::Client::open(self.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+pub async fn cmd(c: &mut ::redis::aio::MultiplexedConnection, args: &[&str]) -> ::redis::Value {
+    let mut k = ::redis::cmd(args[0]);
+    for a in &args[1..] {
+        k.arg(*a);
+    }
+    k.query_async(c)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A job hash as BullMQ and Bull write it (`timestamp`, `processedOn` in ms).
+pub async fn job(
+    c: &mut ::redis::aio::MultiplexedConnection,
+    base: &str,
+    id: &str,
+    created_ago_s: i64,
+    processed_ago_s: Option<i64>,
+) {
+    let ts = (now_ms() - created_ago_s * 1000).to_string();
+    let mut args = vec![
+        "HSET".to_string(),
+        format!("{base}:{id}"),
+        "name".into(),
+        "sync".into(),
+        "data".into(),
+        "{}".into(),
+        "opts".into(),
+        "{}".into(),
+        "timestamp".into(),
+        ts,
+        "delay".into(),
+        "0".into(),
+        "priority".into(),
+        "0".into(),
+    ];
+    if let Some(p) = processed_ago_s {
+        args.push("processedOn".into());
+        args.push((now_ms() - p * 1000).to_string());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    cmd(c, &refs).await;
+}
+
+/// A BullMQ queue `bull:bmq`: jobs in every state, with known ages and locks.
+async fn bullmq_fixture(c: &mut ::redis::aio::MultiplexedConnection) {
+    let b = "bull:bmq";
+    cmd(
+        c,
+        &["HSET", &format!("{b}:meta"), "opts.maxLenEvents", "10000"],
+    )
+    .await;
+    cmd(c, &["SET", &format!("{b}:id"), "10"]).await;
+    // wait: producers LPUSH, so job 1 (the oldest, 120 s) is at the right end.
+    job(c, b, "1", 120, None).await;
+    job(c, b, "2", 60, None).await;
+    cmd(c, &["LPUSH", &format!("{b}:wait"), "1", "2"]).await;
+    // active: 3 has run for 300 s and holds its lock; 4's lock expired.
+    job(c, b, "3", 400, Some(300)).await;
+    job(c, b, "4", 20, Some(10)).await;
+    cmd(c, &["LPUSH", &format!("{b}:active"), "3", "4"]).await;
+    cmd(
+        c,
+        &["SET", &format!("{b}:3:lock"), "token-3", "PX", "600000"],
+    )
+    .await;
+    // delayed (score = timestamp * 0x1000), prioritized, waiting-children.
+    job(c, b, "5", 5, None).await;
+    let delayed_score = ((now_ms() + 60_000) * 4096).to_string();
+    cmd(c, &["ZADD", &format!("{b}:delayed"), &delayed_score, "5"]).await;
+    job(c, b, "6", 30, None).await;
+    cmd(c, &["ZADD", &format!("{b}:prioritized"), "8589934593", "6"]).await;
+    job(c, b, "7", 5, None).await;
+    cmd(c, &["ZADD", &format!("{b}:waiting-children"), "0", "7"]).await;
+    for id in ["8", "9"] {
+        job(c, b, id, 500, Some(450)).await;
+        cmd(
+            c,
+            &["ZADD", &format!("{b}:completed"), &now_ms().to_string(), id],
+        )
+        .await;
+    }
+    job(c, b, "10", 500, Some(450)).await;
+    cmd(
+        c,
+        &["ZADD", &format!("{b}:failed"), &now_ms().to_string(), "10"],
+    )
+    .await;
+}
+
+/// A paused Bull (v3) queue `bull:b3`: `meta-paused` set, the waiting jobs
+/// renamed into `paused`, one active job with its lock.
+async fn bull_fixture(c: &mut ::redis::aio::MultiplexedConnection) {
+    let b = "bull:b3";
+    cmd(c, &["SET", &format!("{b}:id"), "3"]).await;
+    cmd(c, &["SET", &format!("{b}:meta-paused"), "1"]).await;
+    job(c, b, "1", 90, None).await;
+    job(c, b, "2", 10, None).await;
+    cmd(c, &["LPUSH", &format!("{b}:paused"), "1", "2"]).await;
+    job(c, b, "3", 50, Some(40)).await;
+    cmd(c, &["LPUSH", &format!("{b}:active"), "3"]).await;
+    cmd(c, &["SET", &format!("{b}:3:lock"), "token", "PX", "600000"]).await;
+}
+
+fn q(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.value(name, labels)
+}
+
+#[tokio::test]
+async fn redis_cache_counters_and_queues() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    bullmq_fixture(&mut c).await;
+    bull_fixture(&mut c).await;
+    cmd(&mut c, &["LPUSH", "emails", "a", "b", "c"]).await;
+    cmd(&mut c, &["ZADD", "retry", "1", "x", "2", "y"]).await;
+    for i in 0..5 {
+        cmd(&mut c, &["XADD", "events", "*", "n", &i.to_string()]).await;
+    }
+    cmd(&mut c, &["XGROUP", "CREATE", "events", "g1", "0"]).await;
+    cmd(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g1",
+            "c1",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "events",
+            ">",
+        ],
+    )
+    .await;
+    for qn in ["alpha", "beta", "gamma"] {
+        cmd(
+            &mut c,
+            &["HSET", &format!("disc:{qn}:meta"), "opts.maxLenEvents", "1"],
+        )
+        .await;
+    }
+    cmd(&mut c, &["SET", "cached", "v"]).await;
+    let dbsize: i64 = ::redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+
+    let yaml = format!(
+        r#"probes:
+  - name: jobs
+    kind: redis
+    url: {url}
+    interval: 300ms
+    timeout: 250ms
+    jitter: 0s
+    hit_rate_degraded_below: 0.5
+    hit_rate_min_lookups: 10
+    queues:
+      - {{ name: bmq, type: bullmq, prefix: bull, stuck_after: 1h }}
+      - {{ name: b3, type: bull, prefix: bull }}
+      - {{ name: emails, type: list, key: emails, degraded_above: 2 }}
+      - {{ name: retry, type: zset, key: retry, state: delayed }}
+      - {{ name: events, type: stream, key: events }}
+      - {{ type: bullmq, prefix: disc, discover: true, max_queues: 2 }}
+      - {{ name: wrongtype, type: list, key: cached }}
+"#,
+        url = server.url()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let m = dw
+        .wait_metrics("queue metrics", Duration::from_secs(15), |m| {
+            m.get(
+                "depwatch_queue_jobs",
+                &[
+                    ("component", "jobs"),
+                    ("queue", "bmq"),
+                    ("state", "waiting"),
+                ],
+            )
+            .is_some()
+        })
+        .await;
+    let jobs = |queue: &str, state: &str| {
+        q(
+            &m,
+            "depwatch_queue_jobs",
+            &[("component", "jobs"), ("queue", queue), ("state", state)],
+        )
+    };
+    // BullMQ: every state.
+    assert_eq!(jobs("bmq", "waiting"), 2.0);
+    assert_eq!(jobs("bmq", "active"), 2.0);
+    assert_eq!(jobs("bmq", "delayed"), 1.0);
+    assert_eq!(jobs("bmq", "prioritized"), 1.0);
+    assert_eq!(jobs("bmq", "waiting-children"), 1.0);
+    assert_eq!(jobs("bmq", "completed"), 2.0);
+    assert_eq!(jobs("bmq", "failed"), 1.0);
+    assert_eq!(jobs("bmq", "paused"), 0.0);
+    let ql = [("component", "jobs"), ("queue", "bmq")];
+    let wait_age = q(&m, "depwatch_queue_oldest_waiting_age_seconds", &ql);
+    assert!((119.0..=130.0).contains(&wait_age), "{wait_age}");
+    let active_age = q(&m, "depwatch_queue_oldest_active_age_seconds", &ql);
+    assert!((299.0..=310.0).contains(&active_age), "{active_age}");
+    assert_eq!(q(&m, "depwatch_queue_stalled_jobs", &ql), 1.0);
+    assert_eq!(q(&m, "depwatch_queue_paused", &ql), 0.0);
+    // Bull 3, paused: its waiting jobs are paused, not waiting.
+    assert_eq!(jobs("b3", "waiting"), 0.0);
+    assert_eq!(jobs("b3", "paused"), 2.0);
+    assert_eq!(jobs("b3", "active"), 1.0);
+    let bl = [("component", "jobs"), ("queue", "b3")];
+    assert_eq!(q(&m, "depwatch_queue_paused", &bl), 1.0);
+    assert_eq!(q(&m, "depwatch_queue_stalled_jobs", &bl), 0.0);
+    let b3_wait = q(&m, "depwatch_queue_oldest_waiting_age_seconds", &bl);
+    assert!((89.0..=100.0).contains(&b3_wait), "{b3_wait}");
+    assert!(
+        m.get(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "jobs"),
+                ("queue", "b3"),
+                ("state", "prioritized")
+            ]
+        )
+        .is_none()
+    );
+    // list, zset (as delayed), stream (lag waiting, pending active).
+    assert_eq!(jobs("emails", "waiting"), 3.0);
+    assert_eq!(jobs("retry", "delayed"), 2.0);
+    assert_eq!(jobs("events", "waiting"), 3.0);
+    assert_eq!(jobs("events", "active"), 2.0);
+    let el = [("component", "jobs"), ("queue", "events")];
+    assert_eq!(q(&m, "depwatch_redis_stream_length", &el), 5.0);
+    let gl = [("component", "jobs"), ("queue", "events"), ("group", "g1")];
+    assert_eq!(q(&m, "depwatch_redis_stream_group_pending", &gl), 2.0);
+    assert_eq!(q(&m, "depwatch_redis_stream_group_lag", &gl), 3.0);
+    // Discovery: sorted, bounded by max_queues.
+    assert_eq!(jobs("alpha", "waiting"), 0.0);
+    assert_eq!(jobs("beta", "waiting"), 0.0);
+    assert!(
+        m.matching("depwatch_queue_jobs", &[("queue", "gamma")])
+            .is_empty()
+    );
+    // INFO: keys per db, memory.
+    assert_eq!(
+        q(
+            &m,
+            "depwatch_redis_keys",
+            &[("component", "jobs"), ("db", "db0")]
+        ),
+        dbsize as f64
+    );
+    assert!(
+        q(
+            &m,
+            "depwatch_redis_memory_used_bytes",
+            &[("component", "jobs")]
+        ) > 0.0
+    );
+    promtool_check_metrics(&m.text);
+
+    let (_, h) = dw.health("").await;
+    let jobs_h = &h["components"]["jobs"];
+    // emails is above its depth limit: degraded, with the reason.
+    assert_eq!(jobs_h["status"], "degraded", "{jobs_h}");
+    let err = jobs_h["error"].as_str().unwrap();
+    assert!(
+        err.contains("queue emails: 3 jobs waiting, above 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("more than 2 bullmq queues under prefix `disc`"),
+        "{err}"
+    );
+    // A key of another type: that queue is reported, the others still read.
+    assert!(
+        err.contains("queue wrongtype: cannot read it:") && err.contains("WRONGTYPE"),
+        "{err}"
+    );
+    let qd = &jobs_h["details"]["queues"]["bmq"];
+    assert_eq!(qd["waiting"], 2);
+    assert_eq!(qd["stalled"], 1);
+    assert_eq!(
+        jobs_h["details"]["queues"]["events"]["groups"]["g1"]["lag"],
+        3
+    );
+    // Not enough lookups yet: the hit rate is not judged.
+    assert!(!err.contains("hit rate"), "{err}");
+
+    // Cache lookups move the counters; depwatch's own queue reads stay out
+    // of the hit rate it judges.
+    let hits0 = q(
+        &m,
+        "depwatch_redis_keyspace_hits_total",
+        &[("component", "jobs")],
+    );
+    let misses0 = q(
+        &m,
+        "depwatch_redis_keyspace_misses_total",
+        &[("component", "jobs")],
+    );
+    // A first batch of hits closes the window that began at the server's
+    // start (the fixture's own reads are in it).
+    let mut p = ::redis::pipe();
+    for _ in 0..20 {
+        p.cmd("GET").arg("cached");
+    }
+    let _: Vec<Option<String>> = p.query_async(&mut c).await.unwrap();
+    dw.wait_health("a good hit rate", Duration::from_secs(10), |_, h| {
+        h["components"]["jobs"]["details"]["hit_rate"]
+            .as_f64()
+            .is_some_and(|r| r > 0.5)
+    })
+    .await;
+    // One pipeline: the lookups land between two checks, in one window.
+    let mut p = ::redis::pipe();
+    for _ in 0..4 {
+        p.cmd("GET").arg("cached");
+    }
+    for i in 0..30 {
+        p.cmd("GET").arg(format!("missing-{i}"));
+    }
+    let _: Vec<Option<String>> = p.query_async(&mut c).await.unwrap();
+    let m = dw
+        .wait_metrics("hits and misses", Duration::from_secs(10), |m| {
+            m.get(
+                "depwatch_redis_keyspace_misses_total",
+                &[("component", "jobs")],
+            )
+            .is_some_and(|v| v >= misses0 + 30.0)
+        })
+        .await;
+    assert!(
+        q(
+            &m,
+            "depwatch_redis_keyspace_hits_total",
+            &[("component", "jobs")]
+        ) >= hits0 + 24.0
+    );
+    let (_, h) = dw
+        .wait_health("the hit rate judged", Duration::from_secs(10), |_, h| {
+            h["components"]["jobs"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cache hit rate"))
+        })
+        .await;
+    let rate = h["components"]["jobs"]["details"]["hit_rate"]
+        .as_f64()
+        .unwrap();
+    // Only the test's lookups count: depwatch's own queue reads are left out.
+    assert!(
+        (rate - 4.0 / 34.0).abs() < 0.03,
+        "hit rate {rate}: {}",
+        h["components"]["jobs"]["details"]
+    );
+
+    // A queue deleted from Redis: discovery keeps the bound, the list is 0.
+    cmd(&mut c, &["DEL", "emails"]).await;
+    dw.wait_metrics("emails emptied", Duration::from_secs(10), |m| {
+        m.get(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "jobs"),
+                ("queue", "emails"),
+                ("state", "waiting"),
+            ],
+        ) == Some(0.0)
+    })
+    .await;
+}
+
+/// `INFO stats` `total_reads_processed`: read events, one per request burst.
+async fn reads(c: &mut ::redis::aio::MultiplexedConnection) -> (i64, i64) {
+    let info: String = ::redis::cmd("INFO")
+        .arg("all")
+        .query_async(c)
+        .await
+        .unwrap();
+    let get = |k: &str| -> i64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    };
+    let evalsha = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0);
+    (get("total_reads_processed"), evalsha)
+}
+
+#[tokio::test]
+async fn redis_one_round_trip_per_check() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let mut queues = String::new();
+    for i in 0..20 {
+        let b = format!("bull:q{i}");
+        job(&mut c, &b, "1", 10, None).await;
+        cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "1"]).await;
+        queues.push_str(&format!("      - {{ name: q{i}, type: bullmq }}\n"));
+    }
+    let token = "admin-token-123456";
+    let yaml = format!(
+        "auth:\n  admin_token: {token}\nprobes:\n  - name: jobs\n    kind: redis\n    url: {}\n    interval: 1h\n    timeout: 5s\n    queues:\n{queues}",
+        server.url()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    // The first check connects (HELLO, CLIENT SETINFO…); measure the next ones.
+    let (code, body) = dw.post("/api/admin/probes/jobs/run", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    for _ in 0..3 {
+        let (r0, e0) = reads(&mut c).await;
+        let (code, body) = dw.post("/api/admin/probes/jobs/run", Some(token)).await;
+        assert_eq!(code, 200, "{body}");
+        let (r1, e1) = reads(&mut c).await;
+        // One read for depwatch's whole check, one for our own INFO.
+        assert_eq!(r1 - r0, 2, "round trips of one check (plus our INFO)");
+        assert_eq!(e1 - e0, 20, "one script call per queue");
+    }
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value(
+            "depwatch_queue_jobs",
+            &[("component", "jobs"), ("queue", "q7"), ("state", "waiting")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn redis_outage_fails_with_connect_and_recovers() {
+    let mut server = RedisServer::start(None);
+    let port = server.port;
+    let yaml = format!(
+        "probes:\n  - name: cache\n    kind: redis\n    url: {}\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n    failure_threshold: 3\n",
+        server.url()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    dw.wait_health("healthy", Duration::from_secs(10), |code, h| {
+        code == 200 && h["components"]["cache"]["status"] == "healthy"
+    })
+    .await;
+    server.proc.kill();
+    let (code, h) = dw
+        .wait_health(
+            "unhealthy after the threshold",
+            Duration::from_secs(10),
+            |code, _| code == 503,
+        )
+        .await;
+    assert_eq!(code, 503);
+    let c = &h["components"]["cache"];
+    assert_eq!(c["status"], "unhealthy");
+    assert_eq!(c["reason"], "connect", "{c}");
+    assert!(c["consecutive_failures"].as_u64().unwrap() >= 3);
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value("depwatch_up", &[("component", "cache"), ("kind", "redis")]),
+        0.0
+    );
+    assert!(
+        m.value(
+            "depwatch_check_failures_total",
+            &[
+                ("component", "cache"),
+                ("kind", "redis"),
+                ("reason", "connect")
+            ]
+        ) >= 3.0
+    );
+    // Same port again: depwatch reconnects by itself.
+    let _server = RedisServer::start_on(port, None);
+    dw.wait_health("recovered", Duration::from_secs(10), |code, h| {
+        code == 200 && h["components"]["cache"]["status"] == "healthy"
+    })
+    .await;
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value("depwatch_up", &[("component", "cache"), ("kind", "redis")]),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn redis_auth_and_secrets_never_shown() {
+    let secret = "Sup3rSecretPw";
+    let server = RedisServer::start(Some(secret));
+    let dir = tempfile::tempdir().unwrap();
+    let pwfile = dir.path().join("redis.pw");
+    std::fs::write(&pwfile, format!("{secret}\n")).unwrap();
+    let yaml = format!(
+        r#"probes:
+  - name: good-url
+    kind: redis
+    url: redis://:{secret}@127.0.0.1:{port}/0
+    interval: 300ms
+    timeout: 250ms
+  - name: good-file
+    kind: redis
+    url: redis://127.0.0.1:{port}/0
+    password_file: {pwfile}
+    interval: 300ms
+    timeout: 250ms
+  - name: wrong
+    kind: redis
+    url: redis://:not-{secret}@127.0.0.1:{port}/0
+    interval: 300ms
+    timeout: 250ms
+  - name: missing
+    kind: redis
+    url: redis://127.0.0.1:{port}/0
+    interval: 300ms
+    timeout: 250ms
+"#,
+        port = server.port,
+        pwfile = pwfile.display()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("every probe checked", Duration::from_secs(10), |_, h| {
+            ["good-url", "good-file", "wrong", "missing"]
+                .iter()
+                .all(|n| !h["components"][n]["checked_at"].is_null())
+        })
+        .await;
+    assert_eq!(h["components"]["good-url"]["status"], "healthy", "{h}");
+    assert_eq!(h["components"]["good-file"]["status"], "healthy", "{h}");
+    assert_eq!(h["components"]["wrong"]["reason"], "auth", "{h}");
+    assert_eq!(h["components"]["missing"]["reason"], "auth", "{h}");
+    let m = dw.metrics().await;
+    assert!(
+        m.value(
+            "depwatch_check_failures_total",
+            &[
+                ("component", "wrong"),
+                ("kind", "redis"),
+                ("reason", "auth")
+            ]
+        ) >= 1.0
+    );
+    let (_, page) = dw.get("/").await;
+    for (what, text) in [
+        ("/metrics", m.text.clone()),
+        ("/api/health", h.to_string()),
+        ("the status page", page),
+        ("the log", dw.log()),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the password appears in {what}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_config_errors_name_the_key() {
+    let (dir, _, path) = write_config(
+        r#"probes:
+  - name: bad
+    kind: redis
+    url: http://:hunter2hunter2@example.com
+    hit_rate_degraded_below: 2
+    queues:
+      - { type: bullmq }
+      - { type: list }
+      - { name: x, type: zset, key: z, state: sleeping }
+      - { name: y, type: kafka, key: k }
+"#,
+    );
+    let (code, out) = check_config(&path, &[]);
+    assert_eq!(code, 64, "{out}");
+    for want in [
+        "probes[0].url: unsupported URL `http://:***@example.com`",
+        "probes[0].hit_rate_degraded_below: hit_rate_degraded_below 2 is not a ratio",
+        "probes[0].queues[0]: a queue needs a `name` (or `discover: true`)",
+        "probes[0].queues[1]: a list queue needs a `key`",
+        "probes[0].queues[2].state: unknown state `sleeping`",
+        "probes[0].queues[3].type: unknown queue type `kafka`",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    assert!(!out.contains("hunter2hunter2"), "{out}");
+    drop(dir);
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+pub fn tls_certs(dir: &std::path::Path) {
+    let openssl = require("openssl", "apt-get install openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=depwatch test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_certs(dir.path());
+    let port = free_port();
+    let bin = require("redis-server", "apt-get install redis-server");
+    let d = dir.path();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args([
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-auth-clients",
+        "no",
+    ])
+    .arg("--tls-cert-file")
+    .arg(d.join("server.pem"))
+    .arg("--tls-key-file")
+    .arg(d.join("server.key"))
+    .arg("--tls-ca-cert-file")
+    .arg(d.join("ca.pem"))
+    .stdout(std::process::Stdio::null());
+    let _server = Proc::spawn("redis-server (tls)", &mut cmd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server (tls) did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let yaml = format!(
+        "probes:\n  - name: trusted\n    kind: redis\n    url: rediss://127.0.0.1:{port}/0\n    tls_ca_file: {ca}\n    interval: 500ms\n    timeout: 400ms\n  - name: untrusted\n    kind: redis\n    url: rediss://127.0.0.1:{port}/0\n    interval: 500ms\n    timeout: 400ms\n",
+        ca = d.join("ca.pem").display()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both checked", Duration::from_secs(15), |_, h| {
+            h["components"]["trusted"]["status"] == "healthy"
+                && !h["components"]["untrusted"]["checked_at"].is_null()
+        })
+        .await;
+    assert_eq!(h["components"]["untrusted"]["reason"], "tls", "{h}");
+}
