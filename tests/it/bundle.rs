@@ -74,7 +74,7 @@ pub fn fast_alertmanager(url: &str) -> String {
 }
 
 /// `prometheus/prometheus.yml` pointed at the test's processes: 1s scrape
-/// and evaluation, the jobs' targets replaced (the `depwatch-probe` job's
+/// and evaluation for every job, the jobs' targets replaced (the `depwatch-probe` job's
 /// by `probe_targets`), the relabelling kept as it is in the file.
 pub fn fast_prometheus(dw: &str, am: &str, prom: &str, probe_targets: &[String]) -> String {
     use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
@@ -94,6 +94,11 @@ pub fn fast_prometheus(dw: &str, am: &str, prom: &str, probe_targets: &[String])
     };
     for job in jobs {
         let name = job["job_name"].as_str().unwrap_or("").to_string();
+        // The global 1s interval and timeout apply to every job.
+        if let Some(h) = job.as_mut_hash() {
+            h.remove(&s("scrape_interval"));
+            h.remove(&s("scrape_timeout"));
+        }
         let targets = match name.as_str() {
             "depwatch" => vec![dw.to_string()],
             "depwatch-probe" => {
