@@ -16,11 +16,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::State;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use regex::Regex;
 use serde_json::{Value, json};
@@ -650,4 +651,486 @@ async fn alertmanager_inhibits_component_alerts_while_depwatch_is_down() {
         "an inhibited alert was sent: {:?}",
         stack.inbox.all()
     );
+}
+
+// ---------------------------------------------------------------- the watched world
+
+/// Aborts a task when dropped.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The partner API's behaviour.
+const OK: u8 = 0;
+const FAILING: u8 = 1;
+/// Every fourth request fails: an error ratio of 25% while no two
+/// consecutive checks fail (the API is never "down").
+const FLAKY: u8 = 2;
+
+#[derive(Clone, Default)]
+struct PartnerState {
+    mode: Arc<AtomicU8>,
+    counts: Arc<[AtomicU64; 2]>,
+    disk: Arc<Mutex<Disk>>,
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// A volume behind a capacity API (depwatch's storage `source: http`):
+/// `used` grows at `rate` bytes per second from `used0` at `since`.
+struct Disk {
+    total: f64,
+    used0: f64,
+    rate: f64,
+    since: Instant,
+}
+
+impl Default for Disk {
+    fn default() -> Self {
+        // Half full, growing 10 KiB/s: about 60 days left, no alert.
+        Disk {
+            total: 100.0 * GIB,
+            used0: 50.0 * GIB,
+            rate: 10.0 * 1024.0,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Disk {
+    fn used(&self) -> f64 {
+        self.used0 + self.rate * self.since.elapsed().as_secs_f64()
+    }
+
+    /// Changes the growth from now on, without a jump in `used`.
+    fn set_rate(&mut self, rate: f64) {
+        self.used0 = self.used();
+        self.since = Instant::now();
+        self.rate = rate;
+    }
+}
+
+fn answer(s: &PartnerState, route: usize) -> (axum::http::StatusCode, Json<Value>) {
+    let n = s.counts[route].fetch_add(1, Ordering::Relaxed);
+    let fail = match s.mode.load(Ordering::Relaxed) {
+        FAILING => true,
+        FLAKY => n % 4 == 3,
+        _ => false,
+    };
+    if fail {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"status": "error"})),
+        )
+    } else {
+        (axum::http::StatusCode::OK, Json(json!({"status": "ok"})))
+    }
+}
+
+/// A partner API on loopback: `/health` for the scheduled probe, `/status`
+/// for Prometheus' `/probe` job (separate counters, so that FLAKY stays
+/// regular for each).
+async fn start_partner() -> (PartnerState, u16, Task) {
+    let state = PartnerState::default();
+    let app = Router::new()
+        .route(
+            "/health",
+            get(|State(s): State<PartnerState>| async move { answer(&s, 0) }),
+        )
+        .route(
+            "/status",
+            get(|State(s): State<PartnerState>| async move { answer(&s, 1) }),
+        )
+        .route(
+            "/capacity",
+            get(|State(s): State<PartnerState>| async move {
+                let d = s.disk.lock().unwrap();
+                let used = d.used().round();
+                Json(json!({ "total": d.total, "used": used, "available": d.total - used }))
+            }),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (state, port, Task(task))
+}
+
+/// Waits until something listens on `port`.
+fn wait_listening(what: &str, port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_redis(port: u16) -> Proc {
+    let bin = require("redis-server", "apt-get install redis-server");
+    let p = Proc::spawn(
+        "redis-server",
+        Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--maxmemory", "256mb"])
+            .stdout(Stdio::null()),
+    );
+    wait_listening("redis-server", port, Duration::from_secs(10));
+    p
+}
+
+fn start_mongodb(port: u16) -> Proc {
+    let bin = require(
+        "secantusd-py",
+        "./scripts/test (creates .venv with SecantusDB)",
+    );
+    let p = Proc::spawn(
+        "secantusd-py",
+        Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening("secantusd-py", port, Duration::from_secs(30));
+    p
+}
+
+/// A TLS server (Python's http.server behind ssl) with a self-signed
+/// certificate valid for 30 days, made by openssl.
+fn start_tls(dir: &Path, port: u16) -> Proc {
+    let openssl = require("openssl", "apt-get install openssl");
+    let python = require("python3", "apt-get install python3");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let out = Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "ok\n").unwrap();
+    let script = "import http.server, ssl, sys\n\
+        s = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)\n\
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        c.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+        s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+        s.serve_forever()\n";
+    let p = Proc::spawn(
+        "python3 https",
+        Command::new(python)
+            .args(["-c", script, &port.to_string()])
+            .arg(&cert)
+            .arg(&key)
+            .current_dir(&www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening("the TLS server", port, Duration::from_secs(10));
+    p
+}
+
+/// The service depwatch watches: a partner API (plain and TLS), Redis with a
+/// BullMQ queue, MongoDB (SecantusDB), a capacity API.
+struct World {
+    _dir: tempfile::TempDir,
+    partner: PartnerState,
+    partner_port: u16,
+    _partner_task: Task,
+    redis: Option<Proc>,
+    redis_port: u16,
+    _mongo: Proc,
+    mongo_port: u16,
+    _tls: Proc,
+    tls_port: u16,
+}
+
+impl World {
+    async fn start() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let (partner, partner_port, partner_task) = start_partner().await;
+        let redis_port = free_port();
+        let redis = start_redis(redis_port);
+        let mongo_port = free_port();
+        let mongo = start_mongodb(mongo_port);
+        let tls_port = free_port();
+        let tls = start_tls(dir.path(), tls_port);
+        World {
+            _dir: dir,
+            partner,
+            partner_port,
+            _partner_task: partner_task,
+            redis: Some(redis),
+            redis_port,
+            _mongo: mongo,
+            mongo_port,
+            _tls: tls,
+            tls_port,
+        }
+    }
+
+    /// depwatch's probes for this world.
+    fn probes(&self) -> String {
+        let fast =
+            "    interval: 500ms\n    timeout: 400ms\n    jitter: 0s\n    failure_threshold: 2\n";
+        format!(
+            "  - name: satloc\n    kind: http\n    url: http://127.0.0.1:{p}/health\n    expect: {{ status: [200], body_json: {{ \"/status\": \"ok\" }} }}\n{fast}\
+             \x20 - name: maps\n    kind: http\n    url: https://127.0.0.1:{t}/\n    insecure_skip_verify: true\n{fast}\
+             \x20 - name: jobs\n    kind: redis\n    url: redis://127.0.0.1:{r}/0\n    queues:\n      - {{ name: partner-sync, type: bullmq, prefix: bull, degraded_above: 1000, stuck_after: 30m }}\n{fast}\
+             \x20 - name: orders-db\n    kind: mongodb\n    uri: mongodb://127.0.0.1:{m}/?directConnection=true\n    interval: 1s\n    timeout: 900ms\n    jitter: 0s\n\
+                          \x20 - name: app\n    kind: process\n    self: true\n{fast}\
+             \x20 - name: data-disk\n    kind: storage\n    source: http\n    url: http://127.0.0.1:{p}/capacity\n    pointers: {{ total: /total, used: /used, available: /available }}\n    forecast_window: 60s\n{fast}",
+            p = self.partner_port,
+            t = self.tls_port,
+            r = self.redis_port,
+            m = self.mongo_port,
+        )
+    }
+
+    /// Top-level configuration: the module Prometheus' `/probe` job uses.
+    fn extra(&self) -> String {
+        format!(
+            "modules:\n  partner_2xx:\n    timeout: 800ms\n    allowed_targets: [\"http://127.0.0.1:{}/*\"]\n",
+            self.partner_port
+        )
+    }
+
+    /// The URL Prometheus' `depwatch-probe` job checks through depwatch.
+    fn probe_target(&self) -> String {
+        format!("http://127.0.0.1:{}/status", self.partner_port)
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
+        self.partner.disk.lock().unwrap()
+    }
+
+    fn set_partner(&self, mode: u8) {
+        self.partner.mode.store(mode, Ordering::Relaxed);
+    }
+
+    async fn redis(&self) -> ::redis::aio::MultiplexedConnection {
+        ::redis::Client::open(format!("redis://127.0.0.1:{}/0", self.redis_port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn redis_cmd(&self, args: &[String]) -> ::redis::Value {
+        let mut c = self.redis().await;
+        let mut k = ::redis::cmd(&args[0]);
+        for a in &args[1..] {
+            k.arg(a);
+        }
+        k.query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: {e}", &args[..args.len().min(3)]))
+    }
+
+    /// Adds `n` waiting jobs to the BullMQ queue `bull:partner-sync` (the
+    /// oldest created `age_s` ago), the way producers do: a job hash, then
+    /// LPUSH of the id onto the wait list.
+    async fn push_jobs(&self, first_id: u64, n: u64, age_s: u64) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        for id in first_id..first_id + n.min(5) {
+            self.redis_cmd(&[
+                "HSET".into(),
+                format!("bull:partner-sync:{id}"),
+                "name".into(),
+                "sync".into(),
+                "data".into(),
+                "{}".into(),
+                "timestamp".into(),
+                (now - age_s * 1000).to_string(),
+            ])
+            .await;
+        }
+        let mut push = vec!["LPUSH".to_string(), "bull:partner-sync:wait".to_string()];
+        push.extend((first_id..first_id + n).map(|i| i.to_string()));
+        self.redis_cmd(&push).await;
+    }
+
+    async fn clear_waiting(&self) {
+        self.redis_cmd(&["DEL".into(), "bull:partner-sync:wait".into()])
+            .await;
+    }
+
+    fn kill_redis(&mut self) {
+        if let Some(mut p) = self.redis.take() {
+            p.kill();
+        }
+    }
+
+    fn restart_redis(&mut self) {
+        self.kill_redis();
+        self.redis = Some(start_redis(self.redis_port));
+    }
+}
+
+/// A world and the stack watching it, started together.
+async fn world_and_stack() -> (World, Stack) {
+    let world = World::start().await;
+    let stack = Stack::start(&world.probes(), &world.extra(), &[world.probe_target()]).await;
+    (world, stack)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_api_starts_failing() {
+    let (world, stack) = world_and_stack().await;
+    let dw = stack.dw_instance();
+    let scheduled = [
+        ("component", "satloc"),
+        ("kind", "http"),
+        ("job", "depwatch"),
+        ("instance", dw.as_str()),
+    ];
+    let target = world.probe_target();
+    let probed = [
+        ("component", "partner_2xx"),
+        ("job", "depwatch-probe"),
+        ("instance", target.as_str()),
+    ];
+
+    world.set_partner(FAILING);
+    stack
+        .expect_firing("PartnerApiDown", &scheduled, "critical")
+        .await;
+    // The /probe job sees it too, as its own target (relabelled instance).
+    stack
+        .expect_firing("PartnerApiDown", &probed, "critical")
+        .await;
+    // The error ratio alert fires as well, and Alertmanager holds it back:
+    // the API being down says it all (inhibition by component).
+    let ratio = [("component", "satloc"), ("instance", dw.as_str())];
+    stack.wait_firing("PartnerApiErrorRateHigh", &ratio).await;
+    stack
+        .wait(
+            "PartnerApiErrorRateHigh suppressed in Alertmanager",
+            || async {
+                let all = stack.am_alerts().await;
+                all.into_iter().find(|a| {
+                    has_labels(a, &[("alertname", "PartnerApiErrorRateHigh")])
+                        && a["status"]["state"] == "suppressed"
+                })
+            },
+        )
+        .await;
+
+    world.set_partner(OK);
+    stack.expect_resolved("PartnerApiDown", &scheduled).await;
+    stack.expect_resolved("PartnerApiDown", &probed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_api_turns_flaky() {
+    let (world, stack) = world_and_stack().await;
+    let dw = stack.dw_instance();
+    let labels = [
+        ("component", "satloc"),
+        ("job", "depwatch"),
+        ("instance", dw.as_str()),
+    ];
+    world.set_partner(FLAKY);
+    stack
+        .expect_firing("PartnerApiErrorRateHigh", &labels, "warning")
+        .await;
+    world.set_partner(OK);
+    stack
+        .expect_resolved("PartnerApiErrorRateHigh", &labels)
+        .await;
+    // Never down: no check failed twice in a row.
+    assert!(
+        !stack
+            .inbox
+            .all()
+            .iter()
+            .any(|n| n["commonLabels"]["alertname"] == "PartnerApiDown"),
+        "{:?}",
+        stack.inbox.all()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_backs_up() {
+    let (world, stack) = world_and_stack().await;
+    let dw = stack.dw_instance();
+    let labels = [
+        ("component", "jobs"),
+        ("queue", "partner-sync"),
+        ("state", "waiting"),
+        ("instance", dw.as_str()),
+    ];
+    world.push_jobs(1, 1500, 60).await;
+    stack
+        .expect_firing("QueueDepthHigh", &labels, "warning")
+        .await;
+    let (_, alert) = stack
+        .wait_notified("firing", "QueueDepthHigh", &labels)
+        .await;
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert_eq!(summary, "Queue partner-sync has 1500 waiting jobs");
+    world.clear_waiting().await;
+    stack.expect_resolved("QueueDepthHigh", &labels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dies() {
+    let (mut world, stack) = world_and_stack().await;
+    let dw = stack.dw_instance();
+    let labels = [
+        ("component", "jobs"),
+        ("kind", "redis"),
+        ("job", "depwatch"),
+        ("instance", dw.as_str()),
+    ];
+    world.kill_redis();
+    stack
+        .expect_firing("ComponentUnhealthy", &labels, "critical")
+        .await;
+    world.restart_redis();
+    stack.expect_resolved("ComponentUnhealthy", &labels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_fills_up() {
+    let (world, stack) = world_and_stack().await;
+    let dw = stack.dw_instance();
+    let labels = [
+        ("component", "data-disk"),
+        ("path", "/capacity"),
+        ("job", "depwatch"),
+        ("instance", dw.as_str()),
+    ];
+    // 10 MiB/s into the 50 GiB left: full in well under a day.
+    world.disk().set_rate(10.0 * 1024.0 * 1024.0);
+    stack
+        .expect_firing("StorageFillingUpFast", &labels, "critical")
+        .await;
+    // The fix: grow the volume to 100 TiB (months left at this pace).
+    world.disk().total = 100.0 * 1024.0 * GIB;
+    stack.expect_resolved("StorageFillingUpFast", &labels).await;
 }
