@@ -228,6 +228,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Err(_) => tracing::warn!("HTTP requests still open after 5s; closing them."),
         _ => {}
     }
+    // Background work (log tailers) stops and saves its state.
+    let deadline = tokio::time::Instant::now() + grace;
+    for c in &shared.runtime().components {
+        if tokio::time::timeout_at(deadline, c.probe.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(component = c.name(), "Probe did not stop within 5s.");
+        }
+    }
     // Probe rounds are drained: commit what they queued before exiting.
     match tokio::time::timeout(grace, store.close()).await {
         Ok(Ok(())) => tracing::info!("State store flushed."),

@@ -39,6 +39,15 @@ struct Cli {
 enum Command {
     /// Validate the configuration and exit: 0 when valid, 64 with every problem listed otherwise.
     CheckConfig,
+    /// Run a log probe's rules over files, from their start to their end, and print the metrics they produce.
+    ReplayLog {
+        /// The log probe whose rules to use (default: the only one).
+        #[arg(long)]
+        probe: Option<String>,
+        /// The log files to read.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -97,6 +106,25 @@ fn main() -> ExitCode {
                 eprintln!("{e}");
                 eprintln!("{} problem(s) found.", e.count());
                 ExitCode::from(EX_CONFIG)
+            }
+        };
+    }
+    if let Some(Command::ReplayLog { probe, files }) = &cli.command {
+        let config = match load(cli.config.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        };
+        return match probe::log::replay_config(&config, probe.as_deref(), files) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("depwatch replay-log: {e}");
+                ExitCode::FAILURE
             }
         };
     }

@@ -49,9 +49,10 @@ pub struct Migration {
 /// Append-only: the database's `user_version` is the number of entries that
 /// ran. To add a table, add an entry at the END; never edit or reorder one
 /// that has shipped (databases in the field already ran it).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "storage history",
-    sql: "CREATE TABLE storage_samples (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "storage history",
+        sql: "CREATE TABLE storage_samples (
               component TEXT    NOT NULL,
               target    TEXT    NOT NULL,
               at_ms     INTEGER NOT NULL,
@@ -62,7 +63,23 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
           CREATE INDEX storage_samples_by_component
               ON storage_samples (component, target, at_ms);
           CREATE INDEX storage_samples_by_age ON storage_samples (at_ms);",
-}];
+    },
+    Migration {
+        name: "log offsets",
+        sql: "CREATE TABLE log_offsets (
+              component TEXT    NOT NULL,
+              dev       INTEGER NOT NULL,
+              ino       INTEGER NOT NULL,
+              path      TEXT    NOT NULL,
+              offset    INTEGER NOT NULL,
+              fp_len    INTEGER NOT NULL,
+              fp        INTEGER NOT NULL,
+              saved_ms  INTEGER NOT NULL,
+              PRIMARY KEY (component, dev, ino)
+          );
+          CREATE INDEX log_offsets_by_age ON log_offsets (saved_ms);",
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -190,6 +207,10 @@ impl Store {
         store.write("retention", move |tx| {
             tx.execute(
                 "DELETE FROM storage_samples WHERE at_ms < ?1",
+                params![cutoff],
+            )?;
+            tx.execute(
+                "DELETE FROM log_offsets WHERE saved_ms < ?1",
                 params![cutoff],
             )
             .map(drop)
@@ -568,9 +589,142 @@ impl Store {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Log offsets (table `log_offsets`, migration 2)
+// ---------------------------------------------------------------------------
+
+impl Store {
+    /// Replaces the read offsets of a log probe (one row per file it reads).
+    pub fn log_offsets_put(&self, component: &str, saved: &crate::probe::log::tail::Saved) {
+        let component = component.to_string();
+        let saved = saved.clone();
+        let saved_ms = (saved.saved_at * 1000.0).round() as i64;
+        self.write("log offsets", move |tx| {
+            tx.prepare_cached("DELETE FROM log_offsets WHERE component = ?1")?
+                .execute(params![component])?;
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO log_offsets
+                     (component, dev, ino, path, offset, fp_len, fp, saved_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            if saved.files.is_empty() {
+                // No file right now (all rotated away): a marker row keeps
+                // `saved_ms`, so files that appear while depwatch is down are
+                // read whole rather than treated as a first start.
+                ins.execute(params![
+                    component, 0i64, 0i64, "", 0i64, 0u32, 0i64, saved_ms
+                ])?;
+            }
+            for f in &saved.files {
+                // SQLite integers are signed: u64 values are stored bit for bit.
+                ins.execute(params![
+                    component,
+                    f.dev as i64,
+                    f.ino as i64,
+                    f.path,
+                    f.offset as i64,
+                    f.fp_len,
+                    f.fp as i64,
+                    saved_ms
+                ])?;
+            }
+            Ok(())
+        });
+    }
+
+    /// The read offsets of a log probe; `None` when it never saved any.
+    pub async fn log_offsets_get(
+        &self,
+        component: &str,
+    ) -> Result<Option<crate::probe::log::tail::Saved>, StoreError> {
+        use crate::probe::log::tail::{FileMark, Saved};
+        let component = component.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT dev, ino, path, offset, fp_len, fp, saved_ms FROM log_offsets
+                 WHERE component = ?1",
+            )?;
+            let mut saved_ms = None;
+            let files = st
+                .query_map(params![component], |r| {
+                    Ok((
+                        FileMark {
+                            dev: r.get::<_, i64>(0)? as u64,
+                            ino: r.get::<_, i64>(1)? as u64,
+                            path: r.get(2)?,
+                            offset: r.get::<_, i64>(3)?.max(0) as u64,
+                            fp_len: r.get(4)?,
+                            fp: r.get::<_, i64>(5)? as u64,
+                        },
+                        r.get::<_, i64>(6)?,
+                    ))
+                })?
+                .map(|row| {
+                    row.map(|(f, ms)| {
+                        saved_ms = Some(saved_ms.map_or(ms, |m: i64| m.max(ms)));
+                        f
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let files = files.into_iter().filter(|f| !f.path.is_empty()).collect();
+            Ok(saved_ms.map(|ms| Saved {
+                saved_at: ms as f64 / 1000.0,
+                files,
+            }))
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn log_offsets_replace_and_survive_reopen() {
+        use crate::probe::log::tail::{FileMark, Saved};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.log_offsets_get("app-log").await.unwrap(), None);
+        let mark = |ino: u64, offset: u64| FileMark {
+            path: format!("/var/log/{ino}.log"),
+            dev: u64::MAX - 1,
+            ino,
+            offset,
+            fp_len: 256,
+            fp: u64::MAX - 7,
+        };
+        // Recent: older rows go at open (retention).
+        let now = (crate::metrics::unix_now() * 1000.0).round() / 1000.0;
+        let first = Saved {
+            saved_at: now - 1.5,
+            files: vec![mark(1, 10), mark(2, 20)],
+        };
+        s.log_offsets_put("app-log", &first);
+        let second = Saved {
+            saved_at: now,
+            files: vec![mark(2, 25)],
+        };
+        s.log_offsets_put("app-log", &second);
+        s.log_offsets_put("other", &first);
+        let none = Saved {
+            saved_at: now,
+            files: vec![],
+        };
+        s.log_offsets_put("rotated-away", &none);
+        s.close().await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.log_offsets_get("app-log").await.unwrap(), Some(second));
+        assert_eq!(s.log_offsets_get("rotated-away").await.unwrap(), Some(none));
+        assert_eq!(
+            s.log_offsets_get("other")
+                .await
+                .unwrap()
+                .map(|x| x.files.len()),
+            Some(2)
+        );
+    }
 
     /// A day ago, fixed for the whole test run.
     fn t0() -> i64 {

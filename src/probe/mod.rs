@@ -3,6 +3,7 @@
 //! adding a kind touches that file and the `kinds!` list below.
 
 pub mod http;
+pub mod log;
 pub mod mongodb;
 pub mod process;
 pub mod queue;
@@ -158,6 +159,12 @@ pub trait Probe: Send + Sync {
 
     /// Drops the probe's own metric series (the component was removed).
     fn forget(&self) {}
+
+    /// Stops the probe's background work and saves what a restart needs
+    /// (log offsets). Called once at shutdown, before state is flushed.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Kind-specific metric families, registered once for the whole process and
@@ -165,6 +172,7 @@ pub trait Probe: Send + Sync {
 pub struct KindMetrics {
     pub http: Arc<http::Metrics>,
     pub process: Arc<process::Metrics>,
+    pub log: Arc<log::Metrics>,
     pub storage: Arc<storage::Metrics>,
     pub redis: Arc<redis::Metrics>,
     pub mongodb: Arc<mongodb::Metrics>,
@@ -177,6 +185,7 @@ impl KindMetrics {
         KindMetrics {
             http: Arc::new(http::Metrics::register(registry)),
             process: Arc::new(process::Metrics::register(registry)),
+            log: Arc::new(log::Metrics::register(registry)),
             storage: Arc::new(storage::Metrics::register(registry)),
             redis: Arc::new(redis::Metrics::register(registry)),
             mongodb: Arc::new(mongodb::Metrics::register(registry)),
@@ -248,6 +257,7 @@ macro_rules! kinds {
 kinds! {
     Http => http, "http";
     Process => process, "process";
+    Log => log, "log";
     Storage => storage, "storage";
     Redis => redis, "redis";
     Mongodb => mongodb, "mongodb";

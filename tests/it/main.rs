@@ -5,6 +5,7 @@ mod bundle;
 mod config;
 mod core;
 mod http;
+mod logs;
 mod mongodb;
 mod redis;
 mod storage;

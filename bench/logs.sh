@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Log → metrics throughput, depwatch vs mtail, side by side in one run.
+#
+# Generates a 1,000,000-line JSON log (the generator and fixed seed of
+# ../shared/bench/peers.sh), then for each tool:
+#   one-shot: read the file to EOF and print metrics
+#             (mtail --one_shot  vs  depwatch replay-log), median of RUNS;
+#   tail:     the daemon tails an empty file, the log is appended to it, and
+#             /metrics is polled until every line is counted.
+# Both count lines by status and observe duration_ms in a histogram (mtail
+# with a regex program, depwatch with a JSON rule).
+# Reports lines/s, CPU seconds and peak RSS. Every server binds 127.0.0.1,
+# every loop is bounded, every process is stopped by PID.
+#
+# Usage: bench/logs.sh [> bench/logs-$(date +%F).md]
+# Knobs: BENCH_LINES [1000000]  BENCH_RUNS [3]  BENCH_TAIL_MAX [300] (s)
+#        DEPWATCH [target/release/depwatch, built if missing]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LINES=${BENCH_LINES:-1000000}
+RUNS=${BENCH_RUNS:-3}
+TAIL_MAX=${BENCH_TAIL_MAX:-300}
+TARGET=${CARGO_TARGET_DIR:-target}
+DEPWATCH=${DEPWATCH:-$TARGET/release/depwatch}
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+command -v mtail >/dev/null || die "mtail is missing (apt-get install -y mtail)"
+[[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install -y time)"
+if [[ ! -x $DEPWATCH ]]; then
+  log "building depwatch (release)"
+  cargo build --release --quiet
+fi
+
+W=$(mktemp -d /tmp/depwatch-bench-logs.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+LOG=$W/bench.log
+log "generating $LINES-line JSON log"
+python3 - "$LINES" "$LOG" <<'PY'
+import random, sys, time
+n, path = int(sys.argv[1]), sys.argv[2]
+rnd = random.Random(20250104)                 # same seed as peers.sh: identical file
+ops = ("job_upload", "job_download", "field_sync", "token_refresh")
+partners = ("satloc", "agleader", "trimble", "raven", "deere")
+statuses = ("success",) * 16 + ("failure", "failure", "timeout", "skipped")
+base = 1735986615
+ts_cache = {}
+with open(path, "w") as f:
+    buf = []
+    for i in range(n):
+        sec = base + i // 10
+        ts = ts_cache.get(sec)
+        if ts is None:
+            ts_cache.clear()
+            ts = ts_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
+        ns = int(rnd.lognormvariate(20.8, 1.6))
+        ms = ns // 1_000_000
+        st = rnd.choice(statuses)
+        lvl = "info" if st == "success" else ("warn" if st == "skipped" else "error")
+        m, s = divmod(ns, 60_000_000_000)
+        dur = (f"{m}m" if m else "") + f"{s / 1e9:.9f}s"
+        buf.append(f'{{"ts":"{ts}","level":"{lvl}","message":"Sync operation completed",'
+                   f'"operation":"{rnd.choice(ops)}","partner":"{rnd.choice(partners)}",'
+                   f'"status":"{st}","duration":"{dur}","duration_ms":{ms}}}\n')
+        if len(buf) >= 20000:
+            f.write("".join(buf)); buf.clear()
+    f.write("".join(buf))
+PY
+BYTES=$(wc -c <"$LOG")
+
+mkdir -p "$W/progs"
+cat >"$W/progs/bench.mtail" <<'MT'
+counter bench_log_lines_total by status
+histogram bench_duration_ms buckets 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000
+
+/"status":"(?P<status>[^"]*)".*"duration_ms":(?P<duration_ms>\d+)/ {
+  bench_log_lines_total[$status]++
+  bench_duration_ms = $duration_ms
+}
+MT
+
+# The same with depwatch: count by status, duration_ms (ms) in a histogram.
+dw_config() {   # file-glob port state-dir
+  cat <<YML
+listen: 127.0.0.1:$2
+state_dir: $3
+probes:
+  - name: bench
+    kind: log
+    files: [$1]
+    start_at: beginning
+    rules:
+      - metric: sync_operations
+        labels: [status]
+        duration: { field: duration_ms, unit: ms, buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120] }
+YML
+}
+dw_config "$LOG" 0 "$W/state-oneshot" >"$W/oneshot.yml"
+
+metric_sum() { awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $NF } END { printf "%d\n", s }'; }
+
+# ---------------------------------------------------------------- one-shot
+declare -A ONE
+oneshot() {   # label metric cmd...
+  local label=$1 metric=$2; shift 2
+  local i walls=() f
+  : >"$W/$label.tsv"
+  for ((i = 1; i <= RUNS; i++)); do
+    log "one-shot $label run $i/$RUNS"
+    f=$W/$label-$i
+    /usr/bin/time -v -o "$f.time" timeout 600 "$@" >"$f.out" 2>"$f.err" || die "$label failed: $(tail -n 3 "$f.err")"
+    awk -F': ' '
+      /Elapsed \(wall clock\)/ { n = split($2, a, ":"); w = 0; for (j = 1; j <= n; j++) w = w * 60 + a[j] }
+      /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident set size/ { m = $2 }
+      END { printf "%.2f\t%.2f\t%d\n", w, u + s, m }' "$f.time" >>"$W/$label.tsv"
+  done
+  local counted row
+  counted=$(metric_sum "$metric" <"$W/$label-1.out")
+  [[ $counted == "$LINES" ]] || log "warning: $label counted $counted of $LINES lines"
+  row=$(sort -g -k1,1 "$W/$label.tsv" | awk -v n="$RUNS" 'NR == int((n + 1) / 2)')
+  local wall cpu rss
+  IFS=$'\t' read -r wall cpu rss <<<"$row"
+  rss=$(cut -f3 "$W/$label.tsv" | sort -g | tail -n1)
+  ONE[$label]="| $label | one-shot (median of $RUNS) | $LINES | $wall | $(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }') | $cpu | $rss | $counted |"
+  ONE_LPS[$label]=$(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
+  ONE_RSS[$label]=$rss
+}
+declare -A ONE_LPS ONE_RSS
+P=$(free_port)
+oneshot mtail bench_log_lines_total mtail --one_shot --one_shot_format prometheus \
+  --progs "$W/progs" --logs "$LOG" --address 127.0.0.1 --port "$P" --logtostderr
+oneshot depwatch depwatch_log_sync_operations_total "$DEPWATCH" replay-log --config "$W/oneshot.yml" "$LOG"
+
+# ---------------------------------------------------------------- tail mode
+declare -A TAIL
+tail_test() {   # label url metric file cmd...
+  local label=$1 url=$2 metric=$3 file=$4; shift 4
+  : >"$file"
+  "$@" >"$W/$label-tail.out" 2>"$W/$label-tail.err" &
+  local pid=$!
+  PIDS+=("$pid")
+  local deadline=$((SECONDS + 30))
+  until curl -s --max-time 2 -o /dev/null "$url"; do
+    ((SECONDS < deadline)) || die "$label did not answer $url"
+    sleep 0.2
+  done
+  sleep 1
+  log "tail $label: appending $LINES lines"
+  local t0 c0 t1 c1 count=0
+  t0=$(date +%s.%N); c0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  cat "$LOG" >>"$file"
+  deadline=$((SECONDS + TAIL_MAX))
+  while ((SECONDS < deadline)); do
+    count=$(curl -s --max-time 5 "$url" | metric_sum "$metric" || true)
+    ((count >= LINES)) && break
+    sleep 0.2
+  done
+  t1=$(date +%s.%N); c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  local wall cpu hwm
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
+  hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")
+  TAIL[$label]="| $label | tail (polled every 0.2 s) | $LINES | $wall | $(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }') | $cpu | $hwm | $count |"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+PM=$(free_port)
+tail_test mtail "http://127.0.0.1:$PM/metrics" bench_log_lines_total "$W/tail-mtail.log" \
+  mtail --progs "$W/progs" --logs "$W/tail-mtail.log" --address 127.0.0.1 --port "$PM" --logtostderr
+PD=$(free_port)
+dw_config "$W/tail-depwatch.log" "$PD" "$W/state-tail" >"$W/tail.yml"
+tail_test depwatch "http://127.0.0.1:$PD/metrics" depwatch_log_sync_operations_total "$W/tail-depwatch.log" \
+  "$DEPWATCH" --config "$W/tail.yml"
+
+# ---------------------------------------------------------------- report
+echo "# Log → metrics: depwatch vs mtail ($(date -u +%FT%TZ))"
+echo
+echo "$LINES JSON lines, $BYTES bytes; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
+echo
+echo "| tool | mode | lines | wall s | lines/s | CPU s | peak RSS kB | lines counted |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+for t in mtail depwatch; do echo "${ONE[$t]}"; done
+for t in mtail depwatch; do echo "${TAIL[$t]}"; done
+echo
+echo "One-shot speed-up: $(awk -v a="${ONE_LPS[depwatch]}" -v b="${ONE_LPS[mtail]}" 'BEGIN { printf "%.1f", a / b }')× mtail's lines/s; peak RSS $(awk -v a="${ONE_RSS[depwatch]}" -v b="${ONE_RSS[mtail]}" 'BEGIN { printf "%.2f", a / b }')× mtail's."
+echo
+echo "Tail mode includes the 0.2 s polling granularity and each tool's own poll interval (depwatch 250 ms)."
+echo
+echo "Versions: $("$DEPWATCH" --version); $(mtail --version 2>&1 | head -n1)."
+echo
+echo 'mtail program:'
+echo '```'; cat "$W/progs/bench.mtail"; echo '```'
+echo 'depwatch configuration (one-shot: `depwatch replay-log --config oneshot.yml bench.log`):'
+echo '```yaml'; cat "$W/oneshot.yml"; echo '```'

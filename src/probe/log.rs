@@ -1,0 +1,832 @@
+//! `kind: log` — metrics from JSON logs, the way mtail does it but
+//! JSON-native: a background task per probe tails `files:` (see [`tail`]),
+//! each line goes through the probe's rules (see [`rules`]), and the rules'
+//! counters, duration histograms and values are exposed as
+//! `depwatch_log_<rule>_total`, `depwatch_log_<rule>_duration_seconds` and
+//! `depwatch_log_<rule>_<value>`. The check only reports state: lines,
+//! files, per-rule latency statistics and slowest operations, and
+//! `stuck_after` (no matching line for too long degrades the component).
+
+mod config;
+pub mod godur;
+pub mod rules;
+pub mod stats;
+pub mod tail;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use super::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+};
+use crate::config::units::format_duration;
+pub use config::{DurUnit, FamilyType, RuleSpec, Spec, StartAt, Test, ValueKind};
+use rules::{Engine, LineKind};
+use tail::{OffsetStore, Saved, Tailer};
+
+/// How a log check fails: a file that cannot be read, or a stuck check.
+pub const REASONS: &[Reason] = &[Reason::Io, Reason::Timeout];
+
+// ---------------------------------------------------------------- shared state
+
+/// A probe's counters, read by the collector and the check.
+#[derive(Debug, Default)]
+struct Counts {
+    matched: AtomicU64,
+    unmatched: AtomicU64,
+    invalid: AtomicU64,
+    read_bytes: AtomicU64,
+    rotations: AtomicU64,
+    truncations: AtomicU64,
+}
+
+/// What the tailer last saw, for the check.
+#[derive(Debug, Default)]
+struct TailView {
+    polled: bool,
+    files: Vec<tail::FileView>,
+    matched_paths: usize,
+    error: Option<String>,
+}
+
+/// One live log probe, as the collector and the check see it.
+#[derive(Debug)]
+struct ProbeState {
+    component: String,
+    engine: Mutex<Engine>,
+    counts: Counts,
+    view: Mutex<TailView>,
+}
+
+/// Saves the latest offsets when the last holder goes (shutdown, reload):
+/// whatever was counted is recorded, so a restart neither recounts nor skips.
+struct Checkpointer {
+    component: String,
+    store: Arc<dyn OffsetStore>,
+    latest: Mutex<(Saved, bool)>,
+}
+
+impl Checkpointer {
+    fn update(&self, files: Vec<tail::FileMark>) {
+        let mut l = lock(&self.latest);
+        if l.0.files != files {
+            l.0.files = files;
+            l.1 = true;
+        }
+    }
+
+    /// Queues the offsets for the state store if they changed since the
+    /// last save (write failures are the store's to count and show).
+    fn flush(&self) {
+        let mut l = lock(&self.latest);
+        if !l.1 {
+            return;
+        }
+        l.0.saved_at = crate::metrics::unix_now();
+        self.store.save(&self.component, &l.0);
+        l.1 = false;
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The kind's process-wide state: live probes (for the rule metric
+/// families, whose names come from configuration) and one lease per
+/// component, so that the tailer of a reloaded probe starts only after its
+/// predecessor saved its offsets.
+#[derive(Debug, Default)]
+struct Live {
+    probes: Mutex<Vec<(u64, Arc<ProbeState>)>>,
+    leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    next_id: AtomicU64,
+}
+
+/// The log kind's metrics: one collector over every live log probe.
+pub struct Metrics {
+    live: Arc<Live>,
+}
+
+impl Metrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let live = Arc::new(Live::default());
+        r.register_collector(Box::new(Collector(live.clone())));
+        Metrics { live }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock holds plain numbers: keep serving them.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
+struct Collector(Arc<Live>);
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut probes: Vec<Arc<ProbeState>> = lock(&self.0.probes)
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect();
+        probes.sort_by(|a, b| a.component.cmp(&b.component));
+        encode_probes(&probes, &mut enc)
+    }
+}
+
+/// A rule family: its type, help, and the (component, rule) that feed it.
+type Members<'a> = (FamilyType, String, Vec<(&'a str, &'a rules::Rule)>);
+
+fn encode_probes(
+    probes: &[Arc<ProbeState>],
+    enc: &mut DescriptorEncoder,
+) -> Result<(), fmt::Error> {
+    // Engines first: line counts are updated under their locks, so the
+    // totals below agree with the rule series.
+    let engines: Vec<(&str, MutexGuard<'_, Engine>)> = probes
+        .iter()
+        .map(|p| (p.component.as_str(), lock(&p.engine)))
+        .collect();
+    {
+        let mut m = enc.encode_descriptor("log_lines", "Log lines read, by result: matched a rule, matched none, or invalid (not JSON, too long).", None, FamilyType::Counter.metric_type())?;
+        for p in probes {
+            for (result, v) in [
+                ("matched", &p.counts.matched),
+                ("unmatched", &p.counts.unmatched),
+                ("invalid", &p.counts.invalid),
+            ] {
+                let labels = [("component", p.component.as_str()), ("result", result)];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&v.load(Ordering::Relaxed), None)?;
+            }
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "log_read_bytes",
+            "Bytes read from log files.",
+            (|c: &Counts| &c.read_bytes) as fn(&Counts) -> &AtomicU64,
+        ),
+        (
+            "log_rotations",
+            "Log file rotations seen (renamed away, replaced).",
+            |c: &Counts| &c.rotations,
+        ),
+        (
+            "log_truncations",
+            "Log files that shrank (copytruncate) and were read again from the start.",
+            |c: &Counts| &c.truncations,
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, FamilyType::Counter.metric_type())?;
+        for p in probes {
+            let labels = [("component", p.component.as_str())];
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(
+                    &pick(&p.counts).load(Ordering::Relaxed),
+                    None,
+                )?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "log_files",
+            "Log files being read.",
+            None,
+            FamilyType::Gauge.metric_type(),
+        )?;
+        for p in probes {
+            let n = lock(&p.view).files.len() as i64;
+            let labels = [("component", p.component.as_str())];
+            m.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "log_rule_last_match_timestamp_seconds",
+            "When a line last matched the rule (Unix time).",
+            None,
+            FamilyType::Gauge.metric_type(),
+        )?;
+        for (component, e) in &engines {
+            for r in &e.rules {
+                if let Some(t) = r.last_match_unix {
+                    let labels = [("component", *component), ("rule", r.spec.metric.as_str())];
+                    m.encode_family(&labels)?.encode_gauge(&t)?;
+                }
+            }
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor("log_label_overflows", "Matching lines whose label value was counted as `other` (the rule's max_label_values was reached).", None, FamilyType::Counter.metric_type())?;
+        for (component, e) in &engines {
+            for r in &e.rules {
+                if !r.spec.labels.is_empty() {
+                    let labels = [("component", *component), ("rule", r.spec.metric.as_str())];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&r.overflowed, None)?;
+                }
+            }
+        }
+    }
+    // Rule families, merged across probes by name.
+    let mut families: BTreeMap<String, Members<'_>> = BTreeMap::new();
+    for (component, e) in &engines {
+        for r in &e.rules {
+            for (name, ty) in r.spec.families() {
+                let help = if ty == FamilyType::Histogram {
+                    format!("Durations of the operations of rule {}.", r.spec.metric)
+                } else if name == r.spec.metric {
+                    r.spec.help.clone()
+                } else {
+                    format!(
+                        "Field {} of the lines of rule {}.",
+                        r.spec.value.as_ref().map_or("", |v| v.field.as_str()),
+                        r.spec.metric
+                    )
+                };
+                let entry = families
+                    .entry(name)
+                    .or_insert_with(|| (ty, help, Vec::new()));
+                // A type clash between probes is refused at build time.
+                if entry.0 == ty {
+                    entry.2.push((component, r));
+                }
+            }
+        }
+    }
+    for (name, (ty, help, members)) in &families {
+        let full = format!("log_{name}");
+        let mut m = enc.encode_descriptor(&full, help, None, ty.metric_type())?;
+        for (component, r) in members {
+            for (key, s) in &r.series {
+                let mut labels: Vec<(&str, &str)> = Vec::with_capacity(1 + key.len());
+                labels.push(("component", component));
+                labels.extend(r.labels_of(key));
+                let mut f = m.encode_family(&labels)?;
+                match ty {
+                    FamilyType::Histogram => {
+                        let Some(d) = &r.spec.duration else { continue };
+                        let mut buckets: Vec<(f64, u64)> = d
+                            .buckets
+                            .iter()
+                            .copied()
+                            .zip(s.buckets.iter().copied())
+                            .collect();
+                        buckets.push((f64::INFINITY, s.buckets.last().copied().unwrap_or(0)));
+                        f.encode_histogram::<NoLabelSet>(s.dur_sum, s.dur_count, &buckets, None)?;
+                    }
+                    FamilyType::Counter if *name == r.spec.metric => {
+                        f.encode_counter::<NoLabelSet, _, u64>(&s.count, None)?;
+                    }
+                    FamilyType::Counter => {
+                        if s.has_value {
+                            f.encode_counter::<NoLabelSet, _, u64>(&s.value, None)?;
+                        }
+                    }
+                    _ => {
+                        if s.has_value {
+                            f.encode_gauge(&s.value)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the probe
+
+pub struct LogProbe {
+    spec: Arc<Spec>,
+    state: Arc<ProbeState>,
+    live: Arc<Live>,
+    id: u64,
+    started: Instant,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Saves the offsets when the probe goes, should the tailer not get to.
+    _checkpoint: Arc<Checkpointer>,
+}
+
+pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
+    let live = ctx.metrics.log.live.clone();
+    // Rule families are shared by name across probes: their types must agree.
+    let mine = spec.families();
+    for (_, other) in lock(&live.probes).iter() {
+        if other.component == ctx.name {
+            continue;
+        }
+        let theirs = lock(&other.engine)
+            .rules
+            .iter()
+            .flat_map(|r| r.spec.families())
+            .collect::<Vec<_>>();
+        for (name, ty) in &mine {
+            if theirs.iter().any(|(n, t)| n == name && t != ty) {
+                return Err(BuildError {
+                    name: ctx.name.to_string(),
+                    message: format!(
+                        "depwatch_log_{name} is also made by probe {} with another type: rename the rule's metric",
+                        other.component
+                    ),
+                });
+            }
+        }
+    }
+    let store: Arc<dyn OffsetStore> = ctx.store.clone();
+    let state = Arc::new(ProbeState {
+        component: ctx.name.to_string(),
+        engine: Mutex::new(Engine::new(spec)),
+        counts: Counts::default(),
+        view: Mutex::new(TailView::default()),
+    });
+    let checkpoint = Arc::new(Checkpointer {
+        component: ctx.name.to_string(),
+        store: store.clone(),
+        latest: Mutex::new((Saved::default(), false)),
+    });
+    let id = live.next_id.fetch_add(1, Ordering::Relaxed);
+    lock(&live.probes).push((id, state.clone()));
+    let (stop, stop_rx) = watch::channel(false);
+    let spec = Arc::new(spec.clone());
+    // Built inside the runtime (always, in depwatch): tailing starts now.
+    let task = tokio::runtime::Handle::try_current().ok().map(|rt| {
+        let lease = lock(&live.leases)
+            .entry(ctx.name.to_string())
+            .or_default()
+            .clone();
+        rt.spawn(tail_task(
+            spec.clone(),
+            state.clone(),
+            store,
+            checkpoint.clone(),
+            lease,
+            stop_rx,
+        ))
+    });
+    Ok(LogProbe {
+        spec,
+        state,
+        live,
+        id,
+        started: Instant::now(),
+        stop,
+        task: Mutex::new(task),
+        _checkpoint: checkpoint,
+    })
+}
+
+/// How often offsets are written while lines keep coming.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The engine lock is released this often during a long read, so that a
+/// scrape never waits long.
+const LINES_PER_LOCK: u32 = 4096;
+
+/// Reads new lines into the engine; returns the tailer and what it saw.
+fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
+    let mut guard: Option<MutexGuard<'_, Engine>> = None;
+    let mut since_lock = 0u32;
+    let counts = &state.counts;
+    let t0 = Instant::now();
+    let unix0 = crate::metrics::unix_now();
+    let stats = tailer.poll(&mut |line| {
+        let Some(line) = line else {
+            counts.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if since_lock >= LINES_PER_LOCK {
+            guard = None;
+            since_lock = 0;
+        }
+        since_lock += 1;
+        let engine = guard.get_or_insert_with(|| lock(&state.engine));
+        let now = Instant::now();
+        let unix = unix0 + now.duration_since(t0).as_secs_f64();
+        // Counted under the engine lock, so that readers holding it see
+        // line counts and rule series that agree.
+        let counter = match engine.line(line, now, unix) {
+            LineKind::Matched => &counts.matched,
+            LineKind::Unmatched => &counts.unmatched,
+            LineKind::Invalid => &counts.invalid,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    drop(guard);
+    counts
+        .read_bytes
+        .fetch_add(stats.read_bytes, Ordering::Relaxed);
+    counts
+        .rotations
+        .fetch_add(stats.rotations, Ordering::Relaxed);
+    counts
+        .truncations
+        .fetch_add(stats.truncations, Ordering::Relaxed);
+    let mut v = lock(&state.view);
+    v.polled = true;
+    v.files = tailer.view();
+    v.matched_paths = tailer.matched_paths;
+    if v.error != tailer.last_error {
+        if let Some(e) = &tailer.last_error {
+            tracing::warn!(component = %state.component, kind = "log", error = %e, "Cannot read a log file.");
+        }
+        v.error = tailer.last_error.clone();
+    }
+    stats
+}
+
+async fn tail_task(
+    spec: Arc<Spec>,
+    state: Arc<ProbeState>,
+    store: Arc<dyn OffsetStore>,
+    checkpoint: Arc<Checkpointer>,
+    lease: Arc<tokio::sync::Mutex<()>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _lease = lease.lock_owned().await;
+    if *stop.borrow() {
+        return;
+    }
+    let component = state.component.clone();
+    let saved = match store.load(&component).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(component = %component, kind = "log", error = %e, "Cannot load log offsets; starting as configured by start_at.");
+            None
+        }
+    };
+    if let Some(s) = &saved {
+        *lock(&checkpoint.latest) = (s.clone(), false);
+    }
+    let mut tailer = Tailer::new(spec.files.clone(), spec.start_at, spec.max_line_bytes);
+    tailer.restore(saved);
+    let mut last_save = Instant::now();
+    loop {
+        // A stopped probe reads nothing more: its series are gone, and its
+        // successor resumes from the offsets saved below.
+        if *stop.borrow() {
+            break;
+        }
+        let st = state.clone();
+        let polled = tokio::task::spawn_blocking(move || {
+            let stats = poll_into(&mut tailer, &st);
+            (tailer, stats)
+        })
+        .await;
+        let Ok((t, stats)) = polled else {
+            tracing::error!(component = %component, kind = "log", "Log tailer stopped: a poll panicked.");
+            return;
+        };
+        tailer = t;
+        checkpoint.update(tailer.marks());
+        if last_save.elapsed() >= CHECKPOINT_EVERY {
+            let cp = checkpoint.clone();
+            cp.flush();
+            last_save = Instant::now();
+        }
+        if stats.more {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(spec.poll_interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Committed before the lease is released: a successor (a reload) loads
+    // them and starts from here.
+    checkpoint.flush();
+    store.committed().await;
+}
+
+impl LogProbe {
+    fn report(&self) -> CheckResult {
+        let now = Instant::now();
+        // Held while the counts are read: they agree with the rules' numbers.
+        let mut e = lock(&self.state.engine);
+        let c = &self.state.counts;
+        let mut d = Map::new();
+        d.insert(
+            "lines".into(),
+            json!({
+                "matched": c.matched.load(Ordering::Relaxed),
+                "unmatched": c.unmatched.load(Ordering::Relaxed),
+                "invalid": c.invalid.load(Ordering::Relaxed),
+            }),
+        );
+        let (polled, error, matched_paths) = {
+            let v = lock(&self.state.view);
+            d.insert(
+                "files".into(),
+                Value::Array(
+                    v.files
+                        .iter()
+                        .map(|f| {
+                            json!({
+                                "path": f.path, "offset": f.offset, "size": f.size,
+                                "lag_bytes": f.size.saturating_sub(f.offset),
+                                "rotated": f.draining,
+                            })
+                        })
+                        .collect(),
+                ),
+            );
+            (v.polled, v.error.clone(), v.matched_paths)
+        };
+        let mut stuck = Vec::new();
+        let mut rules_d = Map::new();
+        {
+            for r in &mut e.rules {
+                let mut rd = Map::new();
+                rd.insert("matched".into(), json!(r.matched));
+                rd.insert(
+                    "last_match".into(),
+                    r.last_match_unix.map_or(Value::Null, |t| {
+                        json!(crate::state::rfc3339(
+                            std::time::UNIX_EPOCH + Duration::from_secs_f64(t)
+                        ))
+                    }),
+                );
+                if r.overflowed > 0 {
+                    rd.insert("label_overflows".into(), json!(r.overflowed));
+                }
+                if r.bad_durations > 0 {
+                    rd.insert("bad_durations".into(), json!(r.bad_durations));
+                }
+                if r.bad_values > 0 {
+                    rd.insert("bad_values".into(), json!(r.bad_values));
+                }
+                if let Some(l) = &mut r.latency {
+                    rd.insert("latency".into(), l.summary(now));
+                }
+                if let Some(s) = &mut r.slowest {
+                    rd.insert("slowest".into(), s.summary(now));
+                }
+                if let Some(limit) = r.spec.stuck_after {
+                    let since = r.last_match.unwrap_or(self.started);
+                    let quiet = now.saturating_duration_since(since);
+                    if quiet > limit {
+                        stuck.push(format!(
+                            "rule {}: no matching line for {} (stuck_after {})",
+                            r.spec.metric,
+                            format_duration(Duration::from_secs(quiet.as_secs())),
+                            format_duration(limit)
+                        ));
+                    }
+                }
+                rules_d.insert(r.spec.metric.clone(), Value::Object(rd));
+            }
+        }
+        drop(e);
+        d.insert("rules".into(), Value::Object(rules_d));
+        if let Some(e) = error {
+            let mut err = CheckError::new(Reason::Io, e);
+            err.details = d;
+            return Err(err);
+        }
+        let mut out = Outcome::healthy(d);
+        if polled && matched_paths == 0 {
+            out.raise(
+                Status::Degraded,
+                format!("no file matches {}", self.spec.files.join(", ")),
+            );
+        }
+        for s in stuck {
+            out.raise(Status::Degraded, s);
+        }
+        Ok(out)
+    }
+}
+
+impl Probe for LogProbe {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        // Tailing runs on its own; the check only reads its state.
+        Box::pin(async move { self.report() })
+    }
+
+    fn forget(&self) {
+        let _ = self.stop.send(true);
+        lock(&self.live.probes).retain(|(id, _)| *id != self.id);
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            // The tailer ends its read and saves its offsets before it ends.
+            let task = lock(&self.task).take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        })
+    }
+}
+
+impl Drop for LogProbe {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        lock(&self.live.probes).retain(|(id, _)| *id != self.id);
+    }
+}
+
+// ---------------------------------------------------------------- replay
+
+/// `depwatch replay-log`: runs a log probe's rules over files from their
+/// beginning to their end and returns the metrics (Prometheus text) they
+/// produce — to try rules on a sample, or to backfill a count.
+pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String, String> {
+    let state = Arc::new(ProbeState {
+        component: component.to_string(),
+        engine: Mutex::new(Engine::new(spec)),
+        counts: Counts::default(),
+        view: Mutex::new(TailView::default()),
+    });
+    for f in files {
+        if !f.is_file() {
+            return Err(format!("{} is not a readable file", f.display()));
+        }
+    }
+    let patterns = files
+        .iter()
+        .map(|f| glob::Pattern::escape(&f.display().to_string()))
+        .collect();
+    let mut tailer = Tailer::new(patterns, StartAt::Beginning, spec.max_line_bytes);
+    loop {
+        let stats = poll_into(&mut tailer, &state);
+        if let Some(e) = &tailer.last_error {
+            return Err(e.clone());
+        }
+        if !stats.more {
+            break;
+        }
+    }
+    // A last line without its newline still counts.
+    tailer.finish(&mut |line| {
+        let mut e = lock(&state.engine);
+        let kind = match line {
+            Some(l) => e.line(l, Instant::now(), crate::metrics::unix_now()),
+            None => LineKind::Invalid,
+        };
+        let c = &state.counts;
+        match kind {
+            LineKind::Matched => c.matched.fetch_add(1, Ordering::Relaxed),
+            LineKind::Unmatched => c.unmatched.fetch_add(1, Ordering::Relaxed),
+            LineKind::Invalid => c.invalid.fetch_add(1, Ordering::Relaxed),
+        };
+    });
+    let mut registry = Registry::default();
+    registry
+        .sub_registry_with_prefix("depwatch")
+        .register_collector(Box::new(Replay(state)));
+    let mut om = String::new();
+    prometheus_client::encoding::text::encode(&mut om, &registry).map_err(|e| e.to_string())?;
+    Ok(crate::metrics::openmetrics_to_text(&om))
+}
+
+#[derive(Debug)]
+struct Replay(Arc<ProbeState>);
+
+impl prometheus_client::collector::Collector for Replay {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        encode_probes(std::slice::from_ref(&self.0), &mut enc)
+    }
+}
+
+/// `replay-log` over a configuration: picks the log probe named `probe`
+/// (or the only one) and replays `files` through its rules.
+pub fn replay_config(
+    config: &crate::config::Config,
+    probe: Option<&str>,
+    files: &[PathBuf],
+) -> Result<String, String> {
+    let logs: Vec<(&str, &Spec)> = config
+        .probes
+        .iter()
+        .filter_map(|p| match &p.spec {
+            super::ProbeSpec::Log(s) => Some((p.name.as_str(), s)),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect();
+    let names = || logs.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let (name, spec) = match probe {
+        Some(want) => logs
+            .iter()
+            .find(|(n, _)| *n == want)
+            .copied()
+            .ok_or_else(|| format!("no log probe named `{want}` (log probes: {})", names()))?,
+        None => match logs.as_slice() {
+            [one] => *one,
+            [] => return Err("the configuration has no probe of kind log".into()),
+            _ => {
+                return Err(format!(
+                    "several log probes: choose one with --probe ({})",
+                    names()
+                ));
+            }
+        },
+    };
+    replay(spec, name, files)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A probe spec from the YAML of its own keys (files default to x.log).
+    pub fn spec_of(yaml: &str) -> Spec {
+        let src = format!(
+            "probes:\n  - name: t\n    kind: log\n    files: [x.log]\n{}",
+            indent(yaml)
+        );
+        let cfg = crate::config::from_str(&src, "t.yml", None, Path::new("/tmp"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        match &cfg.probes[0].spec {
+            super::super::ProbeSpec::Log(s) => s.clone(),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!(),
+        }
+    }
+
+    fn indent(s: &str) -> String {
+        s.lines().map(|l| format!("    {l}\n")).collect()
+    }
+
+    fn problems(yaml: &str) -> String {
+        let src = format!(
+            "probes:\n  - name: t\n    kind: log\n    files: [x.log]\n{}",
+            indent(yaml)
+        );
+        match crate::config::from_str(&src, "t.yml", None, Path::new("/tmp"), &|_| None) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_the_spec_example() {
+        let s = spec_of(
+            "format: json\nrules:\n  - metric: sync_operations\n    match: { message: \"Sync operation completed\" }\n    labels: [operation, status]\n    duration: { field: duration }\n",
+        );
+        assert_eq!(s.files, vec!["/tmp/x.log"]);
+        assert_eq!(s.start_at, StartAt::End);
+        let r = &s.rules[0];
+        assert_eq!(
+            r.labels,
+            vec![
+                ("operation".into(), "operation".into()),
+                ("status".into(), "status".into())
+            ]
+        );
+        assert_eq!(r.duration.as_ref().map(|d| d.unit), Some(DurUnit::Ms));
+        assert_eq!(
+            s.families(),
+            vec![
+                ("sync_operations".into(), FamilyType::Counter),
+                (
+                    "sync_operations_duration_seconds".into(),
+                    FamilyType::Histogram
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_position() {
+        let p = problems(
+            "format: logfmt\nrules:\n  - metric: Bad-Name\n    match: { a: { regex: '(' } }\n    labels: [le, user.id, user.id]\n    duration: { field: d, buckets: [1, 0.5] }\n  - metric: lines\n    slow_above: 1s\n",
+        );
+        for want in [
+            "t.yml:5:5: probes[0].format: unsupported format `logfmt`",
+            "probes[0].rules[0].metric: invalid metric name `Bad-Name`",
+            "probes[0].rules[0].match.a: invalid regex",
+            "label `le` is reserved",
+            "duplicate label `user_id`",
+            "probes[0].rules[0].duration.buckets: buckets must be positive and increasing",
+            "probes[0].rules[1].metric: depwatch_log_lines is one of depwatch's own metrics",
+            "probes[0].rules[1].slow_above: slow_above needs a duration",
+        ] {
+            assert!(p.contains(want), "missing {want:?} in:\n{p}");
+        }
+        assert!(
+            problems("rules:\n  - metric: a\n    match: { b: { nope: 1 } }\n")
+                .contains("probes[0].rules[0].match.b: unknown test `nope`")
+        );
+        assert!(problems("rules:\n  - metric: a_total\n").contains("ends in _total"));
+        assert!(problems("rules:\n  - metric: a\n  - metric: a\n").contains("also made by"));
+    }
+}

@@ -1,0 +1,700 @@
+//! The configuration of a log probe: raw serde structs for its keys (a
+//! rule's `match:` tests and `labels:` have their own visitors, so that a
+//! wrong shape is reported at its line), then the semantic checks — metric
+//! and label names, regexes, buckets, and family names that would clash.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+
+use super::rules;
+use crate::config::yaml::Node;
+use crate::config::{Checker, Dur, Size};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    files: Vec<String>,
+    format: Option<String>,
+    start_at: Option<StartAt>,
+    max_line_bytes: Option<Size>,
+    poll_interval: Option<Dur>,
+    time_field: Option<String>,
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    metric: String,
+    help: Option<String>,
+    #[serde(rename = "match", default)]
+    matches: BTreeMap<String, RawTest>,
+    #[serde(default)]
+    labels: Vec<RawLabel>,
+    max_label_values: Option<usize>,
+    duration: Option<RawDuration>,
+    value: Option<RawValueSpec>,
+    slow_above: Option<Dur>,
+    top_slowest: Option<usize>,
+    stats_window: Option<Dur>,
+    #[serde(default)]
+    fields: Vec<String>,
+    stuck_after: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDuration {
+    field: String,
+    unit: Option<DurUnit>,
+    buckets: Option<Vec<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValueSpec {
+    field: String,
+    #[serde(rename = "type")]
+    kind: Option<ValueKind>,
+    name: Option<String>,
+}
+
+/// Where to start in a file seen for the first time (no checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    End,
+    Beginning,
+}
+
+/// The unit of a numeric duration field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurUnit {
+    Ns,
+    Us,
+    Ms,
+    S,
+}
+
+impl DurUnit {
+    pub fn seconds(self) -> f64 {
+        match self {
+            DurUnit::Ns => 1e-9,
+            DurUnit::Us => 1e-6,
+            DurUnit::Ms => 1e-3,
+            DurUnit::S => 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueKind {
+    Gauge,
+    Counter,
+}
+
+/// A regex compared by its source (for reload change detection).
+#[derive(Clone, Debug)]
+pub struct Pattern(pub Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// One condition of a rule's `match:`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Test {
+    Equals(rules::Scalar),
+    OneOf(Vec<rules::Scalar>),
+    Regex(Pattern),
+    Exists(bool),
+}
+
+/// A test as written: `field: value`, `field: [a, b]`, or
+/// `field: { equals | one_of | regex | exists: ... }`.
+enum RawTest {
+    Equals(String),
+    OneOf(Vec<String>),
+    Regex(String),
+    Exists(bool),
+}
+
+/// A scalar written in YAML, as text.
+struct ScalarText(String);
+
+impl<'de> Deserialize<'de> for ScalarText {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor).map(ScalarText)
+    }
+}
+
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    // The stand-in of a value already reported (see config::yaml::POISON).
+    fn visit_unit<E>(self) -> Result<String, E> {
+        Ok(String::new())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTest {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTest;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value, a list of values, or one of equals/one_of/regex/exists")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            // The stand-in of a value already reported.
+            fn visit_unit<E>(self) -> Result<RawTest, E> {
+                Ok(RawTest::Exists(true))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawTest, E> {
+                Ok(RawTest::Equals(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawTest, A::Error> {
+                let mut out = Vec::new();
+                while let Some(ScalarText(s)) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(RawTest::OneOf(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTest, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "empty test (hint: write one of equals, one_of, regex or exists)",
+                    ));
+                };
+                let test = match key.as_str() {
+                    "equals" => RawTest::Equals(map.next_value::<ScalarText>()?.0),
+                    "one_of" => RawTest::OneOf(
+                        map.next_value::<Vec<ScalarText>>()?
+                            .into_iter()
+                            .map(|s| s.0)
+                            .collect(),
+                    ),
+                    "regex" => RawTest::Regex(map.next_value::<String>()?),
+                    "exists" => RawTest::Exists(map.next_value::<bool>()?),
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown test `{other}` (hint: write one of equals, one_of, regex or exists)"
+                        )));
+                    }
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "more than one test for a field (hint: one of equals, one_of, regex or exists per field)",
+                    ));
+                }
+                Ok(test)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A label: `field` (named after the field) or `{ name: .., field: .. }`.
+struct RawLabel {
+    name: Option<String>,
+    field: String,
+}
+
+impl<'de> Deserialize<'de> for RawLabel {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawLabel;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name or { name, field }")
+            }
+            // The stand-in of a value already reported.
+            fn visit_unit<E>(self) -> Result<RawLabel, E> {
+                Ok(RawLabel {
+                    name: None,
+                    field: "_".into(),
+                })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawLabel, E> {
+                Ok(RawLabel {
+                    name: None,
+                    field: v.to_string(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawLabel, A::Error> {
+                let (mut name, mut field) = (None, None);
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "name" => name = Some(map.next_value::<String>()?),
+                        "field" => field = Some(map.next_value::<String>()?),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown key `{other}` in a label (hint: a label is a field name or {{ name, field }})"
+                            )));
+                        }
+                    }
+                }
+                let field = field.ok_or_else(|| {
+                    de::Error::custom(
+                        "a label needs `field` (hint: { name: partner, field: partner.id })",
+                    )
+                })?;
+                Ok(RawLabel { name, field })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The validated configuration of a log probe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub files: Vec<String>,
+    pub start_at: StartAt,
+    pub max_line_bytes: usize,
+    pub poll_interval: Duration,
+    pub time_field: Option<String>,
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleSpec {
+    pub metric: String,
+    pub help: String,
+    pub matches: Vec<(String, Test)>,
+    /// (label name, field path)
+    pub labels: Vec<(String, String)>,
+    pub max_label_values: usize,
+    pub duration: Option<DurationSpec>,
+    pub value: Option<ValueSpec>,
+    pub slow_above: Option<Duration>,
+    pub top_slowest: usize,
+    pub stats_window: Duration,
+    pub fields: Vec<String>,
+    pub stuck_after: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DurationSpec {
+    pub field: String,
+    pub unit: DurUnit,
+    pub buckets: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueSpec {
+    pub field: String,
+    pub kind: ValueKind,
+    /// The metric is `depwatch_log_<rule>_<name>`.
+    pub name: String,
+}
+
+/// Buckets for operations from milliseconds to many minutes (partner syncs
+/// take over a minute).
+pub const DEFAULT_BUCKETS: [f64; 14] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Families of the probe kind itself (after `depwatch_log_`): rule metrics
+/// may not take these names.
+const RESERVED: &[&str] = &[
+    "lines",
+    "read_bytes",
+    "rotations",
+    "truncations",
+    "files",
+    "rule_last_match_timestamp_seconds",
+    "label_overflows",
+];
+
+fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+/// A field path as a label or metric name: `user.id` → `user_id`.
+fn sanitize(path: &str) -> String {
+    path.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or("").trim().to_string();
+    format!("invalid regex: {last}")
+}
+
+impl Spec {
+    pub fn parse(node: &Node, path: &str, c: &Checker, also: &[&'static str]) -> Option<Spec> {
+        let raw: Raw = c.parse_kind(node, path, also)?;
+        let mut ok = true;
+        let mut bad = |p: String, msg: String, hint: &str| {
+            c.problem(&p, msg, hint);
+            ok = false;
+        };
+        if raw.files.is_empty() {
+            bad(
+                format!("{path}.files"),
+                "no files to read".into(),
+                "e.g. files: [/var/log/app/*.log]",
+            );
+        }
+        let mut files = Vec::new();
+        for (i, f) in raw.files.iter().enumerate() {
+            let p = c.resolve(f).display().to_string();
+            if let Err(e) = glob::Pattern::new(&p) {
+                bad(
+                    format!("{path}.files[{i}]"),
+                    format!("invalid pattern `{f}`: {}", e.msg),
+                    "globs use *, ? and [...]",
+                );
+            }
+            files.push(p);
+        }
+        if let Some(fmt) = raw.format.as_deref().filter(|f| *f != "json") {
+            bad(
+                format!("{path}.format"),
+                format!("unsupported format `{fmt}`"),
+                "only json (one JSON object per line) is read",
+            );
+        }
+        let max_line_bytes = raw.max_line_bytes.map_or(256 * 1024, |s| s.0);
+        if !(1024..=64 * 1024 * 1024).contains(&max_line_bytes) {
+            bad(
+                format!("{path}.max_line_bytes"),
+                format!("max_line_bytes {max_line_bytes} is out of range"),
+                "use 1KiB to 64MiB",
+            );
+        }
+        let poll_interval = raw
+            .poll_interval
+            .map_or(Duration::from_millis(250), |d| d.0);
+        if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(60) {
+            bad(
+                format!("{path}.poll_interval"),
+                "poll_interval is out of range".into(),
+                "use 10ms to 1m (default 250ms)",
+            );
+        }
+        if raw.rules.is_empty() {
+            bad(
+                format!("{path}.rules"),
+                "no rules".into(),
+                "add a rule: - metric: name, match: {...}",
+            );
+        }
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.into_iter().enumerate() {
+            let at = format!("{path}.rules[{i}]");
+            if let Some(rule) = parse_rule(r, &at, c, &mut names) {
+                rules.push(rule);
+            } else {
+                ok = false;
+            }
+        }
+        ok.then_some(Spec {
+            files,
+            start_at: raw.start_at.unwrap_or(StartAt::End),
+            max_line_bytes: max_line_bytes as usize,
+            poll_interval,
+            time_field: raw.time_field,
+            rules,
+        })
+    }
+
+    /// Every metric family the rules add (after `depwatch_log_`), with its type.
+    pub fn families(&self) -> Vec<(String, FamilyType)> {
+        self.rules.iter().flat_map(RuleSpec::families).collect()
+    }
+}
+
+impl RuleSpec {
+    pub fn families(&self) -> Vec<(String, FamilyType)> {
+        let mut out = vec![(self.metric.clone(), FamilyType::Counter)];
+        if self.duration.is_some() {
+            out.push((
+                format!("{}_duration_seconds", self.metric),
+                FamilyType::Histogram,
+            ));
+        }
+        if let Some(v) = &self.value {
+            let t = match v.kind {
+                ValueKind::Gauge => FamilyType::Gauge,
+                ValueKind::Counter => FamilyType::Counter,
+            };
+            out.push((format!("{}_{}", self.metric, v.name), t));
+        }
+        out
+    }
+}
+
+fn parse_rule(
+    r: RawRule,
+    at: &str,
+    c: &Checker,
+    names: &mut HashMap<String, String>,
+) -> Option<RuleSpec> {
+    let mut ok = true;
+    let mut bad = |p: String, msg: String, hint: &str| {
+        c.problem(&p, msg, hint);
+        ok = false;
+    };
+    let metric = r.metric.clone();
+    if !is_metric_name(&metric) {
+        bad(
+            format!("{at}.metric"),
+            format!("invalid metric name `{metric}`"),
+            "use lowercase letters, digits and _, e.g. sync_operations",
+        );
+    } else if metric.ends_with("_total") {
+        bad(
+            format!("{at}.metric"),
+            format!("metric `{metric}` ends in _total"),
+            "depwatch adds _total to counters: drop it",
+        );
+    }
+    let mut matches = Vec::new();
+    for (field, t) in r.matches {
+        let fp = format!("{at}.match.{field}");
+        let test = match t {
+            RawTest::Equals(s) => Test::Equals(rules::Scalar::new(s)),
+            RawTest::OneOf(list) => {
+                if list.is_empty() {
+                    bad(
+                        fp.clone(),
+                        "an empty list matches nothing".into(),
+                        "list the accepted values",
+                    );
+                }
+                Test::OneOf(list.into_iter().map(rules::Scalar::new).collect())
+            }
+            RawTest::Regex(re) => match Regex::new(&re) {
+                Ok(re) => Test::Regex(Pattern(re)),
+                Err(e) => {
+                    bad(
+                        fp.clone(),
+                        regex_problem(&e),
+                        "the value is a regular expression, e.g. ^sync",
+                    );
+                    continue;
+                }
+            },
+            RawTest::Exists(b) => Test::Exists(b),
+        };
+        if field.is_empty() || field.split('.').any(str::is_empty) {
+            bad(
+                fp,
+                format!("invalid field path `{field}`"),
+                "fields are names, nested ones joined by dots: user.id",
+            );
+        }
+        matches.push((field, test));
+    }
+    // Cheap tests first: a regex only runs on lines that passed the rest.
+    matches.sort_by_key(|(_, t)| matches!(t, Test::Regex(_)));
+    let mut labels = Vec::new();
+    for (i, l) in r.labels.into_iter().enumerate() {
+        let name = l.name.unwrap_or_else(|| sanitize(&l.field));
+        let lp = format!("{at}.labels[{i}]");
+        if !is_label_name(&name) {
+            bad(
+                lp,
+                format!("invalid label name `{name}`"),
+                "letters, digits and _; set { name, field } to rename",
+            );
+        } else if name == "component" || (name == "le" && r.duration.is_some()) {
+            bad(
+                lp,
+                format!("label `{name}` is reserved"),
+                "rename it with { name: other_name, field: ... }",
+            );
+        } else if labels.iter().any(|(n, _)| *n == name) {
+            bad(lp, format!("duplicate label `{name}`"), "each label once");
+        } else {
+            labels.push((name, l.field));
+        }
+    }
+    let max_label_values = r.max_label_values.unwrap_or(100);
+    if !(1..=10_000).contains(&max_label_values) {
+        bad(
+            format!("{at}.max_label_values"),
+            format!("max_label_values {max_label_values} is out of range"),
+            "use 1 to 10000; values beyond it are counted as `other`",
+        );
+    }
+    let duration = r.duration.map(|d| {
+        let buckets = d.buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
+        if buckets.is_empty()
+            || buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+        {
+            bad(
+                format!("{at}.duration.buckets"),
+                "buckets must be positive and increasing".into(),
+                "seconds, e.g. [0.1, 0.5, 1, 5, 30]",
+            );
+        }
+        DurationSpec {
+            field: d.field,
+            unit: d.unit.unwrap_or(DurUnit::Ms),
+            buckets,
+        }
+    });
+    let value = r.value.map(|v| {
+        let name = v
+            .name
+            .unwrap_or_else(|| sanitize(v.field.rsplit('.').next().unwrap_or("")));
+        if !is_metric_name(&name) {
+            bad(
+                format!("{at}.value.name"),
+                format!("invalid metric name `{name}`"),
+                "lowercase letters, digits and _",
+            );
+        }
+        ValueSpec {
+            field: v.field,
+            kind: v.kind.unwrap_or(ValueKind::Gauge),
+            name,
+        }
+    });
+    if r.slow_above.is_some() && duration.is_none() {
+        bad(
+            format!("{at}.slow_above"),
+            "slow_above needs a duration".into(),
+            "add duration: { field: ... } to the rule",
+        );
+    }
+    let top_slowest = r.top_slowest.unwrap_or(5);
+    if !(1..=100).contains(&top_slowest) {
+        bad(
+            format!("{at}.top_slowest"),
+            format!("top_slowest {top_slowest} is out of range"),
+            "use 1 to 100",
+        );
+    }
+    let stats_window = r.stats_window.map_or(Duration::from_secs(900), |d| d.0);
+    if stats_window < Duration::from_secs(1) {
+        bad(
+            format!("{at}.stats_window"),
+            "stats_window is shorter than 1s".into(),
+            "e.g. 15m",
+        );
+    }
+    if r.stuck_after.is_some_and(|d| d.0 < Duration::from_secs(1)) {
+        bad(
+            format!("{at}.stuck_after"),
+            "stuck_after is shorter than 1s".into(),
+            "e.g. 30m",
+        );
+    }
+    let spec = RuleSpec {
+        help: r
+            .help
+            .unwrap_or_else(|| format!("Log lines matching rule {metric}.")),
+        metric,
+        matches,
+        labels,
+        max_label_values,
+        duration,
+        value,
+        slow_above: r.slow_above.map(|d| d.0),
+        top_slowest,
+        stats_window,
+        fields: r.fields,
+        stuck_after: r.stuck_after.map(|d| d.0),
+    };
+    for (family, _) in spec.families() {
+        if RESERVED.contains(&family.as_str()) {
+            bad(
+                format!("{at}.metric"),
+                format!("depwatch_log_{family} is one of depwatch's own metrics"),
+                "choose another metric name",
+            );
+        } else if let Some(prev) = names.insert(family.clone(), at.to_string()) {
+            bad(
+                format!("{at}.metric"),
+                format!("depwatch_log_{family} is also made by {prev}"),
+                "metric names must be unique within a probe",
+            );
+        }
+    }
+    ok.then_some(spec)
+}
+
+/// The type of a rule's metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl FamilyType {
+    pub fn metric_type(self) -> prometheus_client::metrics::MetricType {
+        use prometheus_client::metrics::MetricType;
+        match self {
+            FamilyType::Counter => MetricType::Counter,
+            FamilyType::Gauge => MetricType::Gauge,
+            FamilyType::Histogram => MetricType::Histogram,
+        }
+    }
+}

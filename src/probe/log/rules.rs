@@ -1,0 +1,692 @@
+//! The rule engine: pulls the fields the rules need out of a JSON line
+//! without building a document (serde_json with a borrowed visitor that skips
+//! every other field), matches rules, and keeps each rule's series (counter,
+//! duration histogram, value) under bounded labels.
+//!
+//! The hot path does no allocation per line in the common case: field
+//! positions go into a reused buffer, strings without escapes are borrowed
+//! from the line, label values are interned per rule.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::godur;
+use super::stats::{Latency, SlowOp, Slowest};
+use super::{DurUnit, RuleSpec, Spec, Test, ValueKind};
+
+/// What a line was, for `depwatch_log_lines_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    Matched,
+    Unmatched,
+    Invalid,
+}
+
+/// The dotted field paths the rules use, as a tree of keys; every node that
+/// a rule reads has a slot.
+#[derive(Debug, Default)]
+struct Trie {
+    nodes: Vec<TrieNode>,
+}
+
+#[derive(Debug, Default)]
+struct TrieNode {
+    slot: Option<usize>,
+    children: Vec<(Box<str>, usize)>,
+}
+
+impl Trie {
+    fn new() -> Self {
+        Trie {
+            nodes: vec![TrieNode::default()],
+        }
+    }
+
+    /// The slot of `path`, created when new. `slots` counts them.
+    fn slot(&mut self, path: &str, slots: &mut usize) -> usize {
+        let mut at = 0;
+        for seg in path.split('.') {
+            let found = self.nodes[at]
+                .children
+                .iter()
+                .find(|(k, _)| &**k == seg)
+                .map(|(_, i)| *i);
+            at = match found {
+                Some(i) => i,
+                None => {
+                    self.nodes.push(TrieNode::default());
+                    let i = self.nodes.len() - 1;
+                    self.nodes[at].children.push((seg.into(), i));
+                    i
+                }
+            };
+        }
+        *self.nodes[at].slot.get_or_insert_with(|| {
+            *slots += 1;
+            *slots - 1
+        })
+    }
+
+    fn child(&self, node: usize, key: &str) -> Option<usize> {
+        self.nodes[node]
+            .children
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, i)| *i)
+    }
+}
+
+/// Where each needed field's raw JSON is in the line (byte range).
+type Spans = [Option<(u32, u32)>];
+
+/// Visits one JSON object, recording the spans of needed fields and
+/// skipping everything else.
+struct ObjSeed<'t, 's> {
+    trie: &'t Trie,
+    node: usize,
+    base: usize,
+    spans: &'s mut Spans,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ObjSeed {
+            trie,
+            node,
+            base,
+            spans,
+        } = self;
+        while let Some(child) = map.next_key_seed(KeySeed { trie, node })? {
+            let Some(child) = child else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let n = &trie.nodes[child];
+            if n.children.is_empty() {
+                let raw: &'de RawValue = map.next_value()?;
+                if let Some(slot) = n.slot {
+                    spans[slot] = Some(span(base, raw.get()));
+                }
+            } else if n.slot.is_none() {
+                map.next_value_seed(ObjSeed {
+                    trie,
+                    node: child,
+                    base,
+                    spans: &mut *spans,
+                })?;
+            } else {
+                // Both the object and fields inside it are used: keep the
+                // raw text and walk it a second time (rare).
+                let raw: &'de RawValue = map.next_value()?;
+                if let Some(slot) = n.slot {
+                    spans[slot] = Some(span(base, raw.get()));
+                }
+                // The inner text borrows the line, so spans stay relative to `base`.
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                let seed = ObjSeed {
+                    trie,
+                    node: child,
+                    base,
+                    spans: &mut *spans,
+                };
+                // The raw text is valid JSON already.
+                let _ = seed.deserialize(&mut de);
+            }
+        }
+        Ok(())
+    }
+
+    // A nested path through something that is not an object: nothing there.
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+fn span(base: usize, raw: &str) -> (u32, u32) {
+    let start = raw.as_ptr() as usize - base;
+    (start as u32, (start + raw.len()) as u32)
+}
+
+/// Looks a key up among a node's children without allocating.
+struct KeySeed<'t> {
+    trie: &'t Trie,
+    node: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.trie.child(self.node, v))
+    }
+}
+
+/// A field's value, borrowed from the line where possible.
+#[derive(Debug, PartialEq)]
+pub enum Field<'a> {
+    Str(Cow<'a, str>),
+    /// A number, with its JSON text.
+    Num(&'a str),
+    Bool(bool),
+    /// An object or array (only `exists` looks at those).
+    Other(&'a str),
+}
+
+impl<'a> Field<'a> {
+    /// Interprets raw JSON text; `None` for `null`.
+    fn from_raw(raw: &'a str) -> Option<Field<'a>> {
+        match raw.as_bytes().first()? {
+            b'"' => {
+                let inner = &raw[1..raw.len() - 1];
+                if inner.contains('\\') {
+                    serde_json::from_str::<String>(raw)
+                        .ok()
+                        .map(|s| Field::Str(Cow::Owned(s)))
+                } else {
+                    Some(Field::Str(Cow::Borrowed(inner)))
+                }
+            }
+            b't' => Some(Field::Bool(true)),
+            b'f' => Some(Field::Bool(false)),
+            b'n' => None,
+            b'{' | b'[' => Some(Field::Other(raw)),
+            _ => Some(Field::Num(raw)),
+        }
+    }
+
+    /// The value as text (labels, equality): strings unquoted, the rest as written.
+    pub fn text(&self) -> &str {
+        match self {
+            Field::Str(s) => s,
+            Field::Num(n) | Field::Other(n) => n,
+            Field::Bool(true) => "true",
+            Field::Bool(false) => "false",
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Field::Str(s) => Value::String(s.to_string()),
+            Field::Num(n) | Field::Other(n) => serde_json::from_str(n).unwrap_or(Value::Null),
+            Field::Bool(b) => Value::Bool(*b),
+        }
+    }
+}
+
+/// A configured constant to compare with.
+#[derive(Clone, Debug)]
+pub struct Scalar {
+    pub text: String,
+    pub num: Option<f64>,
+}
+
+impl PartialEq for Scalar {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Scalar {
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let num = text.parse().ok();
+        Scalar { text, num }
+    }
+
+    fn matches(&self, f: &Field) -> bool {
+        match f {
+            // 200 and 200.0 are the same number.
+            Field::Num(n) => match (self.num, n.parse::<f64>()) {
+                (Some(a), Ok(b)) => a == b,
+                _ => self.text == *n,
+            },
+            f => self.text == f.text(),
+        }
+    }
+}
+
+fn test(t: &Test, f: Option<&Field>) -> bool {
+    match (t, f) {
+        (Test::Exists(want), f) => f.is_some() == *want,
+        (_, None) => false,
+        (Test::Equals(s), Some(f)) => s.matches(f),
+        (Test::OneOf(list), Some(f)) => list.iter().any(|s| s.matches(f)),
+        (Test::Regex(re), Some(f)) => re.0.is_match(f.text()),
+    }
+}
+
+/// The value that stands for every label value beyond a rule's cap.
+pub const OTHER: &str = "other";
+const OTHER_ID: u32 = u32::MAX;
+
+/// One label of a rule: its field and the distinct values seen (capped).
+#[derive(Debug)]
+struct Label {
+    name: String,
+    slot: usize,
+    ids: HashMap<Box<str>, u32>,
+    values: Vec<Box<str>>,
+}
+
+impl Label {
+    fn id(&mut self, value: &str, cap: usize) -> u32 {
+        if let Some(id) = self.ids.get(value) {
+            return *id;
+        }
+        if self.values.len() >= cap {
+            return OTHER_ID;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(value.into());
+        self.ids.insert(value.into(), id);
+        id
+    }
+
+    fn value(&self, id: u32) -> &str {
+        if id == OTHER_ID {
+            OTHER
+        } else {
+            &self.values[id as usize]
+        }
+    }
+}
+
+/// One label combination's numbers.
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    pub count: u64,
+    pub buckets: Vec<u64>,
+    pub dur_count: u64,
+    pub dur_sum: f64,
+    pub value: f64,
+    pub has_value: bool,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub spec: RuleSpec,
+    conds: Vec<(usize, Test)>,
+    labels: Vec<Label>,
+    dur_slot: Option<usize>,
+    value_slot: Option<usize>,
+    field_slots: Vec<(String, usize)>,
+    pub series: HashMap<Box<[u32]>, Series>,
+    pub matched: u64,
+    pub bad_durations: u64,
+    pub bad_values: u64,
+    pub overflowed: u64,
+    pub last_match: Option<Instant>,
+    pub last_match_unix: Option<f64>,
+    pub latency: Option<Latency>,
+    pub slowest: Option<Slowest>,
+}
+
+impl Rule {
+    /// Label names and values of a series key.
+    pub fn labels_of<'a>(&'a self, key: &'a [u32]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.labels
+            .iter()
+            .zip(key)
+            .map(|(l, id)| (l.name.as_str(), l.value(*id)))
+    }
+}
+
+/// Every rule of a probe and their state.
+#[derive(Debug)]
+pub struct Engine {
+    trie: Trie,
+    spans: Vec<Option<(u32, u32)>>,
+    key: Vec<u32>,
+    time_slot: Option<usize>,
+    pub rules: Vec<Rule>,
+}
+
+impl Engine {
+    pub fn new(spec: &Spec) -> Self {
+        let mut trie = Trie::new();
+        let mut n = 0;
+        let rules = spec
+            .rules
+            .iter()
+            .map(|r| Rule {
+                conds: r
+                    .matches
+                    .iter()
+                    .map(|(path, t)| (trie.slot(path, &mut n), t.clone()))
+                    .collect(),
+                labels: r
+                    .labels
+                    .iter()
+                    .map(|(name, path)| Label {
+                        name: name.clone(),
+                        slot: trie.slot(path, &mut n),
+                        ids: HashMap::new(),
+                        values: Vec::new(),
+                    })
+                    .collect(),
+                dur_slot: r.duration.as_ref().map(|d| trie.slot(&d.field, &mut n)),
+                value_slot: r.value.as_ref().map(|v| trie.slot(&v.field, &mut n)),
+                field_slots: r
+                    .fields
+                    .iter()
+                    .map(|f| (f.clone(), trie.slot(f, &mut n)))
+                    .collect(),
+                series: HashMap::new(),
+                matched: 0,
+                bad_durations: 0,
+                bad_values: 0,
+                overflowed: 0,
+                last_match: None,
+                last_match_unix: None,
+                latency: r.duration.as_ref().map(|_| Latency::new(r.stats_window)),
+                slowest: r
+                    .slow_above
+                    .map(|_| Slowest::new(r.stats_window, r.top_slowest)),
+                spec: r.clone(),
+            })
+            .collect();
+        let time_slot = spec.time_field.as_ref().map(|f| trie.slot(f, &mut n));
+        Engine {
+            trie,
+            spans: vec![None; n],
+            key: Vec::new(),
+            time_slot,
+            rules,
+        }
+    }
+
+    /// Processes one line (without its newline).
+    pub fn line(&mut self, line: &[u8], now: Instant, unix_now: f64) -> LineKind {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return LineKind::Invalid;
+        };
+        let text = text.trim_end_matches('\r');
+        if !text.trim_start().starts_with('{') {
+            return LineKind::Invalid;
+        }
+        self.spans.fill(None);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let seed = ObjSeed {
+            trie: &self.trie,
+            node: 0,
+            base: text.as_ptr() as usize,
+            spans: &mut self.spans,
+        };
+        if seed.deserialize(&mut de).is_err() || de.end().is_err() {
+            return LineKind::Invalid;
+        }
+        let spans = &self.spans;
+        let get = |slot: usize| -> Option<Field<'_>> {
+            spans[slot].and_then(|(a, b)| Field::from_raw(&text[a as usize..b as usize]))
+        };
+        let mut any = false;
+        for rule in &mut self.rules {
+            if !rule
+                .conds
+                .iter()
+                .all(|(slot, t)| test(t, get(*slot).as_ref()))
+            {
+                continue;
+            }
+            any = true;
+            rule.matched += 1;
+            rule.last_match = Some(now);
+            rule.last_match_unix = Some(unix_now);
+            self.key.clear();
+            let cap = rule.spec.max_label_values;
+            for l in &mut rule.labels {
+                let f = get(l.slot);
+                let id = l.id(f.as_ref().map_or("", Field::text), cap);
+                if id == OTHER_ID {
+                    rule.overflowed += 1;
+                }
+                self.key.push(id);
+            }
+            let secs = rule.spec.duration.as_ref().and_then(|d| {
+                let secs = rule
+                    .dur_slot
+                    .and_then(&get)
+                    .and_then(|f| duration_secs(&f, d.unit));
+                if secs.is_none() {
+                    rule.bad_durations += 1;
+                }
+                secs
+            });
+            let value = rule.spec.value.as_ref().and_then(|_| {
+                let v = rule
+                    .value_slot
+                    .and_then(&get)
+                    .and_then(|f| f.text().parse::<f64>().ok())
+                    .filter(|v| v.is_finite());
+                if v.is_none() {
+                    rule.bad_values += 1;
+                }
+                v
+            });
+            let series = match rule.series.get_mut(self.key.as_slice()) {
+                Some(s) => s,
+                None => rule
+                    .series
+                    .entry(self.key.clone().into_boxed_slice())
+                    .or_insert_with(|| Series {
+                        buckets: vec![
+                            0;
+                            rule.spec
+                                .duration
+                                .as_ref()
+                                .map_or(0, |d| d.buckets.len() + 1)
+                        ],
+                        ..Series::default()
+                    }),
+            };
+            series.count += 1;
+            if let (Some(secs), Some(d)) = (secs, &rule.spec.duration) {
+                let i = d.buckets.partition_point(|b| *b < secs);
+                series.buckets[i] += 1;
+                series.dur_count += 1;
+                series.dur_sum += secs;
+                if let Some(l) = &mut rule.latency {
+                    l.observe(now, secs);
+                }
+                if let (Some(slow), Some(limit)) = (&mut rule.slowest, rule.spec.slow_above)
+                    && secs > limit.as_secs_f64()
+                {
+                    {
+                        let mut fields = Map::new();
+                        for l in &rule.labels {
+                            if let Some(f) = get(l.slot) {
+                                fields.insert(l.name.clone(), f.to_json());
+                            }
+                        }
+                        for (name, slot) in &rule.field_slots {
+                            if let Some(f) = get(*slot) {
+                                fields.insert(name.clone(), f.to_json());
+                            }
+                        }
+                        let at = self
+                            .time_slot
+                            .and_then(&get)
+                            .map(|f| f.text().to_string())
+                            .unwrap_or_else(|| {
+                                crate::state::rfc3339(
+                                    std::time::UNIX_EPOCH
+                                        + std::time::Duration::from_secs_f64(unix_now),
+                                )
+                            });
+                        slow.push(SlowOp {
+                            seen: now,
+                            at,
+                            secs,
+                            fields,
+                        });
+                    }
+                }
+            }
+            if let (Some(v), Some(vs)) = (value, &rule.spec.value) {
+                match vs.kind {
+                    ValueKind::Gauge => series.value = v,
+                    ValueKind::Counter if v >= 0.0 => series.value += v,
+                    ValueKind::Counter => rule.bad_values += 1,
+                }
+                series.has_value = true;
+            }
+        }
+        if any {
+            LineKind::Matched
+        } else {
+            LineKind::Unmatched
+        }
+    }
+}
+
+/// A duration field in seconds: a number in the rule's unit, or a string
+/// holding a number (same unit) or a Go duration.
+pub fn duration_secs(f: &Field, unit: DurUnit) -> Option<f64> {
+    let scaled = |n: f64| (n.is_finite() && n >= 0.0).then(|| n * unit.seconds());
+    match f {
+        Field::Num(n) => n.parse::<f64>().ok().and_then(scaled),
+        Field::Str(s) => match s.parse::<f64>() {
+            Ok(n) => scaled(n),
+            Err(_) => godur::parse_nanos(s).map(|ns| ns as f64 / 1e9),
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::log::tests::spec_of;
+
+    fn engine(rules: &str) -> Engine {
+        Engine::new(&spec_of(rules))
+    }
+
+    #[test]
+    fn fields_and_nested_paths() {
+        let mut e = engine(
+            "rules:\n  - metric: ops\n    match: { message: done, user.kind: admin, 'a.b.c': { exists: true } }\n    labels: [status]\n",
+        );
+        let now = Instant::now();
+        let l = br#"{"message":"done","status":"ok","user":{"kind":"admin","x":[1,{"y":2}]},"a":{"b":{"c":null,"d":1}}}"#;
+        // a.b.c is null: does not exist.
+        assert_eq!(e.line(l, now, 0.0), LineKind::Unmatched);
+        let l = br#"{"message":"done","status":"ok","user":{"kind":"admin"},"a":{"b":{"c":0}}}"#;
+        assert_eq!(e.line(l, now, 0.0), LineKind::Matched);
+        let l = br#"{"message":"done","status":"ok","user":"admin","a":{"b":{"c":0}}}"#;
+        assert_eq!(e.line(l, now, 0.0), LineKind::Unmatched);
+        assert_eq!(e.line(b"{\"message\":", now, 0.0), LineKind::Invalid);
+        assert_eq!(e.line(b"[1,2]", now, 0.0), LineKind::Invalid);
+        assert_eq!(e.line(b"{} trailing", now, 0.0), LineKind::Invalid);
+        assert_eq!(e.line(b"\xff\xfe", now, 0.0), LineKind::Invalid);
+        assert_eq!(e.rules[0].matched, 1);
+    }
+
+    #[test]
+    fn escapes_numbers_one_of_regex() {
+        let mut e = engine(
+            "rules:\n  - metric: ops\n    match: { msg: \"a \\\"quoted\\\" one\", code: [200, 204], path: { regex: '^/api/' } }\n",
+        );
+        let now = Instant::now();
+        let l = br#"{"msg":"a \"quoted\" one","code":200.0,"path":"/api/x"}"#;
+        assert_eq!(e.line(l, now, 0.0), LineKind::Matched);
+        let l = br#"{"msg":"a \"quoted\" one","code":"204","path":"/api/x"}"#;
+        assert_eq!(e.line(l, now, 0.0), LineKind::Matched);
+        let l = br#"{"msg":"a \"quoted\" one","code":500,"path":"/api/x"}"#;
+        assert_eq!(e.line(l, now, 0.0), LineKind::Unmatched);
+        let l = br#"{"msg":"a \"quoted\" one","code":200,"path":"/web"}"#;
+        assert_eq!(e.line(l, now, 0.0), LineKind::Unmatched);
+    }
+
+    #[test]
+    fn durations_in_every_shape() {
+        fn f(s: &str) -> Field<'_> {
+            Field::from_raw(s).unwrap()
+        }
+        assert_eq!(duration_secs(&f("1500"), DurUnit::Ms), Some(1.5));
+        assert_eq!(duration_secs(&f("2.5"), DurUnit::S), Some(2.5));
+        assert_eq!(duration_secs(&f("\"250\""), DurUnit::Ms), Some(0.25));
+        assert_eq!(
+            duration_secs(&f("\"1m37.535505102s\""), DurUnit::Ms),
+            Some(97.535505102)
+        );
+        assert_eq!(duration_secs(&f("\"soon\""), DurUnit::Ms), None);
+        assert_eq!(duration_secs(&f("-3"), DurUnit::Ms), None);
+        assert_eq!(duration_secs(&f("true"), DurUnit::Ms), None);
+    }
+
+    #[test]
+    fn labels_overflow_to_other() {
+        let mut e = engine(
+            "rules:\n  - metric: ops\n    match: { m: x }\n    labels: [user]\n    max_label_values: 2\n",
+        );
+        let now = Instant::now();
+        for u in ["a", "b", "c", "d", "a"] {
+            let l = format!(r#"{{"m":"x","user":"{u}"}}"#);
+            e.line(l.as_bytes(), now, 0.0);
+        }
+        let r = &e.rules[0];
+        let mut got: Vec<(String, u64)> = r
+            .series
+            .iter()
+            .map(|(k, s)| (r.labels_of(k).next().unwrap().1.to_string(), s.count))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("a".into(), 2), ("b".into(), 1), ("other".into(), 2)]
+        );
+        assert_eq!(r.overflowed, 2);
+    }
+}
