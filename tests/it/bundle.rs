@@ -14,9 +14,10 @@
 //!   receiver (same names, so routing and inhibition are the file's own)
 //!   becomes a webhook to the test's receiver.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -852,7 +853,8 @@ fn start_tls(dir: &Path, port: u16) -> Proc {
 }
 
 /// The service depwatch watches: a partner API (plain and TLS), Redis with a
-/// BullMQ queue, MongoDB (SecantusDB), a capacity API.
+/// BullMQ queue, MongoDB (SecantusDB), and a JSON log that a "worker" writes
+/// sync completions to while `processing` is on.
 struct World {
     _dir: tempfile::TempDir,
     partner: PartnerState,
@@ -864,6 +866,9 @@ struct World {
     mongo_port: u16,
     _tls: Proc,
     tls_port: u16,
+    log: PathBuf,
+    processing: Arc<AtomicBool>,
+    _writer: Task,
 }
 
 impl World {
@@ -876,6 +881,34 @@ impl World {
         let mongo = start_mongodb(mongo_port);
         let tls_port = free_port();
         let tls = start_tls(dir.path(), tls_port);
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "").unwrap();
+        let processing = Arc::new(AtomicBool::new(true));
+        let writer = {
+            let (log, processing) = (log.clone(), processing.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                loop {
+                    if processing.load(Ordering::Relaxed) {
+                        n += 1;
+                        // One in twenty fails (below SyncFailureRateHigh's
+                        // 10%); durations 50..250 ms.
+                        let status = if n.is_multiple_of(20) {
+                            "error"
+                        } else {
+                            "success"
+                        };
+                        let line = json!({
+                            "level": "info", "message": "Sync operation completed",
+                            "operation": "partner_sync", "status": status, "duration": 50 + (n % 5) * 50,
+                        });
+                        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                        writeln!(f, "{line}").unwrap();
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
         World {
             _dir: dir,
             partner,
@@ -887,6 +920,9 @@ impl World {
             mongo_port,
             _tls: tls,
             tls_port,
+            log,
+            processing,
+            _writer: Task(writer),
         }
     }
 
@@ -899,12 +935,14 @@ impl World {
              \x20 - name: maps\n    kind: http\n    url: https://127.0.0.1:{t}/\n    insecure_skip_verify: true\n{fast}\
              \x20 - name: jobs\n    kind: redis\n    url: redis://127.0.0.1:{r}/0\n    queues:\n      - {{ name: partner-sync, type: bullmq, prefix: bull, degraded_above: 1000, stuck_after: 30m }}\n{fast}\
              \x20 - name: orders-db\n    kind: mongodb\n    uri: mongodb://127.0.0.1:{m}/?directConnection=true\n    interval: 1s\n    timeout: 900ms\n    jitter: 0s\n\
-                          \x20 - name: app\n    kind: process\n    self: true\n{fast}\
+             \x20 - name: app-log\n    kind: log\n    files: [{log}]\n    format: json\n    start_at: beginning\n    rules:\n      - metric: sync_operations\n        match: {{ message: \"Sync operation completed\" }}\n        labels: [operation, status]\n        duration: {{ field: duration }}\n{fast}\
+             \x20 - name: app\n    kind: process\n    self: true\n{fast}\
              \x20 - name: data-disk\n    kind: storage\n    source: http\n    url: http://127.0.0.1:{p}/capacity\n    pointers: {{ total: /total, used: /used, available: /available }}\n    forecast_window: 60s\n{fast}",
             p = self.partner_port,
             t = self.tls_port,
             r = self.redis_port,
             m = self.mongo_port,
+            log = self.log.display(),
         )
     }
 
@@ -1098,6 +1136,36 @@ async fn queue_backs_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_stops() {
+    let (world, stack) = world_and_stack().await;
+    let dw = stack.dw_instance();
+    let labels = [("job", "depwatch"), ("instance", dw.as_str())];
+    world.push_jobs(1, 5, 10).await;
+    // Work waits and completions flow: quiet.
+    stack
+        .wait("sync completions in Prometheus", || async {
+            let r = stack
+                .query("sum(increase(depwatch_log_sync_operations_total[10s])) > 0")
+                .await;
+            (!r.is_empty()).then_some(())
+        })
+        .await;
+
+    world.processing.store(false, Ordering::Relaxed);
+    stack
+        .expect_firing("ProcessingStuck", &labels, "critical")
+        .await;
+    let (_, alert) = stack
+        .wait_notified("firing", "ProcessingStuck", &labels)
+        .await;
+    let desc = alert["annotations"]["description"].as_str().unwrap();
+    assert!(desc.contains("while 5 jobs are waiting"), "{desc}");
+
+    world.processing.store(true, Ordering::Relaxed);
+    stack.expect_resolved("ProcessingStuck", &labels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_dies() {
     let (mut world, stack) = world_and_stack().await;
     let dw = stack.dw_instance();
@@ -1133,4 +1201,92 @@ async fn disk_fills_up() {
     // The fix: grow the volume to 100 TiB (months left at this pace).
     world.disk().total = 100.0 * 1024.0 * GIB;
     stack.expect_resolved("StorageFillingUpFast", &labels).await;
+}
+
+/// Grafana's variables as the test fills them: every component, and the
+/// rate interval Grafana would pick for a 1s scrape interval.
+fn fill_variables(expr: &str) -> String {
+    expr.replace("$component", ".*")
+        .replace("${component}", ".*")
+        .replace("$__rate_interval", "15s")
+        .replace("${__rate_interval}", "15s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_panel_returns_data() {
+    let (world, stack) = world_and_stack().await;
+    // Something in every row: failures among requests, waiting and active
+    // jobs, cache hits and misses.
+    world.set_partner(FLAKY);
+    world.push_jobs(1, 5, 30).await;
+    world
+        .redis_cmd(&[
+            "LPUSH".into(),
+            "bull:partner-sync:active".into(),
+            "1".into(),
+        ])
+        .await;
+    world
+        .redis_cmd(&["SET".into(), "cached".into(), "1".into()])
+        .await;
+    let traffic = {
+        let port = world.redis_port;
+        Task(tokio::spawn(async move {
+            let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            loop {
+                for key in ["cached", "cached", "cached", "absent"] {
+                    let _: Result<Option<String>, _> =
+                        ::redis::cmd("GET").arg(key).query_async(&mut c).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }))
+    };
+
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("grafana/dashboards/depwatch.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or("");
+            queries.push((
+                format!("{} / {}", p["title"].as_str().unwrap_or("?"), t["refId"]),
+                fill_variables(expr),
+            ));
+        }
+    }
+    assert!(queries.len() > 20, "{queries:?}");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut empty = Vec::new();
+        for (what, q) in &queries {
+            match stack.try_query(q).await {
+                Ok(r) if !r.is_empty() => {}
+                Ok(_) => empty.push(format!("{what}: no data: {q}")),
+                Err(e) => panic!("{what}: {q}: {e}"),
+            }
+        }
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dashboard queries without data after {STEP:?}:\n{}\n{}",
+            empty.join("\n"),
+            stack.report().await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(traffic);
+}
+
+/// The configuration docker-compose.yml mounts into depwatch's container is
+/// one depwatch accepts.
+#[test]
+fn compose_configuration_is_valid() {
+    let (code, out) = check_config(&repo("deploy/depwatch.compose.yml"), &[]);
+    assert_eq!(code, 0, "{out}");
 }
