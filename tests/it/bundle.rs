@@ -1,15 +1,20 @@
-//! The alerting bundle end to end: the repository's `alerts.yml` and
-//! `prometheus/alertmanager.yml` loaded into a real Prometheus and a real
-//! Alertmanager, scraping the real depwatch, notifying a webhook receiver
-//! this test runs. Each fault is its own test on its own stack: the fault
-//! makes the matching alert fire in Prometheus and arrive at the receiver,
-//! removing it resolves the alert there too.
+//! The alerting bundle end to end: the repository's `alerts.yml`,
+//! `prometheus/prometheus.yml` and `prometheus/alertmanager.yml` loaded into
+//! a real Prometheus and a real Alertmanager, scraping the real depwatch,
+//! notifying a webhook receiver this test runs ([`Stack`]). depwatch watches
+//! a real [`World`]: redis-server with a BullMQ queue, SecantusDB, a partner
+//! API and a TLS server, a capacity API, and a JSON log a "worker" writes.
+//! Each fault is its own test on its own stack: the fault makes the matching
+//! alert fire in Prometheus and arrive at the receiver through the route of
+//! its severity; removing it resolves the alert in both.
 //!
 //! Test-only rewrites, so that a run takes seconds instead of the real
 //! windows (the rules' logic, labels and annotations are unchanged):
 //! - `alerts.yml`: every `for:` becomes [`FAST_FOR`] and every range window
 //!   (`[5m]`, `[15m]`) becomes [`FAST_RANGE`]; Prometheus scrapes and
 //!   evaluates every second.
+//! - `prometheus.yml`: every job scrapes every second and targets the
+//!   test's processes (relabelling unchanged).
 //! - `alertmanager.yml`: `group_wait`/`group_interval` become 1s and each
 //!   receiver (same names, so routing and inhibition are the file's own)
 //!   becomes a webhook to the test's receiver.
