@@ -175,6 +175,11 @@ async fn openmetrics_when_asked() {
         process_probe("self", "self: true", "")
     ))
     .await;
+    dw.wait_metrics("the first check", SECS10, |m| {
+        m.get("depwatch_checks_total", &[("component", "self"), ("kind", "process")])
+            .is_some()
+    })
+    .await;
     let r = dw
         .client
         .get(dw.url("/metrics"))
@@ -400,8 +405,8 @@ async fn health_flood_does_not_multiply_checks() {
 async fn admin_endpoints_need_the_token() {
     let token = "test-admin-token-0123456789";
     let yaml = format!(
-        "health:\n  cache_ttl: 1h\nauth:\n  admin_token: ${{DW_ADMIN}}\nprobes:\n{}",
-        process_probe("self", "self: true", "")
+        "health:\n  cache_ttl: 1h\nauth:\n  admin_token: ${{DW_ADMIN}}\nprobes:\n  - name: self\n    kind: process\n    self: true\n    interval: 1h\n    jitter: 0s\n{}",
+        "# No scheduled check between invalidation and the next request.\n"
     );
     let dw = Depwatch::start_with_env(&yaml, &[("DW_ADMIN", token)]).await;
     assert_eq!(dw.post("/api/admin/cache/invalidate", None).await.0, 401);
