@@ -176,8 +176,11 @@ async fn openmetrics_when_asked() {
     ))
     .await;
     dw.wait_metrics("the first check", SECS10, |m| {
-        m.get("depwatch_checks_total", &[("component", "self"), ("kind", "process")])
-            .is_some()
+        m.get(
+            "depwatch_checks_total",
+            &[("component", "self"), ("kind", "process")],
+        )
+        .is_some()
     })
     .await;
     let r = dw
