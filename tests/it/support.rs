@@ -124,7 +124,13 @@ pub struct Depwatch {
 /// fresh directory and returns (dir, port, config path).
 pub fn write_config(yaml: &str) -> (tempfile::TempDir, u16, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    // A `listen: 127.0.0.1:PORT` of the caller's (a restart on the same
+    // port) is the port to talk to.
+    let given = yaml.lines().find_map(|l| {
+        l.strip_prefix("listen: 127.0.0.1:")
+            .and_then(|p| p.trim().parse::<u16>().ok())
+    });
+    let port = given.unwrap_or_else(free_port);
     let mut text = String::new();
     if !yaml.contains("listen:") {
         text.push_str(&format!("listen: 127.0.0.1:{port}\n"));
