@@ -3,7 +3,9 @@
 //! first byte, bounded body read, each timed), the answer checked against
 //! `expect`, the peer certificate's expiry read during the handshake.
 //!
-//! Also the templates (`modules:`) and target allow-list that `/probe` uses.
+//! Also the templates (`modules:`) and target allow-list that `/probe` uses,
+//! and [`Client`], the one HTTP client of depwatch (storage's `source: http`
+//! sends its GET through it).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -368,6 +370,36 @@ impl Spec {
         Spec(Arc::new(SpecData {
             url: Some(target),
             ..(*self.0).clone()
+        }))
+    }
+
+    /// A plain GET of `url` with `headers`, its body read up to `max_body`
+    /// bytes: no redirects followed, no proxy, the system's trusted roots.
+    /// The request of storage's `source: http`.
+    pub fn get(url: Target, headers: Vec<(HeaderName, HeaderValue)>, max_body: u64) -> Spec {
+        Spec(Arc::new(SpecData {
+            url: Some(url),
+            method: Method::GET,
+            headers,
+            body: None,
+            auth: None,
+            max_redirects: 0,
+            proxy: None,
+            ca: None,
+            identity: None,
+            insecure_skip_verify: false,
+            expect: Expect {
+                status: vec![StatusPat::Class(2)],
+                body_contains: Vec::new(),
+                body_regex: Vec::new(),
+                body_json: Vec::new(),
+                body_json_exists: Vec::new(),
+                headers: Vec::new(),
+                max_body_bytes: max_body,
+            },
+            slow_above: None,
+            cert_expiry_warn: DEFAULT_CERT_WARN,
+            cert_expiry_critical: DEFAULT_CERT_CRITICAL,
         }))
     }
 }
@@ -1071,11 +1103,9 @@ impl Metrics {
 // ----------------------------------------------------------------- probe --
 
 pub struct HttpProbe {
-    spec: Spec,
+    client: Client,
     label: ComponentOnly,
     metrics: Arc<Metrics>,
-    /// The verifier of `ca_file` (built once); `None`: system roots or insecure.
-    custom_verifier: Option<Arc<WebPkiServerVerifier>>,
     /// The failure series written so far (reason × code), to forget them.
     failure_series: std::sync::Mutex<Vec<FailureLabels>>,
 }
@@ -1087,34 +1117,61 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<HttpProbe, BuildError> {
 /// Builds a probe that writes into `metrics` under the component `name`
 /// (`/probe` uses a fresh registry per request).
 pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<HttpProbe, BuildError> {
-    let err = |message: String| BuildError {
+    let client = Client::new(spec).map_err(|message| BuildError {
         name: name.to_string(),
         message,
-    };
-    if spec.url.is_none() {
-        return Err(err("an http probe needs a url".into()));
-    }
-    let custom_verifier = match &spec.ca {
-        Some(certs) if !spec.insecure_skip_verify => {
-            let mut store = RootCertStore::empty();
-            store.add_parsable_certificates(certs.iter().cloned());
-            Some(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
-                    .build()
-                    .map_err(|e| err(format!("ca_file: {e}")))?,
-            )
-        }
-        _ => None,
-    };
+    })?;
     Ok(HttpProbe {
-        spec: spec.clone(),
+        client,
         label: ComponentOnly {
             component: name.to_string(),
         },
         metrics,
-        custom_verifier,
         failure_series: std::sync::Mutex::new(Vec::new()),
     })
+}
+
+/// Sends a spec's request and reads the answer: DNS, TCP connect (through
+/// the proxy), TLS with the spec's trust settings, HTTP/1.1, redirects as
+/// configured, the body up to `expect.max_body_bytes`. A fresh connection
+/// each time. It judges nothing and writes no metrics: the http probe checks
+/// the answer against `expect`; storage's `source: http` reads its JSON.
+pub struct Client {
+    spec: Spec,
+    /// The verifier of `ca_file` (built once); `None`: system roots or insecure.
+    custom_verifier: Option<Arc<WebPkiServerVerifier>>,
+}
+
+impl Client {
+    /// No I/O: the system's roots are loaded at the first TLS handshake.
+    pub fn new(spec: &Spec) -> Result<Client, String> {
+        if spec.url.is_none() {
+            return Err("an http probe needs a url".into());
+        }
+        let custom_verifier = match &spec.ca {
+            Some(certs) if !spec.insecure_skip_verify => {
+                let mut store = RootCertStore::empty();
+                store.add_parsable_certificates(certs.iter().cloned());
+                Some(
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+                        .build()
+                        .map_err(|e| format!("ca_file: {e}"))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Client {
+            spec: spec.clone(),
+            custom_verifier,
+        })
+    }
+
+    /// One request and its answer, whatever its status. Fails with dns,
+    /// connect, tls, bad_response, body_too_large, or status (too many
+    /// redirects); a timeout is the caller's (it drops the future).
+    pub async fn fetch(&self) -> Result<Answer, CheckError> {
+        self.run(&mut Timings::default()).await
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -1242,10 +1299,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: hyper::HeaderMap,
-    body: Vec<u8>,
+/// An HTTP answer, its body read in full (within the limit).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 fn ms(d: Duration) -> Value {
@@ -1335,7 +1393,9 @@ impl HttpProbe {
         }
         d
     }
+}
 
+impl Client {
     async fn run(&self, t: &mut Timings) -> Result<Answer, CheckError> {
         let spec = &self.spec;
         let first = spec
@@ -1616,9 +1676,12 @@ impl HttpProbe {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(cfg)
     }
+}
 
+impl HttpProbe {
     fn evaluate(&self, a: &Answer, t: &Timings, total: Duration) -> CheckResult {
-        let e = &self.spec.expect;
+        let spec = &self.client.spec;
+        let e = &spec.expect;
         let code = a.status.as_u16();
         let details = || self.details(t, total);
         let fail = |reason: Reason, msg: String| {
@@ -1691,7 +1754,7 @@ impl HttpProbe {
             }
         }
         let mut out = Outcome::healthy(details());
-        if let Some(slow) = self.spec.slow_above.filter(|s| total > *s) {
+        if let Some(slow) = spec.slow_above.filter(|s| total > *s) {
             out.raise(
                 Status::Degraded,
                 format!(
@@ -1709,9 +1772,9 @@ impl HttpProbe {
             } else {
                 format!("the certificate expires in {days:.1} days")
             };
-            if left < self.spec.cert_expiry_critical.as_secs_f64() {
+            if left < spec.cert_expiry_critical.as_secs_f64() {
                 out.raise(Status::Unhealthy, what);
-            } else if left < self.spec.cert_expiry_warn.as_secs_f64() {
+            } else if left < spec.cert_expiry_warn.as_secs_f64() {
                 out.raise(Status::Degraded, what);
             }
         }
@@ -1805,7 +1868,7 @@ impl Probe for HttpProbe {
                 t: Timings::default(),
                 done: false,
             };
-            let answer = self.run(&mut rec.t).await;
+            let answer = self.client.run(&mut rec.t).await;
             let total = rec.started.elapsed();
             let result = match answer {
                 Ok(a) => self.evaluate(&a, &rec.t, total),

@@ -9,17 +9,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::{self, HeaderName, HeaderValue};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::http::{self, Target};
 use super::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
 };
@@ -36,12 +31,14 @@ use crate::metrics::GaugeF;
 use crate::store::{StorageSample, Store, unix_ms};
 
 /// How a storage check fails: statvfs (not_found, io, timeout for a hung
-/// mount) and the http source (connect, tls, status, bad_response, body_too_large).
+/// mount) and the http source (connect, dns, tls, status, bad_response,
+/// body_too_large).
 pub const REASONS: &[Reason] = &[
     Reason::NotFound,
     Reason::Io,
     Reason::Timeout,
     Reason::Connect,
+    Reason::Dns,
     Reason::Tls,
     Reason::Status,
     Reason::BadResponse,
@@ -49,7 +46,7 @@ pub const REASONS: &[Reason] = &[
 ];
 
 /// The largest JSON document `source: http` reads.
-const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: u64 = 1 << 20;
 /// The retention pruning of one component runs at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// A fit needs this many samples before it says anything.
@@ -89,8 +86,9 @@ pub enum Source {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpSource {
-    pub url: String,
-    pub headers: Vec<(String, Secret)>,
+    pub url: Target,
+    /// Values are marked sensitive: `Debug` never shows them.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub total: String,
     pub used: String,
     pub available: Option<String>,
@@ -239,10 +237,7 @@ impl Spec {
     fn target(&self) -> String {
         match &self.source {
             Source::Statvfs(p) => p.display().to_string(),
-            Source::Http(h) => h
-                .url
-                .parse::<Uri>()
-                .map_or_else(|_| "/".into(), |u| u.path().to_string()),
+            Source::Http(h) => h.url.path.split('?').next().unwrap_or("/").to_string(),
         }
     }
 }
@@ -267,27 +262,13 @@ fn http_source(raw: &Raw, path: &str, c: &Checker) -> Option<HttpSource> {
             );
             None
         }
-        Some(u) => match u.parse::<Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri.host().is_some()
-                    && !uri.authority().is_some_and(|a| a.as_str().contains('@')) =>
-            {
-                Some(u.to_string())
-            }
-            Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => {
+        Some(u) => match Target::parse(u) {
+            Ok(t) => Some(t),
+            Err(e) => {
                 c.problem(
                     &at("url"),
-                    "credentials in the URL are not supported",
-                    "send them in `headers`, e.g. Authorization: \"Bearer ${TOKEN}\"",
-                );
-                None
-            }
-            _ => {
-                c.problem(
-                    &at("url"),
-                    "invalid URL",
-                    "write an absolute http:// or https:// URL",
+                    format!("invalid url: {e}"),
+                    "write an absolute http:// or https:// URL; send credentials in `headers`, e.g. Authorization: \"Bearer ${TOKEN}\"",
                 );
                 None
             }
@@ -295,22 +276,31 @@ fn http_source(raw: &Raw, path: &str, c: &Checker) -> Option<HttpSource> {
     };
     let mut headers = Vec::new();
     for (k, v) in &raw.headers {
-        if HeaderName::from_bytes(k.as_bytes()).is_err() {
-            c.problem(
-                &at(&format!("headers.{k}")),
-                format!("invalid header name `{k}`"),
-                "",
-            );
-            ok = false;
-        } else if HeaderValue::from_str(v.expose()).is_err() {
-            c.problem(
-                &at(&format!("headers.{k}")),
-                "invalid header value",
-                "header values are printable ASCII",
-            );
-            ok = false;
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v.expose()),
+        ) {
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(true);
+                headers.push((name, value));
+            }
+            (Err(_), _) => {
+                c.problem(
+                    &at(&format!("headers.{k}")),
+                    format!("invalid header name `{k}`"),
+                    "",
+                );
+                ok = false;
+            }
+            (_, Err(_)) => {
+                c.problem(
+                    &at(&format!("headers.{k}")),
+                    "invalid header value",
+                    "header values are printable ASCII",
+                );
+                ok = false;
+            }
         }
-        headers.push((k.clone(), v.clone()));
     }
     let Some(p) = &raw.pointers else {
         c.problem(
@@ -642,8 +632,6 @@ fn min_drop(size: u64) -> f64 {
 // The probe
 // ---------------------------------------------------------------------------
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
 pub struct StorageProbe {
     inner: Arc<Inner>,
 }
@@ -656,7 +644,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     store: Arc<Store>,
     history: tokio::sync::Mutex<History>,
-    client: OnceLock<Result<HttpsClient, String>>,
+    /// The request of `source: http` (`None` for statvfs).
+    client: Option<http::Client>,
     /// When the statvfs call in flight started (unix ms), 0 when none is.
     stuck_since: Arc<AtomicI64>,
 }
@@ -671,6 +660,21 @@ struct History {
 
 pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
     let target = spec.target();
+    let client = match &spec.source {
+        Source::Statvfs(_) => None,
+        Source::Http(h) => {
+            let mut headers = h.headers.clone();
+            if !headers.iter().any(|(k, _)| *k == header::ACCEPT) {
+                headers.push((header::ACCEPT, HeaderValue::from_static("application/json")));
+            }
+            let request = http::Spec::get(h.url.clone(), headers, MAX_BODY);
+            let client = http::Client::new(&request).map_err(|message| BuildError {
+                name: ctx.name.to_string(),
+                message,
+            })?;
+            Some(client)
+        }
+    };
     Ok(StorageProbe {
         inner: Arc::new(Inner {
             spec: spec.clone(),
@@ -683,7 +687,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
             metrics: ctx.metrics.storage.clone(),
             store: ctx.store.clone(),
             history: tokio::sync::Mutex::new(History::default()),
-            client: OnceLock::new(),
+            client,
             stuck_since: Arc::new(AtomicI64::new(0)),
         }),
     })
@@ -720,81 +724,28 @@ fn statvfs(path: &std::path::Path) -> Result<Measure, CheckError> {
 }
 
 impl Inner {
-    fn client(&self) -> Result<&HttpsClient, CheckError> {
-        self.client
-            .get_or_init(|| {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(provider)
-                    .map_err(|e| format!("cannot load the system's CA certificates: {e}"))?
-                    .https_or_http()
-                    .enable_http1()
-                    .build();
-                Ok(Client::builder(TokioExecutor::new()).build(https))
-            })
-            .as_ref()
-            .map_err(|e| CheckError::new(Reason::Tls, e.clone()))
-    }
-
     async fn fetch(&self, h: &HttpSource) -> Result<Measure, CheckError> {
-        let client = self.client()?;
-        let uri: Uri = h
-            .url
-            .parse()
-            .map_err(|_| CheckError::new(Reason::Internal, "invalid URL"))?;
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| CheckError::new(Reason::Internal, "no http client"))?;
         // Shown in errors instead of the URL: no query, which may hold a key.
-        let shown = format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("http"),
-            uri.authority().map_or("", |a| a.as_str()),
-            uri.path()
-        );
-        let mut req = Request::get(uri.clone());
-        for (k, v) in &h.headers {
-            req = req.header(k.as_str(), v.expose());
-        }
-        req = req.header(hyper::header::ACCEPT, "application/json");
-        let req = req
-            .body(Empty::<Bytes>::new())
-            .map_err(|_| CheckError::new(Reason::Internal, "cannot build the request"))?;
-        let resp = client.request(req).await.map_err(|e| {
-            let chain = error_chain(&e);
-            let reason = if chain.contains("certificate") || chain.contains("tls") {
-                Reason::Tls
-            } else if e.is_connect() {
-                Reason::Connect
+        let shown = h.url.redacted();
+        let answer = client.fetch().await.map_err(|mut e| {
+            e.message = if e.reason == Reason::BodyTooLarge {
+                format!("{shown} answered more than {MAX_BODY} bytes")
             } else {
-                Reason::BadResponse
+                format!("request to {shown} failed: {}", e.message)
             };
-            CheckError::new(reason, format!("request to {shown} failed: {chain}"))
+            e
         })?;
-        let status = resp.status();
-        if !status.is_success() {
+        if !answer.status.is_success() {
             return Err(CheckError::new(
                 Reason::Status,
-                format!("{shown} answered HTTP {}", status.as_u16()),
+                format!("{shown} answered HTTP {}", answer.status.as_u16()),
             ));
         }
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    CheckError::new(
-                        Reason::BodyTooLarge,
-                        format!("{shown} answered more than {MAX_BODY} bytes"),
-                    )
-                } else {
-                    CheckError::new(
-                        Reason::BadResponse,
-                        format!("reading the answer of {shown}: {e}"),
-                    )
-                }
-            })?
-            .to_bytes();
-        let doc: Value = serde_json::from_slice(&body).map_err(|e| {
+        let doc: Value = serde_json::from_slice(&answer.body).map_err(|e| {
             CheckError::new(
                 Reason::BadResponse,
                 format!("{shown} did not answer JSON: {e}"),
@@ -1090,16 +1041,6 @@ fn short(v: &Value) -> String {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
-}
-
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -1317,7 +1258,7 @@ mod tests {
         )
         .unwrap();
         let Source::Http(h) = &s.source else { panic!() };
-        assert_eq!(h.headers[0].1.expose(), "Bearer s3cr3t");
+        assert_eq!(h.headers[0].1, "Bearer s3cr3t");
         assert_eq!(h.trash.as_deref(), Some("/tr"));
         assert_eq!(
             s.target(),

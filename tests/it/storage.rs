@@ -375,6 +375,52 @@ async fn http_source_errors_are_failed_checks() {
     assert!(err.contains("/quota/size"), "{err}");
 }
 
+#[tokio::test]
+async fn http_source_status_and_tls_failures_keep_the_query_out() {
+    let api = CapacityApi::start(100.0 * GIB, 10.0 * GIB, 0.0).await;
+    let probe = |name: &str, url: String| {
+        format!(
+            "  - name: {name}\n    kind: storage\n    source: http\n    url: {url}\n    pointers: {{ total: /quota/total, used: /quota/used }}\n    interval: 1s\n    timeout: 500ms\n    jitter: 0s\n"
+        )
+    };
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}{}",
+        probe(
+            "missing",
+            format!("http://127.0.0.1:{}/v1/nothing?key=do-not-show", api.port)
+        ),
+        // TLS to a plain HTTP server: the handshake fails.
+        probe(
+            "plain",
+            format!("https://127.0.0.1:{}/v1/capacity?key=do-not-show", api.port)
+        ),
+    ))
+    .await;
+    let (_, h) = dw
+        .wait_health(
+            "status and tls failures",
+            Duration::from_secs(10),
+            |_, h| {
+                component(h, "missing")["reason"] == "status"
+                    && component(h, "plain")["reason"] == "tls"
+            },
+        )
+        .await;
+    for name in ["missing", "plain"] {
+        let err = component(&h, name)["error"].as_str().unwrap_or_default();
+        assert!(err.contains("127.0.0.1"), "{err}");
+        assert!(!err.contains("do-not-show"), "{err}");
+    }
+    let m = dw.metrics().await;
+    assert!(
+        m.get(
+            "depwatch_storage_used_bytes",
+            &[("component", "missing"), ("path", "/v1/nothing")]
+        )
+        .is_none()
+    );
+}
+
 /// Starts depwatch on `state_dir` (kept by the caller across runs).
 async fn start_on(state_dir: &Path, probes: &str) -> Depwatch {
     Depwatch::start(&format!(
