@@ -209,10 +209,6 @@ impl Component {
             last_success: prev.last_success,
             down,
         };
-        m.checks.get_or_create(&self.labels).inc();
-        m.check_duration
-            .get_or_create(&self.labels)
-            .observe(duration.as_secs_f64());
         let only = ComponentOnly {
             component: self.cfg.name.clone(),
         };
@@ -224,13 +220,6 @@ impl Component {
                 m.last_success.get_or_create(&only).set(unix(now));
             }
             Err(e) => {
-                m.failures
-                    .get_or_create(&ComponentFailure {
-                        component: self.cfg.name.clone(),
-                        kind: self.kind(),
-                        reason: e.reason,
-                    })
-                    .inc();
                 next.error = Some(e.message.clone());
                 next.reason = Some(e.reason);
                 next.details = e.details;
@@ -261,6 +250,20 @@ impl Component {
             .get_or_create(&only)
             .set(i64::from(failures));
         let _ = m.last_success.get_or_create(&only);
+        // Counters last: whoever sees a check counted sees its gauges too.
+        if let Some(reason) = next.reason {
+            m.failures
+                .get_or_create(&ComponentFailure {
+                    component: self.cfg.name.clone(),
+                    kind: self.kind(),
+                    reason,
+                })
+                .inc();
+        }
+        m.check_duration
+            .get_or_create(&self.labels)
+            .observe(duration.as_secs_f64());
+        m.checks.get_or_create(&self.labels).inc();
         lock(&self.perf).push(duration, at, &self.perf_cfg);
 
         if prev.status != Some(status) || prev.up != next.up {
