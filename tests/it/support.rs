@@ -278,6 +278,25 @@ impl Depwatch {
         .await
     }
 
+    /// Asserts that none of `secrets` shows in what a user or a scraper can
+    /// see: `/metrics`, `/api/health`, the status page and the log.
+    pub async fn assert_never_shown(&self, secrets: &[&str]) {
+        let surfaces = [
+            ("/metrics", self.get("/metrics").await.1),
+            ("/api/health", self.get("/api/health").await.1),
+            ("the status page", self.get("/").await.1),
+            ("the log", self.log()),
+        ];
+        for (what, text) in surfaces {
+            for secret in secrets {
+                assert!(
+                    !text.contains(secret),
+                    "`{secret}` appears in {what}:\n{text}"
+                );
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
