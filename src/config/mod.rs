@@ -318,6 +318,24 @@ impl Checker<'_> {
         });
     }
 
+    /// Reports `name` at `{at}.name` when `seen` has it already: the names
+    /// of a probe's queries, queues… label its metrics and must be unique.
+    pub fn unique_name(
+        &self,
+        seen: &mut std::collections::BTreeSet<String>,
+        at: &str,
+        what: &str,
+        name: &str,
+    ) {
+        if !seen.insert(name.to_string()) {
+            self.problem(
+                &format!("{at}.name"),
+                format!("duplicate {what} name `{name}`"),
+                format!("{what} names label the metrics: make them unique"),
+            );
+        }
+    }
+
     /// Reads a secret given inline or as `<key>_file`; exactly one may be set.
     pub fn secret(
         &self,

@@ -238,13 +238,7 @@ impl Spec {
         let mut names = BTreeSet::new();
         for (i, q) in raw.queries.into_iter().enumerate() {
             let at = format!("{path}.queries[{i}]");
-            if !names.insert(q.name.clone()) {
-                c.problem(
-                    &format!("{at}.name"),
-                    format!("duplicate query name `{}`", q.name),
-                    "query names label the metrics: make them unique",
-                );
-            }
+            c.unique_name(&mut names, &at, "query", &q.name);
             let database = db_for(q.database.clone(), &at);
             if let Some(spec) = parse_query(q, database, &at, c) {
                 queries.push((i, spec));
@@ -297,13 +291,7 @@ impl Spec {
         let mut qnames = BTreeSet::new();
         for (i, q) in raw.queues.into_iter().enumerate() {
             let at = format!("{path}.queues[{i}]");
-            if !qnames.insert(q.name.clone()) {
-                c.problem(
-                    &format!("{at}.name"),
-                    format!("duplicate queue name `{}`", q.name),
-                    "queue names label the metrics: make them unique",
-                );
-            }
+            c.unique_name(&mut qnames, &at, "queue", &q.name);
             let database = db_for(q.database.clone(), &at);
             if let Some(spec) = parse_queue(q, database, &at, c) {
                 queues.push(spec);

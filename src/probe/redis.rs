@@ -205,12 +205,8 @@ impl Spec {
         for (i, q) in raw.queues.into_iter().enumerate() {
             let at = format!("{path}.queues[{i}]");
             if let Some(spec) = parse_queue(q, &at, c) {
-                if spec.discover.is_none() && !names.insert(spec.name.clone()) {
-                    c.problem(
-                        &format!("{at}.name"),
-                        format!("duplicate queue name `{}`", spec.name),
-                        "queue names label the metrics: make them unique",
-                    );
+                if spec.discover.is_none() {
+                    c.unique_name(&mut names, &at, "queue", &spec.name);
                 }
                 queues.push(spec);
             }
