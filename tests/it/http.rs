@@ -119,6 +119,20 @@ fn certificate(
 }
 
 /// The partner API over TLS with the given certificate.
+/// A TLS partner whose certificate is valid until `not_after`, and the
+/// `ca_file: ...` line that makes depwatch trust it (the file lives as long as
+/// the returned directory).
+async fn trusted_tls_partner(
+    not_after: time::OffsetDateTime,
+) -> (u16, Task, tempfile::TempDir, String) {
+    let (pem, der, key) = certificate(not_after);
+    let (port, srv) = tls_partner(der, key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("partner-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    (port, srv, dir, format!("ca_file: {}", ca.display()))
+}
+
 async fn tls_partner(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> (u16, Task) {
     tls_partner_with(cert, key, None).await
 }
@@ -403,16 +417,8 @@ async fn json_pointer_mismatch_is_an_expectation_failure() {
 #[tokio::test]
 async fn self_signed_tls_trusted_through_ca_file() {
     let not_after = days_from_now(90);
-    let (pem, der, key) = certificate(not_after);
-    let (port, _srv) = tls_partner(der, key).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("partner-ca.pem");
-    std::fs::write(&ca, pem).unwrap();
-    let (_dw, m, c) = check_once(
-        &format!("https://localhost:{port}/ok"),
-        &format!("ca_file: {}", ca.display()),
-    )
-    .await;
+    let (port, _srv, _ca_dir, trust) = trusted_tls_partner(not_after).await;
+    let (_dw, m, c) = check_once(&format!("https://localhost:{port}/ok"), &trust).await;
     assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
     assert_eq!(c["status"], "healthy", "{c}");
     assert_eq!(
@@ -442,16 +448,8 @@ async fn self_signed_tls_trusted_through_ca_file() {
 #[tokio::test]
 async fn expired_certificate_fails_with_tls_and_shows_when() {
     let not_after = days_from_now(-2);
-    let (pem, der, key) = certificate(not_after);
-    let (port, _srv) = tls_partner(der, key).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, pem).unwrap();
-    let (_dw, m, c) = check_once(
-        &format!("https://127.0.0.1:{port}/ok"),
-        &format!("ca_file: {}", ca.display()),
-    )
-    .await;
+    let (port, _srv, _ca_dir, trust) = trusted_tls_partner(not_after).await;
+    let (_dw, m, c) = check_once(&format!("https://127.0.0.1:{port}/ok"), &trust).await;
     assert_failed(&m, &c, "tls", "none");
     assert!(c["error"].as_str().unwrap().contains("xpired"), "{c}");
     assert_eq!(
@@ -474,16 +472,8 @@ async fn expired_certificate_fails_with_tls_and_shows_when() {
 #[tokio::test]
 async fn certificate_expiring_in_3_days_degrades() {
     let not_after = days_from_now(3);
-    let (pem, der, key) = certificate(not_after);
-    let (port, _srv) = tls_partner(der, key).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, pem).unwrap();
-    let (_dw, m, c) = check_once(
-        &format!("https://localhost:{port}/ok"),
-        &format!("ca_file: {}", ca.display()),
-    )
-    .await;
+    let (port, _srv, _ca_dir, trust) = trusted_tls_partner(not_after).await;
+    let (_dw, m, c) = check_once(&format!("https://localhost:{port}/ok"), &trust).await;
     assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
     assert!(
         m.matching("depwatch_http_request_failures_total", &[P])
@@ -509,10 +499,7 @@ async fn certificate_expiring_in_3_days_degrades() {
     // Past cert_expiry_critical it is unhealthy, still without failing.
     let (_dw, m, c) = check_once(
         &format!("https://localhost:{port}/ok"),
-        &format!(
-            "ca_file: {}\ncert_expiry_critical: 7d\ncert_expiry_warn: 30d",
-            ca.display()
-        ),
+        &format!("{trust}\ncert_expiry_critical: 7d\ncert_expiry_warn: 30d"),
     )
     .await;
     assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
