@@ -12,6 +12,7 @@
 # Every server binds 127.0.0.1 on a free port, every load run is bounded by
 # wrk -d and timeout, everything started is stopped by PID on exit.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 CONNS=${BENCH_CONNS:-16}
@@ -41,15 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() {
   local url=$1 i
   for ((i = 0; i < 100; i++)); do curl -sf --max-time 1 -o /dev/null "$url" && return 0; sleep 0.1; done
   die "no answer from $url"
-}
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-to_ms() {  # wrk latency (e.g. 1.23ms, 850.00us, 1.02s) -> ms
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 
 P_DW=$(free_port); P_NGINX=$(free_port); P_NODE=$(free_port)
@@ -123,7 +119,6 @@ load nginx_metrics "http://127.0.0.1:$P_NGINX/metrics.txt"
 load node_metrics "http://127.0.0.1:$P_NODE/metrics"
 DW_AFTER=$(rss_kb "$DW_PID")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 HB=$(wc -c <"$W/www/health.json"); MB=$(wc -c <"$W/www/metrics.txt")
 cat <<EOF
 # depwatch core benchmark — $(date -u +%FT%TZ)

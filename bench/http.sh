@@ -25,6 +25,7 @@
 # (wrk -d under timeout, polls with deadlines); every process started here
 # is stopped by PID in the EXIT trap; the scratch dir is removed.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -72,9 +73,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {  # port pid seconds
+wait_started() {  # port pid seconds
   local i
   for ((i = 0; i < $3 * 10; i++)); do
     alive "$2" || return 1
@@ -88,7 +87,7 @@ start() {  # name port cmd...  -> sets LAST_PID
   "$@" >"$W/$name.log" 2>&1 &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
-  wait_port "$port" "$LAST_PID" 30 || die "$name did not come up: $(tail -n 5 "$W/$name.log")"
+  wait_started "$port" "$LAST_PID" 30 || die "$name did not come up: $(tail -n 5 "$W/$name.log")"
   local bad
   bad=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$LAST_PID," 'index($0, p) {print $4}' | grep -Ev '^(127\.|\[::1\])' || true)
   [[ -z $bad ]] || die "$name listens on a non-loopback address: $bad"
@@ -100,16 +99,6 @@ stop() {  # pid
   alive "$1" && kill -KILL "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
 }
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-rss_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
-    else printf "?" }'
-}
-median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 for b in nginx wrk prometheus-blackbox-exporter curl ss python3; do
   command -v "$b" >/dev/null || die "missing $b (apt-get install -y nginx wrk prometheus-blackbox-exporter curl iproute2)"
@@ -122,6 +111,7 @@ if [[ -z $DW ]]; then
   DW=${CARGO_TARGET_DIR:-$ROOT/target}/release/depwatch
 fi
 [[ -x $DW ]] || die "no depwatch binary at $DW"
+DW=$(realpath "$DW") # part 2 runs depwatch from its own directory
 WAITED=0
 BUSY_NOTE=""
 while pgrep -x rustc >/dev/null 2>&1; do
@@ -227,9 +217,9 @@ EOF
     for name in depwatch blackbox_exporter; do
       pid=${XPID[$name]}
       h0=$(grep -c '^200$' "$W/nginx/access.log" || true)
-      t0=$(ticks "$pid")
+      t0=$(cpu_ticks "$pid")
       out=$(timeout $((WRK_DUR + 30)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DUR}s" --latency "${URL[$name]}" 2>&1) || die "wrk failed: $out"
-      t1=$(ticks "$pid")
+      t1=$(cpu_ticks "$pid")
       h1=$(grep -c '^200$' "$W/nginx/access.log" || true)
       reqs=$(awk '/requests in/ {print $1}' <<<"$out")
       rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
@@ -297,7 +287,7 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
   (cd "$W/dw2" && { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; } && exec "$DW" --config "$W/dw2/depwatch.yml") >"$W/dw2.log" 2>&1 &
   PID2=$!
   PIDS+=("$PID2")
-  wait_port "$P_DW2" "$PID2" 30 || die "depwatch (part 2) did not come up: $(tail -n 5 "$W/dw2.log")"
+  wait_started "$P_DW2" "$PID2" 30 || die "depwatch (part 2) did not come up: $(tail -n 5 "$W/dw2.log")"
   M="http://127.0.0.1:$P_DW2/metrics"
   snapshot() { curl -fsS --max-time 20 "$M" | awk '/^depwatch_checks_total\{component="p[0-9]+",kind="http"\}/ { sub(/^[^"]*"/, ""); sub(/".* /, " "); print }' | sort; }
   sum() { awk '{ s += $2 } END { print s + 0 }' "$1"; }
@@ -311,13 +301,13 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
     sleep 1
   done
   rss_warm=$(rss_kb "$PID2" VmRSS)
-  t0=$(ticks "$PID2"); c0=$(date +%s.%N)
+  t0=$(cpu_ticks "$PID2"); c0=$(date +%s.%N)
   snapshot >"$W/s0"
   window=$((ROUNDS * INTERVAL_S))
   log "part 2: measuring $ROUNDS rounds (${window}s)"
   sleep "$window"
   snapshot >"$W/s1"
-  t1=$(ticks "$PID2"); c1=$(date +%s.%N)
+  t1=$(cpu_ticks "$PID2"); c1=$(date +%s.%N)
   body=$(curl -fsS --max-time 20 "$M")
   join "$W/s0" "$W/s1" | awk '{ print $3 - $2 }' >"$W/diff"
   min=$(sort -g "$W/diff" | head -n1); max=$(sort -g "$W/diff" | tail -n1)

@@ -16,6 +16,7 @@
 # Knobs: BENCH_LINES [1000000]  BENCH_RUNS [3]  BENCH_TAIL_MAX [300] (s)
 #        DEPWATCH [target/release/depwatch, built if missing]
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 LINES=${BENCH_LINES:-1000000}
 RUNS=${BENCH_RUNS:-3}
@@ -40,7 +41,6 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 LOG=$W/bench.log
 log "generating $LINES-line JSON log"

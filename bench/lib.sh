@@ -1,0 +1,37 @@
+# bench/lib.sh — helpers the benchmark scripts share (sourced, not run).
+# Everything here reads /proc or talks to 127.0.0.1 only.
+
+# A free TCP port on 127.0.0.1 (bound and released).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Whether something listens on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Waits up to 10 s for 127.0.0.1:PORT to accept connections; exits otherwise.
+wait_port() {
+  local i
+  for ((i = 0; i < 200; i++)); do port_open "$1" && return 0; sleep 0.05; done
+  echo "port $1 never opened" >&2
+  exit 1
+}
+
+# A process's user+system CPU in clock ticks (the command name may hold spaces).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# A field of /proc/PID/status in kB: rss_kb PID [VmRSS|VmHWM] (default VmRSS).
+rss_kb() { awk -v k="${2:-VmRSS}:" '$1 == k {print $2}' "/proc/$1/status"; }
+
+# A wrk latency (850.00us, 1.23ms, 1.02s) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "?" }'
+}
+
+# The median of the numbers on stdin, one per line.
+median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# A / B with two decimals ("n/a" when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
