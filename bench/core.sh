@@ -68,25 +68,7 @@ wait_http "http://127.0.0.1:$P_NODE/metrics"
 sleep 1
 curl -sf "http://127.0.0.1:$P_DW/api/health" >"$W/www/health.json"
 curl -sf "http://127.0.0.1:$P_DW/metrics" >"$W/www/metrics.txt"
-cat >"$W/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  default_type application/json;
-  client_body_temp_path $W/nginx/tmp/body;
-  proxy_temp_path $W/nginx/tmp/proxy;
-  fastcgi_temp_path $W/nginx/tmp/fastcgi;
-  uwsgi_temp_path $W/nginx/tmp/uwsgi;
-  scgi_temp_path $W/nginx/tmp/scgi;
-  server { listen 127.0.0.1:$P_NGINX; root $W/www; }
-}
-EOF
+nginx_conf "$W/nginx" "$P_NGINX" "$W/www" 1024 "access_log off; keepalive_requests 1000000;"
 nginx -p "$W/nginx/" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$P_NGINX/health.json"

@@ -134,27 +134,9 @@ tail = '"}\n'
 open(sys.argv[1], "w").write(head + "x" * (200 - len(head) - len(tail)) + tail)
 EOF
 P_NGINX=$(free_port)
-cat >"$W/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  # One line per request that reached the target: counts the probes that
-  # really happened (a /probe answered without reaching nginx is not one).
-  log_format hits '\$status';
-  access_log $W/nginx/access.log hits;
-  default_type application/json;
-  client_body_temp_path $W/nginx/tmp/body;
-  proxy_temp_path $W/nginx/tmp/proxy;
-  fastcgi_temp_path $W/nginx/tmp/fastcgi;
-  uwsgi_temp_path $W/nginx/tmp/uwsgi;
-  scgi_temp_path $W/nginx/tmp/scgi;
-  server { listen 127.0.0.1:$P_NGINX; root $W/www; }
-}
-EOF
+# One access-log line per request that reached the target: counts the probes
+# that really happened (a /probe answered without reaching nginx is not one).
+nginx_conf "$W/nginx" "$P_NGINX" "$W/www" 8192 "log_format hits '\$status'; access_log $W/nginx/access.log hits;"
 start nginx "$P_NGINX" nginx -c "$W/nginx/nginx.conf" -p "$W/nginx"
 TARGET="http://127.0.0.1:$P_NGINX/status.json"
 TARGET_Q=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$TARGET")

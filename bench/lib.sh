@@ -35,3 +35,30 @@ median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "n/a"; else if (
 
 # A / B with two decimals ("n/a" when B is 0).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# Writes DIR/nginx.conf for one foreground nginx process (no master, one
+# worker) serving ROOT on 127.0.0.1:PORT, with its temp files under DIR:
+# nginx_conf DIR PORT ROOT WORKER_CONNECTIONS 'http-level directives'
+# Start it with: nginx -p DIR/ -c DIR/nginx.conf -e DIR/error.log
+nginx_conf() {
+  local d=$1 port=$2 root=$3 conns=$4 extra=$5
+  mkdir -p "$d/tmp"
+  cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections $conns; }
+http {
+  $extra
+  default_type application/json;
+  client_body_temp_path $d/tmp/body;
+  proxy_temp_path $d/tmp/proxy;
+  fastcgi_temp_path $d/tmp/fastcgi;
+  uwsgi_temp_path $d/tmp/uwsgi;
+  scgi_temp_path $d/tmp/scgi;
+  server { listen 127.0.0.1:$port; root $root; }
+}
+EOF
+}
