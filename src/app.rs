@@ -263,11 +263,23 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
+/// The message of a caught panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Re-reads the configuration file. An invalid file is refused and the
 /// running configuration stays.
 fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
     let old = shared.runtime();
-    let result = (|| {
+    // The parsers refuse what they cannot take; should one still panic, the
+    // panic is caught here so that the daemon keeps its running
+    // configuration instead of dying on a SIGHUP.
+    let load = std::panic::AssertUnwindSafe(|| {
         let Some(path) = old.config.source.clone() else {
             return Err(
                 "depwatch runs with the built-in default: there is no file to reload".to_string(),
@@ -281,7 +293,13 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }
         build_runtime(config, Some(&old), &shared.metrics, &shared.store).map_err(|e| e.to_string())
-    })();
+    });
+    let result = std::panic::catch_unwind(load).unwrap_or_else(|panic| {
+        Err(format!(
+            "internal error while loading the configuration: {} (this is a bug: please report it with the file)",
+            panic_text(&*panic)
+        ))
+    });
     match result {
         Ok(rt) => {
             let rt = Arc::new(rt);

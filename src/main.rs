@@ -74,10 +74,22 @@ fn init_logs(format: LogFormat) {
 }
 
 fn load(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigError> {
-    match path {
+    // The loader refuses bad input with positioned errors; a panic would be
+    // a bug, reported as a configuration that could not be loaded (exit 64
+    // like any other) rather than a crash.
+    std::panic::catch_unwind(|| match path {
         Some(p) => config::load_file(p),
         None => Ok(config::builtin()),
-    }
+    })
+    .unwrap_or_else(|panic| {
+        Err(config::ConfigError::Invalid {
+            rendered: vec![format!(
+                "{}: internal error while loading the configuration: {} (this is a bug: please report it with the file)",
+                path.map_or("<built-in>".into(), |p| p.display().to_string()),
+                app::panic_text(&*panic)
+            )],
+        })
+    })
 }
 
 fn main() -> ExitCode {

@@ -16,8 +16,16 @@ use serde::Deserialize;
 
 use crate::probe::http::{Module, TargetPattern};
 use crate::probe::{self, Kind, ProbeSpec};
+use crate::redact;
 pub use units::{Dur, Secret, Size};
 use yaml::{Ctx, Node, Problem};
+
+/// The longest check interval: a probe checked less than daily is not watched.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// The longest `health.cache_ttl`.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
+/// The longest latency threshold of `health.performance`.
+pub const MAX_LATENCY_THRESHOLD: Duration = Duration::from_secs(3600);
 
 /// The built-in default, used when no configuration file is given.
 pub const DEFAULT_YAML: &str = r#"
@@ -205,16 +213,64 @@ const TOP_KEYS: &[&str] = &[
     "modules",
 ];
 
+/// The largest configuration file read. Ten thousand probes fit in 2 MiB;
+/// a bigger file is a mistake (a log given as `--config`), not a config.
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+/// The largest secret file (`*_file`) read: tokens and passwords are short.
+pub const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// Reads at most `limit` bytes of a file; `Ok(None)` when it is longer.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut buf)?;
+    Ok((buf.len() as u64 <= limit).then_some(buf))
+}
+
+/// The text of a file that should be UTF-8, or a problem at the first byte
+/// that is not: its line and column, counted as an editor would.
+pub fn utf8_text(bytes: Vec<u8>) -> Result<String, Problem> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let valid = e.utf8_error().valid_up_to();
+        // The prefix up to `valid` is UTF-8 by definition.
+        let before = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Problem {
+            mark: yaml::Mark { line, col },
+            path: String::new(),
+            message: format!(
+                "the file is not valid UTF-8 (byte 0x{:02x} at offset {valid})",
+                bytes[valid]
+            ),
+            hint: Some("save the file as UTF-8".into()),
+        }
+    })
+}
+
 /// Loads a configuration file with the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
+    let name = path.display().to_string();
+    let read_err = |source| ConfigError::Read {
+        path: name.clone(),
         source,
+    };
+    let Some(bytes) = read_bounded(path, MAX_CONFIG_BYTES).map_err(read_err)? else {
+        return Err(ConfigError::Invalid {
+            rendered: vec![format!(
+                "{name}: the file is larger than {} MiB, the limit for a configuration (is it the right file?)",
+                MAX_CONFIG_BYTES >> 20
+            )],
+        });
+    };
+    let src = utf8_text(bytes).map_err(|p| ConfigError::Invalid {
+        rendered: vec![p.render(&name)],
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    from_str(&src, &path.display().to_string(), Some(path), base, &|k| {
-        std::env::var(k).ok()
-    })
+    from_str(&src, &name, Some(path), base, &|k| std::env::var(k).ok())
 }
 
 /// The built-in default configuration.
@@ -233,10 +289,25 @@ pub fn from_str(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let (root, env_problems) =
+        yaml::parse_document(src, env).map_err(|p| ConfigError::Invalid {
+            rendered: vec![redact::userinfo(&p.render(name))],
+        })?;
+    // No problem may show a password or a value from the environment, even
+    // one reported away from its own key.
+    let env_texts = root.env_texts();
     let fail = |problems: Vec<Problem>| ConfigError::Invalid {
-        rendered: problems.iter().map(|p| p.render(name)).collect(),
+        rendered: problems
+            .iter()
+            .map(|p| {
+                let mut line = redact::userinfo(&p.render(name));
+                for t in env_texts.iter().filter(|t| t.len() >= 4) {
+                    line = line.replace(*t, "***");
+                }
+                line
+            })
+            .collect(),
     };
-    let (root, env_problems) = yaml::parse_document(src, env).map_err(|p| fail(vec![p]))?;
     let ctx = Ctx::default();
     for p in env_problems {
         ctx.push(p);
@@ -310,10 +381,14 @@ impl Checker<'_> {
             return;
         }
         let hint = hint.into();
+        let mut message = message.into();
+        if let Some(text) = self.root.node_at(path).and_then(Node::env_text) {
+            message = yaml::hide_env_value(&message, text);
+        }
         self.ctx.push(Problem {
             mark: self.root.mark_of(path),
             path: path.to_string(),
-            message: message.into(),
+            message,
             hint: (!hint.is_empty()).then_some(hint),
         });
     }
@@ -356,7 +431,13 @@ impl Checker<'_> {
             (Some(s), None) => Some(s),
             (None, Some(f)) => {
                 let p = self.base.join(f);
-                match std::fs::read_to_string(&p) {
+                let read = read_bounded(&p, MAX_SECRET_BYTES).and_then(|b| {
+                    let b = b.ok_or_else(|| {
+                        std::io::Error::other(format!("larger than {} KiB", MAX_SECRET_BYTES >> 10))
+                    })?;
+                    String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text"))
+                });
+                match read {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']))),
                     Err(e) => {
                         self.problem(
@@ -419,8 +500,31 @@ impl Checker<'_> {
                 "2 flags a median that doubled",
             );
         }
+        if perf.critical_above > MAX_LATENCY_THRESHOLD {
+            self.problem(
+                &format!("{at}.critical_above"),
+                format!(
+                    "critical_above {} is longer than {}",
+                    units::format_duration(perf.critical_above),
+                    units::format_duration(MAX_LATENCY_THRESHOLD)
+                ),
+                "checks time out long before: e.g. 500ms",
+            );
+        }
+        let cache_ttl = raw.cache_ttl.map_or(Duration::from_secs(5), |d| d.0);
+        if cache_ttl > MAX_CACHE_TTL {
+            self.problem(
+                "health.cache_ttl",
+                format!(
+                    "cache_ttl {} is longer than {}",
+                    units::format_duration(cache_ttl),
+                    units::format_duration(MAX_CACHE_TTL)
+                ),
+                "a stale verdict keeps a dead dependency in rotation: use 1s to 1m",
+            );
+        }
         HealthConfig {
-            cache_ttl: raw.cache_ttl.map_or(Duration::from_secs(5), |d| d.0),
+            cache_ttl,
             performance: perf,
         }
     }
@@ -534,6 +638,16 @@ impl Checker<'_> {
                     &format!("{path}.interval"),
                     "interval is shorter than 100ms",
                     "checks that often would load the dependency",
+                );
+            } else if interval > MAX_INTERVAL {
+                self.problem(
+                    &format!("{path}.interval"),
+                    format!(
+                        "interval {} is longer than {}",
+                        units::format_duration(interval),
+                        units::format_duration(MAX_INTERVAL)
+                    ),
+                    "a dependency checked less than daily is not watched: use 15s to 1h",
                 );
             }
             if timeout.is_zero() {

@@ -10,6 +10,14 @@ use serde::de::{self, Deserialize, Deserializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
+/// The longest duration any key accepts. Keys with a tighter sane range
+/// check it in stage two; this bound keeps every later addition to an
+/// `Instant` or a `SystemTime` far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// The largest size any key accepts (1 PiB); keys check their own range.
+pub const MAX_SIZE: u64 = 1 << 50;
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -43,7 +51,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total += n * secs;
         rest = &after[unit_end..];
     }
-    Ok(Duration::from_secs_f64(total))
+    // `Duration::from_secs_f64` panics beyond u64 seconds: bound first.
+    match Duration::try_from_secs_f64(total) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "duration `{s}` is out of range (at most {})",
+            format_duration(MAX_DURATION)
+        )),
+    }
 }
 
 /// Formats a duration the way it would be written in the config.
@@ -102,7 +117,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "TiB" => 1024f64.powi(4),
         u => return Err(format!("unknown unit `{u}` in size `{s}`")),
     };
-    Ok((n * mult).round() as u64)
+    let bytes = (n * mult).round();
+    // `as u64` would saturate silently: a size past the bound is refused.
+    if !bytes.is_finite() || bytes > MAX_SIZE as f64 {
+        return Err(format!("size `{s}` is out of range (at most 1PiB)"));
+    }
+    Ok(bytes as u64)
 }
 
 impl<'de> Deserialize<'de> for Size {
@@ -164,6 +184,37 @@ mod tests {
             Err("unknown unit `x` in duration `15x`".into())
         );
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn out_of_range_durations_are_refused_not_panics() {
+        for s in [
+            "18446744073709551616s",
+            "9999999999999999d",
+            "367d",
+            "53w",
+            "1e400s",
+            "99999999999999999999999999999999999999999999999ms",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(
+                e.contains("out of range") || e.contains("unknown unit"),
+                "{s}: {e}"
+            );
+        }
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("18446744073709551616s"),
+            Err("duration `18446744073709551616s` is out of range (at most 366d)".into())
+        );
+    }
+
+    #[test]
+    fn out_of_range_sizes_are_refused() {
+        assert!(parse_size("1PiB").is_err());
+        assert_eq!(parse_size("1024TiB"), Ok(1 << 50));
+        assert!(parse_size("1025TiB").unwrap_err().contains("out of range"));
+        assert!(parse_size("99999999999999999999999999TB").is_err());
     }
 
     #[test]

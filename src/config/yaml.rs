@@ -83,6 +83,46 @@ impl Node {
         self.entry(key).map(|(_, v)| v)
     }
 
+    /// The node at exactly this dotted path, if there is one.
+    pub fn node_at(&self, path: &str) -> Option<&Node> {
+        let mut node = self;
+        for seg in split_path(path) {
+            node = match seg {
+                Seg::Key(k) => node.get(k)?,
+                Seg::Index(i) => match &node.value {
+                    Value::Seq(items) => items.get(i)?,
+                    _ => return None,
+                },
+            };
+        }
+        Some(node)
+    }
+
+    /// The text of a scalar that came (partly) from the environment.
+    pub fn env_text(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar {
+                text, secret: true, ..
+            } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Every text in this tree that came from the environment.
+    pub fn env_texts(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut todo = vec![self];
+        while let Some(n) = todo.pop() {
+            match &n.value {
+                Value::Scalar { .. } => out.extend(n.env_text()),
+                Value::Seq(items) => todo.extend(items),
+                Value::Map(entries) => todo.extend(entries.iter().map(|(_, v)| v)),
+                Value::Null => {}
+            }
+        }
+        out
+    }
+
     /// The position of a dotted path such as `probes[2].timeout`, relative to
     /// this node: the key's position when the path ends at a map entry, the
     /// nearest existing ancestor's otherwise.
@@ -160,24 +200,62 @@ impl Problem {
     }
 }
 
+/// Deepest nesting of mappings and lists a configuration may have. Stage two
+/// walks the tree recursively; real configurations stay under ten levels.
+pub const MAX_DEPTH: usize = 64;
+/// Most aliases (`*name`) a file may use.
+pub const MAX_ALIASES: usize = 10_000;
+/// Most that aliases may add to the document, in estimated bytes: an
+/// anchor's subtree is copied at each of its aliases, so nine levels of ten
+/// aliases ("billion laughs") would otherwise grow without bound.
+pub const MAX_ALIAS_EXPANSION: usize = 16 << 20;
+/// The estimated cost of one node beyond its text.
+const NODE_COST: usize = 64;
+
 /// Parses a YAML document, substituting `${NAME}` from `env`. Syntax errors
-/// are fatal (there is no tree to check); unset variables are collected.
+/// and documents past the limits are fatal (there is no tree to check);
+/// unset variables are collected.
 pub fn parse_document(
     src: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Node, Vec<Problem>), Problem> {
+    // Editors on Windows write a byte order mark: it is not part of a key.
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(src);
-    if let Err(e) = parser.load(&mut builder, false) {
-        let mark = Mark::from(*e.marker());
-        let info = e.to_string();
-        let info = info.split(" at byte ").next().unwrap_or(&info).to_string();
-        return Err(Problem {
-            mark,
-            path: String::new(),
-            message: format!("invalid YAML: {info}"),
-            hint: Some("check indentation and quoting near this position".into()),
-        });
+    let mut documents = 0;
+    // Events are pulled one by one rather than through `Parser::load`,
+    // which recurses once per level of nesting and stops silently after the
+    // first document.
+    loop {
+        let (ev, marker) = parser.next_token().map_err(|e| {
+            let info = e.to_string();
+            let info = info.split(" at byte ").next().unwrap_or(&info).to_string();
+            Problem {
+                mark: Mark::from(*e.marker()),
+                path: String::new(),
+                message: format!("invalid YAML: {info}"),
+                hint: Some("check indentation and quoting near this position".into()),
+            }
+        })?;
+        match ev {
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(Problem {
+                        mark: Mark::from(marker),
+                        path: String::new(),
+                        message: "a second YAML document starts here; depwatch reads one document per file".into(),
+                        hint: Some("remove this `---` (and what follows) or merge it into the first document".into()),
+                    });
+                }
+            }
+            ev => builder.on_event(ev, marker),
+        }
+        if let Some(p) = builder.error.take() {
+            return Err(p);
+        }
     }
     let mut root = builder.root.unwrap_or(Node {
         mark: Mark { line: 1, col: 1 },
@@ -191,28 +269,75 @@ pub fn parse_document(
     Ok((root, problems))
 }
 
+/// One collection being built: the node, a key waiting for its value, the
+/// anchor id, and the estimated size of the subtree so far.
+struct Frame {
+    node: Node,
+    pending_key: Option<Node>,
+    anchor: usize,
+    weight: usize,
+}
+
 #[derive(Default)]
 struct Builder {
-    stack: Vec<(Node, Option<Node>, usize)>,
-    anchors: HashMap<usize, Node>,
+    stack: Vec<Frame>,
+    /// Anchored subtrees with their estimated size.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
+    aliases: usize,
+    expanded: usize,
+    /// A limit was passed: building stops, the caller reports this.
+    error: Option<Problem>,
 }
 
 impl Builder {
-    fn push_value(&mut self, node: Node, anchor: usize) {
+    fn push_value(&mut self, node: Node, weight: usize, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            // The copy kept for later aliases costs memory too.
+            self.expanded = self.expanded.saturating_add(weight);
+            self.anchors.insert(anchor, (node.clone(), weight));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some((parent, pending_key, _)) => match &mut parent.value {
-                Value::Seq(items) => items.push(node),
-                Value::Map(entries) => match pending_key.take() {
-                    None => *pending_key = Some(node),
-                    Some(k) => entries.push((k, node)),
-                },
-                _ => {}
-            },
+            Some(frame) => {
+                frame.weight = frame.weight.saturating_add(weight);
+                match &mut frame.node.value {
+                    Value::Seq(items) => items.push(node),
+                    Value::Map(entries) => match frame.pending_key.take() {
+                        None => frame.pending_key = Some(node),
+                        Some(k) => entries.push((k, node)),
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, mark: Mark, value: Value, anchor: usize) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.fail(
+                mark,
+                format!("the document nests deeper than {MAX_DEPTH} levels"),
+                "flatten the structure: depwatch's keys nest a few levels at most",
+            );
+            return;
+        }
+        self.stack.push(Frame {
+            node: Node { mark, value },
+            pending_key: None,
+            anchor,
+            weight: NODE_COST,
+        });
+    }
+
+    fn fail(&mut self, mark: Mark, message: String, hint: &str) {
+        if self.error.is_none() {
+            self.error = Some(Problem {
+                mark,
+                path: String::new(),
+                message,
+                hint: Some(hint.to_string()),
+            });
         }
     }
 }
@@ -223,6 +348,7 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let plain = style == TScalarStyle::Plain;
+                let weight = NODE_COST + text.len();
                 let value = if plain && matches!(text.as_str(), "~" | "null" | "Null" | "NULL" | "")
                 {
                     Value::Null
@@ -233,26 +359,18 @@ impl MarkedEventReceiver for Builder {
                         secret: false,
                     }
                 };
-                self.push_value(Node { mark, value }, anchor);
+                self.push_value(Node { mark, value }, weight, anchor);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push((
-                Node {
-                    mark,
-                    value: Value::Seq(Vec::new()),
-                },
-                None,
-                anchor,
-            )),
-            Event::MappingStart(anchor, _) => self.stack.push((
-                Node {
-                    mark,
-                    value: Value::Map(Vec::new()),
-                },
-                None,
-                anchor,
-            )),
+            Event::SequenceStart(anchor, _) => self.open(mark, Value::Seq(Vec::new()), anchor),
+            Event::MappingStart(anchor, _) => self.open(mark, Value::Map(Vec::new()), anchor),
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((mut node, _, anchor)) = self.stack.pop() {
+                if let Some(Frame {
+                    mut node,
+                    anchor,
+                    weight,
+                    ..
+                }) = self.stack.pop()
+                {
                     // A block mapping is only recognised at its first `:`,
                     // so its event points there: use the first key instead.
                     if let Value::Map(entries) = &node.value
@@ -260,15 +378,42 @@ impl MarkedEventReceiver for Builder {
                     {
                         node.mark = k.mark;
                     }
-                    self.push_value(node, anchor);
+                    self.push_value(node, weight, anchor);
                 }
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
-                    mark,
-                    value: Value::Null,
-                });
-                self.push_value(node, 0);
+                let Some((node, weight)) = self.anchors.get(&id) else {
+                    self.push_value(
+                        Node {
+                            mark,
+                            value: Value::Null,
+                        },
+                        NODE_COST,
+                        0,
+                    );
+                    return;
+                };
+                self.aliases += 1;
+                self.expanded = self.expanded.saturating_add(*weight);
+                if self.aliases > MAX_ALIASES {
+                    self.fail(
+                        mark,
+                        format!("more than {MAX_ALIASES} aliases"),
+                        "write the values out: a file that needs this many aliases is an alias bomb",
+                    );
+                } else if self.expanded > MAX_ALIAS_EXPANSION {
+                    self.fail(
+                        mark,
+                        format!(
+                            "aliases expand the document past {} MiB",
+                            MAX_ALIAS_EXPANSION >> 20
+                        ),
+                        "an anchor that contains aliases of anchors multiplies at each level (an alias bomb): write the values out",
+                    );
+                } else {
+                    let (node, weight) = (node.clone(), *weight);
+                    self.push_value(node, weight, 0);
+                }
             }
             _ => {}
         }
@@ -343,6 +488,28 @@ fn substitute(
         }
         Value::Null => {}
     }
+}
+
+/// A message about a value that came from the environment, without the
+/// value: every quoted part goes, and the text itself wherever it appears.
+/// The environment is where secrets are passed (`${REDIS_URL}`).
+pub fn hide_env_value(message: &str, text: &str) -> String {
+    const SHOWN: &str = "(a value from the environment)";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(SHOWN);
+        rest = &rest[open + 1 + len + 1..];
+    }
+    out.push_str(rest);
+    if text.len() >= 4 {
+        out = out.replace(text, SHOWN);
+    }
+    out
 }
 
 pub fn join(path: &str, key: &str) -> String {
@@ -453,6 +620,9 @@ impl DeError {
             self.located = true;
             self.mark = Some(node.mark);
             self.path = path.to_string();
+            if let Some(text) = node.env_text() {
+                self.message = hide_env_value(&self.message, text);
+            }
             if let Some(field) = self.missing.take() {
                 self.path = join(path, &field);
                 self.missing = Some(self.path.clone());
@@ -1172,6 +1342,77 @@ mod tests {
     #[test]
     fn fields_are_sniffed() {
         assert_eq!(fields_of::<Inner>(), &["a", "b"]);
+    }
+
+    #[test]
+    fn errors_never_quote_values_from_the_environment() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            a: crate::config::units::Dur,
+            b: crate::config::units::Size,
+        }
+        let (n, _) = parse_document("a: ${V}\nb: x${V}\n", &|_| Some("Zz9-secret".into())).unwrap();
+        let ctx = Ctx::default();
+        let _: Option<T> = parse(&n, "", &ctx, &|_| true, &[]);
+        let problems = ctx.into_problems();
+        assert_eq!(problems.len(), 2);
+        for p in problems {
+            assert!(!p.render("f").contains("Zz9"), "{p:?}");
+        }
+        assert_eq!(
+            hide_env_value("invalid duration `Zz9-secret` (unit `Zz`)", "Zz9-secret"),
+            "invalid duration (a value from the environment) (unit (a value from the environment))"
+        );
+        assert_eq!(n.node_at("b").and_then(Node::env_text), Some("xZz9-secret"));
+        assert_eq!(n.env_texts().len(), 2);
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_with_a_position() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            src.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse_document(&src, &|_| None).unwrap_err();
+        assert!(err.message.contains("aliases expand"), "{err:?}");
+        assert!(err.mark.line > 1 && err.mark.line <= 10, "{err:?}");
+
+        let many = format!("a: &a x\nb: [{}]\n", vec!["*a"; MAX_ALIASES + 1].join(","));
+        let err = parse_document(&many, &|_| None).unwrap_err();
+        assert!(err.message.contains("more than 10000 aliases"), "{err:?}");
+        // Ordinary use of anchors is fine.
+        let ok = "d: &d {interval: 15s}\np: [*d, *d, *d]\n";
+        assert!(parse_document(ok, &|_| None).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let src = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
+        let err = parse_document(&src, &|_| None).unwrap_err();
+        assert!(err.message.contains("nests deeper than 64"), "{err:?}");
+        let mut block = String::new();
+        for i in 0..100 {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        let err = parse_document(&block, &|_| None).unwrap_err();
+        assert!(err.message.contains("nests deeper"), "{err:?}");
+    }
+
+    #[test]
+    fn a_second_document_is_refused() {
+        let err = parse_document("a: 1\n---\nb: 2\n", &|_| None).unwrap_err();
+        assert_eq!(err.mark.line, 2, "{err:?}");
+        assert!(err.message.contains("second YAML document"), "{err:?}");
+        // One document with an explicit start is fine.
+        assert!(parse_document("---\na: 1\n", &|_| None).is_ok());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_key() {
+        let n = doc("\u{feff}name: x\n");
+        assert_eq!(n.get("name").and_then(Node::scalar), Some("x"));
     }
 
     #[test]

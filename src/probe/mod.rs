@@ -205,7 +205,8 @@ pub struct BuildCtx<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("probe {name}: {message}")]
+// The message may quote a URL from the configuration: never its password.
+#[error("probe {name}: {}", crate::redact::userinfo(message))]
 pub struct BuildError {
     pub name: String,
     pub message: String,

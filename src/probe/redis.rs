@@ -219,6 +219,14 @@ impl Spec {
                 "each active job costs one lookup of its lock inside Redis",
             );
         }
+        let discover_every = raw.discover_every.map_or(Duration::from_secs(60), |d| d.0);
+        if discover_every > Duration::from_secs(86_400) {
+            c.problem(
+                &format!("{path}.discover_every"),
+                "discover_every is longer than 1d",
+                "new queues should appear within minutes: e.g. 60s",
+            );
+        }
         Some(Spec {
             url: raw.url,
             username: raw.username,
@@ -227,7 +235,7 @@ impl Spec {
             hit_rate_degraded_below: raw.hit_rate_degraded_below,
             hit_rate_min_lookups: raw.hit_rate_min_lookups.unwrap_or(100),
             queues,
-            discover_every: raw.discover_every.map_or(Duration::from_secs(60), |d| d.0),
+            discover_every,
             max_active_scan,
         })
     }

@@ -638,6 +638,12 @@ fn parse_rule(
             "stats_window is shorter than 1s".into(),
             "e.g. 15m",
         );
+    } else if stats_window > Duration::from_secs(7 * 86_400) {
+        bad(
+            format!("{at}.stats_window"),
+            "stats_window is longer than 7d".into(),
+            "percentiles keep the latest 8192 samples anyway: e.g. 15m",
+        );
     }
     if r.stuck_after.is_some_and(|d| d.0 < Duration::from_secs(1)) {
         bad(
