@@ -219,6 +219,9 @@ pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 /// The largest secret file (`*_file`) read: tokens and passwords are short.
 pub const MAX_SECRET_BYTES: u64 = 64 << 10;
 
+/// The largest certificate or key file read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Reads at most `limit` bytes of a file; `Ok(None)` when it is longer.
 pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
@@ -811,6 +814,14 @@ impl Checker<'_> {
         also: &[&'static str],
     ) -> Option<T> {
         yaml::parse(node, path, self.ctx, &|k| !also.contains(&k), also)
+    }
+
+    /// Reads a file named by the configuration (certificates, keys): at most
+    /// 1 MiB, so that a wrong path such as /dev/zero cannot stall a load.
+    pub fn read_file(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        read_bounded(path, MAX_FILE_BYTES)?.ok_or_else(|| {
+            std::io::Error::other(format!("larger than {} MiB", MAX_FILE_BYTES >> 20))
+        })
     }
 
     /// Resolves a path relative to the configuration file.

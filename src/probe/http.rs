@@ -835,7 +835,7 @@ fn base64(input: &[u8]) -> String {
 
 fn read_certs(c: &Checker, key: &str, file: &str) -> Option<Vec<CertificateDer<'static>>> {
     let p = c.resolve(file);
-    let bytes = match std::fs::read(&p) {
+    let bytes = match c.read_file(&p) {
         Ok(b) => b,
         Err(e) => {
             c.problem(
@@ -863,7 +863,8 @@ fn read_certs(c: &Checker, key: &str, file: &str) -> Option<Vec<CertificateDer<'
 fn read_identity(c: &Checker, path: &str, cert_file: &str, key_file: &str) -> Option<Identity> {
     let chain = read_certs(c, &format!("{path}.cert_file"), cert_file)?;
     let kp = c.resolve(key_file);
-    let key = std::fs::read(&kp)
+    let key = c
+        .read_file(&kp)
         .map_err(|e| format!("cannot read {}: {e}", kp.display()))
         .and_then(|b| {
             PrivateKeyDer::from_pem_slice(&b)

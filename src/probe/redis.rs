@@ -171,7 +171,7 @@ impl Spec {
                 );
             }
             let p = c.resolve(f);
-            match std::fs::read(&p) {
+            match c.read_file(&p) {
                 Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
                 Ok(_) => {
                     c.problem(
