@@ -265,7 +265,8 @@ pub fn parse_document(
         root.value = Value::Map(Vec::new());
     }
     let mut problems = Vec::new();
-    substitute(&mut root, "", env, &mut problems);
+    let mut budget = Some(MAX_ALIAS_EXPANSION);
+    substitute(&mut root, "", env, &mut problems, &mut budget);
     Ok((root, problems))
 }
 
@@ -420,11 +421,15 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
+/// Replaces `${NAME}` in every scalar. `budget` is what substitutions may
+/// add in all: an alias copies `${NAME}` before it is replaced, so a large
+/// variable used through many aliases would multiply.
 fn substitute(
     node: &mut Node,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<Problem>,
+    budget: &mut Option<usize>,
 ) {
     match &mut node.value {
         Value::Scalar { text, secret, .. } => {
@@ -457,8 +462,29 @@ fn substitute(
                     });
                     return;
                 }
+                // Exhausted: reported once, the rest is left as written.
+                let Some(left) = *budget else { return };
                 match env(name) {
-                    Some(v) => out.push_str(&v),
+                    Some(v) if v.len() > left => {
+                        problems.push(Problem {
+                            mark: node.mark,
+                            path: path.to_string(),
+                            message: format!(
+                                "values from the environment add more than {} MiB to the document",
+                                MAX_ALIAS_EXPANSION >> 20
+                            ),
+                            hint: Some(
+                                "a large variable used through many aliases multiplies: use it once"
+                                    .into(),
+                            ),
+                        });
+                        *budget = None;
+                        return;
+                    }
+                    Some(v) => {
+                        *budget = Some(left - v.len());
+                        out.push_str(&v);
+                    }
                     None => {
                         problems.push(Problem {
                             mark: node.mark,
@@ -477,13 +503,13 @@ fn substitute(
         }
         Value::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                substitute(item, &format!("{path}[{i}]"), env, problems);
+                substitute(item, &format!("{path}[{i}]"), env, problems, budget);
             }
         }
         Value::Map(entries) => {
             for (k, v) in entries.iter_mut() {
                 let key = k.scalar().unwrap_or("?").to_string();
-                substitute(v, &join(path, &key), env, problems);
+                substitute(v, &join(path, &key), env, problems, budget);
             }
         }
         Value::Null => {}
@@ -1385,6 +1411,17 @@ mod tests {
         // Ordinary use of anchors is fine.
         let ok = "d: &d {interval: 15s}\np: [*d, *d, *d]\n";
         assert!(parse_document(ok, &|_| None).is_ok());
+    }
+
+    #[test]
+    fn environment_values_through_aliases_are_bounded() {
+        let src = format!("a: &a \"${{BIG}}\"\nb: [{}]\n", vec!["*a"; 500].join(","));
+        let (_, problems) = parse_document(&src, &|_| Some("x".repeat(100_000))).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("more than 16 MiB"),
+            "{problems:?}"
+        );
     }
 
     #[test]
