@@ -229,7 +229,9 @@ struct Stats {
     valid: usize,
     not_utf8: usize,
     slowest: Duration,
+    slowest_input: String,
     peak: usize,
+    peak_input: String,
 }
 
 #[test]
@@ -274,8 +276,14 @@ fn mutated_readme_examples_never_panic_hang_or_balloon() {
             Ok(false) => {}
             Err(_) => s.not_utf8 += 1,
         }
-        s.slowest = s.slowest.max(took);
-        s.peak = s.peak.max(used);
+        if took > s.slowest {
+            s.slowest = took;
+            s.slowest_input = input.chars().take(400).collect();
+        }
+        if used > s.peak {
+            s.peak = used;
+            s.peak_input = input.chars().take(400).collect();
+        }
         Ok(())
     });
     let s = stats.borrow();
@@ -288,6 +296,12 @@ fn mutated_readme_examples_never_panic_hang_or_balloon() {
         s.slowest,
         s.peak >> 10
     );
+    if std::env::var_os("DEPWATCH_FUZZ_SHOW").is_some() {
+        println!(
+            "slowest input:\n{}\n---\nlargest input:\n{}",
+            s.slowest_input, s.peak_input
+        );
+    }
     if let Err(e) = result {
         panic!("{e}");
     }
