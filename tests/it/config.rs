@@ -89,7 +89,7 @@ fn timeout_not_below_interval() {
 fn duration_without_unit() {
     one_problem(
         &format!("{PROBE}    interval: 30\n"),
-        "F:6:15: probes[0].interval: duration `30` has no unit (write it like 500ms, 15s, 5m, 1h30m or 7d)",
+        "F:5:15: probes[0].interval: duration `30` has no unit (write it like 500ms, 15s, 5m, 1h30m or 7d)",
     );
 }
 
