@@ -918,3 +918,105 @@ async fn probe_modules_follow_a_reload() {
     .await;
     assert_eq!(code, 400);
 }
+
+/// What a recording partner saw: (path, request headers) per request.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap)>>>);
+
+impl Seen {
+    fn hits(&self, path: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .count()
+    }
+
+    /// The value of `header` in each request to `path`.
+    fn header(&self, path: &str, header: &str) -> Vec<Option<String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, h)| {
+                h.get(header)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+}
+
+/// A partner that records every request. `/redirect` answers 302 to
+/// `location`, `/file` 302 to `file:///etc/passwd`; any other path answers
+/// `{"status": "ok"}`.
+async fn recording_partner(location: Option<String>) -> (u16, Task, Seen) {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let app = Router::new().fallback(move |uri: axum::http::Uri, h: axum::http::HeaderMap| {
+        let (s, location) = (s.clone(), location.clone());
+        async move {
+            s.0.lock().unwrap().push((uri.path().to_string(), h));
+            match (uri.path(), location) {
+                ("/redirect", Some(l)) => {
+                    (StatusCode::FOUND, [(header::LOCATION, l)]).into_response()
+                }
+                ("/file", _) => (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, "file:///etc/passwd".to_string())],
+                )
+                    .into_response(),
+                _ => axum::Json(json!({"status": "ok"})).into_response(),
+            }
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (port, Task(task), seen)
+}
+
+#[tokio::test]
+async fn probe_by_name_reuses_the_cached_result() {
+    let (port, _srv, seen) = recording_partner(None).await;
+    let dw = Depwatch::start(&format!(
+        "health:\n  cache_ttl: 1s\nprobes:\n  - name: partner\n    kind: http\n    url: http://127.0.0.1:{port}/count\n    interval: 1h\n    jitter: 0s\n"
+    ))
+    .await;
+    wait_for("the first check", Duration::from_secs(10), || async {
+        (seen.hits("/count") >= 1).then_some(())
+    })
+    .await;
+    let before = seen.hits("/count");
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (c, url) = (dw.client.clone(), dw.url("/probe?target=partner"));
+            set.spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), 200);
+            requests += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let checks = seen.hits("/count") - before;
+    // At most one check per cache_ttl (plus one in flight at each edge).
+    assert!(
+        checks as f64 <= elapsed.ceil() + 1.0,
+        "{checks} checks for {requests} /probe requests in {elapsed:.1}s"
+    );
+    // The answer still reports the component.
+    let (code, body) = get_probe(&dw, &[("target", "partner")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        Metrics::parse(&body).value("depwatch_probe_success", &[P]),
+        1.0
+    );
+}
