@@ -165,7 +165,7 @@ async fn run_module(
     let sub = registry.sub_registry_with_prefix("depwatch");
     let metrics = Arc::new(http::Metrics::register(sub));
     let result = ProbeResult::register(sub);
-    let spec = module.spec.with_target(url);
+    let spec = module.spec_for(url);
     let probe = http::build_with(&spec, name, metrics).map_err(|e| {
         tracing::error!(module = name, error = %e, "Cannot build the module's probe.");
         ApiError::Unavailable("the module cannot be used; see depwatch's log".into())

@@ -981,6 +981,86 @@ async fn recording_partner(location: Option<String>) -> (u16, Task, Seen) {
 }
 
 #[tokio::test]
+async fn probe_module_refuses_a_redirect_outside_its_allowed_targets() {
+    // The internal service: reachable as `localhost`, which the module's
+    // allow-list (127.0.0.1 only) does not cover.
+    let (internal, _int, internal_seen) = recording_partner(None).await;
+    let (port, _srv, _) =
+        recording_partner(Some(format!("http://localhost:{internal}/INTERNAL"))).await;
+    let dw = probe_dw(port).await;
+    let c = ("component", "partner_2xx");
+    for path in ["/redirect", "/file"] {
+        let target = format!("http://127.0.0.1:{port}{path}");
+        let (code, body) =
+            get_probe(&dw, &[("target", &target), ("module", "partner_2xx")], &[]).await;
+        assert_eq!(code, 200, "{body}");
+        let m = Metrics::parse(&body);
+        assert_eq!(
+            m.value("depwatch_probe_success", &[c]),
+            0.0,
+            "{path}: {body}"
+        );
+        assert_eq!(
+            m.value(
+                "depwatch_http_request_failures_total",
+                &[c, ("reason", "redirect_refused"), ("code", "302")]
+            ),
+            1.0,
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        internal_seen.hits("/INTERNAL"),
+        0,
+        "the refused hop was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_file_url_is_refused() {
+    let (port, _srv, seen) = recording_partner(None).await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/file"), "").await;
+    assert_failed(&m, &c, "redirect_refused", "302");
+    assert!(c["error"].as_str().unwrap().contains("`file:`"), "{c}");
+    // Nothing was asked of the partner after its redirect.
+    assert_eq!(seen.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn configured_headers_do_not_follow_a_cross_origin_redirect() {
+    let (other, _o, other_seen) = recording_partner(None).await;
+    let (port, _srv, seen) =
+        recording_partner(Some(format!("http://127.0.0.1:{other}/landing"))).await;
+    let url = format!("http://127.0.0.1:{port}/redirect");
+    let creds = "headers: { X-Api-Key: keysecret }\nbearer_token: tokensecret";
+    let (_dw, m, c) = check_once(&url, creds).await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    // The configured origin got them, the other origin (another port) none.
+    assert_eq!(
+        seen.header("/redirect", "x-api-key"),
+        [Some("keysecret".into())]
+    );
+    assert_eq!(other_seen.header("/landing", "x-api-key"), [None]);
+    assert_eq!(other_seen.header("/landing", "authorization"), [None]);
+
+    // Opted in: they follow.
+    let (_dw, m, c) = check_once(
+        &url,
+        &format!("{creds}\nfollow_redirects_with_credentials: true"),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    assert_eq!(
+        other_seen.header("/landing", "x-api-key"),
+        [None, Some("keysecret".into())]
+    );
+    assert_eq!(
+        other_seen.header("/landing", "authorization"),
+        [None, Some("Bearer tokensecret".into())]
+    );
+}
+
+#[tokio::test]
 async fn probe_by_name_reuses_the_cached_result() {
     let (port, _srv, seen) = recording_partner(None).await;
     let dw = Depwatch::start(&format!(
