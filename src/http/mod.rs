@@ -5,6 +5,7 @@
 mod health;
 mod page;
 mod probe;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Instant;
