@@ -527,7 +527,7 @@ async fn secrets_stay_out_of_metrics_health_and_logs() {
 #[test]
 fn config_errors_name_the_key() {
     let (dir, _, path) = write_config(
-        "probes:\n  - name: p\n    kind: http\n    url: ftp://x\n    expect: { status: [\"9xx\"], max_body_bytes: 0 }\n    bearer_token: a\n    basic_auth: { username: u, password: p }\nmodules:\n  open:\n    method: GET\n",
+        "probes:\n  - name: p\n    kind: http\n    url: ftp://x\n    expect: { status: [\"9xx\"], max_body_bytes: 0 }\n    bearer_token: a\n    basic_auth: { username: u, password: p }\n    follow_redirects: false\n    follow_redirects_with_credentials: true\nmodules:\n  open:\n    method: GET\n",
     );
     let (code, out) = check_config(&path, &[]);
     drop(dir);
@@ -537,6 +537,7 @@ fn config_errors_name_the_key() {
         "probes[0].expect.status[0]: `9xx` is not a status code or class",
         "probes[0].expect.max_body_bytes: max_body_bytes must be above zero",
         "probes[0].basic_auth: both bearer_token and basic_auth are set",
+        "probes[0].follow_redirects_with_credentials: follow_redirects_with_credentials is set but follow_redirects is false",
         "modules.open: missing required key `allowed_targets`",
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
