@@ -195,15 +195,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = crate::http::router(shared.clone());
-    let mut stop_http = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(crate::http::serve::serve(
+        listener,
+        crate::http::router(shared.clone()),
+        metrics.server.clone(),
+        stop_rx,
+    ));
 
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
     let mut term = signal(tokio::signal::unix::SignalKind::terminate());
@@ -223,10 +220,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(5);
     scheduler.shutdown(grace).await;
-    match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Err(e))) => return Err(RunError::Serve(e)),
-        Err(_) => tracing::warn!("HTTP requests still open after 5s; closing them."),
-        _ => {}
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("HTTP requests still open after 5s; closing them.");
     }
     // Background work (log tailers) stops and saves its state.
     let deadline = tokio::time::Instant::now() + grace;

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::http::serve::ServerMetrics;
 use crate::probe::{Kind, KindMetrics, Reason, Status};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +109,8 @@ pub struct Metrics {
     pub cache_hit: Counter,
     pub cache_miss: Counter,
     pub kinds: KindMetrics,
+    /// depwatch's own HTTP server: open and refused connections.
+    pub server: ServerMetrics,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -201,6 +204,7 @@ impl Metrics {
             cache_requests.clone(),
         );
         let kinds = KindMetrics::register(r);
+        let server = ServerMetrics::register(r);
         Metrics {
             registry,
             up,
@@ -216,6 +220,7 @@ impl Metrics {
             cache_hit,
             cache_miss,
             kinds,
+            server,
         }
     }
 

@@ -5,6 +5,7 @@
 mod health;
 mod page;
 mod probe;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,11 +97,7 @@ fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiE
             Ok(())
         };
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer_token(headers).unwrap_or("");
     if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         Ok(())
     } else {
@@ -108,6 +105,18 @@ fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiE
     }
 }
 
+/// The credentials of an `Authorization: Bearer ...` header. The scheme is
+/// matched in any case (RFC 7235: `bearer` is as valid as `Bearer`).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+/// Compares in time that depends on the lengths only, not on where the
+/// bytes differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -171,4 +180,32 @@ async fn run_probe(
         .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
     let latest = c.run_check(Instant::now()).await;
     Ok(axum::Json(json!({ "component": name, "result": c.view(&latest) })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        assert_eq!(bearer_token(&auth("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&auth("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&auth("BEARER  abc")), Some("abc"));
+        assert_eq!(bearer_token(&auth("Basic abc")), None);
+        assert_eq!(bearer_token(&auth("Bearerabc")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn constant_time_eq_compares_all_bytes() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
 }

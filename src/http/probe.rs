@@ -3,9 +3,10 @@
 //! `?target=URL&module=NAME` runs the http template `NAME` against `URL`
 //! (only when one of the module's `allowed_targets` matches: an open prober
 //! would be a proxy into the network) and answers only that check's metrics,
-//! from a registry made for the request. `?target=NAME` runs the configured
-//! probe `NAME` now (through the same single-flight check as the scheduler,
-//! so its state and `/api/health` see it) and answers its series.
+//! from a registry made for the request. `?target=NAME` answers the
+//! configured probe `NAME`'s series from the health cache (a miss runs the
+//! check through the same single-flight as the scheduler and `/api/health`,
+//! so a flood of requests never multiplies the checks).
 //!
 //! Prometheus says how long it waits in `X-Prometheus-Scrape-Timeout-Seconds`;
 //! the check gets that minus [`TIMEOUT_OFFSET`], so that the answer (a failed
@@ -139,7 +140,7 @@ pub(super) async fn probe(
                     format!("unknown target `{target}`: no configured probe has that name")
                 })
             })?;
-            run_configured(&s, &c, budget).await
+            run_configured(&s, &c, budget, rt.config.health.cache_ttl).await
         }
     };
     let accept = headers
@@ -164,7 +165,7 @@ async fn run_module(
     let sub = registry.sub_registry_with_prefix("depwatch");
     let metrics = Arc::new(http::Metrics::register(sub));
     let result = ProbeResult::register(sub);
-    let spec = module.spec.with_target(url);
+    let spec = module.spec_for(url);
     let probe = http::build_with(&spec, name, metrics).map_err(|e| {
         tracing::error!(module = name, error = %e, "Cannot build the module's probe.");
         ApiError::Unavailable("the module cannot be used; see depwatch's log".into())
@@ -181,22 +182,35 @@ async fn run_module(
     Ok(encode(&registry))
 }
 
-/// Runs a configured probe now and answers its own series.
+/// Answers a configured probe's own series, from the health cache: a result
+/// younger than `health.cache_ttl` is reused, an older one is checked anew
+/// through the single-flight `run_check`. So, like `/api/health`, a flood
+/// of requests costs at most one check per TTL.
 async fn run_configured(
     s: &crate::app::Shared,
     c: &Arc<crate::state::Component>,
     budget: Option<Duration>,
+    ttl: Duration,
 ) -> String {
     let mut registry = Registry::default();
     let result = ProbeResult::register(registry.sub_registry_with_prefix("depwatch"));
     let started = Instant::now();
-    let check = c.run_check(started);
-    let ok = match budget {
-        Some(b) => tokio::time::timeout(b, check).await.map(|l| l.up),
-        None => Ok(check.await.up),
-    }
-    .unwrap_or(false);
-    result.set(c.name(), ok, started.elapsed());
+    let cached = c.cached(ttl);
+    s.count_cache(cached.is_some());
+    let (ok, took) = match cached {
+        // The duration of the check that produced the result.
+        Some(l) => (l.up, l.duration),
+        None => {
+            let check = c.run_check(started);
+            let ok = match budget {
+                Some(b) => tokio::time::timeout(b, check).await.map(|l| l.up),
+                None => Ok(check.await.up),
+            }
+            .unwrap_or(false);
+            (ok, started.elapsed())
+        }
+    };
+    result.set(c.name(), ok, took);
     let own = encode(&registry);
     let all = s.metrics.encode_openmetrics();
     let mut out = select_component(&all, c.name());

@@ -77,6 +77,7 @@ struct Raw {
     basic_auth: Option<RawBasic>,
     follow_redirects: Option<bool>,
     max_redirects: Option<u32>,
+    follow_redirects_with_credentials: Option<bool>,
     proxy: Option<Secret>,
     ca_file: Option<String>,
     cert_file: Option<String>,
@@ -200,13 +201,20 @@ impl Target {
         self.https == o.https && self.host == o.host && self.port == o.port
     }
 
-    /// Resolves a `Location` header against this URL.
-    fn join(&self, loc: &str) -> Result<Target, String> {
-        if loc.starts_with("http://") || loc.starts_with("https://") {
-            return Target::parse(loc);
+    /// Resolves a `Location` header against this URL. Only http and https
+    /// are followed: any other scheme (`file:`, `gopher:`, ...) is refused
+    /// rather than read as a relative path.
+    fn join(&self, loc: &str) -> Result<Target, Refused> {
+        if let Some((scheme, rest)) = split_scheme(loc) {
+            return match scheme.to_ascii_lowercase().as_str() {
+                s @ ("http" | "https") => {
+                    Target::parse(&format!("{s}:{rest}")).map_err(Refused::Invalid)
+                }
+                other => Err(Refused::Scheme(other.to_string())),
+            };
         }
         if let Some(rest) = loc.strip_prefix("//") {
-            return Target::parse(&format!("{}://{rest}", self.scheme()));
+            return Target::parse(&format!("{}://{rest}", self.scheme())).map_err(Refused::Invalid);
         }
         let path = if loc.starts_with('/') {
             loc.to_string()
@@ -216,7 +224,28 @@ impl Target {
             format!("{dir}{loc}")
         };
         Target::parse(&format!("{}://{}{}", self.scheme(), self.authority(), path))
+            .map_err(Refused::Invalid)
     }
+}
+
+/// Why a `Location` cannot be followed.
+#[derive(Debug, PartialEq)]
+enum Refused {
+    /// A scheme other than http(s), lowercased.
+    Scheme(String),
+    Invalid(String),
+}
+
+/// The scheme of an absolute URL reference (RFC 3986: a letter, then
+/// letters, digits, `+`, `-` or `.`, then `:`) and what follows the `:`.
+/// `None` for a relative reference.
+fn split_scheme(loc: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = loc.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some((scheme, rest))
 }
 
 fn redact_query(s: &str) -> String {
@@ -349,6 +378,11 @@ pub struct SpecData {
     pub auth: Option<HeaderValue>,
     /// 0: redirects are answers, not followed.
     pub max_redirects: u32,
+    /// Send `headers` and `auth` to another origin a redirect points to.
+    pub redirect_credentials: bool,
+    /// The URLs a redirect may lead to (a `/probe` module's
+    /// `allowed_targets`); `None`: any http(s) URL.
+    pub redirect_allowed: Option<Vec<TargetPattern>>,
     pub proxy: Option<Proxy>,
     /// Trusted roots from `ca_file` (instead of the system's).
     pub ca: Option<Vec<CertificateDer<'static>>>,
@@ -365,14 +399,6 @@ impl Spec {
         parse_spec(node, path, c, also, false)
     }
 
-    /// This template aimed at `target`.
-    pub fn with_target(&self, target: Target) -> Spec {
-        Spec(Arc::new(SpecData {
-            url: Some(target),
-            ..(*self.0).clone()
-        }))
-    }
-
     /// A plain GET of `url` with `headers`, its body read up to `max_body`
     /// bytes: no redirects followed, no proxy, the system's trusted roots.
     /// The request of storage's `source: http`.
@@ -384,6 +410,8 @@ impl Spec {
             body: None,
             auth: None,
             max_redirects: 0,
+            redirect_credentials: false,
+            redirect_allowed: None,
             proxy: None,
             ca: None,
             identity: None,
@@ -540,6 +568,14 @@ fn parse_spec(
     }
 
     let follow = raw.follow_redirects.unwrap_or(true);
+    let redirect_credentials = raw.follow_redirects_with_credentials.unwrap_or(false);
+    if !follow && redirect_credentials {
+        bad(
+            at("follow_redirects_with_credentials"),
+            "follow_redirects_with_credentials is set but follow_redirects is false".into(),
+            "remove one of them",
+        );
+    }
     let max_redirects = match (follow, raw.max_redirects) {
         (false, Some(_)) => {
             bad(
@@ -642,6 +678,8 @@ fn parse_spec(
         body: raw.body,
         auth,
         max_redirects,
+        redirect_credentials,
+        redirect_allowed: None,
         proxy,
         ca,
         identity,
@@ -979,6 +1017,16 @@ pub struct Module {
 impl Module {
     pub fn allows(&self, t: &Target) -> bool {
         self.allowed_targets.iter().any(|p| p.matches(t))
+    }
+
+    /// The module aimed at `target`; every redirect it follows must match
+    /// `allowed_targets` too (else a partner could point it anywhere).
+    pub fn spec_for(&self, target: Target) -> Spec {
+        Spec(Arc::new(SpecData {
+            url: Some(target),
+            redirect_allowed: Some(self.allowed_targets.clone()),
+            ..(*self.spec.0).clone()
+        }))
     }
 }
 
@@ -1408,11 +1456,12 @@ impl Client {
         let mut body = spec.body.clone();
         loop {
             t.final_url = Some(url.redacted());
-            // Credentials go only to the configured origin, never to
-            // wherever a redirect points.
-            let send_auth = url.same_origin(&first);
+            // The configured headers (an API key as much as Authorization)
+            // and auth go only to the configured origin, unless the
+            // configuration says the redirects may have them.
+            let send_credentials = spec.redirect_credentials || url.same_origin(&first);
             let answer = self
-                .exchange(&url, &method, body.as_deref(), send_auth, t)
+                .exchange(&url, &method, body.as_deref(), send_credentials, t)
                 .await?;
             let code = answer.status;
             let location = answer
@@ -1434,12 +1483,32 @@ impl Client {
                 ));
             }
             let loc = location.unwrap_or_default();
-            url = url.join(loc).map_err(|e| {
-                CheckError::new(
+            let next = url.join(loc).map_err(|e| match e {
+                Refused::Scheme(scheme) => CheckError::new(
+                    Reason::RedirectRefused,
+                    format!(
+                        "redirect from {} to a `{scheme}:` URL refused (only http and https are followed)",
+                        url.redacted()
+                    ),
+                ),
+                Refused::Invalid(e) => CheckError::new(
                     Reason::BadResponse,
                     format!("bad redirect from {}: {e}", url.redacted()),
-                )
+                ),
             })?;
+            if let Some(allowed) = &spec.redirect_allowed
+                && !allowed.iter().any(|p| p.matches(&next))
+            {
+                return Err(CheckError::new(
+                    Reason::RedirectRefused,
+                    format!(
+                        "redirect from {} to {} refused: not in the module's allowed_targets",
+                        url.redacted(),
+                        next.redacted()
+                    ),
+                ));
+            }
+            url = next;
             t.redirects += 1;
             if code == StatusCode::SEE_OTHER
                 || ((code == StatusCode::MOVED_PERMANENTLY || code == StatusCode::FOUND)
@@ -1456,7 +1525,7 @@ impl Client {
         url: &Target,
         method: &Method,
         body: Option<&str>,
-        send_auth: bool,
+        send_credentials: bool,
         t: &mut Timings,
     ) -> Result<Answer, CheckError> {
         let spec = &self.spec;
@@ -1565,13 +1634,13 @@ impl Client {
             HeaderValue::from_static(concat!("depwatch/", env!("CARGO_PKG_VERSION"))),
         );
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        for (k, v) in &spec.headers {
-            if send_auth || *k != header::AUTHORIZATION {
+        if send_credentials {
+            for (k, v) in &spec.headers {
                 h.insert(k.clone(), v.clone());
             }
-        }
-        if let (true, Some(a)) = (send_auth, &spec.auth) {
-            h.insert(header::AUTHORIZATION, a.clone());
+            if let Some(a) = &spec.auth {
+                h.insert(header::AUTHORIZATION, a.clone());
+            }
         }
         if let (Some(Proxy { auth: Some(a), .. }), false) = (&spec.proxy, url.https) {
             h.insert(header::PROXY_AUTHORIZATION, a.clone());
@@ -2012,6 +2081,23 @@ mod tests {
         assert_eq!(
             t.join("//c.example/p").unwrap().absolute(),
             "http://c.example/p"
+        );
+        assert_eq!(
+            t.join("HTTPS://d.example/").unwrap().absolute(),
+            "https://d.example/"
+        );
+        // Other schemes are refused, never read as a relative path.
+        assert_eq!(
+            t.join("file:///etc/passwd"),
+            Err(Refused::Scheme("file".into()))
+        );
+        assert_eq!(
+            t.join("Gopher://x.example/"),
+            Err(Refused::Scheme("gopher".into()))
+        );
+        assert_eq!(
+            t.join("z/a:b").unwrap().absolute(),
+            "http://a.example:81/x/z/a:b"
         );
     }
 

@@ -58,10 +58,13 @@ pub enum Reason {
     NotFound,
     Io,
     Internal,
+    /// A redirect to a URL the probe may not follow (another scheme than
+    /// http(s), or outside a `/probe` module's `allowed_targets`).
+    RedirectRefused,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Timeout,
         Reason::Connect,
         Reason::Dns,
@@ -74,6 +77,7 @@ impl Reason {
         Reason::NotFound,
         Reason::Io,
         Reason::Internal,
+        Reason::RedirectRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +94,7 @@ impl Reason {
             Reason::NotFound => "not_found",
             Reason::Io => "io",
             Reason::Internal => "internal",
+            Reason::RedirectRefused => "redirect_refused",
         }
     }
 }

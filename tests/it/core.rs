@@ -442,6 +442,30 @@ async fn admin_endpoints_need_the_token() {
 }
 
 #[tokio::test]
+async fn admin_bearer_scheme_is_case_insensitive() {
+    let token = "test-admin-token-0123456789";
+    let yaml = format!(
+        "auth:\n  admin_token: {token}\nprobes:\n{}",
+        process_probe("self", "self: true", "")
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let post = |auth: String| {
+        let req = dw
+            .client
+            .post(dw.url("/api/admin/cache/invalidate"))
+            .header("authorization", auth);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // RFC 7235: the scheme is case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        assert_eq!(post(format!("{scheme} {token}")).await, 200, "{scheme}");
+    }
+    assert_eq!(post(format!("bearer {token}x")).await, 401);
+    assert_eq!(post(format!("Basic {token}")).await, 401);
+    assert_eq!(post(format!("bearer{token}")).await, 401);
+}
+
+#[tokio::test]
 async fn admin_endpoints_are_off_without_a_token() {
     let dw = Depwatch::start(&format!(
         "probes:\n{}",

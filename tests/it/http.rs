@@ -527,7 +527,7 @@ async fn secrets_stay_out_of_metrics_health_and_logs() {
 #[test]
 fn config_errors_name_the_key() {
     let (dir, _, path) = write_config(
-        "probes:\n  - name: p\n    kind: http\n    url: ftp://x\n    expect: { status: [\"9xx\"], max_body_bytes: 0 }\n    bearer_token: a\n    basic_auth: { username: u, password: p }\nmodules:\n  open:\n    method: GET\n",
+        "probes:\n  - name: p\n    kind: http\n    url: ftp://x\n    expect: { status: [\"9xx\"], max_body_bytes: 0 }\n    bearer_token: a\n    basic_auth: { username: u, password: p }\n    follow_redirects: false\n    follow_redirects_with_credentials: true\nmodules:\n  open:\n    method: GET\n",
     );
     let (code, out) = check_config(&path, &[]);
     drop(dir);
@@ -537,6 +537,7 @@ fn config_errors_name_the_key() {
         "probes[0].expect.status[0]: `9xx` is not a status code or class",
         "probes[0].expect.max_body_bytes: max_body_bytes must be above zero",
         "probes[0].basic_auth: both bearer_token and basic_auth are set",
+        "probes[0].follow_redirects_with_credentials: follow_redirects_with_credentials is set but follow_redirects is false",
         "modules.open: missing required key `allowed_targets`",
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
@@ -917,4 +918,186 @@ async fn probe_modules_follow_a_reload() {
     )
     .await;
     assert_eq!(code, 400);
+}
+
+/// What a recording partner saw: (path, request headers) per request.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap)>>>);
+
+impl Seen {
+    fn hits(&self, path: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .count()
+    }
+
+    /// The value of `header` in each request to `path`.
+    fn header(&self, path: &str, header: &str) -> Vec<Option<String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, h)| {
+                h.get(header)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+}
+
+/// A partner that records every request. `/redirect` answers 302 to
+/// `location`, `/file` 302 to `file:///etc/passwd`; any other path answers
+/// `{"status": "ok"}`.
+async fn recording_partner(location: Option<String>) -> (u16, Task, Seen) {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let app = Router::new().fallback(move |uri: axum::http::Uri, h: axum::http::HeaderMap| {
+        let (s, location) = (s.clone(), location.clone());
+        async move {
+            s.0.lock().unwrap().push((uri.path().to_string(), h));
+            match (uri.path(), location) {
+                ("/redirect", Some(l)) => {
+                    (StatusCode::FOUND, [(header::LOCATION, l)]).into_response()
+                }
+                ("/file", _) => (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, "file:///etc/passwd".to_string())],
+                )
+                    .into_response(),
+                _ => axum::Json(json!({"status": "ok"})).into_response(),
+            }
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (port, Task(task), seen)
+}
+
+#[tokio::test]
+async fn probe_module_refuses_a_redirect_outside_its_allowed_targets() {
+    // The internal service: reachable as `localhost`, which the module's
+    // allow-list (127.0.0.1 only) does not cover.
+    let (internal, _int, internal_seen) = recording_partner(None).await;
+    let (port, _srv, _) =
+        recording_partner(Some(format!("http://localhost:{internal}/INTERNAL"))).await;
+    let dw = probe_dw(port).await;
+    let c = ("component", "partner_2xx");
+    for path in ["/redirect", "/file"] {
+        let target = format!("http://127.0.0.1:{port}{path}");
+        let (code, body) =
+            get_probe(&dw, &[("target", &target), ("module", "partner_2xx")], &[]).await;
+        assert_eq!(code, 200, "{body}");
+        let m = Metrics::parse(&body);
+        assert_eq!(
+            m.value("depwatch_probe_success", &[c]),
+            0.0,
+            "{path}: {body}"
+        );
+        assert_eq!(
+            m.value(
+                "depwatch_http_request_failures_total",
+                &[c, ("reason", "redirect_refused"), ("code", "302")]
+            ),
+            1.0,
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(
+        internal_seen.hits("/INTERNAL"),
+        0,
+        "the refused hop was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_file_url_is_refused() {
+    let (port, _srv, seen) = recording_partner(None).await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/file"), "").await;
+    assert_failed(&m, &c, "redirect_refused", "302");
+    assert!(c["error"].as_str().unwrap().contains("`file:`"), "{c}");
+    // Nothing was asked of the partner after its redirect.
+    assert_eq!(seen.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn configured_headers_do_not_follow_a_cross_origin_redirect() {
+    let (other, _o, other_seen) = recording_partner(None).await;
+    let (port, _srv, seen) =
+        recording_partner(Some(format!("http://127.0.0.1:{other}/landing"))).await;
+    let url = format!("http://127.0.0.1:{port}/redirect");
+    let creds = "headers: { X-Api-Key: keysecret }\nbearer_token: tokensecret";
+    let (_dw, m, c) = check_once(&url, creds).await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    // The configured origin got them, the other origin (another port) none.
+    assert_eq!(
+        seen.header("/redirect", "x-api-key"),
+        [Some("keysecret".into())]
+    );
+    assert_eq!(other_seen.header("/landing", "x-api-key"), [None]);
+    assert_eq!(other_seen.header("/landing", "authorization"), [None]);
+
+    // Opted in: they follow.
+    let (_dw, m, c) = check_once(
+        &url,
+        &format!("{creds}\nfollow_redirects_with_credentials: true"),
+    )
+    .await;
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0, "{c}");
+    assert_eq!(
+        other_seen.header("/landing", "x-api-key"),
+        [None, Some("keysecret".into())]
+    );
+    assert_eq!(
+        other_seen.header("/landing", "authorization"),
+        [None, Some("Bearer tokensecret".into())]
+    );
+}
+
+#[tokio::test]
+async fn probe_by_name_reuses_the_cached_result() {
+    let (port, _srv, seen) = recording_partner(None).await;
+    let dw = Depwatch::start(&format!(
+        "health:\n  cache_ttl: 1s\nprobes:\n  - name: partner\n    kind: http\n    url: http://127.0.0.1:{port}/count\n    interval: 1h\n    jitter: 0s\n"
+    ))
+    .await;
+    wait_for("the first check", Duration::from_secs(10), || async {
+        (seen.hits("/count") >= 1).then_some(())
+    })
+    .await;
+    let before = seen.hits("/count");
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (c, url) = (dw.client.clone(), dw.url("/probe?target=partner"));
+            set.spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), 200);
+            requests += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let checks = seen.hits("/count") - before;
+    // At most one check per cache_ttl (plus one in flight at each edge).
+    assert!(
+        checks as f64 <= elapsed.ceil() + 1.0,
+        "{checks} checks for {requests} /probe requests in {elapsed:.1}s"
+    );
+    // The answer still reports the component.
+    let (code, body) = get_probe(&dw, &[("target", "partner")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        Metrics::parse(&body).value("depwatch_probe_success", &[P]),
+        1.0
+    );
 }

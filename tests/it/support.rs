@@ -159,10 +159,36 @@ impl Depwatch {
 
     /// Starts depwatch with extra command-line arguments and environment.
     pub async fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Depwatch {
+        Self::launch(yaml, env, args, None).await
+    }
+
+    /// Starts depwatch with its open-file limit (soft and hard) set to
+    /// `nofile`, as `ulimit -n` in its shell would.
+    pub async fn start_with_fd_limit(yaml: &str, nofile: u32) -> Depwatch {
+        Self::launch(yaml, &[], &[], Some(nofile)).await
+    }
+
+    async fn launch(
+        yaml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        nofile: Option<u32>,
+    ) -> Depwatch {
         let (dir, port, config_path) = write_config(yaml);
         let log_path = dir.path().join("depwatch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_depwatch"));
+        let bin = env!("CARGO_BIN_EXE_depwatch");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                // `exec` keeps the PID: the shell becomes depwatch.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
         cmd.args(args)
             .arg("--config")
             .arg(&config_path)
