@@ -4,9 +4,15 @@
 use std::fs;
 use std::sync::OnceLock;
 
-/// Linux reports CPU times in USER_HZ ticks, fixed at 100 on every
-/// architecture the kernel exports to user space.
-const USER_HZ: f64 = 100.0;
+/// Linux reports CPU times in clock ticks (USER_HZ): 100 on the usual
+/// architectures, but the kernel says so itself in the auxiliary vector.
+fn user_hz() -> f64 {
+    static HZ: OnceLock<f64> = OnceLock::new();
+    *HZ.get_or_init(|| match rustix::param::clock_ticks_per_second() {
+        0 => 100.0,
+        n => n as f64,
+    })
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct ProcStats {
@@ -68,10 +74,10 @@ pub fn read(pid: &str) -> Option<ProcStats> {
         })
         .unwrap_or(f64::NAN);
     Some(ProcStats {
-        cpu_seconds: (utime + stime) as f64 / USER_HZ,
+        cpu_seconds: (utime + stime) as f64 / user_hz(),
         rss_bytes: rss_kb * 1024,
         vsize_bytes: vsize,
-        start_time: boot_time().unwrap_or(0.0) + start_ticks as f64 / USER_HZ,
+        start_time: boot_time().unwrap_or(0.0) + start_ticks as f64 / user_hz(),
         threads,
         open_fds,
         max_fds,
