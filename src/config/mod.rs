@@ -4,6 +4,7 @@
 //! what types cannot (duplicates, timeout ≥ interval, ranges). Both collect
 //! every problem so that `check-config` lists them all at once.
 
+pub mod de;
 pub mod units;
 pub mod yaml;
 
@@ -17,8 +18,9 @@ use serde::Deserialize;
 use crate::probe::http::{Module, TargetPattern};
 use crate::probe::{self, Kind, ProbeSpec};
 use crate::redact;
+use de::Ctx;
 pub use units::{Dur, Secret, Size};
-use yaml::{Ctx, Node, Problem};
+use yaml::{Node, Problem};
 
 /// The longest check interval: a probe checked less than daily is not watched.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
@@ -324,7 +326,7 @@ pub fn from_str(
         });
         return Err(fail(ctx.into_problems()));
     }
-    let top: RawTop = yaml::parse(
+    let top: RawTop = de::parse(
         &root,
         "",
         &ctx,
@@ -580,7 +582,7 @@ impl Checker<'_> {
         let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
         let mut seen = HashMap::new();
         let mut out = Vec::new();
-        let common = yaml::fields_of::<RawCommon>();
+        let common = de::fields_of::<RawCommon>();
         for (i, node) in items.iter().enumerate() {
             let path = format!("probes[{i}]");
             if !node.is_map() {
@@ -610,13 +612,12 @@ impl Checker<'_> {
                 self.problem(
                     &format!("{path}.kind"),
                     format!("unknown kind `{kind_name}`"),
-                    yaml::suggest(kind_name, probe::KIND_NAMES)
-                        .replace("known keys", "known kinds"),
+                    de::suggest(kind_name, probe::KIND_NAMES).replace("known keys", "known kinds"),
                 );
                 continue;
             };
             let raw: Option<RawCommon> =
-                yaml::parse(node, &path, self.ctx, &|k| common.contains(&k), &[]);
+                de::parse(node, &path, self.ctx, &|k| common.contains(&k), &[]);
             let mut also: Vec<&'static str> = common.to_vec();
             also.push("kind");
             let spec = probe::parse_spec(kind, node, &path, self, &also);
@@ -762,7 +763,7 @@ impl Checker<'_> {
                 continue;
             }
             let raw: Option<RawModule> =
-                yaml::parse(v, &path, self.ctx, &|k| MODULE_KEYS.contains(&k), &[]);
+                de::parse(v, &path, self.ctx, &|k| MODULE_KEYS.contains(&k), &[]);
             let spec = probe::http::Spec::parse_template(v, &path, self, MODULE_KEYS);
             let Some(raw) = raw else { continue };
             let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
@@ -813,7 +814,7 @@ impl Checker<'_> {
         path: &str,
         also: &[&'static str],
     ) -> Option<T> {
-        yaml::parse(node, path, self.ctx, &|k| !also.contains(&k), also)
+        de::parse(node, path, self.ctx, &|k| !also.contains(&k), also)
     }
 
     /// Reads a file named by the configuration (certificates, keys): at most

@@ -4,7 +4,41 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserialize, Deserializer};
+use serde::de::{Deserialize, Deserializer};
+
+use super::de::hinted;
+
+/// A duration or size that cannot be read, with what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("empty duration")]
+    EmptyDuration,
+    #[error("duration `{0}` has no unit")]
+    NoUnit(String),
+    #[error("invalid duration `{0}`")]
+    InvalidDuration(String),
+    #[error("unknown unit `{unit}` in duration `{text}`")]
+    UnknownDurationUnit { unit: String, text: String },
+    #[error("duration `{0}` is out of range (at most {max})", max = format_duration(MAX_DURATION))]
+    DurationOutOfRange(String),
+    #[error("invalid size `{0}`")]
+    InvalidSize(String),
+    #[error("unknown unit `{unit}` in size `{text}`")]
+    UnknownSizeUnit { unit: String, text: String },
+    #[error("size `{0}` is out of range (at most 1PiB)")]
+    SizeOutOfRange(String),
+}
+
+impl UnitError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            UnitError::InvalidSize(_)
+            | UnitError::UnknownSizeUnit { .. }
+            | UnitError::SizeOutOfRange(_) => "write it like 512MiB, 1GiB or 10GB",
+            _ => "write it like 500ms, 15s, 5m, 1h30m or 7d",
+        }
+    }
+}
 
 /// A duration written with units. Deserializes from `15s`, `500ms`, `1h30m`, `7d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,23 +52,23 @@ pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
 /// The largest size any key accepts (1 PiB); keys check their own range.
 pub const MAX_SIZE: u64 = 1 << 50;
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(UnitError::EmptyDuration);
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
         let num_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration `{s}` has no unit"))?;
+            .ok_or_else(|| UnitError::NoUnit(s.into()))?;
         if num_end == 0 {
-            return Err(format!("invalid duration `{s}`"));
+            return Err(UnitError::InvalidDuration(s.into()));
         }
         let n: f64 = rest[..num_end]
             .parse()
-            .map_err(|_| format!("invalid duration `{s}`"))?;
+            .map_err(|_| UnitError::InvalidDuration(s.into()))?;
         let after = &rest[num_end..];
         let unit_end = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -46,7 +80,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             "d" => 86_400.0,
             "w" => 604_800.0,
-            u => return Err(format!("unknown unit `{u}` in duration `{s}`")),
+            u => {
+                return Err(UnitError::UnknownDurationUnit {
+                    unit: u.into(),
+                    text: s.into(),
+                });
+            }
         };
         total += n * secs;
         rest = &after[unit_end..];
@@ -54,10 +93,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     // `Duration::from_secs_f64` panics beyond u64 seconds: bound first.
     match Duration::try_from_secs_f64(total) {
         Ok(d) if d <= MAX_DURATION => Ok(d),
-        _ => Err(format!(
-            "duration `{s}` is out of range (at most {})",
-            format_duration(MAX_DURATION)
-        )),
+        _ => Err(UnitError::DurationOutOfRange(s.into())),
     }
 }
 
@@ -83,14 +119,12 @@ pub fn format_duration(d: Duration) -> String {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s == super::yaml::POISON {
+        if s == super::de::POISON {
             return Ok(Dur(Duration::ZERO));
         }
-        parse_duration(&s).map(Dur).map_err(|e| {
-            de::Error::custom(format!(
-                "{e} (hint: write it like 500ms, 15s, 5m, 1h30m or 7d)"
-            ))
-        })
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(|e| hinted(&e, e.hint()))
     }
 }
 
@@ -98,13 +132,13 @@ impl<'de> Deserialize<'de> for Dur {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(pub u64);
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+    let n: f64 = num.parse().map_err(|_| UnitError::InvalidSize(s.into()))?;
     let mult: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "KB" | "kB" => 1e3,
@@ -115,12 +149,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MiB" => 1024f64.powi(2),
         "GiB" => 1024f64.powi(3),
         "TiB" => 1024f64.powi(4),
-        u => return Err(format!("unknown unit `{u}` in size `{s}`")),
+        u => {
+            return Err(UnitError::UnknownSizeUnit {
+                unit: u.into(),
+                text: s.into(),
+            });
+        }
     };
     let bytes = (n * mult).round();
     // `as u64` would saturate silently: a size past the bound is refused.
     if !bytes.is_finite() || bytes > MAX_SIZE as f64 {
-        return Err(format!("size `{s}` is out of range (at most 1PiB)"));
+        return Err(UnitError::SizeOutOfRange(s.into()));
     }
     Ok(bytes as u64)
 }
@@ -128,12 +167,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s == super::yaml::POISON {
+        if s == super::de::POISON {
             return Ok(Size(0));
         }
-        parse_size(&s).map(Size).map_err(|e| {
-            de::Error::custom(format!("{e} (hint: write it like 512MiB, 1GiB or 10GB)"))
-        })
+        parse_size(&s).map(Size).map_err(|e| hinted(&e, e.hint()))
     }
 }
 
@@ -175,14 +212,9 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(
-            parse_duration("15"),
-            Err("duration `15` has no unit".into())
-        );
-        assert_eq!(
-            parse_duration("15x"),
-            Err("unknown unit `x` in duration `15x`".into())
-        );
+        let err = |s| parse_duration(s).unwrap_err().to_string();
+        assert_eq!(err("15"), "duration `15` has no unit");
+        assert_eq!(err("15x"), "unknown unit `x` in duration `15x`");
         assert!(parse_duration("s").is_err());
     }
 
@@ -196,7 +228,7 @@ mod tests {
             "1e400s",
             "99999999999999999999999999999999999999999999999ms",
         ] {
-            let e = parse_duration(s).unwrap_err();
+            let e = parse_duration(s).unwrap_err().to_string();
             assert!(
                 e.contains("out of range") || e.contains("unknown unit"),
                 "{s}: {e}"
@@ -204,8 +236,10 @@ mod tests {
         }
         assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
         assert_eq!(
-            parse_duration("18446744073709551616s"),
-            Err("duration `18446744073709551616s` is out of range (at most 366d)".into())
+            parse_duration("18446744073709551616s")
+                .unwrap_err()
+                .to_string(),
+            "duration `18446744073709551616s` is out of range (at most 366d)"
         );
     }
 
@@ -213,7 +247,10 @@ mod tests {
     fn out_of_range_sizes_are_refused() {
         assert!(parse_size("1PiB").is_err());
         assert_eq!(parse_size("1024TiB"), Ok(1 << 50));
-        assert!(parse_size("1025TiB").unwrap_err().contains("out of range"));
+        assert_eq!(
+            parse_size("1025TiB"),
+            Err(UnitError::SizeOutOfRange("1025TiB".into()))
+        );
         assert!(parse_size("99999999999999999999999999TB").is_err());
     }
 

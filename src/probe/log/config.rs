@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
 use super::rules;
+use crate::config::de::hinted;
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Size};
 
@@ -147,7 +148,7 @@ impl Visitor<'_> for ScalarVisitor {
     fn visit_str<E>(self, v: &str) -> Result<String, E> {
         Ok(v.to_string())
     }
-    // The stand-in of a value already reported (see config::yaml::POISON).
+    // The stand-in of a value already reported (see config::de::POISON).
     fn visit_unit<E>(self) -> Result<String, E> {
         Ok(String::new())
     }
@@ -164,6 +165,8 @@ impl Visitor<'_> for ScalarVisitor {
         Ok(v.to_string())
     }
 }
+
+const TEST_HINT: &str = "write one of equals, one_of, regex or exists";
 
 impl<'de> Deserialize<'de> for RawTest {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -201,9 +204,7 @@ impl<'de> Deserialize<'de> for RawTest {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTest, A::Error> {
                 let Some(key) = map.next_key::<String>()? else {
-                    return Err(de::Error::custom(
-                        "empty test (hint: write one of equals, one_of, regex or exists)",
-                    ));
+                    return Err(hinted("empty test", TEST_HINT));
                 };
                 let test = match key.as_str() {
                     "equals" => RawTest::Equals(map.next_value::<ScalarText>()?.0),
@@ -216,14 +217,13 @@ impl<'de> Deserialize<'de> for RawTest {
                     "regex" => RawTest::Regex(map.next_value::<String>()?),
                     "exists" => RawTest::Exists(map.next_value::<bool>()?),
                     other => {
-                        return Err(de::Error::custom(format!(
-                            "unknown test `{other}` (hint: write one of equals, one_of, regex or exists)"
-                        )));
+                        return Err(hinted(format!("unknown test `{other}`"), TEST_HINT));
                     }
                 };
                 if map.next_key::<String>()?.is_some() {
-                    return Err(de::Error::custom(
-                        "more than one test for a field (hint: one of equals, one_of, regex or exists per field)",
+                    return Err(hinted(
+                        "more than one test for a field",
+                        "one of equals, one_of, regex or exists per field",
                     ));
                 }
                 Ok(test)
@@ -267,15 +267,17 @@ impl<'de> Deserialize<'de> for RawLabel {
                         "name" => name = Some(map.next_value::<String>()?),
                         "field" => field = Some(map.next_value::<String>()?),
                         other => {
-                            return Err(de::Error::custom(format!(
-                                "unknown key `{other}` in a label (hint: a label is a field name or {{ name, field }})"
-                            )));
+                            return Err(hinted(
+                                format!("unknown key `{other}` in a label"),
+                                "a label is a field name or { name, field }",
+                            ));
                         }
                     }
                 }
                 let field = field.ok_or_else(|| {
-                    de::Error::custom(
-                        "a label needs `field` (hint: { name: partner, field: partner.id })",
+                    hinted(
+                        "a label needs `field`",
+                        "{ name: partner, field: partner.id }",
                     )
                 })?;
                 Ok(RawLabel { name, field })
