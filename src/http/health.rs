@@ -72,10 +72,8 @@ pub(super) async fn health(
     } else {
         StatusCode::OK
     };
-    let json = serde_json::to_vec(&body).map_err(|e| {
-        tracing::error!(error = %e, "Cannot serialize the health answer.");
-        ApiError::Unavailable("internal error".into())
-    })?;
+    let json = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::Internal(format!("cannot serialize the health answer: {e}")))?;
     Ok((
         code,
         [

@@ -166,10 +166,8 @@ async fn run_module(
     let metrics = Arc::new(http::Metrics::register(sub));
     let result = ProbeResult::register(sub);
     let spec = module.spec_for(url);
-    let probe = http::build_with(&spec, name, metrics).map_err(|e| {
-        tracing::error!(module = name, error = %e, "Cannot build the module's probe.");
-        ApiError::Unavailable("the module cannot be used; see depwatch's log".into())
-    })?;
+    let probe = http::build_with(&spec, name, metrics)
+        .map_err(|e| ApiError::Internal(format!("cannot build module {name}'s probe: {e}")))?;
     let started = Instant::now();
     // On timeout the probe's future is dropped, which records the failure
     // (reason `timeout`) in its metrics.
