@@ -42,6 +42,8 @@ pub struct Shared {
     pub reload_tx: mpsc::Sender<ReloadReply>,
     pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
     pub store: Arc<Store>,
+    /// The email fallback and the pipeline watchdog (`crate::alert`).
+    pub alert: Arc<crate::alert::Alerting>,
 }
 
 impl Shared {
@@ -167,6 +169,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         reload_tx,
         perf_memo: std::sync::Mutex::new(None),
         store: store.clone(),
+        alert: Arc::new(crate::alert::Alerting::new(metrics.alert.clone())),
     });
     let mut scheduler = Scheduler::new();
     scheduler.apply(&runtime.components);
@@ -195,6 +198,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let alert_tasks = crate::alert::engine::start(shared.clone(), stop_rx.clone());
     let server = tokio::spawn(crate::http::serve::serve(
         listener,
         crate::http::router(shared.clone()),
@@ -223,8 +227,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if tokio::time::timeout(grace, server).await.is_err() {
         tracing::warn!("HTTP requests still open after 5s; closing them.");
     }
-    // Background work (log tailers) stops and saves its state.
+    // Background work (log tailers, alerting) stops and saves its state.
     let deadline = tokio::time::Instant::now() + grace;
+    for t in alert_tasks {
+        let abort = t.abort_handle();
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            abort.abort();
+        }
+    }
     for c in &shared.runtime().components {
         if tokio::time::timeout_at(deadline, c.probe.shutdown())
             .await

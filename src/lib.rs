@@ -3,6 +3,7 @@
 //! directly. The binary is the product; this API is not a stable interface.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod app;
 pub mod config;
 pub mod http;

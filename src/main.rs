@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use depwatch::{app, config, probe};
+use depwatch::{alert, app, config, probe};
 
 const EX_CONFIG: u8 = 64;
 
@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Validate the configuration and exit: 0 when valid, 64 with every problem listed otherwise.
     CheckConfig,
+    /// Send a test email through `alerting.email` and print the server's answer (exit 0) or the failure (exit 1).
+    SendTestEmail,
     /// Run a log probe's rules over files, from their start to their end, and print the metrics they produce.
     ReplayLog {
         /// The log probe whose rules to use (default: the only one).
@@ -92,6 +94,34 @@ fn load(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigError> {
     })
 }
 
+fn send_test_email(config: &config::Config) -> ExitCode {
+    let Some(alerting) = &config.alerting else {
+        eprintln!("depwatch send-test-email: the configuration has no `alerting.email` section");
+        return ExitCode::FAILURE;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let host = alert::email::host_name();
+    match runtime.block_on(alert::engine::send_test(alerting, &host, None)) {
+        Ok(reply) => {
+            println!("sent: the server answered {reply}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("depwatch send-test-email: not sent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig) = cli.command {
@@ -110,6 +140,16 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_CONFIG)
             }
         };
+    }
+    if let Some(Command::SendTestEmail) = cli.command {
+        let config = match load(cli.config.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        };
+        return send_test_email(&config);
     }
     if let Some(Command::ReplayLog { probe, files }) = &cli.command {
         let config = match load(cli.config.as_ref()) {

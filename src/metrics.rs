@@ -111,6 +111,8 @@ pub struct Metrics {
     pub kinds: KindMetrics,
     /// depwatch's own HTTP server: open and refused connections.
     pub server: ServerMetrics,
+    /// `depwatch_alert_*`: the email fallback and the pipeline watchdog.
+    pub alert: crate::alert::AlertMetrics,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -205,6 +207,7 @@ impl Metrics {
         );
         let kinds = KindMetrics::register(r);
         let server = ServerMetrics::register(r);
+        let alert = crate::alert::AlertMetrics::register(r);
         Metrics {
             registry,
             up,
@@ -221,6 +224,7 @@ impl Metrics {
             cache_miss,
             kinds,
             server,
+            alert,
         }
     }
 

@@ -79,6 +79,32 @@ pub const MIGRATIONS: &[Migration] = &[
           );
           CREATE INDEX log_offsets_by_age ON log_offsets (saved_ms);",
     },
+    Migration {
+        name: "alert state",
+        sql: "CREATE TABLE alert_incidents (
+              id         INTEGER PRIMARY KEY,
+              open       INTEGER NOT NULL,
+              state      TEXT    NOT NULL,
+              updated_ms INTEGER NOT NULL
+          );
+          CREATE INDEX alert_incidents_open ON alert_incidents (open);
+          CREATE TABLE alert_emails (
+              id         INTEGER PRIMARY KEY,
+              incident   INTEGER,
+              kind       TEXT    NOT NULL,
+              message_id TEXT    NOT NULL,
+              subject    TEXT    NOT NULL,
+              mail_from  TEXT    NOT NULL,
+              rcpt_to    TEXT    NOT NULL,
+              body       BLOB    NOT NULL,
+              created_ms INTEGER NOT NULL,
+              sent_ms    INTEGER,
+              attempts   INTEGER NOT NULL DEFAULT 0,
+              reply      TEXT
+          );
+          CREATE INDEX alert_emails_unsent ON alert_emails (sent_ms);
+          CREATE INDEX alert_emails_by_age ON alert_emails (created_ms);",
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +237,14 @@ impl Store {
             )?;
             tx.execute(
                 "DELETE FROM log_offsets WHERE saved_ms < ?1",
+                params![cutoff],
+            )?;
+            tx.execute(
+                "DELETE FROM alert_incidents WHERE open = 0 AND updated_ms < ?1",
+                params![cutoff],
+            )?;
+            tx.execute(
+                "DELETE FROM alert_emails WHERE sent_ms IS NOT NULL AND created_ms < ?1",
                 params![cutoff],
             )
             .map(drop)

@@ -53,6 +53,8 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     /// Named http probe templates for `/probe?target=URL&module=NAME`.
     pub modules: BTreeMap<String, Module>,
+    /// `alerting:` (email fallback, pipeline watchdog); `None` when absent.
+    pub alerting: Option<crate::alert::config::AlertingConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -213,6 +215,7 @@ const TOP_KEYS: &[&str] = &[
     "defaults",
     "probes",
     "modules",
+    "alerting",
 ];
 
 /// The largest configuration file read. Ten thousand probes fit in 2 MiB;
@@ -330,8 +333,8 @@ pub fn from_str(
         &root,
         "",
         &ctx,
-        &|k| k != "probes" && k != "modules",
-        &["probes", "modules"],
+        &|k| k != "probes" && k != "modules" && k != "alerting",
+        &["probes", "modules", "alerting"],
     )
     .unwrap_or_default();
     let checker = Checker {
@@ -356,6 +359,7 @@ pub fn from_str(
     let admin_token = checker.admin_token(top.auth);
     let probes = checker.probes(&top.defaults);
     let modules = checker.modules(&top.defaults);
+    let alerting = crate::alert::config::parse(&checker);
 
     if !ctx.is_empty() {
         return Err(fail(ctx.into_problems()));
@@ -368,6 +372,7 @@ pub fn from_str(
         admin_token,
         probes,
         modules,
+        alerting,
     })
 }
 
@@ -823,6 +828,11 @@ impl Checker<'_> {
         read_bounded(path, MAX_FILE_BYTES)?.ok_or_else(|| {
             std::io::Error::other(format!("larger than {} MiB", MAX_FILE_BYTES >> 20))
         })
+    }
+
+    /// The node at a key path (`alerting`, `probes[0].url`), if present.
+    pub fn node(&self, path: &str) -> Option<&Node> {
+        self.root.node_at(path)
     }
 
     /// Resolves a path relative to the configuration file.

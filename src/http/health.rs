@@ -55,6 +55,7 @@ pub(super) async fn health(
         components: Components(&selected, &results),
         performance: &performance,
         state_store: s.store.status_json(),
+        alerting: s.alert.health_json(),
         cache: CacheView {
             hits,
             misses,
@@ -95,6 +96,7 @@ struct HealthBody<'a> {
     performance: &'a Value,
     state_store: Value,
     cache: CacheView,
+    alerting: Value,
 }
 
 #[derive(Serialize)]

@@ -33,6 +33,16 @@ pub fn router(shared: AppState) -> Router {
         .route("/-/reload", post(reload))
         .route("/api/admin/cache/invalidate", post(invalidate))
         .route("/api/admin/probes/{name}/run", post(run_probe))
+        .route(
+            "/api/alertmanager/webhook",
+            post(crate::alert::webhook::receive).layer(axum::extract::DefaultBodyLimit::max(
+                crate::alert::webhook::MAX_BODY,
+            )),
+        )
+        .route(
+            "/api/admin/alerts/test",
+            post(crate::alert::webhook::test_email),
+        )
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(shared)
 }
@@ -96,7 +106,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 /// Checks the bearer token. `required`: refuse when no token is configured.
-fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiError> {
+pub(crate) fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiError> {
     let rt = s.runtime();
     let Some(token) = &rt.config.admin_token else {
         return if required {

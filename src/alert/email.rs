@@ -1,0 +1,282 @@
+//! How it sends: lettre's async SMTP transport on tokio with rustls
+//! (`smtp://` + STARTTLS, `smtps://`), AUTH PLAIN/LOGIN, timeouts; the
+//! message builder (text + HTML, threading headers); and failure reasons
+//! that never carry the password or the SMTP transcript.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use lettre::address::{Address, Envelope};
+use lettre::message::{Mailbox, MultiPart, header};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::config::{EmailConfig, StartTls};
+use super::render::Rendered;
+
+/// A message ready to go: what is stored in the outbox.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub id: i64,
+    pub incident: Option<i64>,
+    pub kind: super::incident::EmailKind,
+    pub message_id: String,
+    pub subject: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub body: std::sync::Arc<Vec<u8>>,
+}
+
+/// Why a delivery failed: bounded, for logs and `/api/health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    Config,
+    Connect,
+    Tls,
+    Auth,
+    Rejected,
+    Transient,
+    Timeout,
+}
+
+impl FailReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::Config => "config",
+            FailReason::Connect => "connect",
+            FailReason::Tls => "tls",
+            FailReason::Auth => "auth",
+            FailReason::Rejected => "rejected",
+            FailReason::Transient => "transient",
+            FailReason::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{reason}: {message}", reason = .reason.as_str())]
+pub struct SendError {
+    pub reason: FailReason,
+    pub message: String,
+}
+
+/// The server's final answer, e.g. `250 2.0.0 Ok: queued as 1234`.
+pub fn reply_text(r: &lettre::transport::smtp::response::Response) -> String {
+    let code = r.code();
+    let first = r.message().next().unwrap_or("");
+    format!("{code} {first}").trim().chars().take(300).collect()
+}
+
+/// This host's name (EHLO, subject, Message-ID).
+pub fn host_name() -> String {
+    let u = rustix::system::uname();
+    let n = u.nodename().to_string_lossy().into_owned();
+    if n.is_empty() { "localhost".into() } else { n }
+}
+
+fn transport(cfg: &EmailConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+    let cfg_err = |m: String| SendError {
+        reason: FailReason::Config,
+        message: m,
+    };
+    let tls_params = || {
+        let mut b = TlsParameters::builder(cfg.host.clone());
+        if let Some(pem) = &cfg.ca_pem {
+            let cert = Certificate::from_pem(pem).map_err(|e| cfg_err(format!("ca_file: {e}")))?;
+            b = b
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(cert);
+        }
+        b.build_rustls()
+            .map_err(|e| cfg_err(format!("TLS setup: {e}")))
+    };
+    let tls = if cfg.implicit_tls {
+        Tls::Wrapper(tls_params()?)
+    } else {
+        match cfg.starttls {
+            StartTls::Required => Tls::Required(tls_params()?),
+            StartTls::Opportunistic => Tls::Opportunistic(tls_params()?),
+            StartTls::Never => Tls::None,
+        }
+    };
+    let hello = cfg.hello_name.clone().unwrap_or_else(host_name);
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
+        .port(cfg.port)
+        .tls(tls)
+        .timeout(Some(cfg.timeout))
+        .hello_name(ClientId::Domain(hello));
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        b = b
+            .credentials(Credentials::new(u.clone(), p.expose().to_string()))
+            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+    }
+    Ok(b.build())
+}
+
+/// Classifies a lettre error. Its text names the server's answer (code and
+/// first line) or the network/TLS cause; it never holds the credentials.
+fn classify(e: &lettre::transport::smtp::Error, cfg: &EmailConfig) -> SendError {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    // Add the root cause, which lettre keeps as a source (io/TLS errors).
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text = format!("{text}: {t}");
+        }
+        src = s.source();
+    }
+    if let Some(p) = &cfg.password
+        && !p.expose().is_empty()
+    {
+        text = text.replace(p.expose(), "***");
+    }
+    let text: String = text.chars().take(400).collect();
+    let code = e.status().map(|c| c.to_string());
+    let reason = if e.is_timeout() {
+        FailReason::Timeout
+    } else if code
+        .as_deref()
+        .is_some_and(|c| c == "535" || c == "534" || c == "530" || c == "538")
+        || text.contains("authentication mechanism")
+    {
+        FailReason::Auth
+    } else if e.is_tls() || text.contains("STARTTLS") {
+        FailReason::Tls
+    } else if e.is_permanent() {
+        FailReason::Rejected
+    } else if e.is_transient() {
+        FailReason::Transient
+    } else {
+        FailReason::Connect
+    };
+    let message = match reason {
+        FailReason::Tls if text.contains("STARTTLS is not supported") => format!(
+            "{}:{} does not offer STARTTLS and starttls is required: nothing was sent, no credentials either (set `starttls: opportunistic` or `never` only for a trusted network)",
+            cfg.host, cfg.port
+        ),
+        FailReason::Auth => format!("{}:{} refused the login: {text}", cfg.host, cfg.port),
+        _ => format!("{}:{}: {text}", cfg.host, cfg.port),
+    };
+    SendError { reason, message }
+}
+
+/// Delivers one stored message; answers the server's reply.
+pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<String, SendError> {
+    let t = transport(cfg)?;
+    let from = Address::from_str(&out.from).map_err(|e| SendError {
+        reason: FailReason::Config,
+        message: format!("from `{}`: {e}", out.from),
+    })?;
+    let to = out
+        .to
+        .iter()
+        .map(|a| Address::from_str(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SendError {
+            reason: FailReason::Config,
+            message: format!("to: {e}"),
+        })?;
+    let env = Envelope::new(Some(from), to).map_err(|e| SendError {
+        reason: FailReason::Config,
+        message: format!("envelope: {e}"),
+    })?;
+    match tokio::time::timeout(cfg.send_timeout, t.send_raw(&env, &out.body)).await {
+        Err(_) => Err(SendError {
+            reason: FailReason::Timeout,
+            message: format!(
+                "{}:{}: no delivery within send_timeout {}",
+                cfg.host,
+                cfg.port,
+                crate::config::units::format_duration(cfg.send_timeout)
+            ),
+        }),
+        Ok(Err(e)) => Err(classify(&e, cfg)),
+        Ok(Ok(resp)) => Ok(reply_text(&resp)),
+    }
+}
+
+/// A fresh `Message-ID` (with angle brackets).
+pub fn new_message_id(incident: Option<i64>, email: i64, host: &str) -> String {
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+        .collect();
+    let host = if host.is_empty() {
+        "localhost".into()
+    } else {
+        host
+    };
+    format!(
+        "<depwatch.{}.{email}.{:016x}@{host}>",
+        incident.unwrap_or(0),
+        fastrand::u64(..)
+    )
+}
+
+/// Builds the RFC 5322 message: text and HTML alternatives, threading.
+pub fn build(
+    cfg: &EmailConfig,
+    r: &Rendered,
+    message_id: &str,
+    thread: Option<&str>,
+    kind: &str,
+) -> Result<Vec<u8>, String> {
+    let mut b = Message::builder()
+        .from(cfg.from.clone())
+        .subject(r.subject.clone())
+        .message_id(Some(message_id.to_string()))
+        .date(SystemTime::now())
+        .user_agent(format!("depwatch/{}", crate::metrics::VERSION))
+        .header(DepwatchKind(kind.to_string()));
+    for to in &cfg.to {
+        b = b.to(to.clone());
+    }
+    if let Some(root) = thread {
+        b = b.in_reply_to(root.to_string()).references(root.to_string());
+    }
+    let m = b
+        .multipart(MultiPart::alternative_plain_html(
+            r.text.clone(),
+            r.html.clone(),
+        ))
+        .map_err(|e| e.to_string())?;
+    Ok(m.formatted())
+}
+
+/// `X-Depwatch-Kind: firing` — lets mail filters tell the kinds apart.
+#[derive(Clone)]
+struct DepwatchKind(String);
+
+impl header::Header for DepwatchKind {
+    fn name() -> header::HeaderName {
+        header::HeaderName::new_from_ascii_str("X-Depwatch-Kind")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(DepwatchKind(s.to_string()))
+    }
+
+    fn display(&self) -> header::HeaderValue {
+        header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// The addresses of the envelope, as stored.
+pub fn envelope_of(cfg: &EmailConfig) -> (String, Vec<String>) {
+    (
+        cfg.from.email.to_string(),
+        cfg.to
+            .iter()
+            .map(|m: &Mailbox| m.email.to_string())
+            .collect(),
+    )
+}
+
+/// Backoff between retries of the head of the queue: 1s, 2s, 4s … 60s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+}

@@ -1,0 +1,569 @@
+//! The alerting tasks: the engine (pipeline watchdog + incidents, every
+//! [`TICK`]), the Alertmanager health checker, and the outbox sender. None
+//! of them blocks a probe or an endpoint: they read the components' latest
+//! results and hand emails over through a queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::Reason;
+use super::config::{AlertingConfig, Mode};
+use super::email::{self, Outgoing};
+use super::incident::{Book, EmailKind, Incident, Intent, Obs, Policy};
+use super::render::{self, CompView, View, now_ms};
+use crate::app::Shared;
+use crate::probe::Status;
+
+/// How often the engine looks at the components and the pipeline.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Starts the tasks; they end when `stop` turns true.
+pub fn start(shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let rx = shared.alert.take_outbox();
+    let mut tasks = vec![
+        tokio::spawn(engine(shared.clone(), stop.clone())),
+        tokio::spawn(alertmanager_checker(shared.clone(), stop.clone())),
+    ];
+    if let Some(rx) = rx {
+        tasks.push(tokio::spawn(sender(shared, rx, stop)));
+    }
+    tasks
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = stop.changed() => true,
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+    }
+}
+
+fn ago_text(now: i64, ms: Option<i64>) -> String {
+    match ms {
+        None => "never since depwatch started".into(),
+        Some(t) => format!(
+            "last {} ago, at {}",
+            crate::config::units::format_duration(Duration::from_secs(
+                ((now - t).max(0) / 1000) as u64
+            )),
+            crate::state::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(t.max(0) as u64))
+        ),
+    }
+}
+
+struct Engine {
+    shared: Arc<Shared>,
+    book: Book,
+    next_email: i64,
+}
+
+async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let saved = match shared.store.alert_load(now_ms()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot read the alert state; starting without it.");
+            super::store::Saved {
+                open: vec![],
+                next_incident: 1,
+                next_email: 1,
+                unsent: vec![],
+                recent_ms: vec![],
+                last_sent: None,
+            }
+        }
+    };
+    let a = &shared.alert;
+    if !saved.open.is_empty() || !saved.unsent.is_empty() {
+        tracing::info!(
+            open_incidents = saved.open.len(),
+            unsent_emails = saved.unsent.len(),
+            "Alert state restored."
+        );
+    }
+    for e in saved.unsent {
+        a.enqueue(e);
+    }
+    a.recent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(saved.recent_ms);
+    if let Some((kind, subject, at, reply)) = saved.last_sent {
+        a.lock().last_email = Some(json!({
+            "kind": kind, "subject": subject, "reply": reply,
+            "at": crate::state::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64)),
+        }));
+    }
+    let mut e = Engine {
+        shared: shared.clone(),
+        book: Book::new(saved.open, saved.next_incident),
+        next_email: saved.next_email,
+    };
+    loop {
+        e.tick();
+        if stopped(&mut stop, TICK).await {
+            break;
+        }
+    }
+    // Whatever the last tick changed is queued for the store already.
+}
+
+impl Engine {
+    fn tick(&mut self) {
+        let rt = self.shared.runtime();
+        let shared = self.shared.clone();
+        let a = &shared.alert;
+        let now = now_ms();
+        let last_scrape = {
+            let s = self.shared.metrics.last_scrape.get();
+            (s > 0.0).then(|| (s * 1000.0) as i64)
+        };
+        let Some(cfg) = rt.config.alerting.as_ref() else {
+            let mut i = a.lock();
+            i.configured = false;
+            i.mode = None;
+            i.pipeline = "unknown";
+            i.reasons.clear();
+            i.last_scrape_ms = last_scrape;
+            a.metrics.set_pipeline(None);
+            a.metrics.set_sender(None);
+            return;
+        };
+        let fmt = crate::config::units::format_duration;
+        let (reasons, confirmed) = {
+            let i = a.lock();
+            let mut reasons = Vec::new();
+            let scrape_ref = last_scrape.unwrap_or(a.started_ms).max(a.started_ms);
+            if now - scrape_ref >= cfg.scrape_watchdog.as_millis() as i64 {
+                reasons.push(Reason {
+                    check: "scrape",
+                    message: format!(
+                        "no scrape of /metrics for {} ({}): Prometheus is gone or cannot reach depwatch",
+                        fmt(cfg.scrape_watchdog),
+                        ago_text(now, last_scrape)
+                    ),
+                    since_ms: scrape_ref,
+                });
+            }
+            if let Some(url) = &cfg.alertmanager_url
+                && i.am.failures >= cfg.failure_threshold
+            {
+                reasons.push(Reason {
+                    check: "alertmanager",
+                    message: format!(
+                        "Alertmanager at {url} is unhealthy: {} ({} failed checks in a row)",
+                        i.am.error.as_deref().unwrap_or("no answer"),
+                        i.am.failures
+                    ),
+                    since_ms: i.am.first_failure_ms.unwrap_or(now),
+                });
+            }
+            if let Some(timeout) = cfg.heartbeat_timeout {
+                let hb_ref = i
+                    .last_heartbeat_ms
+                    .unwrap_or(a.started_ms)
+                    .max(a.started_ms);
+                if now - hb_ref >= timeout.as_millis() as i64 {
+                    reasons.push(Reason {
+                        check: "heartbeat",
+                        message: format!(
+                            "no Watchdog notification from Alertmanager for {} ({}): rules → Prometheus → Alertmanager → notifications is broken",
+                            fmt(timeout),
+                            ago_text(now, i.last_heartbeat_ms)
+                        ),
+                        since_ms: hb_ref,
+                    });
+                }
+            }
+            let confirmed = last_scrape.is_some_and(|t| t >= a.started_ms)
+                && (cfg.alertmanager_url.is_none() || i.am.healthy == Some(true))
+                && (cfg.heartbeat_timeout.is_none()
+                    || i.last_heartbeat_ms.is_some_and(|t| t >= a.started_ms));
+            (reasons, confirmed)
+        };
+        let down = !reasons.is_empty();
+        let email_cfg = cfg.email.as_ref();
+        let policy = Policy {
+            mode: cfg.mode,
+            can_email: email_cfg.is_some(),
+            group_wait: cfg.group_wait,
+            repeat_interval: email_cfg.map(|e| e.repeat_interval),
+        };
+        let texts: Vec<String> = reasons.iter().map(|r| r.message.clone()).collect();
+        let mut intents = self.book.pipeline(now, down, confirmed, &texts, &policy);
+        let obs: Vec<Obs> = rt
+            .components
+            .iter()
+            .map(|c| {
+                let l = c.latest();
+                Obs {
+                    component: c.name().to_string(),
+                    kind: c.kind().as_str().to_string(),
+                    critical: c.cfg.critical,
+                    unhealthy: l.status == Some(Status::Unhealthy),
+                    recovered: l.status.is_some_and(|s| s != Status::Unhealthy) && l.up,
+                    reason: l.reason.map(|r| r.as_str().to_string()),
+                    error: l.error.clone(),
+                }
+            })
+            .collect();
+        intents.extend(self.book.components(now, &obs, down, &policy));
+        {
+            let mut i = a.lock();
+            i.configured = true;
+            i.mode = Some(cfg.mode);
+            i.pipeline = if down { "down" } else { "ok" };
+            i.last_scrape_ms = last_scrape;
+            if i.reasons
+                .iter()
+                .map(|r| r.check)
+                .ne(reasons.iter().map(|r| r.check))
+            {
+                if down {
+                    for r in &reasons {
+                        tracing::warn!(check = r.check, reason = %r.message, "Alerting pipeline down.");
+                    }
+                } else {
+                    tracing::info!("Alerting pipeline ok.");
+                }
+            }
+            i.reasons = reasons;
+        }
+        a.metrics.set_pipeline(Some(!down));
+        a.metrics
+            .set_sender(Some(email_cfg.is_some() && cfg.mode != Mode::Off));
+        if let Some(ecfg) = email_cfg {
+            for intent in intents {
+                self.queue(cfg, ecfg, intent, now, &rt);
+            }
+        }
+        for inc in self.book.take_dirty() {
+            self.shared.store.alert_incident_put(&inc, now);
+        }
+        let open: Vec<&Incident> = self.book.open().collect();
+        a.metrics.incidents_open.set(open.len() as i64);
+        let views = open
+            .iter()
+            .map(|i| {
+                json!({
+                    "id": i.id,
+                    "scope": i.scope,
+                    "components": i.open_members().map(|m| m.component.clone()).collect::<Vec<_>>(),
+                    "opened_at": crate::state::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(i.opened_ms.max(0) as u64)),
+                    "emailed": i.notify,
+                    "emails": i.emails,
+                })
+            })
+            .collect();
+        a.lock().open = views;
+    }
+
+    fn view(&self, cfg: &AlertingConfig, rt: &crate::app::Runtime, held_back: u64) -> View {
+        let a = &self.shared.alert;
+        let i = a.lock();
+        let mut alert_runbooks = std::collections::BTreeMap::new();
+        for f in i.firing.values() {
+            if let (Some(c), Some(u)) =
+                (f.labels.get("component"), f.annotations.get("runbook_url"))
+                && f.labels
+                    .get("alertname")
+                    .is_some_and(|n| n == "ComponentUnhealthy")
+            {
+                alert_runbooks.insert(c.clone(), u.clone());
+            }
+        }
+        View {
+            host: a.host.clone(),
+            mode: cfg.mode.as_str(),
+            pipeline: i.pipeline,
+            reasons: i
+                .reasons
+                .iter()
+                .map(|r| (r.message.clone(), r.since_ms))
+                .collect(),
+            components: rt
+                .components
+                .iter()
+                .map(|c| {
+                    let l = c.latest();
+                    CompView {
+                        name: c.name().to_string(),
+                        kind: c.kind().as_str().to_string(),
+                        status: l.status.map_or("unknown", Status::as_str).to_string(),
+                        critical: c.cfg.critical,
+                        error: l.error.clone(),
+                        reason: l.reason.map(|r| r.as_str().to_string()),
+                        checked_at_ms: l.checked_at.map(crate::store::unix_ms),
+                        consecutive_failures: l.consecutive_failures,
+                        details: serde_json::Value::Object(l.details.clone()),
+                    }
+                })
+                .collect(),
+            held_back,
+            runbook: cfg.runbook_url.clone(),
+            alert_runbooks,
+            page_url: Some(format!("http://{}/", rt.config.listen)),
+        }
+    }
+
+    /// Renders, stores and queues one email, unless `max_per_hour` holds it back.
+    fn queue(
+        &mut self,
+        cfg: &AlertingConfig,
+        ecfg: &super::config::EmailConfig,
+        intent: Intent,
+        now: i64,
+        rt: &crate::app::Runtime,
+    ) {
+        let a = &self.shared.alert;
+        {
+            let mut recent = a.recent.lock().unwrap_or_else(|e| e.into_inner());
+            while recent.front().is_some_and(|t| now - t >= 3_600_000) {
+                recent.pop_front();
+            }
+            if recent.len() >= cfg.max_per_hour as usize {
+                let mut i = a.lock();
+                i.held_back += 1;
+                i.held_back_total += 1;
+                tracing::warn!(
+                    kind = intent.kind.as_str(),
+                    incident = intent.incident,
+                    max_per_hour = cfg.max_per_hour,
+                    "Alert email held back: max_per_hour reached."
+                );
+                return;
+            }
+            recent.push_back(now);
+        }
+        let held_back = std::mem::take(&mut a.lock().held_back);
+        let view = self.view(cfg, rt, held_back);
+        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
+            return;
+        };
+        let rendered = render::render(intent.kind, Some(&inc), &view, now);
+        let id = self.next_email;
+        self.next_email += 1;
+        let message_id = email::new_message_id(Some(inc.id), id, &a.host);
+        let body = match email::build(
+            ecfg,
+            &rendered,
+            &message_id,
+            inc.thread.as_deref(),
+            intent.kind.as_str(),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot build the alert email.");
+                return;
+            }
+        };
+        if let Some(i) = self.book.get_mut(inc.id) {
+            if i.thread.is_none() {
+                i.thread = Some(message_id.clone());
+            }
+            i.emails += 1;
+        }
+        let (from, to) = email::envelope_of(ecfg);
+        let out = Outgoing {
+            id,
+            incident: Some(inc.id),
+            kind: intent.kind,
+            message_id,
+            subject: rendered.subject,
+            from,
+            to,
+            body: Arc::new(body),
+        };
+        tracing::info!(kind = intent.kind.as_str(), incident = inc.id, subject = %out.subject, "Alert email queued.");
+        self.shared.store.alert_email_put(&out, now);
+        a.enqueue(out);
+    }
+}
+
+/// Checks Alertmanager's `/-/healthy` every `check_interval`.
+async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    use crate::probe::http::{Client, Spec, Target};
+    loop {
+        let rt = shared.runtime();
+        let cfg = rt.config.alerting.as_ref();
+        let every = cfg.map_or(Duration::from_secs(1), |c| c.check_interval);
+        match cfg.and_then(|c| c.alertmanager_url.clone()) {
+            None => shared.alert.lock().am = Default::default(),
+            Some(url) => {
+                let result = match Target::parse(&format!("{url}/-/healthy"))
+                    .and_then(|t| Client::new(&Spec::get(t, vec![], 64 << 10)))
+                {
+                    Err(e) => Err(e),
+                    Ok(client) => {
+                        let limit = every.clamp(Duration::from_millis(100), Duration::from_secs(5));
+                        match tokio::time::timeout(limit, client.fetch()).await {
+                            Err(_) => Err(format!(
+                                "no answer within {}",
+                                crate::config::units::format_duration(limit)
+                            )),
+                            Ok(Err(e)) => Err(e.message),
+                            Ok(Ok(ans)) if ans.status.is_success() => Ok(()),
+                            Ok(Ok(ans)) => Err(format!("GET /-/healthy answered {}", ans.status)),
+                        }
+                    }
+                };
+                let now = now_ms();
+                let mut i = shared.alert.lock();
+                i.am.checked_ms = Some(now);
+                match result {
+                    Ok(()) => {
+                        if i.am.healthy == Some(false) {
+                            tracing::info!(url, "Alertmanager is healthy again.");
+                        }
+                        i.am.healthy = Some(true);
+                        i.am.failures = 0;
+                        i.am.first_failure_ms = None;
+                        i.am.error = None;
+                    }
+                    Err(e) => {
+                        if i.am.failures == 0 {
+                            tracing::warn!(url, error = %e, "Alertmanager health check failed.");
+                            i.am.first_failure_ms = Some(now);
+                        }
+                        i.am.failures += 1;
+                        i.am.healthy = Some(false);
+                        i.am.error = Some(e);
+                    }
+                }
+            }
+        }
+        if stopped(&mut stop, every).await {
+            return;
+        }
+    }
+}
+
+/// Sends the outbox in order; a failure is retried (backoff) before
+/// anything behind it goes.
+async fn sender(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let a = &shared.alert;
+    let mut q: VecDeque<Outgoing> = VecDeque::new();
+    let mut attempt = 0u32;
+    loop {
+        if q.is_empty() {
+            a.lock().queued = 0;
+            tokio::select! {
+                _ = stop.changed() => return,
+                m = rx.recv() => match m {
+                    Some(m) => q.push_back(m),
+                    None => return,
+                },
+            }
+        }
+        while let Ok(m) = rx.try_recv() {
+            q.push_back(m);
+        }
+        a.lock().queued = q.len();
+        let Some(head) = q.front().cloned() else {
+            continue;
+        };
+        let rt = shared.runtime();
+        let Some(ecfg) = rt.config.alerting.as_ref().and_then(|c| c.email.clone()) else {
+            // Email was removed by a reload: keep the outbox until it is back.
+            if stopped(&mut stop, Duration::from_secs(1)).await {
+                return;
+            }
+            continue;
+        };
+        drop(rt);
+        a.metrics.attempt(head.kind);
+        shared.store.alert_email_attempt(head.id);
+        let result = tokio::select! {
+            _ = stop.changed() => return,
+            r = email::deliver(&ecfg, &head) => r,
+        };
+        let now = now_ms();
+        let at = crate::state::rfc3339(std::time::SystemTime::now());
+        match result {
+            Ok(reply) => {
+                shared.store.alert_email_sent(head.id, now, reply.clone());
+                tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
+                a.lock().last_email = Some(json!({
+                    "kind": head.kind.as_str(), "subject": head.subject, "reply": reply, "at": at,
+                }));
+                q.pop_front();
+                attempt = 0;
+            }
+            Err(e) => {
+                a.metrics.failure(head.kind);
+                let wait = email::backoff(attempt);
+                if attempt == 0 {
+                    tracing::warn!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed; retrying.");
+                } else {
+                    tracing::debug!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed again.");
+                }
+                a.lock().last_error = Some(json!({
+                    "kind": head.kind.as_str(), "reason": e.reason.as_str(), "message": e.message,
+                    "at": at, "attempts": attempt + 1,
+                }));
+                attempt += 1;
+                if stopped(&mut stop, wait).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends a test email now (not through the outbox) and answers the
+/// server's reply or the exact failure.
+pub async fn send_test(
+    cfg: &AlertingConfig,
+    host: &str,
+    metrics: Option<&super::AlertMetrics>,
+) -> Result<String, email::SendError> {
+    let Some(ecfg) = cfg.email.as_ref() else {
+        return Err(email::SendError {
+            reason: email::FailReason::Config,
+            message: "alerting.email is not configured".into(),
+        });
+    };
+    let view = View {
+        host: host.to_string(),
+        mode: cfg.mode.as_str(),
+        pipeline: "unknown",
+        runbook: cfg.runbook_url.clone(),
+        ..Default::default()
+    };
+    let r = render::render(EmailKind::Test, None, &view, now_ms());
+    let message_id = email::new_message_id(None, 0, host);
+    let body = email::build(ecfg, &r, &message_id, None, "test").map_err(|e| email::SendError {
+        reason: email::FailReason::Config,
+        message: e,
+    })?;
+    let (from, to) = email::envelope_of(ecfg);
+    let out = Outgoing {
+        id: 0,
+        incident: None,
+        kind: EmailKind::Test,
+        message_id,
+        subject: r.subject,
+        from,
+        to,
+        body: Arc::new(body),
+    };
+    if let Some(m) = metrics {
+        m.attempt(EmailKind::Test);
+    }
+    let res = email::deliver(ecfg, &out).await;
+    if res.is_err()
+        && let Some(m) = metrics
+    {
+        m.failure(EmailKind::Test);
+    }
+    res
+}

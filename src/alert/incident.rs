@@ -1,0 +1,536 @@
+//! When to email: incidents, their grouping (`group_wait`), reminders
+//! (`repeat_interval`) and resolution. Pure bookkeeping over observations;
+//! the caller renders, caps, queues and persists what it decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::Mode;
+
+/// A component as the engine sees it on one tick.
+#[derive(Clone, Debug)]
+pub struct Obs {
+    pub component: String,
+    pub kind: String,
+    pub critical: bool,
+    /// Unhealthy after its thresholds.
+    pub unhealthy: bool,
+    /// Checked, working and not unhealthy: an incident of it may close.
+    pub recovered: bool,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub component: String,
+    pub kind: String,
+    pub critical: bool,
+    pub since_ms: i64,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub resolved_ms: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Components,
+    Pipeline,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: i64,
+    pub scope: Scope,
+    pub opened_ms: i64,
+    /// Emails go out for it (false: opened while Alertmanager had it).
+    pub notify: bool,
+    pub members: Vec<Member>,
+    /// Pipeline incidents: every reason seen while it was open.
+    pub reasons: Vec<String>,
+    /// The first email was decided.
+    pub fired: bool,
+    /// `Message-ID` of the first email: later ones reply to it.
+    pub thread: Option<String>,
+    pub last_email_ms: Option<i64>,
+    pub emails: u32,
+    pub resolved_ms: Option<i64>,
+}
+
+impl Incident {
+    pub fn is_open(&self) -> bool {
+        self.resolved_ms.is_none()
+    }
+
+    pub fn open_members(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.resolved_ms.is_none())
+    }
+
+    pub fn critical(&self) -> bool {
+        self.scope == Scope::Pipeline || self.members.iter().any(|m| m.critical)
+    }
+}
+
+/// Which email an incident needs now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EmailKind {
+    Firing,
+    Reminder,
+    Resolved,
+    Watchdog,
+    Test,
+}
+
+impl EmailKind {
+    pub const ALL: [EmailKind; 5] = [
+        EmailKind::Firing,
+        EmailKind::Reminder,
+        EmailKind::Resolved,
+        EmailKind::Watchdog,
+        EmailKind::Test,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailKind::Firing => "firing",
+            EmailKind::Reminder => "reminder",
+            EmailKind::Resolved => "resolved",
+            EmailKind::Watchdog => "watchdog",
+            EmailKind::Test => "test",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<EmailKind> {
+        EmailKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An email to render and queue for an incident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub kind: EmailKind,
+    pub incident: i64,
+}
+
+/// What one tick needs to know besides the components.
+pub struct Policy {
+    pub mode: Mode,
+    pub can_email: bool,
+    pub group_wait: Duration,
+    pub repeat_interval: Option<Duration>,
+}
+
+/// Every incident known (open ones, and those closed during this run).
+#[derive(Default)]
+pub struct Book {
+    pub incidents: BTreeMap<i64, Incident>,
+    pub next_id: i64,
+    /// Changed since the last [`Book::take_dirty`]: to persist.
+    dirty: BTreeSet<i64>,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+impl Book {
+    pub fn new(open: Vec<Incident>, next_id: i64) -> Book {
+        let next_id = open
+            .iter()
+            .map(|i| i.id + 1)
+            .max()
+            .unwrap_or(1)
+            .max(next_id);
+        Book {
+            incidents: open.into_iter().map(|i| (i.id, i)).collect(),
+            next_id,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    pub fn take_dirty(&mut self) -> Vec<Incident> {
+        let ids = std::mem::take(&mut self.dirty);
+        let out = ids
+            .iter()
+            .filter_map(|id| self.incidents.get(id).cloned())
+            .collect();
+        // Closed incidents are persisted once, then forgotten here.
+        self.incidents.retain(|_, i| i.is_open());
+        out
+    }
+
+    pub fn open(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents.values().filter(|i| i.is_open())
+    }
+
+    pub fn get_mut(&mut self, id: i64) -> Option<&mut Incident> {
+        self.dirty.insert(id);
+        self.incidents.get_mut(&id)
+    }
+
+    fn create(&mut self, scope: Scope, now: i64, notify: bool) -> &mut Incident {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.dirty.insert(id);
+        self.incidents.entry(id).or_insert(Incident {
+            id,
+            scope,
+            opened_ms: now,
+            notify,
+            members: Vec::new(),
+            reasons: Vec::new(),
+            fired: false,
+            thread: None,
+            last_email_ms: None,
+            emails: 0,
+            resolved_ms: None,
+        })
+    }
+
+    /// The pipeline: one `watchdog` email when it goes down, one `resolved`
+    /// when it is confirmed back (`confirmed_ok`: every watched signal seen
+    /// working since start, so a restart does not close an open outage).
+    pub fn pipeline(
+        &mut self,
+        now: i64,
+        down: bool,
+        confirmed_ok: bool,
+        reasons: &[String],
+        p: &Policy,
+    ) -> Vec<Intent> {
+        let open = self
+            .incidents
+            .values()
+            .find(|i| i.is_open() && i.scope == Scope::Pipeline)
+            .map(|i| i.id);
+        let mut out = Vec::new();
+        match open {
+            None if down && p.mode != Mode::Off => {
+                let inc = self.create(Scope::Pipeline, now, p.can_email);
+                inc.reasons = reasons.to_vec();
+                inc.fired = true;
+                inc.last_email_ms = Some(now);
+                if inc.notify {
+                    out.push(Intent {
+                        kind: EmailKind::Watchdog,
+                        incident: inc.id,
+                    });
+                }
+            }
+            Some(id) => {
+                let changed = self.incidents[&id].reasons.iter().collect::<BTreeSet<_>>()
+                    != reasons.iter().collect::<BTreeSet<_>>();
+                if !down && confirmed_ok {
+                    let Some(inc) = self.get_mut(id) else {
+                        return out;
+                    };
+                    inc.resolved_ms = Some(now);
+                    if inc.notify {
+                        out.push(Intent {
+                            kind: EmailKind::Resolved,
+                            incident: id,
+                        });
+                    }
+                } else if down && changed {
+                    // Keep every reason seen, for the resolution's account.
+                    if let Some(inc) = self.get_mut(id) {
+                        for r in reasons {
+                            if !inc.reasons.contains(r) {
+                                inc.reasons.push(r.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+        out
+    }
+
+    /// Components: opens, groups, reminds and resolves.
+    pub fn components(
+        &mut self,
+        now: i64,
+        obs: &[Obs],
+        pipeline_down: bool,
+        p: &Policy,
+    ) -> Vec<Intent> {
+        let mut out = Vec::new();
+        let open_of = |book: &Book, name: &str| {
+            book.incidents
+                .values()
+                .find(|i| {
+                    i.is_open()
+                        && i.scope == Scope::Components
+                        && i.open_members().any(|m| m.component == name)
+                })
+                .map(|i| i.id)
+        };
+        for o in obs {
+            let open = open_of(self, &o.component);
+            match open {
+                None if o.unhealthy => {
+                    let notify = p.can_email
+                        && match p.mode {
+                            Mode::Always => true,
+                            Mode::Fallback => pipeline_down,
+                            Mode::Off => false,
+                        };
+                    let member = Member {
+                        component: o.component.clone(),
+                        kind: o.kind.clone(),
+                        critical: o.critical,
+                        since_ms: now,
+                        reason: o.reason.clone(),
+                        error: o.error.clone(),
+                        resolved_ms: None,
+                    };
+                    let group = notify
+                        .then(|| {
+                            self.incidents
+                                .values()
+                                .find(|i| {
+                                    i.is_open()
+                                        && i.scope == Scope::Components
+                                        && i.notify
+                                        && !i.fired
+                                        && now - i.opened_ms < ms(p.group_wait).max(1)
+                                })
+                                .map(|i| i.id)
+                        })
+                        .flatten();
+                    match group.and_then(|id| self.get_mut(id)) {
+                        Some(inc) => inc.members.push(member),
+                        None => self
+                            .create(Scope::Components, now, notify)
+                            .members
+                            .push(member),
+                    }
+                }
+                Some(id) if o.recovered => {
+                    if let Some(inc) = self.get_mut(id) {
+                        for m in inc.members.iter_mut() {
+                            if m.component == o.component && m.resolved_ms.is_none() {
+                                m.resolved_ms = Some(now);
+                            }
+                        }
+                    }
+                }
+                Some(id) if o.unhealthy => {
+                    // Keep the latest reason and error for the reminders.
+                    let inc = &self.incidents[&id];
+                    let stale = inc.open_members().any(|m| {
+                        m.component == o.component && (m.reason != o.reason || m.error != o.error)
+                    });
+                    if stale && let Some(inc) = self.get_mut(id) {
+                        for m in inc.members.iter_mut() {
+                            if m.component == o.component && m.resolved_ms.is_none() {
+                                m.reason = o.reason.clone();
+                                m.error = o.error.clone();
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Components removed by a reload: their incidents end.
+        let names: BTreeSet<&str> = obs.iter().map(|o| o.component.as_str()).collect();
+        let ids: Vec<i64> = self
+            .open()
+            .filter(|i| i.scope == Scope::Components)
+            .map(|i| i.id)
+            .collect();
+        for id in ids {
+            let inc = &self.incidents[&id];
+            if inc
+                .open_members()
+                .any(|m| !names.contains(m.component.as_str()))
+                && let Some(inc) = self.get_mut(id)
+            {
+                for m in inc.members.iter_mut() {
+                    if !names.contains(m.component.as_str()) && m.resolved_ms.is_none() {
+                        m.resolved_ms = Some(now);
+                    }
+                }
+            }
+            let inc = &self.incidents[&id];
+            let all_resolved = inc.open_members().next().is_none();
+            if inc.notify && !inc.fired {
+                if all_resolved {
+                    // Recovered within group_wait: nothing to tell.
+                    if let Some(inc) = self.get_mut(id) {
+                        inc.resolved_ms = Some(now);
+                    }
+                } else if now - inc.opened_ms >= ms(p.group_wait) {
+                    if let Some(inc) = self.get_mut(id) {
+                        inc.fired = true;
+                        inc.last_email_ms = Some(now);
+                    }
+                    out.push(Intent {
+                        kind: EmailKind::Firing,
+                        incident: id,
+                    });
+                }
+            } else if all_resolved {
+                let fired = inc.fired && inc.notify;
+                if let Some(inc) = self.get_mut(id) {
+                    inc.resolved_ms = Some(now);
+                }
+                if fired {
+                    out.push(Intent {
+                        kind: EmailKind::Resolved,
+                        incident: id,
+                    });
+                }
+            } else if inc.fired
+                && inc.notify
+                && let Some(every) = p.repeat_interval
+                && now - inc.last_email_ms.unwrap_or(inc.opened_ms) >= ms(every)
+            {
+                // Marked now: a reminder held back by the cap waits a whole interval.
+                if let Some(inc) = self.get_mut(id) {
+                    inc.last_email_ms = Some(now);
+                }
+                out.push(Intent {
+                    kind: EmailKind::Reminder,
+                    incident: id,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(name: &str, unhealthy: bool) -> Obs {
+        Obs {
+            component: name.into(),
+            kind: "redis".into(),
+            critical: true,
+            unhealthy,
+            recovered: !unhealthy,
+            reason: unhealthy.then(|| "connect".into()),
+            error: unhealthy.then(|| "refused".into()),
+        }
+    }
+
+    fn policy(mode: Mode) -> Policy {
+        Policy {
+            mode,
+            can_email: true,
+            group_wait: Duration::from_secs(10),
+            repeat_interval: Some(Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn fallback_emails_only_while_the_pipeline_is_down() {
+        let mut b = Book::new(vec![], 1);
+        let p = policy(Mode::Fallback);
+        // Pipeline up: an incident, never emailed.
+        assert!(b.components(0, &[obs("a", true)], false, &p).is_empty());
+        assert!(b.components(20_000, &[obs("a", true)], true, &p).is_empty());
+        assert!(
+            b.components(30_000, &[obs("a", false)], true, &p)
+                .is_empty()
+        );
+        // Pipeline down: firing after group_wait, reminder, resolved.
+        assert!(b.components(40_000, &[obs("a", true)], true, &p).is_empty());
+        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
+        assert_eq!(
+            k(b.components(50_000, &[obs("a", true)], true, &p)),
+            vec![EmailKind::Firing]
+        );
+        let id = b.open().next().unwrap().id;
+        b.get_mut(id).unwrap().last_email_ms = Some(50_000);
+        assert!(
+            b.components(100_000, &[obs("a", true)], true, &p)
+                .is_empty()
+        );
+        assert_eq!(
+            k(b.components(110_000, &[obs("a", true)], true, &p)),
+            vec![EmailKind::Reminder]
+        );
+        assert_eq!(
+            k(b.components(120_000, &[obs("a", false)], true, &p)),
+            vec![EmailKind::Resolved]
+        );
+        assert_eq!(b.open().count(), 0);
+    }
+
+    #[test]
+    fn failures_within_group_wait_share_one_email() {
+        let mut b = Book::new(vec![], 1);
+        let p = policy(Mode::Always);
+        b.components(0, &[obs("a", true), obs("b", false)], false, &p);
+        b.components(5_000, &[obs("a", true), obs("b", true)], false, &p);
+        let out = b.components(10_000, &[obs("a", true), obs("b", true)], false, &p);
+        assert_eq!(out.len(), 1);
+        let inc = &b.incidents[&out[0].incident];
+        assert_eq!(inc.members.len(), 2);
+        // A later failure opens its own incident.
+        b.components(
+            11_000,
+            &[obs("a", true), obs("b", true), obs("c", true)],
+            false,
+            &p,
+        );
+        assert_eq!(b.open().count(), 2);
+    }
+
+    #[test]
+    fn a_flap_within_group_wait_sends_nothing() {
+        let mut b = Book::new(vec![], 1);
+        let p = policy(Mode::Always);
+        b.components(0, &[obs("a", true)], false, &p);
+        assert!(
+            b.components(2_000, &[obs("a", false)], false, &p)
+                .is_empty()
+        );
+        assert!(
+            b.components(20_000, &[obs("a", false)], false, &p)
+                .is_empty()
+        );
+        assert_eq!(b.open().count(), 0);
+    }
+
+    #[test]
+    fn pipeline_resolves_only_when_confirmed() {
+        let mut b = Book::new(vec![], 1);
+        let p = policy(Mode::Fallback);
+        let r = vec!["no scrape".to_string()];
+        let out = b.pipeline(0, true, false, &r, &p);
+        assert_eq!(out[0].kind, EmailKind::Watchdog);
+        assert!(b.pipeline(1, true, false, &r, &p).is_empty());
+        assert!(b.pipeline(2, false, false, &[], &p).is_empty());
+        assert_eq!(
+            b.pipeline(3, false, true, &[], &p)[0].kind,
+            EmailKind::Resolved
+        );
+        // Off: nothing at all.
+        let mut b = Book::new(vec![], 1);
+        assert!(
+            b.pipeline(0, true, false, &r, &policy(Mode::Off))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_restored_book_keeps_its_ids_and_incidents() {
+        let mut b = Book::new(vec![], 7);
+        let p = policy(Mode::Always);
+        b.components(0, &[obs("a", true)], false, &p);
+        let saved = b.take_dirty();
+        let mut b2 = Book::new(saved, 1);
+        assert_eq!(b2.next_id, 8);
+        assert!(b2.components(10_000, &[obs("a", true)], false, &p).len() == 1);
+        assert_eq!(b2.open().count(), 1);
+    }
+}

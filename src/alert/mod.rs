@@ -1,0 +1,279 @@
+//! The email fallback and the watchdog of the alerting pipeline.
+//!
+//! - [`config`]: the `alerting:` section (mailboxes checked at load).
+//! - [`engine`]: the tasks — the pipeline watchdog (scrapes, Alertmanager's
+//!   `/-/healthy`, the `Watchdog` heartbeat) and the incident loop that
+//!   decides emails; the outbox sender (retries with backoff, in order).
+//! - [`incident`]: when to email (grouping, reminders, resolution).
+//! - [`render`]: subject, text and HTML. [`email`]: lettre, SMTP, TLS.
+//! - [`store`]: incidents and the outbox in the state store.
+//! - [`webhook`]: `POST /api/alertmanager/webhook`, `POST /api/admin/alerts/test`.
+//!
+//! [`Alerting`] is the state the HTTP handlers read and the tasks write.
+
+pub mod config;
+pub mod email;
+pub mod engine;
+pub mod incident;
+pub mod render;
+pub mod store;
+pub mod webhook;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use incident::EmailKind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// A gauge that is absent while unknown (no `alerting:` configured).
+type Optional = Family<Vec<(String, String)>, Gauge>;
+
+/// `depwatch_alert_*`.
+#[derive(Clone)]
+pub struct AlertMetrics {
+    pipeline_up: Optional,
+    sender: Optional,
+    pub incidents_open: Gauge,
+    emails: Family<KindLabel, Counter>,
+    failures: Family<KindLabel, Counter>,
+}
+
+impl AlertMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = AlertMetrics {
+            pipeline_up: Optional::default(),
+            sender: Optional::default(),
+            incidents_open: Gauge::default(),
+            emails: Family::default(),
+            failures: Family::default(),
+        };
+        r.register(
+            "alert_pipeline_up",
+            "Whether the alerting pipeline (scrapes, Alertmanager, Watchdog heartbeat) works (absent when not configured)",
+            m.pipeline_up.clone(),
+        );
+        r.register(
+            "alert_incidents_open",
+            "Open incidents (components unhealthy, pipeline down)",
+            m.incidents_open.clone(),
+        );
+        r.register(
+            "alert_sender",
+            "Whether this depwatch sends the alert emails (1: it sends alone)",
+            m.sender.clone(),
+        );
+        r.register(
+            "alert_emails",
+            "Alert emails handed to the SMTP server (attempts), by kind",
+            m.emails.clone(),
+        );
+        r.register(
+            "alert_email_failures",
+            "Alert email attempts that failed, by kind",
+            m.failures.clone(),
+        );
+        for k in EmailKind::ALL {
+            let l = KindLabel { kind: k.as_str() };
+            let _ = m.emails.get_or_create(&l);
+            let _ = m.failures.get_or_create(&l);
+        }
+        m
+    }
+
+    pub fn set_pipeline(&self, up: Option<bool>) {
+        match up {
+            Some(up) => {
+                self.pipeline_up.get_or_create(&vec![]).set(i64::from(up));
+            }
+            None => {
+                self.pipeline_up.remove(&vec![]);
+            }
+        }
+    }
+
+    pub fn set_sender(&self, sends: Option<bool>) {
+        match sends {
+            Some(s) => {
+                self.sender.get_or_create(&vec![]).set(i64::from(s));
+            }
+            None => {
+                self.sender.remove(&vec![]);
+            }
+        }
+    }
+
+    pub fn attempt(&self, kind: EmailKind) {
+        self.emails
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn failure(&self, kind: EmailKind) {
+        self.failures
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// One reason the pipeline is down.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reason {
+    /// `scrape`, `alertmanager` or `heartbeat`.
+    pub check: &'static str,
+    pub message: String,
+    pub since_ms: i64,
+}
+
+/// Alertmanager's health as last checked.
+#[derive(Clone, Debug, Default)]
+pub struct AmState {
+    pub healthy: Option<bool>,
+    pub failures: u32,
+    pub first_failure_ms: Option<i64>,
+    pub error: Option<String>,
+    pub checked_ms: Option<i64>,
+}
+
+/// An alert Alertmanager notified us of (not the Watchdog).
+#[derive(Clone, Debug)]
+pub struct FiringAlert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    pub received_ms: i64,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub configured: bool,
+    pub mode: Option<config::Mode>,
+    pub pipeline: &'static str,
+    pub reasons: Vec<Reason>,
+    pub last_heartbeat_ms: Option<i64>,
+    pub last_scrape_ms: Option<i64>,
+    pub am: AmState,
+    pub open: Vec<Value>,
+    pub last_email: Option<Value>,
+    pub last_error: Option<Value>,
+    pub queued: usize,
+    /// Held back by `max_per_hour` since the last email queued.
+    pub held_back: u64,
+    pub held_back_total: u64,
+    /// fingerprint → alert.
+    pub firing: BTreeMap<String, FiringAlert>,
+    pub webhook_posts: u64,
+}
+
+/// The alerting state shared by the tasks and the HTTP handlers.
+pub struct Alerting {
+    pub metrics: AlertMetrics,
+    pub inner: Mutex<Inner>,
+    pub started_ms: i64,
+    pub host: String,
+    outbox: tokio::sync::mpsc::UnboundedSender<email::Outgoing>,
+    outbox_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<email::Outgoing>>>,
+    /// Serializes the engine's email decisions with test emails (ids).
+    pub recent: Mutex<VecDeque<i64>>,
+}
+
+/// The most alerts kept from Alertmanager's notifications.
+pub const MAX_FIRING: usize = 1000;
+
+impl Alerting {
+    pub fn new(metrics: AlertMetrics) -> Alerting {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Alerting {
+            metrics,
+            inner: Mutex::new(Inner {
+                pipeline: "unknown",
+                ..Default::default()
+            }),
+            started_ms: render::now_ms(),
+            host: email::host_name(),
+            outbox: tx,
+            outbox_rx: Mutex::new(Some(rx)),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `alerting` section of `/api/health`.
+    pub fn health_json(&self) -> Value {
+        let i = self.lock();
+        let at = |ms: i64| {
+            crate::state::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+            )
+        };
+        let firing: Vec<Value> = i
+            .firing
+            .values()
+            .map(|a| {
+                json!({
+                    "alertname": a.labels.get("alertname"),
+                    "severity": a.labels.get("severity"),
+                    "component": a.labels.get("component"),
+                    "summary": a.annotations.get("summary"),
+                    "runbook_url": a.annotations.get("runbook_url"),
+                    "starts_at": a.starts_at,
+                    "labels": a.labels,
+                })
+            })
+            .collect();
+        json!({
+            "mode": i.mode.map(config::Mode::as_str),
+            "pipeline": i.pipeline,
+            "reasons": i.reasons.iter().map(|r| json!({
+                "check": r.check, "message": r.message, "since": at(r.since_ms),
+            })).collect::<Vec<_>>(),
+            "last_scrape": i.last_scrape_ms.map(at),
+            "last_heartbeat": i.last_heartbeat_ms.map(at),
+            "alertmanager": if i.configured { json!({
+                "healthy": i.am.healthy,
+                "consecutive_failures": i.am.failures,
+                "error": i.am.error,
+                "checked_at": i.am.checked_ms.map(at),
+            }) } else { Value::Null },
+            "open_incidents": i.open,
+            "last_email": i.last_email,
+            "last_error": i.last_error,
+            "queued_emails": i.queued,
+            "held_back": i.held_back_total,
+            "firing": firing,
+            "sender": if i.configured { json!({
+                "role": "sole",
+                "note": "this depwatch sends alone (no HA election yet)",
+            }) } else { Value::Null },
+        })
+    }
+
+    /// Hands a stored email to the sender task.
+    pub fn enqueue(&self, e: email::Outgoing) {
+        let _ = self.outbox.send(e);
+    }
+
+    fn take_outbox(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<email::Outgoing>> {
+        self.outbox_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}

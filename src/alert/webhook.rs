@@ -1,0 +1,132 @@
+//! `POST /api/alertmanager/webhook`: Alertmanager's webhook receiver
+//! (payload version 4). The always-firing `Watchdog` alert is the heartbeat
+//! of the pipeline; other alerts are kept as Alertmanager sees them and
+//! listed (`alerting.firing`), never emailed on their own.
+//! `POST /api/admin/alerts/test`: a test email, answered with the server's reply.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Alerting, FiringAlert, MAX_FIRING};
+use crate::http::{ApiError, AppState, authorize};
+
+/// The largest webhook body accepted: Alertmanager's payloads are a few KiB
+/// per alert; a group of thousands is a mistake (`max_alerts` caps it).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The name of the heartbeat alert (`alerts.yml`).
+pub const WATCHDOG: &str = "Watchdog";
+
+#[derive(Deserialize)]
+struct Payload {
+    version: String,
+    alerts: Vec<WebhookAlert>,
+}
+
+#[derive(Deserialize)]
+struct WebhookAlert {
+    status: String,
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt", default)]
+    starts_at: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+pub async fn receive(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, false)?;
+    let p: Payload = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed webhook payload: {e}")))?;
+    if p.version != "4" {
+        return Err(ApiError::BadRequest(format!(
+            "unsupported webhook payload version `{}`: depwatch reads version 4",
+            p.version.chars().take(20).collect::<String>()
+        )));
+    }
+    let (heartbeat, kept) = s.alert.on_webhook(p.alerts);
+    Ok(
+        axum::Json(json!({ "status": "ok", "heartbeat": heartbeat, "firing": kept }))
+            .into_response(),
+    )
+}
+
+impl Alerting {
+    /// Applies one notification; answers (heartbeat seen, alerts kept).
+    fn on_webhook(&self, alerts: Vec<WebhookAlert>) -> (bool, usize) {
+        let now = super::render::now_ms();
+        let mut heartbeat = false;
+        let mut i = self.lock();
+        i.webhook_posts += 1;
+        for a in alerts {
+            let firing = a.status == "firing";
+            if a.labels.get("alertname").map(String::as_str) == Some(WATCHDOG) {
+                heartbeat |= firing;
+                continue;
+            }
+            let key = if a.fingerprint.is_empty() {
+                format!("{:?}", a.labels)
+            } else {
+                a.fingerprint
+            };
+            if firing {
+                if i.firing.len() >= MAX_FIRING && !i.firing.contains_key(&key) {
+                    continue;
+                }
+                i.firing.insert(
+                    key,
+                    FiringAlert {
+                        labels: a.labels,
+                        annotations: a.annotations,
+                        starts_at: a.starts_at,
+                        received_ms: now,
+                    },
+                );
+            } else {
+                i.firing.remove(&key);
+            }
+        }
+        if heartbeat {
+            if i.last_heartbeat_ms.is_none() {
+                tracing::info!("First Watchdog heartbeat from Alertmanager.");
+            }
+            i.last_heartbeat_ms = Some(now);
+        }
+        (heartbeat, i.firing.len())
+    }
+}
+
+pub async fn test_email(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, true)?;
+    let rt = s.runtime();
+    let Some(cfg) = rt.config.alerting.clone() else {
+        return Err(ApiError::BadRequest(
+            "alerting is not configured: add an `alerting.email` section".into(),
+        ));
+    };
+    drop(rt);
+    match super::engine::send_test(&cfg, &s.alert.host, Some(&s.alert.metrics)).await {
+        Ok(reply) => Ok(axum::Json(json!({ "status": "sent", "reply": reply })).into_response()),
+        Err(e) => Ok((
+            StatusCode::BAD_GATEWAY,
+            axum::Json(
+                json!({ "status": "failed", "reason": e.reason.as_str(), "error": e.message }),
+            ),
+        )
+            .into_response()),
+    }
+}
