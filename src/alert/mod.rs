@@ -20,7 +20,8 @@ pub mod store;
 pub mod webhook;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,14 +37,49 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
-/// A gauge that is absent while unknown (no `alerting:` configured).
-type Optional = Family<Vec<(String, String)>, Gauge>;
+/// 0/1 gauges that are absent while unknown (no `alerting:` configured).
+#[derive(Clone, Debug, Default)]
+struct Optional {
+    pipeline_up: Arc<AtomicI64>,
+    sender: Arc<AtomicI64>,
+}
+
+const ABSENT: i64 = i64::MIN;
+
+impl prometheus_client::collector::Collector for Optional {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        for (name, help, v) in [
+            (
+                "alert_pipeline_up",
+                "Whether the alerting pipeline (scrapes, Alertmanager, Watchdog heartbeat) works (absent when alerting is not configured)",
+                &self.pipeline_up,
+            ),
+            (
+                "alert_sender",
+                "Whether this depwatch sends the alert emails (1: it sends alone)",
+                &self.sender,
+            ),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            if v == ABSENT {
+                continue;
+            }
+            let g = prometheus_client::metrics::gauge::ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        Ok(())
+    }
+}
 
 /// `depwatch_alert_*`.
 #[derive(Clone)]
 pub struct AlertMetrics {
-    pipeline_up: Optional,
-    sender: Optional,
+    optional: Optional,
     pub incidents_open: Gauge,
     emails: Family<KindLabel, Counter>,
     failures: Family<KindLabel, Counter>,
@@ -52,26 +88,19 @@ pub struct AlertMetrics {
 impl AlertMetrics {
     pub fn register(r: &mut Registry) -> Self {
         let m = AlertMetrics {
-            pipeline_up: Optional::default(),
-            sender: Optional::default(),
+            optional: Optional {
+                pipeline_up: Arc::new(AtomicI64::new(ABSENT)),
+                sender: Arc::new(AtomicI64::new(ABSENT)),
+            },
             incidents_open: Gauge::default(),
             emails: Family::default(),
             failures: Family::default(),
         };
-        r.register(
-            "alert_pipeline_up",
-            "Whether the alerting pipeline (scrapes, Alertmanager, Watchdog heartbeat) works (absent when not configured)",
-            m.pipeline_up.clone(),
-        );
+        r.register_collector(Box::new(m.optional.clone()));
         r.register(
             "alert_incidents_open",
             "Open incidents (components unhealthy, pipeline down)",
             m.incidents_open.clone(),
-        );
-        r.register(
-            "alert_sender",
-            "Whether this depwatch sends the alert emails (1: it sends alone)",
-            m.sender.clone(),
         );
         r.register(
             "alert_emails",
@@ -92,25 +121,13 @@ impl AlertMetrics {
     }
 
     pub fn set_pipeline(&self, up: Option<bool>) {
-        match up {
-            Some(up) => {
-                self.pipeline_up.get_or_create(&vec![]).set(i64::from(up));
-            }
-            None => {
-                self.pipeline_up.remove(&vec![]);
-            }
-        }
+        let v = up.map_or(ABSENT, i64::from);
+        self.optional.pipeline_up.store(v, Ordering::Relaxed);
     }
 
     pub fn set_sender(&self, sends: Option<bool>) {
-        match sends {
-            Some(s) => {
-                self.sender.get_or_create(&vec![]).set(i64::from(s));
-            }
-            None => {
-                self.sender.remove(&vec![]);
-            }
-        }
+        let v = sends.map_or(ABSENT, i64::from);
+        self.optional.sender.store(v, Ordering::Relaxed);
     }
 
     pub fn attempt(&self, kind: EmailKind) {
@@ -263,6 +280,53 @@ impl Alerting {
                 "note": "this depwatch sends alone (no HA election yet)",
             }) } else { Value::Null },
         })
+    }
+
+    /// The alerting part of the status page: the pipeline and the alerts
+    /// Alertmanager has firing (from its notifications).
+    pub fn page_html(&self) -> String {
+        use std::fmt::Write;
+        let esc = render::esc;
+        let i = self.lock();
+        if !i.configured && i.firing.is_empty() {
+            return String::new();
+        }
+        let mut h = format!(
+            "<h2>Alerting pipeline: <span class=\"{}\">{}</span></h2>",
+            if i.pipeline == "ok" { "healthy" } else { "unhealthy" },
+            i.pipeline
+        );
+        if !i.reasons.is_empty() {
+            h.push_str("<ul>");
+            for r in &i.reasons {
+                let _ = write!(h, "<li>{}</li>", esc(&r.message));
+            }
+            h.push_str("</ul>");
+        }
+        if i.held_back_total > 0 {
+            let _ = write!(
+                h,
+                "<p>{} email(s) held back by max_per_hour.</p>",
+                i.held_back_total
+            );
+        }
+        if !i.firing.is_empty() {
+            h.push_str("<h2>Firing in Alertmanager</h2><table><tr><th>alert</th><th>severity</th><th>component</th><th>summary</th><th>since</th></tr>");
+            for a in i.firing.values() {
+                let g = |m: &BTreeMap<String, String>, k: &str| esc(m.get(k).map_or("", String::as_str));
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    g(&a.labels, "alertname"),
+                    g(&a.labels, "severity"),
+                    g(&a.labels, "component"),
+                    g(&a.annotations, "summary"),
+                    esc(&a.starts_at)
+                );
+            }
+            h.push_str("</table>");
+        }
+        h
     }
 
     /// Hands a stored email to the sender task.

@@ -50,7 +50,9 @@ td,th{{padding:.35em .8em;border-bottom:1px solid #ddd;text-align:left}}.healthy
             err = escape(l.error.as_deref().unwrap_or("")),
         );
     }
-    html.push_str("</table></body></html>\n");
+    html.push_str("</table>");
+    html.push_str(&s.alert.page_html());
+    html.push_str("</body></html>\n");
     Html(html)
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real depwatch binary against real servers, in one
 //! test binary so that it links once.
 
+mod alerting;
 mod bundle;
 mod config;
 mod core;

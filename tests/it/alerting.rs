@@ -1,0 +1,548 @@
+//! The email fallback and the pipeline watchdog against real servers: an
+//! SMTP server (aiosmtpd, `tests/support/smtp_server.py`: with and without
+//! AUTH, STARTTLS on a test certificate, every message saved whole),
+//! redis-server, Prometheus and Alertmanager. Intervals are short.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const INSTALL: &str = ".venv/bin/pip install -r scripts/requirements-test.txt";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The SMTP server of a test, killed on drop.
+pub struct Smtp {
+    proc: Option<Proc>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+/// One received message: its decoded view and its raw bytes.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub view: Value,
+    pub raw: String,
+}
+
+impl Mail {
+    pub fn header(&self, name: &str) -> String {
+        self.view["headers"][name.to_lowercase()]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+    pub fn subject(&self) -> String {
+        self.header("subject")
+    }
+    pub fn kind(&self) -> String {
+        self.header("x-depwatch-kind")
+    }
+    pub fn text(&self) -> &str {
+        self.view["text"].as_str().unwrap_or("")
+    }
+}
+
+impl Smtp {
+    pub fn start(args: &[&str]) -> Smtp {
+        let mut s = Smtp {
+            proc: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        s.restart();
+        s
+    }
+
+    /// A port with no server (yet): [`Smtp::restart`] starts it.
+    pub fn stopped(args: &[&str]) -> Smtp {
+        Smtp {
+            proc: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    pub fn restart(&mut self) {
+        let python = require("python3", INSTALL);
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+        let mut cmd = Command::new(python);
+        cmd.arg(script)
+            .args(["--port", &self.port.to_string()])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut p = Proc::spawn("smtp_server.py", &mut cmd);
+        let mut out = std::io::BufReader::new(p.child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "READY", "the SMTP server did not start (is aiosmtpd installed? {INSTALL})");
+        self.proc = Some(p);
+    }
+
+    pub fn mails(&self) -> Vec<Mail> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| Mail {
+                view: serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap(),
+                raw: std::fs::read_to_string(p.with_extension("eml")).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    pub fn of_kind(&self, kind: &str) -> Vec<Mail> {
+        self.mails().into_iter().filter(|m| m.kind() == kind).collect()
+    }
+
+    pub async fn wait_kind(&self, kind: &str, n: usize) -> Vec<Mail> {
+        wait_for(&format!("{n} `{kind}` email(s)"), WAIT, || async {
+            let m = self.of_kind(kind);
+            (m.len() >= n).then_some(m)
+        })
+        .await
+    }
+
+    pub fn auth_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("auth.log")).unwrap_or_default()
+    }
+}
+
+fn alerting(smtp_port: u16, extra: &str, email_extra: &str) -> String {
+    format!(
+        "alerting:
+  check_interval: 200ms
+  group_wait: 0s
+{extra}  email:
+    smtp: smtp://127.0.0.1:{smtp_port}
+    from: depwatch@example.com
+    to: [oncall@example.com]
+    timeout: 3s
+{email_extra}"
+    )
+}
+
+const SELF_PROBE: &str = "probes:
+  - name: self
+    kind: process
+    self: true
+    interval: 500ms
+    timeout: 400ms
+";
+
+fn redis_probe(port: u16) -> String {
+    format!(
+        "  - name: jobs
+    kind: redis
+    url: redis://127.0.0.1:{port}/0
+    interval: 200ms
+    timeout: 150ms
+    failure_threshold: 1
+"
+    )
+}
+
+async fn alerting_health(dw: &Depwatch) -> Value {
+    dw.health("").await.1["alerting"].clone()
+}
+
+async fn wait_alerting(dw: &Depwatch, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    wait_for(what, WAIT, || async {
+        let a = alerting_health(dw).await;
+        f(&a).then_some(a)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_scrape_sends_a_watchdog_email_and_a_scrape_resolves_it() {
+    let smtp = Smtp::start(&[]);
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(smtp.port, "  scrape_watchdog: 2s\n", "    starttls: never\n")
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let a = wait_alerting(&dw, "the pipeline down", |a| a["pipeline"] == "down").await;
+    assert_eq!(a["mode"], "fallback");
+    assert_eq!(a["reasons"][0]["check"], "scrape", "{a}");
+    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
+    assert!(
+        w.subject().starts_with("[CRITICAL] alerting pipeline down — depwatch on "),
+        "{}",
+        w.subject()
+    );
+    assert!(w.text().contains("no scrape of /metrics for 2s"), "{}", w.text());
+    assert!(w.view["html"].as_str().unwrap().contains("<html>"));
+    let watchdog_id = w.header("message-id");
+    assert!(watchdog_id.starts_with("<depwatch."), "{watchdog_id}");
+
+    // A scrape: the pipeline is back, one resolved email in the same thread.
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_alert_pipeline_up", &[]), 0.0);
+    let r = smtp.wait_kind("resolved", 1).await.remove(0);
+    assert!(r.subject().starts_with("[RESOLVED] alerting pipeline back"), "{}", r.subject());
+    assert_eq!(r.header("in-reply-to"), watchdog_id);
+    assert_eq!(r.header("references"), watchdog_id);
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_alert_pipeline_up", &[]), 1.0);
+    assert_eq!(m.value("depwatch_alert_emails_total", &[("kind", "watchdog")]), 1.0);
+    assert_eq!(m.value("depwatch_alert_emails_total", &[("kind", "resolved")]), 1.0);
+    assert_eq!(m.value("depwatch_alert_email_failures_total", &[("kind", "watchdog")]), 0.0);
+    assert_eq!(smtp.mails().len(), 2);
+    let a = alerting_health(&dw).await;
+    assert_eq!(a["pipeline"], "ok");
+    assert!(a["last_email"]["reply"].as_str().unwrap().starts_with("250"), "{a}");
+    assert!(a["last_scrape"].is_string(), "{a}");
+    // The whole message, for the record.
+    println!("---- a resolved email as received ----\n{}", r.raw);
+}
+
+#[tokio::test]
+async fn redis_outage_during_a_pipeline_outage_fires_reminds_resolves_and_survives_a_restart() {
+    let redis_port = free_port();
+    let redis = crate::redis::RedisServer::start_on(redis_port, None);
+    let smtp = Smtp::start(&[]);
+    let dw_port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:{dw_port}\nstate_dir: {}\n{}{SELF_PROBE}{}",
+        state.path().display(),
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n    repeat_interval: 3s\n"
+        ),
+        redis_probe(redis_port)
+    );
+    let mut dw = Depwatch::start(&yaml).await;
+    smtp.wait_kind("watchdog", 1).await;
+    wait_alerting(&dw, "jobs healthy", |_| true).await;
+    drop(redis);
+    let firing = smtp.wait_kind("firing", 1).await.remove(0);
+    assert_eq!(
+        firing.subject(),
+        format!("[CRITICAL] jobs unhealthy — depwatch on {}", hostname())
+    );
+    let text = firing.text();
+    for want in ["jobs", "redis, critical", "Reason", "connect", "Runbook", "docs/runbook.md#componentunhealthy", "Other components", "self", "Alerting pipeline", "down", "no scrape"] {
+        assert!(text.contains(want), "`{want}` missing:\n{text}");
+    }
+    let root = firing.header("message-id");
+    let reminder = smtp.wait_kind("reminder", 1).await.remove(0);
+    assert_eq!(
+        reminder.subject(),
+        format!("[CRITICAL] jobs still unhealthy — depwatch on {}", hostname())
+    );
+    assert_eq!(reminder.header("in-reply-to"), root);
+    assert_eq!(reminder.header("references"), root);
+
+    // SIGKILL mid-incident, then start again on the same state.
+    dw.proc.signal("KILL");
+    let _ = dw.proc.child.wait();
+    let reminders_before = smtp.of_kind("reminder").len();
+    dw = Depwatch::start(&yaml).await;
+    let a = wait_alerting(&dw, "the incident restored", |a| {
+        a["open_incidents"].as_array().is_some_and(|l| {
+            l.iter().any(|i| i["components"] == serde_json::json!(["jobs"]))
+        })
+    })
+    .await;
+    // The pipeline incident stays open through the start's grace period.
+    assert!(
+        a["open_incidents"].as_array().unwrap().iter().any(|i| i["scope"] == "pipeline"),
+        "{a}"
+    );
+
+    // Redis back: one resolved email, threaded under the first firing one.
+    let _redis = crate::redis::RedisServer::start_on(redis_port, None);
+    let resolved = wait_for("the resolved email of jobs", WAIT, || async {
+        smtp.of_kind("resolved")
+            .into_iter()
+            .find(|m| m.subject().contains("jobs recovered"))
+    })
+    .await;
+    assert_eq!(resolved.header("in-reply-to"), root);
+    assert_eq!(smtp.of_kind("firing").len(), 1, "a restart resent the firing email");
+    assert_eq!(smtp.of_kind("watchdog").len(), 1, "a restart resent the watchdog email");
+    assert!(smtp.of_kind("reminder").len() >= reminders_before);
+    println!("---- a firing email as received ----\n{}", firing.raw);
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Scrapes depwatch every 200 ms, as a Prometheus would, until dropped.
+struct Scraper(tokio::task::JoinHandle<()>);
+
+impl Scraper {
+    fn start(url: String) -> Scraper {
+        Scraper(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            loop {
+                let _ = c.get(&url).send().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test]
+async fn mode_always_emails_with_a_healthy_pipeline_and_fallback_does_not() {
+    let smtp = Smtp::start(&[]);
+    let dead = free_port();
+    let token = "admin-token-123";
+    let mk = |mode: &str| {
+        format!(
+            "auth:\n  admin_token: {token}\n{}{SELF_PROBE}{}",
+            alerting(
+                smtp.port,
+                &format!("  mode: {mode}\n  scrape_watchdog: 5s\n"),
+                "    starttls: never\n"
+            ),
+            redis_probe(dead)
+        )
+    };
+    // fallback: the pipeline is fine (scraped), the incident is not emailed.
+    let dw = Depwatch::start(&mk("fallback")).await;
+    let _scraper = Scraper::start(dw.url("/metrics"));
+    let a = wait_alerting(&dw, "an incident of jobs", |a| {
+        a["open_incidents"].as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    assert_eq!(a["pipeline"], "ok", "{a}");
+    assert_eq!(a["open_incidents"][0]["emailed"], false, "{a}");
+    // Something that does arrive, after the incident: the test email.
+    let (code, body) = dw.post("/api/admin/alerts/test", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"reply\":\"250"), "{body}");
+    let test = smtp.wait_kind("test", 1).await.remove(0);
+    assert!(test.subject().starts_with("[TEST] "), "{}", test.subject());
+    assert!(smtp.of_kind("firing").is_empty());
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_alert_incidents_open", &[]), 1.0);
+    assert_eq!(m.value("depwatch_alert_emails_total", &[("kind", "test")]), 1.0);
+    drop(dw);
+
+    // always: the same incident is emailed although the pipeline is fine.
+    let dw = Depwatch::start(&mk("always")).await;
+    let _scraper2 = Scraper::start(dw.url("/metrics"));
+    let f = smtp.wait_kind("firing", 1).await.remove(0);
+    assert!(f.text().contains("mode: always"), "{}", f.text());
+    assert_eq!(alerting_health(&dw).await["pipeline"], "ok");
+    // The admin endpoint needs the token.
+    assert_eq!(dw.post("/api/admin/alerts/test", None).await.0, 401);
+}
+
+#[tokio::test]
+async fn smtp_down_counts_failures_retries_and_delivers_once_back() {
+    let mut smtp = Smtp::stopped(&[]);
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(smtp.port, "  scrape_watchdog: 1s\n", "    starttls: never\n")
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let a = wait_alerting(&dw, "a delivery failure", |a| !a["last_error"].is_null()).await;
+    assert_eq!(a["last_error"]["kind"], "watchdog", "{a}");
+    assert_eq!(a["last_error"]["reason"], "connect", "{a}");
+    wait_alerting(&dw, "a second attempt", |a| {
+        a["last_error"]["attempts"].as_u64().is_some_and(|n| n >= 2)
+    })
+    .await;
+    smtp.restart();
+    let w = smtp.wait_kind("watchdog", 1).await;
+    assert_eq!(w.len(), 1);
+    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    assert!(a["last_email"]["subject"].as_str().unwrap().contains("pipeline down"));
+    let (_, body) = dw.get("/metrics").await;
+    let m = Metrics::parse(&body);
+    assert!(m.value("depwatch_alert_email_failures_total", &[("kind", "watchdog")]) >= 2.0);
+    assert!(m.value("depwatch_alert_emails_total", &[("kind", "watchdog")]) >= 3.0);
+}
+
+#[tokio::test]
+async fn max_per_hour_holds_emails_back_and_counts_them() {
+    let smtp = Smtp::start(&[]);
+    let dead = free_port();
+    let yaml = format!(
+        "{}{SELF_PROBE}{}",
+        alerting(
+            smtp.port,
+            "  mode: always\n  scrape_watchdog: 1s\n  max_per_hour: 1\n",
+            "    starttls: never\n"
+        ),
+        redis_probe(dead)
+    );
+    let dw = Depwatch::start(&yaml).await;
+    // One email goes (the watchdog or the firing one); the other is held back.
+    let a = wait_alerting(&dw, "an email held back", |a| {
+        a["held_back"].as_u64().is_some_and(|n| n >= 1)
+    })
+    .await;
+    assert_eq!(a["pipeline"], "down");
+    wait_for("the one email", WAIT, || async { (smtp.mails().len() == 1).then_some(()) }).await;
+    assert!(dw.log().contains("max_per_hour reached"));
+    assert_eq!(smtp.mails().len(), 1);
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost it signed: (ca pem, cert pem, key pem).
+fn test_pki() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    p.subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = p.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn starttls_with_auth_works_and_a_wrong_password_is_an_auth_failure_without_leaks() {
+    let (ca, cert, key) = test_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |n: &str, t: &str| {
+        let p = dir.path().join(n);
+        std::fs::write(&p, t).unwrap();
+        p.display().to_string()
+    };
+    let (ca_f, cert_f, key_f) = (write("ca.pem", &ca), write("cert.pem", &cert), write("key.pem", &key));
+    let smtp = Smtp::start(&["--auth", "alerts:s3cret-pass-word", "--cert", &cert_f, "--key", &key_f, "--require-starttls"]);
+    let pw_file = write("pw", "s3cret-pass-word\n");
+    let token = "admin-token-123";
+    let yaml = |pw: &str| {
+        format!(
+            "auth:\n  admin_token: {token}\n{}{SELF_PROBE}",
+            alerting(
+                smtp.port,
+                "  scrape_watchdog: 1h\n",
+                &format!(
+                    "    ca_file: {ca_f}\n    username: alerts\n    {pw}\n    hello_name: depwatch.test\n"
+                )
+            )
+            .replace("smtp://127.0.0.1", "smtp://localhost")
+        )
+    };
+    // send-test-email through STARTTLS (required by default) and AUTH.
+    let (_d, _p, path) = write_config(&yaml(&format!("password_file: {pw_file}")));
+    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .args(["send-test-email", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sent: the server answered 250"), "{text}");
+    let m = smtp.wait_kind("test", 1).await.remove(0);
+    assert_eq!(m.view["tls"], true);
+    assert!(smtp.auth_log().contains("alerts tls ok"), "{}", smtp.auth_log());
+
+    // Wrong password: an auth failure, counted, shown, the password nowhere.
+    let wrong = "Wr0ng-Pa55word-xyz";
+    let dw = Depwatch::start_with_env(&yaml("password: ${SMTP_PASSWORD}"), &[("SMTP_PASSWORD", wrong)]).await;
+    let (code, body) = dw.post("/api/admin/alerts/test", Some(token)).await;
+    assert_eq!(code, 502, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["reason"], "auth", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("535"), "{v}");
+    assert!(!body.contains(wrong));
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_alert_email_failures_total", &[("kind", "test")]), 1.0);
+    dw.assert_never_shown(&[wrong]).await;
+    assert!(smtp.auth_log().contains("alerts tls bad"));
+}
+
+#[tokio::test]
+async fn starttls_required_but_not_offered_sends_nothing_and_no_plaintext_auth() {
+    let smtp = Smtp::start(&["--auth", "alerts:pw-not-to-be-sent", "--allow-plain-auth"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("dw.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "probes:\n  - name: self\n    kind: process\n    self: true\n{}",
+            alerting(smtp.port, "", "    username: alerts\n    password: pw-not-to-be-sent\n")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .args(["send-test-email", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("does not offer STARTTLS and starttls is required"), "{text}");
+    assert!(text.contains("tls:"), "{text}");
+    assert!(!text.contains("pw-not-to-be-sent"));
+    assert_eq!(smtp.auth_log(), "", "AUTH was attempted in plaintext");
+    assert!(smtp.mails().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
+    let token = "admin-token-123";
+    let dw = Depwatch::start(&format!(
+        "auth:\n  admin_token: {token}\nalerting:\n  heartbeat_timeout: 1h\n  scrape_watchdog: 1h\n{SELF_PROBE}"
+    ))
+    .await;
+    let url = dw.url("/api/alertmanager/webhook");
+    let post = |body: Vec<u8>, auth: bool| {
+        let mut r = dw.client.post(&url).body(body);
+        if auth {
+            r = r.bearer_auth(token);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let good = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "depwatch", "groupKey": "{}",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Watchdog"}, "annotations": {},
+                    "startsAt": "2026-11-28T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "w"}]
+    });
+    assert_eq!(post(good.to_string().into_bytes(), false).await, 401);
+    assert_eq!(post(b"not json".to_vec(), true).await, 400);
+    let mut v3 = good.clone();
+    v3["version"] = "3".into();
+    assert_eq!(post(v3.to_string().into_bytes(), true).await, 400);
+    assert_eq!(post(vec![b' '; 10 << 20], true).await, 413);
+    let a = alerting_health(&dw).await;
+    assert!(a["last_heartbeat"].is_null(), "{a}");
+    assert_eq!(a["firing"], serde_json::json!([]));
+    // A good one is the heartbeat; another alert is listed.
+    let mut two = good.clone();
+    two["alerts"].as_array_mut().unwrap().push(serde_json::json!({
+        "status": "firing", "labels": {"alertname": "ComponentUnhealthy", "component": "jobs", "severity": "critical"},
+        "annotations": {"summary": "jobs is unhealthy", "runbook_url": "docs/runbook.md#componentunhealthy"},
+        "startsAt": "2026-11-28T00:00:00Z", "fingerprint": "c1"
+    }));
+    assert_eq!(post(two.to_string().into_bytes(), true).await, 200);
+    let a = alerting_health(&dw).await;
+    assert!(a["last_heartbeat"].is_string(), "{a}");
+    assert_eq!(a["firing"][0]["alertname"], "ComponentUnhealthy", "{a}");
+    let (_, page) = dw.get("/").await;
+    assert!(page.contains("ComponentUnhealthy"), "the status page lists Alertmanager's alerts");
+}

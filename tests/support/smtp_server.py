@@ -1,0 +1,109 @@
+"""A real SMTP server for depwatch's tests (aiosmtpd), on loopback.
+
+Saves each message whole (the bytes after DATA) as DIR/NNNN.eml and its
+decoded view (headers, text and HTML parts) as DIR/NNNN.json, written last, and logs AUTH attempts to DIR/auth.log (one line each:
+"<mechanism> <login> <tls|plain> <ok|bad>"; passwords are never written).
+Prints READY when it listens. Stops on SIGTERM/SIGINT.
+
+  smtp_server.py --port P --dir D [--auth USER:PASSWORD] [--cert C --key K]
+                 [--require-starttls] [--allow-plain-auth]
+"""
+
+import argparse
+import email
+import email.policy
+import json
+import os
+import signal
+import ssl
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+class Saver:
+    def __init__(self, directory):
+        self.dir = directory
+        self.n = 0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.n += 1
+            n = self.n
+        path = os.path.join(self.dir, f"{n:04d}")
+        with open(path + ".eml", "wb") as f:
+            f.write(envelope.original_content)
+        # The decoded view for the tests (written last, atomically: its
+        # presence means the message is complete).
+        m = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        part = lambda t: (m.get_body(preferencelist=(t,)) or m).get_content() if m.is_multipart() else m.get_content()
+        view = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "tls": session.ssl is not None,
+            "headers": {k.lower(): str(v) for k, v in m.items()},
+            "text": part("plain"),
+            "html": part("html"),
+        }
+        with open(path + ".json.tmp", "w") as f:
+            json.dump(view, f)
+        os.rename(path + ".json.tmp", path + ".json")
+        return f"250 2.0.0 Ok: queued as test-{n:04d}"
+
+
+class Auth:
+    def __init__(self, directory, user, password):
+        self.log = os.path.join(directory, "auth.log")
+        self.user = user.encode()
+        self.password = password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == self.user
+            and auth_data.password == self.password
+        )
+        tls = "tls" if session.ssl is not None else "plain"
+        login = auth_data.login.decode(errors="replace") if isinstance(auth_data, LoginPassword) else "?"
+        with open(self.log, "a") as f:
+            f.write(f"{mechanism} {login} {tls} {'ok' if ok else 'bad'}\n")
+        return AuthResult(success=ok)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--dir", required=True)
+    p.add_argument("--auth")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--require-starttls", action="store_true")
+    p.add_argument("--allow-plain-auth", action="store_true")
+    a = p.parse_args()
+    os.makedirs(a.dir, exist_ok=True)
+    kwargs = {}
+    if a.cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.cert, a.key)
+        kwargs["tls_context"] = ctx
+        kwargs["require_starttls"] = a.require_starttls
+    if a.auth:
+        user, password = a.auth.split(":", 1)
+        kwargs["authenticator"] = Auth(a.dir, user, password)
+        kwargs["auth_required"] = True
+        kwargs["auth_require_tls"] = not a.allow_plain_auth
+    c = Controller(Saver(a.dir), hostname="127.0.0.1", port=a.port, **kwargs)
+    c.start()
+    print("READY", flush=True)
+    done = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda *_: done.set())
+    done.wait()
+    c.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
