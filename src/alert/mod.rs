@@ -293,7 +293,11 @@ impl Alerting {
         }
         let mut h = format!(
             "<h2>Alerting pipeline: <span class=\"{}\">{}</span></h2>",
-            if i.pipeline == "ok" { "healthy" } else { "unhealthy" },
+            if i.pipeline == "ok" {
+                "healthy"
+            } else {
+                "unhealthy"
+            },
             i.pipeline
         );
         if !i.reasons.is_empty() {
@@ -313,7 +317,9 @@ impl Alerting {
         if !i.firing.is_empty() {
             h.push_str("<h2>Firing in Alertmanager</h2><table><tr><th>alert</th><th>severity</th><th>component</th><th>summary</th><th>since</th></tr>");
             for a in i.firing.values() {
-                let g = |m: &BTreeMap<String, String>, k: &str| esc(m.get(k).map_or("", String::as_str));
+                let g = |m: &BTreeMap<String, String>, k: &str| {
+                    esc(m.get(k).map_or("", String::as_str))
+                };
                 let _ = write!(
                     h,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -84,7 +84,11 @@ impl Smtp {
         let mut out = std::io::BufReader::new(p.child.stdout.take().unwrap());
         let mut line = String::new();
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert_eq!(line.trim(), "READY", "the SMTP server did not start (is aiosmtpd installed? {INSTALL})");
+        assert_eq!(
+            line.trim(),
+            "READY",
+            "the SMTP server did not start (is aiosmtpd installed? {INSTALL})"
+        );
         self.proc = Some(p);
     }
 
@@ -105,7 +109,10 @@ impl Smtp {
     }
 
     pub fn of_kind(&self, kind: &str) -> Vec<Mail> {
-        self.mails().into_iter().filter(|m| m.kind() == kind).collect()
+        self.mails()
+            .into_iter()
+            .filter(|m| m.kind() == kind)
+            .collect()
     }
 
     pub async fn wait_kind(&self, kind: &str, n: usize) -> Vec<Mail> {
@@ -172,7 +179,11 @@ async fn no_scrape_sends_a_watchdog_email_and_a_scrape_resolves_it() {
     let smtp = Smtp::start(&[]);
     let yaml = format!(
         "{}{SELF_PROBE}",
-        alerting(smtp.port, "  scrape_watchdog: 2s\n", "    starttls: never\n")
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 2s\n",
+            "    starttls: never\n"
+        )
     );
     let dw = Depwatch::start(&yaml).await;
     let a = wait_alerting(&dw, "the pipeline down", |a| a["pipeline"] == "down").await;
@@ -180,11 +191,16 @@ async fn no_scrape_sends_a_watchdog_email_and_a_scrape_resolves_it() {
     assert_eq!(a["reasons"][0]["check"], "scrape", "{a}");
     let w = smtp.wait_kind("watchdog", 1).await.remove(0);
     assert!(
-        w.subject().starts_with("[CRITICAL] alerting pipeline down — depwatch on "),
+        w.subject()
+            .starts_with("[CRITICAL] alerting pipeline down — depwatch on "),
         "{}",
         w.subject()
     );
-    assert!(w.text().contains("no scrape of /metrics for 2s"), "{}", w.text());
+    assert!(
+        w.text().contains("no scrape of /metrics for 2s"),
+        "{}",
+        w.text()
+    );
     assert!(w.view["html"].as_str().unwrap().contains("<html>"));
     let watchdog_id = w.header("message-id");
     assert!(watchdog_id.starts_with("<depwatch."), "{watchdog_id}");
@@ -193,18 +209,40 @@ async fn no_scrape_sends_a_watchdog_email_and_a_scrape_resolves_it() {
     let m = dw.metrics().await;
     assert_eq!(m.value("depwatch_alert_pipeline_up", &[]), 0.0);
     let r = smtp.wait_kind("resolved", 1).await.remove(0);
-    assert!(r.subject().starts_with("[RESOLVED] alerting pipeline back"), "{}", r.subject());
+    assert!(
+        r.subject().starts_with("[RESOLVED] alerting pipeline back"),
+        "{}",
+        r.subject()
+    );
     assert_eq!(r.header("in-reply-to"), watchdog_id);
     assert_eq!(r.header("references"), watchdog_id);
     let m = dw.metrics().await;
     assert_eq!(m.value("depwatch_alert_pipeline_up", &[]), 1.0);
-    assert_eq!(m.value("depwatch_alert_emails_total", &[("kind", "watchdog")]), 1.0);
-    assert_eq!(m.value("depwatch_alert_emails_total", &[("kind", "resolved")]), 1.0);
-    assert_eq!(m.value("depwatch_alert_email_failures_total", &[("kind", "watchdog")]), 0.0);
+    assert_eq!(
+        m.value("depwatch_alert_emails_total", &[("kind", "watchdog")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("depwatch_alert_emails_total", &[("kind", "resolved")]),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "depwatch_alert_email_failures_total",
+            &[("kind", "watchdog")]
+        ),
+        0.0
+    );
     assert_eq!(smtp.mails().len(), 2);
     let a = alerting_health(&dw).await;
     assert_eq!(a["pipeline"], "ok");
-    assert!(a["last_email"]["reply"].as_str().unwrap().starts_with("250"), "{a}");
+    assert!(
+        a["last_email"]["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("250"),
+        "{a}"
+    );
     assert!(a["last_scrape"].is_string(), "{a}");
     // The whole message, for the record.
     println!("---- a resolved email as received ----\n{}", r.raw);
@@ -237,14 +275,29 @@ async fn redis_outage_during_a_pipeline_outage_fires_reminds_resolves_and_surviv
         format!("[CRITICAL] jobs unhealthy — depwatch on {}", hostname())
     );
     let text = firing.text();
-    for want in ["jobs", "redis, critical", "Reason", "connect", "Runbook", "docs/runbook.md#componentunhealthy", "Other components", "self", "Alerting pipeline", "down", "no scrape"] {
+    for want in [
+        "jobs",
+        "redis, critical",
+        "Reason",
+        "connect",
+        "Runbook",
+        "docs/runbook.md#componentunhealthy",
+        "Other components",
+        "self",
+        "Alerting pipeline",
+        "down",
+        "no scrape",
+    ] {
         assert!(text.contains(want), "`{want}` missing:\n{text}");
     }
     let root = firing.header("message-id");
     let reminder = smtp.wait_kind("reminder", 1).await.remove(0);
     assert_eq!(
         reminder.subject(),
-        format!("[CRITICAL] jobs still unhealthy — depwatch on {}", hostname())
+        format!(
+            "[CRITICAL] jobs still unhealthy — depwatch on {}",
+            hostname()
+        )
     );
     assert_eq!(reminder.header("in-reply-to"), root);
     assert_eq!(reminder.header("references"), root);
@@ -256,13 +309,18 @@ async fn redis_outage_during_a_pipeline_outage_fires_reminds_resolves_and_surviv
     dw = Depwatch::start(&yaml).await;
     let a = wait_alerting(&dw, "the incident restored", |a| {
         a["open_incidents"].as_array().is_some_and(|l| {
-            l.iter().any(|i| i["components"] == serde_json::json!(["jobs"]))
+            l.iter()
+                .any(|i| i["components"] == serde_json::json!(["jobs"]))
         })
     })
     .await;
     // The pipeline incident stays open through the start's grace period.
     assert!(
-        a["open_incidents"].as_array().unwrap().iter().any(|i| i["scope"] == "pipeline"),
+        a["open_incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["scope"] == "pipeline"),
         "{a}"
     );
 
@@ -275,8 +333,16 @@ async fn redis_outage_during_a_pipeline_outage_fires_reminds_resolves_and_surviv
     })
     .await;
     assert_eq!(resolved.header("in-reply-to"), root);
-    assert_eq!(smtp.of_kind("firing").len(), 1, "a restart resent the firing email");
-    assert_eq!(smtp.of_kind("watchdog").len(), 1, "a restart resent the watchdog email");
+    assert_eq!(
+        smtp.of_kind("firing").len(),
+        1,
+        "a restart resent the firing email"
+    );
+    assert_eq!(
+        smtp.of_kind("watchdog").len(),
+        1,
+        "a restart resent the watchdog email"
+    );
     assert!(smtp.of_kind("reminder").len() >= reminders_before);
     println!("---- a firing email as received ----\n{}", firing.raw);
 }
@@ -329,7 +395,9 @@ async fn mode_always_emails_with_a_healthy_pipeline_and_fallback_does_not() {
     let dw = Depwatch::start(&mk("fallback")).await;
     let _scraper = Scraper::start(dw.url("/metrics"));
     let a = wait_alerting(&dw, "an incident of jobs", |a| {
-        a["open_incidents"].as_array().is_some_and(|l| !l.is_empty())
+        a["open_incidents"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
     })
     .await;
     assert_eq!(a["pipeline"], "ok", "{a}");
@@ -343,7 +411,10 @@ async fn mode_always_emails_with_a_healthy_pipeline_and_fallback_does_not() {
     assert!(smtp.of_kind("firing").is_empty());
     let m = dw.metrics().await;
     assert_eq!(m.value("depwatch_alert_incidents_open", &[]), 1.0);
-    assert_eq!(m.value("depwatch_alert_emails_total", &[("kind", "test")]), 1.0);
+    assert_eq!(
+        m.value("depwatch_alert_emails_total", &[("kind", "test")]),
+        1.0
+    );
     drop(dw);
 
     // always: the same incident is emailed although the pipeline is fine.
@@ -361,7 +432,11 @@ async fn smtp_down_counts_failures_retries_and_delivers_once_back() {
     let mut smtp = Smtp::stopped(&[]);
     let yaml = format!(
         "{}{SELF_PROBE}",
-        alerting(smtp.port, "  scrape_watchdog: 1s\n", "    starttls: never\n")
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n"
+        )
     );
     let dw = Depwatch::start(&yaml).await;
     let a = wait_alerting(&dw, "a delivery failure", |a| !a["last_error"].is_null()).await;
@@ -375,10 +450,20 @@ async fn smtp_down_counts_failures_retries_and_delivers_once_back() {
     let w = smtp.wait_kind("watchdog", 1).await;
     assert_eq!(w.len(), 1);
     let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    assert!(a["last_email"]["subject"].as_str().unwrap().contains("pipeline down"));
+    assert!(
+        a["last_email"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("pipeline down")
+    );
     let (_, body) = dw.get("/metrics").await;
     let m = Metrics::parse(&body);
-    assert!(m.value("depwatch_alert_email_failures_total", &[("kind", "watchdog")]) >= 2.0);
+    assert!(
+        m.value(
+            "depwatch_alert_email_failures_total",
+            &[("kind", "watchdog")]
+        ) >= 2.0
+    );
     assert!(m.value("depwatch_alert_emails_total", &[("kind", "watchdog")]) >= 3.0);
 }
 
@@ -402,7 +487,10 @@ async fn max_per_hour_holds_emails_back_and_counts_them() {
     })
     .await;
     assert_eq!(a["pipeline"], "down");
-    wait_for("the one email", WAIT, || async { (smtp.mails().len() == 1).then_some(()) }).await;
+    wait_for("the one email", WAIT, || async {
+        (smtp.mails().len() == 1).then_some(())
+    })
+    .await;
     assert!(dw.log().contains("max_per_hour reached"));
     assert_eq!(smtp.mails().len(), 1);
 }
@@ -430,8 +518,20 @@ async fn starttls_with_auth_works_and_a_wrong_password_is_an_auth_failure_withou
         std::fs::write(&p, t).unwrap();
         p.display().to_string()
     };
-    let (ca_f, cert_f, key_f) = (write("ca.pem", &ca), write("cert.pem", &cert), write("key.pem", &key));
-    let smtp = Smtp::start(&["--auth", "alerts:s3cret-pass-word", "--cert", &cert_f, "--key", &key_f, "--require-starttls"]);
+    let (ca_f, cert_f, key_f) = (
+        write("ca.pem", &ca),
+        write("cert.pem", &cert),
+        write("key.pem", &key),
+    );
+    let smtp = Smtp::start(&[
+        "--auth",
+        "alerts:s3cret-pass-word",
+        "--cert",
+        &cert_f,
+        "--key",
+        &key_f,
+        "--require-starttls",
+    ]);
     let pw_file = write("pw", "s3cret-pass-word\n");
     let token = "admin-token-123";
     let yaml = |pw: &str| {
@@ -454,16 +554,25 @@ async fn starttls_with_auth_works_and_a_wrong_password_is_an_auth_failure_withou
         .arg(&path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("sent: the server answered 250"), "{text}");
     let m = smtp.wait_kind("test", 1).await.remove(0);
     assert_eq!(m.view["tls"], true);
-    assert!(smtp.auth_log().contains("alerts tls ok"), "{}", smtp.auth_log());
+    assert!(
+        smtp.auth_log().contains("alerts tls ok"),
+        "{}",
+        smtp.auth_log()
+    );
 
     // Wrong password: an auth failure, counted, shown, the password nowhere.
     let wrong = "Wr0ng-Pa55word-xyz";
-    let dw = Depwatch::start_with_env(&yaml("password: ${SMTP_PASSWORD}"), &[("SMTP_PASSWORD", wrong)]).await;
+    let dw = Depwatch::start_with_env(
+        &yaml("password: ${SMTP_PASSWORD}"),
+        &[("SMTP_PASSWORD", wrong)],
+    )
+    .await;
     let (code, body) = dw.post("/api/admin/alerts/test", Some(token)).await;
     assert_eq!(code, 502, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -471,7 +580,10 @@ async fn starttls_with_auth_works_and_a_wrong_password_is_an_auth_failure_withou
     assert!(v["error"].as_str().unwrap().contains("535"), "{v}");
     assert!(!body.contains(wrong));
     let m = dw.metrics().await;
-    assert_eq!(m.value("depwatch_alert_email_failures_total", &[("kind", "test")]), 1.0);
+    assert_eq!(
+        m.value("depwatch_alert_email_failures_total", &[("kind", "test")]),
+        1.0
+    );
     dw.assert_never_shown(&[wrong]).await;
     assert!(smtp.auth_log().contains("alerts tls bad"));
 }
@@ -485,7 +597,11 @@ async fn starttls_required_but_not_offered_sends_nothing_and_no_plaintext_auth()
         &cfg,
         format!(
             "probes:\n  - name: self\n    kind: process\n    self: true\n{}",
-            alerting(smtp.port, "", "    username: alerts\n    password: pw-not-to-be-sent\n")
+            alerting(
+                smtp.port,
+                "",
+                "    username: alerts\n    password: pw-not-to-be-sent\n"
+            )
         ),
     )
     .unwrap();
@@ -496,7 +612,10 @@ async fn starttls_required_but_not_offered_sends_nothing_and_no_plaintext_auth()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("does not offer STARTTLS and starttls is required"), "{text}");
+    assert!(
+        text.contains("does not offer STARTTLS and starttls is required"),
+        "{text}"
+    );
     assert!(text.contains("tls:"), "{text}");
     assert!(!text.contains("pw-not-to-be-sent"));
     assert_eq!(smtp.auth_log(), "", "AUTH was attempted in plaintext");
@@ -544,5 +663,8 @@ async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
     assert!(a["last_heartbeat"].is_string(), "{a}");
     assert_eq!(a["firing"][0]["alertname"], "ComponentUnhealthy", "{a}");
     let (_, page) = dw.get("/").await;
-    assert!(page.contains("ComponentUnhealthy"), "the status page lists Alertmanager's alerts");
+    assert!(
+        page.contains("ComponentUnhealthy"),
+        "the status page lists Alertmanager's alerts"
+    );
 }

@@ -10,6 +10,7 @@ Prints READY when it listens. Stops on SIGTERM/SIGINT.
 """
 
 import argparse
+import logging
 import email
 import email.policy
 import json
@@ -70,7 +71,8 @@ class Auth:
         login = auth_data.login.decode(errors="replace") if isinstance(auth_data, LoginPassword) else "?"
         with open(self.log, "a") as f:
             f.write(f"{mechanism} {login} {tls} {'ok' if ok else 'bad'}\n")
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers 535 itself (True would mean "answered").
+        return AuthResult(success=ok, handled=False)
 
 
 def main():
@@ -83,6 +85,7 @@ def main():
     p.add_argument("--require-starttls", action="store_true")
     p.add_argument("--allow-plain-auth", action="store_true")
     a = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="smtp_server: %(levelname)s %(message)s")
     os.makedirs(a.dir, exist_ok=True)
     kwargs = {}
     if a.cert:
