@@ -1,7 +1,8 @@
-//! Test support: start the real depwatch binary on a free loopback port with a
+//! Test support: start the real depwatch binary on a loopback port with a
 //! configuration, talk to it over HTTP, parse what it exposes, and find the
 //! real servers the tests need (failing with the install command when one is
-//! missing, never skipping).
+//! missing, never skipping). For tests without the binary: [`App`], the
+//! router and state in process with [`FakeProbe`]s.
 
 #![allow(dead_code)]
 
@@ -10,8 +11,14 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use depwatch::app::{ReloadReply, Runtime, Shared};
+use depwatch::probe::{BoxFuture, CheckResult, Outcome, Probe};
+use depwatch::state::Component;
+use depwatch::store::Store;
 use serde_json::Value;
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -500,4 +507,192 @@ pub fn check_config(path: &Path, env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+// ---- In process: the router and the scheduler, without the binary
+
+/// A probe for in-process tests: counts its checks, notes when each started
+/// (on tokio's clock), takes `delay` (tokio time: a paused test skips it)
+/// and answers what the test set (healthy at first).
+pub struct FakeProbe {
+    checks: AtomicUsize,
+    started: Mutex<Vec<tokio::time::Instant>>,
+    answer: Mutex<CheckResult>,
+    delay: Mutex<Duration>,
+}
+
+impl FakeProbe {
+    pub fn new() -> Arc<FakeProbe> {
+        Arc::new(FakeProbe {
+            checks: AtomicUsize::new(0),
+            started: Mutex::new(Vec::new()),
+            answer: Mutex::new(Ok(Outcome::healthy(serde_json::Map::new()))),
+            delay: Mutex::new(Duration::ZERO),
+        })
+    }
+
+    /// How many checks started so far.
+    pub fn checks(&self) -> usize {
+        self.checks.load(Ordering::SeqCst)
+    }
+
+    /// When each check started.
+    pub fn started(&self) -> Vec<tokio::time::Instant> {
+        self.started.lock().unwrap().clone()
+    }
+
+    /// What the next checks answer.
+    pub fn answer(&self, result: CheckResult) {
+        *self.answer.lock().unwrap() = result;
+    }
+
+    /// How long the next checks take.
+    pub fn delay(&self, d: Duration) {
+        *self.delay.lock().unwrap() = d;
+    }
+}
+
+impl Probe for FakeProbe {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(async move {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            self.started
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            self.answer.lock().unwrap().clone()
+        })
+    }
+}
+
+/// depwatch's state and router in process: the configuration `yaml`, each
+/// of its probes replaced by a [`FakeProbe`] of the same name, a fresh state
+/// store, no server and no port. Requests go through `oneshot`.
+pub struct App {
+    pub shared: Arc<Shared>,
+    probes: HashMap<String, Arc<FakeProbe>>,
+    /// Nobody applies reloads; kept so that `/-/reload` finds the channel open.
+    _reload_rx: tokio::sync::mpsc::Receiver<ReloadReply>,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer of the in-process router.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl App {
+    pub fn new(yaml: &str) -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = depwatch::config::from_str(yaml, "test.yml", None, dir.path(), &|_| None)
+            .unwrap_or_else(|e| panic!("invalid test configuration:\n{e}"));
+        let metrics = Arc::new(depwatch::metrics::Metrics::new());
+        let store = Arc::new(Store::open(&dir.path().join("state")).expect("state store"));
+        let mut probes = HashMap::new();
+        let components = config
+            .probes
+            .iter()
+            .map(|p| {
+                let fake = FakeProbe::new();
+                probes.insert(p.name.clone(), fake.clone());
+                Arc::new(Component::new(
+                    p.clone(),
+                    fake,
+                    metrics.clone(),
+                    config.health.performance.clone(),
+                ))
+            })
+            .collect();
+        let runtime = Arc::new(Runtime::new(config, components));
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        App {
+            shared: Arc::new(Shared::new(metrics, runtime, store, reload_tx)),
+            probes,
+            _reload_rx: reload_rx,
+            _dir: dir,
+        }
+    }
+
+    /// The fake behind component `name`.
+    pub fn probe(&self, name: &str) -> &FakeProbe {
+        self.probes
+            .get(name)
+            .unwrap_or_else(|| panic!("no probe named {name}"))
+    }
+
+    /// The components, for the scheduler.
+    pub fn components(&self) -> Vec<Arc<Component>> {
+        self.shared.runtime().components.clone()
+    }
+
+    /// Sends one request through a fresh `router()`.
+    pub async fn send(&self, req: axum::http::Request<axum::body::Body>) -> Answer {
+        use tower::ServiceExt;
+        let resp = depwatch::http::router(self.shared.clone())
+            .oneshot(req)
+            .await
+            .expect("the router is infallible");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("read the body");
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
+        }
+    }
+
+    /// `method path` with `headers` (name, value).
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(axum::body::Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, &[]).await
+    }
+
+    /// A POST, with `Authorization: Bearer token` when a token is given.
+    pub async fn post(&self, path: &str, token: Option<&str>) -> Answer {
+        match token {
+            Some(t) => {
+                let auth = format!("Bearer {t}");
+                self.request("POST", path, &[("authorization", &auth)])
+                    .await
+            }
+            None => self.request("POST", path, &[]).await,
+        }
+    }
+
+    /// `/api/health` (or `/api/health?...`) as (status code, JSON).
+    pub async fn health(&self, query: &str) -> (u16, Value) {
+        let a = self.get(&format!("/api/health{query}")).await;
+        (a.status, a.json())
+    }
 }
