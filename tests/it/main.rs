@@ -10,6 +10,7 @@ mod logs;
 mod mongodb;
 mod redis;
 mod router;
+mod scheduler;
 mod server;
 mod storage;
 mod support;
