@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,7 +21,8 @@ use depwatch::state::Component;
 use depwatch::store::Store;
 use serde_json::Value;
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 (bound and released), for partner servers
+/// that need their port before they start. depwatch itself binds port 0.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
@@ -54,6 +55,23 @@ pub fn require(program: &str, install: &str) -> PathBuf {
         }
     }
     panic!("`{program}` is not installed: run ./scripts/test (or: {install})");
+}
+
+/// Waits until `proc` accepts connections on 127.0.0.1:`port`; fails at
+/// once when it exits first, and after `timeout` otherwise.
+pub fn wait_listening(proc: &mut Proc, port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = proc.child.try_wait().expect("wait for a child") {
+            panic!("{} exited ({status}) before listening on {port}", proc.name);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {port} within {timeout:?}",
+            proc.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
@@ -120,27 +138,30 @@ impl Drop for Proc {
 /// A running depwatch with its own directory, port and log file.
 pub struct Depwatch {
     pub proc: Proc,
+    /// The port it listens on (read from what it printed).
     pub port: u16,
+    /// The `listen` value of its configuration file (`127.0.0.1:0` unless
+    /// the test chose one).
+    listen: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub client: reqwest::Client,
 }
 
-/// Writes `yaml` (with `listen` and `state_dir` filled in when absent) to a
-/// fresh directory and returns (dir, port, config path).
-pub fn write_config(yaml: &str) -> (tempfile::TempDir, u16, PathBuf) {
+/// Writes `yaml` (with `listen: 127.0.0.1:0` and `state_dir` filled in
+/// when absent) to a fresh directory and returns (dir, the `listen` value
+/// written, config path).
+pub fn write_config(yaml: &str) -> (tempfile::TempDir, String, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A `listen: 127.0.0.1:PORT` of the caller's (a restart on the same
-    // port) is the port to talk to.
-    let given = yaml.lines().find_map(|l| {
-        l.strip_prefix("listen: 127.0.0.1:")
-            .and_then(|p| p.trim().parse::<u16>().ok())
-    });
-    let port = given.unwrap_or_else(free_port);
+    // A `listen:` of the caller's (a restart on the same port) is kept.
+    let given = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("listen:").map(|v| v.trim().to_string()));
+    let listen = given.clone().unwrap_or_else(|| "127.0.0.1:0".into());
     let mut text = String::new();
-    if !yaml.contains("listen:") {
-        text.push_str(&format!("listen: 127.0.0.1:{port}\n"));
+    if given.is_none() {
+        text.push_str(&format!("listen: {listen}\n"));
     }
     if !yaml.contains("state_dir:") {
         text.push_str(&format!(
@@ -151,11 +172,19 @@ pub fn write_config(yaml: &str) -> (tempfile::TempDir, u16, PathBuf) {
     text.push_str(yaml);
     let path = dir.path().join("depwatch.yml");
     std::fs::write(&path, text).expect("write config");
-    (dir, port, path)
+    (dir, listen, path)
+}
+
+/// The port of depwatch's start-up line `  metrics      http://ADDR/metrics`.
+fn printed_port(line: &str) -> Option<u16> {
+    let url = line.trim_start().strip_prefix("metrics")?.trim();
+    let addr = url.strip_prefix("http://")?.strip_suffix("/metrics")?;
+    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }
 
 impl Depwatch {
-    /// Starts depwatch with `yaml` and waits until it answers `/healthz`.
+    /// Starts depwatch with `yaml` (on port 0 unless it has a `listen:`),
+    /// reads the address it prints, and waits until it answers `/healthz`.
     pub async fn start(yaml: &str) -> Depwatch {
         Self::start_with_env(yaml, &[]).await
     }
@@ -181,7 +210,7 @@ impl Depwatch {
         args: &[&str],
         nofile: Option<u32>,
     ) -> Depwatch {
-        let (dir, port, config_path) = write_config(yaml);
+        let (dir, listen, config_path) = write_config(yaml);
         let log_path = dir.path().join("depwatch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let bin = env!("CARGO_BIN_EXE_depwatch");
@@ -200,13 +229,14 @@ impl Depwatch {
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log);
         cmd.env("DEPWATCH_LOG", "debug,hyper=info,mongodb=info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let proc = Proc::spawn("depwatch", &mut cmd);
+        let mut proc = Proc::spawn("depwatch", &mut cmd);
+        let port = Self::listening_port(&mut proc, &log_path).await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -214,37 +244,61 @@ impl Depwatch {
         let dw = Depwatch {
             proc,
             port,
+            listen,
             dir,
             config_path,
             log_path,
             client,
         };
+        // Bound before it printed the address: answers from the first try.
         let url = dw.url("/healthz");
-        let c = dw.client.clone();
-        let log_path = dw.log_path.clone();
         wait_for(
             "depwatch to answer /healthz",
             Duration::from_secs(20),
-            || {
-                let (c, url) = (c.clone(), url.clone());
-                let log_path = log_path.clone();
-                async move {
-                    match c.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => Some(()),
-                        _ => {
-                            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                            assert!(
-                                !log.contains("depwatch did not start"),
-                                "depwatch did not start:\n{log}"
-                            );
-                            None
-                        }
-                    }
-                }
+            || async {
+                let r = dw.client.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
             },
         )
         .await;
         dw
+    }
+
+    /// Reads depwatch's stdout until it prints where it listens (it binds
+    /// first), failing with its output and log when it exits first or
+    /// prints nothing within 20s. A thread keeps draining stdout afterwards.
+    async fn listening_port(proc: &mut Proc, log_path: &Path) -> u16 {
+        let stdout = proc.child.stdout.take().expect("piped stdout");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let timeout = Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut printed = String::new();
+        loop {
+            let line = tokio::time::timeout_at(deadline, rx.recv()).await;
+            let why = match line {
+                Ok(Some(line)) => match printed_port(&line) {
+                    Some(port) => return port,
+                    None => {
+                        printed.push_str(&line);
+                        printed.push('\n');
+                        continue;
+                    }
+                },
+                Ok(None) => {
+                    let status = proc.child.wait().expect("wait for depwatch");
+                    format!("depwatch exited ({status}) before listening")
+                }
+                Err(_) => format!("depwatch printed no listen address within {timeout:?}"),
+            };
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            panic!("{why}\n--- stdout\n{printed}--- log\n{log}");
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -334,11 +388,12 @@ impl Depwatch {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Rewrites the configuration file in place (for reload tests).
+    /// Rewrites the configuration file in place (for reload tests), with the
+    /// `listen` line it started with.
     pub fn rewrite_config(&self, yaml: &str) {
         let mut text = format!(
-            "listen: 127.0.0.1:{}\nstate_dir: {}\n",
-            self.port,
+            "listen: {}\nstate_dir: {}\n",
+            self.listen,
             self.dir.path().join("state").display()
         );
         text.push_str(yaml);
