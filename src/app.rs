@@ -25,6 +25,20 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A runtime of components already built from `config` (in its order).
+    pub fn new(config: Config, components: Vec<Arc<Component>>) -> Runtime {
+        let by_name = components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name().to_string(), i))
+            .collect();
+        Runtime {
+            config,
+            components,
+            by_name,
+        }
+    }
+
     pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
         self.by_name.get(name).map(|i| &self.components[*i])
     }
@@ -45,6 +59,26 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a start: counters at zero, uptime from now. `reload_tx`
+    /// reaches whoever applies reloads (`run`'s loop).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        runtime: Arc<Runtime>,
+        store: Arc<Store>,
+        reload_tx: mpsc::Sender<ReloadReply>,
+    ) -> Shared {
+        Shared {
+            metrics,
+            runtime: RwLock::new(runtime),
+            started: Instant::now(),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            reload_tx,
+            perf_memo: std::sync::Mutex::new(None),
+            store,
+        }
+    }
+
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime
             .read()
@@ -100,16 +134,7 @@ pub fn build_runtime(
         }
         components.push(Arc::new(c));
     }
-    let by_name = components
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name().to_string(), i))
-        .collect();
-    Ok(Runtime {
-        config,
-        components,
-        by_name,
-    })
+    Ok(Runtime::new(config, components))
 }
 
 /// Drops the metric series of components that `new` no longer has (or has
@@ -158,16 +183,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(build_runtime(config, None, &metrics, &store)?);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
-    let shared = Arc::new(Shared {
-        metrics: metrics.clone(),
-        runtime: RwLock::new(runtime.clone()),
-        started: Instant::now(),
-        cache_hits: AtomicU64::new(0),
-        cache_misses: AtomicU64::new(0),
+    let shared = Arc::new(Shared::new(
+        metrics.clone(),
+        runtime.clone(),
+        store.clone(),
         reload_tx,
-        perf_memo: std::sync::Mutex::new(None),
-        store: store.clone(),
-    });
+    ));
     let mut scheduler = Scheduler::new();
     scheduler.apply(&runtime.components);
 

@@ -4,9 +4,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
+// tokio's clock, so that tests can pause time and step through the cache TTL.
+use tokio::time::Instant;
 
 use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
 use crate::metrics::{ComponentFailure, ComponentKind, ComponentOnly, ComponentStatus, Metrics};

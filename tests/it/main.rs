@@ -1,5 +1,6 @@
-//! Integration tests: the real depwatch binary against real servers, in one
-//! test binary so that it links once.
+//! Integration tests: the real depwatch binary against real servers, and
+//! the library in process (`router`, `scheduler`), in one test binary so
+//! that it links once.
 
 mod bundle;
 mod config;
@@ -8,6 +9,8 @@ mod http;
 mod logs;
 mod mongodb;
 mod redis;
+mod router;
+mod scheduler;
 mod server;
 mod storage;
 mod support;
