@@ -3,8 +3,8 @@
 //!
 //! Probes write into families; a scrape only encodes what is there.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -83,6 +83,44 @@ impl EncodeMetric for AbsCounter {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Counter
+    }
+}
+
+/// Keeps the series of a removed component removed.
+///
+/// Every write of a component's series (the general families in
+/// `Component::record`, a probe's own families in its check) happens inside
+/// [`SeriesGate::open`]. A reload that removes or replaces the component
+/// [`retire`](SeriesGate::retire)s its gate and only then drops the series.
+/// Retiring waits for a write in progress, and no write starts after it, so
+/// a check still in flight cannot re-create a series: an aborted task being
+/// polled on another worker, blocking work that outlives its future, a
+/// future's `Drop` that records a timeout.
+#[derive(Clone, Debug, Default)]
+pub struct SeriesGate(Arc<RwLock<bool>>);
+
+/// Held while a component's series are written: the gate cannot be retired
+/// meanwhile. Sync code only (it is not `Send`); never open a gate twice on
+/// one thread (a waiting `retire` would deadlock the second `open`).
+pub struct SeriesWrite<'a> {
+    _held: RwLockReadGuard<'a, bool>,
+}
+
+impl SeriesGate {
+    /// `Some` while the component is live.
+    pub fn open(&self) -> Option<SeriesWrite<'_>> {
+        // A poisoned lock: a writer panicked; the flag is still a plain bool.
+        let g = self.0.read().unwrap_or_else(|e| e.into_inner());
+        (!*g).then_some(SeriesWrite { _held: g })
+    }
+
+    /// Closes the gate for good, once the write in progress (if any) ended.
+    pub fn retire(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    pub fn is_retired(&self) -> bool {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -8,5 +8,6 @@ mod http;
 mod logs;
 mod mongodb;
 mod redis;
+mod reload;
 mod storage;
 mod support;
