@@ -485,14 +485,16 @@ impl Engine {
             rule.last_match_unix = Some(unix_now);
             self.key.clear();
             let cap = rule.spec.max_label_values;
+            let mut overflowed = false;
             for l in &mut rule.labels {
                 let f = get(l.slot);
                 let id = l.id(f.as_ref().map_or("", Field::text), cap);
-                if id == OTHER_ID {
-                    rule.overflowed += 1;
-                }
+                overflowed |= id == OTHER_ID;
                 self.key.push(id);
             }
+            // Lines, not labels: comparable with the rule's matched lines
+            // however many of its labels ran over.
+            rule.overflowed += u64::from(overflowed);
             let secs = rule.spec.duration.as_ref().and_then(|d| {
                 let secs = rule
                     .dur_slot
@@ -688,5 +690,19 @@ mod tests {
             vec![("a".into(), 2), ("b".into(), 1), ("other".into(), 2)]
         );
         assert_eq!(r.overflowed, 2);
+    }
+
+    #[test]
+    fn overflows_count_lines_not_labels() {
+        let mut e = engine(
+            "rules:\n  - metric: ops\n    match: { m: x }\n    labels: [user, op]\n    max_label_values: 1\n",
+        );
+        let now = Instant::now();
+        for (u, op) in [("a", "r"), ("b", "w"), ("c", "r"), ("a", "w")] {
+            let l = format!(r#"{{"m":"x","user":"{u}","op":"{op}"}}"#);
+            e.line(l.as_bytes(), now, 0.0);
+        }
+        // Line 2 overflows both labels, line 3 one, line 4 one: 3 lines.
+        assert_eq!(e.rules[0].overflowed, 3);
     }
 }
