@@ -692,7 +692,9 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
         .register_collector(Box::new(Replay(state)));
     let mut om = String::new();
     prometheus_client::encoding::text::encode(&mut om, &registry).map_err(|e| e.to_string())?;
-    Ok(crate::metrics::openmetrics_to_text(&om))
+    Ok(crate::metrics::openmetrics_to_text(
+        &crate::metrics::scrub_controls(om),
+    ))
 }
 
 #[derive(Debug)]

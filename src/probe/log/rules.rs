@@ -321,14 +321,17 @@ struct Label {
 
 impl Label {
     fn id(&mut self, value: &str, cap: usize) -> u32 {
-        if let Some(id) = self.ids.get(value) {
+        // Control characters (a JSON "\u0000") never reach a label: values
+        // differing only there are one series.
+        let value = crate::metrics::label_safe(value);
+        if let Some(id) = self.ids.get(value.as_ref()) {
             return *id;
         }
         if self.values.len() >= cap {
             return OTHER_ID;
         }
         let id = self.values.len() as u32;
-        self.values.push(value.into());
+        self.values.push(value.as_ref().into());
         self.ids.insert(value.into(), id);
         id
     }
@@ -690,6 +693,23 @@ mod tests {
             vec![("a".into(), 2), ("b".into(), 1), ("other".into(), 2)]
         );
         assert_eq!(r.overflowed, 2);
+    }
+
+    #[test]
+    fn control_characters_in_label_values_become_one_visible_value() {
+        let mut e = engine("rules:\n  - metric: ops\n    match: { m: x }\n    labels: [user]\n");
+        let now = Instant::now();
+        for u in [r"a\u0000", r"a\u0001", r"a\r"] {
+            let l = format!(r#"{{"m":"x","user":"{u}"}}"#);
+            e.line(l.as_bytes(), now, 0.0);
+        }
+        let r = &e.rules[0];
+        let got: Vec<(String, u64)> = r
+            .series
+            .iter()
+            .map(|(k, s)| (r.labels_of(k).next().unwrap().1.to_string(), s.count))
+            .collect();
+        assert_eq!(got, vec![("a\u{FFFD}".into(), 3)]);
     }
 
     #[test]
