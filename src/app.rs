@@ -195,6 +195,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             r.moved_to.display()
         );
     }
+    if let Some(e) = shared.store.read_only() {
+        println!(
+            "  note: the state database cannot be written ({e}); nothing is saved until state_dir is writable and depwatch restarts."
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = crate::http::router(shared.clone());

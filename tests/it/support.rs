@@ -159,10 +159,30 @@ impl Depwatch {
 
     /// Starts depwatch with extra command-line arguments and environment.
     pub async fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Depwatch {
+        Self::start_wrapped(yaml, env, args, &[]).await
+    }
+
+    /// Starts depwatch through `wrapper` (a program and its arguments, to
+    /// which depwatch's path and arguments are appended), which must end by
+    /// exec'ing it: the PID stays depwatch's.
+    pub async fn start_wrapped(
+        yaml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> Depwatch {
         let (dir, port, config_path) = write_config(yaml);
         let log_path = dir.path().join("depwatch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_depwatch"));
+        let bin = env!("CARGO_BIN_EXE_depwatch");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args(args)
             .arg("--config")
             .arg(&config_path)
