@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Config};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SeriesGate};
 use crate::probe::{self, BuildCtx, BuildError};
 use crate::scheduler::Scheduler;
 use crate::state::Component;
@@ -116,11 +116,13 @@ pub fn build_runtime(
             components.push(prev.clone());
             continue;
         }
+        let gate = SeriesGate::default();
         let ctx = BuildCtx {
             name: &p.name,
             metrics: &metrics.kinds,
             store,
             timeout: p.timeout,
+            gate: &gate,
         };
         let probe = probe::build(&p.spec, &ctx)?;
         let c = Component::new(
@@ -128,6 +130,7 @@ pub fn build_runtime(
             probe,
             metrics.clone(),
             config.health.performance.clone(),
+            gate,
         );
         if let Some(prev) = prev {
             c.inherit(prev);
@@ -137,17 +140,16 @@ pub fn build_runtime(
     Ok(Runtime::new(config, components))
 }
 
-/// Drops the metric series of components that `new` no longer has (or has
-/// with another kind).
-fn forget_removed(old: &Runtime, new: &Runtime, metrics: &Metrics) {
+/// Retires the components of `old` that `new` does not reuse: their series
+/// go (the general ones too unless a successor of the same name and kind
+/// carries them on), and a check of theirs still in flight writes none.
+fn retire_removed(old: &Runtime, new: &Runtime) {
     for c in &old.components {
         let kept = new.component(c.name());
-        if kept.is_none_or(|k| !Arc::ptr_eq(k, c)) {
-            c.probe.forget();
+        if kept.is_some_and(|k| Arc::ptr_eq(k, c)) {
+            continue;
         }
-        if kept.is_none_or(|k| k.kind() != c.kind()) {
-            metrics.forget(c.name(), c.kind());
-        }
+        c.retire(kept.is_none_or(|k| k.kind() != c.kind()));
     }
 }
 
@@ -212,6 +214,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         println!(
             "  note: the state database was corrupt; it was moved to {} and a fresh one started.",
             r.moved_to.display()
+        );
+    }
+    if let Some(e) = shared.store.read_only() {
+        println!(
+            "  note: the state database cannot be written ({e}); nothing is saved until state_dir is writable and depwatch restarts."
         );
     }
 
@@ -319,7 +326,9 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
     match result {
         Ok(rt) => {
             let rt = Arc::new(rt);
-            forget_removed(&old, &rt, &shared.metrics);
+            // Retired before their successors start: a successor's first
+            // series are not dropped with its predecessor's.
+            retire_removed(&old, &rt);
             scheduler.apply(&rt.components);
             shared.set_runtime(rt.clone());
             *shared.perf_memo.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -9,6 +9,7 @@ mod http;
 mod logs;
 mod mongodb;
 mod redis;
+mod reload;
 mod router;
 mod scheduler;
 mod server;

@@ -195,35 +195,36 @@ impl Depwatch {
 
     /// Starts depwatch with extra command-line arguments and environment.
     pub async fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Depwatch {
-        Self::launch(yaml, env, args, None).await
+        Self::start_wrapped(yaml, env, args, &[]).await
     }
 
     /// Starts depwatch with its open-file limit (soft and hard) set to
     /// `nofile`, as `ulimit -n` in its shell would.
     pub async fn start_with_fd_limit(yaml: &str, nofile: u32) -> Depwatch {
-        Self::launch(yaml, &[], &[], Some(nofile)).await
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+        Self::start_wrapped(yaml, &[], &[], &["sh", "-c", &script]).await
     }
 
-    async fn launch(
+    /// Starts depwatch through `wrapper` (a program and its arguments, to
+    /// which depwatch's path and arguments are appended), which must end by
+    /// exec'ing it: the PID stays depwatch's.
+    pub async fn start_wrapped(
         yaml: &str,
         env: &[(&str, &str)],
         args: &[&str],
-        nofile: Option<u32>,
+        wrapper: &[&str],
     ) -> Depwatch {
         let (dir, listen, config_path) = write_config(yaml);
         let log_path = dir.path().join("depwatch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let bin = env!("CARGO_BIN_EXE_depwatch");
-        let mut cmd = match nofile {
-            None => Command::new(bin),
-            Some(n) => {
-                // `exec` keeps the PID: the shell becomes depwatch.
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
                 c
             }
+            None => Command::new(bin),
         };
         cmd.args(args)
             .arg("--config")
@@ -675,6 +676,7 @@ impl App {
                     fake,
                     metrics.clone(),
                     config.health.performance.clone(),
+                    depwatch::metrics::SeriesGate::default(),
                 ))
             })
             .collect();
