@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Config};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SeriesGate};
 use crate::probe::{self, BuildCtx, BuildError};
 use crate::scheduler::Scheduler;
 use crate::state::Component;
@@ -25,6 +25,20 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A runtime of components already built from `config` (in its order).
+    pub fn new(config: Config, components: Vec<Arc<Component>>) -> Runtime {
+        let by_name = components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name().to_string(), i))
+            .collect();
+        Runtime {
+            config,
+            components,
+            by_name,
+        }
+    }
+
     pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
         self.by_name.get(name).map(|i| &self.components[*i])
     }
@@ -47,6 +61,28 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a start: counters at zero, uptime from now. `reload_tx`
+    /// reaches whoever applies reloads (`run`'s loop).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        runtime: Arc<Runtime>,
+        store: Arc<Store>,
+        reload_tx: mpsc::Sender<ReloadReply>,
+    ) -> Shared {
+        let metrics_alert = metrics.alert.clone();
+        Shared {
+            metrics,
+            runtime: RwLock::new(runtime),
+            started: Instant::now(),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            reload_tx,
+            perf_memo: std::sync::Mutex::new(None),
+            store,
+            alert: Arc::new(crate::alert::Alerting::new(metrics_alert)),
+        }
+    }
+
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime
             .read()
@@ -84,11 +120,13 @@ pub fn build_runtime(
             components.push(prev.clone());
             continue;
         }
+        let gate = SeriesGate::default();
         let ctx = BuildCtx {
             name: &p.name,
             metrics: &metrics.kinds,
             store,
             timeout: p.timeout,
+            gate: &gate,
         };
         let probe = probe::build(&p.spec, &ctx)?;
         let c = Component::new(
@@ -96,35 +134,26 @@ pub fn build_runtime(
             probe,
             metrics.clone(),
             config.health.performance.clone(),
+            gate,
         );
         if let Some(prev) = prev {
             c.inherit(prev);
         }
         components.push(Arc::new(c));
     }
-    let by_name = components
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name().to_string(), i))
-        .collect();
-    Ok(Runtime {
-        config,
-        components,
-        by_name,
-    })
+    Ok(Runtime::new(config, components))
 }
 
-/// Drops the metric series of components that `new` no longer has (or has
-/// with another kind).
-fn forget_removed(old: &Runtime, new: &Runtime, metrics: &Metrics) {
+/// Retires the components of `old` that `new` does not reuse: their series
+/// go (the general ones too unless a successor of the same name and kind
+/// carries them on), and a check of theirs still in flight writes none.
+fn retire_removed(old: &Runtime, new: &Runtime) {
     for c in &old.components {
         let kept = new.component(c.name());
-        if kept.is_none_or(|k| !Arc::ptr_eq(k, c)) {
-            c.probe.forget();
+        if kept.is_some_and(|k| Arc::ptr_eq(k, c)) {
+            continue;
         }
-        if kept.is_none_or(|k| k.kind() != c.kind()) {
-            metrics.forget(c.name(), c.kind());
-        }
+        c.retire(kept.is_none_or(|k| k.kind() != c.kind()));
     }
 }
 
@@ -160,17 +189,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(build_runtime(config, None, &metrics, &store)?);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
-    let shared = Arc::new(Shared {
-        metrics: metrics.clone(),
-        runtime: RwLock::new(runtime.clone()),
-        started: Instant::now(),
-        cache_hits: AtomicU64::new(0),
-        cache_misses: AtomicU64::new(0),
+    let shared = Arc::new(Shared::new(
+        metrics.clone(),
+        runtime.clone(),
+        store.clone(),
         reload_tx,
-        perf_memo: std::sync::Mutex::new(None),
-        store: store.clone(),
-        alert: Arc::new(crate::alert::Alerting::new(metrics.alert.clone())),
-    });
+    ));
     let mut scheduler = Scheduler::new();
     scheduler.apply(&runtime.components);
 
@@ -194,6 +218,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         println!(
             "  note: the state database was corrupt; it was moved to {} and a fresh one started.",
             r.moved_to.display()
+        );
+    }
+    if let Some(e) = shared.store.read_only() {
+        println!(
+            "  note: the state database cannot be written ({e}); nothing is saved until state_dir is writable and depwatch restarts."
         );
     }
 
@@ -308,7 +337,9 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
     match result {
         Ok(rt) => {
             let rt = Arc::new(rt);
-            forget_removed(&old, &rt, &shared.metrics);
+            // Retired before their successors start: a successor's first
+            // series are not dropped with its predecessor's.
+            retire_removed(&old, &rt);
             scheduler.apply(&rt.components);
             shared.set_runtime(rt.clone());
             *shared.perf_memo.lock().unwrap_or_else(|e| e.into_inner()) = None;

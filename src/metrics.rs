@@ -3,8 +3,8 @@
 //!
 //! Probes write into families; a scrape only encodes what is there.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -84,6 +84,44 @@ impl EncodeMetric for AbsCounter {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Counter
+    }
+}
+
+/// Keeps the series of a removed component removed.
+///
+/// Every write of a component's series (the general families in
+/// `Component::record`, a probe's own families in its check) happens inside
+/// [`SeriesGate::open`]. A reload that removes or replaces the component
+/// [`retire`](SeriesGate::retire)s its gate and only then drops the series.
+/// Retiring waits for a write in progress, and no write starts after it, so
+/// a check still in flight cannot re-create a series: an aborted task being
+/// polled on another worker, blocking work that outlives its future, a
+/// future's `Drop` that records a timeout.
+#[derive(Clone, Debug, Default)]
+pub struct SeriesGate(Arc<RwLock<bool>>);
+
+/// Held while a component's series are written: the gate cannot be retired
+/// meanwhile. Sync code only (it is not `Send`); never open a gate twice on
+/// one thread (a waiting `retire` would deadlock the second `open`).
+pub struct SeriesWrite<'a> {
+    _held: RwLockReadGuard<'a, bool>,
+}
+
+impl SeriesGate {
+    /// `Some` while the component is live.
+    pub fn open(&self) -> Option<SeriesWrite<'_>> {
+        // A poisoned lock: a writer panicked; the flag is still a plain bool.
+        let g = self.0.read().unwrap_or_else(|e| e.into_inner());
+        (!*g).then_some(SeriesWrite { _held: g })
+    }
+
+    /// Closes the gate for good, once the write in progress (if any) ended.
+    pub fn retire(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    pub fn is_retired(&self) -> bool {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -263,7 +301,7 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        scrub_controls(out)
     }
 
     /// The Prometheus text format 0.0.4.
@@ -276,6 +314,45 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Whether `c` may not appear raw in a label value: control characters
+/// (NUL, CR, ESC, DEL, C1...). prometheus-client escapes only `\`, `"` and
+/// newline, so anything else reaches scrapers (and `grep`, terminals, log
+/// shippers) as it is.
+fn unsafe_in_label(c: char) -> bool {
+    c.is_control()
+}
+
+/// `value` fit for a label: each control character (newline and tab too)
+/// becomes U+FFFD. For values from data (log fields), applied before they
+/// are counted, so that values differing only there share one series.
+pub fn label_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.chars().any(unsafe_in_label) {
+        value
+            .chars()
+            .map(|c| if unsafe_in_label(c) { '\u{FFFD}' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        value.into()
+    }
+}
+
+/// An exposition with every control character but the line breaks replaced
+/// by U+FFFD. prometheus-client escapes newlines inside label values and
+/// help texts, so a raw one is always a line break; any other control
+/// character came from a label value or a help text (configuration names,
+/// MongoDB documents, Redis names) and would reach the scraper raw.
+pub fn scrub_controls(text: String) -> String {
+    let clean = |c: char| c == '\n' || !unsafe_in_label(c);
+    // Almost always clean: one scan, no copy.
+    if text.chars().all(clean) {
+        return text;
+    }
+    text.chars()
+        .map(|c| if clean(c) { c } else { '\u{FFFD}' })
+        .collect()
 }
 
 pub fn unix_now() -> f64 {
@@ -428,5 +505,34 @@ mod tests {
         );
         assert!(!text.contains("# EOF"));
         assert!(text.contains("depwatch_build_info{version=\""));
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_exposition() {
+        let m = Metrics::new();
+        let raw = "nul\0cr\resc\u{1b}tab\tdel\u{7f}c1\u{85}nl\nend";
+        m.up.get_or_create(&ComponentKind {
+            component: raw.into(),
+            kind: Kind::Process,
+        })
+        .set(1);
+        for text in [m.encode_openmetrics(), m.encode_text()] {
+            let bad: Vec<char> = text
+                .chars()
+                .filter(|c| c.is_control() && *c != '\n')
+                .collect();
+            assert!(bad.is_empty(), "{bad:?} in:\n{text}");
+            assert!(
+                text.contains(
+                    "depwatch_up{component=\"nul\u{FFFD}cr\u{FFFD}esc\u{FFFD}tab\u{FFFD}del\u{FFFD}c1\u{FFFD}nl\\nend\",kind=\"process\"} 1"
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(label_safe("a\0b\nc"), "a\u{FFFD}b\u{FFFD}c");
+        assert!(matches!(
+            label_safe("plain λ"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

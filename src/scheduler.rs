@@ -85,7 +85,7 @@ async fn drive(c: Arc<Component>, mut shutdown: watch::Receiver<bool>) {
         let started = Instant::now();
         // A check in flight is not cut by shutdown: `Scheduler::shutdown`
         // gives it a grace period.
-        c.run_check(started.into_std()).await;
+        c.run_check(started).await;
         next += interval;
         if next < Instant::now() {
             // Fell behind (a suspended machine): skip the missed rounds.

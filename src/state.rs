@@ -4,12 +4,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
+// tokio's clock, so that tests can pause time and step through the cache TTL.
+use tokio::time::Instant;
 
 use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
-use crate::metrics::{ComponentFailure, ComponentKind, ComponentOnly, ComponentStatus, Metrics};
+use crate::metrics::{
+    ComponentFailure, ComponentKind, ComponentOnly, ComponentStatus, Metrics, SeriesGate,
+};
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
 
@@ -91,6 +95,9 @@ pub struct Component {
     perf: Mutex<Window>,
     flight: tokio::sync::Mutex<()>,
     invalidated: AtomicBool,
+    /// Shared with the probe: closed when a reload removes or replaces the
+    /// component, before its series are dropped.
+    gate: SeriesGate,
 }
 
 impl Component {
@@ -99,6 +106,7 @@ impl Component {
         probe: Arc<dyn Probe>,
         metrics: Arc<Metrics>,
         perf_cfg: PerfConfig,
+        gate: SeriesGate,
     ) -> Self {
         let labels = ComponentKind {
             component: cfg.name.clone(),
@@ -114,6 +122,20 @@ impl Component {
             perf: Mutex::new(Window::default()),
             flight: tokio::sync::Mutex::new(()),
             invalidated: AtomicBool::new(false),
+            gate,
+        }
+    }
+
+    /// Takes the component out of service (a reload removed or replaced
+    /// it): closes its gate, then drops the probe's series and, with
+    /// `general`, the general ones (`depwatch_up`, ...; a successor of the
+    /// same name and kind carries those on). A check still in flight ends
+    /// without writing any.
+    pub fn retire(&self, general: bool) {
+        self.gate.retire();
+        self.probe.forget();
+        if general {
+            self.metrics.forget(self.name(), self.kind());
         }
     }
 
@@ -163,6 +185,10 @@ impl Component {
     /// check instead of each starting their own.
     pub async fn run_check(&self, since: Instant) -> Arc<Latest> {
         let _flight = self.flight.lock().await;
+        // Removed by a reload after the caller found it: nothing to check.
+        if self.gate.is_retired() {
+            return self.latest();
+        }
         {
             let l = read(&self.latest);
             if l.finished.is_some_and(|f| f >= since) && !self.invalidated.load(Ordering::Acquire) {
@@ -186,7 +212,6 @@ impl Component {
     }
 
     fn record(&self, result: CheckResult, at: SystemTime, duration: Duration) -> Arc<Latest> {
-        let m = &self.metrics;
         let prev = self.latest();
         let Step {
             status,
@@ -209,15 +234,11 @@ impl Component {
             last_success: prev.last_success,
             down,
         };
-        let only = ComponentOnly {
-            component: self.cfg.name.clone(),
-        };
         match result {
             Ok(o) => {
                 next.error = o.why;
                 next.details = o.details;
                 next.last_success = Some(now);
-                m.last_success.get_or_create(&only).set(unix(now));
             }
             Err(e) => {
                 next.error = Some(e.message.clone());
@@ -225,47 +246,12 @@ impl Component {
                 next.details = e.details;
             }
         }
-        // The kind's usual failure reasons exist from the first check on, at
-        // 0, so that rate() and increase() see the first failure.
-        if prev.status.is_none() {
-            for &reason in self.kind().reasons() {
-                let _ = m.failures.get_or_create(&ComponentFailure {
-                    component: self.cfg.name.clone(),
-                    kind: self.kind(),
-                    reason,
-                });
-            }
+        // A check that ends after a reload removed the component writes no
+        // series: they would stay in /metrics for good.
+        if let Some(_live) = self.gate.open() {
+            self.write_series(&prev, &next, duration);
         }
-        m.up.get_or_create(&self.labels).set(i64::from(next.up));
-        for s in crate::probe::Status::ALL {
-            m.status
-                .get_or_create(&ComponentStatus {
-                    component: self.cfg.name.clone(),
-                    kind: self.kind(),
-                    status: s,
-                })
-                .set(i64::from(s == status));
-        }
-        m.consecutive_failures
-            .get_or_create(&only)
-            .set(i64::from(failures));
-        let _ = m.last_success.get_or_create(&only);
-        // Counters last: whoever sees a check counted sees its gauges too.
-        if let Some(reason) = next.reason {
-            m.failures
-                .get_or_create(&ComponentFailure {
-                    component: self.cfg.name.clone(),
-                    kind: self.kind(),
-                    reason,
-                })
-                .inc();
-        }
-        m.check_duration
-            .get_or_create(&self.labels)
-            .observe(duration.as_secs_f64());
-        m.checks.get_or_create(&self.labels).inc();
         lock(&self.perf).push(duration, at, &self.perf_cfg);
-
         if prev.status != Some(status) || prev.up != next.up {
             let component = self.name();
             let kind = self.kind().as_str();
@@ -286,6 +272,56 @@ impl Component {
         *write(&self.latest) = next.clone();
         self.invalidated.store(false, Ordering::Release);
         next
+    }
+
+    /// The general series of one check (`depwatch_up`, status, counters).
+    fn write_series(&self, prev: &Latest, next: &Latest, duration: Duration) {
+        let m = &self.metrics;
+        let only = ComponentOnly {
+            component: self.cfg.name.clone(),
+        };
+        if let Some(t) = next.last_success.filter(|_| next.up) {
+            m.last_success.get_or_create(&only).set(unix(t));
+        }
+        // The kind's usual failure reasons exist from the first check on, at
+        // 0, so that rate() and increase() see the first failure.
+        if prev.status.is_none() {
+            for &reason in self.kind().reasons() {
+                let _ = m.failures.get_or_create(&ComponentFailure {
+                    component: self.cfg.name.clone(),
+                    kind: self.kind(),
+                    reason,
+                });
+            }
+        }
+        m.up.get_or_create(&self.labels).set(i64::from(next.up));
+        for s in crate::probe::Status::ALL {
+            m.status
+                .get_or_create(&ComponentStatus {
+                    component: self.cfg.name.clone(),
+                    kind: self.kind(),
+                    status: s,
+                })
+                .set(i64::from(Some(s) == next.status));
+        }
+        m.consecutive_failures
+            .get_or_create(&only)
+            .set(i64::from(next.consecutive_failures));
+        let _ = m.last_success.get_or_create(&only);
+        // Counters last: whoever sees a check counted sees its gauges too.
+        if let Some(reason) = next.reason {
+            m.failures
+                .get_or_create(&ComponentFailure {
+                    component: self.cfg.name.clone(),
+                    kind: self.kind(),
+                    reason,
+                })
+                .inc();
+        }
+        m.check_duration
+            .get_or_create(&self.labels)
+            .observe(duration.as_secs_f64());
+        m.checks.get_or_create(&self.labels).inc();
     }
 
     /// Whether a fresh (younger than `ttl`, not invalidated) result exists.
@@ -401,6 +437,58 @@ mod tests {
     }
 
     use Status::{Degraded as D, Healthy as H, Unhealthy as U};
+
+    /// A probe whose check says when it started and ends when released.
+    struct Held {
+        started: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    impl Probe for Held {
+        fn check(&self) -> crate::probe::BoxFuture<'_, CheckResult> {
+            Box::pin(async move {
+                self.started.notify_one();
+                self.release.notified().await;
+                Ok(Outcome::healthy(Map::new()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_in_flight_writes_no_series_after_retire() {
+        let config = crate::config::builtin();
+        let mut cfg = config.probes[0].clone();
+        cfg.name = "gone".into();
+        cfg.timeout = Duration::from_secs(60);
+        let metrics = Arc::new(Metrics::new());
+        let (started, release) = (Arc::default(), Arc::default());
+        let probe = Held {
+            started: Arc::clone(&started),
+            release: Arc::clone(&release),
+        };
+        let c = Arc::new(Component::new(
+            cfg,
+            Arc::new(probe),
+            metrics.clone(),
+            config.health.performance.clone(),
+            SeriesGate::default(),
+        ));
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.run_check(Instant::now()).await }
+        });
+        started.notified().await;
+        c.retire(true);
+        release.notify_one();
+        let latest = first.await.expect("check task");
+        assert_eq!(latest.status, Some(H), "the check itself ended");
+        let text = metrics.encode_text();
+        assert!(!text.contains("component=\"gone\""), "{text}");
+        // A later caller (a health request holding the old runtime) checks nothing.
+        let again = c.run_check(Instant::now()).await;
+        assert!(Arc::ptr_eq(&again, &latest));
+        assert!(!metrics.encode_text().contains("component=\"gone\""));
+    }
 
     #[test]
     fn failures_turn_unhealthy_at_threshold() {

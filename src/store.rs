@@ -13,19 +13,23 @@
 //! - **Start**: a state directory that cannot be created or written is an
 //!   error ([`StoreError`]); a corrupt database is moved aside under a
 //!   timestamped name, a fresh one is started, and [`Store::status_json`]
-//!   says so in `/api/health`.
+//!   says so in `/api/health`. An existing database that cannot be written
+//!   (a read-only filesystem) is used read-only: depwatch keeps watching,
+//!   logs an error and shows `read_only` there.
+//! - **Status**: `write_errors` while writes fail, `ok` again once a batch
+//!   commits cleanly (the failure counters keep the history).
 //! - **Retention**: each table's owner prunes what it no longer needs (the
 //!   storage probe keeps its `forecast_window`); [`Store::open`] also drops
 //!   any row older than [`MAX_RETENTION`], so a removed component's history
 //!   does not stay forever.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, params};
+use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, params};
 use serde_json::{Value, json};
 
 /// The database file's name inside `state_dir`.
@@ -159,6 +163,28 @@ struct Counters {
     committed: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    /// The latest batch had a failed (or a dropped) write; cleared by a
+    /// batch that commits without one.
+    failing: AtomicBool,
+}
+
+impl Counters {
+    /// Records whether writes work now; logs only the changes (a failing
+    /// disk would otherwise log every check).
+    fn set_failing(&self, failing: bool, what: &str, error: &str) {
+        if self.failing.swap(failing, Ordering::Relaxed) == failing {
+            return;
+        }
+        if failing {
+            tracing::warn!(
+                what,
+                error,
+                "State store writes fail; counting them in /api/health until one commits."
+            );
+        } else {
+            tracing::info!("State store writes work again.");
+        }
+    }
 }
 
 /// The open state store, shared by everything that keeps state.
@@ -169,6 +195,8 @@ pub struct Store {
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
     recovered: Option<Recovery>,
+    /// Why the database cannot be written, found at start.
+    read_only: Option<String>,
     schema_version: usize,
 }
 
@@ -182,7 +210,7 @@ impl Store {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let (conn, recovered) = match open_checked(&path) {
+        let (mut conn, recovered) = match open_checked(&path) {
             Ok(c) => (c, None),
             Err(e) if is_corruption(&e) => {
                 let moved_to = move_aside(&path)?;
@@ -201,6 +229,13 @@ impl Store {
             Err(e) => return Err(unwritable(&path, e)),
         };
         let schema_version = user_version(&conn)?;
+        let read_only = unwritable_reason(&mut conn);
+        if let Some(error) = &read_only {
+            tracing::error!(
+                path = %path.display(), error = %error,
+                "The state database is read-only: depwatch keeps watching but saves nothing (storage history, log offsets). Make state_dir writable and restart depwatch."
+            );
+        }
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -227,6 +262,7 @@ impl Store {
             counters,
             last_error,
             recovered,
+            read_only,
             schema_version,
         };
         let cutoff = unix_ms(SystemTime::now()) - MAX_RETENTION.as_millis() as i64;
@@ -266,6 +302,7 @@ impl Store {
             }
             Err(TrySendError::Full(_)) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.failing.store(true, Ordering::Relaxed);
                 // Once per thousand: a stuck disk must not flood the log too.
                 if n.is_multiple_of(1000) {
                     tracing::warn!(
@@ -329,6 +366,11 @@ impl Store {
         self.recovered.as_ref()
     }
 
+    /// Why the database cannot be written (found at start), if it cannot.
+    pub fn read_only(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
     /// The `state_store` section of `/api/health`.
     pub fn status_json(&self) -> Value {
         let c = &self.counters;
@@ -339,7 +381,9 @@ impl Store {
             .clone();
         let failed = c.failed.load(Ordering::Relaxed);
         let dropped = c.dropped.load(Ordering::Relaxed);
-        let status = if failed + dropped > 0 {
+        let status = if self.read_only.is_some() {
+            "read_only"
+        } else if c.failing.load(Ordering::Relaxed) {
             "write_errors"
         } else if self.recovered.is_some() {
             "recovered"
@@ -358,6 +402,10 @@ impl Store {
             "write_failures": failed,
             "dropped_writes": dropped,
             "last_error": last_error,
+            "read_only": self.read_only.as_ref().map(|e| json!({
+                "error": e,
+                "hint": "make state_dir writable and restart depwatch",
+            })),
             "recovered_from_corruption": self.recovered.as_ref().map(|r| json!({
                 "moved_to": r.moved_to.display().to_string(),
                 "at": crate::state::rfc3339(r.at),
@@ -423,6 +471,7 @@ impl Writer {
         }
         let n = batch.len() as u64;
         let mut ok = 0u64;
+        let mut first_failure: Option<(&'static str, String)> = None;
         let counters = self.counters.clone();
         let last_error = self.last_error.clone();
         let result = (|| {
@@ -437,9 +486,10 @@ impl Writer {
                     }
                     Err(e) => {
                         counters.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(what, error = %e, "State store write failed.");
+                        tracing::debug!(what, error = %e, "State store write failed.");
                         *last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(format!("{what}: {e}"));
+                        first_failure.get_or_insert((what, e.to_string()));
                     }
                 }
             }
@@ -448,6 +498,10 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.counters.committed.fetch_add(ok, Ordering::Relaxed);
+                match first_failure {
+                    Some((what, e)) => self.counters.set_failing(true, what, &e),
+                    None => self.counters.set_failing(false, "", ""),
+                }
             }
             Err(e) => {
                 batch.clear();
@@ -455,6 +509,7 @@ impl Writer {
                 self.counters.failed.fetch_add(ok, Ordering::Relaxed);
                 tracing::warn!(error = %e, writes = n, "State store commit failed; these writes are lost.");
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                self.counters.set_failing(true, "commit", &e.to_string());
             }
         }
     }
@@ -480,9 +535,26 @@ fn open_checked(path: &Path) -> rusqlite::Result<Connection> {
     // the last commits), which is what history needs, at a fraction of FULL's cost.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     migrate(&mut conn)?;
-    // Proves the file is writable even when no migration had to run.
+    // Waits out (then refuses) a database that another process holds locked.
     conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
     Ok(conn)
+}
+
+/// Why `conn` cannot write, if it cannot. SQLite opens a file it may not
+/// write (a read-only filesystem, a read-only file) read-only without a
+/// word, and an empty transaction succeeds there: only a write tells.
+/// This one is rolled back, so it changes nothing.
+fn unwritable_reason(conn: &mut Connection) -> Option<String> {
+    if conn.is_readonly(MAIN_DB).unwrap_or(false) {
+        return Some("the file was opened read-only (a read-only filesystem or file?)".into());
+    }
+    let probe = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v = user_version(&tx)?;
+        tx.pragma_update(None, "user_version", v as i64)?;
+        tx.rollback()
+    })();
+    probe.err().map(|e| e.to_string())
 }
 
 /// Runs the migrations the database has not seen yet.
@@ -858,6 +930,45 @@ mod tests {
         migrate(&mut c).unwrap();
         migrate(&mut c).unwrap();
         assert_eq!(user_version(&c).unwrap(), MIGRATIONS.len());
+    }
+
+    #[tokio::test]
+    async fn status_returns_to_ok_once_writes_work_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.write("broken", |tx| {
+            tx.execute("INSERT INTO nowhere VALUES (1)", []).map(drop)
+        });
+        s.flush().await.unwrap();
+        assert_eq!(s.status_json()["status"], "write_errors");
+        s.storage_append("disk", "/", sample(1, 1));
+        s.flush().await.unwrap();
+        let st = s.status_json();
+        assert_eq!(st["status"], "ok", "{st}");
+        assert_eq!(st["write_failures"], 1, "the counter keeps the history");
+        assert!(
+            st["last_error"].as_str().unwrap().contains("nowhere"),
+            "{st}"
+        );
+    }
+
+    #[test]
+    fn a_read_only_connection_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        drop(open_checked(&path).unwrap());
+        let mut writable = Connection::open(&path).unwrap();
+        assert_eq!(unwritable_reason(&mut writable), None);
+        // What SQLite falls back to when the file or filesystem is read-only.
+        let mut ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let why = unwritable_reason(&mut ro).expect("read-only");
+        assert!(why.contains("read-only"), "{why}");
+        // A connection SQLite does not flag, whose writes fail all the same.
+        writable.pragma_update(None, "query_only", true).unwrap();
+        let why = unwritable_reason(&mut writable).expect("writes fail");
+        assert!(why.contains("readonly"), "{why}");
+        writable.pragma_update(None, "query_only", false).unwrap();
+        assert_eq!(user_version(&writable).unwrap(), MIGRATIONS.len());
     }
 
     #[tokio::test]

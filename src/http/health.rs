@@ -124,7 +124,7 @@ impl Serialize for Components<'_> {
 /// The latest result of each component: from the cache when fresh, else from
 /// a check run now (misses run concurrently, each bounded by its timeout).
 async fn latest_of(s: &Shared, components: &[Arc<Component>], ttl: Duration) -> Vec<Arc<Latest>> {
-    let since = Instant::now();
+    let since = tokio::time::Instant::now();
     let mut out: Vec<Option<Arc<Latest>>> = Vec::with_capacity(components.len());
     let mut misses = tokio::task::JoinSet::new();
     for (i, c) in components.iter().enumerate() {

@@ -8,7 +8,6 @@ mod probe;
 pub mod serve;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -198,7 +197,7 @@ async fn run_probe(
     let c = rt
         .component(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
-    let latest = c.run_check(Instant::now()).await;
+    let latest = c.run_check(tokio::time::Instant::now()).await;
     Ok(axum::Json(json!({ "component": name, "result": c.view(&latest) })).into_response())
 }
 

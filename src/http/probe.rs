@@ -192,7 +192,7 @@ async fn run_configured(
 ) -> String {
     let mut registry = Registry::default();
     let result = ProbeResult::register(registry.sub_registry_with_prefix("depwatch"));
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let cached = c.cached(ttl);
     s.count_cache(cached.is_some());
     let (ok, took) = match cached {

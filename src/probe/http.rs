@@ -42,7 +42,7 @@ use super::{
 use crate::config::units::format_duration;
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret, Size};
-use crate::metrics::{ComponentOnly, GaugeF};
+use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
 
 /// How a partner API check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -1157,10 +1157,13 @@ pub struct HttpProbe {
     metrics: Arc<Metrics>,
     /// The failure series written so far (reason × code), to forget them.
     failure_series: std::sync::Mutex<Vec<FailureLabels>>,
+    gate: SeriesGate,
 }
 
 pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<HttpProbe, BuildError> {
-    build_with(spec, ctx.name, ctx.metrics.http.clone())
+    let mut probe = build_with(spec, ctx.name, ctx.metrics.http.clone())?;
+    probe.gate = ctx.gate.clone();
+    Ok(probe)
 }
 
 /// Builds a probe that writes into `metrics` under the component `name`
@@ -1177,6 +1180,7 @@ pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<Http
         },
         metrics,
         failure_series: std::sync::Mutex::new(Vec::new()),
+        gate: SeriesGate::default(),
     })
 }
 
@@ -1361,6 +1365,11 @@ fn ms(d: Duration) -> Value {
 
 impl HttpProbe {
     fn record(&self, t: &Timings, total: Duration, failed: Option<Reason>) {
+        // Also called when a check is dropped (`Recorder`), e.g. by the
+        // reload that removed the component: its series stay removed.
+        let Some(_live) = self.gate.open() else {
+            return;
+        };
         let m = &self.metrics;
         m.requests.get_or_create(&self.label).inc();
         m.duration

@@ -114,6 +114,49 @@ struct Live {
     next_id: AtomicU64,
 }
 
+/// A tailer's hold on its component's lease. The last holder takes the
+/// entry out of `Live::leases`, so the names of removed components do not
+/// pile up over reloads.
+struct Lease {
+    live: Arc<Live>,
+    component: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Lease {
+    /// The component's lease (one per name, shared with a predecessor).
+    fn of(live: &Arc<Live>, component: &str) -> Lease {
+        let lock = lock(&live.leases)
+            .entry(component.to_string())
+            .or_default()
+            .clone();
+        Lease {
+            live: live.clone(),
+            component: component.to_string(),
+            lock,
+            held: None,
+        }
+    }
+
+    /// Waits until the predecessor released it.
+    async fn acquire(&mut self) {
+        self.held = Some(self.lock.clone().lock_owned().await);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.held = None;
+        let mut leases = lock(&self.live.leases);
+        // Only the map's and ours: no successor waits for it. A successor
+        // takes its clone under this same map lock, so it cannot slip in.
+        if Arc::strong_count(&self.lock) == 2 {
+            leases.remove(&self.component);
+        }
+    }
+}
+
 /// The log kind's metrics: one collector over every live log probe.
 pub struct Metrics {
     live: Arc<Live>,
@@ -365,10 +408,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
     let spec = Arc::new(spec.clone());
     // Built inside the runtime (always, in depwatch): tailing starts now.
     let task = tokio::runtime::Handle::try_current().ok().map(|rt| {
-        let lease = lock(&live.leases)
-            .entry(ctx.name.to_string())
-            .or_default()
-            .clone();
+        let lease = Lease::of(&live, ctx.name);
         rt.spawn(tail_task(
             spec.clone(),
             state.clone(),
@@ -453,10 +493,10 @@ async fn tail_task(
     state: Arc<ProbeState>,
     store: Arc<dyn OffsetStore>,
     checkpoint: Arc<Checkpointer>,
-    lease: Arc<tokio::sync::Mutex<()>>,
+    mut lease: Lease,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _lease = lease.lock_owned().await;
+    lease.acquire().await;
     if *stop.borrow() {
         return;
     }
@@ -692,7 +732,9 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
         .register_collector(Box::new(Replay(state)));
     let mut om = String::new();
     prometheus_client::encoding::text::encode(&mut om, &registry).map_err(|e| e.to_string())?;
-    Ok(crate::metrics::openmetrics_to_text(&om))
+    Ok(crate::metrics::openmetrics_to_text(
+        &crate::metrics::scrub_controls(om),
+    ))
 }
 
 #[derive(Debug)]
@@ -775,6 +817,46 @@ pub(crate) mod tests {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[tokio::test]
+    async fn leases_of_removed_probes_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
+        let kinds = crate::probe::KindMetrics::register(&mut Registry::default());
+        let gate = crate::metrics::SeriesGate::default();
+        let spec = spec_of("rules:\n  - metric: hits\n");
+        let build_all = |generation: usize| -> Vec<LogProbe> {
+            (0..5)
+                .map(|i| {
+                    let name = format!("p{i}-{generation}");
+                    let ctx = BuildCtx {
+                        name: &name,
+                        metrics: &kinds,
+                        store: &store,
+                        timeout: Duration::from_secs(1),
+                        gate: &gate,
+                    };
+                    build(&spec, &ctx).unwrap()
+                })
+                .collect()
+        };
+        let mut probes = build_all(0);
+        for generation in 1..=10 {
+            // A reload that renames every probe: the old ones stop and go.
+            let next = build_all(generation);
+            for p in probes {
+                p.forget();
+                p.shutdown().await;
+            }
+            probes = next;
+        }
+        let leases = lock(&kinds.log.live.leases).len();
+        assert_eq!(leases, 5, "one lease per live probe");
+        for p in probes {
+            p.shutdown().await;
+        }
+        store.close().await.unwrap();
     }
 
     #[test]

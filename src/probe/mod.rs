@@ -162,7 +162,9 @@ pub type CheckResult = Result<Outcome, CheckError>;
 pub trait Probe: Send + Sync {
     fn check(&self) -> BoxFuture<'_, CheckResult>;
 
-    /// Drops the probe's own metric series (the component was removed).
+    /// Drops the probe's own metric series (the component was removed or
+    /// replaced). Called after the component's gate was retired: no write
+    /// of the probe's comes after it.
     fn forget(&self) {}
 
     /// Stops the probe's background work and saves what a restart needs
@@ -207,6 +209,9 @@ pub struct BuildCtx<'a> {
     pub store: &'a Arc<crate::store::Store>,
     /// The check's timeout: connecting must give up inside it.
     pub timeout: std::time::Duration,
+    /// The component's gate: the probe writes its series inside
+    /// `gate.open()`, so none comes back once the component is removed.
+    pub gate: &'a crate::metrics::SeriesGate,
 }
 
 #[derive(Debug, thiserror::Error)]

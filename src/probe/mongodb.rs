@@ -30,7 +30,7 @@ use super::{
 };
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret};
-use crate::metrics::{ComponentOnly, GaugeF};
+use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
 
 /// How a MongoDB check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -538,6 +538,7 @@ pub struct MongoProbe {
     queues: Publisher,
     /// Label sets exported by the previous check, to drop vanished series.
     series: Mutex<BTreeSet<Vec<(String, String)>>>,
+    gate: SeriesGate,
 }
 
 pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<MongoProbe, BuildError> {
@@ -552,6 +553,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<MongoProbe, BuildError> {
         metrics: ctx.metrics.mongodb.clone(),
         queues: Publisher::new(ctx.name, ctx.metrics.queue.clone()),
         series: Mutex::new(BTreeSet::new()),
+        gate: ctx.gate.clone(),
     })
 }
 
@@ -801,7 +803,9 @@ impl MongoProbe {
             .await
             .map_err(|e| self.error("ping", &e))?;
         let rtt = started.elapsed().as_secs_f64();
-        self.metrics.ping.get_or_create(&self.label).set(rtt);
+        if let Some(_live) = self.gate.open() {
+            self.metrics.ping.get_or_create(&self.label).set(rtt);
+        }
         let mut out = Outcome::healthy(Map::new());
         out.details
             .insert("ping_ms".into(), json!((rtt * 100_000.0).round() / 100.0));
@@ -824,7 +828,10 @@ impl MongoProbe {
             .map(|q| q.name.as_str())
             .zip(values)
             .collect();
-        self.publish(&values);
+        if let Some(_live) = self.gate.open() {
+            self.publish(&values);
+            self.queues.publish(&snaps);
+        }
         for q in &self.spec.queries {
             if let Some(v) = values.get(q.name.as_str()) {
                 self.judge(q, v, &values, &mut out);
@@ -833,7 +840,6 @@ impl MongoProbe {
         for (q, s) in self.spec.queues.iter().zip(&snaps) {
             q.thresholds.judge(s, &mut out);
         }
-        self.queues.publish(&snaps);
         if !snaps.is_empty() {
             out.details.insert("queues".into(), queue::details(&snaps));
         }

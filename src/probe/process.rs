@@ -20,7 +20,7 @@ use super::{
 };
 use crate::config::yaml::Node;
 use crate::config::{Checker, Size};
-use crate::metrics::{AbsCounter, ComponentOnly, GaugeF};
+use crate::metrics::{AbsCounter, ComponentOnly, GaugeF, SeriesGate};
 
 /// How a process check fails.
 pub const REASONS: &[Reason] = &[Reason::NotFound, Reason::Timeout];
@@ -203,6 +203,7 @@ pub struct ProcessProbe {
     label: ComponentOnly,
     metrics: std::sync::Arc<Metrics>,
     state: std::sync::Arc<Mutex<Seen>>,
+    gate: SeriesGate,
 }
 
 struct Seen {
@@ -223,6 +224,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<ProcessProbe, BuildError> {
             last: None,
             restarts: 0,
         })),
+        gate: ctx.gate.clone(),
     })
 }
 
@@ -334,27 +336,32 @@ impl ProcessProbe {
             ),
         };
         let s = sample(&self.spec.target, system)?;
-        let m = &self.metrics;
-        m.rss.get_or_create(&self.label).set(s.rss as i64);
-        m.cpu.get_or_create(&self.label).set(s.cpu_seconds);
-        m.start.get_or_create(&self.label).set(s.start_time as f64);
-        if let Some(f) = s.fds {
-            m.fds.get_or_create(&self.label).set(f as i64);
-        }
-        if let Some(t) = s.threads {
-            m.threads.get_or_create(&self.label).set(t as i64);
-        }
         let restarted =
             matches!(seen.last, Some((pid, start)) if pid != s.pid || start != s.start_time);
         if restarted {
             seen.restarts += 1;
-            m.restarts.get_or_create(&self.label).inc();
             tracing::warn!(pid = s.pid, process = %s.name, "Watched process restarted.");
-        } else {
-            // Make the series exist from the first check on.
-            let _ = m.restarts.get_or_create(&self.label);
         }
         seen.last = Some((s.pid, s.start_time));
+        // This runs on the blocking pool and outlives a check abandoned by
+        // a reload: the gate keeps a removed component's series removed.
+        if let Some(_live) = self.gate.open() {
+            let m = &self.metrics;
+            m.rss.get_or_create(&self.label).set(s.rss as i64);
+            m.cpu.get_or_create(&self.label).set(s.cpu_seconds);
+            m.start.get_or_create(&self.label).set(s.start_time as f64);
+            if let Some(f) = s.fds {
+                m.fds.get_or_create(&self.label).set(f as i64);
+            }
+            if let Some(t) = s.threads {
+                m.threads.get_or_create(&self.label).set(t as i64);
+            }
+            // Created at 0 by the first check, so that rate() sees the first restart.
+            let restarts = m.restarts.get_or_create(&self.label);
+            if restarted {
+                restarts.inc();
+            }
+        }
 
         let mut d = Map::new();
         d.insert("pid".into(), json!(s.pid));
@@ -405,6 +412,7 @@ impl Probe for ProcessProbe {
                 label: self.label.clone(),
                 metrics: self.metrics.clone(),
                 state: self.state.clone(),
+                gate: self.gate.clone(),
             };
             tokio::task::spawn_blocking(move || this.check_blocking())
                 .await

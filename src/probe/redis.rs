@@ -26,7 +26,7 @@ use super::{
 };
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret};
-use crate::metrics::{AbsCounter, ComponentOnly};
+use crate::metrics::{AbsCounter, ComponentOnly, SeriesGate};
 
 /// How a Redis check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -564,6 +564,7 @@ pub struct RedisProbe {
     discovered: Mutex<Option<Discovered>>,
     groups: Mutex<BTreeSet<GroupLabels>>,
     dbs: Mutex<BTreeSet<String>>,
+    gate: SeriesGate,
 }
 
 pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
@@ -625,6 +626,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
         discovered: Mutex::new(None),
         groups: Mutex::new(BTreeSet::new()),
         dbs: Mutex::new(BTreeSet::new()),
+        gate: ctx.gate.clone(),
     })
 }
 
@@ -878,8 +880,10 @@ impl RedisProbe {
                 ),
             }
         }
-        self.queues.publish(&snaps);
-        self.publish_groups(&snaps);
+        if let Some(_live) = self.gate.open() {
+            self.queues.publish(&snaps);
+            self.publish_groups(&snaps);
+        }
         if !snaps.is_empty() {
             out.details.insert("queues".into(), queue::details(&snaps));
         }
@@ -891,20 +895,24 @@ impl RedisProbe {
         let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok());
         let hits = num("keyspace_hits").unwrap_or(0.0);
         let misses = num("keyspace_misses").unwrap_or(0.0);
-        m.hits.get_or_create(&self.label).set(hits);
-        m.misses.get_or_create(&self.label).set(misses);
-        m.evicted
-            .get_or_create(&self.label)
-            .set(num("evicted_keys").unwrap_or(0.0));
-        m.expired
-            .get_or_create(&self.label)
-            .set(num("expired_keys").unwrap_or(0.0));
         let used = num("used_memory").unwrap_or(0.0);
         let max = num("maxmemory").unwrap_or(0.0);
         let clients = num("connected_clients").unwrap_or(0.0);
-        m.memory_used.get_or_create(&self.label).set(used as i64);
-        m.memory_max.get_or_create(&self.label).set(max as i64);
-        m.clients.get_or_create(&self.label).set(clients as i64);
+        // A removed component's series stay removed (see `SeriesGate`).
+        let live = self.gate.open();
+        if live.is_some() {
+            m.hits.get_or_create(&self.label).set(hits);
+            m.misses.get_or_create(&self.label).set(misses);
+            m.evicted
+                .get_or_create(&self.label)
+                .set(num("evicted_keys").unwrap_or(0.0));
+            m.expired
+                .get_or_create(&self.label)
+                .set(num("expired_keys").unwrap_or(0.0));
+            m.memory_used.get_or_create(&self.label).set(used as i64);
+            m.memory_max.get_or_create(&self.label).set(max as i64);
+            m.clients.get_or_create(&self.label).set(clients as i64);
+        }
 
         let mut keys = Map::new();
         let mut dbs = BTreeSet::new();
@@ -914,28 +922,33 @@ impl RedisProbe {
                 .find_map(|kv| kv.strip_prefix("keys="))
                 .and_then(|n| n.parse::<i64>().ok())
                 .unwrap_or(0);
-            m.keys
-                .get_or_create(&DbLabels {
-                    component: self.component.clone(),
-                    db: k.clone(),
-                })
-                .set(n);
+            if live.is_some() {
+                m.keys
+                    .get_or_create(&DbLabels {
+                        component: self.component.clone(),
+                        db: k.clone(),
+                    })
+                    .set(n);
+            }
             keys.insert(k.clone(), json!(n));
             dbs.insert(k.clone());
         }
         // A database emptied since the last check leaves INFO: show it as 0.
         let mut known = lock(&self.dbs);
         for gone in known.difference(&dbs) {
-            m.keys
-                .get_or_create(&DbLabels {
-                    component: self.component.clone(),
-                    db: gone.clone(),
-                })
-                .set(0);
+            if live.is_some() {
+                m.keys
+                    .get_or_create(&DbLabels {
+                        component: self.component.clone(),
+                        db: gone.clone(),
+                    })
+                    .set(0);
+            }
             keys.insert(gone.clone(), json!(0));
         }
         known.extend(dbs);
         drop(known);
+        drop(live);
 
         let d = &mut out.details;
         for k in ["redis_version", "role"] {

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret, units::format_duration};
-use crate::metrics::GaugeF;
+use crate::metrics::{GaugeF, SeriesGate};
 use crate::store::{StorageSample, Store, unix_ms};
 
 /// How a storage check fails: statvfs (not_found, io, timeout for a hung
@@ -648,6 +648,7 @@ struct Inner {
     client: Option<http::Client>,
     /// When the statvfs call in flight started (unix ms), 0 when none is.
     stuck_since: Arc<AtomicI64>,
+    gate: SeriesGate,
 }
 
 #[derive(Default)]
@@ -689,6 +690,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
             history: tokio::sync::Mutex::new(History::default()),
             client,
             stuck_since: Arc::new(AtomicI64::new(0)),
+            gate: ctx.gate.clone(),
         }),
     })
 }
@@ -895,19 +897,23 @@ impl Inner {
     fn report(&self, m: &Measure, fit: Option<Fit>, samples: usize) -> Outcome {
         let mt = &self.metrics;
         let l = &self.labels;
-        mt.size.get_or_create(l).set(clamp_i64(m.size));
-        mt.used.get_or_create(l).set(clamp_i64(m.used));
-        mt.available.get_or_create(l).set(clamp_i64(m.available));
         let pct = m.used_percent();
-        mt.used_ratio.get_or_create(l).set(pct / 100.0);
-        if let Some(t) = m.trash {
-            mt.trash.get_or_create(l).set(clamp_i64(t));
+        // A removed component's series stay removed (see `SeriesGate`).
+        let live = self.gate.open();
+        if live.is_some() {
+            mt.size.get_or_create(l).set(clamp_i64(m.size));
+            mt.used.get_or_create(l).set(clamp_i64(m.used));
+            mt.available.get_or_create(l).set(clamp_i64(m.available));
+            mt.used_ratio.get_or_create(l).set(pct / 100.0);
+            if let Some(t) = m.trash {
+                mt.trash.get_or_create(l).set(clamp_i64(t));
+            }
+            if let Some((total, used)) = m.inodes {
+                mt.inodes.get_or_create(l).set(clamp_i64(total));
+                mt.inodes_used.get_or_create(l).set(clamp_i64(used));
+            }
+            mt.samples.get_or_create(l).set(samples as i64);
         }
-        if let Some((total, used)) = m.inodes {
-            mt.inodes.get_or_create(l).set(clamp_i64(total));
-            mt.inodes_used.get_or_create(l).set(clamp_i64(used));
-        }
-        mt.samples.get_or_create(l).set(samples as i64);
 
         let mut d = Map::new();
         d.insert("path".into(), json!(self.target));
@@ -927,21 +933,22 @@ impl Inner {
             .map(|f| m.available as f64 / f.slope / 86_400.0)
             .filter(|d| d.is_finite());
         match &fit {
-            Some(f) => {
+            Some(f) if live.is_some() => {
                 mt.growth.get_or_create(l).set(f.slope);
             }
-            None => {
+            _ => {
                 mt.growth.remove(l);
             }
         }
         match days {
-            Some(dd) => {
+            Some(dd) if live.is_some() => {
                 mt.days.get_or_create(l).set(dd);
             }
-            None => {
+            _ => {
                 mt.days.remove(l);
             }
         }
+        drop(live);
         d.insert(
             "forecast".into(),
             json!({

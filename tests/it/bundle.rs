@@ -195,13 +195,14 @@ impl Stack {
             .unwrap();
         let (inbox, hook_url) = start_receiver().await;
 
-        // depwatch, on a port of its own that survives a restart.
-        let dw_port = free_port();
+        // depwatch on port 0; a restart comes back on the port it got.
         let dw_yaml = format!(
-            "listen: 127.0.0.1:{dw_port}\nstate_dir: {}\n{extra}probes:\n{probes}",
+            "state_dir: {}\n{extra}probes:\n{probes}",
             dir.path().join("dw-state").display()
         );
         let dw = Depwatch::start(&dw_yaml).await;
+        let dw_port = dw.port;
+        let dw_yaml = format!("listen: 127.0.0.1:{dw_port}\n{dw_yaml}");
 
         // Alertmanager (no clustering: it would bind every interface).
         let am_port = free_port();
@@ -768,25 +769,16 @@ async fn start_partner() -> (PartnerState, u16, Task) {
     (state, port, Task(task))
 }
 
-/// Waits until something listens on `port`.
-fn wait_listening(what: &str, port: u16, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn start_redis(port: u16) -> Proc {
     let bin = require("redis-server", "apt-get install redis-server");
-    let p = Proc::spawn(
+    let mut p = Proc::spawn(
         "redis-server",
         Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--maxmemory", "256mb"])
             .stdout(Stdio::null()),
     );
-    wait_listening("redis-server", port, Duration::from_secs(10));
+    wait_listening(&mut p, port, Duration::from_secs(10));
     p
 }
 
@@ -795,7 +787,7 @@ fn start_mongodb(port: u16) -> Proc {
         "secantusd-py",
         "./scripts/test (creates .venv with SecantusDB)",
     );
-    let p = Proc::spawn(
+    let mut p = Proc::spawn(
         "secantusd-py",
         Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -803,7 +795,7 @@ fn start_mongodb(port: u16) -> Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_listening("secantusd-py", port, Duration::from_secs(30));
+    wait_listening(&mut p, port, Duration::from_secs(30));
     p
 }
 
@@ -843,7 +835,7 @@ fn start_tls(dir: &Path, port: u16) -> Proc {
         c.load_cert_chain(sys.argv[2], sys.argv[3])\n\
         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
         s.serve_forever()\n";
-    let p = Proc::spawn(
+    let mut p = Proc::spawn(
         "python3 https",
         Command::new(python)
             .args(["-c", script, &port.to_string()])
@@ -853,7 +845,7 @@ fn start_tls(dir: &Path, port: u16) -> Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_listening("the TLS server", port, Duration::from_secs(10));
+    wait_listening(&mut p, port, Duration::from_secs(10));
     p
 }
 

@@ -624,17 +624,13 @@ fn tinyproxy(dir: &std::path::Path) -> (u16, Proc) {
         ),
     )
     .unwrap();
-    let proc = Proc::spawn(
+    let mut proc = Proc::spawn(
         "tinyproxy",
         std::process::Command::new(bin)
             .args(["-d", "-c"])
             .arg(&conf),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tinyproxy did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&mut proc, port, Duration::from_secs(10));
     (port, proc)
 }
 

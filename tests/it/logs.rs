@@ -73,6 +73,22 @@ fn lines_total(m: &Metrics, result: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// A JSON line no rule of these tests matches (counted `unmatched`).
+const SENTINEL: &str = "{\"message\":\"sentinel\"}\n";
+
+/// Proves that nothing more is counted without waiting on the clock:
+/// appends `line` to `path` and waits until it is counted as `result`. The
+/// tailer reads a file in order and every file on each poll, so by then a
+/// poll after everything before it has run, and what it counted shows.
+async fn settled(dw: &Depwatch, path: &Path, line: &str, result: &str) -> Metrics {
+    let before = lines_total(&dw.metrics().await, result);
+    append(path, line);
+    dw.wait_metrics(&format!("the sentinel line ({result})"), WAIT, |m| {
+        lines_total(m, result) == before + 1.0
+    })
+    .await
+}
+
 struct LogDir {
     dir: tempfile::TempDir,
 }
@@ -235,8 +251,7 @@ async fn rotation(
         .await;
     }
     // Stable: nothing is counted twice later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let m2 = dw.metrics().await;
+    let m2 = settled(&dw, &app, SENTINEL, "unmatched").await;
     assert_eq!(
         lines_total(&m2, "matched"),
         (100 + tail_before + after) as f64
@@ -307,8 +322,8 @@ async fn a_line_split_across_two_writes_is_held() {
         m.get("depwatch_log_read_bytes_total", &[("component", "app-log")]) == Some(a.len() as f64)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let m = dw.metrics().await;
+    // A later poll (it reads the other file) still holds the half line.
+    let m = settled(&dw, &logs.file("other.log"), SENTINEL, "unmatched").await;
     assert_eq!(lines_total(&m, "invalid"), 0.0, "half a line is not a line");
     assert_eq!(lines_total(&m, "matched"), 0.0);
     append(&app, b);
@@ -453,8 +468,7 @@ async fn restart_in_the_middle_of_a_file_counts_each_line_once() {
     } else {
         m
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let m2 = dw2.metrics().await;
+    let m2 = settled(&dw2, &app, SENTINEL, "unmatched").await;
     assert_eq!(lines_total(&m2, "matched"), 31.0, "{}", m.text);
     assert_eq!(lines_total(&m2, "invalid"), 0.0);
     drop(dw);
@@ -616,8 +630,8 @@ async fn reload_with_new_rules_resumes_where_the_old_probe_stopped() {
             m.get("depwatch_log_all_lines_total", &[("component", "app-log")]) == Some(5.0)
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let m2 = dw.metrics().await;
+    // `all_lines` matches any JSON line: the sentinel is one that is not JSON.
+    let m2 = settled(&dw, &app, "not json\n", "invalid").await;
     // The new probe counts from where the old one stopped: nothing twice.
     assert_eq!(lines_total(&m2, "matched"), 5.0, "{}", m.text);
     assert_eq!(

@@ -1,5 +1,6 @@
-//! Integration tests: the real depwatch binary against real servers, in one
-//! test binary so that it links once.
+//! Integration tests: the real depwatch binary against real servers, and
+//! the library in process (`router`, `scheduler`), in one test binary so
+//! that it links once.
 
 mod alerting;
 mod bundle;
@@ -9,6 +10,9 @@ mod http;
 mod logs;
 mod mongodb;
 mod redis;
+mod reload;
+mod router;
+mod scheduler;
 mod server;
 mod storage;
 mod support;

@@ -4,10 +4,9 @@
 //! a blocked command, a killed server and its recovery, and the URI's
 //! password kept out of everything depwatch shows.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::mongodb::bson::{DateTime, Document, doc};
 
@@ -39,15 +38,8 @@ impl MongoServer {
         .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let proc = Proc::spawn("secantusd-py", &mut cmd);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "secantusd-py did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut proc = Proc::spawn("secantusd-py", &mut cmd);
+        wait_listening(&mut proc, port, Duration::from_secs(30));
         MongoServer { proc, port }
     }
 

@@ -3,7 +3,6 @@
 //! stream queues, discovery, one round trip per check, outage and recovery,
 //! authentication, and secrets kept out of everything depwatch shows.
 
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -38,15 +37,8 @@ impl RedisServer {
             cmd.args(["--requirepass", p]);
         }
         cmd.stdout(std::process::Stdio::null());
-        let proc = Proc::spawn("redis-server", &mut cmd);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut proc = Proc::spawn("redis-server", &mut cmd);
+        wait_listening(&mut proc, port, Duration::from_secs(10));
         RedisServer {
             proc,
             port,
@@ -740,15 +732,8 @@ async fn rediss_with_a_private_ca() {
     .arg("--tls-ca-cert-file")
     .arg(d.join("ca.pem"))
     .stdout(std::process::Stdio::null());
-    let _server = Proc::spawn("redis-server (tls)", &mut cmd);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server (tls) did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut server = Proc::spawn("redis-server (tls)", &mut cmd);
+    wait_listening(&mut server, port, Duration::from_secs(10));
     let yaml = format!(
         "probes:\n  - name: trusted\n    kind: redis\n    url: rediss://127.0.0.1:{port}/0\n    tls_ca_file: {ca}\n    interval: 500ms\n    timeout: 400ms\n  - name: untrusted\n    kind: redis\n    url: rediss://127.0.0.1:{port}/0\n    interval: 500ms\n    timeout: 400ms\n",
         ca = d.join("ca.pem").display()

@@ -482,6 +482,56 @@ async fn history_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn a_read_only_state_database_is_reported() {
+    let state = tempfile::tempdir().unwrap();
+    let probes = "  - name: here\n    kind: storage\n    path: .\n    interval: 300ms\n    timeout: 200ms\n    jitter: 0s\n";
+    let mut first = start_on(state.path(), probes).await;
+    first
+        .wait_health("a sample written", Duration::from_secs(10), |_, h| {
+            h["state_store"]["writes"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    // Killed, not stopped: its `-shm` file stays, without which SQLite
+    // cannot open a WAL database on a read-only filesystem at all (a clean
+    // stop removes it, and depwatch then refuses to start: "cannot write
+    // the state database").
+    first.proc.kill();
+    assert!(state.path().join("depwatch.db-shm").exists());
+
+    // The same database, now on a read-only filesystem: a read-only bind
+    // mount of the state directory in a mount namespace of depwatch's own
+    // (root ignores file modes, so `chmod` would prove nothing).
+    require("unshare", "apt-get install util-linux");
+    let dir = state.path().display().to_string();
+    let script = format!(
+        "mount --bind '{dir}' '{dir}' && mount -o remount,bind,ro '{dir}' || {{ echo 'depwatch did not start: this test needs mount namespaces (root): unshare -m, mount -o remount,bind,ro' >&2; exit 97; }}; exec \"$0\" \"$@\""
+    );
+    let yaml = format!("state_dir: {dir}\nprobes:\n{probes}");
+    let dw =
+        Depwatch::start_wrapped(&yaml, &[], &[], &["unshare", "-m", "sh", "-c", &script]).await;
+    let (code, h) = dw
+        .wait_health("the storage check", Duration::from_secs(10), |_, h| {
+            component(h, "here")["status"] == "healthy"
+        })
+        .await;
+    assert_eq!(code, 200, "the verdict does not change: {h}");
+    let st = &h["state_store"];
+    assert_eq!(st["status"], "read_only", "{st}");
+    assert!(
+        st["read_only"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("read-only"),
+        "{st}"
+    );
+    let log = dw.log();
+    assert!(
+        log.contains("ERROR") && log.contains("The state database is read-only"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn a_corrupt_state_file_is_moved_aside() {
     let state = tempfile::tempdir().unwrap();
     let db = state.path().join("depwatch.db");

@@ -1,20 +1,28 @@
-//! Test support: start the real depwatch binary on a free loopback port with a
+//! Test support: start the real depwatch binary on a loopback port with a
 //! configuration, talk to it over HTTP, parse what it exposes, and find the
 //! real servers the tests need (failing with the install command when one is
-//! missing, never skipping).
+//! missing, never skipping). For tests without the binary: [`App`], the
+//! router and state in process with [`FakeProbe`]s.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use depwatch::app::{ReloadReply, Runtime, Shared};
+use depwatch::probe::{BoxFuture, CheckResult, Outcome, Probe};
+use depwatch::state::Component;
+use depwatch::store::Store;
 use serde_json::Value;
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 (bound and released), for partner servers
+/// that need their port before they start. depwatch itself binds port 0.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
@@ -47,6 +55,23 @@ pub fn require(program: &str, install: &str) -> PathBuf {
         }
     }
     panic!("`{program}` is not installed: run ./scripts/test (or: {install})");
+}
+
+/// Waits until `proc` accepts connections on 127.0.0.1:`port`; fails at
+/// once when it exits first, and after `timeout` otherwise.
+pub fn wait_listening(proc: &mut Proc, port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = proc.child.try_wait().expect("wait for a child") {
+            panic!("{} exited ({status}) before listening on {port}", proc.name);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {port} within {timeout:?}",
+            proc.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
@@ -113,27 +138,30 @@ impl Drop for Proc {
 /// A running depwatch with its own directory, port and log file.
 pub struct Depwatch {
     pub proc: Proc,
+    /// The port it listens on (read from what it printed).
     pub port: u16,
+    /// The `listen` value of its configuration file (`127.0.0.1:0` unless
+    /// the test chose one).
+    listen: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub client: reqwest::Client,
 }
 
-/// Writes `yaml` (with `listen` and `state_dir` filled in when absent) to a
-/// fresh directory and returns (dir, port, config path).
-pub fn write_config(yaml: &str) -> (tempfile::TempDir, u16, PathBuf) {
+/// Writes `yaml` (with `listen: 127.0.0.1:0` and `state_dir` filled in
+/// when absent) to a fresh directory and returns (dir, the `listen` value
+/// written, config path).
+pub fn write_config(yaml: &str) -> (tempfile::TempDir, String, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A `listen: 127.0.0.1:PORT` of the caller's (a restart on the same
-    // port) is the port to talk to.
-    let given = yaml.lines().find_map(|l| {
-        l.strip_prefix("listen: 127.0.0.1:")
-            .and_then(|p| p.trim().parse::<u16>().ok())
-    });
-    let port = given.unwrap_or_else(free_port);
+    // A `listen:` of the caller's (a restart on the same port) is kept.
+    let given = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("listen:").map(|v| v.trim().to_string()));
+    let listen = given.clone().unwrap_or_else(|| "127.0.0.1:0".into());
     let mut text = String::new();
-    if !yaml.contains("listen:") {
-        text.push_str(&format!("listen: 127.0.0.1:{port}\n"));
+    if given.is_none() {
+        text.push_str(&format!("listen: {listen}\n"));
     }
     if !yaml.contains("state_dir:") {
         text.push_str(&format!(
@@ -144,11 +172,19 @@ pub fn write_config(yaml: &str) -> (tempfile::TempDir, u16, PathBuf) {
     text.push_str(yaml);
     let path = dir.path().join("depwatch.yml");
     std::fs::write(&path, text).expect("write config");
-    (dir, port, path)
+    (dir, listen, path)
+}
+
+/// The port of depwatch's start-up line `  metrics      http://ADDR/metrics`.
+fn printed_port(line: &str) -> Option<u16> {
+    let url = line.trim_start().strip_prefix("metrics")?.trim();
+    let addr = url.strip_prefix("http://")?.strip_suffix("/metrics")?;
+    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }
 
 impl Depwatch {
-    /// Starts depwatch with `yaml` and waits until it answers `/healthz`.
+    /// Starts depwatch with `yaml` (on port 0 unless it has a `listen:`),
+    /// reads the address it prints, and waits until it answers `/healthz`.
     pub async fn start(yaml: &str) -> Depwatch {
         Self::start_with_env(yaml, &[]).await
     }
@@ -159,47 +195,49 @@ impl Depwatch {
 
     /// Starts depwatch with extra command-line arguments and environment.
     pub async fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Depwatch {
-        Self::launch(yaml, env, args, None).await
+        Self::start_wrapped(yaml, env, args, &[]).await
     }
 
     /// Starts depwatch with its open-file limit (soft and hard) set to
     /// `nofile`, as `ulimit -n` in its shell would.
     pub async fn start_with_fd_limit(yaml: &str, nofile: u32) -> Depwatch {
-        Self::launch(yaml, &[], &[], Some(nofile)).await
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+        Self::start_wrapped(yaml, &[], &[], &["sh", "-c", &script]).await
     }
 
-    async fn launch(
+    /// Starts depwatch through `wrapper` (a program and its arguments, to
+    /// which depwatch's path and arguments are appended), which must end by
+    /// exec'ing it: the PID stays depwatch's.
+    pub async fn start_wrapped(
         yaml: &str,
         env: &[(&str, &str)],
         args: &[&str],
-        nofile: Option<u32>,
+        wrapper: &[&str],
     ) -> Depwatch {
-        let (dir, port, config_path) = write_config(yaml);
+        let (dir, listen, config_path) = write_config(yaml);
         let log_path = dir.path().join("depwatch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let bin = env!("CARGO_BIN_EXE_depwatch");
-        let mut cmd = match nofile {
-            None => Command::new(bin),
-            Some(n) => {
-                // `exec` keeps the PID: the shell becomes depwatch.
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
                 c
             }
+            None => Command::new(bin),
         };
         cmd.args(args)
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log);
         cmd.env("DEPWATCH_LOG", "debug,hyper=info,mongodb=info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let proc = Proc::spawn("depwatch", &mut cmd);
+        let mut proc = Proc::spawn("depwatch", &mut cmd);
+        let port = Self::listening_port(&mut proc, &log_path).await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -207,37 +245,61 @@ impl Depwatch {
         let dw = Depwatch {
             proc,
             port,
+            listen,
             dir,
             config_path,
             log_path,
             client,
         };
+        // Bound before it printed the address: answers from the first try.
         let url = dw.url("/healthz");
-        let c = dw.client.clone();
-        let log_path = dw.log_path.clone();
         wait_for(
             "depwatch to answer /healthz",
             Duration::from_secs(20),
-            || {
-                let (c, url) = (c.clone(), url.clone());
-                let log_path = log_path.clone();
-                async move {
-                    match c.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => Some(()),
-                        _ => {
-                            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                            assert!(
-                                !log.contains("depwatch did not start"),
-                                "depwatch did not start:\n{log}"
-                            );
-                            None
-                        }
-                    }
-                }
+            || async {
+                let r = dw.client.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
             },
         )
         .await;
         dw
+    }
+
+    /// Reads depwatch's stdout until it prints where it listens (it binds
+    /// first), failing with its output and log when it exits first or
+    /// prints nothing within 20s. A thread keeps draining stdout afterwards.
+    async fn listening_port(proc: &mut Proc, log_path: &Path) -> u16 {
+        let stdout = proc.child.stdout.take().expect("piped stdout");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let timeout = Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut printed = String::new();
+        loop {
+            let line = tokio::time::timeout_at(deadline, rx.recv()).await;
+            let why = match line {
+                Ok(Some(line)) => match printed_port(&line) {
+                    Some(port) => return port,
+                    None => {
+                        printed.push_str(&line);
+                        printed.push('\n');
+                        continue;
+                    }
+                },
+                Ok(None) => {
+                    let status = proc.child.wait().expect("wait for depwatch");
+                    format!("depwatch exited ({status}) before listening")
+                }
+                Err(_) => format!("depwatch printed no listen address within {timeout:?}"),
+            };
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            panic!("{why}\n--- stdout\n{printed}--- log\n{log}");
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -327,11 +389,12 @@ impl Depwatch {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Rewrites the configuration file in place (for reload tests).
+    /// Rewrites the configuration file in place (for reload tests), with the
+    /// `listen` line it started with.
     pub fn rewrite_config(&self, yaml: &str) {
         let mut text = format!(
-            "listen: 127.0.0.1:{}\nstate_dir: {}\n",
-            self.port,
+            "listen: {}\nstate_dir: {}\n",
+            self.listen,
             self.dir.path().join("state").display()
         );
         text.push_str(yaml);
@@ -500,4 +563,193 @@ pub fn check_config(path: &Path, env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+// ---- In process: the router and the scheduler, without the binary
+
+/// A probe for in-process tests: counts its checks, notes when each started
+/// (on tokio's clock), takes `delay` (tokio time: a paused test skips it)
+/// and answers what the test set (healthy at first).
+pub struct FakeProbe {
+    checks: AtomicUsize,
+    started: Mutex<Vec<tokio::time::Instant>>,
+    answer: Mutex<CheckResult>,
+    delay: Mutex<Duration>,
+}
+
+impl FakeProbe {
+    pub fn new() -> Arc<FakeProbe> {
+        Arc::new(FakeProbe {
+            checks: AtomicUsize::new(0),
+            started: Mutex::new(Vec::new()),
+            answer: Mutex::new(Ok(Outcome::healthy(serde_json::Map::new()))),
+            delay: Mutex::new(Duration::ZERO),
+        })
+    }
+
+    /// How many checks started so far.
+    pub fn checks(&self) -> usize {
+        self.checks.load(Ordering::SeqCst)
+    }
+
+    /// When each check started.
+    pub fn started(&self) -> Vec<tokio::time::Instant> {
+        self.started.lock().unwrap().clone()
+    }
+
+    /// What the next checks answer.
+    pub fn answer(&self, result: CheckResult) {
+        *self.answer.lock().unwrap() = result;
+    }
+
+    /// How long the next checks take.
+    pub fn delay(&self, d: Duration) {
+        *self.delay.lock().unwrap() = d;
+    }
+}
+
+impl Probe for FakeProbe {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(async move {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            self.started
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            self.answer.lock().unwrap().clone()
+        })
+    }
+}
+
+/// depwatch's state and router in process: the configuration `yaml`, each
+/// of its probes replaced by a [`FakeProbe`] of the same name, a fresh state
+/// store, no server and no port. Requests go through `oneshot`.
+pub struct App {
+    pub shared: Arc<Shared>,
+    probes: HashMap<String, Arc<FakeProbe>>,
+    /// Nobody applies reloads; kept so that `/-/reload` finds the channel open.
+    _reload_rx: tokio::sync::mpsc::Receiver<ReloadReply>,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer of the in-process router.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl App {
+    pub fn new(yaml: &str) -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = depwatch::config::from_str(yaml, "test.yml", None, dir.path(), &|_| None)
+            .unwrap_or_else(|e| panic!("invalid test configuration:\n{e}"));
+        let metrics = Arc::new(depwatch::metrics::Metrics::new());
+        let store = Arc::new(Store::open(&dir.path().join("state")).expect("state store"));
+        let mut probes = HashMap::new();
+        let components = config
+            .probes
+            .iter()
+            .map(|p| {
+                let fake = FakeProbe::new();
+                probes.insert(p.name.clone(), fake.clone());
+                Arc::new(Component::new(
+                    p.clone(),
+                    fake,
+                    metrics.clone(),
+                    config.health.performance.clone(),
+                    depwatch::metrics::SeriesGate::default(),
+                ))
+            })
+            .collect();
+        let runtime = Arc::new(Runtime::new(config, components));
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        App {
+            shared: Arc::new(Shared::new(metrics, runtime, store, reload_tx)),
+            probes,
+            _reload_rx: reload_rx,
+            _dir: dir,
+        }
+    }
+
+    /// The fake behind component `name`.
+    pub fn probe(&self, name: &str) -> &FakeProbe {
+        self.probes
+            .get(name)
+            .unwrap_or_else(|| panic!("no probe named {name}"))
+    }
+
+    /// The components, for the scheduler.
+    pub fn components(&self) -> Vec<Arc<Component>> {
+        self.shared.runtime().components.clone()
+    }
+
+    /// Sends one request through a fresh `router()`.
+    pub async fn send(&self, req: axum::http::Request<axum::body::Body>) -> Answer {
+        use tower::ServiceExt;
+        let resp = depwatch::http::router(self.shared.clone())
+            .oneshot(req)
+            .await
+            .expect("the router is infallible");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("read the body");
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
+        }
+    }
+
+    /// `method path` with `headers` (name, value).
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(axum::body::Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, &[]).await
+    }
+
+    /// A POST, with `Authorization: Bearer token` when a token is given.
+    pub async fn post(&self, path: &str, token: Option<&str>) -> Answer {
+        match token {
+            Some(t) => {
+                let auth = format!("Bearer {t}");
+                self.request("POST", path, &[("authorization", &auth)])
+                    .await
+            }
+            None => self.request("POST", path, &[]).await,
+        }
+    }
+
+    /// `/api/health` (or `/api/health?...`) as (status code, JSON).
+    pub async fn health(&self, query: &str) -> (u16, Value) {
+        let a = self.get(&format!("/api/health{query}")).await;
+        (a.status, a.json())
+    }
 }

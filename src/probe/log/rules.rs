@@ -321,14 +321,17 @@ struct Label {
 
 impl Label {
     fn id(&mut self, value: &str, cap: usize) -> u32 {
-        if let Some(id) = self.ids.get(value) {
+        // Control characters (a JSON "\u0000") never reach a label: values
+        // differing only there are one series.
+        let value = crate::metrics::label_safe(value);
+        if let Some(id) = self.ids.get(value.as_ref()) {
             return *id;
         }
         if self.values.len() >= cap {
             return OTHER_ID;
         }
         let id = self.values.len() as u32;
-        self.values.push(value.into());
+        self.values.push(value.as_ref().into());
         self.ids.insert(value.into(), id);
         id
     }
@@ -485,14 +488,16 @@ impl Engine {
             rule.last_match_unix = Some(unix_now);
             self.key.clear();
             let cap = rule.spec.max_label_values;
+            let mut overflowed = false;
             for l in &mut rule.labels {
                 let f = get(l.slot);
                 let id = l.id(f.as_ref().map_or("", Field::text), cap);
-                if id == OTHER_ID {
-                    rule.overflowed += 1;
-                }
+                overflowed |= id == OTHER_ID;
                 self.key.push(id);
             }
+            // Lines, not labels: comparable with the rule's matched lines
+            // however many of its labels ran over.
+            rule.overflowed += u64::from(overflowed);
             let secs = rule.spec.duration.as_ref().and_then(|d| {
                 let secs = rule
                     .dur_slot
@@ -688,5 +693,36 @@ mod tests {
             vec![("a".into(), 2), ("b".into(), 1), ("other".into(), 2)]
         );
         assert_eq!(r.overflowed, 2);
+    }
+
+    #[test]
+    fn control_characters_in_label_values_become_one_visible_value() {
+        let mut e = engine("rules:\n  - metric: ops\n    match: { m: x }\n    labels: [user]\n");
+        let now = Instant::now();
+        for u in [r"a\u0000", r"a\u0001", r"a\r"] {
+            let l = format!(r#"{{"m":"x","user":"{u}"}}"#);
+            e.line(l.as_bytes(), now, 0.0);
+        }
+        let r = &e.rules[0];
+        let got: Vec<(String, u64)> = r
+            .series
+            .iter()
+            .map(|(k, s)| (r.labels_of(k).next().unwrap().1.to_string(), s.count))
+            .collect();
+        assert_eq!(got, vec![("a\u{FFFD}".into(), 3)]);
+    }
+
+    #[test]
+    fn overflows_count_lines_not_labels() {
+        let mut e = engine(
+            "rules:\n  - metric: ops\n    match: { m: x }\n    labels: [user, op]\n    max_label_values: 1\n",
+        );
+        let now = Instant::now();
+        for (u, op) in [("a", "r"), ("b", "w"), ("c", "r"), ("a", "w")] {
+            let l = format!(r#"{{"m":"x","user":"{u}","op":"{op}"}}"#);
+            e.line(l.as_bytes(), now, 0.0);
+        }
+        // Line 2 overflows both labels, line 3 one, line 4 one: 3 lines.
+        assert_eq!(e.rules[0].overflowed, 3);
     }
 }

@@ -1,0 +1,77 @@
+//! Reloads that change the components: what a removed component leaves
+//! behind (its series, its tasks) while its checks are still in flight.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const SECS20: Duration = Duration::from_secs(20);
+
+/// `n` process probes of generation `generation` (names `p<i>-<generation>`),
+/// checked often so that a reload always finds some of them in flight.
+fn renamed_probes(n: usize, generation: usize) -> String {
+    let mut y = String::from("probes:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  - name: p{i}-{generation}\n    kind: process\n    self: true\n    interval: 100ms\n    timeout: 90ms\n    jitter: 90ms\n"
+        ));
+    }
+    y
+}
+
+/// Rewrites the configuration to `generation`, sends SIGHUP and waits until
+/// the health answer knows the new names (the reload completed).
+async fn reload_to(dw: &Depwatch, n: usize, generation: usize) {
+    dw.rewrite_config(&renamed_probes(n, generation));
+    dw.proc.signal("HUP");
+    let probe = format!("/api/health?component=p{}-{generation}", n - 1);
+    wait_for("the reload to complete", SECS20, || async {
+        (dw.get(&probe).await.0 != 404).then_some(())
+    })
+    .await;
+}
+
+/// The series of `/metrics` whose component label belongs to a generation
+/// other than `current`.
+fn stale_series(m: &Metrics, current: usize) -> Vec<String> {
+    let suffix = format!("-{current}\"");
+    m.text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.contains("component=\"p") && !l.contains(&suffix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn renaming_reloads_leave_no_series_of_removed_components() {
+    const N: usize = 200;
+    const RELOADS: usize = 30;
+    let dw = Depwatch::start(&renamed_probes(N, 0)).await;
+    for generation in 1..=RELOADS {
+        reload_to(&dw, N, generation).await;
+    }
+    // Every component of the last generation checked 4 times (at least
+    // 300ms after the last reload): a check of an older one that was in
+    // flight at its reload has ended (timeout 90ms), so whatever it could
+    // still write is written.
+    let last = format!("-{RELOADS}\"");
+    let m = dw
+        .wait_metrics("the last generation checked 4 times", SECS20, |m| {
+            let counts: Vec<f64> = m
+                .text
+                .lines()
+                .filter(|l| l.starts_with("depwatch_checks_total{") && l.contains(&last))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            counts.len() == N && counts.iter().all(|c| *c >= 4.0)
+        })
+        .await;
+    let stale = stale_series(&m, RELOADS);
+    assert!(
+        stale.is_empty(),
+        "{} series of removed components remain, e.g.:\n{}",
+        stale.len(),
+        stale[..stale.len().min(20)].join("\n")
+    );
+}
