@@ -689,3 +689,170 @@ async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
         "the status page lists Alertmanager's alerts"
     );
 }
+
+/// A real Alertmanager on a free port with `config`, killed on drop.
+fn alertmanager(dir: &std::path::Path, port: u16, config: &str) -> Proc {
+    let bin = require(
+        "prometheus-alertmanager",
+        "apt-get install prometheus-alertmanager",
+    );
+    let cfg = dir.join("alertmanager.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
+    let mut p = Proc::spawn(
+        "alertmanager",
+        Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    wait_listening(&mut p, port, WAIT);
+    p
+}
+
+#[tokio::test]
+async fn alertmanager_killed_is_named_in_a_watchdog_email() {
+    let smtp = Smtp::start(&[]);
+    let am_dir = tempfile::tempdir().unwrap();
+    let am_port = free_port();
+    let mut am = alertmanager(
+        am_dir.path(),
+        am_port,
+        "route: { receiver: none }\nreceivers: [{ name: none }]\n",
+    );
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            &format!(
+                "  alertmanager_url: http://127.0.0.1:{am_port}\n  failure_threshold: 2\n  scrape_watchdog: 1h\n  heartbeat_timeout: 1h\n"
+            ),
+            "    starttls: never\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    wait_alerting(&dw, "Alertmanager healthy", |a| {
+        a["alertmanager"]["healthy"] == true
+    })
+    .await;
+    assert_eq!(alerting_health(&dw).await["pipeline"], "ok");
+    am.kill();
+    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
+    let text = w.text();
+    assert!(
+        text.contains(&format!(
+            "Alertmanager at http://127.0.0.1:{am_port} is unhealthy"
+        )),
+        "{text}"
+    );
+    let a = alerting_health(&dw).await;
+    assert_eq!(a["reasons"][0]["check"], "alertmanager", "{a}");
+}
+
+/// `prometheus/alertmanager.yml` as shipped, with depwatch's address and 1s timings.
+fn bundle_alertmanager(dw_port: u16) -> String {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prometheus/alertmanager.yml"),
+    )
+    .unwrap();
+    assert!(text.contains("http://depwatch:9877/api/alertmanager/webhook"));
+    let text = text.replace(
+        "http://depwatch:9877",
+        &format!("http://127.0.0.1:{dw_port}"),
+    );
+    regex::Regex::new(r"(group_wait|group_interval|repeat_interval):\s*\S+")
+        .unwrap()
+        .replace_all(&text, "$1: 1s")
+        .into_owned()
+}
+
+#[tokio::test]
+async fn the_bundle_routes_the_watchdog_heartbeat_and_stopping_prometheus_breaks_it() {
+    let smtp = Smtp::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (am_port, prom_port, dw_port) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{dw_port}\n{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            &format!(
+                "  alertmanager_url: http://127.0.0.1:{am_port}\n  scrape_watchdog: 30s\n  heartbeat_timeout: 4s\n"
+            ),
+            "    starttls: never\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let _am = alertmanager(dir.path(), am_port, &bundle_alertmanager(dw_port));
+    let prometheus = require("prometheus", "apt-get install prometheus");
+    std::fs::write(dir.path().join("alerts.yml"), crate::bundle::fast_rules()).unwrap();
+    let prom_cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        crate::bundle::fast_prometheus(
+            &format!("127.0.0.1:{dw_port}"),
+            &format!("127.0.0.1:{am_port}"),
+            &format!("127.0.0.1:{prom_port}"),
+            &[],
+        ),
+    )
+    .unwrap();
+    let mut prom = Proc::spawn(
+        "prometheus",
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--rules.alert.resend-delay=1s")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap()),
+    );
+    // The heartbeat arrives through rules → Prometheus → Alertmanager → webhook.
+    let a = wait_for(
+        "the Watchdog heartbeat and a scrape",
+        Duration::from_secs(60),
+        || async {
+            let a = alerting_health(&dw).await;
+            (a["last_heartbeat"].is_string() && a["last_scrape"].is_string()).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(
+        a["firing"],
+        serde_json::json!([]),
+        "Watchdog is the heartbeat, not a listed alert: {a}"
+    );
+    let a = wait_alerting(&dw, "the pipeline ok", |a| a["pipeline"] == "ok").await;
+    assert!(a["reasons"].as_array().unwrap().is_empty(), "{a}");
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_alert_pipeline_up", &[]), 1.0);
+    // A slow start of Prometheus (longer than 4s) is an outage too: then its
+    // watchdog email has its resolution once everything is seen working.
+    let before = smtp.of_kind("watchdog").len();
+    if before > 0 {
+        smtp.wait_kind("resolved", before).await;
+    }
+
+    // Prometheus stops: no heartbeat → a watchdog email within
+    // heartbeat_timeout + one check (the scrape watchdog, 30s, is slower).
+    let stopped = std::time::Instant::now();
+    prom.kill();
+    let w = smtp.wait_kind("watchdog", before + 1).await.remove(before);
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(4 + 3),
+        "watchdog email after {took:?}"
+    );
+    assert!(
+        w.text()
+            .contains("no Watchdog notification from Alertmanager for 4s"),
+        "{}",
+        w.text()
+    );
+}
