@@ -121,7 +121,7 @@ impl Engine {
         let now = now_ms();
         let last_scrape = {
             let s = self.shared.metrics.last_scrape.get();
-            (s > 0.0).then(|| (s * 1000.0) as i64)
+            (s > 0.0).then_some((s * 1000.0) as i64)
         };
         let Some(cfg) = rt.config.alerting.as_ref() else {
             let mut i = a.lock();
