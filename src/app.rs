@@ -333,7 +333,10 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
             shared.set_runtime(rt.clone());
             *shared.perf_memo.lock().unwrap_or_else(|e| e.into_inner()) = None;
             shared.metrics.reload_ok.set(1);
-            shared.metrics.reload_time.set(crate::metrics::unix_now());
+            shared
+                .metrics
+                .reload_time
+                .set(crate::util::time::unix_now());
             tracing::info!(probes = rt.components.len(), "Configuration reloaded.");
             Ok(())
         }

@@ -10,7 +10,7 @@ pub mod metrics;
 pub mod perf;
 pub mod probe;
 pub mod procfs;
-pub mod redact;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+pub mod util;

@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::http::serve::ServerMetrics;
 use crate::probe::{Kind, KindMetrics, Reason, Status};
+use crate::util::time::unix_now;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentKind {
@@ -349,13 +350,6 @@ pub fn scrub_controls(text: String) -> String {
     text.chars()
         .map(|c| if clean(c) { c } else { '\u{FFFD}' })
         .collect()
-}
-
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Rewrites OpenMetrics text into the Prometheus 0.0.4 text format: counter

@@ -16,6 +16,8 @@ use crate::metrics::{
 };
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
+use crate::util::sync::{lock, read, write};
+use crate::util::time::{rfc3339, unix};
 
 /// The latest known state of a component.
 #[derive(Clone, Debug, Default)]
@@ -378,30 +380,6 @@ pub fn verdict<'a>(items: impl Iterator<Item = (bool, Option<Status>)> + 'a) -> 
         })
         .max()
         .unwrap_or(Status::Healthy)
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-pub fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-// A poisoned lock means a panic while holding it; the data (plain values)
-// is still consistent, so keep serving it.
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::util::time::unix_ms;
 use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, params};
 use serde_json::{Value, json};
 
@@ -374,7 +375,7 @@ impl Store {
             })),
             "recovered_from_corruption": self.recovered.as_ref().map(|r| json!({
                 "moved_to": r.moved_to.display().to_string(),
-                "at": crate::state::rfc3339(r.at),
+                "at": crate::util::time::rfc3339(r.at),
                 "error": r.error,
             })),
         })
@@ -583,11 +584,6 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
     Ok(target)
 }
 
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 // ---------------------------------------------------------------------------
 // Storage history (table `storage_samples`, migration 1)
 // ---------------------------------------------------------------------------
@@ -767,7 +763,7 @@ mod tests {
             fp: u64::MAX - 7,
         };
         // Recent: older rows go at open (retention).
-        let now = (crate::metrics::unix_now() * 1000.0).round() / 1000.0;
+        let now = (crate::util::time::unix_now() * 1000.0).round() / 1000.0;
         let first = Saved {
             saved_at: now - 1.5,
             files: vec![mark(1, 10), mark(2, 20)],

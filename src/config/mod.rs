@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::probe::http::{Module, TargetPattern};
 use crate::probe::{self, Kind, ProbeSpec};
-use crate::redact;
+use crate::util::redact;
 use de::Ctx;
 pub use units::{Dur, Secret, Size};
 use yaml::{Node, Problem};

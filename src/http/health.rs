@@ -17,7 +17,8 @@ use crate::app::{Runtime, Shared};
 use crate::config::PerfConfig;
 use crate::perf;
 use crate::probe::Status;
-use crate::state::{Component, Latest, rfc3339, verdict};
+use crate::state::{Component, Latest, verdict};
+use crate::util::time::rfc3339;
 
 pub(super) async fn health(
     State(s): State<AppState>,

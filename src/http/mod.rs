@@ -81,7 +81,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    s.metrics.last_scrape.set(crate::metrics::unix_now());
+    s.metrics.last_scrape.set(crate::util::time::unix_now());
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -8,7 +8,8 @@ use axum::response::Html;
 
 use super::AppState;
 use crate::probe::Status;
-use crate::state::{rfc3339, verdict};
+use crate::state::verdict;
+use crate::util::time::rfc3339;
 
 pub(super) async fn status_page(State(s): State<AppState>) -> Html<String> {
     let rt = s.runtime();

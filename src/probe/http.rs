@@ -43,6 +43,7 @@ use crate::config::units::format_duration;
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret, Size};
 use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
+use crate::util::text::short;
 
 /// How a partner API check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -1437,10 +1438,10 @@ impl HttpProbe {
             d.insert("tls_version".into(), json!(v));
         }
         if let Some(na) = t.cert_not_after {
-            let left = na as f64 - crate::metrics::unix_now();
+            let left = na as f64 - crate::util::time::unix_now();
             d.insert(
                 "cert_not_after".into(),
-                json!(crate::state::rfc3339(
+                json!(crate::util::time::rfc3339(
                     SystemTime::UNIX_EPOCH + Duration::from_secs(na.max(0) as u64)
                 )),
             );
@@ -1825,7 +1826,11 @@ impl HttpProbe {
                     Some(got) if !json_eq(got, want) => {
                         return fail(
                             Reason::Expectation,
-                            format!("JSON {p} is {}, expected {}", short(got), short(want)),
+                            format!(
+                                "JSON {p} is {}, expected {}",
+                                short(got, 80),
+                                short(want, 80)
+                            ),
                         );
                     }
                     _ => {}
@@ -1844,7 +1849,7 @@ impl HttpProbe {
             );
         }
         if let Some(na) = t.cert_not_after {
-            let left = na as f64 - crate::metrics::unix_now();
+            let left = na as f64 - crate::util::time::unix_now();
             let days = left / 86_400.0;
             let what = if left <= 0.0 {
                 "the certificate has expired".to_string()
@@ -1871,15 +1876,6 @@ fn json_eq(got: &Value, want: &Value) -> bool {
             serde_json::from_str::<Value>(s).is_ok_and(|w| json_eq(got, &w))
         }
         _ => got == want,
-    }
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 80 {
-        format!("{}…", s.chars().take(80).collect::<String>())
-    } else {
-        s
     }
 }
 

@@ -29,6 +29,7 @@ use super::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
 };
 use crate::config::units::format_duration;
+use crate::util::sync::lock;
 pub use config::{DurUnit, FamilyType, RuleSpec, Spec, StartAt, Test, ValueKind};
 use rules::{Engine, LineKind};
 use tail::{OffsetStore, Saved, Tailer};
@@ -91,7 +92,7 @@ impl Checkpointer {
         if !l.1 {
             return;
         }
-        l.0.saved_at = crate::metrics::unix_now();
+        l.0.saved_at = crate::util::time::unix_now();
         self.store.save(&self.component, &l.0);
         l.1 = false;
     }
@@ -168,11 +169,6 @@ impl Metrics {
         r.register_collector(Box::new(Collector(live.clone())));
         Metrics { live }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock holds plain numbers: keep serving them.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]
@@ -442,7 +438,7 @@ fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
     let mut since_lock = 0u32;
     let counts = &state.counts;
     let t0 = Instant::now();
-    let unix0 = crate::metrics::unix_now();
+    let unix0 = crate::util::time::unix_now();
     let stats = tailer.poll(&mut |line| {
         let Some(line) = line else {
             counts.invalid.fetch_add(1, Ordering::Relaxed);
@@ -595,7 +591,7 @@ impl LogProbe {
                 rd.insert(
                     "last_match".into(),
                     r.last_match_unix.map_or(Value::Null, |t| {
-                        json!(crate::state::rfc3339(
+                        json!(crate::util::time::rfc3339(
                             std::time::UNIX_EPOCH + Duration::from_secs_f64(t)
                         ))
                     }),
@@ -716,7 +712,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     tailer.finish(&mut |line| {
         let mut e = lock(&state.engine);
         let kind = match line {
-            Some(l) => e.line(l, Instant::now(), crate::metrics::unix_now()),
+            Some(l) => e.line(l, Instant::now(), crate::util::time::unix_now()),
             None => LineKind::Invalid,
         };
         let c = &state.counts;

@@ -216,7 +216,7 @@ pub struct BuildCtx<'a> {
 
 #[derive(Debug, thiserror::Error)]
 // The message may quote a URL from the configuration: never its password.
-#[error("probe {name}: {}", crate::redact::userinfo(message))]
+#[error("probe {name}: {}", crate::util::redact::userinfo(message))]
 pub struct BuildError {
     pub name: String,
     pub message: String,

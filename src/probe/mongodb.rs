@@ -31,6 +31,7 @@ use super::{
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret};
 use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
+use crate::util::sync::lock;
 
 /// How a MongoDB check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -555,10 +556,6 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<MongoProbe, BuildError> {
         series: Mutex::new(BTreeSet::new()),
         gate: ctx.gate.clone(),
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What one query gave: one value, or one per labelled result document.

@@ -27,6 +27,7 @@ use super::{
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret};
 use crate::metrics::{AbsCounter, ComponentOnly, SeriesGate};
+use crate::util::sync::lock;
 
 /// How a Redis check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -628,10 +629,6 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
         dbs: Mutex::new(BTreeSet::new()),
         gate: ctx.gate.clone(),
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One queue to read in this check (a configured one, or a discovered one).

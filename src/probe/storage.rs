@@ -28,7 +28,9 @@ use super::{
 use crate::config::yaml::Node;
 use crate::config::{Checker, Dur, Secret, units::format_duration};
 use crate::metrics::{GaugeF, SeriesGate};
-use crate::store::{StorageSample, Store, unix_ms};
+use crate::store::{StorageSample, Store};
+use crate::util::text::short;
+use crate::util::time::unix_ms;
 
 /// How a storage check fails: statvfs (not_found, io, timeout for a hung
 /// mount) and the http source (connect, dns, tls, status, bad_response,
@@ -1032,20 +1034,11 @@ fn number_at(doc: &Value, pointer: &str, shown: &str) -> Result<u64, CheckError>
                 "the answer of {shown} has no byte count at {pointer} (found {})",
                 match v {
                     None => "nothing".to_string(),
-                    Some(v) => short(v),
+                    Some(v) => short(v, 40),
                 }
             ),
         )
     })
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 40 {
-        format!("{}…", s.chars().take(40).collect::<String>())
-    } else {
-        s
-    }
 }
 
 fn clamp_i64(v: u64) -> i64 {

@@ -564,7 +564,7 @@ impl Engine {
                             .and_then(&get)
                             .map(|f| f.text().to_string())
                             .unwrap_or_else(|| {
-                                crate::state::rfc3339(
+                                crate::util::time::rfc3339(
                                     std::time::UNIX_EPOCH
                                         + std::time::Duration::from_secs_f64(unix_now),
                                 )
