@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Config};
-use crate::metrics::{Metrics, SeriesGate};
+use crate::metrics::Metrics;
+use crate::metrics::kit::SeriesGate;
 use crate::probe::{self, BuildCtx, BuildError};
 use crate::scheduler::Scheduler;
 use crate::state::Component;
@@ -204,7 +205,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     tracing::info!(listen = %addr, config = %source, probes = runtime.components.len(), "depwatch started.");
     println!(
         "depwatch {} is watching {} component(s) ({source}).",
-        crate::metrics::VERSION,
+        crate::util::build::VERSION,
         runtime.components.len()
     );
     println!("  status page  http://{addr}/");

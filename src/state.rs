@@ -11,9 +11,8 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
-use crate::metrics::{
-    ComponentFailure, ComponentKind, ComponentOnly, ComponentStatus, Metrics, SeriesGate,
-};
+use crate::metrics::kit::{ComponentOnly, SeriesGate};
+use crate::metrics::{ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
 use crate::util::sync::{lock, read, write};

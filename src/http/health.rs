@@ -52,7 +52,7 @@ pub(super) async fn health(
         status: status.as_str(),
         timestamp: rfc3339(SystemTime::now()),
         uptime_seconds: perf::round2(s.started.elapsed().as_secs_f64()),
-        version: crate::metrics::VERSION,
+        version: crate::util::build::VERSION,
         components: Components(&selected, &results),
         performance: &performance,
         state_store: s.store.status_json(),

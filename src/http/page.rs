@@ -31,7 +31,7 @@ td,th{{padding:.35em .8em;border-bottom:1px solid #ddd;text-align:left}}.healthy
 <p>Version {version}, up {uptime:.0} s. Machine-readable: <a href="api/health">/api/health</a>, <a href="metrics">/metrics</a>.</p>
 <table><tr><th>component</th><th>kind</th><th>status</th><th>last check</th><th>response</th><th>error</th></tr>"#,
         overall = overall.as_str(),
-        version = crate::metrics::VERSION,
+        version = crate::util::build::VERSION,
         uptime = s.started.elapsed().as_secs_f64(),
     );
     for (c, l) in &rows {

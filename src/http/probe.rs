@@ -25,7 +25,8 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use super::{ApiError, AppState, OPENMETRICS, TEXT_004};
-use crate::metrics::{GaugeF, openmetrics_to_text};
+use crate::metrics::kit::GaugeF;
+use crate::metrics::text::openmetrics_to_text;
 use crate::probe::Probe;
 use crate::probe::http::{self, Target};
 

@@ -39,10 +39,11 @@ use tokio::net::TcpStream;
 use super::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
 };
+use crate::config::check::Checker;
 use crate::config::units::format_duration;
+use crate::config::units::{Dur, Secret, Size};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret, Size};
-use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 use crate::util::text::short;
 
 /// How a partner API check fails (the counters of these start at 0).

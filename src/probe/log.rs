@@ -728,8 +728,8 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
         .register_collector(Box::new(Replay(state)));
     let mut om = String::new();
     prometheus_client::encoding::text::encode(&mut om, &registry).map_err(|e| e.to_string())?;
-    Ok(crate::metrics::openmetrics_to_text(
-        &crate::metrics::scrub_controls(om),
+    Ok(crate::metrics::text::openmetrics_to_text(
+        &crate::metrics::text::scrub_controls(om),
     ))
 }
 
@@ -820,7 +820,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
         let kinds = crate::probe::KindMetrics::register(&mut Registry::default());
-        let gate = crate::metrics::SeriesGate::default();
+        let gate = crate::metrics::kit::SeriesGate::default();
         let spec = spec_of("rules:\n  - metric: hits\n");
         let build_all = |generation: usize| -> Vec<LogProbe> {
             (0..5)

@@ -18,7 +18,7 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 
-use crate::config::Checker;
+use crate::config::check::Checker;
 use crate::config::yaml::Node;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -211,7 +211,7 @@ pub struct BuildCtx<'a> {
     pub timeout: std::time::Duration,
     /// The component's gate: the probe writes its series inside
     /// `gate.open()`, so none comes back once the component is removed.
-    pub gate: &'a crate::metrics::SeriesGate,
+    pub gate: &'a crate::metrics::kit::SeriesGate,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,9 +28,10 @@ use super::redis::{redact_url, scrub};
 use super::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
 };
+use crate::config::check::Checker;
+use crate::config::units::{Dur, Secret};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret};
-use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 use crate::util::sync::lock;
 
 /// How a MongoDB check fails (the counters of these start at 0).

@@ -18,9 +18,10 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System,
 use super::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
 };
+use crate::config::check::Checker;
+use crate::config::units::Size;
 use crate::config::yaml::Node;
-use crate::config::{Checker, Size};
-use crate::metrics::{AbsCounter, ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::kit::{AbsCounter, ComponentOnly, GaugeF, SeriesGate};
 
 /// How a process check fails.
 pub const REASONS: &[Reason] = &[Reason::NotFound, Reason::Timeout];

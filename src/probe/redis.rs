@@ -24,9 +24,10 @@ use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
 use super::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
 };
+use crate::config::check::Checker;
+use crate::config::units::{Dur, Secret};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret};
-use crate::metrics::{AbsCounter, ComponentOnly, SeriesGate};
+use crate::metrics::kit::{AbsCounter, ComponentOnly, SeriesGate};
 use crate::util::sync::lock;
 
 /// How a Redis check fails (the counters of these start at 0).
@@ -587,7 +588,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
     if let Some(p) = &spec.password {
         settings = settings.set_password(p.expose());
     }
-    settings = settings.set_lib_name("depwatch", crate::metrics::VERSION);
+    settings = settings.set_lib_name("depwatch", crate::util::build::VERSION);
     let info = info.set_redis_settings(settings);
     let client = match &spec.tls_ca {
         Some(pem) => redis::Client::build_with_tls(

@@ -25,9 +25,10 @@ use super::http::{self, Target};
 use super::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
 };
+use crate::config::check::Checker;
+use crate::config::units::{Dur, Secret, format_duration};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret, units::format_duration};
-use crate::metrics::{GaugeF, SeriesGate};
+use crate::metrics::kit::{GaugeF, SeriesGate};
 use crate::store::{StorageSample, Store};
 use crate::util::text::short;
 use crate::util::time::unix_ms;

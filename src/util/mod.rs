@@ -6,6 +6,7 @@
 //! floors need it and it knows nothing of depwatch's types; otherwise beside
 //! its one user.
 
+pub mod build;
 pub mod redact;
 pub mod sync;
 pub mod text;

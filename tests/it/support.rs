@@ -676,7 +676,7 @@ impl App {
                     fake,
                     metrics.clone(),
                     config.health.performance.clone(),
-                    depwatch::metrics::SeriesGate::default(),
+                    depwatch::metrics::kit::SeriesGate::default(),
                 ))
             })
             .collect();

@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
 use super::rules;
+use crate::config::check::Checker;
 use crate::config::de::hinted;
+use crate::config::units::{Dur, Size};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Size};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

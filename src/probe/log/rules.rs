@@ -323,7 +323,7 @@ impl Label {
     fn id(&mut self, value: &str, cap: usize) -> u32 {
         // Control characters (a JSON "\u0000") never reach a label: values
         // differing only there are one series.
-        let value = crate::metrics::label_safe(value);
+        let value = crate::metrics::kit::label_safe(value);
         if let Some(id) = self.ids.get(value.as_ref()) {
             return *id;
         }
