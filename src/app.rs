@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -285,6 +286,43 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// `replay-log` over a configuration: picks the log probe named `probe`
+/// (or the only one) and replays `files` through its rules.
+pub fn replay_log(
+    config: &Config,
+    probe: Option<&str>,
+    files: &[PathBuf],
+) -> Result<String, String> {
+    let logs: Vec<(&str, &probe::log::Spec)> = config
+        .probes
+        .iter()
+        .filter_map(|p| match &p.spec {
+            probe::ProbeSpec::Log(s) => Some((p.name.as_str(), s)),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect();
+    let names = || logs.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let (name, spec) = match probe {
+        Some(want) => logs
+            .iter()
+            .find(|(n, _)| *n == want)
+            .copied()
+            .ok_or_else(|| format!("no log probe named `{want}` (log probes: {})", names()))?,
+        None => match logs.as_slice() {
+            [one] => *one,
+            [] => return Err("the configuration has no probe of kind log".into()),
+            _ => {
+                return Err(format!(
+                    "several log probes: choose one with --probe ({})",
+                    names()
+                ));
+            }
+        },
+    };
+    probe::log::replay(spec, name, files)
 }
 
 /// The message of a caught panic.

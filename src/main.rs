@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use depwatch::{app, config, probe};
+use depwatch::{app, config};
 
 const EX_CONFIG: u8 = 64;
 
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_CONFIG);
             }
         };
-        return match probe::log::replay_config(&config, probe.as_deref(), files) {
+        return match app::replay_log(&config, probe.as_deref(), files) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

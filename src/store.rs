@@ -29,9 +29,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::util::time::unix_ms;
 use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::util::time::unix_ms;
 
 /// The database file's name inside `state_dir`.
 pub const FILE_NAME: &str = "depwatch.db";
@@ -661,9 +663,28 @@ impl Store {
 // Log offsets (table `log_offsets`, migration 2)
 // ---------------------------------------------------------------------------
 
+/// Where reading of one file stands, as checkpointed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileMark {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// After the last complete line processed.
+    pub offset: u64,
+    pub fp_len: u32,
+    pub fp: u64,
+}
+
+/// A component's checkpoint: its files and when it was taken.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub saved_at: f64,
+    pub files: Vec<FileMark>,
+}
+
 impl Store {
     /// Replaces the read offsets of a log probe (one row per file it reads).
-    pub fn log_offsets_put(&self, component: &str, saved: &crate::probe::log::tail::Saved) {
+    pub fn log_offsets_put(&self, component: &str, saved: &Saved) {
         let component = component.to_string();
         let saved = saved.clone();
         let saved_ms = (saved.saved_at * 1000.0).round() as i64;
@@ -701,11 +722,7 @@ impl Store {
     }
 
     /// The read offsets of a log probe; `None` when it never saved any.
-    pub async fn log_offsets_get(
-        &self,
-        component: &str,
-    ) -> Result<Option<crate::probe::log::tail::Saved>, StoreError> {
-        use crate::probe::log::tail::{FileMark, Saved};
+    pub async fn log_offsets_get(&self, component: &str) -> Result<Option<Saved>, StoreError> {
         let component = component.to_string();
         self.read(move |c| {
             let mut st = c.prepare_cached(
@@ -750,7 +767,6 @@ mod tests {
 
     #[tokio::test]
     async fn log_offsets_replace_and_survive_reopen() {
-        use crate::probe::log::tail::{FileMark, Saved};
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.log_offsets_get("app-log").await.unwrap(), None);

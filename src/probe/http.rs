@@ -36,8 +36,9 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
 use crate::config::check::Checker;
 use crate::config::units::format_duration;
@@ -1162,8 +1163,15 @@ pub struct HttpProbe {
     gate: SeriesGate,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<HttpProbe, BuildError> {
-    let mut probe = build_with(spec, ctx.name, ctx.metrics.http.clone())?;
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<HttpProbe, BuildError> {
+    let mut probe = build_with(
+        spec,
+        ctx.name,
+        FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
+    )?;
     probe.gate = ctx.gate.clone();
     Ok(probe)
 }

@@ -25,8 +25,9 @@ use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
 use crate::config::units::format_duration;
 use crate::util::sync::lock;
@@ -361,8 +362,11 @@ pub struct LogProbe {
     _checkpoint: Arc<Checkpointer>,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
-    let live = ctx.metrics.log.live.clone();
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<LogProbe, BuildError> {
+    let live = FamiliesOf::<Metrics>::families(ctx.metrics).live.clone();
     // Rule families are shared by name across probes: their types must agree.
     let mine = spec.families();
     for (_, other) in lock(&live.probes).iter() {
@@ -740,43 +744,6 @@ impl prometheus_client::collector::Collector for Replay {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
         encode_probes(std::slice::from_ref(&self.0), &mut enc)
     }
-}
-
-/// `replay-log` over a configuration: picks the log probe named `probe`
-/// (or the only one) and replays `files` through its rules.
-pub fn replay_config(
-    config: &crate::config::Config,
-    probe: Option<&str>,
-    files: &[PathBuf],
-) -> Result<String, String> {
-    let logs: Vec<(&str, &Spec)> = config
-        .probes
-        .iter()
-        .filter_map(|p| match &p.spec {
-            super::ProbeSpec::Log(s) => Some((p.name.as_str(), s)),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })
-        .collect();
-    let names = || logs.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-    let (name, spec) = match probe {
-        Some(want) => logs
-            .iter()
-            .find(|(n, _)| *n == want)
-            .copied()
-            .ok_or_else(|| format!("no log probe named `{want}` (log probes: {})", names()))?,
-        None => match logs.as_slice() {
-            [one] => *one,
-            [] => return Err("the configuration has no probe of kind log".into()),
-            _ => {
-                return Err(format!(
-                    "several log probes: choose one with --probe ({})",
-                    names()
-                ));
-            }
-        },
-    };
-    replay(spec, name, files)
 }
 
 #[cfg(test)]

@@ -23,11 +23,12 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
+};
 use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
 use super::redis::{redact_url, scrub};
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
-};
 use crate::config::check::Checker;
 use crate::config::units::{Dur, Secret};
 use crate::config::yaml::Node;
@@ -543,7 +544,10 @@ pub struct MongoProbe {
     gate: SeriesGate,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<MongoProbe, BuildError> {
+pub fn build<F: FamiliesOf<Metrics> + FamiliesOf<queue::Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<MongoProbe, BuildError> {
     Ok(MongoProbe {
         spec: spec.clone(),
         timeout: ctx.timeout,
@@ -552,8 +556,11 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<MongoProbe, BuildError> {
         label: ComponentOnly {
             component: ctx.name.to_string(),
         },
-        metrics: ctx.metrics.mongodb.clone(),
-        queues: Publisher::new(ctx.name, ctx.metrics.queue.clone()),
+        metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
+        queues: Publisher::new(
+            ctx.name,
+            FamiliesOf::<queue::Metrics>::families(ctx.metrics).clone(),
+        ),
         series: Mutex::new(BTreeSet::new()),
         gate: ctx.gate.clone(),
     })

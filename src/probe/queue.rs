@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
-use super::{Outcome, Status};
+use super::core::{Outcome, Status};
 use crate::config::check::Checker;
 use crate::config::units::{Dur, format_duration};
 use crate::metrics::kit::GaugeF;

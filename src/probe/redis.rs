@@ -20,10 +20,11 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo, Value as RValue};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
+use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
 use crate::config::check::Checker;
 use crate::config::units::{Dur, Secret};
 use crate::config::yaml::Node;
@@ -569,7 +570,10 @@ pub struct RedisProbe {
     gate: SeriesGate,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
+pub fn build<F: FamiliesOf<Metrics> + FamiliesOf<queue::Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<RedisProbe, BuildError> {
     let fail = |message: String| BuildError {
         name: ctx.name.to_string(),
         message,
@@ -621,8 +625,11 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
         label: ComponentOnly {
             component: ctx.name.to_string(),
         },
-        metrics: ctx.metrics.redis.clone(),
-        queues: Publisher::new(ctx.name, ctx.metrics.queue.clone()),
+        metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
+        queues: Publisher::new(
+            ctx.name,
+            FamiliesOf::<queue::Metrics>::families(ctx.metrics).clone(),
+        ),
         script: redis::Script::new(SCRIPT),
         hits: Mutex::new(HitWindow::default()),
         discovered: Mutex::new(None),

@@ -21,10 +21,11 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, Target};
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
+use super::http::{self, Target};
 use crate::config::check::Checker;
 use crate::config::units::{Dur, Secret, format_duration};
 use crate::config::yaml::Node;
@@ -662,7 +663,10 @@ struct History {
     last_prune_ms: i64,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<StorageProbe, BuildError> {
     let target = spec.target();
     let client = match &spec.source {
         Source::Statvfs(_) => None,
@@ -688,7 +692,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
                 path: target.clone(),
             },
             target,
-            metrics: ctx.metrics.storage.clone(),
+            metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
             store: ctx.store.clone(),
             history: tokio::sync::Mutex::new(History::default()),
             client,

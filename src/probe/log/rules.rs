@@ -16,9 +16,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::config::{DurUnit, RuleSpec, Scalar, Spec, Test, ValueKind};
 use super::godur;
 use super::stats::{Latency, SlowOp, Slowest};
-use super::{DurUnit, RuleSpec, Spec, Test, ValueKind};
 
 /// What a line was, for `depwatch_log_lines_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,26 +264,7 @@ impl<'a> Field<'a> {
     }
 }
 
-/// A configured constant to compare with.
-#[derive(Clone, Debug)]
-pub struct Scalar {
-    pub text: String,
-    pub num: Option<f64>,
-}
-
-impl PartialEq for Scalar {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
 impl Scalar {
-    pub fn new(text: impl Into<String>) -> Self {
-        let text = text.into();
-        let num = text.parse().ok();
-        Scalar { text, num }
-    }
-
     fn matches(&self, f: &Field) -> bool {
         match f {
             // 200 and 200.0 are the same number.
