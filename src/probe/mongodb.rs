@@ -28,11 +28,11 @@ use super::core::{
     Status,
 };
 use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
-use super::redis::{redact_url, scrub};
 use crate::config::check::Checker;
 use crate::config::units::{Dur, Secret};
 use crate::config::yaml::Node;
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
+use crate::util::redact::{redact_url, scrub};
 use crate::util::sync::lock;
 
 /// How a MongoDB check fails (the counters of these start at 0).

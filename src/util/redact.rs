@@ -1,7 +1,8 @@
 //! Redaction of credentials in text meant for people: configuration errors,
 //! start-up errors and logs. Anything that looks like a URL with userinfo
 //! (`scheme://user:pass@host`, and the malformed or scheme-less forms people
-//! actually type: `rediss//:pass@host`, `user:pass@host`) loses its password.
+//! actually type: `rediss//:pass@host`, `user:pass@host`) loses its password;
+//! [`scrub`] takes known secrets out of a driver's message.
 
 /// `text` with the password of every URL-like word replaced by `***`.
 ///
@@ -47,9 +48,104 @@ fn redact_word(word: &str) -> String {
     }
 }
 
+/// `scheme://user:***@host/...`: a URL without its password.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The userinfo ends at the last '@' before the path.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let user = &authority[..at];
+            let user = match user.split_once(':') {
+                Some((u, _)) => format!("{u}:***"),
+                None => user.to_string(),
+            };
+            format!("{scheme}://{user}@{}", &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Removes every secret (and the URL's password) from a message.
+pub fn scrub(msg: &str, secrets: &[&str]) -> String {
+    let mut out = msg.to_string();
+    for s in secrets {
+        if let Some(p) = url_password(s) {
+            out = out.replace(s, &redact_url(s));
+            // The driver may show the password decoded (`p%40ss` is `p@ss`).
+            for p in [percent_decode(&p), p] {
+                if p.len() >= 3 {
+                    out = out.replace(&p, "***");
+                }
+            }
+        } else if s.len() >= 3 {
+            out = out.replace(s, "***");
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn url_password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let user = &authority[..authority.rfind('@')?];
+    user.split_once(':').map(|(_, p)| p.to_string())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::userinfo;
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("mongodb://app:p%40ss@db1,db2/app?authSource=admin"),
+            "mongodb://app:***@db1,db2/app?authSource=admin"
+        );
+        assert_eq!(redact_url("redis://127.0.0.1"), "redis://127.0.0.1");
+        assert_eq!(
+            scrub(
+                "cannot reach redis://u:hunter22@h/0 (hunter22)",
+                &["redis://u:hunter22@h/0"]
+            ),
+            "cannot reach redis://u:***@h/0 (***)"
+        );
+        assert_eq!(
+            scrub("auth failed for p@ss-word", &["mongodb://u:p%40ss-word@h/"]),
+            "auth failed for ***"
+        );
+    }
 
     #[test]
     fn passwords_in_url_like_words_are_hidden() {
