@@ -2,115 +2,30 @@
 //! the HTTP server, reloads on SIGHUP or `POST /-/reload`, and shuts down
 //! gracefully on SIGINT/SIGTERM.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::component::{Component, Components};
 use crate::config::{self, Config};
+use crate::http::shared::{ReloadReply, Shared};
 use crate::metrics::Metrics;
 use crate::metrics::kit::SeriesGate;
 use crate::probe::{self, BuildCtx, BuildError};
 use crate::scheduler::Scheduler;
-use crate::state::Component;
 use crate::store::{Store, StoreError};
-
-/// The configuration in force and its components.
-pub struct Runtime {
-    pub config: Config,
-    pub components: Vec<Arc<Component>>,
-    by_name: HashMap<String, usize>,
-}
-
-impl Runtime {
-    /// A runtime of components already built from `config` (in its order).
-    pub fn new(config: Config, components: Vec<Arc<Component>>) -> Runtime {
-        let by_name = components
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name().to_string(), i))
-            .collect();
-        Runtime {
-            config,
-            components,
-            by_name,
-        }
-    }
-
-    pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
-        self.by_name.get(name).map(|i| &self.components[*i])
-    }
-}
-
-pub type ReloadReply = oneshot::Sender<Result<(), String>>;
-
-/// Everything the HTTP handlers read.
-pub struct Shared {
-    pub metrics: Arc<Metrics>,
-    runtime: RwLock<Arc<Runtime>>,
-    pub started: Instant,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub reload_tx: mpsc::Sender<ReloadReply>,
-    pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
-    pub store: Arc<Store>,
-}
-
-impl Shared {
-    /// The state of a start: counters at zero, uptime from now. `reload_tx`
-    /// reaches whoever applies reloads (`run`'s loop).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        runtime: Arc<Runtime>,
-        store: Arc<Store>,
-        reload_tx: mpsc::Sender<ReloadReply>,
-    ) -> Shared {
-        Shared {
-            metrics,
-            runtime: RwLock::new(runtime),
-            started: Instant::now(),
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
-            reload_tx,
-            perf_memo: std::sync::Mutex::new(None),
-            store,
-        }
-    }
-
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set_runtime(&self, rt: Arc<Runtime>) {
-        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = rt;
-    }
-
-    pub fn count_cache(&self, hit: bool) {
-        if hit {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            self.metrics.cache_hit.inc();
-        } else {
-            self.cache_misses.fetch_add(1, Ordering::Relaxed);
-            self.metrics.cache_miss.inc();
-        }
-    }
-}
 
 /// Builds the components of `config`, reusing those of `old` that did not
 /// change (same name and configuration) so that they keep their state.
-pub fn build_runtime(
+pub fn build_components(
     config: Config,
-    old: Option<&Runtime>,
+    old: Option<&Components>,
     metrics: &Arc<Metrics>,
     store: &Arc<Store>,
-) -> Result<Runtime, BuildError> {
+) -> Result<Components, BuildError> {
     let mut components = Vec::with_capacity(config.probes.len());
     for p in &config.probes {
         let prev = old.and_then(|o| o.component(&p.name));
@@ -139,13 +54,13 @@ pub fn build_runtime(
         }
         components.push(Arc::new(c));
     }
-    Ok(Runtime::new(config, components))
+    Ok(Components::new(config, components))
 }
 
 /// Retires the components of `old` that `new` does not reuse: their series
 /// go (the general ones too unless a successor of the same name and kind
 /// carries them on), and a check of theirs still in flight writes none.
-fn retire_removed(old: &Runtime, new: &Runtime) {
+fn retire_removed(old: &Components, new: &Components) {
     for c in &old.components {
         let kept = new.component(c.name());
         if kept.is_some_and(|k| Arc::ptr_eq(k, c)) {
@@ -185,7 +100,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     let metrics = Arc::new(Metrics::new());
-    let runtime = Arc::new(build_runtime(config, None, &metrics, &store)?);
+    let runtime = Arc::new(build_components(config, None, &metrics, &store)?);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
     let shared = Arc::new(Shared::new(
         metrics.clone(),
@@ -255,7 +170,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     // Background work (log tailers) stops and saves its state.
     let deadline = tokio::time::Instant::now() + grace;
-    for c in &shared.runtime().components {
+    for c in &shared.current().components {
         if tokio::time::timeout_at(deadline, c.probe.shutdown())
             .await
             .is_err()
@@ -337,7 +252,7 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// Re-reads the configuration file. An invalid file is refused and the
 /// running configuration stays.
 fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
-    let old = shared.runtime();
+    let old = shared.current();
     // The parsers refuse what they cannot take; should one still panic, the
     // panic is caught here so that the daemon keeps its running
     // configuration instead of dying on a SIGHUP.
@@ -354,7 +269,8 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }
-        build_runtime(config, Some(&old), &shared.metrics, &shared.store).map_err(|e| e.to_string())
+        build_components(config, Some(&old), &shared.metrics, &shared.store)
+            .map_err(|e| e.to_string())
     });
     let result = std::panic::catch_unwind(load).unwrap_or_else(|panic| {
         Err(format!(
@@ -369,7 +285,7 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
             // series are not dropped with its predecessor's.
             retire_removed(&old, &rt);
             scheduler.apply(&rt.components);
-            shared.set_runtime(rt.clone());
+            shared.set_current(rt.clone());
             *shared.perf_memo.lock().unwrap_or_else(|e| e.into_inner()) = None;
             shared.metrics.reload_ok.set(1);
             shared

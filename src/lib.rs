@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod component;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -11,6 +12,5 @@ pub mod perf;
 pub mod probe;
 pub mod procfs;
 pub mod scheduler;
-pub mod state;
 pub mod store;
 pub mod util;

@@ -6,13 +6,13 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::response::Html;
 
-use super::AppState;
+use super::shared::AppState;
+use crate::component::verdict;
 use crate::probe::Status;
-use crate::state::verdict;
 use crate::util::time::rfc3339;
 
 pub(super) async fn status_page(State(s): State<AppState>) -> Html<String> {
-    let rt = s.runtime();
+    let rt = s.current();
     let rows: Vec<_> = rt
         .components
         .iter()

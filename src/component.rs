@@ -2,6 +2,7 @@
 //! bookkeeping, the latency window, and the single-flight check runner that
 //! the scheduler and the health cache share.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 // tokio's clock, so that tests can pause time and step through the cache TTL.
 use tokio::time::Instant;
 
-use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
+use crate::config::{Config, PerfConfig, ProbeConfig, units::format_duration};
 use crate::metrics::kit::{ComponentOnly, SeriesGate};
 use crate::metrics::{ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
@@ -379,6 +380,33 @@ pub fn verdict<'a>(items: impl Iterator<Item = (bool, Option<Status>)> + 'a) -> 
         })
         .max()
         .unwrap_or(Status::Healthy)
+}
+
+/// The configuration in force and its components.
+pub struct Components {
+    pub config: Config,
+    pub components: Vec<Arc<Component>>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Components {
+    /// The components already built from `config` (in its order).
+    pub fn new(config: Config, components: Vec<Arc<Component>>) -> Components {
+        let by_name = components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name().to_string(), i))
+            .collect();
+        Components {
+            config,
+            components,
+            by_name,
+        }
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
+        self.by_name.get(name).map(|i| &self.components[*i])
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,73 @@
+//! What the HTTP handlers share: the metrics, the configuration in force
+//! and its components (swapped whole on reload), the state store, the
+//! health cache counters, and the way to ask for a reload.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::component::Components;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::util::sync::{read, write};
+
+/// The state every handler gets.
+pub type AppState = Arc<Shared>;
+
+pub type ReloadReply = oneshot::Sender<Result<(), String>>;
+
+/// Everything the HTTP handlers read.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    /// The configuration in force and its components, swapped on reload.
+    current: RwLock<Arc<Components>>,
+    pub started: Instant,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub reload_tx: mpsc::Sender<ReloadReply>,
+    pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
+    pub store: Arc<Store>,
+}
+
+impl Shared {
+    /// The state of a start: counters at zero, uptime from now. `reload_tx`
+    /// reaches whoever applies reloads (`run`'s loop).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        current: Arc<Components>,
+        store: Arc<Store>,
+        reload_tx: mpsc::Sender<ReloadReply>,
+    ) -> Shared {
+        Shared {
+            metrics,
+            current: RwLock::new(current),
+            started: Instant::now(),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            reload_tx,
+            perf_memo: std::sync::Mutex::new(None),
+            store,
+        }
+    }
+
+    /// The configuration in force and its components.
+    pub fn current(&self) -> Arc<Components> {
+        read(&self.current).clone()
+    }
+
+    pub fn set_current(&self, c: Arc<Components>) {
+        *write(&self.current) = c;
+    }
+
+    pub fn count_cache(&self, hit: bool) {
+        if hit {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_hit.inc();
+        } else {
+            self.cache_misses.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_miss.inc();
+        }
+    }
+}
