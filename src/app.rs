@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::component::{Component, Components};
 use crate::config::{self, Config};
-use crate::http::shared::{ReloadReply, Shared};
+use crate::http::shared::{ReloadError, ReloadReply, Shared};
 use crate::metrics::Metrics;
 use crate::metrics::kit::SeriesGate;
 use crate::probe::{self, BuildCtx, BuildError};
@@ -209,7 +209,7 @@ pub fn replay_log(
     config: &Config,
     probe: Option<&str>,
     files: &[PathBuf],
-) -> Result<String, String> {
+) -> Result<String, probe::log::ReplayError> {
     let logs: Vec<(&str, &probe::log::Spec)> = config
         .probes
         .iter()
@@ -225,15 +225,15 @@ pub fn replay_log(
             .iter()
             .find(|(n, _)| *n == want)
             .copied()
-            .ok_or_else(|| format!("no log probe named `{want}` (log probes: {})", names()))?,
+            .ok_or_else(|| probe::log::ReplayError::NoSuchProbe {
+                want: want.to_string(),
+                known: names(),
+            })?,
         None => match logs.as_slice() {
             [one] => *one,
-            [] => return Err("the configuration has no probe of kind log".into()),
+            [] => return Err(probe::log::ReplayError::NoLogProbe),
             _ => {
-                return Err(format!(
-                    "several log probes: choose one with --probe ({})",
-                    names()
-                ));
+                return Err(probe::log::ReplayError::Several(names()));
             }
         },
     };
@@ -251,33 +251,31 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Re-reads the configuration file. An invalid file is refused and the
 /// running configuration stays.
-fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
+fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), ReloadError> {
     let old = shared.current();
     // The parsers refuse what they cannot take; should one still panic, the
     // panic is caught here so that the daemon keeps its running
     // configuration instead of dying on a SIGHUP.
     let load = std::panic::AssertUnwindSafe(|| {
         let Some(path) = old.config.source.clone() else {
-            return Err(
-                "depwatch runs with the built-in default: there is no file to reload".to_string(),
-            );
+            return Err(ReloadError::NoFile);
         };
-        let config = config::load_file(&path).map_err(|e| e.to_string())?;
+        let config = config::load_file(&path)?;
         if config.state_dir != old.config.state_dir {
             tracing::warn!(old = %old.config.state_dir.display(), new = %config.state_dir.display(), "A new state_dir needs a restart; keeping the old one.");
         }
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }
-        build_components(config, Some(&old), &shared.metrics, &shared.store)
-            .map_err(|e| e.to_string())
+        Ok(build_components(
+            config,
+            Some(&old),
+            &shared.metrics,
+            &shared.store,
+        )?)
     });
-    let result = std::panic::catch_unwind(load).unwrap_or_else(|panic| {
-        Err(format!(
-            "internal error while loading the configuration: {} (this is a bug: please report it with the file)",
-            panic_text(&*panic)
-        ))
-    });
+    let result = std::panic::catch_unwind(load)
+        .unwrap_or_else(|panic| Err(ReloadError::Panic(panic_text(&*panic))));
     match result {
         Ok(rt) => {
             let rt = Arc::new(rt);
@@ -297,7 +295,7 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
         }
         Err(e) => {
             shared.metrics.reload_ok.set(0);
-            for line in e.lines() {
+            for line in e.to_string().lines() {
                 tracing::error!(problem = %line, "Configuration reload refused; the previous configuration keeps running.");
             }
             Err(e)

@@ -9,14 +9,32 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::component::Components;
+use crate::config::ConfigError;
 use crate::metrics::Metrics;
+use crate::probe::BuildError;
 use crate::store::Store;
 use crate::util::sync::{read, write};
 
 /// The state every handler gets.
 pub type AppState = Arc<Shared>;
 
-pub type ReloadReply = oneshot::Sender<Result<(), String>>;
+/// Why a reload was refused; the configuration in force keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("depwatch runs with the built-in default: there is no file to reload")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(
+        "internal error while loading the configuration: {0} (this is a bug: please report it with the file)"
+    )]
+    Panic(String),
+}
+
+/// Where the answer to a reload request goes.
+pub type ReloadReply = oneshot::Sender<Result<(), ReloadError>>;
 
 /// Everything the HTTP handlers read.
 pub struct Shared {

@@ -683,10 +683,27 @@ impl Drop for LogProbe {
 
 // ---------------------------------------------------------------- replay
 
+/// Why `replay-log` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{} is not a readable file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("{0}")]
+    Read(String),
+    #[error("the metrics could not be encoded")]
+    Encode,
+    #[error("no log probe named `{want}` (log probes: {known})")]
+    NoSuchProbe { want: String, known: String },
+    #[error("the configuration has no probe of kind log")]
+    NoLogProbe,
+    #[error("several log probes: choose one with --probe ({0})")]
+    Several(String),
+}
+
 /// `depwatch replay-log`: runs a log probe's rules over files from their
 /// beginning to their end and returns the metrics (Prometheus text) they
 /// produce — to try rules on a sample, or to backfill a count.
-pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String, String> {
+pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String, ReplayError> {
     let state = Arc::new(ProbeState {
         component: component.to_string(),
         engine: Mutex::new(Engine::new(spec)),
@@ -695,7 +712,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     });
     for f in files {
         if !f.is_file() {
-            return Err(format!("{} is not a readable file", f.display()));
+            return Err(ReplayError::NotAFile(f.clone()));
         }
     }
     let patterns = files
@@ -706,7 +723,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     loop {
         let stats = poll_into(&mut tailer, &state);
         if let Some(e) = &tailer.last_error {
-            return Err(e.clone());
+            return Err(ReplayError::Read(e.clone()));
         }
         if !stats.more {
             break;
@@ -731,7 +748,8 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
         .sub_registry_with_prefix("depwatch")
         .register_collector(Box::new(Replay(state)));
     let mut om = String::new();
-    prometheus_client::encoding::text::encode(&mut om, &registry).map_err(|e| e.to_string())?;
+    prometheus_client::encoding::text::encode(&mut om, &registry)
+        .map_err(|_| ReplayError::Encode)?;
     Ok(crate::metrics::text::openmetrics_to_text(
         &crate::metrics::text::scrub_controls(om),
     ))
