@@ -14,7 +14,8 @@ use depwatch::metrics::{ComponentKind, Metrics};
 use depwatch::perf::{self, Window};
 use depwatch::probe::Kind;
 use depwatch::probe::storage::fit;
-use depwatch::store::{StorageSample, Store, unix_ms};
+use depwatch::store::{StorageSample, Store};
+use depwatch::util::time::unix_ms;
 
 fn time<T>(name: &str, runs: u32, mut f: impl FnMut() -> T) -> Duration {
     for _ in 0..runs.div_ceil(10) {

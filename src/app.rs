@@ -2,117 +2,30 @@
 //! the HTTP server, reloads on SIGHUP or `POST /-/reload`, and shuts down
 //! gracefully on SIGINT/SIGTERM.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::component::{Component, Components};
 use crate::config::{self, Config};
-use crate::metrics::{Metrics, SeriesGate};
+use crate::http::shared::{ReloadError, ReloadReply, Shared};
+use crate::metrics::Metrics;
+use crate::metrics::kit::SeriesGate;
 use crate::probe::{self, BuildCtx, BuildError};
 use crate::scheduler::Scheduler;
-use crate::state::Component;
 use crate::store::{Store, StoreError};
-
-/// The configuration in force and its components.
-pub struct Runtime {
-    pub config: Config,
-    pub components: Vec<Arc<Component>>,
-    by_name: HashMap<String, usize>,
-}
-
-impl Runtime {
-    /// A runtime of components already built from `config` (in its order).
-    pub fn new(config: Config, components: Vec<Arc<Component>>) -> Runtime {
-        let by_name = components
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name().to_string(), i))
-            .collect();
-        Runtime {
-            config,
-            components,
-            by_name,
-        }
-    }
-
-    pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
-        self.by_name.get(name).map(|i| &self.components[*i])
-    }
-}
-
-pub type ReloadReply = oneshot::Sender<Result<(), String>>;
-
-/// Everything the HTTP handlers read.
-pub struct Shared {
-    pub metrics: Arc<Metrics>,
-    runtime: RwLock<Arc<Runtime>>,
-    pub started: Instant,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub reload_tx: mpsc::Sender<ReloadReply>,
-    pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
-    pub store: Arc<Store>,
-    /// The email fallback and the pipeline watchdog (`crate::alert`).
-    pub alert: Arc<crate::alert::Alerting>,
-}
-
-impl Shared {
-    /// The state of a start: counters at zero, uptime from now. `reload_tx`
-    /// reaches whoever applies reloads (`run`'s loop).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        runtime: Arc<Runtime>,
-        store: Arc<Store>,
-        reload_tx: mpsc::Sender<ReloadReply>,
-    ) -> Shared {
-        let metrics_alert = metrics.alert.clone();
-        Shared {
-            metrics,
-            runtime: RwLock::new(runtime),
-            started: Instant::now(),
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
-            reload_tx,
-            perf_memo: std::sync::Mutex::new(None),
-            store,
-            alert: Arc::new(crate::alert::Alerting::new(metrics_alert)),
-        }
-    }
-
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set_runtime(&self, rt: Arc<Runtime>) {
-        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = rt;
-    }
-
-    pub fn count_cache(&self, hit: bool) {
-        if hit {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            self.metrics.cache_hit.inc();
-        } else {
-            self.cache_misses.fetch_add(1, Ordering::Relaxed);
-            self.metrics.cache_miss.inc();
-        }
-    }
-}
 
 /// Builds the components of `config`, reusing those of `old` that did not
 /// change (same name and configuration) so that they keep their state.
-pub fn build_runtime(
+pub fn build_components(
     config: Config,
-    old: Option<&Runtime>,
+    old: Option<&Components>,
     metrics: &Arc<Metrics>,
     store: &Arc<Store>,
-) -> Result<Runtime, BuildError> {
+) -> Result<Components, BuildError> {
     let mut components = Vec::with_capacity(config.probes.len());
     for p in &config.probes {
         let prev = old.and_then(|o| o.component(&p.name));
@@ -141,13 +54,13 @@ pub fn build_runtime(
         }
         components.push(Arc::new(c));
     }
-    Ok(Runtime::new(config, components))
+    Ok(Components::new(config, components))
 }
 
 /// Retires the components of `old` that `new` does not reuse: their series
 /// go (the general ones too unless a successor of the same name and kind
 /// carries them on), and a check of theirs still in flight writes none.
-fn retire_removed(old: &Runtime, new: &Runtime) {
+fn retire_removed(old: &Components, new: &Components) {
     for c in &old.components {
         let kept = new.component(c.name());
         if kept.is_some_and(|k| Arc::ptr_eq(k, c)) {
@@ -187,7 +100,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
     let metrics = Arc::new(Metrics::new());
-    let runtime = Arc::new(build_runtime(config, None, &metrics, &store)?);
+    let runtime = Arc::new(build_components(config, None, &metrics, &store)?);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
     let shared = Arc::new(Shared::new(
         metrics.clone(),
@@ -208,7 +121,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     tracing::info!(listen = %addr, config = %source, probes = runtime.components.len(), "depwatch started.");
     println!(
         "depwatch {} is watching {} component(s) ({source}).",
-        crate::metrics::VERSION,
+        crate::util::build::VERSION,
         runtime.components.len()
     );
     println!("  status page  http://{addr}/");
@@ -264,7 +177,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             abort.abort();
         }
     }
-    for c in &shared.runtime().components {
+    for c in &shared.current().components {
         if tokio::time::timeout_at(deadline, c.probe.shutdown())
             .await
             .is_err()
@@ -297,6 +210,43 @@ async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
+/// `replay-log` over a configuration: picks the log probe named `probe`
+/// (or the only one) and replays `files` through its rules.
+pub fn replay_log(
+    config: &Config,
+    probe: Option<&str>,
+    files: &[PathBuf],
+) -> Result<String, probe::log::ReplayError> {
+    let logs: Vec<(&str, &probe::log::Spec)> = config
+        .probes
+        .iter()
+        .filter_map(|p| match &p.spec {
+            probe::ProbeSpec::Log(s) => Some((p.name.as_str(), s)),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect();
+    let names = || logs.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let (name, spec) = match probe {
+        Some(want) => logs
+            .iter()
+            .find(|(n, _)| *n == want)
+            .copied()
+            .ok_or_else(|| probe::log::ReplayError::NoSuchProbe {
+                want: want.to_string(),
+                known: names(),
+            })?,
+        None => match logs.as_slice() {
+            [one] => *one,
+            [] => return Err(probe::log::ReplayError::NoLogProbe),
+            _ => {
+                return Err(probe::log::ReplayError::Several(names()));
+            }
+        },
+    };
+    probe::log::replay(spec, name, files)
+}
+
 /// The message of a caught panic.
 pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -308,32 +258,31 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Re-reads the configuration file. An invalid file is refused and the
 /// running configuration stays.
-fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
-    let old = shared.runtime();
+fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), ReloadError> {
+    let old = shared.current();
     // The parsers refuse what they cannot take; should one still panic, the
     // panic is caught here so that the daemon keeps its running
     // configuration instead of dying on a SIGHUP.
     let load = std::panic::AssertUnwindSafe(|| {
         let Some(path) = old.config.source.clone() else {
-            return Err(
-                "depwatch runs with the built-in default: there is no file to reload".to_string(),
-            );
+            return Err(ReloadError::NoFile);
         };
-        let config = config::load_file(&path).map_err(|e| e.to_string())?;
+        let config = config::load_file(&path)?;
         if config.state_dir != old.config.state_dir {
             tracing::warn!(old = %old.config.state_dir.display(), new = %config.state_dir.display(), "A new state_dir needs a restart; keeping the old one.");
         }
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }
-        build_runtime(config, Some(&old), &shared.metrics, &shared.store).map_err(|e| e.to_string())
+        Ok(build_components(
+            config,
+            Some(&old),
+            &shared.metrics,
+            &shared.store,
+        )?)
     });
-    let result = std::panic::catch_unwind(load).unwrap_or_else(|panic| {
-        Err(format!(
-            "internal error while loading the configuration: {} (this is a bug: please report it with the file)",
-            panic_text(&*panic)
-        ))
-    });
+    let result = std::panic::catch_unwind(load)
+        .unwrap_or_else(|panic| Err(ReloadError::Panic(panic_text(&*panic))));
     match result {
         Ok(rt) => {
             let rt = Arc::new(rt);
@@ -341,16 +290,19 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), String> {
             // series are not dropped with its predecessor's.
             retire_removed(&old, &rt);
             scheduler.apply(&rt.components);
-            shared.set_runtime(rt.clone());
+            shared.set_current(rt.clone());
             *shared.perf_memo.lock().unwrap_or_else(|e| e.into_inner()) = None;
             shared.metrics.reload_ok.set(1);
-            shared.metrics.reload_time.set(crate::metrics::unix_now());
+            shared
+                .metrics
+                .reload_time
+                .set(crate::util::time::unix_now());
             tracing::info!(probes = rt.components.len(), "Configuration reloaded.");
             Ok(())
         }
         Err(e) => {
             shared.metrics.reload_ok.set(0);
-            for line in e.lines() {
+            for line in e.to_string().lines() {
                 tracing::error!(problem = %line, "Configuration reload refused; the previous configuration keeps running.");
             }
             Err(e)

@@ -5,13 +5,13 @@
 
 pub mod alert;
 pub mod app;
+pub mod component;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod perf;
 pub mod probe;
 pub mod procfs;
-pub mod redact;
 pub mod scheduler;
-pub mod state;
 pub mod store;
+pub mod util;

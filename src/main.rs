@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use depwatch::{alert, app, config, probe};
+use depwatch::{alert, app, config};
 
 const EX_CONFIG: u8 = 64;
 
@@ -94,34 +94,6 @@ fn load(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigError> {
     })
 }
 
-fn send_test_email(config: &config::Config) -> ExitCode {
-    let Some(alerting) = &config.alerting else {
-        eprintln!("depwatch send-test-email: the configuration has no `alerting.email` section");
-        return ExitCode::FAILURE;
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let host = alert::email::host_name();
-    match runtime.block_on(alert::engine::send_test(alerting, &host, None)) {
-        Ok(reply) => {
-            println!("sent: the server answered {reply}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("depwatch send-test-email: not sent: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig) = cli.command {
@@ -149,7 +121,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_CONFIG);
             }
         };
-        return send_test_email(&config);
+        return match alert::send_test_email(&config) {
+            Ok(reply) => {
+                println!("sent: the server answered {reply}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("depwatch send-test-email: not sent: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Some(Command::ReplayLog { probe, files }) = &cli.command {
         let config = match load(cli.config.as_ref()) {
@@ -159,7 +140,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_CONFIG);
             }
         };
-        return match probe::log::replay_config(&config, probe.as_deref(), files) {
+        return match app::replay_log(&config, probe.as_deref(), files) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::state::Component;
+use crate::component::Component;
 
 pub struct Scheduler {
     tasks: HashMap<String, (Arc<Component>, JoinHandle<()>)>,

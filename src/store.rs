@@ -30,7 +30,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::util::time::unix_ms;
 
 /// The database file's name inside `state_dir`.
 pub const FILE_NAME: &str = "depwatch.db";
@@ -408,7 +411,7 @@ impl Store {
             })),
             "recovered_from_corruption": self.recovered.as_ref().map(|r| json!({
                 "moved_to": r.moved_to.display().to_string(),
-                "at": crate::state::rfc3339(r.at),
+                "at": crate::util::time::rfc3339(r.at),
                 "error": r.error,
             })),
         })
@@ -617,11 +620,6 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
     Ok(target)
 }
 
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 // ---------------------------------------------------------------------------
 // Storage history (table `storage_samples`, migration 1)
 // ---------------------------------------------------------------------------
@@ -699,9 +697,28 @@ impl Store {
 // Log offsets (table `log_offsets`, migration 2)
 // ---------------------------------------------------------------------------
 
+/// Where reading of one file stands, as checkpointed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileMark {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// After the last complete line processed.
+    pub offset: u64,
+    pub fp_len: u32,
+    pub fp: u64,
+}
+
+/// A component's checkpoint: its files and when it was taken.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub saved_at: f64,
+    pub files: Vec<FileMark>,
+}
+
 impl Store {
     /// Replaces the read offsets of a log probe (one row per file it reads).
-    pub fn log_offsets_put(&self, component: &str, saved: &crate::probe::log::tail::Saved) {
+    pub fn log_offsets_put(&self, component: &str, saved: &Saved) {
         let component = component.to_string();
         let saved = saved.clone();
         let saved_ms = (saved.saved_at * 1000.0).round() as i64;
@@ -739,11 +756,7 @@ impl Store {
     }
 
     /// The read offsets of a log probe; `None` when it never saved any.
-    pub async fn log_offsets_get(
-        &self,
-        component: &str,
-    ) -> Result<Option<crate::probe::log::tail::Saved>, StoreError> {
-        use crate::probe::log::tail::{FileMark, Saved};
+    pub async fn log_offsets_get(&self, component: &str) -> Result<Option<Saved>, StoreError> {
         let component = component.to_string();
         self.read(move |c| {
             let mut st = c.prepare_cached(
@@ -788,7 +801,6 @@ mod tests {
 
     #[tokio::test]
     async fn log_offsets_replace_and_survive_reopen() {
-        use crate::probe::log::tail::{FileMark, Saved};
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.log_offsets_get("app-log").await.unwrap(), None);
@@ -801,7 +813,7 @@ mod tests {
             fp: u64::MAX - 7,
         };
         // Recent: older rows go at open (retention).
-        let now = (crate::metrics::unix_now() * 1000.0).round() / 1000.0;
+        let now = (crate::util::time::unix_now() * 1000.0).round() / 1000.0;
         let first = Saved {
             saved_at: now - 1.5,
             files: vec![mark(1, 10), mark(2, 20)],

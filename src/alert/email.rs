@@ -230,7 +230,7 @@ pub fn build(
         .subject(r.subject.clone())
         .message_id(Some(message_id.to_string()))
         .date(SystemTime::now())
-        .user_agent(format!("depwatch/{}", crate::metrics::VERSION))
+        .user_agent(format!("depwatch/{}", crate::util::build::VERSION))
         .header(DepwatchKind(kind.to_string()));
     for to in &cfg.to {
         b = b.to(to.clone());

@@ -15,7 +15,7 @@ use super::config::{AlertingConfig, Mode};
 use super::email::{self, Outgoing};
 use super::incident::{Book, EmailKind, Incident, Intent, Obs, Policy};
 use super::render::{self, CompView, View, now_ms};
-use crate::app::Shared;
+use crate::http::shared::Shared;
 use crate::probe::Status;
 
 /// How often the engine looks at the components and the pipeline.
@@ -52,7 +52,9 @@ fn ago_text(now: i64, ms: Option<i64>) -> String {
             crate::config::units::format_duration(Duration::from_secs(
                 ((now - t).max(0) / 1000) as u64
             )),
-            crate::state::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(t.max(0) as u64))
+            crate::util::time::rfc3339(
+                std::time::UNIX_EPOCH + Duration::from_millis(t.max(0) as u64)
+            )
         ),
     }
 }
@@ -96,7 +98,7 @@ async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     if let Some((kind, subject, at, reply)) = saved.last_sent {
         a.lock().last_email = Some(json!({
             "kind": kind, "subject": subject, "reply": reply,
-            "at": crate::state::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64)),
+            "at": crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64)),
         }));
     }
     let mut e = Engine {
@@ -115,7 +117,7 @@ async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 impl Engine {
     fn tick(&mut self) {
-        let rt = self.shared.runtime();
+        let rt = self.shared.current();
         let shared = self.shared.clone();
         let a = &shared.alert;
         let now = now_ms();
@@ -254,7 +256,7 @@ impl Engine {
                     "id": i.id,
                     "scope": i.scope,
                     "components": i.open_members().map(|m| m.component.clone()).collect::<Vec<_>>(),
-                    "opened_at": crate::state::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(i.opened_ms.max(0) as u64)),
+                    "opened_at": crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(i.opened_ms.max(0) as u64)),
                     "emailed": i.notify,
                     "emails": i.emails,
                 })
@@ -263,7 +265,12 @@ impl Engine {
         a.lock().open = views;
     }
 
-    fn view(&self, cfg: &AlertingConfig, rt: &crate::app::Runtime, held_back: u64) -> View {
+    fn view(
+        &self,
+        cfg: &AlertingConfig,
+        rt: &crate::component::Components,
+        held_back: u64,
+    ) -> View {
         let a = &self.shared.alert;
         let i = a.lock();
         let mut alert_runbooks = std::collections::BTreeMap::new();
@@ -298,7 +305,7 @@ impl Engine {
                         critical: c.cfg.critical,
                         error: l.error.clone(),
                         reason: l.reason.map(|r| r.as_str().to_string()),
-                        checked_at_ms: l.checked_at.map(crate::store::unix_ms),
+                        checked_at_ms: l.checked_at.map(crate::util::time::unix_ms),
                         consecutive_failures: l.consecutive_failures,
                         details: serde_json::Value::Object(l.details.clone()),
                     }
@@ -318,7 +325,7 @@ impl Engine {
         ecfg: &super::config::EmailConfig,
         intent: Intent,
         now: i64,
-        rt: &crate::app::Runtime,
+        rt: &crate::component::Components,
     ) {
         let a = &self.shared.alert;
         {
@@ -389,7 +396,7 @@ impl Engine {
 async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     use crate::probe::http::{Client, Spec, Target};
     loop {
-        let rt = shared.runtime();
+        let rt = shared.current();
         let cfg = rt.config.alerting.as_ref();
         let every = cfg.map_or(Duration::from_secs(1), |c| c.check_interval);
         match cfg.and_then(|c| c.alertmanager_url.clone()) {
@@ -471,7 +478,7 @@ async fn sender(
         let Some(head) = q.front().cloned() else {
             continue;
         };
-        let rt = shared.runtime();
+        let rt = shared.current();
         let Some(ecfg) = rt.config.alerting.as_ref().and_then(|c| c.email.clone()) else {
             // Email was removed by a reload: keep the outbox until it is back.
             if stopped(&mut stop, Duration::from_secs(1)).await {
@@ -487,7 +494,7 @@ async fn sender(
             r = email::deliver(&ecfg, &head) => r,
         };
         let now = now_ms();
-        let at = crate::state::rfc3339(std::time::SystemTime::now());
+        let at = crate::util::time::rfc3339(std::time::SystemTime::now());
         match result {
             Ok(reply) => {
                 shared.store.alert_email_sent(head.id, now, reply.clone());

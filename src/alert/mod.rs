@@ -236,7 +236,7 @@ impl Alerting {
     pub fn health_json(&self) -> Value {
         let i = self.lock();
         let at = |ms: i64| {
-            crate::state::rfc3339(
+            crate::util::time::rfc3339(
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
             )
         };
@@ -346,4 +346,19 @@ impl Alerting {
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
+}
+
+/// `depwatch send-test-email`: sends a test message through `alerting.email`
+/// on a runtime of its own; the server's reply or the exact failure.
+pub fn send_test_email(config: &crate::config::Config) -> Result<String, String> {
+    let Some(alerting) = &config.alerting else {
+        return Err("the configuration has no `alerting.email` section".into());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(engine::send_test(alerting, &email::host_name(), None))
+        .map_err(|e| e.to_string())
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::incident::{EmailKind, Incident, Scope};
-use crate::store::unix_ms;
+use crate::util::time::unix_ms;
 
 /// A component as the email shows it.
 #[derive(Clone, Debug)]
@@ -50,7 +50,7 @@ pub struct Rendered {
 
 fn at(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    crate::state::rfc3339(t)
+    crate::util::time::rfc3339(t)
 }
 
 fn ago(now: i64, ms: i64) -> String {

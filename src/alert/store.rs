@@ -176,18 +176,20 @@ mod tests {
             to: vec!["d@e.f".into()],
             body: Arc::new(b"body".to_vec()),
         };
-        s.alert_email_put(&mk(1), 1_000);
-        s.alert_email_put(&mk(2), 2_000);
-        s.alert_email_sent(1, 3_000, "250 ok".into());
+        // Real times: a reopen prunes sent rows older than MAX_RETENTION.
+        let t = crate::util::time::unix_ms(std::time::SystemTime::now());
+        s.alert_email_put(&mk(1), t - 2_000);
+        s.alert_email_put(&mk(2), t - 1_000);
+        s.alert_email_sent(1, t - 500, "250 ok".into());
         s.close().await.unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let saved = s.alert_load(4_000).await.unwrap();
+        let saved = s.alert_load(t).await.unwrap();
         assert_eq!(saved.open.len(), 1);
         assert_eq!(saved.next_incident, 2);
         assert_eq!(saved.next_email, 3);
         assert_eq!(saved.unsent.len(), 1);
         assert_eq!(saved.unsent[0].id, 2);
-        assert_eq!(saved.recent_ms, vec![1_000, 2_000]);
+        assert_eq!(saved.recent_ms, vec![t - 2_000, t - 1_000]);
         assert_eq!(saved.last_sent.unwrap().3.as_deref(), Some("250 ok"));
     }
 }

@@ -112,7 +112,7 @@ pub async fn test_email(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers, true)?;
-    let rt = s.runtime();
+    let rt = s.current();
     let Some(cfg) = rt.config.alerting.clone() else {
         return Err(ApiError::BadRequest(
             "alerting is not configured: add an `alerting.email` section".into(),

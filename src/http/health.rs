@@ -8,22 +8,29 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, AppState, ComponentQuery};
-use crate::app::{Runtime, Shared};
+use super::error::ApiError;
+use super::shared::AppState;
+use super::shared::Shared;
+use crate::component::{Component, Latest, verdict};
 use crate::config::PerfConfig;
 use crate::perf;
 use crate::probe::Status;
-use crate::state::{Component, Latest, rfc3339, verdict};
+use crate::util::time::rfc3339;
+
+#[derive(Deserialize)]
+pub(super) struct ComponentQuery {
+    pub(super) component: Option<String>,
+}
 
 pub(super) async fn health(
     State(s): State<AppState>,
     Query(q): Query<ComponentQuery>,
 ) -> Result<Response, ApiError> {
-    let rt = s.runtime();
+    let rt = s.current();
     let ttl = rt.config.health.cache_ttl;
     let selected: Vec<Arc<Component>> = match &q.component {
         Some(name) => vec![
@@ -51,7 +58,7 @@ pub(super) async fn health(
         status: status.as_str(),
         timestamp: rfc3339(SystemTime::now()),
         uptime_seconds: perf::round2(s.started.elapsed().as_secs_f64()),
-        version: crate::metrics::VERSION,
+        version: crate::util::build::VERSION,
         components: Components(&selected, &results),
         performance: &performance,
         state_store: s.store.status_json(),
@@ -188,7 +195,7 @@ fn slowest<'a>(windows: impl Iterator<Item = (&'a str, &'a perf::Window)>, n: us
 
 /// The performance section for all components, recomputed at most once a
 /// second so that a flood of health requests does not sort windows each time.
-fn performance(s: &Shared, rt: &Runtime) -> Arc<Value> {
+fn performance(s: &Shared, rt: &crate::component::Components) -> Arc<Value> {
     let mut memo = s.perf_memo.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((at, v)) = memo.as_ref()
         && at.elapsed() < Duration::from_secs(1)

@@ -6,12 +6,13 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::response::Html;
 
-use super::AppState;
+use super::shared::AppState;
+use crate::component::verdict;
 use crate::probe::Status;
-use crate::state::{rfc3339, verdict};
+use crate::util::time::rfc3339;
 
 pub(super) async fn status_page(State(s): State<AppState>) -> Html<String> {
-    let rt = s.runtime();
+    let rt = s.current();
     let rows: Vec<_> = rt
         .components
         .iter()
@@ -30,7 +31,7 @@ td,th{{padding:.35em .8em;border-bottom:1px solid #ddd;text-align:left}}.healthy
 <p>Version {version}, up {uptime:.0} s. Machine-readable: <a href="api/health">/api/health</a>, <a href="metrics">/metrics</a>.</p>
 <table><tr><th>component</th><th>kind</th><th>status</th><th>last check</th><th>response</th><th>error</th></tr>"#,
         overall = overall.as_str(),
-        version = crate::metrics::VERSION,
+        version = crate::util::build::VERSION,
         uptime = s.started.elapsed().as_secs_f64(),
     );
     for (c, l) in &rows {

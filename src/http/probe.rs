@@ -24,8 +24,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use super::{ApiError, AppState, OPENMETRICS, TEXT_004};
-use crate::metrics::{GaugeF, openmetrics_to_text};
+use super::error::ApiError;
+use super::scrape::{OPENMETRICS, TEXT_004};
+use super::shared::AppState;
+use crate::metrics::kit::GaugeF;
+use crate::metrics::text::openmetrics_to_text;
 use crate::probe::Probe;
 use crate::probe::http::{self, Target};
 
@@ -110,7 +113,7 @@ pub(super) async fn probe(
         )
     })?;
     let budget = scrape_budget(&headers)?;
-    let rt = s.runtime();
+    let rt = s.current();
     let om = match q.module.filter(|m| !m.is_empty()) {
         Some(name) => {
             let module = rt.config.modules.get(&name).ok_or_else(|| {
@@ -185,8 +188,8 @@ async fn run_module(
 /// through the single-flight `run_check`. So, like `/api/health`, a flood
 /// of requests costs at most one check per TTL.
 async fn run_configured(
-    s: &crate::app::Shared,
-    c: &Arc<crate::state::Component>,
+    s: &crate::http::shared::Shared,
+    c: &Arc<crate::component::Component>,
     budget: Option<Duration>,
     ttl: Duration,
 ) -> String {

@@ -36,13 +36,16 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
+use crate::config::check::Checker;
 use crate::config::units::format_duration;
+use crate::config::units::{Dur, Secret, Size};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret, Size};
-use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
+use crate::util::text::short;
 
 /// How a partner API check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -1160,8 +1163,15 @@ pub struct HttpProbe {
     gate: SeriesGate,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<HttpProbe, BuildError> {
-    let mut probe = build_with(spec, ctx.name, ctx.metrics.http.clone())?;
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<HttpProbe, BuildError> {
+    let mut probe = build_with(
+        spec,
+        ctx.name,
+        FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
+    )?;
     probe.gate = ctx.gate.clone();
     Ok(probe)
 }
@@ -1437,10 +1447,10 @@ impl HttpProbe {
             d.insert("tls_version".into(), json!(v));
         }
         if let Some(na) = t.cert_not_after {
-            let left = na as f64 - crate::metrics::unix_now();
+            let left = na as f64 - crate::util::time::unix_now();
             d.insert(
                 "cert_not_after".into(),
-                json!(crate::state::rfc3339(
+                json!(crate::util::time::rfc3339(
                     SystemTime::UNIX_EPOCH + Duration::from_secs(na.max(0) as u64)
                 )),
             );
@@ -1825,7 +1835,11 @@ impl HttpProbe {
                     Some(got) if !json_eq(got, want) => {
                         return fail(
                             Reason::Expectation,
-                            format!("JSON {p} is {}, expected {}", short(got), short(want)),
+                            format!(
+                                "JSON {p} is {}, expected {}",
+                                short(got, 80),
+                                short(want, 80)
+                            ),
                         );
                     }
                     _ => {}
@@ -1844,7 +1858,7 @@ impl HttpProbe {
             );
         }
         if let Some(na) = t.cert_not_after {
-            let left = na as f64 - crate::metrics::unix_now();
+            let left = na as f64 - crate::util::time::unix_now();
             let days = left / 86_400.0;
             let what = if left <= 0.0 {
                 "the certificate has expired".to_string()
@@ -1871,15 +1885,6 @@ fn json_eq(got: &Value, want: &Value) -> bool {
             serde_json::from_str::<Value>(s).is_ok_and(|w| json_eq(got, &w))
         }
         _ => got == want,
-    }
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 80 {
-        format!("{}…", s.chars().take(80).collect::<String>())
-    } else {
-        s
     }
 }
 

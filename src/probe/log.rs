@@ -25,10 +25,12 @@ use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
 use crate::config::units::format_duration;
+use crate::util::sync::lock;
 pub use config::{DurUnit, FamilyType, RuleSpec, Spec, StartAt, Test, ValueKind};
 use rules::{Engine, LineKind};
 use tail::{OffsetStore, Saved, Tailer};
@@ -91,7 +93,7 @@ impl Checkpointer {
         if !l.1 {
             return;
         }
-        l.0.saved_at = crate::metrics::unix_now();
+        l.0.saved_at = crate::util::time::unix_now();
         self.store.save(&self.component, &l.0);
         l.1 = false;
     }
@@ -168,11 +170,6 @@ impl Metrics {
         r.register_collector(Box::new(Collector(live.clone())));
         Metrics { live }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock holds plain numbers: keep serving them.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]
@@ -365,8 +362,11 @@ pub struct LogProbe {
     _checkpoint: Arc<Checkpointer>,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<LogProbe, BuildError> {
-    let live = ctx.metrics.log.live.clone();
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<LogProbe, BuildError> {
+    let live = FamiliesOf::<Metrics>::families(ctx.metrics).live.clone();
     // Rule families are shared by name across probes: their types must agree.
     let mine = spec.families();
     for (_, other) in lock(&live.probes).iter() {
@@ -442,7 +442,7 @@ fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
     let mut since_lock = 0u32;
     let counts = &state.counts;
     let t0 = Instant::now();
-    let unix0 = crate::metrics::unix_now();
+    let unix0 = crate::util::time::unix_now();
     let stats = tailer.poll(&mut |line| {
         let Some(line) = line else {
             counts.invalid.fetch_add(1, Ordering::Relaxed);
@@ -595,7 +595,7 @@ impl LogProbe {
                 rd.insert(
                     "last_match".into(),
                     r.last_match_unix.map_or(Value::Null, |t| {
-                        json!(crate::state::rfc3339(
+                        json!(crate::util::time::rfc3339(
                             std::time::UNIX_EPOCH + Duration::from_secs_f64(t)
                         ))
                     }),
@@ -683,10 +683,27 @@ impl Drop for LogProbe {
 
 // ---------------------------------------------------------------- replay
 
+/// Why `replay-log` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{} is not a readable file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("{0}")]
+    Read(String),
+    #[error("the metrics could not be encoded")]
+    Encode,
+    #[error("no log probe named `{want}` (log probes: {known})")]
+    NoSuchProbe { want: String, known: String },
+    #[error("the configuration has no probe of kind log")]
+    NoLogProbe,
+    #[error("several log probes: choose one with --probe ({0})")]
+    Several(String),
+}
+
 /// `depwatch replay-log`: runs a log probe's rules over files from their
 /// beginning to their end and returns the metrics (Prometheus text) they
 /// produce — to try rules on a sample, or to backfill a count.
-pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String, String> {
+pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String, ReplayError> {
     let state = Arc::new(ProbeState {
         component: component.to_string(),
         engine: Mutex::new(Engine::new(spec)),
@@ -695,7 +712,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     });
     for f in files {
         if !f.is_file() {
-            return Err(format!("{} is not a readable file", f.display()));
+            return Err(ReplayError::NotAFile(f.clone()));
         }
     }
     let patterns = files
@@ -706,7 +723,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     loop {
         let stats = poll_into(&mut tailer, &state);
         if let Some(e) = &tailer.last_error {
-            return Err(e.clone());
+            return Err(ReplayError::Read(e.clone()));
         }
         if !stats.more {
             break;
@@ -716,7 +733,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     tailer.finish(&mut |line| {
         let mut e = lock(&state.engine);
         let kind = match line {
-            Some(l) => e.line(l, Instant::now(), crate::metrics::unix_now()),
+            Some(l) => e.line(l, Instant::now(), crate::util::time::unix_now()),
             None => LineKind::Invalid,
         };
         let c = &state.counts;
@@ -731,9 +748,10 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
         .sub_registry_with_prefix("depwatch")
         .register_collector(Box::new(Replay(state)));
     let mut om = String::new();
-    prometheus_client::encoding::text::encode(&mut om, &registry).map_err(|e| e.to_string())?;
-    Ok(crate::metrics::openmetrics_to_text(
-        &crate::metrics::scrub_controls(om),
+    prometheus_client::encoding::text::encode(&mut om, &registry)
+        .map_err(|_| ReplayError::Encode)?;
+    Ok(crate::metrics::text::openmetrics_to_text(
+        &crate::metrics::text::scrub_controls(om),
     ))
 }
 
@@ -744,43 +762,6 @@ impl prometheus_client::collector::Collector for Replay {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
         encode_probes(std::slice::from_ref(&self.0), &mut enc)
     }
-}
-
-/// `replay-log` over a configuration: picks the log probe named `probe`
-/// (or the only one) and replays `files` through its rules.
-pub fn replay_config(
-    config: &crate::config::Config,
-    probe: Option<&str>,
-    files: &[PathBuf],
-) -> Result<String, String> {
-    let logs: Vec<(&str, &Spec)> = config
-        .probes
-        .iter()
-        .filter_map(|p| match &p.spec {
-            super::ProbeSpec::Log(s) => Some((p.name.as_str(), s)),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })
-        .collect();
-    let names = || logs.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-    let (name, spec) = match probe {
-        Some(want) => logs
-            .iter()
-            .find(|(n, _)| *n == want)
-            .copied()
-            .ok_or_else(|| format!("no log probe named `{want}` (log probes: {})", names()))?,
-        None => match logs.as_slice() {
-            [one] => *one,
-            [] => return Err("the configuration has no probe of kind log".into()),
-            _ => {
-                return Err(format!(
-                    "several log probes: choose one with --probe ({})",
-                    names()
-                ));
-            }
-        },
-    };
-    replay(spec, name, files)
 }
 
 #[cfg(test)]
@@ -824,7 +805,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
         let kinds = crate::probe::KindMetrics::register(&mut Registry::default());
-        let gate = crate::metrics::SeriesGate::default();
+        let gate = crate::metrics::kit::SeriesGate::default();
         let spec = spec_of("rules:\n  - metric: hits\n");
         let build_all = |generation: usize| -> Vec<LogProbe> {
             (0..5)

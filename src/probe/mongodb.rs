@@ -23,14 +23,17 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
-use super::redis::{redact_url, scrub};
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
+use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
+use crate::config::check::Checker;
+use crate::config::units::{Dur, Secret};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret};
-use crate::metrics::{ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
+use crate::util::redact::{redact_url, scrub};
+use crate::util::sync::lock;
 
 /// How a MongoDB check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -541,7 +544,10 @@ pub struct MongoProbe {
     gate: SeriesGate,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<MongoProbe, BuildError> {
+pub fn build<F: FamiliesOf<Metrics> + FamiliesOf<queue::Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<MongoProbe, BuildError> {
     Ok(MongoProbe {
         spec: spec.clone(),
         timeout: ctx.timeout,
@@ -550,15 +556,14 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<MongoProbe, BuildError> {
         label: ComponentOnly {
             component: ctx.name.to_string(),
         },
-        metrics: ctx.metrics.mongodb.clone(),
-        queues: Publisher::new(ctx.name, ctx.metrics.queue.clone()),
+        metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
+        queues: Publisher::new(
+            ctx.name,
+            FamiliesOf::<queue::Metrics>::families(ctx.metrics).clone(),
+        ),
         series: Mutex::new(BTreeSet::new()),
         gate: ctx.gate.clone(),
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What one query gave: one value, or one per labelled result document.

@@ -15,12 +15,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
+use crate::config::check::Checker;
+use crate::config::units::Size;
 use crate::config::yaml::Node;
-use crate::config::{Checker, Size};
-use crate::metrics::{AbsCounter, ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::kit::{AbsCounter, ComponentOnly, GaugeF, SeriesGate};
 
 /// How a process check fails.
 pub const REASONS: &[Reason] = &[Reason::NotFound, Reason::Timeout];
@@ -212,13 +214,16 @@ struct Seen {
     restarts: u64,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<ProcessProbe, BuildError> {
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<ProcessProbe, BuildError> {
     Ok(ProcessProbe {
         spec: spec.clone(),
         label: ComponentOnly {
             component: ctx.name.to_string(),
         },
-        metrics: ctx.metrics.process.clone(),
+        metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
         state: std::sync::Arc::new(Mutex::new(Seen {
             system: None,
             last: None,

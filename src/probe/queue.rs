@@ -14,10 +14,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
-use super::{Outcome, Status};
-use crate::config::Checker;
+use super::core::{Outcome, Status};
+use crate::config::check::Checker;
 use crate::config::units::{Dur, format_duration};
-use crate::metrics::GaugeF;
+use crate::metrics::kit::GaugeF;
 
 /// The state of a job, as BullMQ names them (`waiting-children` included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

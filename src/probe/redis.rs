@@ -20,13 +20,17 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo, Value as RValue};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
+use super::queue::{self, JobState, Publisher, Snapshot, Thresholds};
+use crate::config::check::Checker;
+use crate::config::units::{Dur, Secret};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret};
-use crate::metrics::{AbsCounter, ComponentOnly, SeriesGate};
+use crate::metrics::kit::{AbsCounter, ComponentOnly, SeriesGate};
+use crate::util::redact::{redact_url, scrub};
+use crate::util::sync::lock;
 
 /// How a Redis check fails (the counters of these start at 0).
 pub const REASONS: &[Reason] = &[
@@ -362,77 +366,6 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
     })
 }
 
-/// `scheme://user:***@host/...`: a URL without its password.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    // The userinfo ends at the last '@' before the path.
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let user = &authority[..at];
-            let user = match user.split_once(':') {
-                Some((u, _)) => format!("{u}:***"),
-                None => user.to_string(),
-            };
-            format!("{scheme}://{user}@{}", &rest[at + 1..])
-        }
-        None => url.to_string(),
-    }
-}
-
-/// Removes every secret (and the URL's password) from a message.
-pub fn scrub(msg: &str, secrets: &[&str]) -> String {
-    let mut out = msg.to_string();
-    for s in secrets {
-        if let Some(p) = url_password(s) {
-            out = out.replace(s, &redact_url(s));
-            // The driver may show the password decoded (`p%40ss` is `p@ss`).
-            for p in [percent_decode(&p), p] {
-                if p.len() >= 3 {
-                    out = out.replace(&p, "***");
-                }
-            }
-        } else if s.len() >= 3 {
-            out = out.replace(s, "***");
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn url_password(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let user = &authority[..authority.rfind('@')?];
-    user.split_once(':').map(|(_, p)| p.to_string())
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DbLabels {
     component: String,
@@ -567,7 +500,10 @@ pub struct RedisProbe {
     gate: SeriesGate,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
+pub fn build<F: FamiliesOf<Metrics> + FamiliesOf<queue::Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<RedisProbe, BuildError> {
     let fail = |message: String| BuildError {
         name: ctx.name.to_string(),
         message,
@@ -586,7 +522,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
     if let Some(p) = &spec.password {
         settings = settings.set_password(p.expose());
     }
-    settings = settings.set_lib_name("depwatch", crate::metrics::VERSION);
+    settings = settings.set_lib_name("depwatch", crate::util::build::VERSION);
     let info = info.set_redis_settings(settings);
     let client = match &spec.tls_ca {
         Some(pem) => redis::Client::build_with_tls(
@@ -619,8 +555,11 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
         label: ComponentOnly {
             component: ctx.name.to_string(),
         },
-        metrics: ctx.metrics.redis.clone(),
-        queues: Publisher::new(ctx.name, ctx.metrics.queue.clone()),
+        metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
+        queues: Publisher::new(
+            ctx.name,
+            FamiliesOf::<queue::Metrics>::families(ctx.metrics).clone(),
+        ),
         script: redis::Script::new(SCRIPT),
         hits: Mutex::new(HitWindow::default()),
         discovered: Mutex::new(None),
@@ -628,10 +567,6 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<RedisProbe, BuildError> {
         dbs: Mutex::new(BTreeSet::new()),
         gate: ctx.gate.clone(),
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One queue to read in this check (a configured one, or a discovered one).
@@ -1264,30 +1199,6 @@ impl Probe for RedisProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_password() {
-        assert_eq!(
-            redact_url("redis://:s3cret@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("mongodb://app:p%40ss@db1,db2/app?authSource=admin"),
-            "mongodb://app:***@db1,db2/app?authSource=admin"
-        );
-        assert_eq!(redact_url("redis://127.0.0.1"), "redis://127.0.0.1");
-        assert_eq!(
-            scrub(
-                "cannot reach redis://u:hunter22@h/0 (hunter22)",
-                &["redis://u:hunter22@h/0"]
-            ),
-            "cannot reach redis://u:***@h/0 (***)"
-        );
-        assert_eq!(
-            scrub("auth failed for p@ss-word", &["mongodb://u:p%40ss-word@h/"]),
-            "auth failed for ***"
-        );
-    }
 
     #[test]
     fn info_is_parsed() {

@@ -21,14 +21,18 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::http::{self, Target};
-use super::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Outcome, Probe, Reason, Status,
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
+use super::http::{self, Target};
+use crate::config::check::Checker;
+use crate::config::units::{Dur, Secret, format_duration};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Secret, units::format_duration};
-use crate::metrics::{GaugeF, SeriesGate};
-use crate::store::{StorageSample, Store, unix_ms};
+use crate::metrics::kit::{GaugeF, SeriesGate};
+use crate::store::{StorageSample, Store};
+use crate::util::text::short;
+use crate::util::time::unix_ms;
 
 /// How a storage check fails: statvfs (not_found, io, timeout for a hung
 /// mount) and the http source (connect, dns, tls, status, bad_response,
@@ -659,7 +663,10 @@ struct History {
     last_prune_ms: i64,
 }
 
-pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<StorageProbe, BuildError> {
     let target = spec.target();
     let client = match &spec.source {
         Source::Statvfs(_) => None,
@@ -685,7 +692,7 @@ pub fn build(spec: &Spec, ctx: &BuildCtx) -> Result<StorageProbe, BuildError> {
                 path: target.clone(),
             },
             target,
-            metrics: ctx.metrics.storage.clone(),
+            metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
             store: ctx.store.clone(),
             history: tokio::sync::Mutex::new(History::default()),
             client,
@@ -1032,20 +1039,11 @@ fn number_at(doc: &Value, pointer: &str, shown: &str) -> Result<u64, CheckError>
                 "the answer of {shown} has no byte count at {pointer} (found {})",
                 match v {
                     None => "nothing".to_string(),
-                    Some(v) => short(v),
+                    Some(v) => short(v, 40),
                 }
             ),
         )
     })
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 40 {
-        format!("{}…", s.chars().take(40).collect::<String>())
-    } else {
-        s
-    }
 }
 
 fn clamp_i64(v: u64) -> i64 {

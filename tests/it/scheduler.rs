@@ -68,7 +68,7 @@ async fn a_check_past_its_timeout_fails_with_reason_timeout() {
     let mut scheduler = Scheduler::new();
     scheduler.apply(&app.components());
     tokio::time::sleep(3 * S).await;
-    let c = app.shared.runtime().component("a").cloned().unwrap();
+    let c = app.shared.current().component("a").cloned().unwrap();
     let l = c.latest();
     assert_eq!(l.reason, Some(Reason::Timeout), "{l:?}");
     assert_eq!(
@@ -111,7 +111,7 @@ async fn shutdown_stops_every_task_and_lets_a_check_in_flight_end() {
     // A check is in flight (0s..3s): the grace lets it end and record.
     scheduler.shutdown(10 * S).await;
     assert_eq!(Instant::now() - t0, 3 * S, "shutdown waited for the check");
-    let c = app.shared.runtime().component("a").cloned().unwrap();
+    let c = app.shared.current().component("a").cloned().unwrap();
     assert!(c.latest().up, "the check in flight was recorded");
     tokio::time::sleep(60 * S).await;
     assert_eq!(app.probe("a").checks(), 1, "no check after shutdown");

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use depwatch::app::{ReloadReply, Runtime, Shared};
+use depwatch::component::Component;
+use depwatch::component::Components;
+use depwatch::http::shared::{ReloadReply, Shared};
 use depwatch::probe::{BoxFuture, CheckResult, Outcome, Probe};
-use depwatch::state::Component;
 use depwatch::store::Store;
 use serde_json::Value;
 
@@ -676,11 +677,11 @@ impl App {
                     fake,
                     metrics.clone(),
                     config.health.performance.clone(),
-                    depwatch::metrics::SeriesGate::default(),
+                    depwatch::metrics::kit::SeriesGate::default(),
                 ))
             })
             .collect();
-        let runtime = Arc::new(Runtime::new(config, components));
+        let runtime = Arc::new(Components::new(config, components));
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         App {
             shared: Arc::new(Shared::new(metrics, runtime, store, reload_tx)),
@@ -699,7 +700,7 @@ impl App {
 
     /// The components, for the scheduler.
     pub fn components(&self) -> Vec<Arc<Component>> {
-        self.shared.runtime().components.clone()
+        self.shared.current().components.clone()
     }
 
     /// Sends one request through a fresh `router()`.

@@ -11,10 +11,10 @@ use regex::Regex;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
-use super::rules;
+use crate::config::check::Checker;
 use crate::config::de::hinted;
+use crate::config::units::{Dur, Size};
 use crate::config::yaml::Node;
-use crate::config::{Checker, Dur, Size};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,8 +114,8 @@ impl PartialEq for Pattern {
 /// One condition of a rule's `match:`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Test {
-    Equals(rules::Scalar),
-    OneOf(Vec<rules::Scalar>),
+    Equals(Scalar),
+    OneOf(Vec<Scalar>),
     Regex(Pattern),
     Exists(bool),
 }
@@ -284,6 +284,27 @@ impl<'de> Deserialize<'de> for RawLabel {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A configured constant to compare with.
+#[derive(Clone, Debug)]
+pub struct Scalar {
+    pub text: String,
+    pub num: Option<f64>,
+}
+
+impl PartialEq for Scalar {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Scalar {
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let num = text.parse().ok();
+        Scalar { text, num }
     }
 }
 
@@ -518,7 +539,7 @@ fn parse_rule(
     for (field, t) in r.matches {
         let fp = format!("{at}.match.{field}");
         let test = match t {
-            RawTest::Equals(s) => Test::Equals(rules::Scalar::new(s)),
+            RawTest::Equals(s) => Test::Equals(Scalar::new(s)),
             RawTest::OneOf(list) => {
                 if list.is_empty() {
                     bad(
@@ -527,7 +548,7 @@ fn parse_rule(
                         "list the accepted values",
                     );
                 }
-                Test::OneOf(list.into_iter().map(rules::Scalar::new).collect())
+                Test::OneOf(list.into_iter().map(Scalar::new).collect())
             }
             RawTest::Regex(re) => match Regex::new(&re) {
                 Ok(re) => Test::Regex(Pattern(re)),

@@ -16,9 +16,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::config::{DurUnit, RuleSpec, Scalar, Spec, Test, ValueKind};
 use super::godur;
 use super::stats::{Latency, SlowOp, Slowest};
-use super::{DurUnit, RuleSpec, Spec, Test, ValueKind};
 
 /// What a line was, for `depwatch_log_lines_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,26 +264,7 @@ impl<'a> Field<'a> {
     }
 }
 
-/// A configured constant to compare with.
-#[derive(Clone, Debug)]
-pub struct Scalar {
-    pub text: String,
-    pub num: Option<f64>,
-}
-
-impl PartialEq for Scalar {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
 impl Scalar {
-    pub fn new(text: impl Into<String>) -> Self {
-        let text = text.into();
-        let num = text.parse().ok();
-        Scalar { text, num }
-    }
-
     fn matches(&self, f: &Field) -> bool {
         match f {
             // 200 and 200.0 are the same number.
@@ -323,7 +304,7 @@ impl Label {
     fn id(&mut self, value: &str, cap: usize) -> u32 {
         // Control characters (a JSON "\u0000") never reach a label: values
         // differing only there are one series.
-        let value = crate::metrics::label_safe(value);
+        let value = crate::metrics::kit::label_safe(value);
         if let Some(id) = self.ids.get(value.as_ref()) {
             return *id;
         }
@@ -564,7 +545,7 @@ impl Engine {
                             .and_then(&get)
                             .map(|f| f.text().to_string())
                             .unwrap_or_else(|| {
-                                crate::state::rfc3339(
+                                crate::util::time::rfc3339(
                                     std::time::UNIX_EPOCH
                                         + std::time::Duration::from_secs_f64(unix_now),
                                 )

@@ -16,10 +16,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::StartAt;
-use crate::probe::BoxFuture;
+use super::config::StartAt;
+use crate::probe::core::BoxFuture;
+pub use crate::store::{FileMark, Saved};
 
 /// The first bytes of a file hashed to tell files apart (Vector and Fluent
 /// Bit do the same): an inode number can be reused after a deletion.
@@ -33,25 +32,6 @@ const POLL_BUDGET: u64 = 64 * 1024 * 1024;
 /// A rotated-away or deleted file is kept open this long after its last
 /// growth: writers keep appending to the old file until they reopen.
 const ROTATE_WAIT: Duration = Duration::from_secs(5);
-
-/// Where reading of one file stands, as checkpointed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FileMark {
-    pub path: String,
-    pub dev: u64,
-    pub ino: u64,
-    /// After the last complete line processed.
-    pub offset: u64,
-    pub fp_len: u32,
-    pub fp: u64,
-}
-
-/// A component's checkpoint: its files and when it was taken.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Saved {
-    pub saved_at: f64,
-    pub files: Vec<FileMark>,
-}
 
 /// Persists read offsets: the state store in depwatch, something simpler in
 /// tests. Saving only queues the write (it never blocks a reader).

@@ -1,21 +1,26 @@
 //! The metric registry: general families every component has, depwatch's own
 //! process metrics, build info, and the two exposition formats.
 //!
-//! Probes write into families; a scrape only encodes what is there.
+//! Probes write into families; a scrape only encodes what is there. The
+//! building blocks of families are in [`kit`], the formats in [`text`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+pub mod kit;
+pub mod text;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::http::serve::ServerMetrics;
 use crate::probe::{Kind, KindMetrics, Reason, Status};
+use crate::util::build::{REVISION, RUSTC, VERSION};
+use crate::util::time::unix_now;
+use kit::{ComponentOnly, GaugeF};
+use text::{openmetrics_to_text, scrub_controls};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentKind {
@@ -38,11 +43,6 @@ pub struct ComponentFailure {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ComponentOnly {
-    pub component: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheResult {
     pub result: &'static str,
 }
@@ -52,77 +52,6 @@ struct BuildLabels {
     version: &'static str,
     revision: &'static str,
     rustc: &'static str,
-}
-
-/// A float gauge.
-pub type GaugeF = Gauge<f64, AtomicU64>;
-
-/// A counter whose value is read from elsewhere (a process's CPU time, a
-/// Redis INFO field): set, not incremented. A lower value is a reset, which
-/// Prometheus' `rate()` handles.
-#[derive(Clone, Debug, Default)]
-pub struct AbsCounter(Arc<AtomicU64>);
-
-impl AbsCounter {
-    pub fn set(&self, v: f64) {
-        self.0.store(v.to_bits(), Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-}
-
-impl TypedMetric for AbsCounter {
-    const TYPE: MetricType = MetricType::Counter;
-}
-
-impl EncodeMetric for AbsCounter {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Counter
-    }
-}
-
-/// Keeps the series of a removed component removed.
-///
-/// Every write of a component's series (the general families in
-/// `Component::record`, a probe's own families in its check) happens inside
-/// [`SeriesGate::open`]. A reload that removes or replaces the component
-/// [`retire`](SeriesGate::retire)s its gate and only then drops the series.
-/// Retiring waits for a write in progress, and no write starts after it, so
-/// a check still in flight cannot re-create a series: an aborted task being
-/// polled on another worker, blocking work that outlives its future, a
-/// future's `Drop` that records a timeout.
-#[derive(Clone, Debug, Default)]
-pub struct SeriesGate(Arc<RwLock<bool>>);
-
-/// Held while a component's series are written: the gate cannot be retired
-/// meanwhile. Sync code only (it is not `Send`); never open a gate twice on
-/// one thread (a waiting `retire` would deadlock the second `open`).
-pub struct SeriesWrite<'a> {
-    _held: RwLockReadGuard<'a, bool>,
-}
-
-impl SeriesGate {
-    /// `Some` while the component is live.
-    pub fn open(&self) -> Option<SeriesWrite<'_>> {
-        // A poisoned lock: a writer panicked; the flag is still a plain bool.
-        let g = self.0.read().unwrap_or_else(|e| e.into_inner());
-        (!*g).then_some(SeriesWrite { _held: g })
-    }
-
-    /// Closes the gate for good, once the write in progress (if any) ended.
-    pub fn retire(&self) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = true;
-    }
-
-    pub fn is_retired(&self) -> bool {
-        *self.0.read().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 fn check_buckets() -> Histogram {
@@ -152,10 +81,6 @@ pub struct Metrics {
     /// `depwatch_alert_*`: the email fallback and the pipeline watchdog.
     pub alert: crate::alert::AlertMetrics,
 }
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const REVISION: &str = env!("DEPWATCH_REVISION");
-pub const RUSTC: &str = env!("DEPWATCH_RUSTC");
 
 impl Metrics {
     pub fn new() -> Self {
@@ -316,95 +241,6 @@ impl Default for Metrics {
     }
 }
 
-/// Whether `c` may not appear raw in a label value: control characters
-/// (NUL, CR, ESC, DEL, C1...). prometheus-client escapes only `\`, `"` and
-/// newline, so anything else reaches scrapers (and `grep`, terminals, log
-/// shippers) as it is.
-fn unsafe_in_label(c: char) -> bool {
-    c.is_control()
-}
-
-/// `value` fit for a label: each control character (newline and tab too)
-/// becomes U+FFFD. For values from data (log fields), applied before they
-/// are counted, so that values differing only there share one series.
-pub fn label_safe(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.chars().any(unsafe_in_label) {
-        value
-            .chars()
-            .map(|c| if unsafe_in_label(c) { '\u{FFFD}' } else { c })
-            .collect::<String>()
-            .into()
-    } else {
-        value.into()
-    }
-}
-
-/// An exposition with every control character but the line breaks replaced
-/// by U+FFFD. prometheus-client escapes newlines inside label values and
-/// help texts, so a raw one is always a line break; any other control
-/// character came from a label value or a help text (configuration names,
-/// MongoDB documents, Redis names) and would reach the scraper raw.
-pub fn scrub_controls(text: String) -> String {
-    let clean = |c: char| c == '\n' || !unsafe_in_label(c);
-    // Almost always clean: one scan, no copy.
-    if text.chars().all(clean) {
-        return text;
-    }
-    text.chars()
-        .map(|c| if clean(c) { c } else { '\u{FFFD}' })
-        .collect()
-}
-
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Rewrites OpenMetrics text into the Prometheus 0.0.4 text format: counter
-/// families are named with `_total`, `info` becomes a gauge, `# UNIT` and
-/// `# EOF` go.
-pub fn openmetrics_to_text(om: &str) -> String {
-    let mut out = String::with_capacity(om.len());
-    let mut pending_help: Option<&str> = None;
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            pending_help = Some(rest);
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let (name, ty): (String, &str) = match ty {
-                "counter" => (format!("{name}_total"), "counter"),
-                "info" => (format!("{name}_info"), "gauge"),
-                "unknown" | "stateset" | "gaugehistogram" => (name.to_string(), "untyped"),
-                t => (name.to_string(), t),
-            };
-            if let Some(help) = pending_help.take() {
-                let text = help.split_once(' ').map_or("", |(_, t)| t);
-                out.push_str("# HELP ");
-                out.push_str(&name);
-                out.push(' ');
-                out.push_str(text);
-                out.push('\n');
-            }
-            out.push_str("# TYPE ");
-            out.push_str(&name);
-            out.push(' ');
-            out.push_str(ty);
-            out.push('\n');
-            continue;
-        }
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
 /// depwatch's own `process_*` metrics, read from /proc on each scrape (as
 /// client_golang does; it is a few syscalls on our own pid).
 #[derive(Debug)]
@@ -529,10 +365,5 @@ mod tests {
                 "{text}"
             );
         }
-        assert_eq!(label_safe("a\0b\nc"), "a\u{FFFD}b\u{FFFD}c");
-        assert!(matches!(
-            label_safe("plain λ"),
-            std::borrow::Cow::Borrowed(_)
-        ));
     }
 }

@@ -2,6 +2,7 @@
 //! bookkeeping, the latency window, and the single-flight check runner that
 //! the scheduler and the health cache share.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -10,12 +11,13 @@ use serde_json::{Map, Value};
 // tokio's clock, so that tests can pause time and step through the cache TTL.
 use tokio::time::Instant;
 
-use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
-use crate::metrics::{
-    ComponentFailure, ComponentKind, ComponentOnly, ComponentStatus, Metrics, SeriesGate,
-};
+use crate::config::{Config, PerfConfig, ProbeConfig, units::format_duration};
+use crate::metrics::kit::{ComponentOnly, SeriesGate};
+use crate::metrics::{ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
+use crate::util::sync::{lock, read, write};
+use crate::util::time::{rfc3339, unix};
 
 /// The latest known state of a component.
 #[derive(Clone, Debug, Default)]
@@ -380,28 +382,31 @@ pub fn verdict<'a>(items: impl Iterator<Item = (bool, Option<Status>)> + 'a) -> 
         .unwrap_or(Status::Healthy)
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+/// The configuration in force and its components.
+pub struct Components {
+    pub config: Config,
+    pub components: Vec<Arc<Component>>,
+    by_name: HashMap<String, usize>,
 }
 
-pub fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+impl Components {
+    /// The components already built from `config` (in its order).
+    pub fn new(config: Config, components: Vec<Arc<Component>>) -> Components {
+        let by_name = components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name().to_string(), i))
+            .collect();
+        Components {
+            config,
+            components,
+            by_name,
+        }
+    }
 
-// A poisoned lock means a panic while holding it; the data (plain values)
-// is still consistent, so keep serving it.
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    l.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
+        self.by_name.get(name).map(|i| &self.components[*i])
+    }
 }
 
 #[cfg(test)]

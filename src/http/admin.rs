@@ -1,0 +1,136 @@
+//! The admin endpoints (reload, cache invalidation, running a probe now)
+//! and the bearer token that guards them.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::error::ApiError;
+use super::health::ComponentQuery;
+use super::shared::{AppState, Shared};
+
+/// Checks the bearer token. `required`: refuse when no token is configured.
+pub(crate) fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiError> {
+    let rt = s.current();
+    let Some(token) = &rt.config.admin_token else {
+        return if required {
+            Err(ApiError::Forbidden(
+                "admin endpoints are disabled: set auth.admin_token in the configuration".into(),
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    let given = bearer_token(headers).unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// The credentials of an `Authorization: Bearer ...` header. The scheme is
+/// matched in any case (RFC 7235: `bearer` is as valid as `Bearer`).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+/// Compares in time that depends on the lengths only, not on where the
+/// bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(super) async fn reload(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, false)?;
+    let (tx, rx) = oneshot::channel();
+    s.reload_tx
+        .send(tx)
+        .await
+        .map_err(|_| ApiError::Unavailable("depwatch is shutting down".into()))?;
+    match rx.await {
+        Ok(Ok(())) => Ok(axum::Json(json!({ "status": "reloaded" })).into_response()),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
+            "configuration refused, the previous one keeps running: {e}"
+        ))),
+        Err(_) => Err(ApiError::Unavailable("depwatch is shutting down".into())),
+    }
+}
+
+pub(super) async fn invalidate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ComponentQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, true)?;
+    let rt = s.current();
+    let dropped = match q.component {
+        Some(name) => {
+            let c = rt
+                .component(&name)
+                .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
+            c.invalidate();
+            1
+        }
+        None => {
+            rt.components.iter().for_each(|c| c.invalidate());
+            rt.components.len()
+        }
+    };
+    Ok(axum::Json(json!({ "invalidated": dropped })).into_response())
+}
+
+pub(super) async fn run_probe(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, true)?;
+    let rt = s.current();
+    let c = rt
+        .component(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
+    let latest = c.run_check(tokio::time::Instant::now()).await;
+    Ok(axum::Json(json!({ "component": name, "result": c.view(&latest) })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        assert_eq!(bearer_token(&auth("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&auth("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&auth("BEARER  abc")), Some("abc"));
+        assert_eq!(bearer_token(&auth("Basic abc")), None);
+        assert_eq!(bearer_token(&auth("Bearerabc")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn constant_time_eq_compares_all_bytes() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,208 @@
+//! What every probe kind is made of: the check's outcome and error, the
+//! failure reasons, the `Probe` trait the scheduler drives, and what building
+//! a probe may use. The kinds import this; the registry of kinds
+//! (`probe/mod.rs`) imports the kinds, never the other way round.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use serde_json::{Map, Value};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A component's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl Status {
+    pub const ALL: [Status; 3] = [Status::Healthy, Status::Degraded, Status::Unhealthy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// Why a check failed: a bounded set, used as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Timeout,
+    Connect,
+    Dns,
+    Tls,
+    Auth,
+    BadResponse,
+    Status,
+    Expectation,
+    BodyTooLarge,
+    NotFound,
+    Io,
+    Internal,
+    /// A redirect to a URL the probe may not follow (another scheme than
+    /// http(s), or outside a `/probe` module's `allowed_targets`).
+    RedirectRefused,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 13] = [
+        Reason::Timeout,
+        Reason::Connect,
+        Reason::Dns,
+        Reason::Tls,
+        Reason::Auth,
+        Reason::BadResponse,
+        Reason::Status,
+        Reason::Expectation,
+        Reason::BodyTooLarge,
+        Reason::NotFound,
+        Reason::Io,
+        Reason::Internal,
+        Reason::RedirectRefused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Connect => "connect",
+            Reason::Dns => "dns",
+            Reason::Tls => "tls",
+            Reason::Auth => "auth",
+            Reason::BadResponse => "bad_response",
+            Reason::Status => "status",
+            Reason::Expectation => "expectation",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::NotFound => "not_found",
+            Reason::Io => "io",
+            Reason::Internal => "internal",
+            Reason::RedirectRefused => "redirect_refused",
+        }
+    }
+}
+
+/// A failed check: a reason for metrics, a message for people (no secrets),
+/// and whatever details were gathered before it failed.
+#[derive(Clone, Debug)]
+pub struct CheckError {
+    pub reason: Reason,
+    pub message: String,
+    pub details: Map<String, Value>,
+}
+
+impl CheckError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        CheckError {
+            reason,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.message)
+    }
+}
+
+/// A check that worked. Its values may still cross a threshold: `level`
+/// says so, and `why` says which (shown as the component's `error`).
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub level: Status,
+    pub why: Option<String>,
+    pub details: Map<String, Value>,
+}
+
+impl Outcome {
+    pub fn healthy(details: Map<String, Value>) -> Self {
+        Outcome {
+            level: Status::Healthy,
+            why: None,
+            details,
+        }
+    }
+
+    /// Raises the level to `level` (never lowers it), keeping every reason.
+    pub fn raise(&mut self, level: Status, why: impl Into<String>) {
+        let why = why.into();
+        if level > self.level {
+            self.level = level;
+        }
+        self.why = Some(match self.why.take() {
+            Some(prev) => format!("{prev}; {why}"),
+            None => why,
+        });
+    }
+}
+
+pub type CheckResult = Result<Outcome, CheckError>;
+
+/// A configured probe, driven by the scheduler. Intervals, timeouts and
+/// thresholds are the scheduler's; a probe only checks once when asked.
+pub trait Probe: Send + Sync {
+    fn check(&self) -> BoxFuture<'_, CheckResult>;
+
+    /// Drops the probe's own metric series (the component was removed or
+    /// replaced). Called after the component's gate was retired: no write
+    /// of the probe's comes after it.
+    fn forget(&self) {}
+
+    /// Stops the probe's background work and saves what a restart needs
+    /// (log offsets). Called once at shutdown, before state is flushed.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Where a kind finds its metric families. The registry implements it for
+/// each kind's families, so a kind names only its own types.
+pub trait FamiliesOf<M> {
+    fn families(&self) -> &Arc<M>;
+}
+
+/// What building a probe may use.
+pub struct BuildCtx<'a, F: ?Sized> {
+    pub name: &'a str,
+    /// The kinds' metric families, registered once for the process: a kind
+    /// takes its own through [`FamiliesOf`].
+    pub metrics: &'a F,
+    /// The state store, for probes that keep history across restarts.
+    pub store: &'a Arc<crate::store::Store>,
+    /// The check's timeout: connecting must give up inside it.
+    pub timeout: std::time::Duration,
+    /// The component's gate: the probe writes its series inside
+    /// `gate.open()`, so none comes back once the component is removed.
+    pub gate: &'a crate::metrics::kit::SeriesGate,
+}
+
+#[derive(Debug, thiserror::Error)]
+// The message may quote a URL from the configuration: never its password.
+#[error("probe {name}: {}", crate::util::redact::userinfo(message))]
+pub struct BuildError {
+    pub name: String,
+    pub message: String,
+}
+
+/// Label values are the enums' names as `as_str` spells them.
+macro_rules! label_value_impl {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    )*};
+}
+
+label_value_impl!(Status, Reason);
+
+pub(crate) use label_value_impl as label_value;
