@@ -8,8 +8,9 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use serde::Deserialize;
 
+use crate::config::check::Checker;
 use crate::config::units::format_duration;
-use crate::config::{Checker, Dur, Secret};
+use crate::config::units::{Dur, Secret};
 
 /// When component incidents are emailed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,13 +10,13 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::Reason;
 use super::config::{AlertingConfig, Mode};
 use super::email::{self, Outgoing};
 use super::incident::{Book, EmailKind, Incident, Intent, Obs, Policy};
 use super::render::{self, CompView, View, now_ms};
+use super::state::Reason;
 use crate::http::shared::Shared;
-use crate::probe::Status;
+use crate::probe::core::Status;
 
 /// How often the engine looks at the components and the pipeline.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -531,7 +531,7 @@ async fn sender(
 pub async fn send_test(
     cfg: &AlertingConfig,
     host: &str,
-    metrics: Option<&super::AlertMetrics>,
+    metrics: Option<&super::metrics::AlertMetrics>,
 ) -> Result<String, email::SendError> {
     let Some(ecfg) = cfg.email.as_ref() else {
         return Err(email::SendError {

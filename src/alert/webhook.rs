@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Alerting, FiringAlert, MAX_FIRING};
-use crate::http::{ApiError, AppState, authorize};
+use super::state::{Alerting, FiringAlert, MAX_FIRING};
+use crate::http::admin::authorize;
+use crate::http::error::ApiError;
+use crate::http::shared::AppState;
 
 /// The largest webhook body accepted: Alertmanager's payloads are a few KiB
 /// per alert; a group of thousands is a mistake (`max_alerts` caps it).

@@ -2,8 +2,8 @@
 //! reload and the admin endpoints. [`router`] stands apart from serving so
 //! that tests can drive it directly.
 
-mod admin;
-mod error;
+pub(crate) mod admin;
+pub(crate) mod error;
 mod health;
 mod page;
 mod probe;
@@ -14,7 +14,6 @@ pub mod shared;
 use axum::Router;
 use axum::routing::{get, post};
 
-pub(crate) use admin::authorize;
 pub use error::ApiError;
 pub use shared::AppState;
 

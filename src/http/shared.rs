@@ -48,7 +48,7 @@ pub struct Shared {
     pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
     pub store: Arc<Store>,
     /// The email fallback and the pipeline watchdog (`crate::alert`).
-    pub alert: Arc<crate::alert::Alerting>,
+    pub alert: Arc<crate::alert::state::Alerting>,
 }
 
 impl Shared {
@@ -60,7 +60,7 @@ impl Shared {
         store: Arc<Store>,
         reload_tx: mpsc::Sender<ReloadReply>,
     ) -> Shared {
-        let alert = Arc::new(crate::alert::Alerting::new(metrics.alert.clone()));
+        let alert = Arc::new(crate::alert::state::Alerting::new(metrics.alert.clone()));
         Shared {
             metrics,
             current: RwLock::new(current),

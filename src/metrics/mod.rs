@@ -79,7 +79,7 @@ pub struct Metrics {
     /// depwatch's own HTTP server: open and refused connections.
     pub server: ServerMetrics,
     /// `depwatch_alert_*`: the email fallback and the pipeline watchdog.
-    pub alert: crate::alert::AlertMetrics,
+    pub alert: crate::alert::metrics::AlertMetrics,
 }
 
 impl Metrics {
@@ -170,7 +170,7 @@ impl Metrics {
         );
         let kinds = KindMetrics::register(r);
         let server = ServerMetrics::register(r);
-        let alert = crate::alert::AlertMetrics::register(r);
+        let alert = crate::alert::metrics::AlertMetrics::register(r);
         Metrics {
             registry,
             up,

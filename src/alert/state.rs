@@ -1,0 +1,214 @@
+//! [`Alerting`]: the alerting state the HTTP handlers read and the tasks
+//! write — the pipeline's verdict and reasons, Alertmanager's health, the
+//! alerts it notified, open incidents, the last email and error, the outbox.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::metrics::AlertMetrics;
+use super::{config, email, render};
+
+/// One reason the pipeline is down.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reason {
+    /// `scrape`, `alertmanager` or `heartbeat`.
+    pub check: &'static str,
+    pub message: String,
+    pub since_ms: i64,
+}
+
+/// Alertmanager's health as last checked.
+#[derive(Clone, Debug, Default)]
+pub struct AmState {
+    pub healthy: Option<bool>,
+    pub failures: u32,
+    pub first_failure_ms: Option<i64>,
+    pub error: Option<String>,
+    pub checked_ms: Option<i64>,
+}
+
+/// An alert Alertmanager notified us of (not the Watchdog).
+#[derive(Clone, Debug)]
+pub struct FiringAlert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    pub received_ms: i64,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub configured: bool,
+    pub mode: Option<config::Mode>,
+    pub pipeline: &'static str,
+    pub reasons: Vec<Reason>,
+    pub last_heartbeat_ms: Option<i64>,
+    pub last_scrape_ms: Option<i64>,
+    pub am: AmState,
+    pub open: Vec<Value>,
+    pub last_email: Option<Value>,
+    pub last_error: Option<Value>,
+    pub queued: usize,
+    /// Held back by `max_per_hour` since the last email queued.
+    pub held_back: u64,
+    pub held_back_total: u64,
+    /// fingerprint → alert.
+    pub firing: BTreeMap<String, FiringAlert>,
+    pub webhook_posts: u64,
+}
+
+/// The alerting state shared by the tasks and the HTTP handlers.
+pub struct Alerting {
+    pub metrics: AlertMetrics,
+    pub inner: Mutex<Inner>,
+    pub started_ms: i64,
+    pub host: String,
+    outbox: tokio::sync::mpsc::UnboundedSender<email::Outgoing>,
+    outbox_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<email::Outgoing>>>,
+    /// Serializes the engine's email decisions with test emails (ids).
+    pub recent: Mutex<VecDeque<i64>>,
+}
+
+/// The most alerts kept from Alertmanager's notifications.
+pub const MAX_FIRING: usize = 1000;
+
+impl Alerting {
+    pub fn new(metrics: AlertMetrics) -> Alerting {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Alerting {
+            metrics,
+            inner: Mutex::new(Inner {
+                pipeline: "unknown",
+                ..Default::default()
+            }),
+            started_ms: render::now_ms(),
+            host: email::host_name(),
+            outbox: tx,
+            outbox_rx: Mutex::new(Some(rx)),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `alerting` section of `/api/health`.
+    pub fn health_json(&self) -> Value {
+        let i = self.lock();
+        let at = |ms: i64| {
+            crate::util::time::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+            )
+        };
+        let firing: Vec<Value> = i
+            .firing
+            .values()
+            .map(|a| {
+                json!({
+                    "alertname": a.labels.get("alertname"),
+                    "severity": a.labels.get("severity"),
+                    "component": a.labels.get("component"),
+                    "summary": a.annotations.get("summary"),
+                    "runbook_url": a.annotations.get("runbook_url"),
+                    "starts_at": a.starts_at,
+                    "labels": a.labels,
+                })
+            })
+            .collect();
+        json!({
+            "mode": i.mode.map(config::Mode::as_str),
+            "pipeline": i.pipeline,
+            "reasons": i.reasons.iter().map(|r| json!({
+                "check": r.check, "message": r.message, "since": at(r.since_ms),
+            })).collect::<Vec<_>>(),
+            "last_scrape": i.last_scrape_ms.map(at),
+            "last_heartbeat": i.last_heartbeat_ms.map(at),
+            "alertmanager": if i.configured { json!({
+                "healthy": i.am.healthy,
+                "consecutive_failures": i.am.failures,
+                "error": i.am.error,
+                "checked_at": i.am.checked_ms.map(at),
+            }) } else { Value::Null },
+            "open_incidents": i.open,
+            "last_email": i.last_email,
+            "last_error": i.last_error,
+            "queued_emails": i.queued,
+            "held_back": i.held_back_total,
+            "firing": firing,
+            "sender": if i.configured { json!({
+                "role": "sole",
+                "note": "this depwatch sends alone (no HA election yet)",
+            }) } else { Value::Null },
+        })
+    }
+
+    /// The alerting part of the status page: the pipeline and the alerts
+    /// Alertmanager has firing (from its notifications).
+    pub fn page_html(&self) -> String {
+        use std::fmt::Write;
+        let esc = render::esc;
+        let i = self.lock();
+        if !i.configured && i.firing.is_empty() {
+            return String::new();
+        }
+        let mut h = format!(
+            "<h2>Alerting pipeline: <span class=\"{}\">{}</span></h2>",
+            if i.pipeline == "ok" {
+                "healthy"
+            } else {
+                "unhealthy"
+            },
+            i.pipeline
+        );
+        if !i.reasons.is_empty() {
+            h.push_str("<ul>");
+            for r in &i.reasons {
+                let _ = write!(h, "<li>{}</li>", esc(&r.message));
+            }
+            h.push_str("</ul>");
+        }
+        if i.held_back_total > 0 {
+            let _ = write!(
+                h,
+                "<p>{} email(s) held back by max_per_hour.</p>",
+                i.held_back_total
+            );
+        }
+        if !i.firing.is_empty() {
+            h.push_str("<h2>Firing in Alertmanager</h2><table><tr><th>alert</th><th>severity</th><th>component</th><th>summary</th><th>since</th></tr>");
+            for a in i.firing.values() {
+                let g = |m: &BTreeMap<String, String>, k: &str| {
+                    esc(m.get(k).map_or("", String::as_str))
+                };
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    g(&a.labels, "alertname"),
+                    g(&a.labels, "severity"),
+                    g(&a.labels, "component"),
+                    g(&a.annotations, "summary"),
+                    esc(&a.starts_at)
+                );
+            }
+            h.push_str("</table>");
+        }
+        h
+    }
+
+    /// Hands a stored email to the sender task.
+    pub fn enqueue(&self, e: email::Outgoing) {
+        let _ = self.outbox.send(e);
+    }
+
+    pub(super) fn take_outbox(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<email::Outgoing>> {
+        self.outbox_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
