@@ -6,6 +6,7 @@
 
 use hyper::Uri;
 use regex::Regex;
+use url::Url;
 
 /// Where a request goes. Never holds credentials: userinfo in a URL is
 /// refused at load time (it would leak into logs); `basic_auth` holds them.
@@ -98,30 +99,37 @@ impl Target {
         self.https == o.https && self.host == o.host && self.port == o.port
     }
 
-    /// Resolves a `Location` header against this URL. Only http and https
-    /// are followed: any other scheme (`file:`, `gopher:`, ...) is refused
-    /// rather than read as a relative path.
+    /// Resolves a `Location` header against this URL (RFC 3986 section 5:
+    /// relative paths, `.` and `..` segments, `//host` references, a query
+    /// alone). Only http and https are followed: any other scheme (`file:`,
+    /// `gopher:`, ...) is refused rather than read as a relative path.
     pub(crate) fn join(&self, loc: &str) -> Result<Target, Refused> {
         if let Some((scheme, rest)) = split_scheme(loc) {
-            return match scheme.to_ascii_lowercase().as_str() {
-                s @ ("http" | "https") => {
-                    Target::parse(&format!("{s}:{rest}")).map_err(Refused::Invalid)
+            match scheme.to_ascii_lowercase().as_str() {
+                // `http:path` is no URL to follow (the url crate would read
+                // it as relative, or `https:host` as `https://host`).
+                "http" | "https" if !rest.starts_with("//") => {
+                    return Err(Refused::Invalid("the URL has no host".into()));
                 }
-                other => Err(Refused::Scheme(other.to_string())),
-            };
+                "http" | "https" => {}
+                other => return Err(Refused::Scheme(other.to_string())),
+            }
         }
-        if let Some(rest) = loc.strip_prefix("//") {
-            return Target::parse(&format!("{}://{rest}", self.scheme())).map_err(Refused::Invalid);
+        let base = Url::parse(&self.absolute()).map_err(|e| Refused::Invalid(e.to_string()))?;
+        let mut next = base
+            .join(loc)
+            .map_err(|e| Refused::Invalid(format!("not a URL ({e})")))?;
+        // The url crate trims spaces and control characters at the ends and
+        // drops tabs and newlines anywhere, which can reveal a scheme the
+        // check above did not see.
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(Refused::Scheme(next.scheme().to_string()));
         }
-        let path = if loc.starts_with('/') {
-            loc.to_string()
-        } else {
-            let base = self.path.split('?').next().unwrap_or("/");
-            let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
-            format!("{dir}{loc}")
-        };
-        Target::parse(&format!("{}://{}{}", self.scheme(), self.authority(), path))
-            .map_err(Refused::Invalid)
+        // A fragment is never sent.
+        next.set_fragment(None);
+        // Through `parse`, so a redirect meets the rules of a configured URL
+        // (no credentials in it).
+        Target::parse(next.as_str()).map_err(Refused::Invalid)
     }
 }
 
@@ -270,6 +278,44 @@ mod tests {
         assert_eq!(
             t.join("z/a:b").unwrap().absolute(),
             "http://a.example:81/x/z/a:b"
+        );
+        assert!(matches!(t.join("http:z"), Err(Refused::Invalid(_))));
+        assert!(matches!(
+            t.join("http://u:p@b.example/"),
+            Err(Refused::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn redirects_resolve_dot_segments() {
+        let t = Target::parse("http://a.example:81/x/y/z?q=1").unwrap();
+        // RFC 3986 5.2.4: `.` goes, `..` takes the segment before it.
+        assert_eq!(
+            t.join("../a/./b").unwrap().absolute(),
+            "http://a.example:81/x/a/b"
+        );
+        assert_eq!(
+            t.join("./../../c/..").unwrap().absolute(),
+            "http://a.example:81/"
+        );
+        // Never above the root, whatever the count.
+        assert_eq!(
+            t.join("/../../../d").unwrap().absolute(),
+            "http://a.example:81/d"
+        );
+        assert_eq!(
+            t.join("https://b.example/p/./q/../r").unwrap().absolute(),
+            "https://b.example/p/r"
+        );
+        // A query alone keeps the path; a fragment is not sent.
+        assert_eq!(
+            t.join("?k=2#top").unwrap().absolute(),
+            "http://a.example:81/x/y/z?k=2"
+        );
+        // What the url crate strips can not smuggle a scheme past the check.
+        assert_eq!(
+            t.join(" file:///etc/passwd"),
+            Err(Refused::Scheme("file".into()))
         );
     }
 
