@@ -9,6 +9,7 @@ pub mod component;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod perf;
 pub mod probe;
 pub mod procfs;

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::probe::http::{Module, TargetPattern};
+use crate::net::TargetPattern;
+use crate::probe::http::Module;
 use crate::probe::{self, Kind, ProbeSpec};
 use crate::util::redact;
 use check::MAX_CONFIG_BYTES;

@@ -29,8 +29,9 @@ use super::scrape::{OPENMETRICS, TEXT_004};
 use super::shared::AppState;
 use crate::metrics::kit::GaugeF;
 use crate::metrics::text::openmetrics_to_text;
+use crate::net::Target;
 use crate::probe::Probe;
-use crate::probe::http::{self, Target};
+use crate::probe::http;
 
 /// Time kept for answering after the check, out of Prometheus' scrape timeout.
 pub const TIMEOUT_OFFSET: Duration = Duration::from_millis(500);

@@ -25,11 +25,11 @@ use super::core::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
     Status,
 };
-use super::http::{self, Target};
 use crate::config::check::Checker;
 use crate::config::units::{Dur, Secret, format_duration};
 use crate::config::yaml::Node;
 use crate::metrics::kit::{GaugeF, SeriesGate};
+use crate::net::{Client, Request, Target};
 use crate::store::{StorageSample, Store};
 use crate::util::text::short;
 use crate::util::time::unix_ms;
@@ -649,7 +649,7 @@ struct Inner {
     store: Arc<Store>,
     history: tokio::sync::Mutex<History>,
     /// The request of `source: http` (`None` for statvfs).
-    client: Option<http::Client>,
+    client: Option<Client>,
     /// When the statvfs call in flight started (unix ms), 0 when none is.
     stuck_since: Arc<AtomicI64>,
     gate: SeriesGate,
@@ -675,8 +675,8 @@ pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
             if !headers.iter().any(|(k, _)| *k == header::ACCEPT) {
                 headers.push((header::ACCEPT, HeaderValue::from_static("application/json")));
             }
-            let request = http::Spec::get(h.url.clone(), headers, MAX_BODY);
-            let client = http::Client::new(&request).map_err(|message| BuildError {
+            let request = Request::get(h.url.clone(), headers, MAX_BODY);
+            let client = Client::new(&request).map_err(|message| BuildError {
                 name: ctx.name.to_string(),
                 message,
             })?;

@@ -1,0 +1,14 @@
+//! Talking to other services over the network, shared by the probes that
+//! do (`http`, storage's `source: http`) so that no probe is another's
+//! library: the HTTP client (`client`), where its requests go (`target`),
+//! its TLS trust and identity (`tls`), and the certificate reader that
+//! tells when a peer's certificate expires (`cert`).
+
+pub mod cert;
+pub mod client;
+pub mod target;
+pub mod tls;
+
+pub use client::{Answer, Client, Proxy, Request, Timings, basic_auth};
+pub use target::{Target, TargetPattern};
+pub use tls::Identity;

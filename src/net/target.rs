@@ -1,0 +1,337 @@
+//! Where a request goes: [`Target`] (an http(s) URL without credentials,
+//! parsed once, shown without its query), how a redirect's `Location` is
+//! resolved against it, and [`TargetPattern`], the URL patterns a `/probe`
+//! module's `allowed_targets` are made of (the client checks every
+//! redirect hop against them).
+
+use hyper::Uri;
+use regex::Regex;
+use url::Url;
+
+/// Where a request goes. Never holds credentials: userinfo in a URL is
+/// refused at load time (it would leak into logs); `basic_auth` holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub https: bool,
+    /// Without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let uri: Uri = s
+            .parse()
+            // The text is not echoed: it may hold credentials.
+            .map_err(|e| format!("not a URL ({e})"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(other) => return Err(format!("unsupported scheme `{other}`")),
+            None => return Err("the URL has no scheme".into()),
+        };
+        let auth = uri.authority().ok_or("the URL has no host")?;
+        if auth.as_str().contains('@') {
+            return Err("credentials in the URL would leak into logs".into());
+        }
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let path = uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string());
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        Ok(Target {
+            https,
+            host: host.to_ascii_lowercase(),
+            port,
+            path,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
+    fn default_port(&self) -> bool {
+        self.port == if self.https { 443 } else { 80 }
+    }
+
+    /// `host[:port]` as the Host header writes it.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The URL without its query (queries often carry API keys): safe for
+    /// messages and health details.
+    pub fn redacted(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme(),
+            self.authority(),
+            redact_query(&self.path)
+        )
+    }
+
+    /// The whole URL, query included (the request line to a proxy).
+    pub(crate) fn absolute(&self) -> String {
+        format!("{}://{}{}", self.scheme(), self.authority(), self.path)
+    }
+
+    pub(crate) fn same_origin(&self, o: &Target) -> bool {
+        self.https == o.https && self.host == o.host && self.port == o.port
+    }
+
+    /// Resolves a `Location` header against this URL (RFC 3986 section 5:
+    /// relative paths, `.` and `..` segments, `//host` references, a query
+    /// alone). Only http and https are followed: any other scheme (`file:`,
+    /// `gopher:`, ...) is refused rather than read as a relative path.
+    pub(crate) fn join(&self, loc: &str) -> Result<Target, Refused> {
+        if let Some((scheme, rest)) = split_scheme(loc) {
+            match scheme.to_ascii_lowercase().as_str() {
+                // `http:path` is no URL to follow (the url crate would read
+                // it as relative, or `https:host` as `https://host`).
+                "http" | "https" if !rest.starts_with("//") => {
+                    return Err(Refused::Invalid("the URL has no host".into()));
+                }
+                "http" | "https" => {}
+                other => return Err(Refused::Scheme(other.to_string())),
+            }
+        }
+        let base = Url::parse(&self.absolute()).map_err(|e| Refused::Invalid(e.to_string()))?;
+        let mut next = base
+            .join(loc)
+            .map_err(|e| Refused::Invalid(format!("not a URL ({e})")))?;
+        // The url crate trims spaces and control characters at the ends and
+        // drops tabs and newlines anywhere, which can reveal a scheme the
+        // check above did not see.
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(Refused::Scheme(next.scheme().to_string()));
+        }
+        // A fragment is never sent.
+        next.set_fragment(None);
+        // Through `parse`, so a redirect meets the rules of a configured URL
+        // (no credentials in it).
+        Target::parse(next.as_str()).map_err(Refused::Invalid)
+    }
+}
+
+/// Why a `Location` cannot be followed.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Refused {
+    /// A scheme other than http(s), lowercased.
+    Scheme(String),
+    Invalid(String),
+}
+
+/// The scheme of an absolute URL reference (RFC 3986: a letter, then
+/// letters, digits, `+`, `-` or `.`, then `:`) and what follows the `:`.
+/// `None` for a relative reference.
+fn split_scheme(loc: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = loc.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some((scheme, rest))
+}
+
+fn redact_query(s: &str) -> String {
+    match s.split_once('?') {
+        Some((p, _)) => format!("{p}?…"),
+        None => s.to_string(),
+    }
+}
+
+/// A pattern of URLs a module may probe: `https://*.partner.example/*`.
+/// Matched by parts, not as text, so `*` in the host never crosses into the
+/// path (`https://evil.test/x.partner.example/` does not match the above).
+#[derive(Clone, Debug)]
+pub struct TargetPattern {
+    source: String,
+    https: bool,
+    host: Regex,
+    /// `None`: any port.
+    port: Option<u16>,
+    path: Regex,
+}
+
+/// The source decides the rest (so a reload can tell whether it changed).
+impl PartialEq for TargetPattern {
+    fn eq(&self, o: &Self) -> bool {
+        self.source == o.source
+    }
+}
+
+impl TargetPattern {
+    pub fn parse(s: &str) -> Result<TargetPattern, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or("a pattern starts with http:// or https://")?;
+        let https = match scheme {
+            "http" => false,
+            "https" => true,
+            _ => return Err(format!("unsupported scheme `{scheme}`")),
+        };
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/*"),
+        };
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, after) = h.split_once(']').ok_or("unclosed [ in the host")?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() || host.contains(['@', '?', '#']) {
+            return Err(format!("invalid host `{host}`"));
+        }
+        let port = match port {
+            None => Some(if https { 443 } else { 80 }),
+            Some("*") => None,
+            Some(p) => Some(p.parse().map_err(|_| format!("invalid port `{p}`"))?),
+        };
+        let glob = |g: &str, any: &str| {
+            let body: Vec<String> = g.split('*').map(regex::escape).collect();
+            Regex::new(&format!("^{}$", body.join(any)))
+        };
+        Ok(TargetPattern {
+            source: s.to_string(),
+            https,
+            host: glob(&host.to_ascii_lowercase(), "[a-z0-9.-]*").map_err(|e| e.to_string())?,
+            port,
+            path: glob(path, ".*").map_err(|e| e.to_string())?,
+        })
+    }
+
+    pub fn matches(&self, t: &Target) -> bool {
+        self.https == t.https
+            && self.port.is_none_or(|p| p == t.port)
+            && self.host.is_match(&t.host)
+            && self.path.is_match(&t.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_redact() {
+        let t = Target::parse("https://API.example.com/v1/health?key=s3cret").unwrap();
+        assert_eq!(t.host, "api.example.com");
+        assert_eq!(t.port, 443);
+        assert_eq!(t.redacted(), "https://api.example.com/v1/health?…");
+        assert!(Target::parse("https://u:p@x.example/").is_err());
+        assert!(Target::parse("ftp://x.example/").is_err());
+        let v6 = Target::parse("http://[::1]:8080/x").unwrap();
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.authority(), "[::1]:8080");
+    }
+
+    #[test]
+    fn redirects_join() {
+        let t = Target::parse("http://a.example:81/x/y?q=1").unwrap();
+        assert_eq!(t.join("/z").unwrap().absolute(), "http://a.example:81/z");
+        assert_eq!(t.join("z").unwrap().absolute(), "http://a.example:81/x/z");
+        assert_eq!(
+            t.join("https://b.example/").unwrap().absolute(),
+            "https://b.example/"
+        );
+        assert_eq!(
+            t.join("//c.example/p").unwrap().absolute(),
+            "http://c.example/p"
+        );
+        assert_eq!(
+            t.join("HTTPS://d.example/").unwrap().absolute(),
+            "https://d.example/"
+        );
+        // Other schemes are refused, never read as a relative path.
+        assert_eq!(
+            t.join("file:///etc/passwd"),
+            Err(Refused::Scheme("file".into()))
+        );
+        assert_eq!(
+            t.join("Gopher://x.example/"),
+            Err(Refused::Scheme("gopher".into()))
+        );
+        assert_eq!(
+            t.join("z/a:b").unwrap().absolute(),
+            "http://a.example:81/x/z/a:b"
+        );
+        assert!(matches!(t.join("http:z"), Err(Refused::Invalid(_))));
+        assert!(matches!(
+            t.join("http://u:p@b.example/"),
+            Err(Refused::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn redirects_resolve_dot_segments() {
+        let t = Target::parse("http://a.example:81/x/y/z?q=1").unwrap();
+        // RFC 3986 5.2.4: `.` goes, `..` takes the segment before it.
+        assert_eq!(
+            t.join("../a/./b").unwrap().absolute(),
+            "http://a.example:81/x/a/b"
+        );
+        assert_eq!(
+            t.join("./../../c/..").unwrap().absolute(),
+            "http://a.example:81/"
+        );
+        // Never above the root, whatever the count.
+        assert_eq!(
+            t.join("/../../../d").unwrap().absolute(),
+            "http://a.example:81/d"
+        );
+        assert_eq!(
+            t.join("https://b.example/p/./q/../r").unwrap().absolute(),
+            "https://b.example/p/r"
+        );
+        // A query alone keeps the path; a fragment is not sent.
+        assert_eq!(
+            t.join("?k=2#top").unwrap().absolute(),
+            "http://a.example:81/x/y/z?k=2"
+        );
+        // What the url crate strips can not smuggle a scheme past the check.
+        assert_eq!(
+            t.join(" file:///etc/passwd"),
+            Err(Refused::Scheme("file".into()))
+        );
+    }
+
+    #[test]
+    fn allowed_target_patterns_match_by_part() {
+        let p = TargetPattern::parse("https://*.partner.example/*").unwrap();
+        let ok = |s: &str| p.matches(&Target::parse(s).unwrap());
+        assert!(ok("https://api.partner.example/health"));
+        assert!(ok("https://a.b.partner.example/"));
+        assert!(!ok("http://api.partner.example/health"));
+        assert!(!ok("https://api.partner.example:8443/health"));
+        assert!(!ok("https://evil.test/x.partner.example/"));
+        assert!(!ok("https://partner.example.evil.test/"));
+        let any_port = TargetPattern::parse("http://127.0.0.1:*/*").unwrap();
+        assert!(any_port.matches(&Target::parse("http://127.0.0.1:5000/x").unwrap()));
+        assert!(!any_port.matches(&Target::parse("http://127.0.0.2:5000/x").unwrap()));
+        assert!(TargetPattern::parse("partner.example").is_err());
+    }
+}

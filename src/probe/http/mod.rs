@@ -1,0 +1,380 @@
+//! `kind: http` — a partner HTTP API, checked the way a real client calls it:
+//! a fresh connection per check (DNS, TCP connect, TLS handshake, request,
+//! first byte, bounded body read, each timed), the answer checked against
+//! `expect`, the peer certificate's expiry read during the handshake.
+//!
+//! This file is the probe: its metric families, `build` and the check.
+//! The keys are `config.rs`', the judging of an answer `expect.rs`', the
+//! `/probe` templates and their allow-list `module.rs`'; the requests go
+//! through [`crate::net::Client`], the one HTTP client of depwatch.
+
+mod config;
+mod expect;
+mod module;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value, json};
+
+use crate::config::units::format_duration;
+use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
+use crate::net::client::{Answer, Client, Timings};
+use crate::probe::core::{
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
+};
+
+pub use config::{Spec, SpecData};
+pub use expect::Expect;
+pub use module::Module;
+
+/// How a partner API check fails (the counters of these start at 0).
+pub const REASONS: &[Reason] = &[
+    Reason::Timeout,
+    Reason::Connect,
+    Reason::Dns,
+    Reason::Tls,
+    Reason::Status,
+    Reason::Expectation,
+    Reason::BodyTooLarge,
+];
+
+// --------------------------------------------------------------- metrics --
+
+/// The HTTP status of a failed request as a label: the code, or `none`
+/// when no answer came.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Code(pub u16);
+
+impl EncodeLabelValue for Code {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        if self.0 == 0 {
+            std::fmt::Write::write_str(e, "none")
+        } else {
+            std::fmt::Write::write_fmt(e, format_args!("{}", self.0))
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub component: String,
+    pub reason: Reason,
+    pub code: Code,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub component: String,
+    pub phase: &'static str,
+}
+
+const PHASES: [&str; 5] = ["dns", "connect", "tls", "first_byte", "transfer"];
+
+fn duration_buckets() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+pub struct Metrics {
+    requests: Family<ComponentOnly, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    duration: Family<ComponentOnly, Histogram, fn() -> Histogram>,
+    cert_expiry: Family<ComponentOnly, GaugeF>,
+    phase: Family<PhaseLabels, GaugeF>,
+    status_code: Family<ComponentOnly, Gauge>,
+}
+
+impl Metrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            failures: Family::default(),
+            duration: Family::new_with_constructor(duration_buckets as fn() -> Histogram),
+            cert_expiry: Family::default(),
+            phase: Family::default(),
+            status_code: Family::default(),
+        };
+        r.register(
+            "http_requests",
+            "Checks of the partner API (one request per check, redirects it followed included)",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_failures",
+            "Failed requests, by reason and HTTP status (none: no answer)",
+            m.failures.clone(),
+        );
+        r.register(
+            "http_duration_seconds",
+            "Time from the DNS lookup to the last body byte, redirects included",
+            m.duration.clone(),
+        );
+        r.register(
+            "http_tls_cert_expiry_timestamp_seconds",
+            "When the partner's certificate expires (Unix time; also set when it failed verification)",
+            m.cert_expiry.clone(),
+        );
+        r.register(
+            "http_phase_duration_seconds",
+            "Time spent in each phase of the last request (dns, connect, tls, first_byte, transfer)",
+            m.phase.clone(),
+        );
+        r.register(
+            "http_status_code",
+            "The HTTP status of the last answer (0: none)",
+            m.status_code.clone(),
+        );
+        m
+    }
+
+    fn forget(&self, c: &ComponentOnly, failures: &[FailureLabels]) {
+        for l in failures {
+            self.failures.remove(l);
+        }
+        self.requests.remove(c);
+        self.duration.remove(c);
+        self.cert_expiry.remove(c);
+        self.status_code.remove(c);
+        for phase in PHASES {
+            self.phase.remove(&PhaseLabels {
+                component: c.component.clone(),
+                phase,
+            });
+        }
+    }
+}
+
+// ----------------------------------------------------------------- probe --
+
+pub struct HttpProbe {
+    spec: Spec,
+    client: Client,
+    label: ComponentOnly,
+    metrics: Arc<Metrics>,
+    /// The failure series written so far (reason × code), to forget them.
+    failure_series: std::sync::Mutex<Vec<FailureLabels>>,
+    gate: SeriesGate,
+}
+
+pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<HttpProbe, BuildError> {
+    let mut probe = build_with(
+        spec,
+        ctx.name,
+        FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
+    )?;
+    probe.gate = ctx.gate.clone();
+    Ok(probe)
+}
+
+/// Builds a probe that writes into `metrics` under the component `name`
+/// (`/probe` uses a fresh registry per request).
+pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<HttpProbe, BuildError> {
+    let client = Client::new(&spec.request).map_err(|message| BuildError {
+        name: name.to_string(),
+        message,
+    })?;
+    Ok(HttpProbe {
+        spec: spec.clone(),
+        client,
+        label: ComponentOnly {
+            component: name.to_string(),
+        },
+        metrics,
+        failure_series: std::sync::Mutex::new(Vec::new()),
+        gate: SeriesGate::default(),
+    })
+}
+
+/// Records a check into the metrics when it ends, and also when it is cut
+/// by the timeout (the future is dropped): then it counts as `timeout`.
+struct Recorder<'a> {
+    probe: &'a HttpProbe,
+    started: Instant,
+    t: Timings,
+    done: bool,
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.probe
+                .record(&self.t, self.started.elapsed(), Some(Reason::Timeout));
+        }
+    }
+}
+
+fn ms(d: Duration) -> Value {
+    json!((d.as_secs_f64() * 100_000.0).round() / 100.0)
+}
+
+impl HttpProbe {
+    fn record(&self, t: &Timings, total: Duration, failed: Option<Reason>) {
+        // Also called when a check is dropped (`Recorder`), e.g. by the
+        // reload that removed the component: its series stay removed.
+        let Some(_live) = self.gate.open() else {
+            return;
+        };
+        let m = &self.metrics;
+        m.requests.get_or_create(&self.label).inc();
+        m.duration
+            .get_or_create(&self.label)
+            .observe(total.as_secs_f64());
+        if let Some(reason) = failed {
+            let l = FailureLabels {
+                component: self.label.component.clone(),
+                reason,
+                code: Code(t.status),
+            };
+            m.failures.get_or_create(&l).inc();
+            let mut seen = self
+                .failure_series
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !seen.contains(&l) {
+                seen.push(l);
+            }
+        }
+        if let Some(na) = t.cert_not_after {
+            m.cert_expiry.get_or_create(&self.label).set(na as f64);
+        }
+        m.status_code
+            .get_or_create(&self.label)
+            .set(i64::from(t.status));
+        for (phase, d) in
+            PHASES
+                .into_iter()
+                .zip([t.dns, t.connect, t.tls, t.first_byte, t.transfer])
+        {
+            m.phase
+                .get_or_create(&PhaseLabels {
+                    component: self.label.component.clone(),
+                    phase,
+                })
+                .set(d.as_secs_f64());
+        }
+    }
+
+    fn details(&self, t: &Timings, total: Duration) -> Map<String, Value> {
+        let mut d = Map::new();
+        if let Some(u) = &t.final_url {
+            d.insert("url".into(), json!(u));
+        }
+        d.insert(
+            "status_code".into(),
+            if t.status == 0 {
+                Value::Null
+            } else {
+                json!(t.status)
+            },
+        );
+        d.insert(
+            "phases_ms".into(),
+            json!({
+                "dns": ms(t.dns), "connect": ms(t.connect), "tls": ms(t.tls),
+                "first_byte": ms(t.first_byte), "transfer": ms(t.transfer),
+                "total": ms(total),
+            }),
+        );
+        d.insert("body_bytes".into(), json!(t.body_bytes));
+        d.insert("redirects".into(), json!(t.redirects));
+        if let Some(v) = t.tls_version {
+            d.insert("tls_version".into(), json!(v));
+        }
+        if let Some(na) = t.cert_not_after {
+            let left = na as f64 - crate::util::time::unix_now();
+            d.insert(
+                "cert_not_after".into(),
+                json!(crate::util::time::rfc3339(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(na.max(0) as u64)
+                )),
+            );
+            d.insert(
+                "cert_expires_in_days".into(),
+                json!((left / 864.0).round() / 100.0),
+            );
+        }
+        d
+    }
+}
+
+impl HttpProbe {
+    fn evaluate(&self, a: &Answer, t: &Timings, total: Duration) -> CheckResult {
+        let spec = &self.spec;
+        if let Err((reason, msg)) = spec.expect.judge(a) {
+            let mut err = CheckError::new(reason, msg);
+            err.details = self.details(t, total);
+            return Err(err);
+        }
+        let mut out = Outcome::healthy(self.details(t, total));
+        if let Some(slow) = spec.slow_above.filter(|s| total > *s) {
+            out.raise(
+                Status::Degraded,
+                format!(
+                    "answered in {:.0}ms, slower than {}",
+                    total.as_secs_f64() * 1000.0,
+                    format_duration(slow)
+                ),
+            );
+        }
+        if let Some(na) = t.cert_not_after {
+            let left = na as f64 - crate::util::time::unix_now();
+            let days = left / 86_400.0;
+            let what = if left <= 0.0 {
+                "the certificate has expired".to_string()
+            } else {
+                format!("the certificate expires in {days:.1} days")
+            };
+            if left < spec.cert_expiry_critical.as_secs_f64() {
+                out.raise(Status::Unhealthy, what);
+            } else if left < spec.cert_expiry_warn.as_secs_f64() {
+                out.raise(Status::Degraded, what);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Probe for HttpProbe {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(async move {
+            let mut rec = Recorder {
+                probe: self,
+                started: Instant::now(),
+                t: Timings::default(),
+                done: false,
+            };
+            let answer = self.client.send(&mut rec.t).await;
+            let total = rec.started.elapsed();
+            let result = match answer {
+                Ok(a) => self.evaluate(&a, &rec.t, total),
+                Err(mut e) => {
+                    e.details = self.details(&rec.t, total);
+                    Err(e)
+                }
+            };
+            rec.done = true;
+            self.record(&rec.t, total, result.as_ref().err().map(|e| e.reason));
+            result
+        })
+    }
+
+    fn forget(&self) {
+        let seen = self
+            .failure_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.metrics.forget(&self.label, &seen);
+    }
+}
