@@ -142,7 +142,7 @@ pub fn parse(c: &Checker) -> Option<AlertingConfig> {
     };
     let alertmanager_url =
         raw.alertmanager_url
-            .and_then(|u| match crate::probe::http::Target::parse(&u) {
+            .and_then(|u| match crate::net::target::Target::parse(&u) {
                 Ok(t) if t.path == "/" || t.path.is_empty() => {
                     Some(u.trim_end_matches('/').to_string())
                 }

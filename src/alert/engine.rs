@@ -394,7 +394,8 @@ impl Engine {
 
 /// Checks Alertmanager's `/-/healthy` every `check_interval`.
 async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    use crate::probe::http::{Client, Spec, Target};
+    use crate::net::client::{Client, Request};
+    use crate::net::target::Target;
     loop {
         let rt = shared.current();
         let cfg = rt.config.alerting.as_ref();
@@ -403,7 +404,7 @@ async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::Receiver<boo
             None => shared.alert.lock().am = Default::default(),
             Some(url) => {
                 let result = match Target::parse(&format!("{url}/-/healthy"))
-                    .and_then(|t| Client::new(&Spec::get(t, vec![], 64 << 10)))
+                    .and_then(|t| Client::new(&Request::get(t, vec![], 64 << 10)))
                 {
                     Err(e) => Err(e),
                     Ok(client) => {
