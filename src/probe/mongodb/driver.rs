@@ -1,0 +1,108 @@
+//! The MongoDB driver as the probe uses it: the client, created on the first
+//! check with connect and server-selection timeouts inside the check's, its
+//! collections, and what a driver error means (a failure reason, and a
+//! message with the URI's secrets scrubbed).
+
+use std::time::Duration;
+
+use mongodb::bson::Document;
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection};
+
+use super::config::Spec;
+use crate::config::units::Secret;
+use crate::probe::core::{CheckError, Reason};
+use crate::util::redact::{redact_url, scrub};
+
+pub(super) struct Driver {
+    uri: Secret,
+    password: Option<Secret>,
+    /// The check's timeout; also each operation's `maxTimeMS`.
+    pub(super) timeout: Duration,
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl Driver {
+    pub(super) fn new(spec: &Spec, timeout: Duration) -> Self {
+        Driver {
+            uri: spec.uri.clone(),
+            password: spec.password.clone(),
+            timeout,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        let mut s = vec![self.uri.expose()];
+        if let Some(p) = &self.password {
+            s.push(p.expose());
+        }
+        s
+    }
+
+    pub(super) fn error(&self, what: &str, e: &mongodb::error::Error) -> CheckError {
+        use mongodb::error::ErrorKind as K;
+        // The kind only: the whole error adds labels and empty fields.
+        let text = scrub(&e.kind.to_string(), &self.secrets());
+        let reason = match e.kind.as_ref() {
+            K::Authentication { .. } => Reason::Auth,
+            // AuthenticationFailed, Unauthorized.
+            K::Command(c) if c.code == 18 || c.code == 13 => Reason::Auth,
+            // MaxTimeMSExpired: the server gave up within our time limit.
+            K::Command(c) if c.code == 50 => Reason::Timeout,
+            K::ServerSelection { message, .. } if message.to_ascii_lowercase().contains("auth") => {
+                Reason::Auth
+            }
+            // rustls says why a server was refused: "invalid peer certificate".
+            K::ServerSelection { .. } | K::Io(_) | K::ConnectionPoolCleared { .. }
+                if text.to_ascii_lowercase().contains("certificate") =>
+            {
+                Reason::Tls
+            }
+            K::ServerSelection { .. }
+            | K::Io(_)
+            | K::ConnectionPoolCleared { .. }
+            | K::DnsResolve { .. } => Reason::Connect,
+            K::InvalidTlsConfig { .. } => Reason::Tls,
+            _ => Reason::BadResponse,
+        };
+        CheckError::new(reason, format!("{what}: {text}"))
+    }
+
+    /// The driver client, created on the first check: the driver keeps its
+    /// own pool and monitors and reconnects after an outage by itself.
+    pub(super) async fn client(&self) -> Result<Client, CheckError> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let bad = |e: mongodb::error::Error| {
+            CheckError::new(
+                Reason::Internal,
+                format!(
+                    "invalid MongoDB URI {}: {}",
+                    redact_url(self.uri.expose()),
+                    scrub(&e.to_string(), &self.secrets())
+                ),
+            )
+        };
+        let mut o = ClientOptions::parse(self.uri.expose()).await.map_err(bad)?;
+        // Inside the check's timeout: an unreachable server is `connect`.
+        let inner = (self.timeout * 3 / 4).max(Duration::from_millis(50));
+        o.server_selection_timeout = Some(inner);
+        o.connect_timeout = Some(inner);
+        o.app_name = Some("depwatch".into());
+        if let Some(p) = &self.password {
+            let mut cred = o.credential.take().unwrap_or_default();
+            cred.password = Some(p.expose().to_string());
+            o.credential = Some(cred);
+        }
+        let client = Client::with_options(o).map_err(bad)?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub(super) fn collection(&self, client: &Client, db: &str, coll: &str) -> Collection<Document> {
+        client.database(db).collection::<Document>(coll)
+    }
+}

@@ -1,0 +1,179 @@
+//! `kind: mongodb` — a MongoDB database through the official driver: a ping
+//! (its round trip), `queries:` turned into gauges and health details
+//! (count, aggregate with labels, age of the oldest matching document, with
+//! absolute and ratio thresholds), and `queues:` kept in a collection,
+//! exported with the same families as Redis queues.
+//!
+//! The client is created on the first check (building does no I/O) and
+//! kept: the driver reconnects by itself. Server selection and connecting
+//! give up inside the check's timeout, so an unreachable server reads as
+//! `connect`, not `timeout`. The URI's password never leaves this module:
+//! it is shown as `***` and scrubbed from every error message.
+//!
+//! This file owns the probe: `build`, the check (a ping, then the queries
+//! and queues side by side) and the ping family. `config.rs` parses the
+//! keys, `driver.rs` holds the client and what its errors mean,
+//! `queries.rs` and `queues.rs` run and publish the queries and queues,
+//! `fields.rs` reads values out of result documents.
+
+mod config;
+mod driver;
+mod fields;
+mod queries;
+mod queues;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::try_join_all;
+use mongodb::bson::doc;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde_json::{Map, json};
+
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+};
+use super::queue::{self, Publisher};
+use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
+pub use config::{QueryKind, QuerySpec, QueueSpec, Ratio, Spec};
+use driver::Driver;
+use queries::QueryValue;
+
+/// How a MongoDB check fails (the counters of these start at 0).
+pub const REASONS: &[Reason] = &[
+    Reason::Connect,
+    Reason::Auth,
+    Reason::Tls,
+    Reason::Timeout,
+    Reason::BadResponse,
+];
+
+/// The MongoDB families: the queries', then the ping.
+pub struct Metrics {
+    queries: queries::Families,
+    ping: Family<ComponentOnly, GaugeF>,
+}
+
+impl Metrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Metrics {
+            queries: queries::Families::register(r),
+            ping: Family::default(),
+        };
+        r.register(
+            "mongodb_ping_seconds",
+            "Round trip of the last ping.",
+            m.ping.clone(),
+        );
+        m
+    }
+}
+
+pub struct MongoProbe {
+    spec: Spec,
+    driver: Driver,
+    label: ComponentOnly,
+    metrics: Arc<Metrics>,
+    series: queries::Series,
+    publisher: Publisher,
+    gate: SeriesGate,
+}
+
+pub fn build<F: FamiliesOf<Metrics> + FamiliesOf<queue::Metrics> + ?Sized>(
+    spec: &Spec,
+    ctx: &BuildCtx<'_, F>,
+) -> Result<MongoProbe, BuildError> {
+    let metrics = FamiliesOf::<Metrics>::families(ctx.metrics).clone();
+    Ok(MongoProbe {
+        spec: spec.clone(),
+        driver: Driver::new(spec, ctx.timeout),
+        label: ComponentOnly {
+            component: ctx.name.to_string(),
+        },
+        series: queries::Series::new(ctx.name, metrics.queries.clone()),
+        metrics,
+        publisher: Publisher::new(
+            ctx.name,
+            FamiliesOf::<queue::Metrics>::families(ctx.metrics).clone(),
+        ),
+        gate: ctx.gate.clone(),
+    })
+}
+
+impl MongoProbe {
+    async fn run(&self) -> CheckResult {
+        let client = self.driver.client().await?;
+        let started = Instant::now();
+        client
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(|e| self.driver.error("ping", &e))?;
+        let rtt = started.elapsed().as_secs_f64();
+        if let Some(_live) = self.gate.open() {
+            self.metrics.ping.get_or_create(&self.label).set(rtt);
+        }
+        let mut out = Outcome::healthy(Map::new());
+        out.details
+            .insert("ping_ms".into(), json!((rtt * 100_000.0).round() / 100.0));
+
+        // Queries and queues run side by side on the driver's pool: a check
+        // takes as long as its slowest query, not their sum.
+        let queries = try_join_all(
+            self.spec
+                .queries
+                .iter()
+                .map(|q| queries::read(&self.driver, &client, q)),
+        );
+        let queues = try_join_all(
+            self.spec
+                .queues
+                .iter()
+                .map(|q| queues::read(&self.driver, &client, q)),
+        );
+        let (values, snaps) = match futures_util::future::try_join(queries, queues).await {
+            Ok(v) => v,
+            Err(mut e) => {
+                e.details = out.details;
+                return Err(e);
+            }
+        };
+        let values: BTreeMap<&str, QueryValue> = self
+            .spec
+            .queries
+            .iter()
+            .map(|q| q.name.as_str())
+            .zip(values)
+            .collect();
+        if let Some(_live) = self.gate.open() {
+            self.series.publish(&values);
+            self.publisher.publish(&snaps);
+        }
+        for q in &self.spec.queries {
+            if let Some(v) = values.get(q.name.as_str()) {
+                queries::judge(q, v, &values, &mut out);
+            }
+        }
+        for (q, s) in self.spec.queues.iter().zip(&snaps) {
+            q.thresholds.judge(s, &mut out);
+        }
+        if !snaps.is_empty() {
+            out.details.insert("queues".into(), queue::details(&snaps));
+        }
+        Ok(out)
+    }
+}
+
+impl Probe for MongoProbe {
+    fn check(&self) -> BoxFuture<'_, CheckResult> {
+        Box::pin(self.run())
+    }
+
+    fn forget(&self) {
+        self.series.forget(&self.spec.queries);
+        self.metrics.ping.remove(&self.label);
+        self.publisher.forget();
+    }
+}

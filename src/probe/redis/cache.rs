@@ -1,0 +1,326 @@
+//! What Redis INFO says about the cache: INFO's `key:value` lines, the cache
+//! families (keyspace hits and misses, evictions, expirations, memory,
+//! clients, keys per database), the details of a check, and the hit rate
+//! over recent lookups (depwatch's own queue reads left out) with its
+//! `hit_rate_degraded_below` threshold.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value, json};
+
+use super::config::Spec;
+use crate::metrics::kit::{AbsCounter, ComponentOnly, SeriesGate};
+use crate::probe::core::{Outcome, Status};
+use crate::util::sync::lock;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DbLabels {
+    component: String,
+    db: String,
+}
+
+/// The cache families, labelled by component (and database).
+#[derive(Clone)]
+pub(super) struct Families {
+    hits: Family<ComponentOnly, AbsCounter>,
+    misses: Family<ComponentOnly, AbsCounter>,
+    evicted: Family<ComponentOnly, AbsCounter>,
+    expired: Family<ComponentOnly, AbsCounter>,
+    memory_used: Family<ComponentOnly, Gauge>,
+    memory_max: Family<ComponentOnly, Gauge>,
+    clients: Family<ComponentOnly, Gauge>,
+    keys: Family<DbLabels, Gauge>,
+}
+
+impl Families {
+    pub(super) fn register(r: &mut Registry) -> Self {
+        let m = Families {
+            hits: Family::default(),
+            misses: Family::default(),
+            evicted: Family::default(),
+            expired: Family::default(),
+            memory_used: Family::default(),
+            memory_max: Family::default(),
+            clients: Family::default(),
+            keys: Family::default(),
+        };
+        r.register(
+            "redis_keyspace_hits",
+            "Successful key lookups (Redis INFO keyspace_hits).",
+            m.hits.clone(),
+        );
+        r.register(
+            "redis_keyspace_misses",
+            "Failed key lookups (Redis INFO keyspace_misses).",
+            m.misses.clone(),
+        );
+        r.register(
+            "redis_evicted_keys",
+            "Keys evicted for maxmemory (Redis INFO evicted_keys).",
+            m.evicted.clone(),
+        );
+        r.register(
+            "redis_expired_keys",
+            "Keys expired by their TTL (Redis INFO expired_keys).",
+            m.expired.clone(),
+        );
+        r.register(
+            "redis_memory_used_bytes",
+            "Memory used by Redis (INFO used_memory).",
+            m.memory_used.clone(),
+        );
+        r.register(
+            "redis_memory_max_bytes",
+            "Redis maxmemory (0: no limit).",
+            m.memory_max.clone(),
+        );
+        r.register(
+            "redis_connected_clients",
+            "Clients connected to Redis.",
+            m.clients.clone(),
+        );
+        r.register("redis_keys", "Keys per database.", m.keys.clone());
+        m
+    }
+}
+
+/// Hit-rate bookkeeping: the rate over the lookups since the last judged
+/// sample, judged only once at least `min_lookups` happened.
+#[derive(Default)]
+struct HitWindow {
+    /// Hits and misses (without depwatch's own) at the last judged sample.
+    base: Option<(f64, f64)>,
+    rate: Option<f64>,
+    /// Lookups made by depwatch's own queue reads since the server started:
+    /// they are Redis's keyspace hits and misses too, but not the cache's.
+    own: (f64, f64),
+    last: (f64, f64),
+}
+
+/// One probe's view of the cache: its series and its hit-rate window.
+pub(super) struct Cache {
+    component: String,
+    label: ComponentOnly,
+    families: Families,
+    hit_rate_degraded_below: Option<f64>,
+    hit_rate_min_lookups: u64,
+    hits: Mutex<HitWindow>,
+    /// The databases INFO listed so far (an emptied one is shown as 0).
+    dbs: Mutex<BTreeSet<String>>,
+    gate: SeriesGate,
+}
+
+impl Cache {
+    pub(super) fn new(component: &str, families: Families, spec: &Spec, gate: SeriesGate) -> Self {
+        Cache {
+            component: component.to_string(),
+            label: ComponentOnly {
+                component: component.to_string(),
+            },
+            families,
+            hit_rate_degraded_below: spec.hit_rate_degraded_below,
+            hit_rate_min_lookups: spec.hit_rate_min_lookups,
+            hits: Mutex::new(HitWindow::default()),
+            dbs: Mutex::new(BTreeSet::new()),
+            gate,
+        }
+    }
+
+    /// Sets the cache series from INFO, adds the details and judges the
+    /// hit rate.
+    pub(super) fn record(&self, info: &BTreeMap<String, String>, out: &mut Outcome) {
+        let m = &self.families;
+        let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok());
+        let hits = num("keyspace_hits").unwrap_or(0.0);
+        let misses = num("keyspace_misses").unwrap_or(0.0);
+        let used = num("used_memory").unwrap_or(0.0);
+        let max = num("maxmemory").unwrap_or(0.0);
+        let clients = num("connected_clients").unwrap_or(0.0);
+        // A removed component's series stay removed (see `SeriesGate`).
+        let live = self.gate.open();
+        if live.is_some() {
+            m.hits.get_or_create(&self.label).set(hits);
+            m.misses.get_or_create(&self.label).set(misses);
+            m.evicted
+                .get_or_create(&self.label)
+                .set(num("evicted_keys").unwrap_or(0.0));
+            m.expired
+                .get_or_create(&self.label)
+                .set(num("expired_keys").unwrap_or(0.0));
+            m.memory_used.get_or_create(&self.label).set(used as i64);
+            m.memory_max.get_or_create(&self.label).set(max as i64);
+            m.clients.get_or_create(&self.label).set(clients as i64);
+        }
+
+        let mut keys = Map::new();
+        let mut dbs = BTreeSet::new();
+        for (k, v) in info.iter().filter(|(k, _)| is_db(k)) {
+            let n = v
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("keys="))
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(0);
+            if live.is_some() {
+                m.keys
+                    .get_or_create(&DbLabels {
+                        component: self.component.clone(),
+                        db: k.clone(),
+                    })
+                    .set(n);
+            }
+            keys.insert(k.clone(), json!(n));
+            dbs.insert(k.clone());
+        }
+        // A database emptied since the last check leaves INFO: show it as 0.
+        let mut known = lock(&self.dbs);
+        for gone in known.difference(&dbs) {
+            if live.is_some() {
+                m.keys
+                    .get_or_create(&DbLabels {
+                        component: self.component.clone(),
+                        db: gone.clone(),
+                    })
+                    .set(0);
+            }
+            keys.insert(gone.clone(), json!(0));
+        }
+        known.extend(dbs);
+        drop(known);
+        drop(live);
+
+        let d = &mut out.details;
+        for k in ["redis_version", "role"] {
+            if let Some(v) = info.get(k) {
+                d.insert(k.into(), json!(v));
+            }
+        }
+        d.insert(
+            "uptime_seconds".into(),
+            json!(num("uptime_in_seconds").map(|v| v as u64)),
+        );
+        d.insert("connected_clients".into(), json!(clients as i64));
+        d.insert("used_memory_bytes".into(), json!(used as u64));
+        d.insert("maxmemory_bytes".into(), json!(max as u64));
+        d.insert(
+            "evicted_keys".into(),
+            json!(num("evicted_keys").map(|v| v as u64)),
+        );
+        d.insert("keys".into(), Value::Object(keys));
+        let lifetime = (hits + misses > 0.0).then(|| round4(hits / (hits + misses)));
+        d.insert("lifetime_hit_rate".into(), json!(lifetime));
+
+        let (rate, lookups) = self.hit_rate(hits, misses);
+        d.insert("hit_rate".into(), json!(rate.map(round4)));
+        d.insert("hit_rate_lookups".into(), json!(lookups as u64));
+        if let (Some(rate), Some(limit)) = (rate, self.hit_rate_degraded_below)
+            && rate < limit
+        {
+            out.raise(
+                Status::Degraded,
+                format!(
+                    "cache hit rate {:.1}% below {:.1}%",
+                    rate * 100.0,
+                    limit * 100.0
+                ),
+            );
+        }
+    }
+
+    /// Counts the lookups of depwatch's own queue reads (INFO stats `before`
+    /// and `after` them), kept out of the hit rate.
+    pub(super) fn count_own(
+        &self,
+        before: &BTreeMap<String, String>,
+        after: &BTreeMap<String, String>,
+    ) {
+        let get = |i: &BTreeMap<String, String>, k: &str| {
+            i.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        let dh = get(after, "keyspace_hits") - get(before, "keyspace_hits");
+        let dm = get(after, "keyspace_misses") - get(before, "keyspace_misses");
+        let mut w = lock(&self.hits);
+        w.own.0 += dh.max(0.0);
+        w.own.1 += dm.max(0.0);
+    }
+
+    /// The hit rate over the lookups since the last judged sample, once at
+    /// least `hit_rate_min_lookups` happened (else the previous rate stands).
+    fn hit_rate(&self, hits: f64, misses: f64) -> (Option<f64>, f64) {
+        let mut w = lock(&self.hits);
+        if hits < w.last.0 || misses < w.last.1 {
+            // Counters went down: the server restarted or was reset.
+            w.own = (0.0, 0.0);
+            w.base = None;
+        }
+        w.last = (hits, misses);
+        let (hits, misses) = ((hits - w.own.0).max(0.0), (misses - w.own.1).max(0.0));
+        let (h0, m0) = match w.base {
+            Some((h0, m0)) if hits >= h0 && misses >= m0 => (h0, m0),
+            _ => (0.0, 0.0),
+        };
+        let (dh, dm) = (hits - h0, misses - m0);
+        let lookups = dh + dm;
+        if lookups >= self.hit_rate_min_lookups.max(1) as f64 {
+            w.rate = Some(dh / lookups);
+            w.base = Some((hits, misses));
+        } else if w.base.is_none() {
+            w.base = Some((h0, m0));
+        }
+        (w.rate, lookups)
+    }
+
+    /// Removes the component's cache series.
+    pub(super) fn forget(&self) {
+        let m = &self.families;
+        for f in [&m.hits, &m.misses, &m.evicted, &m.expired] {
+            f.remove(&self.label);
+        }
+        for f in [&m.memory_used, &m.memory_max, &m.clients] {
+            f.remove(&self.label);
+        }
+        for db in lock(&self.dbs).iter() {
+            m.keys.remove(&DbLabels {
+                component: self.component.clone(),
+                db: db.clone(),
+            });
+        }
+    }
+}
+
+fn is_db(k: &str) -> bool {
+    k.strip_prefix("db")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `key:value` lines of INFO (sections and comments skipped).
+pub(super) fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_is_parsed() {
+        let i = parse_info(
+            "# Stats\r\nkeyspace_hits:5\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n",
+        );
+        assert_eq!(i["keyspace_hits"], "5");
+        assert!(is_db("db0") && !is_db("db") && !is_db("dbx"));
+        assert_eq!(i["db0"], "keys=3,expires=0,avg_ttl=0");
+    }
+}

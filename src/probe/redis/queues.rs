@@ -1,0 +1,476 @@
+//! Redis job queues: which queues a check reads (the configured ones, and
+//! the ones discovery finds by SCAN every `discover_every`), the read-only
+//! Lua script (`queues.lua`) that reads one queue per call inside the
+//! check's single pipeline, its answers turned into queue snapshots, and the
+//! stream families (length, consumer groups' pending entries and lag).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use redis::aio::MultiplexedConnection;
+use redis::{Pipeline, RedisResult, Value as RValue};
+use serde_json::{Map, Value, json};
+
+use super::config::{QueueSpec, QueueType, Spec};
+use crate::metrics::kit::SeriesGate;
+use crate::probe::core::{Outcome, Status};
+use crate::probe::queue::{self, JobState, Publisher, Snapshot};
+use crate::util::redact::scrub;
+use crate::util::sync::lock;
+
+const SCRIPT: &str = include_str!("queues.lua");
+
+/// At most this many consumer groups per stream become label values.
+const MAX_GROUPS: usize = 50;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct GroupLabels {
+    component: String,
+    queue: String,
+    group: String,
+}
+
+/// The stream families (the queue families are `probe::queue`'s).
+#[derive(Clone)]
+pub(super) struct Families {
+    stream_length: Family<queue::QueueLabels, Gauge>,
+    group_pending: Family<GroupLabels, Gauge>,
+    group_lag: Family<GroupLabels, Gauge>,
+}
+
+impl Families {
+    pub(super) fn register(r: &mut Registry) -> Self {
+        let m = Families {
+            stream_length: Family::default(),
+            group_pending: Family::default(),
+            group_lag: Family::default(),
+        };
+        r.register(
+            "redis_stream_length",
+            "Entries in a stream queue (XLEN).",
+            m.stream_length.clone(),
+        );
+        r.register(
+            "redis_stream_group_pending",
+            "Entries delivered to a consumer group and not acknowledged.",
+            m.group_pending.clone(),
+        );
+        r.register(
+            "redis_stream_group_lag",
+            "Entries not yet delivered to a consumer group.",
+            m.group_lag.clone(),
+        );
+        m
+    }
+}
+
+struct Discovered {
+    at: Instant,
+    /// Per discovering queue spec (index): the queue names found.
+    names: BTreeMap<usize, (Vec<String>, bool)>,
+}
+
+/// One queue to read in this check (a configured one, or a discovered one).
+pub(super) struct Target<'a> {
+    name: String,
+    spec: &'a QueueSpec,
+    arg: String,
+}
+
+/// One probe's queues: what discovery found, the script, and the series.
+pub(super) struct Queues {
+    component: String,
+    families: Families,
+    publisher: Publisher,
+    script: redis::Script,
+    discovered: Mutex<Option<Discovered>>,
+    groups: Mutex<BTreeSet<GroupLabels>>,
+    gate: SeriesGate,
+}
+
+impl Queues {
+    pub(super) fn new(
+        component: &str,
+        families: Families,
+        publisher: Publisher,
+        gate: SeriesGate,
+    ) -> Self {
+        Queues {
+            component: component.to_string(),
+            families,
+            publisher,
+            script: redis::Script::new(SCRIPT),
+            discovered: Mutex::new(None),
+            groups: Mutex::new(BTreeSet::new()),
+            gate,
+        }
+    }
+
+    /// The queues to read: configured ones, plus the discovered ones
+    /// (refreshed by SCAN every `discover_every`).
+    pub(super) async fn targets<'a>(
+        &self,
+        spec: &'a Spec,
+        conn: &mut MultiplexedConnection,
+        out: &mut Outcome,
+    ) -> RedisResult<Vec<Target<'a>>> {
+        let stale = lock(&self.discovered)
+            .as_ref()
+            .is_none_or(|d| d.at.elapsed() >= spec.discover_every);
+        if stale && spec.queues.iter().any(|q| q.discover.is_some()) {
+            let mut names = BTreeMap::new();
+            for (i, q) in spec.queues.iter().enumerate() {
+                if let Some(max) = q.discover {
+                    let found = discover(conn, q, max).await?;
+                    tracing::debug!(
+                        component = %self.component,
+                        prefix = %q.key,
+                        queues = found.0.len(),
+                        overflow = found.1,
+                        "Queues discovered."
+                    );
+                    names.insert(i, found);
+                }
+            }
+            *lock(&self.discovered) = Some(Discovered {
+                at: Instant::now(),
+                names,
+            });
+        }
+        let found = lock(&self.discovered);
+        let mut seen = BTreeSet::new();
+        let mut targets = Vec::new();
+        for (i, q) in spec.queues.iter().enumerate() {
+            if q.discover.is_some() {
+                let Some((list, overflow)) = found.as_ref().and_then(|d| d.names.get(&i)) else {
+                    continue;
+                };
+                if *overflow {
+                    out.raise(
+                        Status::Healthy,
+                        format!(
+                            "more than {} {} queues under prefix `{}`: only the first are watched",
+                            q.discover.unwrap_or(0),
+                            q.type_.as_str(),
+                            q.key
+                        ),
+                    );
+                }
+                for name in list {
+                    if seen.insert(name.clone()) {
+                        targets.push(Target {
+                            name: name.clone(),
+                            spec: q,
+                            arg: format!("{}:{name}", q.key),
+                        });
+                    }
+                }
+            } else if seen.insert(q.name.clone()) {
+                let arg = if q.type_.is_bull() {
+                    format!("{}:{}", q.key, q.name)
+                } else {
+                    q.key.clone()
+                };
+                targets.push(Target {
+                    name: q.name.clone(),
+                    spec: q,
+                    arg,
+                });
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Adds the script calls that read `targets` (one answer each) to the
+    /// check's pipeline.
+    pub(super) fn add_reads(&self, pipe: &mut Pipeline, targets: &[Target], max_active_scan: u32) {
+        if !targets.is_empty() {
+            // Loading is idempotent and keeps the same round trip: a restarted
+            // or flushed server has the script again before it is called.
+            pipe.cmd("SCRIPT").arg("LOAD").arg(SCRIPT).ignore();
+        }
+        for t in targets {
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(0)
+                .arg(t.spec.type_.as_str())
+                .arg(&t.arg)
+                .arg(max_active_scan);
+        }
+    }
+
+    /// The script's answers (one per target, in order): snapshots judged
+    /// against the thresholds, published, and shown in the details.
+    /// `secrets` are scrubbed from server errors.
+    pub(super) fn record(
+        &self,
+        targets: &[Target],
+        replies: Vec<RValue>,
+        now_ms: f64,
+        secrets: &[&str],
+        out: &mut Outcome,
+    ) {
+        let mut snaps = Vec::with_capacity(targets.len());
+        for (t, reply) in targets.iter().zip(replies) {
+            match snapshot(t, reply, now_ms, secrets) {
+                Ok(s) => {
+                    t.spec.thresholds.judge(&s, out);
+                    snaps.push(s);
+                }
+                Err(msg) => out.raise(
+                    Status::Degraded,
+                    format!("queue {}: cannot read it: {msg}", t.name),
+                ),
+            }
+        }
+        if let Some(_live) = self.gate.open() {
+            self.publisher.publish(&snaps);
+            self.publish_groups(&snaps);
+        }
+        if !snaps.is_empty() {
+            out.details.insert("queues".into(), queue::details(&snaps));
+        }
+    }
+
+    fn publish_groups(&self, snaps: &[Snapshot]) {
+        let m = &self.families;
+        let mut now = BTreeSet::new();
+        for s in snaps {
+            let Some(Value::Object(groups)) = s.extra.get("groups") else {
+                continue;
+            };
+            if let Some(len) = s.extra.get("length").and_then(Value::as_i64) {
+                m.stream_length
+                    .get_or_create(&queue::QueueLabels {
+                        component: self.component.clone(),
+                        queue: s.queue.clone(),
+                    })
+                    .set(len);
+            }
+            for (g, v) in groups {
+                let l = GroupLabels {
+                    component: self.component.clone(),
+                    queue: s.queue.clone(),
+                    group: g.clone(),
+                };
+                m.group_pending
+                    .get_or_create(&l)
+                    .set(v["pending"].as_i64().unwrap_or(0));
+                if let Some(lag) = v["lag"].as_i64() {
+                    m.group_lag.get_or_create(&l).set(lag);
+                }
+                now.insert(l);
+            }
+        }
+        let mut known = lock(&self.groups);
+        for gone in known.difference(&now) {
+            m.group_pending.remove(gone);
+            m.group_lag.remove(gone);
+        }
+        *known = now;
+    }
+
+    /// Removes the component's queue and stream series.
+    pub(super) fn forget(&self, spec: &Spec) {
+        self.publish_groups(&[]);
+        for s in spec.queues.iter().filter(|q| q.type_ == QueueType::Stream) {
+            self.families.stream_length.remove(&queue::QueueLabels {
+                component: self.component.clone(),
+                queue: s.name.clone(),
+            });
+        }
+        self.publisher.forget();
+    }
+}
+
+/// SCAN (never KEYS) for the marker key every queue of the layout has:
+/// BullMQ's `meta` hash, Bull's `id` counter. Sorted; at most `max`.
+async fn discover(
+    conn: &mut MultiplexedConnection,
+    q: &QueueSpec,
+    max: usize,
+) -> RedisResult<(Vec<String>, bool)> {
+    let (suffix, ty) = match q.type_ {
+        QueueType::Bullmq => (":meta", "hash"),
+        _ => (":id", "string"),
+    };
+    let head = format!("{}:", q.key);
+    let pattern = format!("{}*{suffix}", glob_escape(&head));
+    let mut found = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    // A bound on round trips even for a huge keyspace (10M keys).
+    for _ in 0..10_000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg(ty)
+            .query_async(conn)
+            .await?;
+        for k in keys {
+            if let Some(name) = k
+                .strip_prefix(&head)
+                .and_then(|r| r.strip_suffix(suffix))
+                .filter(|n| !n.is_empty())
+            {
+                found.insert(name.to_string());
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let overflow = found.len() > max;
+    Ok((found.into_iter().take(max).collect(), overflow))
+}
+
+/// The script's answer for one queue as a snapshot.
+fn snapshot(t: &Target, reply: RValue, now_ms: f64, secrets: &[&str]) -> Result<Snapshot, String> {
+    if let RValue::ServerError(e) = reply {
+        return Err(scrub(&redis::RedisError::from(e).to_string(), secrets));
+    }
+    let RValue::Array(items) = reply else {
+        return Err("unexpected answer".into());
+    };
+    let int = |i: usize| -> i64 {
+        items
+            .get(i)
+            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+            .unwrap_or(0)
+    };
+    let n = |i: usize| int(i).max(0) as u64;
+    let age = |ts: i64| (ts >= 0).then(|| ((now_ms - ts as f64) / 1000.0).max(0.0));
+    let mut s = Snapshot {
+        queue: t.name.clone(),
+        ..Snapshot::default()
+    };
+    match t.spec.type_ {
+        QueueType::List | QueueType::Zset => {
+            s.counts = vec![(t.spec.state, n(0))];
+        }
+        QueueType::Stream => {
+            let len = n(0);
+            let groups = match items.get(1) {
+                Some(RValue::Array(g)) => g.as_slice(),
+                _ => &[],
+            };
+            let mut lag_sum = 0;
+            let mut pending_sum = 0;
+            let mut gs = Map::new();
+            for g in groups.iter().take(MAX_GROUPS) {
+                let f = pairs(g);
+                let name = f.get("name").cloned().unwrap_or_default();
+                let pending = f
+                    .get("pending")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0u64);
+                // No lag (Redis < 7, or a trimmed stream): all entries may wait.
+                let lag = f.get("lag").and_then(|v| v.parse().ok());
+                lag_sum += lag.unwrap_or(0u64);
+                pending_sum += pending;
+                gs.insert(name, json!({ "pending": pending, "lag": lag }));
+            }
+            let waiting = if groups.is_empty() { len } else { lag_sum };
+            s.counts = vec![
+                (JobState::Waiting, waiting),
+                (JobState::Active, pending_sum),
+            ];
+            s.extra.insert("length".into(), json!(len));
+            s.extra.insert("groups".into(), Value::Object(gs));
+        }
+        QueueType::Bullmq | QueueType::Bull => {
+            if items.len() < 13 {
+                return Err("unexpected answer from the queue script".into());
+            }
+            let paused = int(8) == 1;
+            let (wait, paused_n) = if paused {
+                // A paused queue's waiting jobs are not waiting for a worker.
+                (0, n(0) + n(2))
+            } else {
+                (n(0), n(2))
+            };
+            s.counts = vec![
+                (JobState::Waiting, wait),
+                (JobState::Active, n(1)),
+                (JobState::Paused, paused_n),
+                (JobState::Delayed, n(3)),
+            ];
+            if t.spec.type_ == QueueType::Bullmq {
+                s.counts.push((JobState::Prioritized, n(4)));
+                s.counts.push((JobState::WaitingChildren, n(5)));
+            }
+            s.counts.push((JobState::Completed, n(6)));
+            s.counts.push((JobState::Failed, n(7)));
+            s.paused = Some(paused);
+            s.oldest_waiting_age = Some(age(int(9)).unwrap_or(0.0));
+            s.oldest_active_age = Some(age(int(10)).unwrap_or(0.0));
+            s.stalled = Some(n(11));
+            if n(12) < n(1) {
+                s.extra.insert("stalled_checked".into(), json!(n(12)));
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// A flat `[k1, v1, k2, v2…]` reply (or a RESP3 map) as text pairs.
+fn pairs(v: &RValue) -> BTreeMap<String, String> {
+    let text = |v: &RValue| match v {
+        RValue::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        RValue::SimpleString(s) => s.clone(),
+        RValue::Int(i) => i.to_string(),
+        _ => String::new(),
+    };
+    let mut out = BTreeMap::new();
+    match v {
+        RValue::Array(items) => {
+            for kv in items.chunks(2) {
+                if let [k, v] = kv
+                    && !matches!(v, RValue::Nil)
+                {
+                    out.insert(text(k), text(v));
+                }
+            }
+        }
+        RValue::Map(items) => {
+            for (k, v) in items {
+                if !matches!(v, RValue::Nil) {
+                    out.insert(text(k), text(v));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Escapes the glob characters of a SCAN pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_is_escaped() {
+        assert_eq!(glob_escape("a*b[c]:"), "a\\*b\\[c\\]:");
+    }
+}
