@@ -35,6 +35,14 @@ fn boot_time() -> Option<f64> {
     })
 }
 
+/// The number of threads of `pid` (field 20 of /proc/PID/stat): one read,
+/// where listing /proc/PID/task reads a file per thread.
+pub fn threads(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(17)?.parse().ok()
+}
+
 pub fn read_self() -> Option<ProcStats> {
     read("self")
 }
@@ -93,5 +101,12 @@ mod tests {
         assert!(s.threads >= 1);
         assert!(s.open_fds >= 3);
         assert!(s.start_time > 1.6e9, "{}", s.start_time);
+    }
+
+    #[test]
+    fn threads_of_a_pid() {
+        let n = super::threads(std::process::id()).expect("own stat");
+        assert!(n >= 1);
+        assert_eq!(super::threads(u32::MAX), None);
     }
 }

@@ -4,7 +4,8 @@
 //! a failed check (`not_found`); a new start time is a restart.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -137,8 +138,10 @@ impl Spec {
     }
 }
 
-/// The process metric families, labelled by component.
+/// The process metric families, labelled by component, and what all
+/// process probes share.
 pub struct Metrics {
+    samplers: Samplers,
     rss: Family<ComponentOnly, Gauge>,
     cpu: Family<ComponentOnly, AbsCounter>,
     start: Family<ComponentOnly, GaugeF>,
@@ -150,6 +153,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(r: &mut Registry) -> Self {
         let m = Metrics {
+            samplers: Samplers::default(),
             rss: Family::default(),
             cpu: Family::default(),
             start: Family::default(),
@@ -200,11 +204,90 @@ impl Metrics {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that take process samples: a fixed set (one per core, at
+/// least two: /proc reads are kernel CPU work, more at once would not go
+/// faster), started at the first check. On tokio's blocking pool a burst
+/// of checks (a reload that adds hundreds of probes, every first check
+/// within its jitter) made the pool spawn a thread for each waiting
+/// sample, and those threads stayed (and grew malloc arenas) while checks
+/// kept coming.
+#[derive(Default)]
+pub struct Samplers {
+    queue: OnceLock<Result<SyncSender<Job>, String>>,
+}
+
+/// Samples waiting beyond this fail at once: those checks are late already.
+const SAMPLER_QUEUE: usize = 4096;
+
+impl Samplers {
+    /// How many sampler threads run.
+    pub fn threads() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+    }
+
+    fn start() -> Result<SyncSender<Job>, String> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(SAMPLER_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..Self::threads() {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name("depwatch-sampler".into())
+                .spawn(move || {
+                    loop {
+                        // The lock is held to take a job, not to run it.
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start a sampler thread: {e}"))?;
+        }
+        Ok(tx)
+    }
+
+    /// Runs `f` on a sampler thread. A sample whose check was abandoned
+    /// (timeout, reload) before its turn came is skipped.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, CheckError> + Send + 'static,
+    ) -> Result<T, CheckError> {
+        let internal = |m: String| CheckError::new(Reason::Internal, m);
+        let tx = self
+            .queue
+            .get_or_init(Self::start)
+            .as_ref()
+            .map_err(|e| internal(e.clone()))?;
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            if done.is_closed() {
+                return;
+            }
+            // A panic ends this sample, not the sampler thread.
+            if let Ok(r) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let _ = done.send(r);
+            }
+        });
+        tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => CheckError::new(
+                Reason::Timeout,
+                format!("{SAMPLER_QUEUE} process samples are waiting already"),
+            ),
+            TrySendError::Disconnected(_) => internal("the sampler threads stopped".into()),
+        })?;
+        wait.await
+            .map_err(|_| internal("the process sample panicked".into()))?
+    }
+}
+
 pub struct ProcessProbe {
     spec: Spec,
     label: ComponentOnly,
-    metrics: std::sync::Arc<Metrics>,
-    state: std::sync::Arc<Mutex<Seen>>,
+    metrics: Arc<Metrics>,
+    state: Arc<Mutex<Seen>>,
     gate: SeriesGate,
 }
 
@@ -224,7 +307,7 @@ pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
             component: ctx.name.to_string(),
         },
         metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
-        state: std::sync::Arc::new(Mutex::new(Seen {
+        state: Arc::new(Mutex::new(Seen {
             system: None,
             last: None,
             restarts: 0,
@@ -300,10 +383,9 @@ fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&[spid]),
         true,
-        ProcessRefreshKind::nothing()
-            .with_memory()
-            .with_cpu()
-            .with_tasks(),
+        // Not `with_tasks`: it reads a file per thread (hundreds for a
+        // JVM) and keeps an entry for each; the count is one read below.
+        ProcessRefreshKind::nothing().with_memory().with_cpu(),
     );
     let p = system
         .process(spid)
@@ -321,7 +403,7 @@ fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
         rss: p.memory(),
         cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
         start_time: p.start_time(),
-        threads: p.tasks().map(|t| t.len()),
+        threads: crate::procfs::threads(pid).map(|t| t as usize),
         fds,
         matches,
     })
@@ -348,7 +430,7 @@ impl ProcessProbe {
             tracing::warn!(pid = s.pid, process = %s.name, "Watched process restarted.");
         }
         seen.last = Some((s.pid, s.start_time));
-        // This runs on the blocking pool and outlives a check abandoned by
+        // This runs on a sampler thread and outlives a check abandoned by
         // a reload: the gate keeps a removed component's series removed.
         if let Some(_live) = self.gate.open() {
             let m = &self.metrics;
@@ -419,14 +501,10 @@ impl Probe for ProcessProbe {
                 state: self.state.clone(),
                 gate: self.gate.clone(),
             };
-            tokio::task::spawn_blocking(move || this.check_blocking())
+            self.metrics
+                .samplers
+                .run(move || this.check_blocking())
                 .await
-                .unwrap_or_else(|e| {
-                    Err(CheckError::new(
-                        Reason::Internal,
-                        format!("process check panicked: {e}"),
-                    ))
-                })
         })
     }
 

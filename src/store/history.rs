@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{Store, StoreError};
+use super::core::{Store, StoreError};
 
 /// One storage snapshot as kept in the store.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,7 +78,7 @@ impl Store {
 pub(super) mod tests {
     use std::time::SystemTime;
 
-    use super::super::MIGRATIONS;
+    use super::super::core::MIGRATIONS;
     use super::*;
     use crate::util::time::unix_ms;
 

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::core::{Store, StoreError};
 
 /// Where reading of one file stands, as checkpointed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -75,3 +75,39 @@ async fn renaming_reloads_leave_no_series_of_removed_components() {
         stale[..stale.len().min(20)].join("\n")
     );
 }
+
+/// A field of /proc/PID/status (`Threads`, `VmRSS`...).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in:\n{status}"))
+}
+
+#[tokio::test]
+async fn renaming_reloads_do_not_grow_threads() {
+    const N: usize = 300;
+    const RELOADS: usize = 40;
+    let dw = Depwatch::start(&renamed_probes(N, 0)).await;
+    // Each reload starts N components whose first checks all fall within
+    // their jitter: a burst of samples on the blocking pool every time.
+    for generation in 1..=RELOADS {
+        reload_to(&dw, N, generation).await;
+    }
+    let threads = proc_status(dw.proc.pid(), "Threads");
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2) as u64;
+    // tokio's workers (one per core), the process samplers (one per core,
+    // at least two), the main thread, the state store's writer, and a few
+    // of tokio's blocking pool (opening the store). Not per probe, not per
+    // reload: before the samplers, every burst of first checks left
+    // blocking threads behind (39 here on 2 cores).
+    let bound = 2 * cores + 4;
+    assert!(
+        threads <= bound,
+        "{threads} threads after {RELOADS} reloads of {N} probes (bound {bound})"
+    );
+}
