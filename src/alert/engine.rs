@@ -406,7 +406,7 @@ async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::Receiver<boo
                 let result = match Target::parse(&format!("{url}/-/healthy"))
                     .and_then(|t| Client::new(&Request::get(t, vec![], 64 << 10)))
                 {
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                     Ok(client) => {
                         let limit = every.clamp(Duration::from_millis(100), Duration::from_secs(5));
                         match tokio::time::timeout(limit, client.fetch()).await {

@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::error::NetError;
 use super::target::{Refused, Target, TargetPattern};
 use super::tls::{Identity, Trust};
 use crate::probe::core::{CheckError, Reason};
@@ -89,20 +90,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn parse(s: &str) -> Result<Proxy, String> {
-        let uri: Uri = s
-            .parse()
-            .map_err(|_| "the proxy is not a URL".to_string())?;
+    pub fn parse(s: &str) -> Result<Proxy, NetError> {
+        let uri: Uri = s.parse().map_err(|_| NetError::ProxyNotAUrl)?;
         if uri.scheme_str() != Some("http") {
-            return Err(
-                "only http:// proxies are supported (CONNECT is used for https targets)".into(),
-            );
+            return Err(NetError::ProxyScheme);
         }
-        let auth = uri.authority().ok_or("the proxy URL has no host")?;
+        let auth = uri.authority().ok_or(NetError::ProxyNoHost)?;
         let header = match auth.as_str().rsplit_once('@') {
             Some((userinfo, _)) => {
                 let (u, p) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                Some(basic_auth(u, p).ok_or("the proxy credentials cannot be sent")?)
+                Some(basic_auth(u, p).ok_or(NetError::ProxyCredentials)?)
             }
             None => None,
         };
@@ -164,9 +161,9 @@ pub struct Client {
 
 impl Client {
     /// No I/O: the system's roots are loaded at the first TLS handshake.
-    pub fn new(request: &Request) -> Result<Client, String> {
+    pub fn new(request: &Request) -> Result<Client, NetError> {
         if request.url.is_none() {
-            return Err("an http probe needs a url".into());
+            return Err(NetError::NoUrl);
         }
         let trust = Trust::new(
             request.ca.as_deref(),
@@ -330,7 +327,7 @@ impl Client {
             let config = self
                 .trust
                 .config(not_after.clone())
-                .map_err(|m| CheckError::new(Reason::Tls, m))?;
+                .map_err(|e| CheckError::new(Reason::Tls, e.to_string()))?;
             let name = ServerName::try_from(url.host.clone()).map_err(|_| {
                 CheckError::new(
                     Reason::Tls,

@@ -6,9 +6,11 @@
 
 pub mod cert;
 pub mod client;
+pub mod error;
 pub mod target;
 pub mod tls;
 
 pub use client::{Answer, Client, Proxy, Request, Timings, basic_auth};
+pub use error::NetError;
 pub use target::{Target, TargetPattern};
 pub use tls::Identity;

@@ -8,6 +8,8 @@ use hyper::Uri;
 use regex::Regex;
 use url::Url;
 
+use super::error::NetError;
+
 /// Where a request goes. Never holds credentials: userinfo in a URL is
 /// refused at load time (it would leak into logs); `basic_auth` holds them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,24 +23,24 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn parse(s: &str) -> Result<Target, String> {
+    pub fn parse(s: &str) -> Result<Target, NetError> {
         let uri: Uri = s
             .parse()
             // The text is not echoed: it may hold credentials.
-            .map_err(|e| format!("not a URL ({e})"))?;
+            .map_err(|e: hyper::http::uri::InvalidUri| NetError::NotAUrl(e.to_string()))?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            Some(other) => return Err(format!("unsupported scheme `{other}`")),
-            None => return Err("the URL has no scheme".into()),
+            Some(other) => return Err(NetError::Scheme(other.to_string())),
+            None => return Err(NetError::NoScheme),
         };
-        let auth = uri.authority().ok_or("the URL has no host")?;
+        let auth = uri.authority().ok_or(NetError::NoHost)?;
         if auth.as_str().contains('@') {
-            return Err("credentials in the URL would leak into logs".into());
+            return Err(NetError::Credentials);
         }
         let host = auth.host().trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err("the URL has no host".into());
+            return Err(NetError::NoHost);
         }
         let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
         let path = uri
@@ -129,7 +131,7 @@ impl Target {
         next.set_fragment(None);
         // Through `parse`, so a redirect meets the rules of a configured URL
         // (no credentials in it).
-        Target::parse(next.as_str()).map_err(Refused::Invalid)
+        Target::parse(next.as_str()).map_err(|e| Refused::Invalid(e.to_string()))
     }
 }
 
@@ -181,21 +183,19 @@ impl PartialEq for TargetPattern {
 }
 
 impl TargetPattern {
-    pub fn parse(s: &str) -> Result<TargetPattern, String> {
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or("a pattern starts with http:// or https://")?;
+    pub fn parse(s: &str) -> Result<TargetPattern, NetError> {
+        let (scheme, rest) = s.split_once("://").ok_or(NetError::PatternScheme)?;
         let https = match scheme {
             "http" => false,
             "https" => true,
-            _ => return Err(format!("unsupported scheme `{scheme}`")),
+            _ => return Err(NetError::Scheme(scheme.to_string())),
         };
         let (hostport, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/*"),
         };
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, after) = h.split_once(']').ok_or("unclosed [ in the host")?;
+            let (h, after) = h.split_once(']').ok_or(NetError::UnclosedBracket)?;
             (h, after.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -204,12 +204,12 @@ impl TargetPattern {
             }
         };
         if host.is_empty() || host.contains(['@', '?', '#']) {
-            return Err(format!("invalid host `{host}`"));
+            return Err(NetError::Host(host.to_string()));
         }
         let port = match port {
             None => Some(if https { 443 } else { 80 }),
             Some("*") => None,
-            Some(p) => Some(p.parse().map_err(|_| format!("invalid port `{p}`"))?),
+            Some(p) => Some(p.parse().map_err(|_| NetError::Port(p.to_string()))?),
         };
         let glob = |g: &str, any: &str| {
             let body: Vec<String> = g.split('*').map(regex::escape).collect();
@@ -218,9 +218,10 @@ impl TargetPattern {
         Ok(TargetPattern {
             source: s.to_string(),
             https,
-            host: glob(&host.to_ascii_lowercase(), "[a-z0-9.-]*").map_err(|e| e.to_string())?,
+            host: glob(&host.to_ascii_lowercase(), "[a-z0-9.-]*")
+                .map_err(|e| NetError::Pattern(e.to_string()))?,
             port,
-            path: glob(path, ".*").map_err(|e| e.to_string())?,
+            path: glob(path, ".*").map_err(|e| NetError::Pattern(e.to_string()))?,
         })
     }
 

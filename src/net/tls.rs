@@ -14,6 +14,8 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::cert::cert_not_after;
 
+use super::error::NetError;
+
 /// A client certificate and its key (the key never printed).
 #[derive(Clone)]
 pub struct Identity {
@@ -27,13 +29,13 @@ impl Identity {
     pub fn new(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-    ) -> Result<Identity, String> {
+    ) -> Result<Identity, NetError> {
         ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| NetError::Tls(e.to_string()))?
             .with_root_certificates(RootCertStore::empty())
             .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| NetError::Tls(e.to_string()))?;
         Ok(Identity {
             chain,
             key: Arc::new(key),
@@ -75,7 +77,7 @@ impl Trust {
         ca: Option<&[CertificateDer<'static>]>,
         insecure: bool,
         identity: Option<Identity>,
-    ) -> Result<Trust, String> {
+    ) -> Result<Trust, NetError> {
         let custom = match ca {
             Some(certs) if !insecure => {
                 let mut store = RootCertStore::empty();
@@ -83,7 +85,7 @@ impl Trust {
                 Some(
                     WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
                         .build()
-                        .map_err(|e| format!("ca_file: {e}"))?,
+                        .map_err(|e| NetError::CaFile(e.to_string()))?,
                 )
             }
             _ => None,
@@ -98,7 +100,7 @@ impl Trust {
     /// A TLS configuration per check: its session cache starts empty, so
     /// each check does the full handshake a new client would. The peer
     /// certificate's notAfter lands in `not_after`.
-    pub fn config(&self, not_after: Arc<AtomicI64>) -> Result<ClientConfig, String> {
+    pub fn config(&self, not_after: Arc<AtomicI64>) -> Result<ClientConfig, NetError> {
         let inner = if self.insecure {
             None
         } else {
@@ -115,13 +117,13 @@ impl Trust {
         };
         let builder = ClientConfig::builder_with_provider(p)
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| NetError::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(capture));
         let mut cfg = match &self.identity {
             Some(id) => builder
                 .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-                .map_err(|e| format!("client certificate: {e}"))?,
+                .map_err(|e| NetError::ClientCertificate(e.to_string()))?,
             None => builder.with_no_client_auth(),
         };
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -136,22 +138,19 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The verifier of the system's trust store, loaded once, on first use.
-fn system_verifier() -> Result<Arc<WebPkiServerVerifier>, String> {
-    static V: OnceLock<Result<Arc<WebPkiServerVerifier>, String>> = OnceLock::new();
+fn system_verifier() -> Result<Arc<WebPkiServerVerifier>, NetError> {
+    static V: OnceLock<Result<Arc<WebPkiServerVerifier>, NetError>> = OnceLock::new();
     V.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         let mut store = RootCertStore::empty();
         let (added, _) = store.add_parsable_certificates(found.certs);
         if added == 0 {
-            return Err(
-                "no trusted CA certificates found on this system (install ca-certificates, or set ca_file)"
-                    .into(),
-            );
+            return Err(NetError::NoSystemRoots);
         }
         tracing::debug!(roots = added, "Loaded the system's CA certificates.");
         WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
             .build()
-            .map_err(|e| e.to_string())
+            .map_err(|e| NetError::Tls(e.to_string()))
     })
     .clone()
 }

@@ -282,7 +282,11 @@ fn parse_spec(
     let proxy = raw.proxy.and_then(|p| match Proxy::parse(p.expose()) {
         Ok(p) => Some(p),
         Err(e) => {
-            bad(at("proxy"), e, "write it like http://proxy.internal:3128");
+            bad(
+                at("proxy"),
+                e.to_string(),
+                "write it like http://proxy.internal:3128",
+            );
             None
         }
     });

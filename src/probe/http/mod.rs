@@ -181,9 +181,9 @@ pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
 /// Builds a probe that writes into `metrics` under the component `name`
 /// (`/probe` uses a fresh registry per request).
 pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<HttpProbe, BuildError> {
-    let client = Client::new(&spec.request).map_err(|message| BuildError {
+    let client = Client::new(&spec.request).map_err(|e| BuildError {
         name: name.to_string(),
-        message,
+        message: e.to_string(),
     })?;
     Ok(HttpProbe {
         spec: spec.clone(),

@@ -227,9 +227,9 @@ pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
                 headers.push((header::ACCEPT, HeaderValue::from_static("application/json")));
             }
             let request = Request::get(h.url.clone(), headers, MAX_BODY);
-            let client = Client::new(&request).map_err(|message| BuildError {
+            let client = Client::new(&request).map_err(|e| BuildError {
                 name: ctx.name.to_string(),
-                message,
+                message: e.to_string(),
             })?;
             Some(client)
         }
