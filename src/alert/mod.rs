@@ -24,17 +24,26 @@ pub mod webhook;
 pub use metrics::AlertMetrics;
 pub use state::{Alerting, FiringAlert, MAX_FIRING, Reason};
 
+/// Why `depwatch send-test-email` sent nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum TestEmailError {
+    #[error("the configuration has no `alerting.email` section")]
+    NotConfigured,
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Send(#[from] email::SendError),
+}
+
 /// `depwatch send-test-email`: sends a test message through `alerting.email`
 /// on a runtime of its own; the server's reply or the exact failure.
-pub fn send_test_email(config: &crate::config::Config) -> Result<String, String> {
+pub fn send_test_email(config: &crate::config::Config) -> Result<String, TestEmailError> {
     let Some(alerting) = &config.alerting else {
-        return Err("the configuration has no `alerting.email` section".into());
+        return Err(TestEmailError::NotConfigured);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime
-        .block_on(engine::send_test(alerting, &email::host_name(), None))
-        .map_err(|e| e.to_string())
+        .map_err(TestEmailError::Runtime)?;
+    Ok(runtime.block_on(engine::send_test(alerting, &email::host_name(), None))?)
 }

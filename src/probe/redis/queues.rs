@@ -333,13 +333,33 @@ async fn discover(
     Ok((found.into_iter().take(max).collect(), overflow))
 }
 
+/// Why one queue's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+enum QueueReadError {
+    /// Redis' own error, with the connection's secrets scrubbed.
+    #[error("{0}")]
+    Server(String),
+    #[error("unexpected answer")]
+    Unexpected,
+    #[error("unexpected answer from the queue script")]
+    UnexpectedFromScript,
+}
+
 /// The script's answer for one queue as a snapshot.
-fn snapshot(t: &Target, reply: RValue, now_ms: f64, secrets: &[&str]) -> Result<Snapshot, String> {
+fn snapshot(
+    t: &Target,
+    reply: RValue,
+    now_ms: f64,
+    secrets: &[&str],
+) -> Result<Snapshot, QueueReadError> {
     if let RValue::ServerError(e) = reply {
-        return Err(scrub(&redis::RedisError::from(e).to_string(), secrets));
+        return Err(QueueReadError::Server(scrub(
+            &redis::RedisError::from(e).to_string(),
+            secrets,
+        )));
     }
     let RValue::Array(items) = reply else {
-        return Err("unexpected answer".into());
+        return Err(QueueReadError::Unexpected);
     };
     let int = |i: usize| -> i64 {
         items
@@ -389,7 +409,7 @@ fn snapshot(t: &Target, reply: RValue, now_ms: f64, secrets: &[&str]) -> Result<
         }
         QueueType::Bullmq | QueueType::Bull => {
             if items.len() < 13 {
-                return Err("unexpected answer from the queue script".into());
+                return Err(QueueReadError::UnexpectedFromScript);
             }
             let paused = int(8) == 1;
             let (wait, paused_n) = if paused {
