@@ -216,7 +216,7 @@ pub fn replay_log(
     config: &Config,
     probe: Option<&str>,
     files: &[PathBuf],
-) -> Result<String, probe::log::ReplayError> {
+) -> Result<String, probe::log::replay::ReplayError> {
     let logs: Vec<(&str, &probe::log::Spec)> = config
         .probes
         .iter()
@@ -232,19 +232,19 @@ pub fn replay_log(
             .iter()
             .find(|(n, _)| *n == want)
             .copied()
-            .ok_or_else(|| probe::log::ReplayError::NoSuchProbe {
+            .ok_or_else(|| probe::log::replay::ReplayError::NoSuchProbe {
                 want: want.to_string(),
                 known: names(),
             })?,
         None => match logs.as_slice() {
             [one] => *one,
-            [] => return Err(probe::log::ReplayError::NoLogProbe),
+            [] => return Err(probe::log::replay::ReplayError::NoLogProbe),
             _ => {
-                return Err(probe::log::ReplayError::Several(names()));
+                return Err(probe::log::replay::ReplayError::Several(names()));
             }
         },
     };
-    probe::log::replay(spec, name, files)
+    probe::log::replay::replay(spec, name, files)
 }
 
 /// The message of a caught panic.
