@@ -31,6 +31,7 @@ use super::core::{
     Status,
 };
 use crate::config::units::format_duration;
+use crate::util::pool::Workers;
 use crate::util::sync::lock;
 pub use config::{DurUnit, FamilyType, RuleSpec, Spec, StartAt, Test, ValueKind};
 use rules::{Engine, LineKind};
@@ -489,6 +490,13 @@ fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
     stats
 }
 
+/// The threads that poll log files, shared by every log probe: a poll
+/// reads what was appended since the last one, so one per core (at least
+/// two) keeps up, and a reload that starts hundreds of tailers together
+/// queues their polls instead of starting a thread for each (see
+/// [`Workers`]).
+static POLLERS: Workers = Workers::new("depwatch-poll", 0, 65_536);
+
 async fn tail_task(
     spec: Arc<Spec>,
     state: Arc<ProbeState>,
@@ -522,14 +530,18 @@ async fn tail_task(
             break;
         }
         let st = state.clone();
-        let polled = tokio::task::spawn_blocking(move || {
-            let stats = poll_into(&mut tailer, &st);
-            (tailer, stats)
-        })
-        .await;
-        let Ok((t, stats)) = polled else {
-            tracing::error!(component = %component, kind = "log", "Log tailer stopped: a poll panicked.");
-            return;
+        let polled = POLLERS
+            .run(move || {
+                let stats = poll_into(&mut tailer, &st);
+                (tailer, stats)
+            })
+            .await;
+        let (t, stats) = match polled {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(component = %component, kind = "log", error = %e, "Log tailer stopped: a poll did not finish.");
+                return;
+            }
         };
         tailer = t;
         checkpoint.update(tailer.marks());

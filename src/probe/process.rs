@@ -4,8 +4,8 @@
 //! a failed check (`not_found`); a new start time is a restart.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +24,7 @@ use crate::config::check::Checker;
 use crate::config::units::Size;
 use crate::config::yaml::Node;
 use crate::metrics::kit::{AbsCounter, ComponentOnly, GaugeF, SeriesGate};
+use crate::util::pool::{PoolError, Workers};
 
 /// How a process check fails.
 pub const REASONS: &[Reason] = &[Reason::NotFound, Reason::Timeout];
@@ -204,18 +205,16 @@ impl Metrics {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
 /// The threads that take process samples: a fixed set (one per core, at
 /// least two: /proc reads are kernel CPU work, more at once would not go
-/// faster), started at the first check. On tokio's blocking pool a burst
-/// of checks (a reload that adds hundreds of probes, every first check
-/// within its jitter) made the pool spawn a thread for each waiting
-/// sample, and those threads stayed (and grew malloc arenas) while checks
-/// kept coming.
-#[derive(Default)]
-pub struct Samplers {
-    queue: OnceLock<Result<SyncSender<Job>, String>>,
+/// faster), started at the first check — see [`Workers`] for why not
+/// tokio's blocking pool.
+pub struct Samplers(Workers);
+
+impl Default for Samplers {
+    fn default() -> Self {
+        Samplers(Workers::new("depwatch-sampler", 0, SAMPLER_QUEUE))
+    }
 }
 
 /// Samples waiting beyond this fail at once: those checks are late already.
@@ -224,29 +223,7 @@ const SAMPLER_QUEUE: usize = 4096;
 impl Samplers {
     /// How many sampler threads run.
     pub fn threads() -> usize {
-        std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
-    }
-
-    fn start() -> Result<SyncSender<Job>, String> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(SAMPLER_QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..Self::threads() {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name("depwatch-sampler".into())
-                .spawn(move || {
-                    loop {
-                        // The lock is held to take a job, not to run it.
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .map_err(|e| format!("cannot start a sampler thread: {e}"))?;
-        }
-        Ok(tx)
+        Workers::per_core()
     }
 
     /// Runs `f` on a sampler thread. A sample whose check was abandoned
@@ -255,31 +232,14 @@ impl Samplers {
         &self,
         f: impl FnOnce() -> Result<T, CheckError> + Send + 'static,
     ) -> Result<T, CheckError> {
-        let internal = |m: String| CheckError::new(Reason::Internal, m);
-        let tx = self
-            .queue
-            .get_or_init(Self::start)
-            .as_ref()
-            .map_err(|e| internal(e.clone()))?;
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            if done.is_closed() {
-                return;
-            }
-            // A panic ends this sample, not the sampler thread.
-            if let Ok(r) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                let _ = done.send(r);
-            }
-        });
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => CheckError::new(
+        self.0.run(f).await.map_err(|e| match e {
+            PoolError::Full(n) => CheckError::new(
                 Reason::Timeout,
-                format!("{SAMPLER_QUEUE} process samples are waiting already"),
+                format!("{n} process samples are waiting already"),
             ),
-            TrySendError::Disconnected(_) => internal("the sampler threads stopped".into()),
-        })?;
-        wait.await
-            .map_err(|_| internal("the process sample panicked".into()))?
+            PoolError::Panicked => CheckError::new(Reason::Internal, "the process sample panicked"),
+            e => CheckError::new(Reason::Internal, e.to_string()),
+        })?
     }
 }
 

@@ -194,6 +194,10 @@ pub struct Store {
     path: PathBuf,
     tx: SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
+    /// One read at a time waits here, on the runtime, not on the reader's
+    /// lock in a blocking-pool thread: 200 log probes loading their offsets
+    /// after a reload would otherwise hold 200 threads.
+    read_turn: Arc<tokio::sync::Semaphore>,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
     recovered: Option<Recovery>,
@@ -261,6 +265,7 @@ impl Store {
             path,
             tx,
             reader: Arc::new(Mutex::new(reader)),
+            read_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             counters,
             last_error,
             recovered,
@@ -326,12 +331,19 @@ impl Store {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
+        let turn = self
+            .read_turn
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let result = tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
             f(&conn).map_err(StoreError::from)
         })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        .await;
+        drop(turn);
+        result.map_err(|_| StoreError::Closed)?
     }
 
     /// Waits until every write queued so far is committed (or failed).

@@ -111,3 +111,53 @@ async fn renaming_reloads_do_not_grow_threads() {
         "{threads} threads after {RELOADS} reloads of {N} probes (bound {bound})"
     );
 }
+
+/// `n` log probes of generation `generation`, all tailing `file`.
+fn renamed_log_probes(n: usize, generation: usize, file: &std::path::Path) -> String {
+    let mut y = String::from("probes:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  - name: p{i}-{generation}\n    kind: log\n    files: [{}]\n    poll_interval: 10ms\n    interval: 1s\n    timeout: 900ms\n    rules:\n      - metric: hits\n",
+            file.display()
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn renaming_reloads_of_log_probes_do_not_grow_threads() {
+    const N: usize = 200;
+    const WARM_UP: usize = 5;
+    const RELOADS: usize = 30;
+    let logs = tempfile::tempdir().unwrap();
+    let file = logs.path().join("app.log");
+    std::fs::write(&file, "{\"msg\":\"hello\"}\n".repeat(1000)).unwrap();
+    let dw = Depwatch::start(&renamed_log_probes(N, 0, &file)).await;
+    let mut warm = 0;
+    for generation in 1..=WARM_UP + RELOADS {
+        dw.rewrite_config(&renamed_log_probes(N, generation, &file));
+        dw.proc.signal("HUP");
+        let probe = format!("/api/health?component=p{}-{generation}", N - 1);
+        wait_for("the reload to complete", SECS20, || async {
+            (dw.get(&probe).await.0 != 404).then_some(())
+        })
+        .await;
+        if generation == WARM_UP {
+            warm = proc_status(dw.proc.pid(), "Threads");
+        }
+    }
+    let threads = proc_status(dw.proc.pid(), "Threads");
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2) as u64;
+    // tokio's workers and the file pollers (one per core each), the main
+    // thread, the state store's writer, and a few of tokio's blocking pool
+    // (opening the store, offset loads one at a time). Not per probe, not
+    // per reload: polls on the blocking pool left 217 threads here.
+    let bound = 2 * cores + 6;
+    assert!(
+        threads <= bound,
+        "{threads} threads after {} reloads of {N} log probes (bound {bound}; {warm} after {WARM_UP})",
+        WARM_UP + RELOADS
+    );
+}
