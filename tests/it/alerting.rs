@@ -799,20 +799,7 @@ async fn the_bundle_routes_the_watchdog_heartbeat_and_stopping_prometheus_breaks
         ),
     )
     .unwrap();
-    let mut prom = Proc::spawn(
-        "prometheus",
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--rules.alert.resend-delay=1s")
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap()),
-    );
+    let mut prom = crate::bundle::spawn_prometheus(&prometheus, dir.path(), &prom_cfg, prom_port);
     // The heartbeat arrives through rules → Prometheus → Alertmanager → webhook.
     let a = wait_for(
         "the Watchdog heartbeat and a scrape",

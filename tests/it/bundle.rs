@@ -237,21 +237,7 @@ impl Stack {
             ),
         )
         .unwrap();
-        let prom_log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let prom = Proc::spawn(
-            "prometheus",
-            Command::new(prometheus)
-                .arg(format!("--config.file={}", prom_cfg.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("tsdb").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-                .arg("--rules.alert.resend-delay=1s")
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(prom_log),
-        );
+        let prom = spawn_prometheus(&prometheus, dir.path(), &prom_cfg, prom_port);
 
         let stack = Stack {
             dw: Some(dw),
@@ -1286,4 +1272,29 @@ async fn every_dashboard_panel_returns_data() {
 fn compose_configuration_is_valid() {
     let (code, out) = check_config(&repo("deploy/depwatch.compose.yml"), &[]);
     assert_eq!(code, 0, "{out}");
+}
+
+/// Starts Prometheus with `config` on `port`, its data and log in `dir`,
+/// resending alerts every second (so that tests need not wait a minute).
+pub(crate) fn spawn_prometheus(
+    prometheus: &std::path::Path,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    port: u16,
+) -> Proc {
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    Proc::spawn(
+        "prometheus",
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--rules.alert.resend-delay=1s")
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
 }

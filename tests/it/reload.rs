@@ -22,7 +22,12 @@ fn renamed_probes(n: usize, generation: usize) -> String {
 /// Rewrites the configuration to `generation`, sends SIGHUP and waits until
 /// the health answer knows the new names (the reload completed).
 async fn reload_to(dw: &Depwatch, n: usize, generation: usize) {
-    dw.rewrite_config(&renamed_probes(n, generation));
+    reload_with(dw, &renamed_probes(n, generation), n, generation).await;
+}
+
+/// [`reload_to`] with any configuration of `n` probes named `p<i>-<generation>`.
+async fn reload_with(dw: &Depwatch, yaml: &str, n: usize, generation: usize) {
+    dw.rewrite_config(yaml);
     dw.proc.signal("HUP");
     let probe = format!("/api/health?component=p{}-{generation}", n - 1);
     wait_for("the reload to complete", SECS20, || async {
@@ -135,12 +140,12 @@ async fn renaming_reloads_of_log_probes_do_not_grow_threads() {
     let dw = Depwatch::start(&renamed_log_probes(N, 0, &file)).await;
     let mut warm = 0;
     for generation in 1..=WARM_UP + RELOADS {
-        dw.rewrite_config(&renamed_log_probes(N, generation, &file));
-        dw.proc.signal("HUP");
-        let probe = format!("/api/health?component=p{}-{generation}", N - 1);
-        wait_for("the reload to complete", SECS20, || async {
-            (dw.get(&probe).await.0 != 404).then_some(())
-        })
+        reload_with(
+            &dw,
+            &renamed_log_probes(N, generation, &file),
+            N,
+            generation,
+        )
         .await;
         if generation == WARM_UP {
             warm = proc_status(dw.proc.pid(), "Threads");
