@@ -221,11 +221,6 @@ impl Default for Samplers {
 const SAMPLER_QUEUE: usize = 4096;
 
 impl Samplers {
-    /// How many sampler threads run.
-    pub fn threads() -> usize {
-        Workers::per_core()
-    }
-
     /// Runs `f` on a sampler thread. A sample whose check was abandoned
     /// (timeout, reload) before its turn came is skipped.
     async fn run<T: Send + 'static>(

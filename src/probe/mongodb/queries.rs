@@ -236,24 +236,20 @@ pub(super) fn judge(
         } else if let Some(l) = q.degraded_above.filter(|l| x > *l) {
             out.raise(Status::Degraded, format!("{what} is {}, above {l}", num(x)));
         }
-        if let Some((r, base)) =
-            other(&q.unhealthy_above_ratio, values).filter(|(r, b)| x > r.ratio * b)
-        {
+        // The first ratio crossed, the stricter one first.
+        let crossed = [
+            (Status::Unhealthy, &q.unhealthy_above_ratio),
+            (Status::Degraded, &q.degraded_above_ratio),
+        ]
+        .into_iter()
+        .find_map(|(level, r)| {
+            other(r, values)
+                .filter(|(r, b)| x > r.ratio * b)
+                .map(|rb| (level, rb))
+        });
+        if let Some((level, (r, base))) = crossed {
             out.raise(
-                Status::Unhealthy,
-                format!(
-                    "{what} is {}, above {} × {} ({})",
-                    num(x),
-                    r.ratio,
-                    r.of,
-                    num(base)
-                ),
-            );
-        } else if let Some((r, base)) =
-            other(&q.degraded_above_ratio, values).filter(|(r, b)| x > r.ratio * b)
-        {
-            out.raise(
-                Status::Degraded,
+                level,
                 format!(
                     "{what} is {}, above {} × {} ({})",
                     num(x),
