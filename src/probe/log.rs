@@ -7,21 +7,19 @@
 //! files, per-rule latency statistics and slowest operations, and
 //! `stuck_after` (no matching line for too long degrades the component).
 
+mod collector;
 mod config;
 pub mod godur;
 pub mod replay;
 pub mod rules;
+mod state;
 pub mod stats;
 pub mod tail;
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -33,133 +31,14 @@ use super::core::{
 use crate::config::units::format_duration;
 use crate::util::pool::Workers;
 use crate::util::sync::lock;
+use collector::Collector;
 pub use config::{DurUnit, FamilyType, RuleSpec, Spec, StartAt, Test, ValueKind};
 use rules::{Engine, LineKind};
+use state::{Checkpointer, Counts, Lease, Live, ProbeState, TailView};
 use tail::{OffsetStore, Saved, Tailer};
 
 /// How a log check fails: a file that cannot be read, or a stuck check.
 pub const REASONS: &[Reason] = &[Reason::Io, Reason::Timeout];
-
-// ---------------------------------------------------------------- shared state
-
-/// A probe's counters, read by the collector and the check.
-#[derive(Debug, Default)]
-struct Counts {
-    matched: AtomicU64,
-    unmatched: AtomicU64,
-    invalid: AtomicU64,
-    read_bytes: AtomicU64,
-    rotations: AtomicU64,
-    truncations: AtomicU64,
-}
-
-/// What the tailer last saw, for the check.
-#[derive(Debug, Default)]
-struct TailView {
-    polled: bool,
-    files: Vec<tail::FileView>,
-    matched_paths: usize,
-    error: Option<String>,
-}
-
-/// One live log probe, as the collector and the check see it.
-#[derive(Debug)]
-struct ProbeState {
-    component: String,
-    engine: Mutex<Engine>,
-    counts: Counts,
-    view: Mutex<TailView>,
-}
-
-/// Saves the latest offsets when the last holder goes (shutdown, reload):
-/// whatever was counted is recorded, so a restart neither recounts nor skips.
-struct Checkpointer {
-    component: String,
-    store: Arc<dyn OffsetStore>,
-    latest: Mutex<(Saved, bool)>,
-}
-
-impl Checkpointer {
-    fn update(&self, files: Vec<tail::FileMark>) {
-        let mut l = lock(&self.latest);
-        if l.0.files != files {
-            l.0.files = files;
-            l.1 = true;
-        }
-    }
-
-    /// Queues the offsets for the state store if they changed since the
-    /// last save (write failures are the store's to count and show).
-    fn flush(&self) {
-        let mut l = lock(&self.latest);
-        if !l.1 {
-            return;
-        }
-        l.0.saved_at = crate::util::time::unix_now();
-        self.store.save(&self.component, &l.0);
-        l.1 = false;
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
-/// The kind's process-wide state: live probes (for the rule metric
-/// families, whose names come from configuration) and one lease per
-/// component, so that the tailer of a reloaded probe starts only after its
-/// predecessor saved its offsets.
-#[derive(Debug, Default)]
-struct Live {
-    probes: Mutex<Vec<(u64, Arc<ProbeState>)>>,
-    leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    next_id: AtomicU64,
-}
-
-/// A tailer's hold on its component's lease. The last holder takes the
-/// entry out of `Live::leases`, so the names of removed components do not
-/// pile up over reloads.
-struct Lease {
-    live: Arc<Live>,
-    component: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    held: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Lease {
-    /// The component's lease (one per name, shared with a predecessor).
-    fn of(live: &Arc<Live>, component: &str) -> Lease {
-        let lock = lock(&live.leases)
-            .entry(component.to_string())
-            .or_default()
-            .clone();
-        Lease {
-            live: live.clone(),
-            component: component.to_string(),
-            lock,
-            held: None,
-        }
-    }
-
-    /// Waits until the predecessor released it.
-    async fn acquire(&mut self) {
-        self.held = Some(self.lock.clone().lock_owned().await);
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.held = None;
-        let mut leases = lock(&self.live.leases);
-        // Only the map's and ours: no successor waits for it. A successor
-        // takes its clone under this same map lock, so it cannot slip in.
-        if Arc::strong_count(&self.lock) == 2 {
-            leases.remove(&self.component);
-        }
-    }
-}
 
 /// The log kind's metrics: one collector over every live log probe.
 pub struct Metrics {
@@ -172,182 +51,6 @@ impl Metrics {
         r.register_collector(Box::new(Collector(live.clone())));
         Metrics { live }
     }
-}
-
-#[derive(Debug)]
-struct Collector(Arc<Live>);
-
-impl prometheus_client::collector::Collector for Collector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let mut probes: Vec<Arc<ProbeState>> = lock(&self.0.probes)
-            .iter()
-            .map(|(_, p)| p.clone())
-            .collect();
-        probes.sort_by(|a, b| a.component.cmp(&b.component));
-        encode_probes(&probes, &mut enc)
-    }
-}
-
-/// A rule family: its type, help, and the (component, rule) that feed it.
-type Members<'a> = (FamilyType, String, Vec<(&'a str, &'a rules::Rule)>);
-
-fn encode_probes(
-    probes: &[Arc<ProbeState>],
-    enc: &mut DescriptorEncoder,
-) -> Result<(), fmt::Error> {
-    // Engines first: line counts are updated under their locks, so the
-    // totals below agree with the rule series.
-    let engines: Vec<(&str, MutexGuard<'_, Engine>)> = probes
-        .iter()
-        .map(|p| (p.component.as_str(), lock(&p.engine)))
-        .collect();
-    {
-        let mut m = enc.encode_descriptor("log_lines", "Log lines read, by result: matched a rule, matched none, or invalid (not JSON, too long).", None, FamilyType::Counter.metric_type())?;
-        for p in probes {
-            for (result, v) in [
-                ("matched", &p.counts.matched),
-                ("unmatched", &p.counts.unmatched),
-                ("invalid", &p.counts.invalid),
-            ] {
-                let labels = [("component", p.component.as_str()), ("result", result)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&v.load(Ordering::Relaxed), None)?;
-            }
-        }
-    }
-    for (name, help, pick) in [
-        (
-            "log_read_bytes",
-            "Bytes read from log files.",
-            (|c: &Counts| &c.read_bytes) as fn(&Counts) -> &AtomicU64,
-        ),
-        (
-            "log_rotations",
-            "Log file rotations seen (renamed away, replaced).",
-            |c: &Counts| &c.rotations,
-        ),
-        (
-            "log_truncations",
-            "Log files that shrank (copytruncate) and were read again from the start.",
-            |c: &Counts| &c.truncations,
-        ),
-    ] {
-        let mut m = enc.encode_descriptor(name, help, None, FamilyType::Counter.metric_type())?;
-        for p in probes {
-            let labels = [("component", p.component.as_str())];
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(
-                    &pick(&p.counts).load(Ordering::Relaxed),
-                    None,
-                )?;
-        }
-    }
-    {
-        let mut m = enc.encode_descriptor(
-            "log_files",
-            "Log files being read.",
-            None,
-            FamilyType::Gauge.metric_type(),
-        )?;
-        for p in probes {
-            let n = lock(&p.view).files.len() as i64;
-            let labels = [("component", p.component.as_str())];
-            m.encode_family(&labels)?.encode_gauge(&n)?;
-        }
-    }
-    {
-        let mut m = enc.encode_descriptor(
-            "log_rule_last_match_timestamp_seconds",
-            "When a line last matched the rule (Unix time).",
-            None,
-            FamilyType::Gauge.metric_type(),
-        )?;
-        for (component, e) in &engines {
-            for r in &e.rules {
-                if let Some(t) = r.last_match_unix {
-                    let labels = [("component", *component), ("rule", r.spec.metric.as_str())];
-                    m.encode_family(&labels)?.encode_gauge(&t)?;
-                }
-            }
-        }
-    }
-    {
-        let mut m = enc.encode_descriptor("log_label_overflows", "Matching lines whose label value was counted as `other` (the rule's max_label_values was reached).", None, FamilyType::Counter.metric_type())?;
-        for (component, e) in &engines {
-            for r in &e.rules {
-                if !r.spec.labels.is_empty() {
-                    let labels = [("component", *component), ("rule", r.spec.metric.as_str())];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, _, u64>(&r.overflowed, None)?;
-                }
-            }
-        }
-    }
-    // Rule families, merged across probes by name.
-    let mut families: BTreeMap<String, Members<'_>> = BTreeMap::new();
-    for (component, e) in &engines {
-        for r in &e.rules {
-            for (name, ty) in r.spec.families() {
-                let help = if ty == FamilyType::Histogram {
-                    format!("Durations of the operations of rule {}.", r.spec.metric)
-                } else if name == r.spec.metric {
-                    r.spec.help.clone()
-                } else {
-                    format!(
-                        "Field {} of the lines of rule {}.",
-                        r.spec.value.as_ref().map_or("", |v| v.field.as_str()),
-                        r.spec.metric
-                    )
-                };
-                let entry = families
-                    .entry(name)
-                    .or_insert_with(|| (ty, help, Vec::new()));
-                // A type clash between probes is refused at build time.
-                if entry.0 == ty {
-                    entry.2.push((component, r));
-                }
-            }
-        }
-    }
-    for (name, (ty, help, members)) in &families {
-        let full = format!("log_{name}");
-        let mut m = enc.encode_descriptor(&full, help, None, ty.metric_type())?;
-        for (component, r) in members {
-            for (key, s) in &r.series {
-                let mut labels: Vec<(&str, &str)> = Vec::with_capacity(1 + key.len());
-                labels.push(("component", component));
-                labels.extend(r.labels_of(key));
-                let mut f = m.encode_family(&labels)?;
-                match ty {
-                    FamilyType::Histogram => {
-                        let Some(d) = &r.spec.duration else { continue };
-                        let mut buckets: Vec<(f64, u64)> = d
-                            .buckets
-                            .iter()
-                            .copied()
-                            .zip(s.buckets.iter().copied())
-                            .collect();
-                        buckets.push((f64::INFINITY, s.buckets.last().copied().unwrap_or(0)));
-                        f.encode_histogram::<NoLabelSet>(s.dur_sum, s.dur_count, &buckets, None)?;
-                    }
-                    FamilyType::Counter if *name == r.spec.metric => {
-                        f.encode_counter::<NoLabelSet, _, u64>(&s.count, None)?;
-                    }
-                    FamilyType::Counter => {
-                        if s.has_value {
-                            f.encode_counter::<NoLabelSet, _, u64>(&s.value, None)?;
-                        }
-                    }
-                    _ => {
-                        if s.has_value {
-                            f.encode_gauge(&s.value)?;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- the probe

@@ -10,10 +10,12 @@ use std::time::Instant;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
+use super::collector::encode_probes;
 use super::config::{Spec, StartAt};
+use super::poll_into;
 use super::rules::{Engine, LineKind};
+use super::state::{Counts, ProbeState, TailView};
 use super::tail::Tailer;
-use super::{Counts, ProbeState, TailView, encode_probes, poll_into};
 use crate::util::sync::lock;
 
 /// Why `replay-log` could not run.
