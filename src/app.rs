@@ -140,7 +140,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let alert_tasks = crate::alert::engine::start(shared.clone(), stop_rx.clone());
+    let alert_tasks = crate::alert::engine::start(shared.clone(), stop_rx.clone(), addr.port());
     let server = tokio::spawn(crate::http::serve::serve(
         listener,
         crate::http::router(shared.clone()),

@@ -55,11 +55,25 @@ pub struct AlertingConfig {
     pub heartbeat_timeout: Option<Duration>,
     pub group_wait: Duration,
     pub max_per_hour: u32,
-    /// Accepted and validated; the HA election comes later (depwatch sends alone).
-    pub coordination: Option<String>,
+    /// HA pairs: elect one sender through Redis (`None`: this one sends alone).
+    pub coordination: Option<Coordination>,
     /// Where the runbook lives: links are `{runbook_url}#section`.
     pub runbook_url: String,
     pub email: Option<EmailConfig>,
+}
+
+/// `alerting.coordination` and its siblings: the sender election.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Coordination {
+    /// `redis://` or `rediss://`; may carry a password: never printed whole.
+    pub url: Secret,
+    /// How long a leader holds the lease without renewing it (renewed every third).
+    pub lease: Duration,
+    /// Key prefix `depwatch:alerting:{group}`: pairs of different services
+    /// sharing one Redis take different groups.
+    pub group: String,
+    /// This instance's name among its peers (default `HOST:PORT` of `listen`).
+    pub instance: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +109,10 @@ struct Raw {
     heartbeat_timeout: Option<Dur>,
     group_wait: Option<Dur>,
     max_per_hour: Option<u32>,
-    coordination: Option<String>,
+    coordination: Option<Secret>,
+    coordination_lease: Option<Dur>,
+    coordination_group: Option<String>,
+    instance: Option<String>,
     runbook_url: Option<String>,
     email: Option<RawEmail>,
 }
@@ -223,15 +240,16 @@ pub fn parse(c: &Checker) -> Option<AlertingConfig> {
             "use 1 to 10000 emails",
         );
     }
-    if let Some(url) = &raw.coordination
-        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-    {
-        c.problem(
-            "alerting.coordination",
-            "coordination must be a redis:// or rediss:// URL",
-            "e.g. redis://127.0.0.1:6379/0",
-        );
-    }
+    let coordination = coordination(
+        c,
+        RawCoordination {
+            url: raw.coordination,
+            lease: raw.coordination_lease,
+            group: raw.coordination_group,
+            instance: raw.instance,
+        },
+        &dur,
+    );
     let email = raw.email.and_then(|e| email(c, e));
     Some(AlertingConfig {
         mode,
@@ -242,7 +260,7 @@ pub fn parse(c: &Checker) -> Option<AlertingConfig> {
         heartbeat_timeout,
         group_wait,
         max_per_hour,
-        coordination: raw.coordination,
+        coordination,
         runbook_url: raw.runbook_url.unwrap_or_else(|| "docs/runbook.md".into()),
         email,
     })
@@ -424,5 +442,85 @@ fn email(c: &Checker, raw: RawEmail) -> Option<EmailConfig> {
         timeout,
         send_timeout,
         hello_name: raw.hello_name,
+    })
+}
+
+/// `dur(key, value, default, min, max)`: a duration within its range.
+type DurCheck<'a> = dyn Fn(&str, Option<Dur>, Duration, Duration, Duration) -> Duration + 'a;
+
+struct RawCoordination {
+    url: Option<Secret>,
+    lease: Option<Dur>,
+    group: Option<String>,
+    instance: Option<String>,
+}
+
+fn coordination(
+    c: &Checker,
+    raw: RawCoordination,
+    dur: &DurCheck,
+) -> Option<Coordination> {
+    let Some(url) = raw.url else {
+        for (key, set) in [
+            ("coordination_lease", raw.lease.is_some()),
+            ("coordination_group", raw.group.is_some()),
+            ("instance", raw.instance.is_some()),
+        ] {
+            if set {
+                c.problem(
+                    &format!("alerting.{key}"),
+                    format!("{key} is set but coordination is not"),
+                    "add coordination: redis://HOST:6379/0, or remove this key",
+                );
+            }
+        }
+        return None;
+    };
+    let u = url.expose();
+    if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+        c.problem(
+            "alerting.coordination",
+            "coordination must be a redis:// or rediss:// URL",
+            "e.g. redis://127.0.0.1:6379/0",
+        );
+    } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(u) {
+        c.problem(
+            "alerting.coordination",
+            format!(
+                "invalid coordination URL: {}",
+                crate::util::redact::scrub(&e.to_string(), &[u])
+            ),
+            "e.g. redis://:PASSWORD@127.0.0.1:6379/0",
+        );
+    }
+    let lease = dur(
+        "coordination_lease",
+        raw.lease,
+        Duration::from_secs(15),
+        Duration::from_secs(1),
+        Duration::from_secs(600),
+    );
+    let group = raw.group.unwrap_or_else(|| "depwatch".into());
+    let bad =
+        |s: &str| s.is_empty() || s.len() > 100 || s.chars().any(|ch| ch.is_control() || ch == ' ');
+    if bad(&group) {
+        c.problem(
+            "alerting.coordination_group",
+            "coordination_group must be 1 to 100 characters without spaces",
+            "e.g. orders-api",
+        );
+    }
+    if raw.instance.as_deref().is_some_and(bad) {
+        c.problem(
+            "alerting.instance",
+            "instance must be 1 to 100 characters without spaces",
+            "e.g. orders-api-1; the default is HOST:PORT",
+        );
+    }
+    Some(Coordination {
+        url,
+        lease,
+        group,
+        instance: raw.instance,
     })
 }

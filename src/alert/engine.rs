@@ -21,12 +21,18 @@ use crate::probe::core::Status;
 /// How often the engine looks at the components and the pipeline.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// Starts the tasks; they end when `stop` turns true.
-pub fn start(shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts the tasks; they end when `stop` turns true. `port` is the one
+/// depwatch listens on (the default name of this instance among HA peers).
+pub fn start(
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    port: u16,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let rx = shared.alert.take_outbox();
     let mut tasks = vec![
         tokio::spawn(engine(shared.clone(), stop.clone())),
         tokio::spawn(alertmanager_checker(shared.clone(), stop.clone())),
+        tokio::spawn(coordinator(shared.clone(), stop.clone(), port)),
     ];
     if let Some(rx) = rx {
         tasks.push(tokio::spawn(sender(shared, rx, stop)));
@@ -63,6 +69,24 @@ struct Engine {
     shared: Arc<Shared>,
     book: Book,
     next_email: i64,
+    /// The open incidents as last written to the HA coordinator.
+    published: String,
+}
+
+async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>, port: u16) {
+    let settings = {
+        let shared = shared.clone();
+        move || {
+            let rt = shared.current();
+            let c = rt
+                .config
+                .alerting
+                .as_ref()
+                .and_then(|a| a.coordination.clone());
+            (c, port)
+        }
+    };
+    super::coord::run(&shared.alert.coord, settings, &shared.alert.host, stop).await;
 }
 
 async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -105,6 +129,7 @@ async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         shared: shared.clone(),
         book: Book::new(saved.open, saved.next_incident),
         next_email: saved.next_email,
+        published: String::new(),
     };
     loop {
         e.tick();
@@ -116,6 +141,44 @@ async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 impl Engine {
+    /// A takeover: the open incidents and the unsent emails are the previous
+    /// leader's, so nothing it sent is sent again and nothing owed is lost.
+    fn adopt(&mut self, adopted: super::coord::Adopted, now: i64) {
+        let a = &self.shared.alert;
+        if let Some(book) = adopted.book {
+            tracing::info!(
+                open_incidents = book.open.len(),
+                "Took over the alert sender: adopting the shared incidents."
+            );
+            let next = book.next_incident.max(self.book.next_id);
+            for inc in self.book.open() {
+                if !book.open.iter().any(|b| b.id == inc.id) {
+                    let mut closed = inc.clone();
+                    closed.resolved_ms = Some(now);
+                    self.shared.store.alert_incident_put(&closed, now);
+                }
+            }
+            self.book = Book::new(book.open, next);
+            for inc in self.book.open() {
+                self.shared.store.alert_incident_put(inc, now);
+            }
+        }
+        for mut e in adopted.outbox {
+            e.id = self.next_email;
+            self.next_email += 1;
+            tracing::info!(kind = e.kind.as_str(), subject = %e.subject, "Taking over an unsent alert email.");
+            self.shared.store.alert_email_put(&e, now);
+            a.enqueue(e);
+        }
+        if let Some(last) = adopted.last_email {
+            let mut i = a.lock();
+            if i.last_email.is_none() {
+                i.last_email = Some(last);
+            }
+        }
+        self.published.clear();
+    }
+
     fn tick(&mut self) {
         let rt = self.shared.current();
         let shared = self.shared.clone();
@@ -125,6 +188,10 @@ impl Engine {
             let s = self.shared.metrics.last_scrape.get();
             (s > 0.0).then_some((s * 1000.0) as i64)
         };
+        if let Some(adopted) = a.coord.take_adopted() {
+            self.adopt(adopted, now);
+        }
+        let role = a.coord.role();
         let Some(cfg) = rt.config.alerting.as_ref() else {
             let mut i = a.lock();
             i.configured = false;
@@ -237,12 +304,35 @@ impl Engine {
             i.reasons = reasons;
         }
         a.metrics.set_pipeline(Some(!down));
-        a.metrics
-            .set_sender(Some(email_cfg.is_some() && cfg.mode != Mode::Off));
+        a.metrics.set_sender(Some(
+            email_cfg.is_some() && cfg.mode != Mode::Off && role.sends(),
+        ));
         if let Some(ecfg) = email_cfg {
-            for intent in intents {
-                self.queue(cfg, ecfg, intent, now, &rt);
+            if role.sends() {
+                for intent in intents {
+                    self.queue(cfg, ecfg, intent, now, &rt, role);
+                }
+            } else if !intents.is_empty() {
+                tracing::debug!(
+                    emails = intents.len(),
+                    role = role.as_str(),
+                    "Alert emails left to the HA leader."
+                );
             }
+        }
+        if role == super::coord::Role::Leader {
+            let snapshot = super::coord::SharedBook {
+                open: self.book.open().cloned().collect(),
+                next_incident: self.book.next_id,
+            };
+            if let Ok(json) = serde_json::to_string(&snapshot)
+                && json != self.published
+            {
+                a.coord.publish_book(json.clone());
+                self.published = json;
+            }
+        } else {
+            self.published.clear();
         }
         for inc in self.book.take_dirty() {
             self.shared.store.alert_incident_put(&inc, now);
@@ -315,6 +405,7 @@ impl Engine {
             runbook: cfg.runbook_url.clone(),
             alert_runbooks,
             page_url: Some(format!("http://{}/", rt.config.listen)),
+            uncoordinated: None,
         }
     }
 
@@ -326,6 +417,7 @@ impl Engine {
         intent: Intent,
         now: i64,
         rt: &crate::component::Components,
+        role: super::coord::Role,
     ) {
         let a = &self.shared.alert;
         {
@@ -348,7 +440,8 @@ impl Engine {
             recent.push_back(now);
         }
         let held_back = std::mem::take(&mut a.lock().held_back);
-        let view = self.view(cfg, rt, held_back);
+        let mut view = self.view(cfg, rt, held_back);
+        view.uncoordinated = a.coord.uncoordinated_note();
         let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
             return;
         };
@@ -388,6 +481,9 @@ impl Engine {
         };
         tracing::info!(kind = intent.kind.as_str(), incident = inc.id, subject = %out.subject, "Alert email queued.");
         self.shared.store.alert_email_put(&out, now);
+        if role == super::coord::Role::Leader {
+            a.coord.publish_queued(&out, now);
+        }
         a.enqueue(out);
     }
 }
@@ -488,6 +584,25 @@ async fn sender(
             continue;
         };
         drop(rt);
+        match a.coord.gate().await {
+            super::coord::Gate::Send => {}
+            super::coord::Gate::Wait => {
+                if stopped(&mut stop, Duration::from_millis(200)).await {
+                    return;
+                }
+                continue;
+            }
+            super::coord::Gate::Skip(leader) => {
+                tracing::info!(kind = head.kind.as_str(), subject = %head.subject, leader = %leader, "Alert email left to the HA leader.");
+                shared.store.alert_email_sent(
+                    head.id,
+                    now_ms(),
+                    format!("not sent here: {leader} is the sender"),
+                );
+                q.pop_front();
+                continue;
+            }
+        }
         a.metrics.attempt(head.kind);
         shared.store.alert_email_attempt(head.id);
         let result = tokio::select! {
@@ -500,9 +615,11 @@ async fn sender(
             Ok(reply) => {
                 shared.store.alert_email_sent(head.id, now, reply.clone());
                 tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
-                a.lock().last_email = Some(json!({
+                let last = json!({
                     "kind": head.kind.as_str(), "subject": head.subject, "reply": reply, "at": at,
-                }));
+                });
+                a.coord.publish_sent(&head.message_id, &last);
+                a.lock().last_email = Some(last);
                 q.pop_front();
                 attempt = 0;
             }

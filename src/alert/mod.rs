@@ -6,12 +6,14 @@
 //!   decides emails; the outbox sender (retries with backoff, in order).
 //! - [`incident`]: when to email (grouping, reminders, resolution).
 //! - [`render`]: subject, text and HTML. [`email`]: lettre, SMTP, TLS.
+//! - [`coord`]: the HA sender election through Redis (`coordination`).
 //! - [`store`]: incidents and the outbox in the state store.
 //! - [`webhook`]: `POST /api/alertmanager/webhook`, `POST /api/admin/alerts/test`.
 //!
 //! [`Alerting`] is the state the HTTP handlers read and the tasks write.
 
 pub mod config;
+pub mod coord;
 pub mod email;
 pub mod engine;
 pub mod incident;

@@ -40,6 +40,9 @@ pub struct View {
     pub alert_runbooks: BTreeMap<String, String>,
     /// depwatch's status page.
     pub page_url: Option<String>,
+    /// Set while an HA peer cannot reach the coordinator: this email may
+    /// come from every peer.
+    pub uncoordinated: Option<String>,
 }
 
 pub struct Rendered {
@@ -357,6 +360,9 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
             v.held_back
         ));
     }
+    if let Some(note) = &v.uncoordinated {
+        doc.notes.push(note.clone());
+    }
     if kind != EmailKind::Test && !pipeline_inc {
         doc.notes.push(match v.mode {
             "always" => "depwatch emails every incident (mode: always).".into(),
@@ -368,6 +374,12 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
         footer.push(("Incident".into(), i.id.to_string()));
     }
     footer.push(("Sent".into(), at(now)));
+    if v.uncoordinated.is_some() {
+        footer.push((
+            "Sender".into(),
+            "uncoordinated (HA coordinator unreachable)".into(),
+        ));
+    }
     if let Some(p) = &v.page_url {
         footer.push(("Status page".into(), p.clone()));
     }

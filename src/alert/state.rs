@@ -65,6 +65,8 @@ pub struct Alerting {
     pub inner: Mutex<Inner>,
     pub started_ms: i64,
     pub host: String,
+    /// The HA sender election (`alerting.coordination`).
+    pub coord: super::coord::Coord,
     outbox: tokio::sync::mpsc::UnboundedSender<email::Outgoing>,
     outbox_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<email::Outgoing>>>,
     /// Serializes the engine's email decisions with test emails (ids).
@@ -85,6 +87,7 @@ impl Alerting {
             }),
             started_ms: render::now_ms(),
             host: email::host_name(),
+            coord: super::coord::Coord::new(),
             outbox: tx,
             outbox_rx: Mutex::new(Some(rx)),
             recent: Mutex::new(VecDeque::new()),
@@ -138,10 +141,7 @@ impl Alerting {
             "queued_emails": i.queued,
             "held_back": i.held_back_total,
             "firing": firing,
-            "sender": if i.configured { json!({
-                "role": "sole",
-                "note": "this depwatch sends alone (no HA election yet)",
-            }) } else { Value::Null },
+            "sender": if i.configured { self.coord.health_json() } else { Value::Null },
         })
     }
 

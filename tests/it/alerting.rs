@@ -128,7 +128,7 @@ impl Smtp {
     }
 }
 
-fn alerting(smtp_port: u16, extra: &str, email_extra: &str) -> String {
+pub fn alerting(smtp_port: u16, extra: &str, email_extra: &str) -> String {
     format!(
         "alerting:
   check_interval: 200ms
@@ -162,11 +162,11 @@ fn redis_probe(port: u16) -> String {
     )
 }
 
-async fn alerting_health(dw: &Depwatch) -> Value {
+pub async fn alerting_health(dw: &Depwatch) -> Value {
     dw.health("").await.1["alerting"].clone()
 }
 
-async fn wait_alerting(dw: &Depwatch, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_alerting(dw: &Depwatch, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     wait_for(what, WAIT, || async {
         let a = alerting_health(dw).await;
         f(&a).then_some(a)

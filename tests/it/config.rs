@@ -126,6 +126,26 @@ fn bad_configurations_report_every_problem_with_a_position() {
             ],
         ),
         (
+            "HA coordination: scheme, lease range, instance name",
+            format!(
+                "{PROBE}alerting:\n  coordination: http://127.0.0.1:6379\n  coordination_lease: 500ms\n  instance: a b\n"
+            ),
+            &[],
+            &[
+                "F:6:3: alerting.coordination: coordination must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379/0)",
+                "F:7:3: alerting.coordination_lease: coordination_lease 500ms is out of range (use 1s to 10m)",
+                "F:8:3: alerting.instance: instance must be 1 to 100 characters without spaces (e.g. orders-api-1; the default is HOST:PORT)",
+            ],
+        ),
+        (
+            "HA coordination keys without coordination",
+            format!("{PROBE}alerting:\n  coordination_group: orders\n"),
+            &[],
+            &[
+                "F:6:3: alerting.coordination_group: coordination_group is set but coordination is not (add coordination: redis://HOST:6379/0, or remove this key)",
+            ],
+        ),
+        (
             "duration without unit",
             format!("{PROBE}    interval: 30\n"),
             &[],

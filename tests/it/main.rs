@@ -5,6 +5,7 @@
 mod alerting;
 mod bundle;
 mod config;
+mod coordination;
 mod core;
 mod http;
 mod logs;
