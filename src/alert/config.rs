@@ -455,11 +455,7 @@ struct RawCoordination {
     instance: Option<String>,
 }
 
-fn coordination(
-    c: &Checker,
-    raw: RawCoordination,
-    dur: &DurCheck,
-) -> Option<Coordination> {
+fn coordination(c: &Checker, raw: RawCoordination, dur: &DurCheck) -> Option<Coordination> {
     let Some(url) = raw.url else {
         for (key, set) in [
             ("coordination_lease", raw.lease.is_some()),

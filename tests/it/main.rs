@@ -13,6 +13,7 @@ mod mongodb;
 mod redis;
 mod reload;
 mod router;
+mod scaleout;
 mod scheduler;
 mod server;
 mod storage;
