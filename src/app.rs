@@ -83,6 +83,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
 }
 
 /// Runs depwatch until SIGINT/SIGTERM.
@@ -99,6 +101,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
+    let tls = config
+        .web
+        .tls
+        .as_ref()
+        .map(crate::http::tls::Tls::new)
+        .transpose()?
+        .map(Arc::new);
+    for w in config.warnings() {
+        tracing::warn!(warning = %w, "Configuration warning.");
+    }
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(build_components(config, None, &metrics, &store)?);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
@@ -108,6 +120,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         store.clone(),
         reload_tx,
     ));
+    *crate::util::sync::write(&shared.tls) = tls;
     let mut scheduler = Scheduler::new();
     scheduler.apply(&runtime.components);
 
@@ -124,9 +137,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         crate::util::build::VERSION,
         runtime.components.len()
     );
-    println!("  status page  http://{addr}/");
-    println!("  health       http://{addr}/api/health");
-    println!("  metrics      http://{addr}/metrics");
+    let scheme = if crate::util::sync::read(&shared.tls).is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("  status page  {scheme}://{addr}/");
+    println!("  health       {scheme}://{addr}/api/health");
+    println!("  metrics      {scheme}://{addr}/metrics");
     if let Some(r) = shared.store.recovered() {
         println!(
             "  note: the state database was corrupt; it was moved to {} and a fresh one started.",
@@ -145,6 +163,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         listener,
         crate::http::router(shared.clone()),
         metrics.server.clone(),
+        shared.tls.clone(),
         stop_rx,
     ));
 
@@ -267,25 +286,36 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), ReloadError>
         let Some(path) = old.config.source.clone() else {
             return Err(ReloadError::NoFile);
         };
-        let config = config::load_file(&path)?;
+        let web = old
+            .config
+            .web
+            .file
+            .as_deref()
+            .map(config::load_web_file)
+            .transpose()?;
+        let config = config::load_file_with(&path, web)?;
+        let tls = config
+            .web
+            .tls
+            .as_ref()
+            .map(crate::http::tls::Tls::new)
+            .transpose()?
+            .map(Arc::new);
         if config.state_dir != old.config.state_dir {
             tracing::warn!(old = %old.config.state_dir.display(), new = %config.state_dir.display(), "A new state_dir needs a restart; keeping the old one.");
         }
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }
-        Ok(build_components(
-            config,
-            Some(&old),
-            &shared.metrics,
-            &shared.store,
-        )?)
+        let rt = build_components(config, Some(&old), &shared.metrics, &shared.store)?;
+        Ok((rt, tls))
     });
     let result = std::panic::catch_unwind(load)
         .unwrap_or_else(|panic| Err(ReloadError::Panic(panic_text(&*panic))));
     match result {
-        Ok(rt) => {
+        Ok((rt, tls)) => {
             let rt = Arc::new(rt);
+            *crate::util::sync::write(&shared.tls) = tls;
             // Retired before their successors start: a successor's first
             // series are not dropped with its predecessor's.
             retire_removed(&old, &rt);

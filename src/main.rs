@@ -18,6 +18,10 @@ struct Cli {
     /// The YAML configuration (default: the built-in one, which watches depwatch itself).
     #[arg(long, short, env = "DEPWATCH_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// The Prometheus exporter-toolkit web configuration (TLS, basic auth
+    /// users, headers), as Prometheus' own exporters take it.
+    #[arg(long = "web.config.file", env = "DEPWATCH_WEB_CONFIG", global = true)]
+    web_config_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -75,13 +79,27 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn load(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigError> {
+fn load(
+    path: Option<&PathBuf>,
+    web: Option<&PathBuf>,
+) -> Result<config::Config, config::ConfigError> {
     // The loader refuses bad input with positioned errors; a panic would be
     // a bug, reported as a configuration that could not be loaded (exit 64
     // like any other) rather than a crash.
-    std::panic::catch_unwind(|| match path {
-        Some(p) => config::load_file(p),
-        None => Ok(config::builtin()),
+    std::panic::catch_unwind(|| {
+        let config = config::load(path.map(PathBuf::as_path), web.map(PathBuf::as_path))?;
+        // A certificate that does not fit its key is found now, not at the
+        // first handshake.
+        if let Some(t) = &config.web.tls {
+            depwatch::http::tls::Tls::new(t).map_err(|e| config::ConfigError::Invalid {
+                rendered: vec![format!(
+                    "{}: web.tls_server_config: {e}",
+                    web.or(path)
+                        .map_or("<built-in>".into(), |p| p.display().to_string())
+                )],
+            })?;
+        }
+        Ok(config)
     })
     .unwrap_or_else(|panic| {
         Err(config::ConfigError::Invalid {
@@ -97,12 +115,15 @@ fn load(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig) = cli.command {
-        return match load(cli.config.as_ref()) {
+        return match load(cli.config.as_ref(), cli.web_config_file.as_ref()) {
             Ok(c) => {
                 let from = cli
                     .config
                     .as_ref()
                     .map_or("the built-in default".into(), |p| p.display().to_string());
+                for w in c.warnings() {
+                    println!("warning: {w}");
+                }
                 println!("{from}: valid, {} probe(s)", c.probes.len());
                 ExitCode::SUCCESS
             }
@@ -114,7 +135,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::SendTestEmail) = cli.command {
-        let config = match load(cli.config.as_ref()) {
+        let config = match load(cli.config.as_ref(), cli.web_config_file.as_ref()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("{e}");
@@ -133,7 +154,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::ReplayLog { probe, files }) = &cli.command {
-        let config = match load(cli.config.as_ref()) {
+        let config = match load(cli.config.as_ref(), cli.web_config_file.as_ref()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("{e}");
@@ -152,7 +173,7 @@ fn main() -> ExitCode {
         };
     }
     init_logs(cli.log_format);
-    let config = match load(cli.config.as_ref()) {
+    let config = match load(cli.config.as_ref(), cli.web_config_file.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

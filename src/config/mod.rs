@@ -7,6 +7,7 @@
 pub mod check;
 pub mod de;
 pub mod units;
+pub mod web;
 pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,11 +55,34 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub health: HealthConfig,
     pub admin_token: Option<Secret>,
+    /// `auth.bearer_tokens`: read access to every `authenticated` group.
+    pub bearer_tokens: Vec<Secret>,
+    /// TLS, basic auth users, answer headers (`web:` or `--web.config.file`).
+    pub web: web::WebConfig,
+    /// `access:` per endpoint group.
+    pub access: web::Access,
+    /// `limits:` of the HTTP server.
+    pub limits: Limits,
     pub probes: Vec<ProbeConfig>,
     /// Named http probe templates for `/probe?target=URL&module=NAME`.
     pub modules: BTreeMap<String, Module>,
     /// `alerting:` (email fallback, pipeline watchdog); `None` when absent.
     pub alerting: Option<crate::alert::config::AlertingConfig>,
+}
+
+/// `limits:`: what the HTTP server does at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// `/probe` checks running at once; beyond, 429.
+    pub probe_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            probe_concurrency: 64,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -144,6 +168,14 @@ struct RawTop {
     auth: RawAuth,
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    probe_concurrency: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +203,8 @@ struct RawPerf {
 struct RawAuth {
     admin_token: Option<Secret>,
     admin_token_file: Option<String>,
+    bearer_tokens: Option<Vec<Secret>>,
+    bearer_tokens_file: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -220,10 +254,21 @@ const TOP_KEYS: &[&str] = &[
     "probes",
     "modules",
     "alerting",
+    "web",
+    "access",
+    "limits",
 ];
+
+/// Keys of the top level parsed on their own, not by `RawTop`.
+const OWN_KEYS: &[&str] = &["probes", "modules", "alerting", "web", "access"];
 
 /// Loads a configuration file with the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_with(path, None)
+}
+
+/// [`load_file`], with the web configuration of a `--web.config.file`.
+pub fn load_file_with(path: &Path, web: Option<web::WebConfig>) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
     let read_err = |source| ConfigError::Read {
         path: name.clone(),
@@ -241,7 +286,14 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         rendered: vec![p.render(&name)],
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    from_str(&src, &name, Some(path), base, &|k| std::env::var(k).ok())
+    from_str_with(
+        &src,
+        &name,
+        Some(path),
+        base,
+        &|k| std::env::var(k).ok(),
+        web,
+    )
 }
 
 /// The built-in default configuration.
@@ -259,6 +311,18 @@ pub fn from_str(
     source: Option<&Path>,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    from_str_with(src, name, source, base, env, None)
+}
+
+/// [`from_str`], with the web configuration of a `--web.config.file`.
+pub fn from_str_with(
+    src: &str,
+    name: &str,
+    source: Option<&Path>,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    web_file: Option<web::WebConfig>,
 ) -> Result<Config, ConfigError> {
     let (root, env_problems) =
         yaml::parse_document(src, env).map_err(|p| ConfigError::Invalid {
@@ -292,14 +356,8 @@ pub fn from_str(
         });
         return Err(fail(ctx.into_problems()));
     }
-    let top: RawTop = de::parse(
-        &root,
-        "",
-        &ctx,
-        &|k| k != "probes" && k != "modules" && k != "alerting",
-        &["probes", "modules", "alerting"],
-    )
-    .unwrap_or_default();
+    let top: RawTop =
+        de::parse(&root, "", &ctx, &|k| !OWN_KEYS.contains(&k), OWN_KEYS).unwrap_or_default();
     let checker = Checker {
         root: &root,
         ctx: &ctx,
@@ -319,7 +377,39 @@ pub fn from_str(
     };
     let state_dir = PathBuf::from(top.state_dir.unwrap_or_else(|| "./depwatch-data".into()));
     let health = checker.health(&top.health);
-    let admin_token = checker.admin_token(top.auth);
+    let (admin_token, bearer_tokens) = checker.tokens(top.auth);
+    let limits = Limits {
+        probe_concurrency: top.limits.probe_concurrency.unwrap_or(64),
+    };
+    if !(1..=10_000).contains(&limits.probe_concurrency) {
+        checker.problem(
+            "limits.probe_concurrency",
+            format!(
+                "probe_concurrency {} is out of range",
+                limits.probe_concurrency
+            ),
+            "use 1 to 10000 checks at once",
+        );
+    }
+    let web = match (checker.node("web"), web_file) {
+        (Some(_), Some(f)) => {
+            checker.problem(
+                "web",
+                format!(
+                    "both --web.config.file ({}) and `web:` are given",
+                    f.file.as_deref().unwrap_or(Path::new("?")).display()
+                ),
+                "keep one of them",
+            );
+            f
+        }
+        (None, Some(f)) => f,
+        (Some(n), None) => checker.web(n, "web").unwrap_or_default(),
+        (None, None) => web::WebConfig::default(),
+    };
+    let access = checker.access(
+        admin_token.is_some() || !bearer_tokens.is_empty() || !web.basic_auth_users.is_empty(),
+    );
     let probes = checker.probes(&top.defaults);
     let modules = checker.modules(&top.defaults);
     let alerting = crate::alert::config::parse(&checker);
@@ -333,10 +423,100 @@ pub fn from_str(
         state_dir,
         health,
         admin_token,
+        bearer_tokens,
+        web,
+        access,
+        limits,
         probes,
         modules,
         alerting,
     })
+}
+
+/// Reads a `--web.config.file` (the exporter-toolkit format, as is).
+pub fn load_web_file(path: &Path) -> Result<web::WebConfig, ConfigError> {
+    let name = path.display().to_string();
+    let read_err = |source| ConfigError::Read {
+        path: name.clone(),
+        source,
+    };
+    let bytes = read_bounded(path, MAX_CONFIG_BYTES)
+        .map_err(read_err)?
+        .unwrap_or_default();
+    let src = utf8_text(bytes).map_err(|p| ConfigError::Invalid {
+        rendered: vec![p.render(&name)],
+    })?;
+    let (root, env_problems) =
+        yaml::parse_document(&src, &|_| None).map_err(|p| ConfigError::Invalid {
+            rendered: vec![p.render(&name)],
+        })?;
+    let ctx = Ctx::default();
+    for p in env_problems {
+        ctx.push(p);
+    }
+    let checker = Checker {
+        root: &root,
+        ctx: &ctx,
+        base: path.parent().unwrap_or(Path::new(".")),
+    };
+    let web = checker.web(&root, "");
+    if !ctx.is_empty() {
+        return Err(ConfigError::Invalid {
+            rendered: ctx
+                .into_problems()
+                .iter()
+                .map(|p| redact::userinfo(&p.render(&name)))
+                .collect(),
+        });
+    }
+    let mut web = web.unwrap_or_default();
+    web.file = Some(path.to_path_buf());
+    Ok(web)
+}
+
+/// Loads a configuration file (or the built-in default) with the web
+/// configuration of `--web.config.file` when given.
+pub fn load(path: Option<&Path>, web_file: Option<&Path>) -> Result<Config, ConfigError> {
+    let web = web_file.map(load_web_file).transpose()?;
+    match path {
+        Some(p) => load_file_with(p, web),
+        None => Ok(from_str_with(
+            DEFAULT_YAML,
+            "<built-in>",
+            None,
+            Path::new("."),
+            &|_| None,
+            web,
+        )?),
+    }
+}
+
+impl Config {
+    /// What `check-config` and the start warn about: valid, but risky.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.access.level(web::Group::Probe) == web::Level::Public && !self.modules.is_empty() {
+            let names: Vec<&str> = self.modules.keys().map(String::as_str).collect();
+            w.push(format!(
+                "/probe is public: anyone who can reach depwatch can make it fetch the URLs that the allowed_targets of module(s) {} match (set access.probe: authenticated, or narrow allowed_targets)",
+                names.join(", ")
+            ));
+        }
+        if self.web.tls.is_none() && self.listen.ip().is_unspecified() && self.can_authenticate() {
+            w.push(format!(
+                "credentials are sent in clear text: depwatch listens on {} without TLS (add web.tls_server_config)",
+                self.listen
+            ));
+        }
+        w
+    }
+
+    /// Some credential is configured (basic auth users, bearer or admin tokens).
+    pub fn can_authenticate(&self) -> bool {
+        self.admin_token.is_some()
+            || !self.bearer_tokens.is_empty()
+            || !self.web.basic_auth_users.is_empty()
+    }
 }
 
 /// The top level of a configuration, checked key by key: these parts know
@@ -418,13 +598,39 @@ impl Checker<'_> {
         }
     }
 
-    fn admin_token(&self, raw: RawAuth) -> Option<Secret> {
-        let token = self.secret(
+    fn tokens(&self, raw: RawAuth) -> (Option<Secret>, Vec<Secret>) {
+        let mut bearer = raw.bearer_tokens.unwrap_or_default();
+        if let Some(list) = self.secret(
             "auth",
-            "admin_token",
-            raw.admin_token,
-            raw.admin_token_file.as_deref(),
-        );
+            "bearer_tokens",
+            None,
+            raw.bearer_tokens_file.as_deref(),
+        ) {
+            bearer.extend(
+                list.expose()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(Secret::new),
+            );
+        }
+        for (i, t) in bearer.iter().enumerate() {
+            if t.expose().len() < 16 {
+                self.problem(
+                    &format!("auth.bearer_tokens[{i}]"),
+                    "a bearer token is shorter than 16 characters",
+                    "use a long random string, e.g. openssl rand -hex 32",
+                );
+            }
+        }
+        (
+            self.admin_token(raw.admin_token, raw.admin_token_file),
+            bearer,
+        )
+    }
+
+    fn admin_token(&self, inline: Option<Secret>, file: Option<String>) -> Option<Secret> {
+        let token = self.secret("auth", "admin_token", inline, file.as_deref());
         if let Some(t) = &token
             && t.expose().len() < 8
         {

@@ -239,3 +239,24 @@ fn performance(s: &Shared, rt: &crate::component::Components) -> Arc<Value> {
     *memo = Some((Instant::now(), v.clone()));
     v
 }
+
+/// The verdict alone, from the same cache as the whole answer (the
+/// anonymous `summary` view): of every component, or of one.
+pub(super) async fn verdict_now(s: &Shared, component: Option<&str>) -> Result<Status, ApiError> {
+    let rt = s.current();
+    let selected: Vec<Arc<Component>> = match component {
+        Some(name) => vec![
+            rt.component(name)
+                .cloned()
+                .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?,
+        ],
+        None => rt.components.clone(),
+    };
+    let results = latest_of(s, &selected, rt.config.health.cache_ttl).await;
+    Ok(verdict(
+        selected
+            .iter()
+            .zip(&results)
+            .map(|(c, l)| (c.cfg.critical, l.status)),
+    ))
+}

@@ -2,6 +2,7 @@
 //! reload and the admin endpoints. [`router`] stands apart from serving so
 //! that tests can drive it directly.
 
+pub mod access;
 pub(crate) mod admin;
 pub(crate) mod error;
 mod health;
@@ -10,12 +11,17 @@ mod probe;
 mod scrape;
 pub mod serve;
 pub mod shared;
+mod summary;
+pub mod tls;
 
 use axum::Router;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use shared::AppState;
+
+/// The largest request body any endpoint but the webhook reads.
+pub const MAX_BODY: usize = 64 << 10;
 
 pub fn router(shared: AppState) -> Router {
     Router::new()
@@ -38,5 +44,11 @@ pub fn router(shared: AppState) -> Router {
             post(crate::alert::webhook::test_email),
         )
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        // Nothing but the webhook (its own cap, above) reads a body.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            access::guard,
+        ))
         .with_state(shared)
 }

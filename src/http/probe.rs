@@ -115,6 +115,14 @@ pub(super) async fn probe(
     })?;
     let budget = scrape_budget(&headers)?;
     let rt = s.current();
+    let cap = rt.config.limits.probe_concurrency;
+    let Some(_slot) = s.guard.probe_slot(cap) else {
+        s.metrics.access.limited("probe_concurrency");
+        return Ok(super::access::too_many(
+            Duration::from_secs(1),
+            &format!("{cap} /probe checks are running (limits.probe_concurrency): try again"),
+        ));
+    };
     let om = match q.module.filter(|m| !m.is_empty()) {
         Some(name) => {
             let module = rt.config.modules.get(&name).ok_or_else(|| {

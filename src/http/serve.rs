@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -43,6 +42,9 @@ use tokio::task::JoinSet;
 /// idle connections give their file descriptor back; a scraper whose
 /// interval is longer simply opens a new connection per scrape.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (request line and headers) read: beyond it
+/// the client gets 431. Prometheus' requests are a few hundred bytes.
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
 /// File descriptors always kept out of the connection cap: probes' sockets,
 /// the state store, tailed logs, /proc reads.
 const MIN_RESERVED_FDS: u64 = 64;
@@ -146,6 +148,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     metrics: ServerMetrics,
+    tls: Arc<std::sync::RwLock<Option<Arc<super::tls::Tls>>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let fd_limit = raise_fd_limit();
@@ -158,7 +161,8 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
     let mut connections = JoinSet::new();
     let mut unlogged = 0u64;
     let mut full_log = LogGate::default();
@@ -207,9 +211,11 @@ pub async fn serve(
             _permit: permit,
             open: metrics.open.clone(),
         };
+        let tls = crate::util::sync::read(&tls).clone();
         connections.spawn(connection(
             builder.clone(),
             tcp,
+            tls,
             router.clone(),
             slot,
             stop.clone(),
@@ -224,12 +230,94 @@ pub async fn serve(
 async fn connection(
     builder: http1::Builder,
     tcp: TcpStream,
+    tls: Option<Arc<super::tls::Tls>>,
     router: Router,
+    slot: Slot,
+    stop: watch::Receiver<bool>,
+    shed: watch::Receiver<u64>,
+) {
+    let peer = tcp.peer_addr().ok();
+    let Some(tls) = tls else {
+        let svc = Tagged {
+            router,
+            peer,
+            cert: None,
+        };
+        return drive(builder, TokioIo::new(tcp), svc, slot, stop, shed).await;
+    };
+    // The handshake counts against the same timeout as a request head: a
+    // client that opens TLS and stalls gives its slot back as fast.
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed.");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out.");
+            return;
+        }
+    };
+    let settings = tls.settings();
+    let verified = settings.client_auth.verifies()
+        && stream.get_ref().1.peer_certificates().is_some_and(|c| {
+            settings.client_allowed_sans.is_empty()
+                || c.first()
+                    .is_some_and(|ee| super::tls::san_allowed(ee, &settings.client_allowed_sans))
+        });
+    if settings.client_auth.verifies()
+        && !settings.client_allowed_sans.is_empty()
+        && stream.get_ref().1.peer_certificates().is_some()
+        && !verified
+    {
+        tracing::debug!("Client certificate without an allowed SAN: closing.");
+        return;
+    }
+    let svc = Tagged {
+        router,
+        peer,
+        cert: Some(super::tls::ClientCert { verified }),
+    };
+    drive(builder, TokioIo::new(stream), svc, slot, stop, shed).await;
+}
+
+/// The router, with what the connection knows of the client put on every
+/// request (its address, its certificate) for the access check.
+#[derive(Clone)]
+struct Tagged {
+    router: Router,
+    peer: Option<std::net::SocketAddr>,
+    cert: Option<super::tls::ClientCert>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tagged {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = tower::util::Oneshot<Router, hyper::Request<hyper::body::Incoming>>;
+
+    fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        if let Some(p) = self.peer {
+            req.extensions_mut().insert(super::access::Peer(p));
+        }
+        if let Some(c) = self.cert {
+            req.extensions_mut().insert(c);
+        }
+        tower::ServiceExt::oneshot(self.router.clone(), req)
+    }
+}
+
+async fn drive<I>(
+    builder: http1::Builder,
+    io: I,
+    svc: Tagged,
     _slot: Slot,
     mut stop: watch::Receiver<bool>,
     mut shed: watch::Receiver<u64>,
-) {
-    let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router));
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut closing = false;
     loop {

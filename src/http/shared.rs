@@ -31,6 +31,8 @@ pub enum ReloadError {
         "internal error while loading the configuration: {0} (this is a bug: please report it with the file)"
     )]
     Panic(String),
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] super::tls::TlsError),
 }
 
 /// Where the answer to a reload request goes.
@@ -49,6 +51,10 @@ pub struct Shared {
     pub store: Arc<Store>,
     /// The email fallback and the pipeline watchdog (`crate::alert`).
     pub alert: Arc<crate::alert::state::Alerting>,
+    /// Credentials remembered, failed logins per address, rate limits.
+    pub guard: super::access::Guard,
+    /// The TLS server configuration in force (`None`: plain HTTP); swapped on reload.
+    pub tls: Arc<RwLock<Option<Arc<super::tls::Tls>>>>,
 }
 
 impl Shared {
@@ -71,6 +77,8 @@ impl Shared {
             perf_memo: std::sync::Mutex::new(None),
             store,
             alert,
+            guard: super::access::Guard::default(),
+            tls: Arc::new(RwLock::new(None)),
         }
     }
 

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub kinds: KindMetrics,
     /// depwatch's own HTTP server: open and refused connections.
     pub server: ServerMetrics,
+    /// Failed logins and 429s of depwatch's HTTP server.
+    pub access: crate::http::access::AccessMetrics,
     /// `depwatch_alert_*`: the email fallback and the pipeline watchdog.
     pub alert: crate::alert::metrics::AlertMetrics,
 }
@@ -170,6 +172,7 @@ impl Metrics {
         );
         let kinds = KindMetrics::register(r);
         let server = ServerMetrics::register(r);
+        let access = crate::http::access::AccessMetrics::register(r);
         let alert = crate::alert::metrics::AlertMetrics::register(r);
         Metrics {
             registry,
@@ -187,6 +190,7 @@ impl Metrics {
             cache_miss,
             kinds,
             server,
+            access,
             alert,
         }
     }

@@ -360,7 +360,7 @@ struct Scraper(tokio::task::JoinHandle<()>);
 impl Scraper {
     fn start(url: String) -> Scraper {
         Scraper(tokio::spawn(async move {
-            let c = reqwest::Client::new();
+            let c = crate::support::http_client().build().unwrap();
             loop {
                 let _ = c.get(&url).send().await;
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -189,7 +189,7 @@ impl Stack {
             "apt-get install prometheus-alertmanager",
         );
         let dir = tempfile::tempdir().unwrap();
-        let client = reqwest::Client::builder()
+        let client = crate::support::http_client()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();

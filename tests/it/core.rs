@@ -593,7 +593,7 @@ async fn builtin_default_runs_without_a_config() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     );
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client().build().unwrap();
     let body = wait_for("the default instance", SECS10, || async {
         let r = client
             .get("http://127.0.0.1:9877/api/health")

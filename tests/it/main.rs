@@ -15,6 +15,7 @@ mod reload;
 mod router;
 mod scaleout;
 mod scheduler;
+mod security;
 mod server;
 mod storage;
 mod support;

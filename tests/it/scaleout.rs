@@ -108,7 +108,13 @@ async fn query(port: u16, q: &str) -> Vec<Value> {
         &[("query", q)],
     )
     .unwrap();
-    let Ok(r) = reqwest::get(url).await else {
+    let Ok(r) = crate::support::http_client()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+    else {
         return vec![];
     };
     let v: Value = r.json().await.unwrap_or_default();
@@ -299,7 +305,7 @@ fn haproxy_config(front: u16, apps: [(u16, u16); 2]) -> String {
 
 /// Who answers 30 requests in a row through the balancer.
 async fn served_by(front: u16) -> BTreeSet<String> {
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client().build().unwrap();
     let mut by = BTreeSet::new();
     for _ in 0..30 {
         if let Ok(r) = client

@@ -16,7 +16,7 @@ const YAML: &str = "probes:\n  - name: self\n    kind: process\n    self: true\n
 /// A client that opens a fresh connection per request (a pooled one could be
 /// among those the server closes).
 fn fresh_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::support::http_client()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(2))
         .build()
@@ -150,7 +150,9 @@ async fn sigterm_lets_a_request_in_flight_finish() {
         "/probe?module=m&target=http%3A%2F%2F127.0.0.1%3A{hole_port}%2F"
     ));
     let request = tokio::spawn(
-        reqwest::Client::new()
+        crate::support::http_client()
+            .build()
+            .unwrap()
             .get(url)
             .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
             .timeout(Duration::from_secs(10))

@@ -24,6 +24,16 @@ use serde_json::Value;
 
 /// A free TCP port on 127.0.0.1 (bound and released), for partner servers
 /// that need their port before they start. depwatch itself binds port 0.
+/// A reqwest client builder. reqwest's rustls (for the TLS tests) needs a
+/// crypto provider chosen before any client is built: ring, as depwatch.
+pub fn http_client() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
@@ -148,6 +158,8 @@ pub struct Depwatch {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub client: reqwest::Client,
+    /// It serves TLS (`web.tls_server_config`): `client` cannot talk to it.
+    pub tls: bool,
 }
 
 /// Writes `yaml` (with `listen: 127.0.0.1:0` and `state_dir` filled in
@@ -177,10 +189,17 @@ pub fn write_config(yaml: &str) -> (tempfile::TempDir, String, PathBuf) {
 }
 
 /// The port of depwatch's start-up line `  metrics      http://ADDR/metrics`.
-fn printed_port(line: &str) -> Option<u16> {
+/// (port, whether it serves TLS).
+fn printed_port(line: &str) -> Option<(u16, bool)> {
     let url = line.trim_start().strip_prefix("metrics")?.trim();
-    let addr = url.strip_prefix("http://")?.strip_suffix("/metrics")?;
-    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+    let (addr, tls) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://")?, false),
+    };
+    let addr = addr.strip_suffix("/metrics")?;
+    addr.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| (a.port(), tls))
 }
 
 impl Depwatch {
@@ -238,8 +257,8 @@ impl Depwatch {
             cmd.env(k, v);
         }
         let mut proc = Proc::spawn("depwatch", &mut cmd);
-        let port = Self::listening_port(&mut proc, &log_path).await;
-        let client = reqwest::Client::builder()
+        let (port, tls) = Self::listening_port(&mut proc, &log_path).await;
+        let client = crate::support::http_client()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
@@ -251,7 +270,12 @@ impl Depwatch {
             config_path,
             log_path,
             client,
+            tls,
         };
+        if tls {
+            // Bound before it printed; the test's own client speaks TLS.
+            return dw;
+        }
         // Bound before it printed the address: answers from the first try.
         let url = dw.url("/healthz");
         wait_for(
@@ -269,7 +293,7 @@ impl Depwatch {
     /// Reads depwatch's stdout until it prints where it listens (it binds
     /// first), failing with its output and log when it exits first or
     /// prints nothing within 20s. A thread keeps draining stdout afterwards.
-    async fn listening_port(proc: &mut Proc, log_path: &Path) -> u16 {
+    async fn listening_port(proc: &mut Proc, log_path: &Path) -> (u16, bool) {
         let stdout = proc.child.stdout.take().expect("piped stdout");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -285,7 +309,7 @@ impl Depwatch {
             let line = tokio::time::timeout_at(deadline, rx.recv()).await;
             let why = match line {
                 Ok(Some(line)) => match printed_port(&line) {
-                    Some(port) => return port,
+                    Some(found) => return found,
                     None => {
                         printed.push_str(&line);
                         printed.push('\n');
