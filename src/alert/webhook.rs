@@ -50,7 +50,10 @@ pub async fn receive(
 ) -> Result<Response, ApiError> {
     // `access.webhook: authenticated` was checked in front of the router
     // (any user or token); public, it takes the admin token when one is set.
-    if s.current().config.access.level(crate::config::web::Group::Webhook)
+    if s.current()
+        .config
+        .access
+        .level(crate::config::web::Group::Webhook)
         == crate::config::web::Level::Public
     {
         authorize(&s, &headers, false)?;

@@ -5,8 +5,10 @@
 pub mod access;
 pub(crate) mod admin;
 pub(crate) mod error;
+pub mod guard;
 mod health;
 mod page;
+pub mod peer;
 mod probe;
 mod scrape;
 pub mod serve;

@@ -277,7 +277,7 @@ async fn connection(
     let svc = Tagged {
         router,
         peer,
-        cert: Some(super::tls::ClientCert { verified }),
+        cert: Some(super::peer::ClientCert { verified }),
     };
     drive(builder, TokioIo::new(stream), svc, slot, stop, shed).await;
 }
@@ -288,7 +288,7 @@ async fn connection(
 struct Tagged {
     router: Router,
     peer: Option<std::net::SocketAddr>,
-    cert: Option<super::tls::ClientCert>,
+    cert: Option<super::peer::ClientCert>,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tagged {
@@ -298,7 +298,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tagged {
 
     fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         if let Some(p) = self.peer {
-            req.extensions_mut().insert(super::access::Peer(p));
+            req.extensions_mut().insert(super::peer::Peer(p));
         }
         if let Some(c) = self.cert {
             req.extensions_mut().insert(c);

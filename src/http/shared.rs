@@ -52,7 +52,7 @@ pub struct Shared {
     /// The email fallback and the pipeline watchdog (`crate::alert`).
     pub alert: Arc<crate::alert::state::Alerting>,
     /// Credentials remembered, failed logins per address, rate limits.
-    pub guard: super::access::Guard,
+    pub guard: super::guard::Guard,
     /// The TLS server configuration in force (`None`: plain HTTP); swapped on reload.
     pub tls: Arc<RwLock<Option<Arc<super::tls::Tls>>>>,
 }
@@ -77,7 +77,7 @@ impl Shared {
             perf_memo: std::sync::Mutex::new(None),
             store,
             alert,
-            guard: super::access::Guard::default(),
+            guard: super::guard::Guard::default(),
             tls: Arc::new(RwLock::new(None)),
         }
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -288,18 +288,4 @@ pub fn san_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> bool {
             .ok()
             .is_some_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
     })
-}
-
-/// What the TLS handshake established about the client, for the access
-/// check: set on every request of a TLS connection.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ClientCert {
-    /// A certificate chained to `client_ca_file` (and, when configured,
-    /// carrying an allowed SAN).
-    pub verified: bool,
-}
-
-/// The provider's algorithms, for tests that build a client.
-pub fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }

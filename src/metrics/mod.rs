@@ -79,7 +79,7 @@ pub struct Metrics {
     /// depwatch's own HTTP server: open and refused connections.
     pub server: ServerMetrics,
     /// Failed logins and 429s of depwatch's HTTP server.
-    pub access: crate::http::access::AccessMetrics,
+    pub access: crate::http::peer::AccessMetrics,
     /// `depwatch_alert_*`: the email fallback and the pipeline watchdog.
     pub alert: crate::alert::metrics::AlertMetrics,
 }
@@ -172,7 +172,7 @@ impl Metrics {
         );
         let kinds = KindMetrics::register(r);
         let server = ServerMetrics::register(r);
-        let access = crate::http::access::AccessMetrics::register(r);
+        let access = crate::http::peer::AccessMetrics::register(r);
         let alert = crate::alert::metrics::AlertMetrics::register(r);
         Metrics {
             registry,
