@@ -408,7 +408,10 @@ pub fn from_str_with(
         (None, None) => web::WebConfig::default(),
     };
     let access = checker.access(
-        admin_token.is_some() || !bearer_tokens.is_empty() || !web.basic_auth_users.is_empty(),
+        admin_token.is_some()
+            || !bearer_tokens.is_empty()
+            || !web.basic_auth_users.is_empty()
+            || web.tls.as_ref().is_some_and(|t| t.client_auth.verifies()),
     );
     let probes = checker.probes(&top.defaults);
     let modules = checker.modules(&top.defaults);
@@ -516,6 +519,11 @@ impl Config {
         self.admin_token.is_some()
             || !self.bearer_tokens.is_empty()
             || !self.web.basic_auth_users.is_empty()
+            || self
+                .web
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_auth.verifies())
     }
 }
 

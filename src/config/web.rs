@@ -514,7 +514,7 @@ impl Checker<'_> {
                         g.as_str(),
                         level.as_str()
                     ),
-                    "add web.basic_auth_users (or --web.config.file), auth.bearer_tokens or auth.admin_token",
+                    "add web.basic_auth_users (or --web.config.file), auth.bearer_tokens, auth.admin_token or verified client certificates",
                 );
             }
             access.levels[g as usize] = level;

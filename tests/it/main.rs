@@ -16,6 +16,7 @@ mod router;
 mod scaleout;
 mod scheduler;
 mod security;
+mod security_tls;
 mod server;
 mod storage;
 mod support;

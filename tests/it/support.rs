@@ -357,6 +357,19 @@ impl Depwatch {
         )
     }
 
+    /// `/metrics` with basic auth (an `access.metrics: authenticated` run).
+    pub async fn metrics_as(&self, user: &str, pass: &str) -> Metrics {
+        let r = self
+            .client
+            .get(self.url("/metrics"))
+            .basic_auth(user, Some(pass))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200);
+        Metrics::parse(&r.text().await.unwrap())
+    }
+
     pub async fn metrics(&self) -> Metrics {
         let (code, body) = self.get("/metrics").await;
         assert_eq!(code, 200, "{body}");
