@@ -15,6 +15,7 @@ mod reload;
 mod router;
 mod scaleout;
 mod scheduler;
+mod secrets;
 mod security;
 mod security_tls;
 mod server;
