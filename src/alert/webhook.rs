@@ -25,6 +25,23 @@ pub const MAX_BODY: usize = 1 << 20;
 /// The name of the heartbeat alert (`alerts.yml`).
 pub const WATCHDOG: &str = "Watchdog";
 
+/// A notification that parsed: its alerts, to apply with
+/// [`Alerting::on_webhook`].
+pub struct Notification(Vec<WebhookAlert>);
+
+/// Parses a webhook body: JSON of payload version 4, or why not.
+pub fn parse_payload(body: &[u8]) -> Result<Notification, String> {
+    let p: Payload =
+        serde_json::from_slice(body).map_err(|e| format!("malformed webhook payload: {e}"))?;
+    if p.version != "4" {
+        return Err(format!(
+            "unsupported webhook payload version `{}`: depwatch reads version 4",
+            p.version.chars().take(20).collect::<String>()
+        ));
+    }
+    Ok(Notification(p.alerts))
+}
+
 #[derive(Deserialize)]
 struct Payload {
     version: String,
@@ -58,15 +75,8 @@ pub async fn receive(
     {
         authorize(&s, &headers, false)?;
     }
-    let p: Payload = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed webhook payload: {e}")))?;
-    if p.version != "4" {
-        return Err(ApiError::BadRequest(format!(
-            "unsupported webhook payload version `{}`: depwatch reads version 4",
-            p.version.chars().take(20).collect::<String>()
-        )));
-    }
-    let (heartbeat, kept) = s.alert.on_webhook(p.alerts);
+    let n = parse_payload(&body).map_err(ApiError::BadRequest)?;
+    let (heartbeat, kept) = s.alert.on_webhook(n);
     Ok(
         axum::Json(json!({ "status": "ok", "heartbeat": heartbeat, "firing": kept }))
             .into_response(),
@@ -75,7 +85,8 @@ pub async fn receive(
 
 impl Alerting {
     /// Applies one notification; answers (heartbeat seen, alerts kept).
-    fn on_webhook(&self, alerts: Vec<WebhookAlert>) -> (bool, usize) {
+    pub fn on_webhook(&self, n: Notification) -> (bool, usize) {
+        let alerts = n.0;
         let now = super::render::now_ms();
         let mut heartbeat = false;
         let mut i = self.lock();

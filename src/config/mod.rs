@@ -449,9 +449,21 @@ pub fn load_web_file(path: &Path) -> Result<web::WebConfig, ConfigError> {
     let src = utf8_text(bytes).map_err(|p| ConfigError::Invalid {
         rendered: vec![p.render(&name)],
     })?;
+    let mut web = web_from_str_at(&src, &name, path.parent().unwrap_or(Path::new(".")))?;
+    web.file = Some(path.to_path_buf());
+    Ok(web)
+}
+
+/// Parses the text of an exporter-toolkit web configuration (`name` for
+/// messages; relative files resolve against the current directory).
+pub fn web_from_str(src: &str, name: &str) -> Result<web::WebConfig, ConfigError> {
+    web_from_str_at(src, name, Path::new("."))
+}
+
+fn web_from_str_at(src: &str, name: &str, base: &Path) -> Result<web::WebConfig, ConfigError> {
     let (root, env_problems) =
-        yaml::parse_document(&src, &|_| None).map_err(|p| ConfigError::Invalid {
-            rendered: vec![p.render(&name)],
+        yaml::parse_document(src, &|_| None).map_err(|p| ConfigError::Invalid {
+            rendered: vec![p.render(name)],
         })?;
     let ctx = Ctx::default();
     for p in env_problems {
@@ -460,7 +472,7 @@ pub fn load_web_file(path: &Path) -> Result<web::WebConfig, ConfigError> {
     let checker = Checker {
         root: &root,
         ctx: &ctx,
-        base: path.parent().unwrap_or(Path::new(".")),
+        base,
     };
     let web = checker.web(&root, "");
     if !ctx.is_empty() {
@@ -468,13 +480,11 @@ pub fn load_web_file(path: &Path) -> Result<web::WebConfig, ConfigError> {
             rendered: ctx
                 .into_problems()
                 .iter()
-                .map(|p| redact::userinfo(&p.render(&name)))
+                .map(|p| redact::userinfo(&p.render(name)))
                 .collect(),
         });
     }
-    let mut web = web.unwrap_or_default();
-    web.file = Some(path.to_path_buf());
-    Ok(web)
+    Ok(web.unwrap_or_default())
 }
 
 /// Loads a configuration file (or the built-in default) with the web

@@ -9,7 +9,7 @@
 //! through [`crate::net::Client`], the one HTTP client of depwatch.
 
 mod config;
-mod expect;
+pub mod expect;
 mod module;
 
 use std::sync::Arc;

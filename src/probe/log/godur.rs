@@ -79,7 +79,7 @@ pub fn parse_nanos(s: &str) -> Option<u64> {
     Some(total)
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 /// Formats nanoseconds like Go's `Duration.String()`: `"1h2m3.5s"`,
 /// `"1.5ms"`, `"12µs"`, `"0s"`.
 pub fn format_nanos(ns: u64) -> String {
@@ -112,7 +112,7 @@ pub fn format_nanos(ns: u64) -> String {
     out
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 /// `whole.fraction` without trailing zeros (and without the dot when none).
 fn frac(whole: u64, part: u64, size: u64) -> String {
     if part == 0 {
