@@ -320,9 +320,12 @@ async fn served_by(front: u16) -> BTreeSet<String> {
     by
 }
 
+/// The guarding depwatch: its health is `summary` (HAProxy checks it
+/// anonymously and gets the verdict only, with the same 200/503).
 fn guard(redis_port: u16, degraded_by: Option<u16>) -> String {
     let mut y = format!(
-        "health:\n  cache_ttl: 100ms\nprobes:\n  - name: sessions\n    kind: redis\n    url: redis://127.0.0.1:{redis_port}/0\n    interval: 200ms\n    timeout: 150ms\n    failure_threshold: 1\n"
+        "{}access:\n  health: summary\nhealth:\n  cache_ttl: 100ms\nprobes:\n  - name: sessions\n    kind: redis\n    url: redis://127.0.0.1:{redis_port}/0\n    interval: 200ms\n    timeout: 150ms\n    failure_threshold: 1\n",
+        crate::security::credentials_yaml()
     );
     if let Some(dead) = degraded_by {
         y.push_str(&format!(
@@ -348,10 +351,13 @@ async fn haproxy_takes_an_unhealthy_instance_out_and_keeps_a_degraded_one_in() {
         c == 200 && v["status"] == "healthy"
     })
     .await;
-    dw2.wait_health("app-2 degraded", WAIT, |c, v| {
-        c == 200 && v["status"] == "degraded"
-    })
-    .await;
+    let (_, summary) = dw2
+        .wait_health("app-2 degraded", WAIT, |c, v| {
+            c == 200 && v["status"] == "degraded"
+        })
+        .await;
+    // What HAProxy reads: the anonymous summary, nothing of the components.
+    assert_eq!(summary.as_object().unwrap().len(), 2, "{summary}");
 
     let dir = tempfile::tempdir().unwrap();
     let front = free_port();

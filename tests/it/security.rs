@@ -418,3 +418,31 @@ async fn check_config_warns_about_a_public_probe_endpoint() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("warning"), "{out}");
 }
+
+#[tokio::test]
+async fn probe_fetches_only_allowed_http_urls() {
+    let yaml = format!(
+        "modules:\n  partner:\n    allowed_targets: [\"http://127.0.0.1:*/*\"]\n{SELF_PROBE}"
+    );
+    let dw = Depwatch::start(&yaml).await;
+    for target in [
+        "ftp://127.0.0.1:21/x",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:70/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1.evil.example:80/x",
+    ] {
+        let url = reqwest::Url::parse_with_params(
+            &dw.url("/probe"),
+            &[("module", "partner"), ("target", target)],
+        )
+        .unwrap();
+        let r = dw.client.get(url).send().await.unwrap();
+        let code = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(code, 400, "{target}: {text}");
+    }
+    // A configured probe by name needs no allow-list; an unknown name is refused.
+    assert_eq!(dw.get("/probe?target=self").await.0, 200);
+    assert_eq!(dw.get("/probe?target=nobody").await.0, 400);
+}
