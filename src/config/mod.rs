@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod de;
+pub mod events;
 pub mod units;
 pub mod yaml;
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub modules: BTreeMap<String, Module>,
     /// `alerting:` (email fallback, pipeline watchdog); `None` when absent.
     pub alerting: Option<crate::alert::config::AlertingConfig>,
+    /// `events:` (the status page's live stream).
+    pub events: events::EventsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -144,6 +147,8 @@ struct RawTop {
     auth: RawAuth,
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    events: events::RawEvents,
 }
 
 #[derive(Deserialize, Default)]
@@ -220,6 +225,7 @@ const TOP_KEYS: &[&str] = &[
     "probes",
     "modules",
     "alerting",
+    "events",
 ];
 
 /// Loads a configuration file with the process environment.
@@ -323,6 +329,7 @@ pub fn from_str(
     let probes = checker.probes(&top.defaults);
     let modules = checker.modules(&top.defaults);
     let alerting = crate::alert::config::parse(&checker);
+    let events = checker.events(&top.events);
 
     if !ctx.is_empty() {
         return Err(fail(ctx.into_problems()));
@@ -336,6 +343,7 @@ pub fn from_str(
         probes,
         modules,
         alerting,
+        events,
     })
 }
 

@@ -21,6 +21,9 @@
 //!   attempt finds room even when idle connections hold every slot.
 //! - On shutdown the listener closes and open connections finish the request
 //!   in progress (`app::run` waits for them up to its grace period).
+//! - A handler may close its own connection at once with the [`Hangup`] in
+//!   its request's extensions: an event stream whose client stopped reading
+//!   would otherwise hold the connection, with hyper waiting to write.
 
 use std::io;
 use std::sync::Arc;
@@ -127,6 +130,17 @@ pub fn max_connections(fd_limit: Option<u64>) -> usize {
         .clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
 }
 
+/// Closes the connection a request came on, now, whatever it is writing
+/// (in the request's extensions; absent when the router is called directly).
+#[derive(Clone, Default)]
+pub struct Hangup(Arc<tokio::sync::Notify>);
+
+impl Hangup {
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// An open connection's slot: returns the permit and counts the connection
 /// out when the connection task ends, however it ends.
 struct Slot {
@@ -229,7 +243,16 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
     mut shed: watch::Receiver<u64>,
 ) {
-    let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router));
+    let hangup = Hangup::default();
+    let service = {
+        let inner = TowerToHyperService::new(router);
+        let hangup = hangup.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(hangup.clone());
+            hyper::service::Service::call(&inner, req)
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(tcp), service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -249,6 +272,8 @@ async fn connection(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
+            // Dropping the connection closes the socket.
+            () = hangup.0.notified() => return,
         }
     }
 }

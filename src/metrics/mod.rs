@@ -80,6 +80,8 @@ pub struct Metrics {
     pub server: ServerMetrics,
     /// `depwatch_alert_*`: the email fallback and the pipeline watchdog.
     pub alert: crate::alert::metrics::AlertMetrics,
+    /// The live event feed of `/api/events` (and its `depwatch_events_*`).
+    pub events: std::sync::Arc<crate::events::Hub>,
 }
 
 impl Metrics {
@@ -171,6 +173,7 @@ impl Metrics {
         let kinds = KindMetrics::register(r);
         let server = ServerMetrics::register(r);
         let alert = crate::alert::metrics::AlertMetrics::register(r);
+        let events = std::sync::Arc::new(crate::events::Hub::new(r, crate::events::Hub::base_now()));
         Metrics {
             registry,
             up,
@@ -188,6 +191,7 @@ impl Metrics {
             kinds,
             server,
             alert,
+            events,
         }
     }
 

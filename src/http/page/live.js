@@ -1,0 +1,109 @@
+"use strict";
+(function () {
+  if (!window.EventSource || !window.fetch) return;
+  var words = { healthy: "Healthy", degraded: "Degraded", unhealthy: "Unhealthy" };
+  var rows = {};
+  function index() {
+    rows = {};
+    document.querySelectorAll("[data-component]").forEach(function (r) { rows[r.getAttribute("data-component")] = r; });
+  }
+  function ago(secs) {
+    secs = Math.max(0, secs);
+    if (secs < 1) return "now";
+    if (secs < 90) return Math.round(secs) + " s";
+    if (secs < 3600) return Math.round(secs / 60) + " min";
+    if (secs < 86400) { var h = Math.floor(secs / 3600); return h + " h " + Math.round((secs - h * 3600) / 60) + " min"; }
+    var d = Math.floor(secs / 86400); return d + " d " + Math.round((secs - d * 86400) / 3600) + " h";
+  }
+  function tick() {
+    document.querySelectorAll("time[data-ago]").forEach(function (t) {
+      var at = Date.parse(t.getAttribute("datetime"));
+      if (!isNaN(at)) t.textContent = ago((Date.now() - at) / 1000) + " ago";
+    });
+  }
+  function stamp(el, iso) {
+    el.textContent = "";
+    if (!iso) { el.textContent = "waiting for the first check"; return; }
+    var t = document.createElement("time");
+    t.setAttribute("datetime", iso); t.setAttribute("title", iso); t.setAttribute("data-ago", "");
+    el.append("since ", t);
+    t.textContent = ago((Date.now() - Date.parse(iso)) / 1000) + " ago";
+  }
+  function fmtMs(v) {
+    if (typeof v !== "number") return "–";
+    if (v < 1) return v.toFixed(2) + " ms";
+    if (v < 100) return v.toFixed(1) + " ms";
+    if (v < 1000) return v.toFixed(0) + " ms";
+    return (v / 1000).toFixed(2) + " s";
+  }
+  function setClass(el, status) {
+    el.className = el.className.replace(/\bs-\w+/g, "").trim() + " s-" + (status || "pending");
+  }
+  var pending = null, last = 0;
+  function refreshSoon() {
+    if (pending) return;
+    var wait = Math.max(800, 4000 - (Date.now() - last));
+    pending = setTimeout(refresh, wait);
+  }
+  function refresh() {
+    last = Date.now();
+    fetch(location.href, { cache: "no-store" }).then(function (r) { return r.text(); }).then(function (html) {
+      pending = null;
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      var open = {};
+      document.querySelectorAll("[data-component] details[open]").forEach(function (d) {
+        open[d.closest("[data-component]").getAttribute("data-component")] = true;
+      });
+      ["alerting", "components", "performance"].forEach(function (id) {
+        var now = document.getElementById(id), next = doc.getElementById(id);
+        if (now && next) now.replaceWith(document.importNode(next, true));
+      });
+      var v = doc.getElementById("verdict"), s = doc.querySelector("header.top .sub");
+      var cur = document.querySelector("header.top .sub");
+      if (v) document.getElementById("verdict").replaceWith(document.importNode(v, true));
+      if (s && cur) { cur.replaceWith(document.importNode(s, true)); live(state); }
+      document.title = doc.title;
+      index();
+      Object.keys(open).forEach(function (n) { var r = rows[n]; if (r) { var d = r.querySelector("details"); if (d) d.open = true; } });
+    }).catch(function () { pending = null; });
+  }
+  var state = "connecting";
+  function live(s) {
+    state = s;
+    var el = document.getElementById("live");
+    if (el) el.textContent = s === "open" ? "live" : s === "connecting" ? "connecting…" : "reconnecting…";
+  }
+  function apply(d) {
+    var r = rows[d.component];
+    if (!r) { refreshSoon(); return; }
+    setClass(r, d.status);
+    r.querySelector(".state .badge").textContent = words[d.status] || "Not checked yet";
+    stamp(r.querySelector(".since"), d.since);
+    r.querySelector(".rt").textContent = d.checked_at ? fmtMs(d.response_time_ms) : "–";
+    var why = r.querySelector(".why");
+    why.textContent = d.error || "";
+    why.hidden = !d.error;
+    refreshSoon();
+  }
+  function verdict(v) {
+    var el = document.getElementById("verdict");
+    setClass(el, v.status);
+    el.textContent = words[v.status] || v.status;
+    document.title = "depwatch: " + v.status;
+    var since = document.getElementById("verdict-since");
+    if (since) stamp(since, v.since);
+    var names = Object.keys(rows);
+    if (v.components.length !== names.length || v.components.some(function (n) { return !rows[n]; })) refreshSoon();
+  }
+  index();
+  var es = new EventSource("api/events");
+  es.onopen = function () { live("open"); };
+  es.onerror = function () { live("reconnecting"); };
+  function on(name, f) { es.addEventListener(name, function (e) { try { f(JSON.parse(e.data)); } catch (err) { /* a bad event changes nothing */ } }); }
+  on("state", apply);
+  on("check", apply);
+  on("verdict", verdict);
+  on("pipeline", refreshSoon);
+  on("incident", refreshSoon);
+  setInterval(tick, 15000);
+})();
