@@ -233,7 +233,7 @@ fn queues(out: &mut String, name: &str, q: &Map<String, Value>) {
         .collect();
     let _ = write!(
         out,
-        r#"<div class="scroll"><table class="q"><caption>Queues of {}</caption><thead><tr><th scope="col">queue</th>"#,
+        r#"<div class="scroll" tabindex="0"><table class="q"><caption>Queues of {}</caption><thead><tr><th scope="col">queue</th>"#,
         Esc(name)
     );
     for s in &shown {
@@ -469,7 +469,7 @@ fn categories(out: &mut String, name: &str, rule: &str, c: &Map<String, Value>) 
     }
     let _ = write!(
         out,
-        r#"<div class="scroll"><table><caption>{} · {} by category</caption><thead><tr><th scope="col">category</th><th scope="col" class="n">count</th><th scope="col" class="n">p50</th><th scope="col" class="n">p95</th><th scope="col" class="n">p99</th></tr></thead><tbody>"#,
+        r#"<div class="scroll" tabindex="0"><table><caption>{} · {} by category</caption><thead><tr><th scope="col">category</th><th scope="col" class="n">count</th><th scope="col" class="n">p50</th><th scope="col" class="n">p95</th><th scope="col" class="n">p99</th></tr></thead><tbody>"#,
         Esc(name),
         Esc(rule)
     );

@@ -9,16 +9,19 @@
   }
   function ago(secs) {
     secs = Math.max(0, secs);
-    if (secs < 1) return "now";
+    if (secs < 1) return "just now";
     if (secs < 90) return Math.round(secs) + " s";
     if (secs < 3600) return Math.round(secs / 60) + " min";
     if (secs < 86400) { var h = Math.floor(secs / 3600); return h + " h " + Math.round((secs - h * 3600) / 60) + " min"; }
     var d = Math.floor(secs / 86400); return d + " d " + Math.round((secs - d * 86400) / 3600) + " h";
   }
+  function agoWords(secs) {
+    return secs < 1 ? "just now" : ago(secs) + " ago";
+  }
   function tick() {
     document.querySelectorAll("time[data-ago]").forEach(function (t) {
       var at = Date.parse(t.getAttribute("datetime"));
-      if (!isNaN(at)) t.textContent = ago((Date.now() - at) / 1000) + " ago";
+      if (!isNaN(at)) t.textContent = agoWords((Date.now() - at) / 1000);
     });
   }
   function stamp(el, iso) {
@@ -27,7 +30,7 @@
     var t = document.createElement("time");
     t.setAttribute("datetime", iso); t.setAttribute("title", iso); t.setAttribute("data-ago", "");
     el.append("since ", t);
-    t.textContent = ago((Date.now() - Date.parse(iso)) / 1000) + " ago";
+    t.textContent = agoWords((Date.now() - Date.parse(iso)) / 1000);
   }
   function fmtMs(v) {
     if (typeof v !== "number") return "–";

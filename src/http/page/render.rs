@@ -68,10 +68,14 @@ fn ago(out: &mut String, at: SystemTime, now: SystemTime) {
         .duration_since(at)
         .map_or(0.0, |d| d.as_secs_f64());
     let stamp = rfc3339(at);
+    let words = if secs < 1.0 {
+        "just now".to_string()
+    } else {
+        format!("{} ago", age(secs))
+    };
     let _ = write!(
         out,
-        r#"<time datetime="{stamp}" title="{stamp}" data-ago>{} ago</time>"#,
-        age(secs)
+        r#"<time datetime="{stamp}" title="{stamp}" data-ago>{words}</time>"#
     );
 }
 
@@ -89,7 +93,7 @@ pub fn render(p: &Page) -> String {
     let v = p.verdict;
     let _ = write!(
         h,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><noscript><meta http-equiv="refresh" content="{refresh}"></noscript><title>depwatch: {title}</title><style>{STYLE}</style></head><body>"#,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,"><noscript><meta http-equiv="refresh" content="{refresh}"></noscript><title>depwatch: {title}</title><style>{STYLE}</style></head><body>"#,
         refresh = p.refresh_s,
         title = class(Some(v)),
     );
@@ -186,7 +190,7 @@ fn alerting(h: &mut String, p: &Page) {
     if open.is_empty() {
         h.push_str("<p>No open incident.</p>");
     } else {
-        h.push_str(r#"<div class="scroll"><table><caption>Open incidents</caption><thead><tr><th scope="col">incident</th><th scope="col">components</th><th scope="col">opened</th><th scope="col" class="n">emails</th><th scope="col">last email</th></tr></thead><tbody>"#);
+        h.push_str(r#"<div class="scroll" tabindex="0"><table><caption>Open incidents</caption><thead><tr><th scope="col">incident</th><th scope="col">components</th><th scope="col">opened</th><th scope="col" class="n">emails</th><th scope="col">last email</th></tr></thead><tbody>"#);
         for i in open {
             let comps: Vec<String> = i["components"]
                 .as_array()
@@ -237,7 +241,7 @@ fn alerting(h: &mut String, p: &Page) {
         );
     }
     if let Some(firing) = a["firing"].as_array().filter(|f| !f.is_empty()) {
-        h.push_str(r#"<div class="scroll"><table><caption>Firing in Alertmanager</caption><thead><tr><th scope="col">alert</th><th scope="col">severity</th><th scope="col">component</th><th scope="col">summary</th></tr></thead><tbody>"#);
+        h.push_str(r#"<div class="scroll" tabindex="0"><table><caption>Firing in Alertmanager</caption><thead><tr><th scope="col">alert</th><th scope="col">severity</th><th scope="col">component</th><th scope="col">summary</th></tr></thead><tbody>"#);
         for f in firing.iter().take(50) {
             let g = |k: &str| Esc(f[k].as_str().unwrap_or("")).to_string();
             let _ = write!(
@@ -320,7 +324,7 @@ fn row(h: &mut String, p: &Page, i: usize, r: &Row) {
         &l.details,
         r.chart.as_deref(),
     );
-    h.push_str("<details><summary>JSON</summary><pre>");
+    h.push_str(r#"<details><summary>JSON</summary><pre tabindex="0">"#);
     let json = serde_json::to_string_pretty(&r.component.view(l)).unwrap_or_default();
     let _ = write!(h, "{}", Esc(&json));
     h.push_str("</pre></details></article>");
