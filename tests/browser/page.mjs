@@ -150,6 +150,9 @@ try {
     const r = [...document.querySelectorAll("[data-component]")].find((e) => e.getAttribute("data-component") === n);
     return r && !r.querySelector(".why").hidden && /connect/i.test(r.querySelector(".why").textContent);
   }, expect.redis, { timeout: 10000 });
+  // The server-rendered parts follow (counts, numbers, JSON) without a reload.
+  await page.waitForFunction(() => /\b1 unhealthy\b/.test(document.querySelector("header.top .sub").textContent), null, { timeout: 10000 });
+  check(await page.evaluate(() => window.__stayed === true), "the page was reloaded");
   await shots(page, "failing");
   await axe(page, "light");
   await axe(page, "dark");
