@@ -57,7 +57,7 @@
       document.querySelectorAll("[data-component] details[open]").forEach(function (d) {
         open[d.closest("[data-component]").getAttribute("data-component")] = true;
       });
-      ["alerting", "components", "performance"].forEach(function (id) {
+      ["alerting", "components", "performance", "about"].forEach(function (id) {
         var now = document.getElementById(id), next = doc.getElementById(id);
         if (now && next) now.replaceWith(document.importNode(next, true));
       });

@@ -105,7 +105,7 @@ pub fn render(p: &Page) -> String {
     h.push_str("</main>");
     let _ = write!(
         h,
-        r#"<footer><p>depwatch {ver} · rendered {at} · <a href="api/health">/api/health</a> · <a href="api/events">/api/events</a> · <a href="metrics">/metrics</a></p></footer><script>{SCRIPT}</script></body></html>"#,
+        r#"<footer id="about"><p>depwatch {ver} · rendered {at} · <a href="api/health">/api/health</a> · <a href="api/events">/api/events</a> · <a href="metrics">/metrics</a></p></footer><script>{SCRIPT}</script></body></html>"#,
         ver = Esc(p.version),
         at = rfc3339(p.now),
     );
