@@ -172,8 +172,9 @@ fn page_of_20(rt: &tokio::runtime::Runtime) -> depwatch::http::page::Page {
             "  - {{ name: jobs-{i}, kind: redis, url: \"redis://127.0.0.1:6379/0\" }}\n  - {{ name: disk-{i}, kind: storage, path: . }}\n  - {{ name: partner-api-{i}, kind: http, url: \"https://partner{i}.example/health\" }}\n  - name: app-log-{i}\n    kind: log\n    files: [/var/log/app.log]\n    rules: [ {{ metric: sync_ops, duration: {{ field: duration }} }} ]\n"
         ));
     }
-    let config = depwatch::config::from_str(&yaml, "bench", None, std::path::Path::new("."), &|_| None)
-        .expect("the bench configuration");
+    let config =
+        depwatch::config::from_str(&yaml, "bench", None, std::path::Path::new("."), &|_| None)
+            .expect("the bench configuration");
     let metrics = std::sync::Arc::new(Metrics::new());
     let now = unix_ms(SystemTime::now());
     let mut rows = Vec::new();
@@ -192,7 +193,11 @@ fn page_of_20(rt: &tokio::runtime::Runtime) -> depwatch::http::page::Page {
                     "available_bytes": 134_217_728_000u64, "used_percent": 75.0, "inodes": 33_554_432, "inodes_used": 1_204_332,
                     "forecast": { "window": "7d", "samples": 40320, "growth_bytes_per_second": 15_000.0,
                         "growth_per_day": "1.2 GiB", "days_until_full": 103.5, "trend": "growing" } }),
-                Some((0..96).map(|k| (now - (96 - k) * 6_300_000, 4.0e11 + k as f64 * 9.4e7)).collect()),
+                Some(
+                    (0..96)
+                        .map(|k| (now - (96 - k) * 6_300_000, 4.0e11 + k as f64 * 9.4e7))
+                        .collect(),
+                ),
             ),
             Kind::Http => (
                 json!({ "url": "https://partner.example/health", "status_code": 200, "body_bytes": 512, "redirects": 0,
@@ -214,7 +219,11 @@ fn page_of_20(rt: &tokio::runtime::Runtime) -> depwatch::http::page::Page {
         };
         let c = std::sync::Arc::new(depwatch::component::Component::new(
             p.clone(),
-            std::sync::Arc::new(Canned { details, fail: i % 7 == 3, chart }),
+            std::sync::Arc::new(Canned {
+                details,
+                fail: i % 7 == 3,
+                chart,
+            }),
             metrics.clone(),
             config.health.performance.clone(),
             depwatch::metrics::kit::SeriesGate::default(),
@@ -233,9 +242,11 @@ fn page_of_20(rt: &tokio::runtime::Runtime) -> depwatch::http::page::Page {
         alerting: json!({ "mode": "fallback", "pipeline": "ok", "reasons": [], "last_scrape": "2026-11-21T10:29:55Z",
             "last_heartbeat": "2026-11-21T10:29:40Z", "open_incidents": [], "last_email": null, "firing": [] }),
         rows,
-        performance: std::sync::Arc::new(json!({ "checks": 4000, "avg_ms": 3.2, "p50_ms": 1.8, "p95_ms": 9.7, "p99_ms": 41.0,
+        performance: std::sync::Arc::new(
+            json!({ "checks": 4000, "avg_ms": 3.2, "p50_ms": 1.8, "p95_ms": 9.7, "p99_ms": 41.0,
             "slow": 2, "critical": 0, "rating": "EXCELLENT", "regressions": [],
-            "top_slowest": [ { "component": "partner-api-1", "ms": 812.0, "at": "…" } ] })),
+            "top_slowest": [ { "component": "partner-api-1", "ms": 812.0, "at": "…" } ] }),
+        ),
         cache: json!({ "hits": 9120, "misses": 830, "hit_rate": 0.9166, "entries": 18, "ttl_seconds": 5 }),
         slow_ms: 100.0,
         critical_ms: 500.0,
@@ -255,17 +266,24 @@ fn bench_page(rt: &tokio::runtime::Runtime) {
         depwatch::http::page::render(&page)
     });
     let components: Vec<_> = page.rows.iter().map(|r| r.component.clone()).collect();
-    time("status page rows read + render, 20 components", 2000, || {
-        let rows = components.iter().map(depwatch::http::page::Row::of).collect();
-        let p = depwatch::http::page::Page {
-            rows,
-            alerting: page.alerting.clone(),
-            cache: page.cache.clone(),
-            performance: page.performance.clone(),
-            ..page_shell(&page)
-        };
-        depwatch::http::page::render(&p)
-    });
+    time(
+        "status page rows read + render, 20 components",
+        2000,
+        || {
+            let rows = components
+                .iter()
+                .map(depwatch::http::page::Row::of)
+                .collect();
+            let p = depwatch::http::page::Page {
+                rows,
+                alerting: page.alerting.clone(),
+                cache: page.cache.clone(),
+                performance: page.performance.clone(),
+                ..page_shell(&page)
+            };
+            depwatch::http::page::render(&p)
+        },
+    );
 }
 
 /// The page's scalar fields (the rest is filled in by the caller).

@@ -155,7 +155,9 @@ impl Hub {
         // (no stream open) is not an error.
         let _ = self.tx.send(ev);
         drop(ring);
-        self.published.get_or_create(&EventLabel { event: name }).inc();
+        self.published
+            .get_or_create(&EventLabel { event: name })
+            .inc();
         id
     }
 
@@ -169,13 +171,9 @@ impl Hub {
         let oldest = ring.events.front().map_or(newest + 1, |e| e.id);
         let start = match last {
             // Everything after `last` is still here (or nothing came since).
-            Some(l) if l <= newest && l + 1 >= oldest => Start::Replay(
-                ring.events
-                    .iter()
-                    .filter(|e| e.id > l)
-                    .cloned()
-                    .collect(),
-            ),
+            Some(l) if l <= newest && l + 1 >= oldest => {
+                Start::Replay(ring.events.iter().filter(|e| e.id > l).cloned().collect())
+            }
             _ => Start::Snapshot(newest),
         };
         (rx, start)
@@ -300,7 +298,10 @@ mod tests {
         }
         let newest = 1000 + RING as u64 + 10;
         let oldest = newest - RING as u64 + 1;
-        assert_eq!(ids(&h.subscribe(Some(newest - 2)).1), vec![newest - 1, newest]);
+        assert_eq!(
+            ids(&h.subscribe(Some(newest - 2)).1),
+            vec![newest - 1, newest]
+        );
         assert_eq!(ids(&h.subscribe(Some(newest)).1), Vec::<u64>::new());
         assert_eq!(ids(&h.subscribe(Some(oldest - 1)).1).len(), RING);
         // Fell out of the ring, from an earlier process, or from the future.

@@ -57,10 +57,7 @@ impl Checker<'_> {
         if c.heartbeat < lo || c.heartbeat > hi {
             self.problem(
                 "events.heartbeat",
-                format!(
-                    "heartbeat {} is out of range",
-                    format_duration(c.heartbeat)
-                ),
+                format!("heartbeat {} is out of range", format_duration(c.heartbeat)),
                 "use 1s to 5m: proxies close streams idle for about a minute",
             );
         }

@@ -103,10 +103,7 @@ pub(super) async fn events(
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-store"),
             // nginx and friends: pass the stream through, do not buffer it.
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                "no",
-            ),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
         Body::from_stream(body),
     )
@@ -120,7 +117,11 @@ fn snapshot(s: &Shared, rt: &Components, at: u64) -> Vec<Bytes> {
     let mut out = Vec::with_capacity(rt.components.len() + 4);
     out.push(frame(at, "verdict", &verdict_json(&current_verdict(s, rt))));
     for c in &rt.components {
-        out.push(frame(at, "state", &Value::Object(c.event_json(&c.latest()))));
+        out.push(frame(
+            at,
+            "state",
+            &Value::Object(c.event_json(&c.latest())),
+        ));
     }
     out.push(frame(at, "pipeline", &s.alert.pipeline_json()));
     for mut inc in s.alert.open_incidents() {

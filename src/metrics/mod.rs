@@ -173,7 +173,8 @@ impl Metrics {
         let kinds = KindMetrics::register(r);
         let server = ServerMetrics::register(r);
         let alert = crate::alert::metrics::AlertMetrics::register(r);
-        let events = std::sync::Arc::new(crate::events::Hub::new(r, crate::events::Hub::base_now()));
+        let events =
+            std::sync::Arc::new(crate::events::Hub::new(r, crate::events::Hub::base_now()));
         Metrics {
             registry,
             up,

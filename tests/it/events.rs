@@ -1,8 +1,8 @@
 //! `GET /api/events` with a plain HTTP client against the real depwatch:
 //! the current state first, events in order on a state change, heartbeats,
 //! `Last-Event-ID` resume without loss, the stream cap (503), a client that
-//! never reads is dropped while the others keep receiving, and shutdown
-//! ends the streams.
+//! never reads is dropped while the others keep receiving, shutdown ends
+//! the streams, and the alerting pipeline and incidents are announced.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -189,8 +189,10 @@ async fn state_first_then_changes_in_order_with_heartbeats() {
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
     assert!(ids[0] == at + 1, "{at} then {ids:?}");
     // Idle streams get heartbeat comments.
-    s.until(Duration::from_secs(5), |e| e.name == ":" && e.data == "heartbeat")
-        .await;
+    s.until(Duration::from_secs(5), |e| {
+        e.name == ":" && e.data == "heartbeat"
+    })
+    .await;
     up.store(true, Ordering::Relaxed);
     s.until(Duration::from_secs(10), |e| {
         e.name == "state" && e.data["status"] == "healthy"
@@ -208,9 +210,7 @@ async fn last_event_id_resumes_without_loss() {
     dw.wait_health("checked", Duration::from_secs(10), |c, _| c == 200)
         .await;
     let mut s = Stream::open(&dw, None).await;
-    let seen = s
-        .until(Duration::from_secs(5), |e| e.name == "check")
-        .await;
+    let seen = s.until(Duration::from_secs(5), |e| e.name == "check").await;
     let last = seen.last().unwrap().id.unwrap();
     drop(s);
     // Events the client misses while away: a failure and a recovery.
@@ -341,7 +341,11 @@ async fn the_cap_answers_503_and_a_client_that_never_reads_is_dropped() {
         }
     })
     .await;
-    assert!(all_seen.is_ok(), "the reader saw {checks} of {} checks", runs + 1);
+    assert!(
+        all_seen.is_ok(),
+        "the reader saw {checks} of {} checks",
+        runs + 1
+    );
     // A slot is free again.
     let r = dw.client.get(dw.url("/api/events")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -373,4 +377,51 @@ async fn shutdown_ends_the_streams() {
         dw.log()
     );
     dw.proc.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipeline_and_incidents_are_announced() {
+    let (port, up, _srv) = switch().await;
+    let extra = "alerting:\n  mode: fallback\n  scrape_watchdog: 1s\n  group_wait: 0s\n";
+    let dw = Depwatch::start(&config(port, extra)).await;
+    let mut s = Stream::open(&dw, None).await;
+    // Nobody scrapes /metrics: the pipeline goes down, and says why.
+    let seen = s
+        .until(Duration::from_secs(10), |e| {
+            e.name == "pipeline" && e.data["pipeline"] == "down"
+        })
+        .await;
+    let down = &seen.last().unwrap().data;
+    assert_eq!(down["mode"], "fallback");
+    assert_eq!(down["reasons"][0]["check"], "scrape", "{down}");
+    // A failing component opens an incident; its recovery resolves it.
+    up.store(false, Ordering::Relaxed);
+    let seen = s
+        .until(Duration::from_secs(10), |e| {
+            e.name == "incident" && e.data["scope"] == "components"
+        })
+        .await;
+    let opened = &seen.last().unwrap().data;
+    assert_eq!(opened["action"], "opened", "{opened}");
+    assert_eq!(opened["components"][0], "partner");
+    let id = opened["id"].clone();
+    // The page lists it while it is open.
+    let (_, html) = dw.get("/").await;
+    assert!(html.contains("<caption>Open incidents</caption>"), "{html}");
+    up.store(true, Ordering::Relaxed);
+    let seen = s
+        .until(Duration::from_secs(10), |e| {
+            e.name == "incident" && e.data["scope"] == "components"
+        })
+        .await;
+    let resolved = &seen.last().unwrap().data;
+    assert_eq!(resolved["action"], "resolved", "{resolved}");
+    assert_eq!(resolved["id"], id);
+    assert!(resolved["resolved_at"].is_string());
+    // A scrape brings the pipeline back.
+    dw.metrics().await;
+    s.until(Duration::from_secs(10), |e| {
+        e.name == "pipeline" && e.data["pipeline"] == "ok"
+    })
+    .await;
 }

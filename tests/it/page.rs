@@ -21,11 +21,7 @@ use crate::support::*;
 /// Where screenshots go: `<target>/test-output/page/`.
 fn output_dir() -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = tmp
-        .parent()
-        .unwrap_or(tmp)
-        .join("test-output")
-        .join("page");
+    let dir = tmp.parent().unwrap_or(tmp).join("test-output").join("page");
     std::fs::create_dir_all(&dir).expect("create the screenshot folder");
     dir
 }
@@ -243,14 +239,18 @@ async fn the_page_is_valid_html_and_escapes_partner_answers_and_log_fields() {
         log = log.display()
     );
     let dw = Depwatch::start(&yaml).await;
-    dw.wait_health("the hostile texts arrived", Duration::from_secs(10), |_, h| {
-        h["components"]["partner"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("onerror"))
-            && h["components"]["app-log"]["details"]["rules"]["ops"]["slowest"]
-                .as_array()
-                .is_some_and(|s| !s.is_empty())
-    })
+    dw.wait_health(
+        "the hostile texts arrived",
+        Duration::from_secs(10),
+        |_, h| {
+            h["components"]["partner"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("onerror"))
+                && h["components"]["app-log"]["details"]["rules"]["ops"]["slowest"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty())
+        },
+    )
     .await;
     let (code, html) = dw.get("/").await;
     assert_eq!(code, 200);
@@ -262,6 +262,9 @@ async fn the_page_is_valid_html_and_escapes_partner_answers_and_log_fields() {
     // (slowest operations and JSON), quotes escaped as well.
     let shown = html.matches("&lt;img src=x onerror=alert(2)&gt;").count();
     assert!(shown >= 4, "{shown} escaped copies in {html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;"),
+        "{html}"
+    );
     assert!(html.len() < 100 * 1024, "{} bytes", html.len());
 }

@@ -337,7 +337,13 @@ fn process(out: &mut String, d: &Map<String, Value>) {
 
 /// Values of a status-like category that count as failed operations.
 const FAILED: [&str; 7] = [
-    "failure", "failed", "fail", "error", "errored", "timeout", "timed_out",
+    "failure",
+    "failed",
+    "fail",
+    "error",
+    "errored",
+    "timeout",
+    "timed_out",
 ];
 
 fn log(out: &mut String, name: &str, d: &Map<String, Value>) {
@@ -479,7 +485,9 @@ fn categories(out: &mut String, name: &str, rule: &str, c: &Map<String, Value>) 
             out,
             r#"<tr><th scope="row">{}</th><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
             Esc(cat),
-            v.get("count").and_then(Value::as_u64).map_or("–".into(), count),
+            v.get("count")
+                .and_then(Value::as_u64)
+                .map_or("–".into(), count),
             p("p50_ms"),
             p("p95_ms"),
             p("p99_ms")
@@ -538,7 +546,10 @@ mod tests {
         let mut s = String::new();
         numbers(&mut s, "jobs", "redis", &d, None);
         assert!(!s.contains("<img"), "{s}");
-        assert!(s.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"), "{s}");
+        assert!(
+            s.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"),
+            "{s}"
+        );
         assert!(s.contains(">waiting<") && s.contains(">failed<"), "{s}");
         assert!(s.contains("1\u{202f}204"), "{s}");
         assert!(s.contains(">2 min<"), "{s}");
@@ -546,11 +557,19 @@ mod tests {
 
     #[test]
     fn storage_says_when_it_is_full_or_that_it_is_not_growing() {
-        let mut d = obj(json!({ "used_percent": 63.2, "used_bytes": 100, "available_bytes": 50,
+        let mut d = obj(
+            json!({ "used_percent": 63.2, "used_bytes": 100, "available_bytes": 50,
             "size_bytes": 150, "forecast": { "growth_per_day": "1.2 GiB", "days_until_full": 5.25,
-            "growth_bytes_per_second": 1.0, "trend": "growing" } }));
+            "growth_bytes_per_second": 1.0, "trend": "growing" } }),
+        );
         let mut s = String::new();
-        numbers(&mut s, "disk", "storage", &d, Some(&[(0, 1.0), (1000, 2.0)]));
+        numbers(
+            &mut s,
+            "disk",
+            "storage",
+            &d,
+            Some(&[(0, 1.0), (1000, 2.0)]),
+        );
         assert!(s.contains("full in 5.2 days"), "{s}");
         assert!(s.contains("63.2% used") && s.contains("<svg"), "{s}");
         d.insert(
@@ -564,14 +583,16 @@ mod tests {
 
     #[test]
     fn log_rules_show_rate_percentiles_histogram_failures_and_escaped_fields() {
-        let d = obj(json!({ "lines": { "matched": 10, "unmatched": 1, "invalid": 0 },
+        let d = obj(
+            json!({ "lines": { "matched": 10, "unmatched": 1, "invalid": 0 },
             "rules": { "sync": {
                 "latency": { "window_seconds": 600, "count": 300, "p50_ms": 12.0, "p95_ms": 80.0,
                     "p99_ms": 300.0, "histogram": [ { "le_ms": 100.0, "count": 290 }, { "le_ms": null, "count": 10 } ] },
                 "categories": { "by": ["status"], "all": { "count": 300 }, "values": {
                     "failure": { "count": 30, "p50_ms": 20.0, "fields": { "status": "failure" } },
                     "success": { "count": 270, "p50_ms": 10.0, "fields": { "status": "success" } } } },
-                "slowest": [ { "ms": 97535.5, "fields": { "user": "<script>alert(1)</script>" } } ] } } }));
+                "slowest": [ { "ms": 97535.5, "fields": { "user": "<script>alert(1)</script>" } } ] } } }),
+        );
         let mut s = String::new();
         numbers(&mut s, "app-log", "log", &d, None);
         assert!(s.contains("30/min"), "{s}");

@@ -61,4 +61,3 @@ pub struct Page {
     pub critical_ms: f64,
     pub refresh_s: u32,
 }
-

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::text::{Esc, age, count, ms, pct};
 use super::model::{Page, Row};
+use super::text::{Esc, age, count, ms, pct};
 use super::{kinds, svg};
 use crate::probe::Status;
 use crate::util::time::rfc3339;
@@ -64,9 +64,7 @@ fn ms_time(ms: i64) -> SystemTime {
 /// `<time datetime="…" data-ago>3 min ago</time>` (the script keeps the
 /// words current).
 fn ago(out: &mut String, at: SystemTime, now: SystemTime) {
-    let secs = now
-        .duration_since(at)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let secs = now.duration_since(at).map_or(0.0, |d| d.as_secs_f64());
     let stamp = rfc3339(at);
     let words = if secs < 1.0 {
         "just now".to_string()
@@ -166,7 +164,9 @@ fn alerting(h: &mut String, p: &Page) {
         Some(mode) => {
             let _ = write!(h, "email fallback mode <code>{}</code>", Esc(mode));
         }
-        None => h.push_str("not configured: depwatch sends no email of its own (<code>alerting:</code>)"),
+        None => h.push_str(
+            "not configured: depwatch sends no email of its own (<code>alerting:</code>)",
+        ),
     }
     h.push_str(" · last scrape of /metrics ");
     ago_str(h, a["last_scrape"].as_str(), p.now);
@@ -178,15 +178,13 @@ fn alerting(h: &mut String, p: &Page) {
     if let Some(reasons) = a["reasons"].as_array().filter(|r| !r.is_empty()) {
         h.push_str(r#"<ul class="reasons">"#);
         for r in reasons {
-            let _ = write!(
-                h,
-                "<li>{}</li>",
-                Esc(r["message"].as_str().unwrap_or(""))
-            );
+            let _ = write!(h, "<li>{}</li>", Esc(r["message"].as_str().unwrap_or("")));
         }
         h.push_str("</ul>");
     }
-    let open = a["open_incidents"].as_array().map_or(&[][..], Vec::as_slice);
+    let open = a["open_incidents"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
     if open.is_empty() {
         h.push_str("<p>No open incident.</p>");
     } else {

@@ -18,7 +18,10 @@ pub fn sparkline(out: &mut String, latencies: &[f64], slow: f64, critical: f64) 
     }
     let max = latencies.iter().copied().fold(0.0, f64::max).max(1e-3);
     let min = latencies.iter().copied().fold(f64::INFINITY, f64::min);
-    let n_slow = latencies.iter().filter(|v| **v > slow && **v <= critical).count();
+    let n_slow = latencies
+        .iter()
+        .filter(|v| **v > slow && **v <= critical)
+        .count();
     let n_crit = latencies.iter().filter(|v| **v > critical).count();
     let step = if latencies.len() > 1 {
         (W - 4.0) / (latencies.len() - 1) as f64
@@ -194,7 +197,13 @@ mod tests {
         assert!(s.contains(r#"class="trend""#), "{s}");
         // The trend ends where the series ends (the last point, at x 238).
         let trend = s.split(r#"class="trend""#).nth(1).unwrap();
-        let y2 = trend.split(r#"y2=""#).nth(1).unwrap().split('"').next().unwrap();
+        let y2 = trend
+            .split(r#"y2=""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert!(trend.contains(r#"x2="238.0""#), "{s}");
         assert!(s.contains(&format!("238.0,{y2} ")), "{s}");
     }
@@ -203,7 +212,10 @@ mod tests {
     fn histogram_labels_say_the_counts() {
         let mut s = String::new();
         histogram(&mut s, &[(Some(100.0), 3), (Some(500.0), 0), (None, 1)]);
-        assert!(s.contains("3 up to 100 ms, 0 up to 500 ms, 1 slower"), "{s}");
+        assert!(
+            s.contains("3 up to 100 ms, 0 up to 500 ms, 1 slower"),
+            "{s}"
+        );
         assert_eq!(s.matches("<rect").count(), 3);
     }
 }
