@@ -257,6 +257,9 @@ fn page_of_20(rt: &tokio::runtime::Runtime) -> depwatch::http::page::Page {
 fn bench_page(rt: &tokio::runtime::Runtime) {
     let page = page_of_20(rt);
     let html = depwatch::http::page::render(&page);
+    if let Ok(path) = std::env::var("DEPWATCH_BENCH_PAGE") {
+        std::fs::write(path, &html).expect("write the page");
+    }
     println!(
         "{:<52} {:>12} bytes",
         "status page weight, 20 components",

@@ -108,14 +108,14 @@ try {
   const waiting = cells[headers.indexOf("waiting")];
   check(waiting === String(expect.waiting), `waiting shows ${waiting}, want ${expect.waiting}`);
   check(/min|s$/.test(cells[headers.indexOf("oldest waiting")]), `oldest waiting ${cells}`);
-  check((await redisRow.locator("svg.spark polyline").count()) === 1, "no sparkline");
+  check((await redisRow.locator("svg.spark path").count()) === 1, "no sparkline");
   check(/hit rate/.test(await redisRow.textContent()), "no hit rate");
   const disk = page.locator(`[data-component="${expect.storage}"]`);
   check(/% used/.test(await disk.locator(".use").textContent()), "no used bar");
   check(/growth/.test(await disk.textContent()), "no growth");
   await page.waitForFunction((n) => {
     const r = [...document.querySelectorAll("[data-component]")].find((e) => e.getAttribute("data-component") === n);
-    return r && r.querySelector("svg.hist polyline");
+    return r && r.querySelector("svg.hist path");
   }, expect.storage, { timeout: 10000 });
   // The JSON of a row opens and is the component's.
   await redisRow.locator("details summary").click();

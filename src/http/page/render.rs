@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::model::{Page, Row};
-use super::text::{Esc, age, count, ms, pct};
+use super::text::{Esc, EscText, age, count, ms, pct};
 use super::{kinds, svg};
 use crate::probe::Status;
 use crate::util::time::rfc3339;
@@ -323,9 +323,21 @@ fn row(h: &mut String, p: &Page, i: usize, r: &Row) {
         r.chart.as_deref(),
     );
     h.push_str(r#"<details><summary>JSON</summary><pre tabindex="0">"#);
-    let json = serde_json::to_string_pretty(&r.component.view(l)).unwrap_or_default();
-    let _ = write!(h, "{}", Esc(&json));
+    let _ = write!(h, "{}", EscText(&pretty(&r.component.view(l))));
     h.push_str("</pre></details></article>");
+}
+
+/// JSON indented by one space a level: readable, and light on the page.
+fn pretty(v: &impl serde::Serialize) -> String {
+    let mut out = Vec::with_capacity(2048);
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b" "),
+    );
+    if v.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn performance(h: &mut String, p: &Page) {

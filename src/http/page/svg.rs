@@ -7,6 +7,30 @@ use std::fmt::Write;
 
 use super::text::{Esc, bytes, ms};
 
+/// Drawings use integer coordinates in tenths of a pixel (short to write,
+/// quick to format); strokes do not scale (`vector-effect` in the CSS).
+const S: f64 = 10.0;
+
+/// A coordinate in tenths of a pixel.
+fn c(v: f64) -> i64 {
+    (v * S).round() as i64
+}
+
+/// A line through `points` (tenths of a pixel) as a path: the first point,
+/// then steps relative to the one before (shorter than absolute points).
+fn line_path(out: &mut String, points: impl Iterator<Item = (i64, i64)>) {
+    out.push_str(r#"<path d=""#);
+    let mut prev: Option<(i64, i64)> = None;
+    for (x, y) in points {
+        let _ = match prev {
+            None => write!(out, "M{x},{y}l"),
+            Some((px, py)) => write!(out, "{},{} ", x - px, y - py),
+        };
+        prev = Some((x, y));
+    }
+    out.push_str(r#""/>"#);
+}
+
 /// The sparkline of recent check latencies (ms, oldest first); checks above
 /// `slow` are marked amber, above `critical` red.
 pub fn sparkline(out: &mut String, latencies: &[f64], slow: f64, critical: f64) {
@@ -31,7 +55,9 @@ pub fn sparkline(out: &mut String, latencies: &[f64], slow: f64, critical: f64) 
     let y = |v: f64| H - 3.0 - (v / max) * (H - 6.0);
     let _ = write!(
         out,
-        r#"<svg class="spark" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="latency of the last {n} checks: {lo} to {hi}, {n_slow} slow, {n_crit} critical">"#,
+        r#"<svg class="spark" viewBox="0 0 {vw} {vh}" width="{W}" height="{H}" role="img" aria-label="latency of the last {n} checks: {lo} to {hi}, {n_slow} slow, {n_crit} critical">"#,
+        vw = c(W),
+        vh = c(H),
         n = latencies.len(),
         lo = ms(min),
         hi = ms(max),
@@ -39,15 +65,18 @@ pub fn sparkline(out: &mut String, latencies: &[f64], slow: f64, critical: f64) 
     if slow < max {
         let _ = write!(
             out,
-            r#"<line class="lim" x1="0" x2="{W}" y1="{y:.1}" y2="{y:.1}"/>"#,
-            y = y(slow)
+            r#"<line class="lim" x1="0" x2="{w}" y1="{y}" y2="{y}"/>"#,
+            w = c(W),
+            y = c(y(slow))
         );
     }
-    out.push_str(r#"<polyline points=""#);
-    for (i, v) in latencies.iter().enumerate() {
-        let _ = write!(out, "{:.1},{:.1} ", 2.0 + i as f64 * step, y(*v));
-    }
-    out.push_str(r#""/>"#);
+    line_path(
+        out,
+        latencies
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (c(2.0 + i as f64 * step), c(y(*v)))),
+    );
     for (i, v) in latencies.iter().enumerate() {
         let class = if *v > critical {
             "crit"
@@ -58,9 +87,9 @@ pub fn sparkline(out: &mut String, latencies: &[f64], slow: f64, critical: f64) 
         };
         let _ = write!(
             out,
-            r#"<circle class="{class}" cx="{:.1}" cy="{:.1}" r="2.4"/>"#,
-            2.0 + i as f64 * step,
-            y(*v)
+            r#"<circle class="{class}" cx="{}" cy="{}" r="24"/>"#,
+            c(2.0 + i as f64 * step),
+            c(y(*v))
         );
     }
     out.push_str("</svg>");
@@ -96,7 +125,9 @@ pub fn history(out: &mut String, points: &[(i64, f64)], slope: Option<f64>, size
     let y = |v: f64| H - 2.0 - (v - lo) / (hi - lo) * (H - 4.0);
     let _ = write!(
         out,
-        r#"<svg class="hist" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="used space over the last {span}: {a} to {b}{trend}">"#,
+        r#"<svg class="hist" viewBox="0 0 {vw} {vh}" width="{W}" height="{H}" role="img" aria-label="used space over the last {span}: {a} to {b}{trend}">"#,
+        vw = c(W),
+        vh = c(H),
         span = super::text::age(span / 1000.0),
         a = bytes(first.1),
         b = bytes(last.1),
@@ -108,23 +139,20 @@ pub fn history(out: &mut String, points: &[(i64, f64)], slope: Option<f64>, size
     if let Some(size) = size.filter(|s| *s <= hi) {
         let _ = write!(
             out,
-            r#"<line class="lim" x1="0" x2="{W}" y1="{v:.1}" y2="{v:.1}"/>"#,
-            v = y(size)
+            r#"<line class="lim" x1="0" x2="{w}" y1="{v}" y2="{v}"/>"#,
+            w = c(W),
+            v = c(y(size))
         );
     }
-    out.push_str(r#"<polyline points=""#);
-    for (t, v) in points {
-        let _ = write!(out, "{:.1},{:.1} ", x(*t as f64), y(*v));
-    }
-    out.push_str(r#""/>"#);
+    line_path(out, points.iter().map(|(t, v)| (c(x(*t as f64)), c(y(*v)))));
     if let (Some(a), Some(b)) = (trend_at(t0), trend_at(last.0 as f64)) {
         let _ = write!(
             out,
-            r#"<line class="trend" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/>"#,
-            x(t0),
-            y(a),
-            x(last.0 as f64),
-            y(b)
+            r#"<line class="trend" x1="{}" y1="{}" x2="{}" y2="{}"/>"#,
+            c(x(t0)),
+            c(y(a)),
+            c(x(last.0 as f64)),
+            c(y(b))
         );
     }
     out.push_str("</svg>");
@@ -197,15 +225,34 @@ mod tests {
         assert!(s.contains(r#"class="trend""#), "{s}");
         // The trend ends where the series ends (the last point, at x 238).
         let trend = s.split(r#"class="trend""#).nth(1).unwrap();
-        let y2 = trend
+        assert!(trend.contains(r#"x2="2380""#), "{s}");
+        let y2: i64 = trend
             .split(r#"y2=""#)
             .nth(1)
             .unwrap()
             .split('"')
             .next()
+            .unwrap()
+            .parse()
             .unwrap();
-        assert!(trend.contains(r#"x2="238.0""#), "{s}");
-        assert!(s.contains(&format!("238.0,{y2} ")), "{s}");
+        let d = s
+            .split(r#"<path d="M"#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let (start, steps) = d.split_once('l').unwrap();
+        let (mut x, mut y) = start
+            .split_once(',')
+            .map(|(a, b)| (a.parse::<i64>().unwrap(), b.parse::<i64>().unwrap()))
+            .unwrap();
+        for st in steps.split_whitespace() {
+            let (dx, dy) = st.split_once(',').unwrap();
+            x += dx.parse::<i64>().unwrap();
+            y += dy.parse::<i64>().unwrap();
+        }
+        assert_eq!((x, y), (2380, y2), "{s}");
     }
 
     #[test]

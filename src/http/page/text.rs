@@ -29,6 +29,29 @@ impl Display for Esc<'_> {
     }
 }
 
+/// Writes its text escaped for element content (`<pre>`, not attributes):
+/// `&`, `<` and `>` only, so that quotes in JSON stay one byte.
+pub struct EscText<'a>(pub &'a str);
+
+impl Display for EscText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let mut from = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let rep = match b {
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'&' => "&amp;",
+                _ => continue,
+            };
+            f.write_str(&s[from..i])?;
+            f.write_str(rep)?;
+            from = i + 1;
+        }
+        f.write_str(&s[from..])
+    }
+}
+
 /// The escaped text as a `String`.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
@@ -134,6 +157,10 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;&quot;&gt;&lt;img onerror=1&gt;"
         );
         assert_eq!(escape("plain é ✓"), "plain é ✓");
+        assert_eq!(
+            EscText(r#"{"a": "</pre><script>&"}"#).to_string(),
+            r#"{"a": "&lt;/pre&gt;&lt;script&gt;&amp;"}"#
+        );
     }
 
     #[test]
