@@ -97,7 +97,7 @@ try {
   page.on("request", (r) => requests.push(r.url()));
 
   // The rows and their numbers.
-  await page.waitForFunction(() => document.getElementById("live").textContent === "live", null, { timeout: 5000 });
+  await page.waitForFunction(() => document.getElementById("live").textContent === "live", null, { timeout: 15000 });
   check((await page.textContent("#verdict")) === "Healthy", `verdict ${await page.textContent("#verdict")}`);
   check((await rowState(page, expect.redis)) === "Healthy", `redis row ${await rowState(page, expect.redis)}`);
   const redisRow = page.locator(`[data-component="${expect.redis}"]`);
@@ -116,7 +116,7 @@ try {
   await page.waitForFunction((n) => {
     const r = [...document.querySelectorAll("[data-component]")].find((e) => e.getAttribute("data-component") === n);
     return r && r.querySelector("svg.hist path");
-  }, expect.storage, { timeout: 10000 });
+  }, expect.storage, { timeout: 20000 });
   // The JSON of a row opens and is the component's.
   await redisRow.locator("details summary").click();
   const json = JSON.parse(await redisRow.locator("details pre").textContent());
@@ -145,13 +145,13 @@ try {
   check(navigations === before, "the page navigated");
   console.log(`unhealthy ${took}`);
   // The verdict follows, and the server-rendered numbers catch up.
-  await page.waitForFunction(() => document.getElementById("verdict").textContent === "Unhealthy", null, { timeout: 5000 });
+  await page.waitForFunction(() => document.getElementById("verdict").textContent === "Unhealthy", null, { timeout: 15000 });
   await page.waitForFunction((n) => {
     const r = [...document.querySelectorAll("[data-component]")].find((e) => e.getAttribute("data-component") === n);
     return r && !r.querySelector(".why").hidden && /connect/i.test(r.querySelector(".why").textContent);
-  }, expect.redis, { timeout: 10000 });
+  }, expect.redis, { timeout: 20000 });
   // The server-rendered parts follow (counts, numbers, JSON) without a reload.
-  await page.waitForFunction(() => /\b1 unhealthy\b/.test(document.querySelector("header.top .sub").textContent), null, { timeout: 10000 });
+  await page.waitForFunction(() => /\b1 unhealthy\b/.test(document.querySelector("header.top .sub").textContent), null, { timeout: 20000 });
   check(await page.evaluate(() => window.__stayed === true), "the page was reloaded");
   await shots(page, "failing");
   await axe(page, "light");

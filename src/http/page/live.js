@@ -42,12 +42,17 @@
   function setClass(el, status) {
     el.className = el.className.replace(/\bs-\w+/g, "").trim() + " s-" + (status || "pending");
   }
-  var pending = null, last = 0;
-  function refreshSoon() {
-    if (pending) return;
-    var wait = Math.max(800, 4000 - (Date.now() - last));
-    pending = setTimeout(refresh, wait);
+  // The server-rendered page is fetched again after events: soon after a
+  // change of state, at most every 10 s for routine checks.
+  var pending = null, due = 0, last = 0;
+  function refreshSoon(urgent) {
+    var at = Math.max(Date.now() + 800, last + (urgent ? 3000 : 10000));
+    if (pending && due <= at) return;
+    if (pending) clearTimeout(pending);
+    due = at;
+    pending = setTimeout(refresh, at - Date.now());
   }
+  function urgently() { refreshSoon(true); }
   function refresh() {
     last = Date.now();
     fetch(location.href, { cache: "no-store" }).then(function (r) { return r.text(); }).then(function (html) {
@@ -76,9 +81,9 @@
     var el = document.getElementById("live");
     if (el) el.textContent = s === "open" ? "live" : s === "connecting" ? "connecting…" : "reconnecting…";
   }
-  function apply(d) {
+  function apply(d, urgent) {
     var r = rows[d.component];
-    if (!r) { refreshSoon(); return; }
+    if (!r) { refreshSoon(true); return; }
     setClass(r, d.status);
     r.querySelector(".state .badge").textContent = words[d.status] || "Not checked yet";
     stamp(r.querySelector(".since"), d.since);
@@ -86,7 +91,7 @@
     var why = r.querySelector(".why");
     why.textContent = d.error || "";
     why.hidden = !d.error;
-    refreshSoon();
+    refreshSoon(urgent);
   }
   function verdict(v) {
     var el = document.getElementById("verdict");
@@ -96,17 +101,17 @@
     var since = document.getElementById("verdict-since");
     if (since) stamp(since, v.since);
     var names = Object.keys(rows);
-    if (v.components.length !== names.length || v.components.some(function (n) { return !rows[n]; })) refreshSoon();
+    if (v.components.length !== names.length || v.components.some(function (n) { return !rows[n]; })) refreshSoon(true);
   }
   index();
   var es = new EventSource("api/events");
   es.onopen = function () { live("open"); };
   es.onerror = function () { live("reconnecting"); };
   function on(name, f) { es.addEventListener(name, function (e) { try { f(JSON.parse(e.data)); } catch (err) { /* a bad event changes nothing */ } }); }
-  on("state", apply);
-  on("check", apply);
+  on("state", function (d) { apply(d, true); });
+  on("check", function (d) { apply(d, false); });
   on("verdict", verdict);
-  on("pipeline", refreshSoon);
-  on("incident", refreshSoon);
+  on("pipeline", urgently);
+  on("incident", urgently);
   setInterval(tick, 15000);
 })();
