@@ -32,7 +32,12 @@ struct Stream {
 
 impl Stream {
     async fn open(dw: &Depwatch, last: Option<u64>) -> Stream {
-        let mut req = dw.client.get(dw.url("/api/events"));
+        // Not `dw.client`: its 30 s request timeout would cut a stream.
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let mut req = client.get(dw.url("/api/events"));
         if let Some(id) = last {
             req = req.header("Last-Event-ID", id.to_string());
         }
@@ -299,7 +304,9 @@ async fn the_cap_answers_503_and_a_client_that_never_reads_is_dropped() {
     let mut take = async |runs: usize, checks: &mut usize, last_id: &mut u64| {
         let caught_up = tokio::time::timeout(Duration::from_secs(30), async {
             while *checks < runs {
-                let Some(ev) = got.recv().await else { return };
+                let Some(ev) = got.recv().await else {
+                    panic!("the reader's stream ended after {checks} of {runs} checks")
+                };
                 if let Some(id) = ev.id {
                     if *last_id > 0 {
                         assert_eq!(id, *last_id + 1, "an event was lost");
