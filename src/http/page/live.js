@@ -88,8 +88,12 @@
     r.querySelector(".state .badge").textContent = words[d.status] || "Not checked yet";
     stamp(r.querySelector(".since"), d.since);
     r.querySelector(".rt").textContent = d.checked_at ? fmtMs(d.response_time_ms) : "–";
+    // The same error stays as the server wrote it (with its reason in words).
     var why = r.querySelector(".why");
-    why.textContent = d.error || "";
+    if ((d.error || "") !== (why.getAttribute("data-error") || "")) {
+      why.textContent = d.error || "";
+      why.setAttribute("data-error", d.error || "");
+    }
     why.hidden = !d.error;
     refreshSoon(urgent);
   }

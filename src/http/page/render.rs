@@ -305,13 +305,13 @@ fn row(h: &mut String, p: &Page, i: usize, r: &Row) {
         (Some(e), Some(reason)) => {
             let _ = write!(
                 h,
-                r#"<p class="why"><strong>{}:</strong> {}</p>"#,
+                r#"<p class="why" data-error="{e}"><strong>{}:</strong> {e}</p>"#,
                 reason_words(reason.as_str()),
-                Esc(e)
+                e = Esc(e)
             );
         }
         (Some(e), None) => {
-            let _ = write!(h, r#"<p class="why">{}</p>"#, Esc(e));
+            let _ = write!(h, r#"<p class="why" data-error="{e}">{e}</p>"#, e = Esc(e));
         }
         _ => h.push_str(r#"<p class="why" hidden></p>"#),
     }
