@@ -158,7 +158,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let alert_tasks = crate::alert::engine::start(shared.clone(), stop_rx.clone(), addr.port());
+    let mut alert_tasks = crate::alert::engine::start(shared.clone(), stop_rx.clone(), addr.port());
+    // The verdict announcer; on stop it ends the /api/events streams.
+    alert_tasks.push(crate::http::events::start(shared.clone(), stop_rx.clone()));
     let server = tokio::spawn(crate::http::serve::serve(
         listener,
         crate::http::router(shared.clone()),

@@ -35,6 +35,8 @@ pub struct Latest {
     pub details: Map<String, Value>,
     pub last_success: Option<SystemTime>,
     pub down: bool,
+    /// When the status became what it is (the start of the check that changed it).
+    pub since: Option<SystemTime>,
 }
 
 /// Applies one check result to the previous state: a failure counts toward
@@ -235,6 +237,11 @@ impl Component {
             details: Map::new(),
             last_success: prev.last_success,
             down,
+            since: if prev.status == Some(status) {
+                prev.since
+            } else {
+                Some(at)
+            },
         };
         match result {
             Ok(o) => {
@@ -273,7 +280,27 @@ impl Component {
         let next = Arc::new(next);
         *write(&self.latest) = next.clone();
         self.invalidated.store(false, Ordering::Release);
+        if !self.gate.is_retired() {
+            self.announce(&prev, &next);
+        }
         next
+    }
+
+    /// Tells the open status pages (`/api/events`) about a check: a `state`
+    /// event when the status changed, else a `check` event; either carries
+    /// the component as `/api/health` shows it, with its name.
+    fn announce(&self, prev: &Latest, next: &Latest) {
+        let mut v = self.event_json(next);
+        let name = if prev.status == next.status {
+            "check"
+        } else {
+            v.insert(
+                "previous".into(),
+                prev.status.map_or(Value::Null, |s| Value::from(s.as_str())),
+            );
+            "state"
+        };
+        self.metrics.events.publish(name, &Value::Object(v));
     }
 
     /// The general series of one check (`depwatch_up`, status, counters).
@@ -334,6 +361,17 @@ impl Component {
                 .is_some_and(|f| f.elapsed() < ttl)
     }
 
+    /// The data of its `state` and `check` events: the component as
+    /// `/api/health` shows it, with its name.
+    pub fn event_json(&self, l: &Latest) -> Map<String, Value> {
+        let mut v = match serde_json::to_value(self.view(l)) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        v.insert("component".into(), Value::from(self.name()));
+        v
+    }
+
     /// The component as `/api/health` shows it.
     pub fn view<'a>(&'a self, l: &'a Latest) -> ComponentView<'a> {
         ComponentView {
@@ -346,6 +384,7 @@ impl Component {
             error: l.error.as_deref(),
             reason: l.reason.map(Reason::as_str),
             last_success: l.last_success.map(rfc3339),
+            since: l.since.map(rfc3339),
             details: &l.details,
         }
     }
@@ -363,6 +402,8 @@ pub struct ComponentView<'a> {
     pub error: Option<&'a str>,
     pub reason: Option<&'static str>,
     pub last_success: Option<String>,
+    /// When the status became what it is.
+    pub since: Option<String>,
     pub details: &'a Map<String, Value>,
 }
 

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod app;
 pub mod component;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod net;

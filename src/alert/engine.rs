@@ -69,6 +69,12 @@ struct Engine {
     shared: Arc<Shared>,
     book: Book,
     next_email: i64,
+    /// What the status pages were last told (`/api/events`): the pipeline
+    /// (state and the checks failing), and each incident's openness.
+    told_pipeline: Option<serde_json::Value>,
+    told_open: std::collections::BTreeMap<i64, bool>,
+    /// Incidents that got a reminder decided since the last announcement.
+    reminded: Vec<i64>,
     /// The open incidents as last written to the HA coordinator.
     published: String,
 }
@@ -125,14 +131,20 @@ async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             "at": crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64)),
         }));
     }
+    let book = Book::new(saved.open, saved.next_incident);
+    let told_open = book.incidents.keys().map(|id| (*id, true)).collect();
     let mut e = Engine {
         shared: shared.clone(),
-        book: Book::new(saved.open, saved.next_incident),
+        book,
         next_email: saved.next_email,
         published: String::new(),
+        told_pipeline: None,
+        told_open,
+        reminded: Vec::new(),
     };
     loop {
         e.tick();
+        e.announce();
         if stopped(&mut stop, TICK).await {
             break;
         }
@@ -282,6 +294,12 @@ impl Engine {
             })
             .collect();
         intents.extend(self.book.components(now, &obs, down, &policy));
+        self.reminded.extend(
+            intents
+                .iter()
+                .filter(|i| i.kind == super::incident::EmailKind::Reminder)
+                .map(|i| i.incident),
+        );
         {
             let mut i = a.lock();
             i.configured = true;
@@ -334,6 +352,7 @@ impl Engine {
         } else {
             self.published.clear();
         }
+        self.announce_incidents();
         for inc in self.book.take_dirty() {
             self.shared.store.alert_incident_put(&inc, now);
         }
@@ -349,10 +368,48 @@ impl Engine {
                     "opened_at": crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(i.opened_ms.max(0) as u64)),
                     "emailed": i.notify,
                     "emails": i.emails,
+                    "last_email_at": i.last_email_ms.map(at_ms),
                 })
             })
             .collect();
         a.lock().open = views;
+    }
+
+    /// Tells the status pages (`/api/events`) when the pipeline's state or
+    /// its failing checks changed (a `pipeline` event).
+    fn announce(&mut self) {
+        let hub = &self.shared.metrics.events;
+        let p = self.shared.alert.pipeline_json();
+        let checks: Vec<&serde_json::Value> = p["reasons"]
+            .as_array()
+            .map(|r| r.iter().map(|x| &x["check"]).collect())
+            .unwrap_or_default();
+        let key = json!([p["configured"], p["pipeline"], checks]);
+        if self.told_pipeline.as_ref() != Some(&key) {
+            hub.publish("pipeline", &p);
+            self.told_pipeline = Some(key);
+        }
+    }
+
+    /// An `incident` event for each incident opened, reminded or resolved
+    /// in this tick (before the book forgets the closed ones).
+    fn announce_incidents(&mut self) {
+        let hub = &self.shared.metrics.events;
+        let reminded = std::mem::take(&mut self.reminded);
+        for inc in self.book.incidents.values() {
+            let was_open = self.told_open.get(&inc.id).copied();
+            let action = match (was_open, inc.is_open()) {
+                (None, true) => "opened",
+                (Some(true), false) => "resolved",
+                (Some(true), true) if reminded.contains(&inc.id) => "reminded",
+                _ => continue,
+            };
+            self.told_open.insert(inc.id, inc.is_open());
+            hub.publish("incident", &incident_json(inc, action));
+        }
+        // Closed ones are told once; keep the map as small as the book.
+        self.told_open
+            .retain(|id, open| *open || self.book.incidents.contains_key(id));
     }
 
     fn view(
@@ -486,6 +543,31 @@ impl Engine {
         }
         a.enqueue(out);
     }
+}
+
+fn at_ms(ms: i64) -> String {
+    crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
+/// The data of an `incident` event.
+fn incident_json(i: &Incident, action: &str) -> serde_json::Value {
+    let members: Vec<&str> = if i.is_open() {
+        i.open_members().map(|m| m.component.as_str()).collect()
+    } else {
+        i.members.iter().map(|m| m.component.as_str()).collect()
+    };
+    json!({
+        "action": action,
+        "id": i.id,
+        "scope": i.scope,
+        "components": members,
+        "reasons": i.reasons,
+        "opened_at": at_ms(i.opened_ms),
+        "resolved_at": i.resolved_ms.map(at_ms),
+        "emailed": i.notify,
+        "emails": i.emails,
+        "last_email_at": i.last_email_ms.map(at_ms),
+    })
 }
 
 /// Checks Alertmanager's `/-/healthy` every `check_interval`.

@@ -145,57 +145,31 @@ impl Alerting {
         })
     }
 
-    /// The alerting part of the status page: the pipeline and the alerts
-    /// Alertmanager has firing (from its notifications).
-    pub fn page_html(&self) -> String {
-        use std::fmt::Write;
-        let esc = render::esc;
+    /// The pipeline as the status page and its `pipeline` events show it.
+    pub fn pipeline_json(&self) -> Value {
         let i = self.lock();
-        if !i.configured && i.firing.is_empty() {
-            return String::new();
-        }
-        let mut h = format!(
-            "<h2>Alerting pipeline: <span class=\"{}\">{}</span></h2>",
-            if i.pipeline == "ok" {
-                "healthy"
-            } else {
-                "unhealthy"
-            },
-            i.pipeline
-        );
-        if !i.reasons.is_empty() {
-            h.push_str("<ul>");
-            for r in &i.reasons {
-                let _ = write!(h, "<li>{}</li>", esc(&r.message));
-            }
-            h.push_str("</ul>");
-        }
-        if i.held_back_total > 0 {
-            let _ = write!(
-                h,
-                "<p>{} email(s) held back by max_per_hour.</p>",
-                i.held_back_total
-            );
-        }
-        if !i.firing.is_empty() {
-            h.push_str("<h2>Firing in Alertmanager</h2><table><tr><th>alert</th><th>severity</th><th>component</th><th>summary</th><th>since</th></tr>");
-            for a in i.firing.values() {
-                let g = |m: &BTreeMap<String, String>, k: &str| {
-                    esc(m.get(k).map_or("", String::as_str))
-                };
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    g(&a.labels, "alertname"),
-                    g(&a.labels, "severity"),
-                    g(&a.labels, "component"),
-                    g(&a.annotations, "summary"),
-                    esc(&a.starts_at)
-                );
-            }
-            h.push_str("</table>");
-        }
-        h
+        let at = |ms: i64| {
+            crate::util::time::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+            )
+        };
+        json!({
+            "configured": i.configured,
+            "mode": i.mode.map(config::Mode::as_str),
+            "pipeline": i.pipeline,
+            "reasons": i.reasons.iter().map(|r| json!({
+                "check": r.check, "message": r.message, "since": at(r.since_ms),
+            })).collect::<Vec<_>>(),
+            "last_scrape": i.last_scrape_ms.map(at),
+            "last_heartbeat": i.last_heartbeat_ms.map(at),
+            "last_email": i.last_email,
+            "firing": i.firing.len(),
+        })
+    }
+
+    /// The open incidents (as `/api/health` lists them).
+    pub fn open_incidents(&self) -> Vec<Value> {
+        self.lock().open.clone()
     }
 
     /// Hands a stored email to the sender task.

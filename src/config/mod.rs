@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod de;
+pub mod events;
 pub mod units;
 pub mod web;
 pub mod yaml;
@@ -68,6 +69,8 @@ pub struct Config {
     pub modules: BTreeMap<String, Module>,
     /// `alerting:` (email fallback, pipeline watchdog); `None` when absent.
     pub alerting: Option<crate::alert::config::AlertingConfig>,
+    /// `events:` (the status page's live stream).
+    pub events: events::EventsConfig,
 }
 
 /// `limits:`: what the HTTP server does at once.
@@ -170,6 +173,8 @@ struct RawTop {
     defaults: RawDefaults,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    events: events::RawEvents,
 }
 
 #[derive(Deserialize, Default)]
@@ -257,6 +262,7 @@ const TOP_KEYS: &[&str] = &[
     "web",
     "access",
     "limits",
+    "events",
 ];
 
 /// Keys of the top level parsed on their own, not by `RawTop`.
@@ -416,6 +422,7 @@ pub fn from_str_with(
     let probes = checker.probes(&top.defaults);
     let modules = checker.modules(&top.defaults);
     let alerting = crate::alert::config::parse(&checker);
+    let events = checker.events(&top.events);
 
     if !ctx.is_empty() {
         return Err(fail(ctx.into_problems()));
@@ -433,6 +440,7 @@ pub fn from_str_with(
         probes,
         modules,
         alerting,
+        events,
     })
 }
 

@@ -195,7 +195,7 @@ fn slowest<'a>(windows: impl Iterator<Item = (&'a str, &'a perf::Window)>, n: us
 
 /// The performance section for all components, recomputed at most once a
 /// second so that a flood of health requests does not sort windows each time.
-fn performance(s: &Shared, rt: &crate::component::Components) -> Arc<Value> {
+pub(super) fn performance(s: &Shared, rt: &crate::component::Components) -> Arc<Value> {
     let mut memo = s.perf_memo.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((at, v)) = memo.as_ref()
         && at.elapsed() < Duration::from_secs(1)

@@ -1,13 +1,14 @@
-//! The HTTP surface: `/metrics`, `/probe`, `/api/health`, `/healthz`, the status page,
-//! reload and the admin endpoints. [`router`] stands apart from serving so
+//! The HTTP surface: `/metrics`, `/probe`, `/api/health`, `/healthz`, the status page
+//! and its event stream (`/api/events`), reload and the admin endpoints. [`router`] stands apart from serving so
 //! that tests can drive it directly.
 
 pub mod access;
 pub(crate) mod admin;
 pub(crate) mod error;
+pub mod events;
 pub mod guard;
 mod health;
-mod page;
+pub mod page;
 pub mod peer;
 mod probe;
 mod scrape;
@@ -32,6 +33,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/health", get(health::health))
         .route("/healthz", get(|| async { "ok" }))
         .route("/", get(page::status_page))
+        .route("/api/events", get(events::events))
         .route("/-/reload", post(admin::reload))
         .route("/api/admin/cache/invalidate", post(admin::invalidate))
         .route("/api/admin/probes/{name}/run", post(admin::run_probe))

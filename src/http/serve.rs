@@ -21,6 +21,9 @@
 //!   attempt finds room even when idle connections hold every slot.
 //! - On shutdown the listener closes and open connections finish the request
 //!   in progress (`app::run` waits for them up to its grace period).
+//! - A handler may close its own connection at once with the [`Hangup`] in
+//!   its request's extensions: an event stream whose client stopped reading
+//!   would otherwise hold the connection, with hyper waiting to write.
 
 use std::io;
 use std::sync::Arc;
@@ -127,6 +130,17 @@ pub fn max_connections(fd_limit: Option<u64>) -> usize {
     usize::try_from(limit.saturating_sub(reserved))
         .unwrap_or(MAX_CONNECTIONS)
         .clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
+
+/// Closes the connection a request came on, now, whatever it is writing
+/// (in the request's extensions; absent when the router is called directly).
+#[derive(Clone, Default)]
+pub struct Hangup(Arc<tokio::sync::Notify>);
+
+impl Hangup {
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
 }
 
 /// An open connection's slot: returns the permit and counts the connection
@@ -242,6 +256,7 @@ async fn connection(
             router,
             peer,
             cert: None,
+            hangup: Hangup::default(),
         };
         return drive(builder, TokioIo::new(tcp), svc, slot, stop, shed).await;
     };
@@ -278,6 +293,7 @@ async fn connection(
         router,
         peer,
         cert: Some(super::peer::ClientCert { verified }),
+        hangup: Hangup::default(),
     };
     drive(builder, TokioIo::new(stream), svc, slot, stop, shed).await;
 }
@@ -289,6 +305,7 @@ struct Tagged {
     router: Router,
     peer: Option<std::net::SocketAddr>,
     cert: Option<super::peer::ClientCert>,
+    hangup: Hangup,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tagged {
@@ -303,6 +320,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tagged {
         if let Some(c) = self.cert {
             req.extensions_mut().insert(c);
         }
+        req.extensions_mut().insert(self.hangup.clone());
         tower::ServiceExt::oneshot(self.router.clone(), req)
     }
 }
@@ -317,6 +335,7 @@ async fn drive<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let hangup = svc.hangup.clone();
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut closing = false;
@@ -337,6 +356,8 @@ async fn drive<I>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
+            // Dropping the connection closes the socket.
+            () = hangup.0.notified() => return,
         }
     }
 }

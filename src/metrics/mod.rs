@@ -82,6 +82,8 @@ pub struct Metrics {
     pub access: crate::http::peer::AccessMetrics,
     /// `depwatch_alert_*`: the email fallback and the pipeline watchdog.
     pub alert: crate::alert::metrics::AlertMetrics,
+    /// The live event feed of `/api/events` (and its `depwatch_events_*`).
+    pub events: std::sync::Arc<crate::events::Hub>,
 }
 
 impl Metrics {
@@ -174,6 +176,8 @@ impl Metrics {
         let server = ServerMetrics::register(r);
         let access = crate::http::peer::AccessMetrics::register(r);
         let alert = crate::alert::metrics::AlertMetrics::register(r);
+        let events =
+            std::sync::Arc::new(crate::events::Hub::new(r, crate::events::Hub::base_now()));
         Metrics {
             registry,
             up,
@@ -192,6 +196,7 @@ impl Metrics {
             server,
             access,
             alert,
+            events,
         }
     }
 

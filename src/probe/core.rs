@@ -161,6 +161,14 @@ pub trait Probe: Send + Sync {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// A series the status page draws for the component, oldest first, at
+    /// most `points` long: (unix ms, value). Storage: used bytes over its
+    /// forecast window. Reads memory only and never waits (`None` while a
+    /// check holds the data, or for kinds that have none).
+    fn chart(&self, _points: usize) -> Option<Vec<(i64, f64)>> {
+        None
+    }
 }
 
 /// Where a kind finds its metric families. The registry implements it for

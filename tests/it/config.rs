@@ -104,6 +104,16 @@ fn bad_configurations_report_every_problem_with_a_position() {
             ],
         ),
         (
+            "events: stream cap and heartbeat out of range, unknown key",
+            format!("events:\n  max_streams: 0\n  heartbeat: 10m\n  max_stream: 5\n{PROBE}"),
+            &[],
+            &[
+                "F:2:3: events.max_streams: max_streams 0 is out of range (use 1 to 4096: each open status page holds one stream)",
+                "F:3:3: events.heartbeat: heartbeat 10m is out of range (use 1s to 5m: proxies close streams idle for about a minute)",
+                "F:4:3: events.max_stream: unknown key `max_stream` (did you mean `max_streams`?)",
+            ],
+        ),
+        (
             "unknown kind",
             "probes:\n  - name: db\n    kind: oracle\n".into(),
             &[],

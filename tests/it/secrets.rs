@@ -219,6 +219,18 @@ async fn no_secret_reaches_metrics_health_page_logs_or_errors() {
         assert_eq!(r.status(), 401);
         assert_clean("a refusal", &r.text().await.unwrap(), &hash);
     }
+    // The event stream's snapshot (every component's JSON, the pipeline).
+    let mut stream = c.get(dw.url("/api/events")).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut events = String::new();
+    while !events.contains("event: verdict") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await {
+            Ok(Ok(Some(b))) => events.push_str(&String::from_utf8_lossy(&b)),
+            _ => break,
+        }
+    }
+    assert!(events.contains("cache-wrong"), "{events}");
+    assert_clean("/api/events", &events, &hash);
     // The log at debug level, after all of that.
     assert_clean("the debug log", &dw.log(), &hash);
     task.abort();
@@ -232,7 +244,7 @@ fn check_config_shows_no_secret_when_the_configuration_is_wrong_next_to_it() {
     let variants: Vec<(&str, String)> = vec![
         ("unknown key beside the admin token", good.replace("  bearer_tokens:", "  admin_tokn: x\n  bearer_tokens:")),
         ("short bearer token", good.replace(secret("read bearer token"), "short")),
-        ("bad port in the redis url", good.replace(&format!("@127.0.0.1:6379/0\n    interval: 300ms\n    timeout: 250ms\n  - name: cache-wrong"), "@127.0.0.1:99999/0\n    interval: 300ms\n    timeout: 250ms\n  - name: cache-wrong")),
+        ("bad port in the redis url", good.replace("@127.0.0.1:6379/0\n    interval: 300ms\n    timeout: 250ms\n  - name: cache-wrong", "@127.0.0.1:99999/0\n    interval: 300ms\n    timeout: 250ms\n  - name: cache-wrong")),
         ("unknown key beside the mongodb uri", good.replace("    interval: 500ms", "    intervl: 500ms")),
         ("unknown key beside the http header", good.replace("    basic_auth:", "    basic_auht:")),
         ("bad scheme of the coordination", good.replace("  coordination: redis://", "  coordination: http://")),

@@ -635,6 +635,41 @@ impl Probe for StorageProbe {
     fn forget(&self) {
         self.inner.metrics.forget(&self.inner.labels);
     }
+
+    /// Used bytes over the forecast window: the last sample of each of
+    /// `points` equal stretches of time (gaps stay gaps).
+    fn chart(&self, points: usize) -> Option<Vec<(i64, f64)>> {
+        let hist = self.inner.history.try_lock().ok()?;
+        Some(downsample(&hist.points, points))
+    }
+}
+
+/// The first point, then the last point of each of `n - 1` equal stretches
+/// of the span of `points` (gaps stay gaps): at most `n` points, both ends kept.
+fn downsample(points: &VecDeque<(i64, u64)>, n: usize) -> Vec<(i64, f64)> {
+    let Some(first) = points.front() else {
+        return Vec::new();
+    };
+    if points.len() <= n || n < 2 {
+        return points.iter().map(|(t, u)| (*t, *u as f64)).collect();
+    }
+    let last_t = points.back().map_or(first.0, |p| p.0);
+    let span = (last_t - first.0).max(1) as f64;
+    let mut out: Vec<(i64, f64)> = Vec::with_capacity(n);
+    out.push((first.0, first.1 as f64));
+    let mut slot_of_last = usize::MAX;
+    for (t, u) in points.iter().skip(1) {
+        let slot = (((t - first.0) as f64 / span) * (n - 2) as f64) as usize;
+        if slot == slot_of_last
+            && let Some(p) = out.last_mut()
+        {
+            *p = (*t, *u as f64);
+        } else {
+            out.push((*t, *u as f64));
+            slot_of_last = slot;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -646,6 +681,18 @@ mod tests {
     /// Relative error of `got` against `want`.
     fn rel(got: f64, want: f64) -> f64 {
         ((got - want) / want).abs()
+    }
+
+    #[test]
+    fn charts_keep_the_ends_and_at_most_n_points() {
+        let pts: VecDeque<(i64, u64)> = (0..1000).map(|i| (i * 15_000, i as u64)).collect();
+        let c = downsample(&pts, 60);
+        assert!(c.len() <= 60, "{}", c.len());
+        assert_eq!(c.first(), Some(&(0, 0.0)));
+        assert_eq!(c.last(), Some(&(999 * 15_000, 999.0)));
+        assert!(c.windows(2).all(|w| w[0].0 < w[1].0));
+        let few: VecDeque<(i64, u64)> = [(1, 5), (2, 6)].into_iter().collect();
+        assert_eq!(downsample(&few, 60), vec![(1, 5.0), (2, 6.0)]);
     }
 
     #[test]

@@ -1,0 +1,346 @@
+//! The live event feed behind `GET /api/events`: numbered events (`state`,
+//! `check`, `verdict`, `incident`, `pipeline`) kept in a ring buffer for
+//! `Last-Event-ID` resumes and broadcast to the open streams. It knows event
+//! names and JSON only: `component.rs` and `alert/` publish here, the SSE
+//! handler (`http/events.rs`) serves it, so nobody imports anybody in a circle.
+//!
+//! Ids grow by one per event from a base taken from the start time (unix
+//! milliseconds × 1000): an id a browser kept from an earlier depwatch process
+//! is always below the ring of this one, so its resume falls back to the full
+//! current state instead of replaying the wrong events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+/// Events kept for resumes (and the broadcast channel's depth): at 20
+/// components checked every 15 s, about a quarter of an hour of history.
+pub const RING: usize = 1024;
+
+/// One published event, its SSE frame formatted once for every stream.
+#[derive(Debug)]
+pub struct Event {
+    pub id: u64,
+    pub name: &'static str,
+    /// `id: …\nevent: …\ndata: …\n\n`.
+    pub frame: Bytes,
+}
+
+/// Formats one SSE frame. `data` is compact JSON: it has no line breaks
+/// (serde_json escapes them inside strings), so one `data:` line holds it.
+pub fn frame(id: u64, name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("id: {id}\nevent: {name}\ndata: {data}\n\n"))
+}
+
+/// Where a new stream starts.
+pub enum Start {
+    /// The client's `Last-Event-ID` is in the ring: these events follow it.
+    Replay(Vec<Arc<Event>>),
+    /// No id, or one the ring no longer (or never) had: the client needs the
+    /// current state, marked with this id (the newest so far).
+    Snapshot(u64),
+}
+
+/// The overall verdict as last announced, and since when it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub status: &'static str,
+    pub since_ms: i64,
+    /// The components it covers (configuration order): a reload that adds or
+    /// removes one is announced too, so open pages can reload themselves.
+    pub components: Vec<String>,
+}
+
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    last_id: u64,
+    verdict: Option<Verdict>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+/// The hub: publish, subscribe, count streams.
+pub struct Hub {
+    ring: Mutex<Ring>,
+    tx: broadcast::Sender<Arc<Event>>,
+    closed: watch::Sender<bool>,
+    open: Arc<AtomicUsize>,
+    streams: Gauge,
+    rejected: Counter,
+    dropped: Counter,
+    published: Family<EventLabel, Counter>,
+}
+
+impl Hub {
+    /// A hub whose ids start after `base`, its series registered in `r`
+    /// (the `depwatch_` registry).
+    pub fn new(r: &mut Registry, base: u64) -> Hub {
+        let hub = Hub {
+            ring: Mutex::new(Ring {
+                events: VecDeque::with_capacity(RING),
+                last_id: base,
+                verdict: None,
+            }),
+            tx: broadcast::channel(RING).0,
+            closed: watch::channel(false).0,
+            open: Arc::new(AtomicUsize::new(0)),
+            streams: Gauge::default(),
+            rejected: Counter::default(),
+            dropped: Counter::default(),
+            published: Family::default(),
+        };
+        r.register(
+            "events_streams",
+            "Open /api/events streams",
+            hub.streams.clone(),
+        );
+        r.register(
+            "events_streams_rejected",
+            "/api/events requests answered 503 because events.max_streams streams were open",
+            hub.rejected.clone(),
+        );
+        r.register(
+            "events_streams_dropped",
+            "/api/events streams closed because the client did not read its events",
+            hub.dropped.clone(),
+        );
+        r.register(
+            "events_published",
+            "Events published to /api/events, by event",
+            hub.published.clone(),
+        );
+        hub
+    }
+
+    /// The base for ids: this instant in unix milliseconds × 1000.
+    pub fn base_now() -> u64 {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ms.saturating_mul(1000)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes one event to every open stream and to the ring; its id.
+    pub fn publish(&self, name: &'static str, data: &Value) -> u64 {
+        let mut ring = self.lock();
+        ring.last_id += 1;
+        let id = ring.last_id;
+        let ev = Arc::new(Event {
+            id,
+            name,
+            frame: frame(id, name, data),
+        });
+        if ring.events.len() == RING {
+            ring.events.pop_front();
+        }
+        ring.events.push_back(ev.clone());
+        // Sent under the lock: streams see events in id order. No receiver
+        // (no stream open) is not an error.
+        let _ = self.tx.send(ev);
+        drop(ring);
+        self.published
+            .get_or_create(&EventLabel { event: name })
+            .inc();
+        id
+    }
+
+    /// Subscribes to what is published from now on, and says where the
+    /// stream starts: after `last` when the ring still holds what followed
+    /// it, else at a snapshot of the current state.
+    pub fn subscribe(&self, last: Option<u64>) -> (broadcast::Receiver<Arc<Event>>, Start) {
+        let ring = self.lock();
+        let rx = self.tx.subscribe();
+        let newest = ring.last_id;
+        let oldest = ring.events.front().map_or(newest + 1, |e| e.id);
+        let start = match last {
+            // Everything after `last` is still here (or nothing came since).
+            Some(l) if l <= newest && l + 1 >= oldest => {
+                Start::Replay(ring.events.iter().filter(|e| e.id > l).cloned().collect())
+            }
+            _ => Start::Snapshot(newest),
+        };
+        (rx, start)
+    }
+
+    /// Takes a stream slot unless `cap` streams are open (then counts a
+    /// rejection). The slot is given back when dropped.
+    pub fn open_stream(&self, cap: usize) -> Option<StreamSlot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            self.rejected.inc();
+            return None;
+        }
+        self.streams.inc();
+        Some(StreamSlot {
+            open: self.open.clone(),
+            gauge: self.streams.clone(),
+        })
+    }
+
+    /// Streams open now.
+    pub fn streams(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Counts a stream closed because its client did not keep up.
+    pub fn count_dropped(&self) {
+        self.dropped.inc();
+    }
+
+    /// Ends every stream (shutdown): they finish their answer and close.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Turns true when the hub closes.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    /// Notes the overall verdict over `components`; announces a `verdict`
+    /// event when the status or the set of components changed. Answers the
+    /// verdict with the time since which it holds.
+    pub fn verdict(&self, status: &'static str, components: Vec<String>, now_ms: i64) -> Verdict {
+        let mut ring = self.lock();
+        let since_ms = match &ring.verdict {
+            Some(v) if v.status == status => v.since_ms,
+            _ => now_ms,
+        };
+        let next = Verdict {
+            status,
+            since_ms,
+            components,
+        };
+        if ring.verdict.as_ref() == Some(&next) {
+            return next;
+        }
+        ring.verdict = Some(next.clone());
+        drop(ring);
+        self.publish("verdict", &verdict_json(&next));
+        next
+    }
+
+    /// The verdict as last noted, if any.
+    pub fn last_verdict(&self) -> Option<Verdict> {
+        self.lock().verdict.clone()
+    }
+}
+
+/// The data of a `verdict` event.
+pub fn verdict_json(v: &Verdict) -> Value {
+    json!({
+        "status": v.status,
+        "since": crate::util::time::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.since_ms.max(0) as u64)
+        ),
+        "components": v.components,
+    })
+}
+
+/// One open stream's place under the cap.
+pub struct StreamSlot {
+    open: Arc<AtomicUsize>,
+    gauge: Gauge,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        Hub::new(&mut Registry::default(), 1000)
+    }
+
+    fn ids(s: &Start) -> Vec<u64> {
+        match s {
+            Start::Replay(v) => v.iter().map(|e| e.id).collect(),
+            Start::Snapshot(at) => vec![0, *at],
+        }
+    }
+
+    #[test]
+    fn resume_replays_what_followed_or_falls_back_to_a_snapshot() {
+        let h = hub();
+        assert_eq!(ids(&h.subscribe(None).1), vec![0, 1000]);
+        // Nothing published yet: resuming at the newest id replays nothing.
+        assert_eq!(ids(&h.subscribe(Some(1000)).1), Vec::<u64>::new());
+        for i in 0..(RING as u64 + 10) {
+            assert_eq!(h.publish("state", &json!({ "n": i })), 1001 + i);
+        }
+        let newest = 1000 + RING as u64 + 10;
+        let oldest = newest - RING as u64 + 1;
+        assert_eq!(
+            ids(&h.subscribe(Some(newest - 2)).1),
+            vec![newest - 1, newest]
+        );
+        assert_eq!(ids(&h.subscribe(Some(newest)).1), Vec::<u64>::new());
+        assert_eq!(ids(&h.subscribe(Some(oldest - 1)).1).len(), RING);
+        // Fell out of the ring, from an earlier process, or from the future.
+        assert_eq!(ids(&h.subscribe(Some(oldest - 2)).1), vec![0, newest]);
+        assert_eq!(ids(&h.subscribe(Some(5)).1), vec![0, newest]);
+        assert_eq!(ids(&h.subscribe(Some(newest + 1)).1), vec![0, newest]);
+    }
+
+    #[test]
+    fn frames_are_one_data_line() {
+        let f = frame(7, "state", &json!({ "error": "a\nb\r\n\nc" }));
+        assert_eq!(
+            std::str::from_utf8(&f).unwrap(),
+            "id: 7\nevent: state\ndata: {\"error\":\"a\\nb\\r\\n\\nc\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn the_cap_counts_open_slots() {
+        let h = hub();
+        let a = h.open_stream(2).expect("first");
+        let _b = h.open_stream(2).expect("second");
+        assert!(h.open_stream(2).is_none());
+        drop(a);
+        assert!(h.open_stream(2).is_some());
+        assert_eq!(h.rejected.get(), 1);
+    }
+
+    #[test]
+    fn verdict_is_announced_on_change_only() {
+        let h = hub();
+        let (mut rx, _) = h.subscribe(None);
+        let names = || vec!["a".to_string()];
+        let v = h.verdict("healthy", names(), 10);
+        assert_eq!(v.since_ms, 10);
+        assert_eq!(h.verdict("healthy", names(), 20).since_ms, 10);
+        assert_eq!(h.verdict("unhealthy", names(), 30).since_ms, 30);
+        assert_eq!(h.verdict("unhealthy", vec![], 40).since_ms, 30);
+        let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.id)).collect();
+        assert_eq!(got, vec![1001, 1002, 1003]);
+    }
+}
