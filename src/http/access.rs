@@ -163,7 +163,8 @@ async fn admit(
             }
             _ => {
                 s.guard.failed(ip, group, metrics);
-                Admit::Refuse(challenge(cfg, group))
+                // The admin endpoints' own refusal, as before `access:`.
+                Admit::Refuse(super::error::ApiError::Unauthorized.into_response())
             }
         };
     }
