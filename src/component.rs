@@ -3,7 +3,7 @@
 //! the scheduler and the health cache share.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, PerfConfig, ProbeConfig, units::format_duration};
 use crate::metrics::kit::{ComponentOnly, SeriesGate};
-use crate::metrics::{ComponentFailure, ComponentKind, ComponentStatus, Metrics};
+use crate::metrics::{Cause, ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
 use crate::util::sync::{lock, read, write};
@@ -97,6 +97,9 @@ pub struct Component {
     perf: Mutex<Window>,
     flight: tokio::sync::Mutex<()>,
     invalidated: AtomicBool,
+    /// Health requests answered from this component's cache, or not.
+    hits: AtomicU64,
+    misses: AtomicU64,
     /// Shared with the probe: closed when a reload removes or replaces the
     /// component, before its series are dropped.
     gate: SeriesGate,
@@ -124,6 +127,8 @@ impl Component {
             perf: Mutex::new(Window::default()),
             flight: tokio::sync::Mutex::new(()),
             invalidated: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             gate,
         }
     }
@@ -142,10 +147,19 @@ impl Component {
     }
 
     /// Carries the history of a component over a reload that changed it.
+    /// Its latest result came from the old configuration: no longer a
+    /// cache hit (counted as a `reload` invalidation).
     pub fn inherit(&self, old: &Component) {
         if old.cfg.kind() == self.cfg.kind() {
             *write(&self.latest) = old.latest();
             *lock(&self.perf) = lock(&old.perf).clone();
+            self.hits
+                .store(old.hits.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.misses
+                .store(old.misses.load(Ordering::Relaxed), Ordering::Relaxed);
+            if self.latest().finished.is_some() {
+                self.invalidate(Cause::Reload);
+            }
         }
     }
 
@@ -178,8 +192,33 @@ impl Component {
         }
     }
 
-    pub fn invalidate(&self) {
+    /// Drops the cached result: the next health request checks anew.
+    /// Returns whether there was a valid one to drop (only those count).
+    pub fn invalidate(&self, cause: Cause) -> bool {
+        let had = self.is_fresh(Duration::MAX);
         self.invalidated.store(true, Ordering::Release);
+        if had {
+            self.metrics.count_invalidations(cause, 1);
+        }
+        had
+    }
+
+    /// Counts a health request served from the cache (`hit`) or not.
+    pub fn count_cache(&self, hit: bool) {
+        let n = if hit { &self.hits } else { &self.misses };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (hits, misses) of health requests for this component.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.cfg.tags.iter().any(|t| t == tag)
     }
 
     /// Runs one check unless one that ended after `since` exists already:
@@ -248,12 +287,17 @@ impl Component {
                 next.details = e.details;
             }
         }
+        let judgement = {
+            let mut w = lock(&self.perf);
+            w.push(duration, at, &self.perf_cfg);
+            w.judgement()
+        };
         // A check that ends after a reload removed the component writes no
         // series: they would stay in /metrics for good.
         if let Some(_live) = self.gate.open() {
+            self.write_regression(judgement);
             self.write_series(&prev, &next, duration);
         }
-        lock(&self.perf).push(duration, at, &self.perf_cfg);
         if prev.status != Some(status) || prev.up != next.up {
             let component = self.name();
             let kind = self.kind().as_str();
@@ -274,6 +318,22 @@ impl Component {
         *write(&self.latest) = next.clone();
         self.invalidated.store(false, Ordering::Release);
         next
+    }
+
+    /// The regression judgement of the latency window (the one
+    /// `/api/health` shows): 0 until there are enough checks to judge.
+    fn write_regression(&self, j: Option<crate::perf::Judgement>) {
+        let m = &self.metrics;
+        let only = ComponentOnly {
+            component: self.cfg.name.clone(),
+        };
+        m.regression
+            .get_or_create(&only)
+            .set(i64::from(j.is_some_and(|j| j.regressed)));
+        if let Some(j) = j {
+            m.baseline_p50.get_or_create(&only).set(j.baseline_ms / 1e3);
+            m.recent_p50.get_or_create(&only).set(j.recent_ms / 1e3);
+        }
     }
 
     /// The general series of one check (`depwatch_up`, status, counters).
