@@ -732,6 +732,13 @@ impl Engine {
                         let f = get(g.slot);
                         self.key.push(g.id(f.as_ref().map_or("", Field::text), cap));
                     }
+                    // Combinations are capped too: past max_label_values
+                    // categories, a new one counts as all-`other`.
+                    if rule.by_group.len() >= cap
+                        && !rule.by_group.contains_key(self.key.as_slice())
+                    {
+                        self.key.fill(OTHER_ID);
+                    }
                     match rule.by_group.get_mut(self.key.as_slice()) {
                         Some(l) => l.observe(now, secs),
                         None => {
@@ -907,6 +914,39 @@ mod tests {
             .map(|(k, s)| (r.labels_of(k).next().unwrap().1.to_string(), s.count))
             .collect();
         assert_eq!(got, vec![("a\u{FFFD}".into(), 3)]);
+    }
+
+    #[test]
+    fn categories_are_capped_and_judged() {
+        let mut e = engine(
+            "rules:\n  - metric: ops\n    match: { m: x }\n    duration: { field: d }\n    group_by: [a, b]\n    max_label_values: 2\n    latency_warn: 100ms\n    latency_min_count: 2\n",
+        );
+        let now = Instant::now();
+        for (a, b, d) in [
+            ("1", "x", 10),
+            ("1", "y", 500),
+            ("2", "x", 20),
+            ("1", "y", 400),
+            ("1", "x", 30),
+        ] {
+            let l = format!(r#"{{"m":"x","a":"{a}","b":"{b}","d":{d}}}"#);
+            e.line(l.as_bytes(), now, 0.0);
+        }
+        let r = &mut e.rules[0];
+        let c = r.categories(now).unwrap();
+        let names: Vec<&String> = c["values"].as_object().unwrap().keys().collect();
+        // Two categories, then every new combination is other/other.
+        assert_eq!(names, ["1/x", "1/y", "other/other"], "{c}");
+        assert_eq!(c["values"]["other/other"]["count"], 1);
+        assert_eq!(c["all"]["count"], 5);
+        let judged = r.judge(now);
+        assert_eq!(judged.len(), 1, "{judged:?}");
+        assert_eq!(judged[0].0, Status::Degraded);
+        assert_eq!(
+            judged[0].1,
+            "rule ops a/b=1/y: p95 500ms over the last 15m (2 operations) is above latency_warn 100ms"
+        );
+        assert_eq!(r.judged.iter().map(|j| j.level).collect::<Vec<_>>(), [0, 1]);
     }
 
     #[test]
