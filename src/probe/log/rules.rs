@@ -288,6 +288,33 @@ fn test(t: &Test, f: Option<&Field>) -> bool {
     }
 }
 
+/// Maps on the per-line path: foldhash (hashbrown's hasher) instead of
+/// SipHash. Label values are capped per rule, so collisions cost little.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A category of a rule's `group_by`: the value ids of its fields, 16 bits
+/// each (at most 4 fields, ids below `max_label_values` ≤ 10000, `other`
+/// as 0xFFFF), so that the per-line lookup hashes one integer.
+type GroupKey = u64;
+
+const OTHER_GROUP_ID: u64 = 0xFFFF;
+
+fn group_id(id: u32) -> u64 {
+    if id == OTHER_ID {
+        OTHER_GROUP_ID
+    } else {
+        u64::from(id)
+    }
+}
+
+/// The value ids of a category, in `group_by` order (zip it with the fields).
+fn unpack(key: GroupKey) -> impl Iterator<Item = u32> {
+    (0..4).map(move |i| match (key >> (16 * i)) & 0xFFFF {
+        OTHER_GROUP_ID => OTHER_ID,
+        id => id as u32,
+    })
+}
+
 /// The value that stands for every label value beyond a rule's cap.
 pub const OTHER: &str = "other";
 const OTHER_ID: u32 = u32::MAX;
@@ -297,7 +324,7 @@ const OTHER_ID: u32 = u32::MAX;
 struct Label {
     name: String,
     slot: usize,
-    ids: HashMap<Box<str>, u32>,
+    ids: FastMap<Box<str>, u32>,
     values: Vec<Box<str>>,
 }
 
@@ -358,7 +385,7 @@ pub struct Rule {
     /// `group_by` fields, interned and capped like labels.
     groups: Vec<Label>,
     /// Latency per category (a combination of `group_by` values).
-    pub by_group: HashMap<Box<[u32]>, Latency>,
+    pub by_group: FastMap<GroupKey, Latency>,
     /// A line matched since the last [`Engine::take_fired`] (rules with
     /// `invalidates` only).
     fired: bool,
@@ -390,13 +417,13 @@ impl Rule {
     }
 
     /// A category's name: its `group_by` values joined by `/`.
-    pub fn category_of(&self, key: &[u32]) -> String {
+    pub fn category_of(&self, key: GroupKey) -> String {
         let mut out = String::new();
-        for (i, (l, id)) in self.groups.iter().zip(key).enumerate() {
+        for (i, (l, id)) in self.groups.iter().zip(unpack(key)).enumerate() {
             if i > 0 {
                 out.push('/');
             }
-            out.push_str(l.value(*id));
+            out.push_str(l.value(id));
         }
         out
     }
@@ -424,16 +451,16 @@ impl Rule {
             .latency
             .as_mut()
             .map_or(Value::Null, |l| l.summary_with(now, bins.as_ref()));
-        let mut keys: Vec<Box<[u32]>> = self.by_group.keys().cloned().collect();
-        keys.sort_by_key(|k| self.category_of(k));
+        let mut keys: Vec<GroupKey> = self.by_group.keys().copied().collect();
+        keys.sort_by_key(|k| self.category_of(*k));
         let mut values = Map::new();
         for key in keys {
-            let name = self.category_of(&key);
+            let name = self.category_of(key);
             let fields: Map<String, Value> = self
                 .groups
                 .iter()
-                .zip(key.iter())
-                .map(|(l, id)| (l.name.clone(), Value::String(l.value(*id).to_string())))
+                .zip(unpack(key))
+                .map(|(l, id)| (l.name.clone(), Value::String(l.value(id).to_string())))
                 .collect();
             let Some(l) = self.by_group.get_mut(&key) else {
                 continue;
@@ -469,10 +496,10 @@ impl Rule {
                 seen.push((ALL.to_string(), l));
             }
         } else {
-            let names: HashMap<Box<[u32]>, String> = self
+            let names: HashMap<GroupKey, String> = self
                 .by_group
                 .keys()
-                .map(|k| (k.clone(), self.category_of(k)))
+                .map(|k| (*k, self.category_of(*k)))
                 .collect();
             for (k, l) in self.by_group.iter_mut() {
                 seen.push((names[k].clone(), l));
@@ -563,7 +590,7 @@ fn labels_of(list: &[(String, String)], trie: &mut Trie, n: &mut usize) -> Vec<L
         .map(|(name, path)| Label {
             name: name.clone(),
             slot: trie.slot(path, n),
-            ids: HashMap::new(),
+            ids: FastMap::default(),
             values: Vec::new(),
         })
         .collect()
@@ -584,7 +611,7 @@ impl Engine {
                     .collect(),
                 labels: labels_of(&r.labels, &mut trie, &mut n),
                 groups: labels_of(&r.group_by, &mut trie, &mut n),
-                by_group: HashMap::new(),
+                by_group: FastMap::default(),
                 fired: false,
                 judged: Vec::new(),
                 dur_slot: r.duration.as_ref().map(|d| trie.slot(&d.field, &mut n)),
@@ -727,24 +754,27 @@ impl Engine {
                     l.observe(now, secs);
                 }
                 if !rule.groups.is_empty() {
-                    self.key.clear();
-                    for g in &mut rule.groups {
+                    let mut key: GroupKey = 0;
+                    for (i, g) in rule.groups.iter_mut().enumerate() {
                         let f = get(g.slot);
-                        self.key.push(g.id(f.as_ref().map_or("", Field::text), cap));
+                        let id = g.id(f.as_ref().map_or("", Field::text), cap);
+                        key |= group_id(id) << (16 * i);
                     }
-                    // Combinations are capped too: past max_label_values
-                    // categories, a new one counts as all-`other`.
-                    if rule.by_group.len() >= cap
-                        && !rule.by_group.contains_key(self.key.as_slice())
-                    {
-                        self.key.fill(OTHER_ID);
-                    }
-                    match rule.by_group.get_mut(self.key.as_slice()) {
+                    match rule.by_group.get_mut(&key) {
                         Some(l) => l.observe(now, secs),
                         None => {
-                            let mut l = Latency::with_cap(rule.spec.stats_window, GROUP_SAMPLES);
-                            l.observe(now, secs);
-                            rule.by_group.insert(self.key.clone().into_boxed_slice(), l);
+                            // Combinations are capped too: past
+                            // max_label_values categories, a new one counts
+                            // as all-`other`.
+                            if rule.by_group.len() >= cap {
+                                key = (0..rule.groups.len())
+                                    .fold(0, |k, i| k | OTHER_GROUP_ID << (16 * i));
+                            }
+                            let window = rule.spec.stats_window;
+                            rule.by_group
+                                .entry(key)
+                                .or_insert_with(|| Latency::with_cap(window, GROUP_SAMPLES))
+                                .observe(now, secs);
                         }
                     }
                 }
