@@ -3,7 +3,7 @@
 //! the scheduler and the health cache share.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -96,7 +96,11 @@ pub struct Component {
     latest: RwLock<Arc<Latest>>,
     perf: Mutex<Window>,
     flight: tokio::sync::Mutex<()>,
-    invalidated: AtomicBool,
+    /// Invalidations so far, and the count a finished check had seen when
+    /// it started: the result is invalidated while `dropped > served`, so a
+    /// check already in flight when an invalidation came does not clear it.
+    dropped: AtomicU64,
+    served: AtomicU64,
     /// Health requests answered from this component's cache, or not.
     hits: AtomicU64,
     misses: AtomicU64,
@@ -126,7 +130,8 @@ impl Component {
             latest: RwLock::new(Arc::new(Latest::default())),
             perf: Mutex::new(Window::default()),
             flight: tokio::sync::Mutex::new(()),
-            invalidated: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            served: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             gate,
@@ -182,7 +187,7 @@ impl Component {
 
     /// The latest result if it is younger than `ttl` and not invalidated.
     pub fn cached(&self, ttl: Duration) -> Option<Arc<Latest>> {
-        if self.invalidated.load(Ordering::Acquire) {
+        if self.invalidated() {
             return None;
         }
         let l = read(&self.latest);
@@ -196,11 +201,15 @@ impl Component {
     /// Returns whether there was a valid one to drop (only those count).
     pub fn invalidate(&self, cause: Cause) -> bool {
         let had = self.is_fresh(Duration::MAX);
-        self.invalidated.store(true, Ordering::Release);
+        self.dropped.fetch_add(1, Ordering::AcqRel);
         if had {
             self.metrics.count_invalidations(cause, 1);
         }
         had
+    }
+
+    fn invalidated(&self) -> bool {
+        self.dropped.load(Ordering::Acquire) > self.served.load(Ordering::Acquire)
     }
 
     /// Counts a health request served from the cache (`hit`) or not.
@@ -232,10 +241,12 @@ impl Component {
         }
         {
             let l = read(&self.latest);
-            if l.finished.is_some_and(|f| f >= since) && !self.invalidated.load(Ordering::Acquire) {
+            if l.finished.is_some_and(|f| f >= since) && !self.invalidated() {
                 return l.clone();
             }
         }
+        // Invalidations up to now are answered by this check; later ones are not.
+        let seen = self.dropped.load(Ordering::Acquire);
         let started = Instant::now();
         let at = SystemTime::now();
         let result = match tokio::time::timeout(self.cfg.timeout, self.probe.check()).await {
@@ -249,7 +260,9 @@ impl Component {
             )),
         };
         let duration = started.elapsed();
-        self.record(result, at, duration)
+        let latest = self.record(result, at, duration);
+        self.served.fetch_max(seen, Ordering::AcqRel);
+        latest
     }
 
     fn record(&self, result: CheckResult, at: SystemTime, duration: Duration) -> Arc<Latest> {
@@ -316,7 +329,6 @@ impl Component {
         }
         let next = Arc::new(next);
         *write(&self.latest) = next.clone();
-        self.invalidated.store(false, Ordering::Release);
         next
     }
 
@@ -388,7 +400,7 @@ impl Component {
 
     /// Whether a fresh (younger than `ttl`, not invalidated) result exists.
     pub fn is_fresh(&self, ttl: Duration) -> bool {
-        !self.invalidated.load(Ordering::Acquire)
+        !self.invalidated()
             && read(&self.latest)
                 .finished
                 .is_some_and(|f| f.elapsed() < ttl)
@@ -553,6 +565,47 @@ mod tests {
         let again = c.run_check(Instant::now()).await;
         assert!(Arc::ptr_eq(&again, &latest));
         assert!(!metrics.encode_text().contains("component=\"gone\""));
+    }
+
+    /// An invalidation while a check is in flight (a sync completed during
+    /// it) is not answered by that check: the next request checks again.
+    #[tokio::test]
+    async fn an_invalidation_during_a_check_outlives_it() {
+        let config = crate::config::builtin();
+        let mut cfg = config.probes[0].clone();
+        cfg.timeout = Duration::from_secs(60);
+        let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::default());
+        let probe = Held {
+            started: Arc::clone(&started),
+            release: Arc::clone(&release),
+        };
+        let c = Arc::new(Component::new(
+            cfg,
+            Arc::new(probe),
+            Arc::new(Metrics::new()),
+            config.health.performance.clone(),
+            SeriesGate::default(),
+        ));
+        let since = Instant::now();
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.run_check(since).await }
+        });
+        started.notified().await;
+        assert!(!c.invalidate(Cause::Event), "nothing cached yet");
+        release.notify_one();
+        first.await.expect("check task");
+        assert!(c.cached(Duration::from_secs(60)).is_none());
+        // The next caller runs a new check (which the probe starts).
+        let second = tokio::spawn({
+            let c = c.clone();
+            async move { c.run_check(since).await }
+        });
+        started.notified().await;
+        release.notify_one();
+        second.await.expect("check task");
+        assert!(c.cached(Duration::from_secs(60)).is_some());
+        assert!(c.invalidate(Cause::Admin), "a fresh result was dropped");
     }
 
     #[test]
