@@ -115,38 +115,45 @@ dw_config "$LOG" 0 "$W/state-oneshot-grouped" "$GROUP_BY" >"$W/oneshot-grouped.y
 metric_sum() { awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $NF } END { printf "%d\n", s }'; }
 
 # ---------------------------------------------------------------- one-shot
-declare -A ONE
-oneshot() {   # label metric cmd...
-  local label=$1 metric=$2; shift 2
-  local i walls=() f
-  : >"$W/$label.tsv"
-  for ((i = 1; i <= RUNS; i++)); do
-    log "one-shot $label run $i/$RUNS"
-    f=$W/$label-$i
-    /usr/bin/time -v -o "$f.time" timeout 600 "$@" >"$f.out" 2>"$f.err" || die "$label failed: $(tail -n 3 "$f.err")"
-    awk -F': ' '
-      /Elapsed \(wall clock\)/ { n = split($2, a, ":"); w = 0; for (j = 1; j <= n; j++) w = w * 60 + a[j] }
-      /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident set size/ { m = $2 }
-      END { printf "%.2f\t%.2f\t%d\n", w, u + s, m }' "$f.time" >>"$W/$label.tsv"
-  done
-  local counted row
-  counted=$(metric_sum "$metric" <"$W/$label-1.out")
+declare -A ONE ONE_LPS ONE_RSS ONE_CPU ONE_CMD ONE_METRIC
+oneshot_run() {   # label i
+  local label=$1 i=$2 f=$W/$1-$2
+  local -a cmd
+  read -r -a cmd <<<"${ONE_CMD[$label]}"
+  log "one-shot $label run $i/$RUNS"
+  /usr/bin/time -v -o "$f.time" timeout 600 "${cmd[@]}" >"$f.out" 2>"$f.err" || die "$label failed: $(tail -n 3 "$f.err")"
+  awk -F': ' '
+    /Elapsed \(wall clock\)/ { n = split($2, a, ":"); w = 0; for (j = 1; j <= n; j++) w = w * 60 + a[j] }
+    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident set size/ { m = $2 }
+    END { printf "%.2f\t%.2f\t%d\n", w, u + s, m }' "$f.time" >>"$W/$label.tsv"
+}
+oneshot_report() {   # label: medians of wall and CPU over the runs, peak RSS
+  local label=$1 counted wall cpu rss
+  counted=$(metric_sum "${ONE_METRIC[$label]}" <"$W/$label-1.out")
   [[ $counted == "$LINES" ]] || log "warning: $label counted $counted of $LINES lines"
-  row=$(sort -g -k1,1 "$W/$label.tsv" | awk -v n="$RUNS" 'NR == int((n + 1) / 2)')
-  local wall cpu rss
-  IFS=$'\t' read -r wall cpu rss <<<"$row"
+  median() { cut -f"$1" "$W/$label.tsv" | sort -g | awk -v n="$RUNS" 'NR == int((n + 1) / 2)'; }
+  wall=$(median 1); cpu=$(median 2)
   rss=$(cut -f3 "$W/$label.tsv" | sort -g | tail -n1)
-  ONE[$label]="| $label | one-shot (median of $RUNS) | $LINES | $wall | $(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }') | $cpu | $rss | $counted |"
   ONE_LPS[$label]=$(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
+  ONE[$label]="| $label | one-shot (median of $RUNS) | $LINES | $wall | ${ONE_LPS[$label]} | $cpu | $rss | $counted |"
   ONE_RSS[$label]=$rss
   ONE_CPU[$label]=$cpu
 }
-declare -A ONE_LPS ONE_RSS ONE_CPU
 P=$(free_port)
-oneshot mtail bench_log_lines_total mtail --one_shot --one_shot_format prometheus \
-  --progs "$W/progs" --logs "$LOG" --address 127.0.0.1 --port "$P" --logtostderr
-oneshot depwatch depwatch_log_sync_operations_total "$DEPWATCH" replay-log --config "$W/oneshot.yml" "$LOG"
-oneshot depwatch+group_by depwatch_log_sync_operations_total "$DEPWATCH" replay-log --config "$W/oneshot-grouped.yml" "$LOG"
+ONE_CMD[mtail]="mtail --one_shot --one_shot_format prometheus --progs $W/progs --logs $LOG --address 127.0.0.1 --port $P --logtostderr"
+ONE_METRIC[mtail]=bench_log_lines_total
+ONE_CMD[depwatch]="$DEPWATCH replay-log --config $W/oneshot.yml $LOG"
+ONE_CMD[depwatch+group_by]="$DEPWATCH replay-log --config $W/oneshot-grouped.yml $LOG"
+ONE_METRIC[depwatch]=depwatch_log_sync_operations_total
+ONE_METRIC[depwatch+group_by]=depwatch_log_sync_operations_total
+for label in mtail depwatch depwatch+group_by; do : >"$W/$label.tsv"; done
+for ((i = 1; i <= RUNS; i++)); do oneshot_run mtail "$i"; done
+# Alternated, so that other load on the machine falls on both alike.
+for ((i = 1; i <= RUNS; i++)); do
+  oneshot_run depwatch "$i"
+  oneshot_run depwatch+group_by "$i"
+done
+for label in mtail depwatch depwatch+group_by; do oneshot_report "$label"; done
 
 # ---------------------------------------------------------------- tail mode
 declare -A TAIL TAIL_LPS TAIL_CPU

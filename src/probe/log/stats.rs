@@ -74,19 +74,23 @@ impl Latency {
                 s.min = s.min.min(secs);
                 s.max = s.max.max(secs);
             }
-            _ => self.slots.push_back(Slot {
-                start: now,
-                count: 1,
-                sum: secs,
-                min: secs,
-                max: secs,
-            }),
+            _ => {
+                self.slots.push_back(Slot {
+                    start: now,
+                    count: 1,
+                    sum: secs,
+                    min: secs,
+                    max: secs,
+                });
+                // Once per slot, not per line: the samples are capped
+                // anyway, and every reader expires first.
+                self.expire(now);
+            }
         }
         if self.samples.len() >= self.cap {
             self.samples.pop_front();
         }
         self.samples.push_back((now, secs));
-        self.expire(now);
     }
 
     fn expire(&mut self, now: Instant) {
