@@ -9,6 +9,9 @@
 #             /metrics is polled until every line is counted.
 # Both count lines by status and observe duration_ms in a histogram (mtail
 # with a regex program, depwatch with a JSON rule).
+# depwatch also runs a second time with a two-field `group_by: [operation,
+# partner]` (per-category latency statistics, 20 categories): the cost of
+# group_by on the log path, side by side in the same run.
 # Reports lines/s, CPU seconds and peak RSS. Every server binds 127.0.0.1,
 # every loop is bounded, every process is stopped by PID.
 #
@@ -88,7 +91,8 @@ histogram bench_duration_ms buckets 10, 50, 100, 250, 500, 1000, 2500, 5000, 100
 MT
 
 # The same with depwatch: count by status, duration_ms (ms) in a histogram.
-dw_config() {   # file-glob port state-dir
+# A fourth argument adds keys to the rule (the group_by variant).
+dw_config() {   # file-glob port state-dir [extra rule keys]
   cat <<YML
 listen: 127.0.0.1:$2
 state_dir: $3
@@ -101,46 +105,58 @@ probes:
       - metric: sync_operations
         labels: [status]
         duration: { field: duration_ms, unit: ms, buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120] }
+${4:-}
 YML
 }
+GROUP_BY='        group_by: [operation, partner]'
 dw_config "$LOG" 0 "$W/state-oneshot" >"$W/oneshot.yml"
+dw_config "$LOG" 0 "$W/state-oneshot-grouped" "$GROUP_BY" >"$W/oneshot-grouped.yml"
 
 metric_sum() { awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $NF } END { printf "%d\n", s }'; }
 
 # ---------------------------------------------------------------- one-shot
-declare -A ONE
-oneshot() {   # label metric cmd...
-  local label=$1 metric=$2; shift 2
-  local i walls=() f
-  : >"$W/$label.tsv"
-  for ((i = 1; i <= RUNS; i++)); do
-    log "one-shot $label run $i/$RUNS"
-    f=$W/$label-$i
-    /usr/bin/time -v -o "$f.time" timeout 600 "$@" >"$f.out" 2>"$f.err" || die "$label failed: $(tail -n 3 "$f.err")"
-    awk -F': ' '
-      /Elapsed \(wall clock\)/ { n = split($2, a, ":"); w = 0; for (j = 1; j <= n; j++) w = w * 60 + a[j] }
-      /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident set size/ { m = $2 }
-      END { printf "%.2f\t%.2f\t%d\n", w, u + s, m }' "$f.time" >>"$W/$label.tsv"
-  done
-  local counted row
-  counted=$(metric_sum "$metric" <"$W/$label-1.out")
-  [[ $counted == "$LINES" ]] || log "warning: $label counted $counted of $LINES lines"
-  row=$(sort -g -k1,1 "$W/$label.tsv" | awk -v n="$RUNS" 'NR == int((n + 1) / 2)')
-  local wall cpu rss
-  IFS=$'\t' read -r wall cpu rss <<<"$row"
-  rss=$(cut -f3 "$W/$label.tsv" | sort -g | tail -n1)
-  ONE[$label]="| $label | one-shot (median of $RUNS) | $LINES | $wall | $(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }') | $cpu | $rss | $counted |"
-  ONE_LPS[$label]=$(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
-  ONE_RSS[$label]=$rss
+declare -A ONE ONE_LPS ONE_RSS ONE_CPU ONE_CMD ONE_METRIC
+oneshot_run() {   # label i
+  local label=$1 i=$2 f=$W/$1-$2
+  local -a cmd
+  read -r -a cmd <<<"${ONE_CMD[$label]}"
+  log "one-shot $label run $i/$RUNS"
+  /usr/bin/time -v -o "$f.time" timeout 600 "${cmd[@]}" >"$f.out" 2>"$f.err" || die "$label failed: $(tail -n 3 "$f.err")"
+  awk -F': ' '
+    /Elapsed \(wall clock\)/ { n = split($2, a, ":"); w = 0; for (j = 1; j <= n; j++) w = w * 60 + a[j] }
+    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident set size/ { m = $2 }
+    END { printf "%.2f\t%.2f\t%d\n", w, u + s, m }' "$f.time" >>"$W/$label.tsv"
 }
-declare -A ONE_LPS ONE_RSS
+oneshot_report() {   # label: medians of wall and CPU over the runs, peak RSS
+  local label=$1 counted wall cpu rss
+  counted=$(metric_sum "${ONE_METRIC[$label]}" <"$W/$label-1.out")
+  [[ $counted == "$LINES" ]] || log "warning: $label counted $counted of $LINES lines"
+  median() { cut -f"$1" "$W/$label.tsv" | sort -g | awk -v n="$RUNS" 'NR == int((n + 1) / 2)'; }
+  wall=$(median 1); cpu=$(median 2)
+  rss=$(cut -f3 "$W/$label.tsv" | sort -g | tail -n1)
+  ONE_LPS[$label]=$(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
+  ONE[$label]="| $label | one-shot (median of $RUNS) | $LINES | $wall | ${ONE_LPS[$label]} | $cpu | $rss | $counted |"
+  ONE_RSS[$label]=$rss
+  ONE_CPU[$label]=$cpu
+}
 P=$(free_port)
-oneshot mtail bench_log_lines_total mtail --one_shot --one_shot_format prometheus \
-  --progs "$W/progs" --logs "$LOG" --address 127.0.0.1 --port "$P" --logtostderr
-oneshot depwatch depwatch_log_sync_operations_total "$DEPWATCH" replay-log --config "$W/oneshot.yml" "$LOG"
+ONE_CMD[mtail]="mtail --one_shot --one_shot_format prometheus --progs $W/progs --logs $LOG --address 127.0.0.1 --port $P --logtostderr"
+ONE_METRIC[mtail]=bench_log_lines_total
+ONE_CMD[depwatch]="$DEPWATCH replay-log --config $W/oneshot.yml $LOG"
+ONE_CMD[depwatch+group_by]="$DEPWATCH replay-log --config $W/oneshot-grouped.yml $LOG"
+ONE_METRIC[depwatch]=depwatch_log_sync_operations_total
+ONE_METRIC[depwatch+group_by]=depwatch_log_sync_operations_total
+for label in mtail depwatch depwatch+group_by; do : >"$W/$label.tsv"; done
+for ((i = 1; i <= RUNS; i++)); do oneshot_run mtail "$i"; done
+# Alternated, so that other load on the machine falls on both alike.
+for ((i = 1; i <= RUNS; i++)); do
+  oneshot_run depwatch "$i"
+  oneshot_run depwatch+group_by "$i"
+done
+for label in mtail depwatch depwatch+group_by; do oneshot_report "$label"; done
 
 # ---------------------------------------------------------------- tail mode
-declare -A TAIL
+declare -A TAIL TAIL_LPS TAIL_CPU
 tail_test() {   # label url metric file cmd...
   local label=$1 url=$2 metric=$3 file=$4; shift 4
   : >"$file"
@@ -169,6 +185,8 @@ tail_test() {   # label url metric file cmd...
   cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
   hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")
   TAIL[$label]="| $label | tail (polled every 0.2 s) | $LINES | $wall | $(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }') | $cpu | $hwm | $count |"
+  TAIL_LPS[$label]=$(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
+  TAIL_CPU[$label]=$cpu
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
@@ -179,6 +197,10 @@ PD=$(free_port)
 dw_config "$W/tail-depwatch.log" "$PD" "$W/state-tail" >"$W/tail.yml"
 tail_test depwatch "http://127.0.0.1:$PD/metrics" depwatch_log_sync_operations_total "$W/tail-depwatch.log" \
   "$DEPWATCH" --config "$W/tail.yml"
+PG=$(free_port)
+dw_config "$W/tail-grouped.log" "$PG" "$W/state-tail-grouped" "$GROUP_BY" >"$W/tail-grouped.yml"
+tail_test depwatch+group_by "http://127.0.0.1:$PG/metrics" depwatch_log_sync_operations_total "$W/tail-grouped.log" \
+  "$DEPWATCH" --config "$W/tail-grouped.yml"
 
 # ---------------------------------------------------------------- report
 echo "# Log → metrics: depwatch vs mtail ($(date -u +%FT%TZ))"
@@ -187,8 +209,15 @@ echo "$LINES JSON lines, $BYTES bytes; $(nproc) CPUs ($(grep -m1 'model name' /p
 echo
 echo "| tool | mode | lines | wall s | lines/s | CPU s | peak RSS kB | lines counted |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
-for t in mtail depwatch; do echo "${ONE[$t]}"; done
-for t in mtail depwatch; do echo "${TAIL[$t]}"; done
+for t in mtail depwatch depwatch+group_by; do echo "${ONE[$t]}"; done
+for t in mtail depwatch depwatch+group_by; do echo "${TAIL[$t]}"; done
+echo
+cost() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (1 - b / a) * 100 }'; }
+more() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b / a - 1) * 100 }'; }
+echo "group_by cost (two fields, 20 categories; budget 15%):"
+echo
+echo "- lines/s: one-shot $(cost "${ONE_LPS[depwatch]}" "${ONE_LPS[depwatch+group_by]}")% fewer, tail $(cost "${TAIL_LPS[depwatch]}" "${TAIL_LPS[depwatch+group_by]}")% fewer (tail mode includes the 0.2 s polling);"
+echo "- CPU seconds for the same lines: one-shot $(more "${ONE_CPU[depwatch]}" "${ONE_CPU[depwatch+group_by]}")% more, tail $(more "${TAIL_CPU[depwatch]}" "${TAIL_CPU[depwatch+group_by]}")% more (less sensitive to other load on the machine)."
 echo
 echo "One-shot speed-up: $(awk -v a="${ONE_LPS[depwatch]}" -v b="${ONE_LPS[mtail]}" 'BEGIN { printf "%.1f", a / b }')× mtail's lines/s; peak RSS $(awk -v a="${ONE_RSS[depwatch]}" -v b="${ONE_RSS[mtail]}" 'BEGIN { printf "%.2f", a / b }')× mtail's."
 echo
@@ -200,3 +229,5 @@ echo 'mtail program:'
 echo '```'; cat "$W/progs/bench.mtail"; echo '```'
 echo 'depwatch configuration (one-shot: `depwatch replay-log --config oneshot.yml bench.log`):'
 echo '```yaml'; cat "$W/oneshot.yml"; echo '```'
+echo 'The group_by variant adds to the rule:'
+echo '```yaml'; echo "$GROUP_BY"; echo '```'

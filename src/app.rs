@@ -14,17 +14,19 @@ use crate::config::{self, Config};
 use crate::http::shared::{ReloadError, ReloadReply, Shared};
 use crate::metrics::Metrics;
 use crate::metrics::kit::SeriesGate;
-use crate::probe::{self, BuildCtx, BuildError};
+use crate::probe::{self, BuildCtx, BuildError, Triggers};
 use crate::scheduler::Scheduler;
 use crate::store::{Store, StoreError};
 
 /// Builds the components of `config`, reusing those of `old` that did not
 /// change (same name and configuration) so that they keep their state.
+/// Probes send their refresh events (`invalidates`) to `triggers`.
 pub fn build_components(
     config: Config,
     old: Option<&Components>,
     metrics: &Arc<Metrics>,
     store: &Arc<Store>,
+    triggers: Option<&Triggers>,
 ) -> Result<Components, BuildError> {
     let mut components = Vec::with_capacity(config.probes.len());
     for p in &config.probes {
@@ -40,6 +42,7 @@ pub fn build_components(
             store,
             timeout: p.timeout,
             gate: &gate,
+            triggers,
         };
         let probe = probe::build(&p.spec, &ctx)?;
         let c = Component::new(
@@ -112,7 +115,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tracing::warn!(warning = %w, "Configuration warning.");
     }
     let metrics = Arc::new(Metrics::new());
-    let runtime = Arc::new(build_components(config, None, &metrics, &store)?);
+    let (triggers, trigger_rx) = mpsc::unbounded_channel();
+    let runtime = Arc::new(build_components(
+        config,
+        None,
+        &metrics,
+        &store,
+        Some(&triggers),
+    )?);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
     let shared = Arc::new(Shared::new(
         metrics.clone(),
@@ -161,6 +171,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let mut alert_tasks = crate::alert::engine::start(shared.clone(), stop_rx.clone(), addr.port());
     // The verdict announcer; on stop it ends the /api/events streams.
     alert_tasks.push(crate::http::events::start(shared.clone(), stop_rx.clone()));
+    let refresh = {
+        let shared = shared.clone();
+        tokio::spawn(crate::refresh::run(
+            trigger_rx,
+            Arc::new(move || shared.current()),
+            stop_rx.clone(),
+        ))
+    };
     let server = tokio::spawn(crate::http::serve::serve(
         listener,
         crate::http::router(shared.clone()),
@@ -176,16 +194,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             _ = tokio::signal::ctrl_c() => break,
             _ = recv(&mut term) => break,
             _ = recv(&mut hup) => {
-                let _ = reload(&shared, &mut scheduler);
+                let _ = reload(&shared, &mut scheduler, &triggers);
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&shared, &mut scheduler));
+                let _ = reply.send(reload(&shared, &mut scheduler, &triggers));
             }
         }
     }
     tracing::info!("Shutting down.");
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(5);
+    refresh.abort();
     scheduler.shutdown(grace).await;
     if tokio::time::timeout(grace, server).await.is_err() {
         tracing::warn!("HTTP requests still open after 5s; closing them.");
@@ -279,7 +298,11 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Re-reads the configuration file. An invalid file is refused and the
 /// running configuration stays.
-fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), ReloadError> {
+fn reload(
+    shared: &Shared,
+    scheduler: &mut Scheduler,
+    triggers: &Triggers,
+) -> Result<(), ReloadError> {
     let old = shared.current();
     // The parsers refuse what they cannot take; should one still panic, the
     // panic is caught here so that the daemon keeps its running
@@ -309,7 +332,13 @@ fn reload(shared: &Shared, scheduler: &mut Scheduler) -> Result<(), ReloadError>
         if config.listen != old.config.listen {
             tracing::warn!(old = %old.config.listen, new = %config.listen, "A new listen address needs a restart; keeping the old one.");
         }
-        let rt = build_components(config, Some(&old), &shared.metrics, &shared.store)?;
+        let rt = build_components(
+            config,
+            Some(&old),
+            &shared.metrics,
+            &shared.store,
+            Some(triggers),
+        )?;
         Ok((rt, tls))
     });
     let result = std::panic::catch_unwind(load)

@@ -3,7 +3,7 @@
 //! the scheduler and the health cache share.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, PerfConfig, ProbeConfig, units::format_duration};
 use crate::metrics::kit::{ComponentOnly, SeriesGate};
-use crate::metrics::{ComponentFailure, ComponentKind, ComponentStatus, Metrics};
+use crate::metrics::{Cause, ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
 use crate::util::sync::{lock, read, write};
@@ -98,7 +98,14 @@ pub struct Component {
     latest: RwLock<Arc<Latest>>,
     perf: Mutex<Window>,
     flight: tokio::sync::Mutex<()>,
-    invalidated: AtomicBool,
+    /// Invalidations so far, and the count a finished check had seen when
+    /// it started: the result is invalidated while `dropped > served`, so a
+    /// check already in flight when an invalidation came does not clear it.
+    dropped: AtomicU64,
+    served: AtomicU64,
+    /// Health requests answered from this component's cache, or not.
+    hits: AtomicU64,
+    misses: AtomicU64,
     /// Shared with the probe: closed when a reload removes or replaces the
     /// component, before its series are dropped.
     gate: SeriesGate,
@@ -125,7 +132,10 @@ impl Component {
             latest: RwLock::new(Arc::new(Latest::default())),
             perf: Mutex::new(Window::default()),
             flight: tokio::sync::Mutex::new(()),
-            invalidated: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             gate,
         }
     }
@@ -144,10 +154,19 @@ impl Component {
     }
 
     /// Carries the history of a component over a reload that changed it.
+    /// Its latest result came from the old configuration: no longer a
+    /// cache hit (counted as a `reload` invalidation).
     pub fn inherit(&self, old: &Component) {
         if old.cfg.kind() == self.cfg.kind() {
             *write(&self.latest) = old.latest();
             *lock(&self.perf) = lock(&old.perf).clone();
+            self.hits
+                .store(old.hits.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.misses
+                .store(old.misses.load(Ordering::Relaxed), Ordering::Relaxed);
+            if self.latest().finished.is_some() {
+                self.invalidate(Cause::Reload);
+            }
         }
     }
 
@@ -170,7 +189,7 @@ impl Component {
 
     /// The latest result if it is younger than `ttl` and not invalidated.
     pub fn cached(&self, ttl: Duration) -> Option<Arc<Latest>> {
-        if self.invalidated.load(Ordering::Acquire) {
+        if self.invalidated() {
             return None;
         }
         let l = read(&self.latest);
@@ -180,8 +199,37 @@ impl Component {
         }
     }
 
-    pub fn invalidate(&self) {
-        self.invalidated.store(true, Ordering::Release);
+    /// Drops the cached result: the next health request checks anew.
+    /// Returns whether there was a valid one to drop (only those count).
+    pub fn invalidate(&self, cause: Cause) -> bool {
+        let had = self.is_fresh(Duration::MAX);
+        self.dropped.fetch_add(1, Ordering::AcqRel);
+        if had {
+            self.metrics.count_invalidations(cause, 1);
+        }
+        had
+    }
+
+    fn invalidated(&self) -> bool {
+        self.dropped.load(Ordering::Acquire) > self.served.load(Ordering::Acquire)
+    }
+
+    /// Counts a health request served from the cache (`hit`) or not.
+    pub fn count_cache(&self, hit: bool) {
+        let n = if hit { &self.hits } else { &self.misses };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (hits, misses) of health requests for this component.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.cfg.tags.iter().any(|t| t == tag)
     }
 
     /// Runs one check unless one that ended after `since` exists already:
@@ -195,10 +243,12 @@ impl Component {
         }
         {
             let l = read(&self.latest);
-            if l.finished.is_some_and(|f| f >= since) && !self.invalidated.load(Ordering::Acquire) {
+            if l.finished.is_some_and(|f| f >= since) && !self.invalidated() {
                 return l.clone();
             }
         }
+        // Invalidations up to now are answered by this check; later ones are not.
+        let seen = self.dropped.load(Ordering::Acquire);
         let started = Instant::now();
         let at = SystemTime::now();
         let result = match tokio::time::timeout(self.cfg.timeout, self.probe.check()).await {
@@ -212,7 +262,9 @@ impl Component {
             )),
         };
         let duration = started.elapsed();
-        self.record(result, at, duration)
+        let latest = self.record(result, at, duration);
+        self.served.fetch_max(seen, Ordering::AcqRel);
+        latest
     }
 
     fn record(&self, result: CheckResult, at: SystemTime, duration: Duration) -> Arc<Latest> {
@@ -255,12 +307,17 @@ impl Component {
                 next.details = e.details;
             }
         }
+        let judgement = {
+            let mut w = lock(&self.perf);
+            w.push(duration, at, &self.perf_cfg);
+            w.judgement()
+        };
         // A check that ends after a reload removed the component writes no
         // series: they would stay in /metrics for good.
         if let Some(_live) = self.gate.open() {
+            self.write_regression(judgement);
             self.write_series(&prev, &next, duration);
         }
-        lock(&self.perf).push(duration, at, &self.perf_cfg);
         if prev.status != Some(status) || prev.up != next.up {
             let component = self.name();
             let kind = self.kind().as_str();
@@ -279,7 +336,6 @@ impl Component {
         }
         let next = Arc::new(next);
         *write(&self.latest) = next.clone();
-        self.invalidated.store(false, Ordering::Release);
         if !self.gate.is_retired() {
             self.announce(&prev, &next);
         }
@@ -301,6 +357,22 @@ impl Component {
             "state"
         };
         self.metrics.events.publish(name, &Value::Object(v));
+    }
+
+    /// The regression judgement of the latency window (the one
+    /// `/api/health` shows): 0 until there are enough checks to judge.
+    fn write_regression(&self, j: Option<crate::perf::Judgement>) {
+        let m = &self.metrics;
+        let only = ComponentOnly {
+            component: self.cfg.name.clone(),
+        };
+        m.regression
+            .get_or_create(&only)
+            .set(i64::from(j.is_some_and(|j| j.regressed)));
+        if let Some(j) = j {
+            m.baseline_p50.get_or_create(&only).set(j.baseline_ms / 1e3);
+            m.recent_p50.get_or_create(&only).set(j.recent_ms / 1e3);
+        }
     }
 
     /// The general series of one check (`depwatch_up`, status, counters).
@@ -355,7 +427,7 @@ impl Component {
 
     /// Whether a fresh (younger than `ttl`, not invalidated) result exists.
     pub fn is_fresh(&self, ttl: Duration) -> bool {
-        !self.invalidated.load(Ordering::Acquire)
+        !self.invalidated()
             && read(&self.latest)
                 .finished
                 .is_some_and(|f| f.elapsed() < ttl)
@@ -534,6 +606,47 @@ mod tests {
         let again = c.run_check(Instant::now()).await;
         assert!(Arc::ptr_eq(&again, &latest));
         assert!(!metrics.encode_text().contains("component=\"gone\""));
+    }
+
+    /// An invalidation while a check is in flight (a sync completed during
+    /// it) is not answered by that check: the next request checks again.
+    #[tokio::test]
+    async fn an_invalidation_during_a_check_outlives_it() {
+        let config = crate::config::builtin();
+        let mut cfg = config.probes[0].clone();
+        cfg.timeout = Duration::from_secs(60);
+        let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::default());
+        let probe = Held {
+            started: Arc::clone(&started),
+            release: Arc::clone(&release),
+        };
+        let c = Arc::new(Component::new(
+            cfg,
+            Arc::new(probe),
+            Arc::new(Metrics::new()),
+            config.health.performance.clone(),
+            SeriesGate::default(),
+        ));
+        let since = Instant::now();
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.run_check(since).await }
+        });
+        started.notified().await;
+        assert!(!c.invalidate(Cause::Event), "nothing cached yet");
+        release.notify_one();
+        first.await.expect("check task");
+        assert!(c.cached(Duration::from_secs(60)).is_none());
+        // The next caller runs a new check (which the probe starts).
+        let second = tokio::spawn({
+            let c = c.clone();
+            async move { c.run_check(since).await }
+        });
+        started.notified().await;
+        release.notify_one();
+        second.await.expect("check task");
+        assert!(c.cached(Duration::from_secs(60)).is_some());
+        assert!(c.invalidate(Cause::Admin), "a fresh result was dropped");
     }
 
     #[test]

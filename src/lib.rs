@@ -14,6 +14,7 @@ pub mod net;
 pub mod perf;
 pub mod probe;
 pub mod procfs;
+pub mod refresh;
 pub mod scheduler;
 pub mod store;
 pub mod util;

@@ -23,6 +23,18 @@ pub struct Window {
     pub slow: u64,
     pub critical: u64,
     pub total: u64,
+    /// The regression judgement after the latest sample (see [`Window::judge`]):
+    /// `/api/health` and the `depwatch_check_*` gauges read this one.
+    judgement: Option<Judgement>,
+}
+
+/// The recent median against the baseline median of one window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judgement {
+    pub baseline_ms: f64,
+    pub recent_ms: f64,
+    /// The recent median is at least `regression_factor` times the baseline.
+    pub regressed: bool,
 }
 
 impl Window {
@@ -40,16 +52,31 @@ impl Window {
         while self.samples.len() > cfg.window {
             self.samples.pop_front();
         }
+        self.judgement = self.judge(cfg);
+    }
+
+    /// The judgement made after the latest sample; `None` until the window
+    /// holds a full recent part and a baseline at least as long.
+    pub fn judgement(&self) -> Option<Judgement> {
+        self.judgement
+    }
+
+    /// `Some((baseline_median, recent_median))` when the latest judgement
+    /// found a regression.
+    pub fn regression(&self) -> Option<(f64, f64)> {
+        self.judgement
+            .filter(|j| j.regressed)
+            .map(|j| (j.baseline_ms, j.recent_ms))
     }
 
     pub fn samples(&self) -> impl Iterator<Item = &Sample> {
         self.samples.iter()
     }
 
-    /// `Some((baseline_median, recent_median))` when the recent median is at
-    /// least `regression_factor` times the baseline. Needs a full recent part
-    /// and a baseline at least as long.
-    pub fn regression(&self, cfg: &PerfConfig) -> Option<(f64, f64)> {
+    /// Compares the recent median with the baseline (the older part of the
+    /// window): regressed when it is at least `regression_factor` times the
+    /// baseline. Needs a full recent part and a baseline at least as long.
+    fn judge(&self, cfg: &PerfConfig) -> Option<Judgement> {
         let n = self.samples.len();
         if n < cfg.recent * 2 {
             return None;
@@ -69,7 +96,11 @@ impl Window {
         let b = percentile(&mut base, 50.0)?;
         let r = percentile(&mut recent, 50.0)?;
         // A baseline of (almost) zero would flag any noise: require 0.1 ms.
-        (r >= b.max(0.1) * cfg.regression_factor).then_some((b, r))
+        Some(Judgement {
+            baseline_ms: b,
+            recent_ms: r,
+            regressed: r >= b.max(0.1) * cfg.regression_factor,
+        })
     }
 }
 
@@ -220,11 +251,22 @@ mod tests {
     fn regression_needs_doubling() {
         let mut ms = vec![2.0; 30];
         ms.extend([3.9; 10]);
-        assert_eq!(window(&ms).regression(&cfg()), None);
+        assert_eq!(window(&ms).regression(), None);
+        assert_eq!(
+            window(&ms).judgement(),
+            Some(Judgement {
+                baseline_ms: 2.0,
+                recent_ms: 3.9,
+                regressed: false
+            })
+        );
         let mut ms = vec![2.0; 30];
         ms.extend([5.0; 10]);
-        assert_eq!(window(&ms).regression(&cfg()), Some((2.0, 5.0)));
+        assert_eq!(window(&ms).regression(), Some((2.0, 5.0)));
+        // Recovered: the recent part is fast again.
+        ms.extend([2.0; 10]);
+        assert_eq!(window(&ms).regression(), None);
         // Too few samples to judge.
-        assert_eq!(window(&[1.0, 1.0, 9.0]).regression(&cfg()), None);
+        assert_eq!(window(&[1.0, 1.0, 9.0]).judgement(), None);
     }
 }

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod de;
 pub mod events;
+mod refs;
 pub mod units;
 pub mod web;
 pub mod yaml;
@@ -130,6 +131,8 @@ pub struct ProbeConfig {
     pub jitter: Duration,
     pub failure_threshold: u32,
     pub success_threshold: u32,
+    /// `tags:` — groups for `?tag=` admin requests and `invalidates: ["tag:T"]`.
+    pub tags: Vec<String>,
     pub spec: ProbeSpec,
 }
 
@@ -234,6 +237,8 @@ struct RawCommon {
     jitter: Option<Dur>,
     failure_threshold: Option<u32>,
     success_threshold: Option<u32>,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 /// A module's own keys; the rest are http probe keys.
@@ -698,6 +703,8 @@ impl Checker<'_> {
         let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
         let mut seen = HashMap::new();
         let mut out = Vec::new();
+        // The key path of each probe in `out` (a probe that did not parse leaves a gap).
+        let mut paths = Vec::new();
         let common = de::fields_of::<RawCommon>();
         for (i, node) in items.iter().enumerate() {
             let path = format!("probes[{i}]");
@@ -824,8 +831,19 @@ impl Checker<'_> {
                     "a tenth of the interval spreads the load",
                 );
             }
+            for (t, tag) in raw.tags.iter().enumerate() {
+                if !refs::is_tag(tag) {
+                    self.problem(
+                        &format!("{path}.tags[{t}]"),
+                        format!("invalid tag `{tag}`"),
+                        "use 1 to 64 letters, digits, '-', '_' or '.'",
+                    );
+                }
+            }
             if let Some(spec) = spec {
+                paths.push(path);
                 out.push(ProbeConfig {
+                    tags: raw.tags,
                     name: raw.name,
                     critical: raw.critical,
                     interval,
@@ -837,6 +855,17 @@ impl Checker<'_> {
                 });
             }
         }
+        let refs: Vec<refs::Refs<'_>> = out
+            .iter()
+            .zip(&paths)
+            .map(|(p, path)| refs::Refs {
+                path,
+                name: &p.name,
+                tags: &p.tags,
+                invalidates: p.spec.invalidates(),
+            })
+            .collect();
+        self.references(&refs);
         out
     }
 

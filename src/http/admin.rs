@@ -1,16 +1,20 @@
 //! The admin endpoints (reload, cache invalidation, running a probe now)
 //! and the bearer token that guards them.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::access::constant_time_eq;
 use super::error::ApiError;
-use super::health::ComponentQuery;
 use super::shared::{AppState, Shared};
+use crate::component::{Component, Components};
+use crate::metrics::Cause;
 
 /// Checks the bearer token. `required`: refuse when no token is configured.
 pub(crate) fn authorize(s: &Shared, headers: &HeaderMap, required: bool) -> Result<(), ApiError> {
@@ -65,27 +69,94 @@ pub(super) async fn reload(
     }
 }
 
+/// Which components an admin request is about: `?component=NAME`,
+/// `?tag=T`, or (neither) all of them.
+#[derive(Deserialize)]
+pub(super) struct Selector {
+    component: Option<String>,
+    tag: Option<String>,
+}
+
+impl Selector {
+    fn select(&self, rt: &Components) -> Result<Vec<Arc<Component>>, ApiError> {
+        match (&self.component, &self.tag) {
+            (Some(_), Some(_)) => Err(ApiError::BadRequest(
+                "give ?component= or ?tag=, not both".into(),
+            )),
+            (Some(name), None) => {
+                Ok(vec![rt.component(name).cloned().ok_or_else(|| {
+                    ApiError::NotFound(format!("no component named `{name}`"))
+                })?])
+            }
+            (None, Some(tag)) => {
+                let tagged: Vec<_> = rt
+                    .components
+                    .iter()
+                    .filter(|c| c.has_tag(tag))
+                    .cloned()
+                    .collect();
+                if tagged.is_empty() {
+                    return Err(ApiError::NotFound(format!("no component tagged `{tag}`")));
+                }
+                Ok(tagged)
+            }
+            (None, None) => Ok(rt.components.clone()),
+        }
+    }
+}
+
+/// Drops cached results: answers how many and which components had one.
 pub(super) async fn invalidate(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ComponentQuery>,
+    Query(q): Query<Selector>,
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers, true)?;
     let rt = s.current();
-    let dropped = match q.component {
-        Some(name) => {
-            let c = rt
-                .component(&name)
-                .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
-            c.invalidate();
-            1
-        }
-        None => {
-            rt.components.iter().for_each(|c| c.invalidate());
-            rt.components.len()
-        }
-    };
-    Ok(axum::Json(json!({ "invalidated": dropped })).into_response())
+    let selected = q.select(&rt)?;
+    let dropped: Vec<&str> = selected
+        .iter()
+        .filter(|c| c.invalidate(Cause::Admin))
+        .map(|c| c.name())
+        .collect();
+    Ok(axum::Json(json!({
+        "invalidated": dropped.len(),
+        "components": dropped,
+        "selected": selected.iter().map(|c| c.name()).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// `POST /api/admin/probes/run?tag=T` (or `?component=`, or all): runs the
+/// selected components now, together, and answers each result.
+pub(super) async fn run_selected(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<Selector>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, true)?;
+    let rt = s.current();
+    let selected = q.select(&rt)?;
+    let since = tokio::time::Instant::now();
+    let mut runs = tokio::task::JoinSet::new();
+    for (i, c) in selected.iter().enumerate() {
+        let c = c.clone();
+        runs.spawn(async move { (i, c.run_check(since).await) });
+    }
+    let mut results = vec![None; selected.len()];
+    while let Some(done) = runs.join_next().await {
+        let (i, latest) =
+            done.map_err(|e| ApiError::Internal(format!("a check task failed: {e}")))?;
+        results[i] = Some(latest);
+    }
+    let mut out = serde_json::Map::new();
+    for (c, l) in selected.iter().zip(&results) {
+        let l = l.clone().unwrap_or_else(|| c.latest());
+        let view = serde_json::to_value(c.view(&l))
+            .map_err(|e| ApiError::Internal(format!("cannot serialize a result: {e}")))?;
+        out.insert(c.name().to_string(), view);
+    }
+    Ok(axum::Json(json!({ "ran": selected.len(), "results": out })).into_response())
 }
 
 pub(super) async fn run_probe(

@@ -23,7 +23,7 @@ use crate::util::time::rfc3339;
 
 #[derive(Deserialize)]
 pub(super) struct ComponentQuery {
-    pub(super) component: Option<String>,
+    component: Option<String>,
 }
 
 pub(super) async fn health(
@@ -52,6 +52,7 @@ pub(super) async fn health(
         Some(_) => Arc::new(component_perf(&selected[0], &rt.config.health.performance)),
         None => performance(&s, &rt),
     };
+    let valid = rt.components.iter().filter(|c| c.is_fresh(ttl)).count();
     let hits = s.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
     let misses = s.cache_misses.load(std::sync::atomic::Ordering::Relaxed);
     let body = HealthBody {
@@ -71,8 +72,11 @@ pub(super) async fn health(
             } else {
                 (hits as f64 / (hits + misses) as f64 * 1e4).round() / 1e4
             },
-            entries: rt.components.iter().filter(|c| c.is_fresh(ttl)).count(),
+            entries: valid,
+            valid,
+            expired: rt.components.len() - valid,
             ttl_seconds: ttl.as_secs_f64(),
+            components: CachePer(&rt.components),
         },
     };
     let code = if status == Status::Unhealthy {
@@ -102,17 +106,38 @@ struct HealthBody<'a> {
     components: Components<'a>,
     performance: &'a Value,
     state_store: Value,
-    cache: CacheView,
+    cache: CacheView<'a>,
     alerting: Value,
 }
 
 #[derive(Serialize)]
-struct CacheView {
+struct CacheView<'a> {
     hits: u64,
     misses: u64,
     hit_rate: f64,
+    /// Fresh results (as `valid`; kept for earlier readers).
     entries: usize,
+    /// Results younger than the TTL and not invalidated.
+    valid: usize,
+    /// Components whose next health request checks anew (older than the
+    /// TTL, invalidated, or never checked).
+    expired: usize,
     ttl_seconds: f64,
+    components: CachePer<'a>,
+}
+
+/// Per component: `{ "hits": n, "misses": n }`.
+struct CachePer<'a>(&'a [Arc<Component>]);
+
+impl Serialize for CachePer<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut map = ser.serialize_map(Some(self.0.len()))?;
+        for c in self.0 {
+            let (hits, misses) = c.cache_counts();
+            map.serialize_entry(c.name(), &json!({ "hits": hits, "misses": misses }))?;
+        }
+        map.end()
+    }
 }
 
 /// Components as a JSON object in configuration order.
@@ -138,10 +163,12 @@ async fn latest_of(s: &Shared, components: &[Arc<Component>], ttl: Duration) -> 
         match c.cached(ttl) {
             Some(l) => {
                 s.count_cache(true);
+                c.count_cache(true);
                 out.push(Some(l));
             }
             None => {
                 s.count_cache(false);
+                c.count_cache(false);
                 out.push(None);
                 let c = c.clone();
                 misses.spawn(async move { (i, c.run_check(since).await) });
@@ -172,7 +199,7 @@ fn component_perf(c: &Component, cfg: &PerfConfig) -> Value {
         );
         m.insert(
             "regression".into(),
-            w.regression(cfg).map_or(Value::Null, |(b, r)| {
+            w.regression().map_or(Value::Null, |(b, r)| {
                 json!({ "baseline_p50_ms": perf::round2(b), "current_p50_ms": perf::round2(r) })
             }),
         );
@@ -220,7 +247,7 @@ pub(super) fn performance(s: &Shared, rt: &crate::component::Components) -> Arc<
         let regressions: Vec<Value> = windows
             .iter()
             .filter_map(|(name, w)| {
-                w.regression(cfg).map(|(b, r)| {
+                w.regression().map(|(b, r)| {
                     json!({ "component": name, "baseline_p50_ms": perf::round2(b), "current_p50_ms": perf::round2(r) })
                 })
             })

@@ -37,6 +37,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/-/reload", post(admin::reload))
         .route("/api/admin/cache/invalidate", post(admin::invalidate))
         .route("/api/admin/probes/{name}/run", post(admin::run_probe))
+        .route("/api/admin/probes/run", post(admin::run_selected))
         .route(
             "/api/alertmanager/webhook",
             post(crate::alert::webhook::receive).layer(axum::extract::DefaultBodyLimit::max(

@@ -207,6 +207,7 @@ async fn run_configured(
     let started = tokio::time::Instant::now();
     let cached = c.cached(ttl);
     s.count_cache(cached.is_some());
+    c.count_cache(cached.is_some());
     let (ok, took) = match cached {
         // The duration of the check that produced the result.
         Some(l) => (l.up, l.duration),

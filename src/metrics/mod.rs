@@ -47,6 +47,43 @@ pub struct CacheResult {
     pub result: &'static str,
 }
 
+/// Why cached health results were dropped.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Cause {
+    /// `POST /api/admin/cache/invalidate`
+    Admin,
+    /// A log rule's `invalidates` saw a matching line.
+    Event,
+    /// A reload changed the component.
+    Reload,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 3] = [Cause::Admin, Cause::Event, Cause::Reload];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Admin => "admin",
+            Cause::Event => "event",
+            Cause::Reload => "reload",
+        }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Cause {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: Cause,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -75,6 +112,12 @@ pub struct Metrics {
     pub reload_time: GaugeF,
     pub cache_hit: Counter,
     pub cache_miss: Counter,
+    /// `depwatch_health_cache_invalidations_total{cause}`: cached results dropped.
+    invalidations: [Counter; 3],
+    /// The regression judgement of each component's check latencies.
+    pub regression: Family<ComponentOnly, Gauge>,
+    pub baseline_p50: Family<ComponentOnly, GaugeF>,
+    pub recent_p50: Family<ComponentOnly, GaugeF>,
     pub kinds: KindMetrics,
     /// depwatch's own HTTP server: open and refused connections.
     pub server: ServerMetrics,
@@ -172,6 +215,32 @@ impl Metrics {
             "Health results served from the cache (hit) or checked anew (miss)",
             cache_requests.clone(),
         );
+        let invalidations_family = Family::<CauseLabel, Counter>::default();
+        let invalidations =
+            Cause::ALL.map(|cause| invalidations_family.get_or_create_owned(&CauseLabel { cause }));
+        r.register(
+            "health_cache_invalidations",
+            "Cached health results dropped, by cause (admin, event, reload)",
+            invalidations_family,
+        );
+        let regression = Family::default();
+        r.register(
+            "check_regression",
+            "Whether the component's recent median check latency is at least regression_factor times its baseline (1) or not (0)",
+            regression.clone(),
+        );
+        let baseline_p50 = Family::default();
+        r.register(
+            "check_baseline_p50_seconds",
+            "Median check latency of the older part of the component's window",
+            baseline_p50.clone(),
+        );
+        let recent_p50 = Family::default();
+        r.register(
+            "check_recent_p50_seconds",
+            "Median check latency of the component's recent checks",
+            recent_p50.clone(),
+        );
         let kinds = KindMetrics::register(r);
         let server = ServerMetrics::register(r);
         let access = crate::http::peer::AccessMetrics::register(r);
@@ -192,6 +261,10 @@ impl Metrics {
             reload_time,
             cache_hit,
             cache_miss,
+            invalidations,
+            regression,
+            baseline_p50,
+            recent_p50,
             kinds,
             server,
             access,
@@ -228,6 +301,14 @@ impl Metrics {
         };
         self.consecutive_failures.remove(&c);
         self.last_success.remove(&c);
+        self.regression.remove(&c);
+        self.baseline_p50.remove(&c);
+        self.recent_p50.remove(&c);
+    }
+
+    /// Counts `n` cached results dropped for `cause`.
+    pub fn count_invalidations(&self, cause: Cause, n: u64) {
+        self.invalidations[cause as usize].inc_by(n);
     }
 
     /// OpenMetrics text, ending in `# EOF`.

@@ -177,6 +177,23 @@ pub trait FamiliesOf<M> {
     fn families(&self) -> &Arc<M>;
 }
 
+/// A probe's event asking for fresh results of other components: a log
+/// line matched a rule with `invalidates`. Whoever wires the probes (the
+/// app) resolves the targets, drops their cached results and checks them;
+/// probes never see the components.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trigger {
+    /// The component whose probe saw the event.
+    pub from: String,
+    /// What saw it (a log rule's metric name).
+    pub rule: String,
+    /// Component names, or `tag:T`.
+    pub targets: Vec<String>,
+}
+
+/// Where probes send their [`Trigger`]s.
+pub type Triggers = tokio::sync::mpsc::UnboundedSender<Trigger>;
+
 /// What building a probe may use.
 pub struct BuildCtx<'a, F: ?Sized> {
     pub name: &'a str,
@@ -190,6 +207,9 @@ pub struct BuildCtx<'a, F: ?Sized> {
     /// The component's gate: the probe writes its series inside
     /// `gate.open()`, so none comes back once the component is removed.
     pub gate: &'a crate::metrics::kit::SeriesGate,
+    /// Where events that refresh other components go (`None`: nowhere,
+    /// as in `replay-log`).
+    pub triggers: Option<&'a Triggers>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -99,6 +99,7 @@ pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
     let state = Arc::new(ProbeState {
         component: ctx.name.to_string(),
         engine: Mutex::new(Engine::new(spec)),
+        triggers: ctx.triggers.cloned(),
         counts: Counts::default(),
         view: Mutex::new(TailView::default()),
     });
@@ -171,6 +172,16 @@ fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
         counter.fetch_add(1, Ordering::Relaxed);
     });
     drop(guard);
+    if let Some(tx) = &state.triggers {
+        // One event per rule and poll, however many lines matched.
+        for (rule, targets) in lock(&state.engine).take_fired() {
+            let _ = tx.send(super::core::Trigger {
+                from: state.component.clone(),
+                rule,
+                targets,
+            });
+        }
+    }
     counts
         .read_bytes
         .fetch_add(stats.read_bytes, Ordering::Relaxed);
@@ -303,6 +314,7 @@ impl LogProbe {
             (v.polled, v.error.clone(), v.matched_paths)
         };
         let mut stuck = Vec::new();
+        let mut levels = Vec::new();
         let mut rules_d = Map::new();
         {
             for r in &mut e.rules {
@@ -325,9 +337,14 @@ impl LogProbe {
                 if r.bad_values > 0 {
                     rd.insert("bad_values".into(), json!(r.bad_values));
                 }
+                let bins = r.bins();
                 if let Some(l) = &mut r.latency {
-                    rd.insert("latency".into(), l.summary(now));
+                    rd.insert("latency".into(), l.summary_with(now, bins.as_ref()));
                 }
+                if let Some(c) = r.categories(now) {
+                    rd.insert("categories".into(), c);
+                }
+                levels.extend(r.judge(now));
                 if let Some(s) = &mut r.slowest {
                     rd.insert("slowest".into(), s.summary(now));
                 }
@@ -362,6 +379,9 @@ impl LogProbe {
         }
         for s in stuck {
             out.raise(Status::Degraded, s);
+        }
+        for (level, why) in levels {
+            out.raise(level, why);
         }
         Ok(out)
     }
@@ -450,6 +470,7 @@ pub(crate) mod tests {
                         store: &store,
                         timeout: Duration::from_secs(1),
                         gate: &gate,
+                        triggers: None,
                     };
                     build(&spec, &ctx).unwrap()
                 })

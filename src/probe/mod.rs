@@ -21,7 +21,7 @@ use crate::config::yaml::Node;
 use core::label_value;
 pub use core::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
-    Status,
+    Status, Trigger, Triggers,
 };
 
 /// Kind-specific metric families, registered once for the whole process and
@@ -122,6 +122,17 @@ kinds! {
     Storage => storage, "storage";
     Redis => redis, "redis";
     Mongodb => mongodb, "mongodb";
+}
+
+impl ProbeSpec {
+    /// The components (or `tag:T`) whose cached results this probe's events
+    /// drop (log rules' `invalidates`), with their key paths below the probe.
+    pub fn invalidates(&self) -> Vec<(String, String)> {
+        match self {
+            ProbeSpec::Log(s) => s.invalidates(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 label_value!(Kind);

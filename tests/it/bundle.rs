@@ -450,7 +450,8 @@ impl Stack {
 
     /// The first half of a fault: `alertname` with `labels` fires in
     /// Prometheus with its severity, summary, description and runbook
-    /// section, and arrives at the receiver through the route of its severity.
+    /// section, and arrives at the receiver through the route of its
+    /// priority (critical alerts page, warning ones do not).
     pub async fn expect_firing(&self, alertname: &str, labels: &[(&str, &str)], severity: &str) {
         let alert = self.wait_firing(alertname, labels).await;
         assert_eq!(alert["labels"]["severity"], severity, "{alert}");
@@ -476,11 +477,15 @@ impl Stack {
             "docs/runbook.md has no `## {alertname}` section"
         );
         let (note, _) = self.wait_notified("firing", alertname, labels).await;
-        let receiver = if severity == "critical" {
-            "oncall-page"
-        } else {
-            "oncall-mail"
+        // Routed by priority: P0/P1 page, P2 ticket, P3 digest.
+        let receiver = match alert["labels"]["priority"].as_str() {
+            Some("P0" | "P1") => "oncall-page",
+            Some("P2") => "oncall-ticket",
+            Some("P3") => "oncall-digest",
+            other => panic!("{alertname}: no priority P0-P3 ({other:?}): {alert}"),
         };
+        let paged = receiver == "oncall-page";
+        assert_eq!(paged, severity == "critical", "{alert}");
         assert_eq!(note["receiver"], receiver, "{note}");
     }
 

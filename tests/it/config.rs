@@ -100,7 +100,31 @@ fn bad_configurations_report_every_problem_with_a_position() {
             format!("{PROBE}    colour: red\n"),
             &[],
             &[
-                "F:5:5: probes[0].colour: unknown key `colour` (known keys: critical, failure_threshold, interval, jitter, kind, memory_degraded_above, memory_unhealthy_above, name, pid, pidfile, process_name, self, success_threshold, timeout)",
+                "F:5:5: probes[0].colour: unknown key `colour` (known keys: critical, failure_threshold, interval, jitter, kind, memory_degraded_above, memory_unhealthy_above, name, pid, pidfile, process_name, self, success_threshold, tags, timeout)",
+            ],
+        ),
+        (
+            "log rule keys that need a duration, a bad invalidates target",
+            format!(
+                "{PROBE}    tags: [partners]\n  - name: app-log\n    kind: log\n    files: [/tmp/x.log]\n    rules:\n      - metric: syncs\n        invalidates: [mee, \"tag:partner\", \"tag:\", me, \"tag:partners\"]\n        latency_quantile: 0.99\n        group_by: [action]\n        latency_warn: 1s\n"
+            ),
+            &[],
+            &[
+                "F:11:43: probes[1].rules[0].invalidates[2]: invalid target `tag:` (a probe name, or tag:NAME for every probe with that tag)",
+                "F:13:9: probes[1].rules[0].group_by: group_by needs a duration (add duration: { field: ... } to the rule)",
+                "F:14:9: probes[1].rules[0].latency_warn: latency_warn needs a duration (add duration: { field: ... } to the rule)",
+            ],
+        ),
+        (
+            "invalidates names checked against every probe and tag",
+            format!(
+                "{PROBE}    tags: [partners, bad tag]\n  - name: app-log\n    kind: log\n    files: [/tmp/x.log]\n    rules:\n      - metric: syncs\n        invalidates: [mee, \"tag:partner\", me, \"tag:partners\"]\n        duration: {{ field: d }}\n        group_by: [action]\n        latency_warn: 1s\n"
+            ),
+            &[],
+            &[
+                "F:5:22: probes[0].tags[1]: invalid tag `bad tag` (use 1 to 64 letters, digits, '-', '_' or '.')",
+                "F:11:23: probes[1].rules[0].invalidates[0]: no probe named `mee` (did you mean `me`? (or tag:NAME for a tag))",
+                "F:11:28: probes[1].rules[0].invalidates[1]: no probe has the tag `partner` (did you mean `partners`?)",
             ],
         ),
         (

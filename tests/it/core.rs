@@ -423,7 +423,13 @@ async fn admin_endpoints_need_the_token() {
     dw.wait_health("a cached result", SECS10, |_, h| h["cache"]["entries"] == 1)
         .await;
     let (code, body) = dw.post("/api/admin/cache/invalidate", Some(token)).await;
-    assert_eq!((code, body.as_str()), (200, r#"{"invalidated":1}"#));
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            200,
+            r#"{"invalidated":1,"components":["self"],"selected":["self"]}"#
+        )
+    );
     let (_, h) = dw.health("").await;
     assert!(h["cache"]["misses"].as_u64().unwrap() >= 1);
     let (code, body) = dw

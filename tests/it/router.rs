@@ -71,13 +71,21 @@ async fn invalidation_makes_the_next_request_check() {
     let r = app
         .post("/api/admin/cache/invalidate?component=a", Some(TOKEN))
         .await;
-    assert_eq!((r.status, r.body.as_str()), (200, r#"{"invalidated":1}"#));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            200,
+            r#"{"invalidated":1,"components":["a"],"selected":["a"]}"#
+        )
+    );
     tokio::time::advance(second).await;
     app.health("").await;
     assert_eq!(checks(&app), (2, 1), "only `a` was invalidated");
 
     let r = app.post("/api/admin/cache/invalidate", Some(TOKEN)).await;
-    assert_eq!((r.status, r.body.as_str()), (200, r#"{"invalidated":2}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["invalidated"], 2, "{}", r.body);
+    assert_eq!(r.json()["components"], serde_json::json!(["a", "b"]));
     tokio::time::advance(second).await;
     app.health("").await;
     assert_eq!(checks(&app), (3, 2));

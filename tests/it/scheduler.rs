@@ -116,3 +116,55 @@ async fn shutdown_stops_every_task_and_lets_a_check_in_flight_end() {
     tokio::time::sleep(60 * S).await;
     assert_eq!(app.probe("a").checks(), 1, "no check after shutdown");
 }
+
+/// Log events (`invalidates`) on a paused clock: the first refreshes at
+/// once, events inside `cache_ttl` are served by one refresh at its end,
+/// `tag:T` reaches every tagged component, and unknown names do nothing.
+#[tokio::test(start_paused = true)]
+async fn event_refreshes_are_debounced_per_cache_ttl() {
+    use depwatch::probe::Trigger;
+    let app = App::new(
+        "health: { cache_ttl: 10s }\nprobes:\n  - name: a\n    kind: process\n    self: true\n    tags: [partners]\n  - name: b\n    kind: process\n    self: true\n    tags: [partners]\n  - name: c\n    kind: process\n    self: true\n",
+    );
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let shared = app.shared.clone();
+    let task = tokio::spawn(depwatch::refresh::run(
+        rx,
+        std::sync::Arc::new(move || shared.current()),
+        stop,
+    ));
+    let send = |targets: &[&str]| {
+        tx.send(Trigger {
+            from: "app-log".into(),
+            rule: "syncs".into(),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+        })
+        .unwrap();
+    };
+    let t0 = Instant::now();
+    let at = |name: &str| -> Vec<Duration> {
+        app.probe(name)
+            .started()
+            .iter()
+            .map(|t| t.duration_since(t0))
+            .collect()
+    };
+    send(&["a"]);
+    tokio::time::sleep(S).await;
+    assert_eq!(at("a"), secs(&[0]));
+    // Two more inside the TTL: one refresh at its end (10s after the first).
+    send(&["a"]);
+    tokio::time::sleep(3 * S).await;
+    send(&["a", "nobody"]);
+    tokio::time::sleep(10 * S).await;
+    assert_eq!(at("a"), secs(&[0, 10]));
+    // After the TTL: at once again; a tag reaches both tagged components.
+    tokio::time::sleep(10 * S).await;
+    send(&["tag:partners"]);
+    tokio::time::sleep(S).await;
+    assert_eq!(at("a"), secs(&[0, 10, 24]));
+    assert_eq!(at("b"), secs(&[24]));
+    assert!(at("c").is_empty());
+    task.abort();
+}

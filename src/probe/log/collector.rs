@@ -123,6 +123,36 @@ pub(super) fn encode_probes(
             }
         }
     }
+    // The latency levels as the latest check judged them.
+    for (name, help) in [
+        (
+            "log_latency_level",
+            "A category's latency against its rule's levels: 0 below, 1 over latency_warn, 2 over latency_critical (as the latest check judged).",
+        ),
+        (
+            "log_latency_quantile_seconds",
+            "The quantile of a category's latency that its rule's levels judge (latency_quantile, p95 by default) over the rule's window.",
+        ),
+    ] {
+        let mut m = enc.encode_descriptor(name, help, None, FamilyType::Gauge.metric_type())?;
+        for (component, e) in &engines {
+            for r in &e.rules {
+                for j in &r.judged {
+                    let labels = [
+                        ("component", *component),
+                        ("rule", r.spec.metric.as_str()),
+                        ("category", j.category.as_str()),
+                    ];
+                    let mut f = m.encode_family(&labels)?;
+                    if name == "log_latency_level" {
+                        f.encode_gauge(&i64::from(j.level))?;
+                    } else {
+                        f.encode_gauge(&j.secs)?;
+                    }
+                }
+            }
+        }
+    }
     // Rule families, merged across probes by name.
     let mut families: BTreeMap<String, Members<'_>> = BTreeMap::new();
     for (component, e) in &engines {

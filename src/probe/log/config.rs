@@ -46,6 +46,15 @@ struct RawRule {
     #[serde(default)]
     fields: Vec<String>,
     stuck_after: Option<Dur>,
+    #[serde(default)]
+    group_by: Vec<RawLabel>,
+    bucket_width: Option<Dur>,
+    latency_warn: Option<Dur>,
+    latency_critical: Option<Dur>,
+    latency_quantile: Option<f64>,
+    latency_min_count: Option<u64>,
+    #[serde(default)]
+    invalidates: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +343,24 @@ pub struct RuleSpec {
     pub stats_window: Duration,
     pub fields: Vec<String>,
     pub stuck_after: Option<Duration>,
+    /// Per-category latency statistics: (name, field path), capped like labels.
+    pub group_by: Vec<(String, String)>,
+    /// The width of the latency histogram's buckets in `/api/health`;
+    /// `None`: the duration's `buckets`.
+    pub bucket_width: Option<Duration>,
+    pub levels: Option<LatencyLevels>,
+    /// Components (or `tag:T`) whose cached results a matching line drops.
+    pub invalidates: Vec<String>,
+}
+
+/// `latency_warn` / `latency_critical` on a quantile over the rule's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyLevels {
+    pub warn: Option<Duration>,
+    pub critical: Option<Duration>,
+    pub quantile: f64,
+    /// Fewer operations than this in the window are not judged.
+    pub min_count: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -367,6 +394,8 @@ const RESERVED: &[&str] = &[
     "files",
     "rule_last_match_timestamp_seconds",
     "label_overflows",
+    "latency_level",
+    "latency_quantile_seconds",
 ];
 
 fn is_metric_name(s: &str) -> bool {
@@ -484,6 +513,21 @@ impl Spec {
         })
     }
 
+    /// The `invalidates` targets of the rules, with their key paths below
+    /// the probe (`rules[0].invalidates[1]`).
+    pub fn invalidates(&self) -> Vec<(String, String)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| {
+                r.invalidates
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, t)| (format!("rules[{i}].invalidates[{j}]"), t.clone()))
+            })
+            .collect()
+    }
+
     /// Every metric family the rules add (after `depwatch_log_`), with its type.
     pub fn families(&self) -> Vec<(String, FamilyType)> {
         self.rules.iter().flat_map(RuleSpec::families).collect()
@@ -596,6 +640,33 @@ fn parse_rule(
             labels.push((name, l.field));
         }
     }
+    let mut group_by: Vec<(String, String)> = Vec::new();
+    for (i, l) in r.group_by.into_iter().enumerate() {
+        let name = l.name.unwrap_or_else(|| sanitize(&l.field));
+        let gp = format!("{at}.group_by[{i}]");
+        if !is_label_name(&name) {
+            bad(
+                gp,
+                format!("invalid category name `{name}`"),
+                "letters, digits and _; set { name, field } to rename",
+            );
+        } else if group_by.iter().any(|(n, _)| *n == name) {
+            bad(
+                gp,
+                format!("duplicate category `{name}`"),
+                "each field once",
+            );
+        } else {
+            group_by.push((name, l.field));
+        }
+    }
+    if group_by.len() > 4 {
+        bad(
+            format!("{at}.group_by"),
+            format!("{} fields to group by", group_by.len()),
+            "use at most 4 fields: every combination is a category",
+        );
+    }
     let max_label_values = r.max_label_values.unwrap_or(100);
     if !(1..=10_000).contains(&max_label_values) {
         bad(
@@ -675,7 +746,85 @@ fn parse_rule(
             "e.g. 30m",
         );
     }
+    let needs_duration = |key: &str, bad: &mut dyn FnMut(String, String, &str)| {
+        bad(
+            format!("{at}.{key}"),
+            format!("{key} needs a duration"),
+            "add duration: { field: ... } to the rule",
+        );
+    };
+    if duration.is_none() {
+        for (key, set) in [
+            ("group_by", !group_by.is_empty()),
+            ("bucket_width", r.bucket_width.is_some()),
+            ("latency_warn", r.latency_warn.is_some()),
+            ("latency_critical", r.latency_critical.is_some()),
+        ] {
+            if set {
+                needs_duration(key, &mut bad);
+            }
+        }
+    }
+    if r.bucket_width
+        .is_some_and(|d| d.0 < Duration::from_micros(1))
+    {
+        bad(
+            format!("{at}.bucket_width"),
+            "bucket_width is shorter than 1us".into(),
+            "e.g. 100ms",
+        );
+    }
+    let quantile = r.latency_quantile.unwrap_or(0.95);
+    if !(quantile > 0.0 && quantile <= 1.0) {
+        bad(
+            format!("{at}.latency_quantile"),
+            format!("latency_quantile {quantile} is out of range"),
+            "a fraction above 0 and at most 1, e.g. 0.95 or 0.99",
+        );
+    }
+    if let (Some(w), Some(c)) = (r.latency_warn, r.latency_critical)
+        && c.0 <= w.0
+    {
+        bad(
+            format!("{at}.latency_critical"),
+            "latency_critical is not above latency_warn".into(),
+            "e.g. latency_warn: 500ms, latency_critical: 2s",
+        );
+    }
+    let levels =
+        (r.latency_warn.is_some() || r.latency_critical.is_some()).then(|| LatencyLevels {
+            warn: r.latency_warn.map(|d| d.0),
+            critical: r.latency_critical.map(|d| d.0),
+            quantile,
+            min_count: r.latency_min_count.unwrap_or(20).max(1),
+        });
+    if levels.is_none() && (r.latency_quantile.is_some() || r.latency_min_count.is_some()) {
+        let key = if r.latency_quantile.is_some() {
+            "latency_quantile"
+        } else {
+            "latency_min_count"
+        };
+        bad(
+            format!("{at}.{key}"),
+            format!("{key} without latency_warn or latency_critical"),
+            "set latency_warn: 500ms (or latency_critical)",
+        );
+    }
+    for (i, target) in r.invalidates.iter().enumerate() {
+        let tag = target.strip_prefix("tag:");
+        if target.is_empty() || tag.is_some_and(str::is_empty) {
+            bad(
+                format!("{at}.invalidates[{i}]"),
+                format!("invalid target `{target}`"),
+                "a probe name, or tag:NAME for every probe with that tag",
+            );
+        }
+    }
     let spec = RuleSpec {
+        group_by,
+        bucket_width: r.bucket_width.map(|d| d.0),
+        levels,
+        invalidates: r.invalidates,
         help: r
             .help
             .unwrap_or_else(|| format!("Log lines matching rule {metric}.")),

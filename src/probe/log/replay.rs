@@ -42,6 +42,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     let state = Arc::new(ProbeState {
         component: component.to_string(),
         engine: Mutex::new(Engine::new(spec)),
+        triggers: None,
         counts: Counts::default(),
         view: Mutex::new(TailView::default()),
     });

@@ -37,6 +37,8 @@ pub(super) struct ProbeState {
     pub(super) engine: Mutex<Engine>,
     pub(super) counts: Counts,
     pub(super) view: Mutex<TailView>,
+    /// Where rules with `invalidates` send their events.
+    pub(super) triggers: Option<crate::probe::core::Triggers>,
 }
 
 /// Saves the latest offsets when the last holder goes (shutdown, reload):

@@ -1,7 +1,9 @@
 //! Per-rule latency analytics for `/api/health`: count, mean, min and max
-//! over a time window (exact, kept per time slot), percentiles over the most
-//! recent samples of that window (exact over at most `MAX_SAMPLES`), and the
-//! slowest recent operations above a rule's `slow_above`.
+//! over a time window (exact, kept per time slot), percentiles and the
+//! latency histogram over the most recent samples of that window (exact
+//! over at most `MAX_SAMPLES` for a rule, `GROUP_SAMPLES` for one category
+//! of its `group_by`), and the slowest recent operations above a rule's
+//! `slow_above`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -11,6 +13,12 @@ use serde_json::{Map, Value, json};
 /// Percentiles are computed over at most this many recent samples: enough
 /// for a stable p99, bounded in memory (16 bytes each) whatever the log rate.
 pub const MAX_SAMPLES: usize = 8192;
+/// The same for each category of a rule's `group_by` (up to
+/// `max_label_values` categories per field).
+pub const GROUP_SAMPLES: usize = 2048;
+/// A `bucket_width` histogram shows at most this many buckets; slower
+/// operations are counted in the last (+Inf) one.
+pub const MAX_WIDTH_BUCKETS: usize = 200;
 /// The window is kept in this many slots (count/sum/min/max each).
 const SLOTS: u32 = 60;
 
@@ -30,15 +38,31 @@ pub struct Latency {
     slot_len: Duration,
     slots: VecDeque<Slot>,
     samples: VecDeque<(Instant, f64)>,
+    cap: usize,
+}
+
+/// How the latency histogram of `/api/health` is cut.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bins {
+    /// Buckets of this many seconds each (`bucket_width`).
+    Width(f64),
+    /// The rule's duration buckets (upper bounds in seconds).
+    Bounds(Vec<f64>),
 }
 
 impl Latency {
     pub fn new(window: Duration) -> Self {
+        Self::with_cap(window, MAX_SAMPLES)
+    }
+
+    /// Keeps at most `cap` samples for percentiles.
+    pub fn with_cap(window: Duration, cap: usize) -> Self {
         Latency {
             window,
             slot_len: (window / SLOTS).max(Duration::from_millis(10)),
             slots: VecDeque::new(),
             samples: VecDeque::new(),
+            cap,
         }
     }
 
@@ -50,19 +74,23 @@ impl Latency {
                 s.min = s.min.min(secs);
                 s.max = s.max.max(secs);
             }
-            _ => self.slots.push_back(Slot {
-                start: now,
-                count: 1,
-                sum: secs,
-                min: secs,
-                max: secs,
-            }),
+            _ => {
+                self.slots.push_back(Slot {
+                    start: now,
+                    count: 1,
+                    sum: secs,
+                    min: secs,
+                    max: secs,
+                });
+                // Once per slot, not per line: the samples are capped
+                // anyway, and every reader expires first.
+                self.expire(now);
+            }
         }
-        if self.samples.len() == MAX_SAMPLES {
+        if self.samples.len() >= self.cap {
             self.samples.pop_front();
         }
         self.samples.push_back((now, secs));
-        self.expire(now);
     }
 
     fn expire(&mut self, now: Instant) {
@@ -79,6 +107,61 @@ impl Latency {
         while self.samples.front().is_some_and(|(t, _)| *t < cut) {
             self.samples.pop_front();
         }
+    }
+
+    /// Operations in the window (exact).
+    pub fn count(&mut self, now: Instant) -> u64 {
+        self.expire(now);
+        self.slots.iter().map(|s| s.count).sum()
+    }
+
+    /// The `q` quantile (0..=1, nearest rank) of the kept samples, seconds.
+    pub fn quantile(&mut self, now: Instant, q: f64) -> Option<f64> {
+        self.expire(now);
+        let mut values: Vec<f64> = self.samples.iter().map(|(_, v)| *v).collect();
+        percentile(&mut values, q)
+    }
+
+    /// The summary with a latency histogram of the kept samples.
+    pub fn summary_with(&mut self, now: Instant, bins: Option<&Bins>) -> Value {
+        let mut v = self.summary(now);
+        if let (Some(bins), Value::Object(m)) = (bins, &mut v) {
+            m.insert("histogram".into(), self.histogram(bins));
+        }
+        v
+    }
+
+    /// Counts of the kept samples per bucket (not cumulative): each bucket
+    /// counts the samples above the previous bound and at most its own
+    /// `le_ms`; the last one (`le_ms: null`) the rest. Trailing empty
+    /// buckets of a `bucket_width` histogram are left out.
+    fn histogram(&self, bins: &Bins) -> Value {
+        let bounds: Vec<f64> = match bins {
+            Bins::Bounds(b) => b.clone(),
+            Bins::Width(w) => {
+                let max = self.samples.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+                let n = ((max / w).ceil() as usize).clamp(1, MAX_WIDTH_BUCKETS);
+                (1..=n).map(|i| i as f64 * w).collect()
+            }
+        };
+        let mut counts = vec![0u64; bounds.len() + 1];
+        for (_, v) in &self.samples {
+            counts[bounds.partition_point(|b| b < v)] += 1;
+        }
+        if matches!(bins, Bins::Width(_)) && counts.last() == Some(&0) {
+            counts.pop();
+        }
+        let ms = |s: f64| round3(s * 1000.0);
+        Value::Array(
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let le = bounds.get(i).map_or(Value::Null, |b| json!(ms(*b)));
+                    json!({ "le_ms": le, "count": n })
+                })
+                .collect(),
+        )
     }
 
     /// The statistics as shown in the component's details (milliseconds).
@@ -103,7 +186,12 @@ impl Latency {
         out.insert("mean_ms".into(), json!(ms(sum / count as f64)));
         out.insert("min_ms".into(), json!(ms(min)));
         out.insert("max_ms".into(), json!(ms(max)));
-        for (key, q) in [("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)] {
+        for (key, q) in [
+            ("median_ms", 0.50),
+            ("p50_ms", 0.50),
+            ("p95_ms", 0.95),
+            ("p99_ms", 0.99),
+        ] {
             if let Some(v) = percentile(&mut values, q) {
                 out.insert(key.into(), json!(ms(v)));
             }
@@ -238,6 +326,34 @@ mod tests {
         // Everything leaves the window.
         let s = l.summary(t0 + Duration::from_secs(200));
         assert_eq!(s["count"], 0);
+    }
+
+    #[test]
+    fn histograms_by_width_and_bounds() {
+        let t0 = Instant::now();
+        let mut l = Latency::with_cap(Duration::from_secs(60), 4);
+        for ms in [5.0, 100.0, 150.0, 999.0, 1000.0, 250.0] {
+            l.observe(t0, ms / 1000.0);
+        }
+        // Only the latest 4 samples are kept: 150, 999, 1000, 250.
+        let s = l.summary_with(t0, Some(&Bins::Width(0.5)));
+        assert_eq!(s["count"], 6);
+        assert_eq!(s["percentile_samples"], 4);
+        assert_eq!(
+            s["histogram"],
+            json!([{ "le_ms": 500.0, "count": 2 }, { "le_ms": 1000.0, "count": 2 }])
+        );
+        let s = l.summary_with(t0, Some(&Bins::Bounds(vec![0.2, 0.5])));
+        assert_eq!(
+            s["histogram"],
+            json!([
+                { "le_ms": 200.0, "count": 1 },
+                { "le_ms": 500.0, "count": 1 },
+                { "le_ms": null, "count": 2 }
+            ])
+        );
+        assert_eq!(l.quantile(t0, 0.5), Some(0.25));
+        assert_eq!(s["median_ms"], s["p50_ms"]);
     }
 
     #[test]
