@@ -7,27 +7,27 @@
 pub mod check;
 pub mod de;
 pub mod events;
+mod probes;
 mod refs;
 pub mod units;
 pub mod web;
 pub mod yaml;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::net::TargetPattern;
 use crate::probe::http::Module;
-use crate::probe::{self, Kind, ProbeSpec};
+use crate::probe::{Kind, ProbeSpec};
 use crate::util::redact;
 use check::MAX_CONFIG_BYTES;
 pub use check::{Checker, read_bounded, utf8_text};
 use de::Ctx;
 pub use units::{Dur, Secret, Size};
-use yaml::{Node, Problem};
+use yaml::Problem;
 
 /// The longest check interval: a probe checked less than daily is not watched.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
@@ -223,36 +223,6 @@ struct RawDefaults {
     jitter: Option<Dur>,
     failure_threshold: Option<u32>,
     success_threshold: Option<u32>,
-}
-
-/// The keys every probe has, whatever its kind.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCommon {
-    name: String,
-    #[serde(default = "yes")]
-    critical: bool,
-    interval: Option<Dur>,
-    timeout: Option<Dur>,
-    jitter: Option<Dur>,
-    failure_threshold: Option<u32>,
-    success_threshold: Option<u32>,
-    #[serde(default)]
-    tags: Vec<String>,
-}
-
-/// A module's own keys; the rest are http probe keys.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModule {
-    timeout: Option<Dur>,
-    allowed_targets: Option<Vec<String>>,
-}
-
-const MODULE_KEYS: &[&str] = &["timeout", "allowed_targets"];
-
-fn yes() -> bool {
-    true
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -672,284 +642,6 @@ impl Checker<'_> {
             );
         }
         token
-    }
-
-    fn probes(&self, defaults: &RawDefaults) -> Vec<ProbeConfig> {
-        let Some(list) = self.root.get("probes") else {
-            self.problem(
-                "probes",
-                "no probes configured",
-                "add at least one probe under `probes:`",
-            );
-            return Vec::new();
-        };
-        let yaml::Value::Seq(items) = &list.value else {
-            if !matches!(list.value, yaml::Value::Null) {
-                self.problem(
-                    "probes",
-                    "expected a list of probes",
-                    "each item starts with `- name: ...`",
-                );
-            } else {
-                self.problem(
-                    "probes",
-                    "no probes configured",
-                    "add at least one probe under `probes:`",
-                );
-            }
-            return Vec::new();
-        };
-        let d_interval = defaults.interval.map_or(Duration::from_secs(15), |d| d.0);
-        let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
-        let mut seen = HashMap::new();
-        let mut out = Vec::new();
-        // The key path of each probe in `out` (a probe that did not parse leaves a gap).
-        let mut paths = Vec::new();
-        let common = de::fields_of::<RawCommon>();
-        for (i, node) in items.iter().enumerate() {
-            let path = format!("probes[{i}]");
-            if !node.is_map() {
-                self.problem(&path, "expected a probe (a mapping with name and kind)", "");
-                continue;
-            }
-            if let Some(name) = node.get("name").and_then(Node::scalar) {
-                let line = node.mark_of("name").line;
-                if let Some(first) = seen.insert(name.to_string(), line) {
-                    self.problem(
-                        &format!("{path}.name"),
-                        format!("duplicate probe name `{name}`"),
-                        format!("already used at line {first}; probe names must be unique"),
-                    );
-                }
-            }
-            let kind_name = node.get("kind").and_then(Node::scalar);
-            let Some(kind_name) = kind_name else {
-                self.problem(
-                    &path,
-                    "missing required key `kind`",
-                    format!("one of: {}", probe::KIND_NAMES.join(", ")),
-                );
-                continue;
-            };
-            let Some(kind) = Kind::from_name(kind_name) else {
-                self.problem(
-                    &format!("{path}.kind"),
-                    format!("unknown kind `{kind_name}`"),
-                    de::suggest(kind_name, probe::KIND_NAMES).replace("known keys", "known kinds"),
-                );
-                continue;
-            };
-            let raw: Option<RawCommon> =
-                de::parse(node, &path, self.ctx, &|k| common.contains(&k), &[]);
-            let mut also: Vec<&'static str> = common.to_vec();
-            also.push("kind");
-            let spec = probe::parse_spec(kind, node, &path, self, &also);
-            let Some(raw) = raw else { continue };
-            if raw.name.is_empty()
-                || raw.name.len() > 64
-                || !raw
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                self.problem(
-                    &format!("{path}.name"),
-                    format!("invalid probe name `{}`", raw.name),
-                    "use 1 to 64 letters, digits, '-', '_' or '.'",
-                );
-            }
-            let interval = raw.interval.map_or(d_interval, |d| d.0);
-            let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
-            if interval < Duration::from_millis(100) {
-                self.problem(
-                    &format!("{path}.interval"),
-                    "interval is shorter than 100ms",
-                    "checks that often would load the dependency",
-                );
-            } else if interval > MAX_INTERVAL {
-                self.problem(
-                    &format!("{path}.interval"),
-                    format!(
-                        "interval {} is longer than {}",
-                        units::format_duration(interval),
-                        units::format_duration(MAX_INTERVAL)
-                    ),
-                    "a dependency checked less than daily is not watched: use 15s to 1h",
-                );
-            }
-            if timeout.is_zero() {
-                self.problem(
-                    &format!("{path}.timeout"),
-                    "timeout must be above zero",
-                    "e.g. 5s",
-                );
-            } else if timeout >= interval {
-                let at = if raw.timeout.is_some() {
-                    "timeout"
-                } else {
-                    "interval"
-                };
-                self.problem(
-                    &format!("{path}.{at}"),
-                    format!(
-                        "timeout {} is not shorter than interval {}",
-                        units::format_duration(timeout),
-                        units::format_duration(interval)
-                    ),
-                    "a check must end before the next one starts: lower timeout or raise interval",
-                );
-            }
-            let failure_threshold = raw
-                .failure_threshold
-                .or(defaults.failure_threshold)
-                .unwrap_or(3);
-            let success_threshold = raw
-                .success_threshold
-                .or(defaults.success_threshold)
-                .unwrap_or(1);
-            for (key, v) in [
-                ("failure_threshold", failure_threshold),
-                ("success_threshold", success_threshold),
-            ] {
-                if !(1..=100).contains(&v) {
-                    self.problem(
-                        &format!("{path}.{key}"),
-                        format!("{key} {v} is out of range"),
-                        "use 1 to 100 consecutive checks",
-                    );
-                }
-            }
-            let jitter = raw
-                .jitter
-                .map(|d| d.0)
-                .or(defaults.jitter.map(|d| d.0))
-                .unwrap_or_else(|| (interval / 10).min(Duration::from_secs(5)));
-            if jitter >= interval {
-                self.problem(
-                    &format!("{path}.jitter"),
-                    "jitter is not shorter than the interval",
-                    "a tenth of the interval spreads the load",
-                );
-            }
-            for (t, tag) in raw.tags.iter().enumerate() {
-                if !refs::is_tag(tag) {
-                    self.problem(
-                        &format!("{path}.tags[{t}]"),
-                        format!("invalid tag `{tag}`"),
-                        "use 1 to 64 letters, digits, '-', '_' or '.'",
-                    );
-                }
-            }
-            if let Some(spec) = spec {
-                paths.push(path);
-                out.push(ProbeConfig {
-                    tags: raw.tags,
-                    name: raw.name,
-                    critical: raw.critical,
-                    interval,
-                    timeout,
-                    jitter,
-                    failure_threshold,
-                    success_threshold,
-                    spec,
-                });
-            }
-        }
-        let refs: Vec<refs::Refs<'_>> = out
-            .iter()
-            .zip(&paths)
-            .map(|(p, path)| refs::Refs {
-                path,
-                name: &p.name,
-                tags: &p.tags,
-                invalidates: p.spec.invalidates(),
-            })
-            .collect();
-        self.references(&refs);
-        out
-    }
-
-    /// `modules:`, a mapping of names to http probe templates, each with
-    /// the URL patterns it may probe (`allowed_targets`, required).
-    fn modules(&self, defaults: &RawDefaults) -> BTreeMap<String, Module> {
-        let mut out = BTreeMap::new();
-        let Some(node) = self.root.get("modules") else {
-            return out;
-        };
-        let yaml::Value::Map(entries) = &node.value else {
-            if !matches!(node.value, yaml::Value::Null) {
-                self.problem(
-                    "modules",
-                    "expected a mapping of module names to http probe templates",
-                    "e.g. modules: { partner_2xx: { allowed_targets: [\"https://*.partner.example/*\"] } }",
-                );
-            }
-            return out;
-        };
-        let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
-        for (k, v) in entries {
-            let name = k.scalar().unwrap_or("").to_string();
-            let path = format!("modules.{name}");
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                self.problem(
-                    &path,
-                    format!("invalid module name `{name}`"),
-                    "use 1 to 64 letters, digits, '-', '_' or '.'",
-                );
-                continue;
-            }
-            if !v.is_map() && !matches!(v.value, yaml::Value::Null) {
-                self.problem(&path, "expected an http probe template (a mapping)", "");
-                continue;
-            }
-            let raw: Option<RawModule> =
-                de::parse(v, &path, self.ctx, &|k| MODULE_KEYS.contains(&k), &[]);
-            let spec = probe::http::Spec::parse_template(v, &path, self, MODULE_KEYS);
-            let Some(raw) = raw else { continue };
-            let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
-            if timeout.is_zero() {
-                self.problem(
-                    &format!("{path}.timeout"),
-                    "timeout must be above zero",
-                    "e.g. 5s",
-                );
-            }
-            let Some(list) = raw.allowed_targets.filter(|l| !l.is_empty()) else {
-                self.problem(
-                    &path,
-                    "missing required key `allowed_targets`",
-                    "list the URLs this module may probe, e.g. [\"https://*.partner.example/*\"]: an open prober is a proxy into your network",
-                );
-                continue;
-            };
-            let mut allowed_targets = Vec::new();
-            for (i, p) in list.iter().enumerate() {
-                match TargetPattern::parse(p) {
-                    Ok(t) => allowed_targets.push(t),
-                    Err(e) => self.problem(
-                        &format!("{path}.allowed_targets[{i}]"),
-                        format!("invalid pattern `{p}`: {e}"),
-                        "e.g. https://*.partner.example/* or http://127.0.0.1:*/*",
-                    ),
-                }
-            }
-            if let Some(spec) = spec {
-                out.insert(
-                    name,
-                    Module {
-                        timeout,
-                        allowed_targets,
-                        spec,
-                    },
-                );
-            }
-        }
-        out
     }
 }
 

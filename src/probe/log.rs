@@ -7,7 +7,9 @@
 //! files, per-rule latency statistics and slowest operations, and
 //! `stuck_after` (no matching line for too long degrades the component).
 
+pub mod categories;
 mod collector;
+mod conditions;
 mod config;
 pub mod godur;
 pub mod replay;

@@ -18,8 +18,7 @@ use serde_json::{Map, Value};
 
 use super::config::{DurUnit, RuleSpec, Scalar, Spec, Test, ValueKind};
 use super::godur;
-use super::stats::{Bins, GROUP_SAMPLES, Latency, SlowOp, Slowest};
-use crate::probe::core::Status;
+use super::stats::{GROUP_SAMPLES, Latency, SlowOp, Slowest};
 
 /// What a line was, for `depwatch_log_lines_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,7 +294,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// A category of a rule's `group_by`: the value ids of its fields, 16 bits
 /// each (at most 4 fields, ids below `max_label_values` ≤ 10000, `other`
 /// as 0xFFFF), so that the per-line lookup hashes one integer.
-type GroupKey = u64;
+pub(super) type GroupKey = u64;
 
 const OTHER_GROUP_ID: u64 = 0xFFFF;
 
@@ -308,7 +307,7 @@ fn group_id(id: u32) -> u64 {
 }
 
 /// The value ids of a category, in `group_by` order (zip it with the fields).
-fn unpack(key: GroupKey) -> impl Iterator<Item = u32> {
+pub(super) fn unpack(key: GroupKey) -> impl Iterator<Item = u32> {
     (0..4).map(move |i| match (key >> (16 * i)) & 0xFFFF {
         OTHER_GROUP_ID => OTHER_ID,
         id => id as u32,
@@ -317,12 +316,12 @@ fn unpack(key: GroupKey) -> impl Iterator<Item = u32> {
 
 /// The value that stands for every label value beyond a rule's cap.
 pub const OTHER: &str = "other";
-const OTHER_ID: u32 = u32::MAX;
+pub(super) const OTHER_ID: u32 = u32::MAX;
 
 /// One label of a rule: its field and the distinct values seen (capped).
 #[derive(Debug)]
-struct Label {
-    name: String,
+pub(super) struct Label {
+    pub(super) name: String,
     slot: usize,
     ids: FastMap<Box<str>, u32>,
     values: Vec<Box<str>>,
@@ -345,7 +344,7 @@ impl Label {
         id
     }
 
-    fn value(&self, id: u32) -> &str {
+    pub(super) fn value(&self, id: u32) -> &str {
         if id == OTHER_ID {
             OTHER
         } else {
@@ -383,7 +382,7 @@ pub struct Rule {
     pub latency: Option<Latency>,
     pub slowest: Option<Slowest>,
     /// `group_by` fields, interned and capped like labels.
-    groups: Vec<Label>,
+    pub(super) groups: Vec<Label>,
     /// Latency per category (a combination of `group_by` values).
     pub by_group: FastMap<GroupKey, Latency>,
     /// A line matched since the last [`Engine::take_fired`] (rules with
@@ -404,9 +403,6 @@ pub struct Judged {
     pub level: u8,
 }
 
-/// The category name of a rule without `group_by`, and of every operation.
-pub const ALL: &str = "all";
-
 impl Rule {
     /// Label names and values of a series key.
     pub fn labels_of<'a>(&'a self, key: &'a [u32]) -> impl Iterator<Item = (&'a str, &'a str)> {
@@ -414,163 +410,6 @@ impl Rule {
             .iter()
             .zip(key)
             .map(|(l, id)| (l.name.as_str(), l.value(*id)))
-    }
-
-    /// A category's name: its `group_by` values joined by `/`.
-    pub fn category_of(&self, key: GroupKey) -> String {
-        let mut out = String::new();
-        for (i, (l, id)) in self.groups.iter().zip(unpack(key)).enumerate() {
-            if i > 0 {
-                out.push('/');
-            }
-            out.push_str(l.value(id));
-        }
-        out
-    }
-
-    /// How the `/api/health` histogram is cut: `bucket_width`, or the
-    /// duration's buckets for a rule with `group_by`; none otherwise.
-    pub fn bins(&self) -> Option<Bins> {
-        match (self.spec.bucket_width, &self.spec.duration) {
-            (Some(w), _) => Some(Bins::Width(w.as_secs_f64())),
-            (None, Some(d)) if !self.spec.group_by.is_empty() => {
-                Some(Bins::Bounds(d.buckets.clone()))
-            }
-            _ => None,
-        }
-    }
-
-    /// The per-category statistics of `/api/health`: `by` (the fields),
-    /// `all`, and `values` keyed by category name.
-    pub fn categories(&mut self, now: Instant) -> Option<Value> {
-        if self.groups.is_empty() {
-            return None;
-        }
-        let bins = self.bins();
-        let all = self
-            .latency
-            .as_mut()
-            .map_or(Value::Null, |l| l.summary_with(now, bins.as_ref()));
-        let mut keys: Vec<GroupKey> = self.by_group.keys().copied().collect();
-        keys.sort_by_key(|k| self.category_of(*k));
-        let mut values = Map::new();
-        for key in keys {
-            let name = self.category_of(key);
-            let fields: Map<String, Value> = self
-                .groups
-                .iter()
-                .zip(unpack(key))
-                .map(|(l, id)| (l.name.clone(), Value::String(l.value(id).to_string())))
-                .collect();
-            let Some(l) = self.by_group.get_mut(&key) else {
-                continue;
-            };
-            if l.count(now) == 0 {
-                // Nothing left in the window: the category goes.
-                self.by_group.remove(&key);
-                continue;
-            }
-            let mut v = l.summary_with(now, bins.as_ref());
-            if let Value::Object(m) = &mut v {
-                m.insert("fields".into(), Value::Object(fields));
-            }
-            values.insert(name, v);
-        }
-        Some(serde_json::json!({
-            "by": self.groups.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
-            "all": all,
-            "values": values,
-        }))
-    }
-
-    /// Judges the rule's latency levels: per category with `group_by`, else
-    /// over all its operations. Returns the level reached and why, and keeps
-    /// the judgement for the metrics.
-    pub fn judge(&mut self, now: Instant) -> Vec<(Status, String)> {
-        let Some(lv) = self.spec.levels.clone() else {
-            return Vec::new();
-        };
-        let mut seen: Vec<(String, &mut Latency)> = Vec::new();
-        if self.groups.is_empty() {
-            if let Some(l) = self.latency.as_mut() {
-                seen.push((ALL.to_string(), l));
-            }
-        } else {
-            let names: HashMap<GroupKey, String> = self
-                .by_group
-                .keys()
-                .map(|k| (*k, self.category_of(*k)))
-                .collect();
-            for (k, l) in self.by_group.iter_mut() {
-                seen.push((names[k].clone(), l));
-            }
-        }
-        seen.sort_by(|a, b| a.0.cmp(&b.0));
-        let window = crate::config::units::format_duration(self.spec.stats_window);
-        let pct = lv.quantile * 100.0;
-        let mut judged = Vec::new();
-        let mut out = Vec::new();
-        for (category, l) in seen {
-            let count = l.count(now);
-            if count < lv.min_count {
-                continue;
-            }
-            let Some(secs) = l.quantile(now, lv.quantile) else {
-                continue;
-            };
-            let over =
-                |limit: Option<std::time::Duration>| limit.filter(|d| secs > d.as_secs_f64());
-            let (level, status, key, limit) = match (over(lv.critical), over(lv.warn)) {
-                (Some(d), _) => (2, Status::Unhealthy, "latency_critical", d),
-                (None, Some(d)) => (1, Status::Degraded, "latency_warn", d),
-                (None, None) => {
-                    judged.push(Judged {
-                        category,
-                        secs,
-                        level: 0,
-                    });
-                    continue;
-                }
-            };
-            let by = if self.groups.is_empty() {
-                String::new()
-            } else {
-                let fields: Vec<&str> = self.groups.iter().map(|g| g.name.as_str()).collect();
-                format!(" {}={category}", fields.join("/"))
-            };
-            out.push((
-                status,
-                format!(
-                    "rule {}{by}: p{} {} over the last {window} ({count} operations) is above {key} {}",
-                    self.spec.metric,
-                    trim_float(pct),
-                    human_secs(secs),
-                    crate::config::units::format_duration(limit),
-                ),
-            ));
-            judged.push(Judged {
-                category,
-                secs,
-                level,
-            });
-        }
-        self.judged = judged;
-        out
-    }
-}
-
-/// `95`, `99.9`: a percentage without trailing zeros.
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// A latency as people read it: `812.4ms`, `2.35s`.
-fn human_secs(secs: f64) -> String {
-    if secs < 1.0 {
-        format!("{}ms", trim_float(secs * 1000.0))
-    } else {
-        format!("{}s", trim_float(secs))
     }
 }
 
@@ -844,11 +683,11 @@ pub fn duration_secs(f: &Field, unit: DurUnit) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::probe::log::tests::spec_of;
 
-    fn engine(rules: &str) -> Engine {
+    pub(in crate::probe::log) fn engine(rules: &str) -> Engine {
         Engine::new(&spec_of(rules))
     }
 
@@ -944,39 +783,6 @@ mod tests {
             .map(|(k, s)| (r.labels_of(k).next().unwrap().1.to_string(), s.count))
             .collect();
         assert_eq!(got, vec![("a\u{FFFD}".into(), 3)]);
-    }
-
-    #[test]
-    fn categories_are_capped_and_judged() {
-        let mut e = engine(
-            "rules:\n  - metric: ops\n    match: { m: x }\n    duration: { field: d }\n    group_by: [a, b]\n    max_label_values: 2\n    latency_warn: 100ms\n    latency_min_count: 2\n",
-        );
-        let now = Instant::now();
-        for (a, b, d) in [
-            ("1", "x", 10),
-            ("1", "y", 500),
-            ("2", "x", 20),
-            ("1", "y", 400),
-            ("1", "x", 30),
-        ] {
-            let l = format!(r#"{{"m":"x","a":"{a}","b":"{b}","d":{d}}}"#);
-            e.line(l.as_bytes(), now, 0.0);
-        }
-        let r = &mut e.rules[0];
-        let c = r.categories(now).unwrap();
-        let names: Vec<&String> = c["values"].as_object().unwrap().keys().collect();
-        // Two categories, then every new combination is other/other.
-        assert_eq!(names, ["1/x", "1/y", "other/other"], "{c}");
-        assert_eq!(c["values"]["other/other"]["count"], 1);
-        assert_eq!(c["all"]["count"], 5);
-        let judged = r.judge(now);
-        assert_eq!(judged.len(), 1, "{judged:?}");
-        assert_eq!(judged[0].0, Status::Degraded);
-        assert_eq!(
-            judged[0].1,
-            "rule ops a/b=1/y: p95 500ms over the last 15m (2 operations) is above latency_warn 100ms"
-        );
-        assert_eq!(r.judged.iter().map(|j| j.level).collect::<Vec<_>>(), [0, 1]);
     }
 
     #[test]
