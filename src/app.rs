@@ -104,13 +104,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
-    let tls = config
-        .web
-        .tls
-        .as_ref()
-        .map(crate::http::tls::Tls::new)
-        .transpose()?
-        .map(Arc::new);
+    let tls = crate::http::tls::Tls::of(&config.web)?;
     for w in config.warnings() {
         tracing::warn!(warning = %w, "Configuration warning.");
     }
@@ -319,13 +313,7 @@ fn reload(
             .map(config::load_web_file)
             .transpose()?;
         let config = config::load_file_with(&path, web)?;
-        let tls = config
-            .web
-            .tls
-            .as_ref()
-            .map(crate::http::tls::Tls::new)
-            .transpose()?
-            .map(Arc::new);
+        let tls = crate::http::tls::Tls::of(&config.web)?;
         if config.state_dir != old.config.state_dir {
             tracing::warn!(old = %old.config.state_dir.display(), new = %config.state_dir.display(), "A new state_dir needs a restart; keeping the old one.");
         }

@@ -252,9 +252,7 @@ impl Hub {
 pub fn verdict_json(v: &Verdict) -> Value {
     json!({
         "status": v.status,
-        "since": crate::util::time::rfc3339(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.since_ms.max(0) as u64)
-        ),
+        "since": crate::util::time::rfc3339_ms(v.since_ms),
         "components": v.components,
     })
 }

@@ -271,7 +271,7 @@ impl Coord {
             "coordinator": if s.error.is_some() { "down" } else if s.last_contact.is_some() { "ok" } else { "unknown" },
             "group": s.group,
             "lease": s.lease.map(crate::config::units::format_duration),
-            "since": crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(s.since_ms.max(0) as u64)),
+            "since": crate::util::time::rfc3339_ms(s.since_ms),
             "error": s.error,
             "takeovers": s.takeovers,
             "note": match s.role {

@@ -58,9 +58,7 @@ fn ago_text(now: i64, ms: Option<i64>) -> String {
             crate::config::units::format_duration(Duration::from_secs(
                 ((now - t).max(0) / 1000) as u64
             )),
-            crate::util::time::rfc3339(
-                std::time::UNIX_EPOCH + Duration::from_millis(t.max(0) as u64)
-            )
+            crate::util::time::rfc3339_ms(t)
         ),
     }
 }
@@ -128,7 +126,7 @@ async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     if let Some((kind, subject, at, reply)) = saved.last_sent {
         a.lock().last_email = Some(json!({
             "kind": kind, "subject": subject, "reply": reply,
-            "at": crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64)),
+            "at": crate::util::time::rfc3339_ms(at),
         }));
     }
     let book = Book::new(saved.open, saved.next_incident);
@@ -365,7 +363,7 @@ impl Engine {
                     "id": i.id,
                     "scope": i.scope,
                     "components": i.open_members().map(|m| m.component.clone()).collect::<Vec<_>>(),
-                    "opened_at": crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(i.opened_ms.max(0) as u64)),
+                    "opened_at": crate::util::time::rfc3339_ms(i.opened_ms),
                     "emailed": i.notify,
                     "emails": i.emails,
                     "last_email_at": i.last_email_ms.map(at_ms),
@@ -546,7 +544,7 @@ impl Engine {
 }
 
 fn at_ms(ms: i64) -> String {
-    crate::util::time::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    crate::util::time::rfc3339_ms(ms)
 }
 
 /// The data of an `incident` event.

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::incident::{EmailKind, Incident, Scope};
+use crate::util::html::escape as esc;
 use crate::util::time::unix_ms;
 
 /// A component as the email shows it.
@@ -52,8 +53,7 @@ pub struct Rendered {
 }
 
 fn at(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    crate::util::time::rfc3339(t)
+    crate::util::time::rfc3339_ms(ms)
 }
 
 fn ago(now: i64, ms: i64) -> String {
@@ -73,22 +73,6 @@ fn names(inc: &Incident, open_only: bool) -> String {
         1..=3 => list.join(", "),
         n => format!("{} and {} more", list[..2].join(", "), n - 2),
     }
-}
-
-/// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// Lines of (label, value) for both parts.

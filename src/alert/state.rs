@@ -101,11 +101,6 @@ impl Alerting {
     /// The `alerting` section of `/api/health`.
     pub fn health_json(&self) -> Value {
         let i = self.lock();
-        let at = |ms: i64| {
-            crate::util::time::rfc3339(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
-            )
-        };
         let firing: Vec<Value> = i
             .firing
             .values()
@@ -124,9 +119,7 @@ impl Alerting {
         json!({
             "mode": i.mode.map(config::Mode::as_str),
             "pipeline": i.pipeline,
-            "reasons": i.reasons.iter().map(|r| json!({
-                "check": r.check, "message": r.message, "since": at(r.since_ms),
-            })).collect::<Vec<_>>(),
+            "reasons": reasons_json(&i.reasons),
             "last_scrape": i.last_scrape_ms.map(at),
             "last_heartbeat": i.last_heartbeat_ms.map(at),
             "alertmanager": if i.configured { json!({
@@ -148,18 +141,11 @@ impl Alerting {
     /// The pipeline as the status page and its `pipeline` events show it.
     pub fn pipeline_json(&self) -> Value {
         let i = self.lock();
-        let at = |ms: i64| {
-            crate::util::time::rfc3339(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
-            )
-        };
         json!({
             "configured": i.configured,
             "mode": i.mode.map(config::Mode::as_str),
             "pipeline": i.pipeline,
-            "reasons": i.reasons.iter().map(|r| json!({
-                "check": r.check, "message": r.message, "since": at(r.since_ms),
-            })).collect::<Vec<_>>(),
+            "reasons": reasons_json(&i.reasons),
             "last_scrape": i.last_scrape_ms.map(at),
             "last_heartbeat": i.last_heartbeat_ms.map(at),
             "last_email": i.last_email,
@@ -185,4 +171,17 @@ impl Alerting {
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
+}
+
+/// A time in ms since the epoch as RFC 3339.
+fn at(ms: i64) -> String {
+    crate::util::time::rfc3339_ms(ms)
+}
+
+/// Why the pipeline is down, as `/api/health` and the page show it.
+fn reasons_json(reasons: &[Reason]) -> Vec<Value> {
+    reasons
+        .iter()
+        .map(|r| json!({ "check": r.check, "message": r.message, "since": at(r.since_ms) }))
+        .collect()
 }

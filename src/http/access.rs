@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::json;
 
-use super::peer::{ClientCert, GroupLabel, Peer, Viewer};
+use super::peer::{ClientCert, Peer, Viewer};
 use super::shared::AppState;
 use crate::config::Config;
 use crate::config::web::{Group, Level};
@@ -174,12 +174,7 @@ async fn admit(
             Level::Public => Admit::Full(Viewer::Anonymous),
             Level::Summary => Admit::Summary,
             Level::Authenticated => {
-                metrics
-                    .failures
-                    .get_or_create(&GroupLabel {
-                        group: group.as_str(),
-                    })
-                    .inc();
+                metrics.refused(group);
                 Admit::Refuse(challenge(cfg, group))
             }
         };

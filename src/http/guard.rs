@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::peer::{AccessMetrics, GroupLabel};
+use super::peer::AccessMetrics;
 use crate::config::web::{Group, RateLimit};
 use crate::config::{Config, units::Secret};
 
@@ -104,12 +104,7 @@ impl Guard {
     }
 
     pub(super) fn failed(&self, ip: Option<IpAddr>, group: Group, metrics: &AccessMetrics) {
-        metrics
-            .failures
-            .get_or_create(&GroupLabel {
-                group: group.as_str(),
-            })
-            .inc();
+        metrics.refused(group);
         let now = Instant::now();
         let mut all = lock(&self.failures);
         if all.len() >= MAX_TRACKED && !all.contains_key(&ip) {

@@ -32,14 +32,7 @@ pub(super) async fn health(
 ) -> Result<Response, ApiError> {
     let rt = s.current();
     let ttl = rt.config.health.cache_ttl;
-    let selected: Vec<Arc<Component>> = match &q.component {
-        Some(name) => vec![
-            rt.component(name)
-                .cloned()
-                .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?,
-        ],
-        None => rt.components.clone(),
-    };
+    let selected = select(&rt, q.component.as_deref())?;
     let results = latest_of(&s, &selected, ttl).await;
 
     let status = verdict(
@@ -271,14 +264,7 @@ pub(super) fn performance(s: &Shared, rt: &crate::component::Components) -> Arc<
 /// anonymous `summary` view): of every component, or of one.
 pub(super) async fn verdict_now(s: &Shared, component: Option<&str>) -> Result<Status, ApiError> {
     let rt = s.current();
-    let selected: Vec<Arc<Component>> = match component {
-        Some(name) => vec![
-            rt.component(name)
-                .cloned()
-                .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?,
-        ],
-        None => rt.components.clone(),
-    };
+    let selected = select(&rt, component)?;
     let results = latest_of(s, &selected, rt.config.health.cache_ttl).await;
     Ok(verdict(
         selected
@@ -286,4 +272,19 @@ pub(super) async fn verdict_now(s: &Shared, component: Option<&str>) -> Result<S
             .zip(&results)
             .map(|(c, l)| (c.cfg.critical, l.status)),
     ))
+}
+
+/// Every component, or the one `?component=` names (404 when unknown).
+fn select(
+    rt: &crate::component::Components,
+    component: Option<&str>,
+) -> Result<Vec<Arc<Component>>, ApiError> {
+    Ok(match component {
+        Some(name) => vec![
+            rt.component(name)
+                .cloned()
+                .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?,
+        ],
+        None => rt.components.clone(),
+    })
 }

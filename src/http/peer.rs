@@ -35,12 +35,12 @@ pub struct ClientCert {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct GroupLabel {
-    pub(super) group: &'static str,
+struct GroupLabel {
+    group: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct LimitLabel {
+struct LimitLabel {
     reason: &'static str,
 }
 
@@ -48,8 +48,8 @@ pub(super) struct LimitLabel {
 /// `depwatch_http_requests_limited_total{reason}`.
 #[derive(Clone, Default)]
 pub struct AccessMetrics {
-    pub(super) failures: Family<GroupLabel, Counter>,
-    pub(super) limited: Family<LimitLabel, Counter>,
+    failures: Family<GroupLabel, Counter>,
+    limited: Family<LimitLabel, Counter>,
 }
 
 impl AccessMetrics {
@@ -72,6 +72,15 @@ impl AccessMetrics {
             m.limited.clone(),
         );
         m
+    }
+
+    /// A request refused for missing or wrong credentials.
+    pub fn refused(&self, group: Group) {
+        self.failures
+            .get_or_create(&GroupLabel {
+                group: group.as_str(),
+            })
+            .inc();
     }
 
     pub fn limited(&self, reason: &'static str) {

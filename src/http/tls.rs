@@ -80,6 +80,14 @@ impl Tls {
         })
     }
 
+    /// The TLS server of a web configuration, `None` without TLS.
+    pub fn of(web: &crate::config::web::WebConfig) -> Result<Option<Arc<Tls>>, TlsError> {
+        web.tls
+            .as_ref()
+            .map(|t| Tls::new(t).map(Arc::new))
+            .transpose()
+    }
+
     pub fn settings(&self) -> &TlsServer {
         &self.cfg
     }

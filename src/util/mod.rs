@@ -7,6 +7,7 @@
 //! its one user.
 
 pub mod build;
+pub mod html;
 pub mod pool;
 pub mod redact;
 pub mod sync;

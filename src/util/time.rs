@@ -8,6 +8,11 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Seconds since the Unix epoch (0 for a time before it).
+/// Milliseconds since the epoch (as stored; negative is clamped) as RFC 3339.
+pub fn rfc3339_ms(ms: i64) -> String {
+    rfc3339(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
 pub fn unix(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

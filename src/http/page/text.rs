@@ -1,63 +1,7 @@
-//! Text helpers of the status page: HTML escaping (a `Display` wrapper, so
-//! nothing is allocated per value) and the short human forms of numbers,
-//! sizes, latencies and ages.
+//! Text helpers of the status page: the short human forms of numbers,
+//! sizes, latencies and ages (HTML escaping is `util::html`, re-exported).
 
-use std::fmt::{self, Display, Write};
-
-/// Writes its text HTML-escaped: safe in element content and in quoted
-/// attribute values alike.
-pub struct Esc<'a>(pub &'a str);
-
-impl Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0;
-        let mut from = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let rep = match b {
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'&' => "&amp;",
-                b'"' => "&quot;",
-                b'\'' => "&#39;",
-                _ => continue,
-            };
-            f.write_str(&s[from..i])?;
-            f.write_str(rep)?;
-            from = i + 1;
-        }
-        f.write_str(&s[from..])
-    }
-}
-
-/// Writes its text escaped for element content (`<pre>`, not attributes):
-/// `&`, `<` and `>` only, so that quotes in JSON stay one byte.
-pub struct EscText<'a>(pub &'a str);
-
-impl Display for EscText<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0;
-        let mut from = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let rep = match b {
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'&' => "&amp;",
-                _ => continue,
-            };
-            f.write_str(&s[from..i])?;
-            f.write_str(rep)?;
-            from = i + 1;
-        }
-        f.write_str(&s[from..])
-    }
-}
-
-/// The escaped text as a `String`.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    let _ = write!(out, "{}", Esc(s));
-    out
-}
+pub use crate::util::html::{Esc, EscText, escape};
 
 /// Milliseconds as people read them: `0.42 ms`, `12.5 ms`, `1.84 s`.
 pub fn ms(v: f64) -> String {
