@@ -340,17 +340,19 @@ fn reload(
             retire_removed(&old, &rt);
             scheduler.apply(&rt.components);
             shared.set_current(rt.clone());
-            *shared.perf_memo.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            crate::util::sync::lock(&shared.perf_memo).clear();
             shared.metrics.reload_ok.set(1);
             shared
                 .metrics
                 .reload_time
                 .set(crate::util::time::unix_now());
+            crate::metrics::snapshot::changed();
             tracing::info!(probes = rt.components.len(), "Configuration reloaded.");
             Ok(())
         }
         Err(e) => {
             shared.metrics.reload_ok.set(0);
+            crate::metrics::snapshot::changed();
             for line in e.to_string().lines() {
                 tracing::error!(problem = %line, "Configuration reload refused; the previous configuration keeps running.");
             }

@@ -37,6 +37,9 @@ pub struct Latest {
     pub down: bool,
     /// When the status became what it is (the start of the check that changed it).
     pub since: Option<SystemTime>,
+    /// The component as `/api/health` shows it, serialized once (see
+    /// [`Component::view_json`]).
+    pub json: std::sync::OnceLock<Box<serde_json::value::RawValue>>,
 }
 
 /// Applies one check result to the previous state: a failure counts toward
@@ -158,7 +161,10 @@ impl Component {
     /// cache hit (counted as a `reload` invalidation).
     pub fn inherit(&self, old: &Component) {
         if old.cfg.kind() == self.cfg.kind() {
-            *write(&self.latest) = old.latest();
+            // Shown anew: kind and criticality come from this configuration.
+            let mut l = (*old.latest()).clone();
+            l.json = Default::default();
+            *write(&self.latest) = Arc::new(l);
             *lock(&self.perf) = lock(&old.perf).clone();
             self.hits
                 .store(old.hits.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -185,6 +191,11 @@ impl Component {
 
     pub fn perf(&self) -> Window {
         lock(&self.perf).clone()
+    }
+
+    /// The latency window itself (read it under its lock, without a copy).
+    pub fn perf_window(&self) -> &Mutex<Window> {
+        &self.perf
     }
 
     /// The latest result if it is younger than `ttl` and not invalidated.
@@ -294,6 +305,7 @@ impl Component {
             } else {
                 Some(at)
             },
+            json: Default::default(),
         };
         match result {
             Ok(o) => {
@@ -318,6 +330,9 @@ impl Component {
             self.write_regression(judgement);
             self.write_series(&prev, &next, duration);
         }
+        // The probe's own series were written during the check, these just
+        // now: the next scrape encodes anew.
+        crate::metrics::snapshot::changed();
         if prev.status != Some(status) || prev.up != next.up {
             let component = self.name();
             let kind = self.kind().as_str();
@@ -334,6 +349,9 @@ impl Component {
                 ),
             }
         }
+        // Serialized here, in the check's task, so that no health request
+        // pays for it (at 10,000 components that would be most of its time).
+        let _ = self.view_json(&next);
         let next = Arc::new(next);
         *write(&self.latest) = next.clone();
         if !self.gate.is_retired() {
@@ -445,6 +463,16 @@ impl Component {
     }
 
     /// The component as `/api/health` shows it.
+    /// [`Component::view`] serialized, once per result.
+    pub fn view_json<'a>(&self, l: &'a Latest) -> &'a serde_json::value::RawValue {
+        l.json.get_or_init(|| {
+            serde_json::value::to_raw_value(&self.view(l)).unwrap_or_else(|e| {
+                tracing::error!(component = %self.name(), error = %e, "Cannot serialize a component.");
+                serde_json::value::RawValue::from_string("null".into()).expect("valid JSON")
+            })
+        })
+    }
+
     pub fn view<'a>(&'a self, l: &'a Latest) -> ComponentView<'a> {
         ComponentView {
             kind: self.kind().as_str(),

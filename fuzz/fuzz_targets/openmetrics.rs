@@ -1,20 +1,37 @@
-//! The OpenMetrics → text 0.0.4 converter used for every scraper that does
-//! not ask for OpenMetrics: any input text, no panic, no growth beyond a
-//! small factor (it only drops or renames).
+//! The exposition writer every scrape goes through: any text, in any
+//! pieces, to either format: no panic, no growth beyond a small factor
+//! (it only drops, renames, or replaces control characters), and no
+//! control character but the line break in what it writes.
 #![no_main]
-use depwatch::metrics::text::{openmetrics_to_text, scrub_controls};
+use std::fmt::Write as _;
+
+use depwatch::metrics::exposition::{Format, Writer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    let out = openmetrics_to_text(s);
-    assert!(
-        out.len() <= s.len() * 2 + 64,
-        "{} bytes from {}",
-        out.len(),
-        s.len()
-    );
-    let _ = scrub_controls(s.to_string());
+    // The first byte chooses where the text is cut in two pieces.
+    let cut = s
+        .char_indices()
+        .map(|(i, _)| i)
+        .nth(usize::from(data.first().copied().unwrap_or(0)) % 7)
+        .unwrap_or(0);
+    for format in Format::ALL {
+        let mut w = Writer::new(format, 64);
+        let _ = w.write_str(&s[..cut]);
+        let _ = w.write_str(&s[cut..]);
+        let out = w.finish();
+        assert!(
+            out.len() <= s.len() * 3 + 64,
+            "{} bytes from {}",
+            out.len(),
+            s.len()
+        );
+        assert!(
+            !out.chars().any(|c| c != '\n' && c.is_control()),
+            "a control character in {out:?}"
+        );
+    }
 });

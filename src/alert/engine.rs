@@ -355,7 +355,9 @@ impl Engine {
             self.shared.store.alert_incident_put(&inc, now);
         }
         let open: Vec<&Incident> = self.book.open().collect();
-        a.metrics.incidents_open.set(open.len() as i64);
+        if a.metrics.incidents_open.set(open.len() as i64) != open.len() as i64 {
+            crate::metrics::snapshot::changed();
+        }
         let views = open
             .iter()
             .map(|i| {

@@ -102,12 +102,16 @@ impl AlertMetrics {
 
     pub fn set_pipeline(&self, up: Option<bool>) {
         let v = up.map_or(ABSENT, i64::from);
-        self.optional.pipeline_up.store(v, Ordering::Relaxed);
+        if self.optional.pipeline_up.swap(v, Ordering::Relaxed) != v {
+            crate::metrics::snapshot::changed();
+        }
     }
 
     pub fn set_sender(&self, sends: Option<bool>) {
         let v = sends.map_or(ABSENT, i64::from);
-        self.optional.sender.store(v, Ordering::Relaxed);
+        if self.optional.sender.swap(v, Ordering::Relaxed) != v {
+            crate::metrics::snapshot::changed();
+        }
     }
 
     pub fn attempt(&self, kind: EmailKind) {
@@ -116,6 +120,7 @@ impl AlertMetrics {
                 kind: kind.as_str(),
             })
             .inc();
+        crate::metrics::snapshot::changed();
     }
 
     pub fn failure(&self, kind: EmailKind) {
@@ -124,5 +129,6 @@ impl AlertMetrics {
                 kind: kind.as_str(),
             })
             .inc();
+        crate::metrics::snapshot::changed();
     }
 }

@@ -3,16 +3,18 @@
 //! anew; concurrent misses of one component share one check.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::performance::{Section, Slowest, performance};
 use super::shared::AppState;
 use super::shared::Shared;
 use crate::component::{Component, Latest, verdict};
@@ -42,8 +44,11 @@ pub(super) async fn health(
             .map(|(c, l)| (c.cfg.critical, l.status)),
     );
     let performance = match &q.component {
-        Some(_) => Arc::new(component_perf(&selected[0], &rt.config.health.performance)),
-        None => performance(&s, &rt),
+        Some(_) => Arc::new(Section::of(&component_perf(
+            &selected[0],
+            &rt.config.health.performance,
+        ))),
+        None => performance(&s.perf_memo, &rt),
     };
     let valid = rt.components.iter().filter(|c| c.is_fresh(ttl)).count();
     let hits = s.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
@@ -54,7 +59,7 @@ pub(super) async fn health(
         uptime_seconds: perf::round2(s.started.elapsed().as_secs_f64()),
         version: crate::util::build::VERSION,
         components: Components(&selected, &results),
-        performance: &performance,
+        performance: &performance.raw,
         state_store: s.store.status_json(),
         alerting: s.alert.health_json(),
         cache: CacheView {
@@ -97,7 +102,7 @@ struct HealthBody<'a> {
     uptime_seconds: f64,
     version: &'static str,
     components: Components<'a>,
-    performance: &'a Value,
+    performance: &'a RawValue,
     state_store: Value,
     cache: CacheView<'a>,
     alerting: Value,
@@ -119,6 +124,12 @@ struct CacheView<'a> {
     components: CachePer<'a>,
 }
 
+#[derive(Serialize)]
+struct HitMiss {
+    hits: u64,
+    misses: u64,
+}
+
 /// Per component: `{ "hits": n, "misses": n }`.
 struct CachePer<'a>(&'a [Arc<Component>]);
 
@@ -127,7 +138,7 @@ impl Serialize for CachePer<'_> {
         let mut map = ser.serialize_map(Some(self.0.len()))?;
         for c in self.0 {
             let (hits, misses) = c.cache_counts();
-            map.serialize_entry(c.name(), &json!({ "hits": hits, "misses": misses }))?;
+            map.serialize_entry(c.name(), &HitMiss { hits, misses })?;
         }
         map.end()
     }
@@ -140,7 +151,7 @@ impl Serialize for Components<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let mut map = ser.serialize_map(Some(self.0.len()))?;
         for (c, l) in self.0.iter().zip(self.1) {
-            map.serialize_entry(c.name(), &c.view(l))?;
+            map.serialize_entry(c.name(), c.view_json(l))?;
         }
         map.end()
     }
@@ -168,6 +179,7 @@ async fn latest_of(s: &Shared, components: &[Arc<Component>], ttl: Duration) -> 
             }
         }
     }
+    crate::metrics::snapshot::changed();
     while let Some(done) = misses.join_next().await {
         if let Ok((i, l)) = done {
             out[i] = Some(l);
@@ -186,10 +198,11 @@ fn component_perf(c: &Component, cfg: &PerfConfig) -> Value {
         None => return json!({ "checks": 0 }),
     };
     if let Value::Object(m) = &mut v {
-        m.insert(
-            "top_slowest".into(),
-            Value::Array(slowest(std::iter::once((c.name(), &w)), cfg.top_slowest)),
-        );
+        let mut top = Slowest::new(cfg.top_slowest);
+        for s in w.samples() {
+            top.offer(c.name(), s);
+        }
+        m.insert("top_slowest".into(), Value::Array(top.into_json()));
         m.insert(
             "regression".into(),
             w.regression().map_or(Value::Null, |(b, r)| {
@@ -197,66 +210,6 @@ fn component_perf(c: &Component, cfg: &PerfConfig) -> Value {
             }),
         );
     }
-    v
-}
-
-fn slowest<'a>(windows: impl Iterator<Item = (&'a str, &'a perf::Window)>, n: usize) -> Vec<Value> {
-    let mut all: Vec<(&str, &perf::Sample)> = windows
-        .flat_map(|(name, w)| w.samples().map(move |s| (name, s)))
-        .collect();
-    all.sort_unstable_by(|a, b| b.1.ms.total_cmp(&a.1.ms));
-    all.into_iter()
-        .take(n)
-        .map(
-            |(name, s)| json!({ "component": name, "ms": perf::round2(s.ms), "at": rfc3339(s.at) }),
-        )
-        .collect()
-}
-
-/// The performance section for all components, recomputed at most once a
-/// second so that a flood of health requests does not sort windows each time.
-pub(super) fn performance(s: &Shared, rt: &crate::component::Components) -> Arc<Value> {
-    let mut memo = s.perf_memo.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, v)) = memo.as_ref()
-        && at.elapsed() < Duration::from_secs(1)
-    {
-        return v.clone();
-    }
-    let cfg = &rt.config.health.performance;
-    let windows: Vec<(&str, perf::Window)> =
-        rt.components.iter().map(|c| (c.name(), c.perf())).collect();
-    let mut v = match perf::stats(windows.iter().map(|(_, w)| w), cfg) {
-        Some(st) => serde_json::to_value(st).unwrap_or(Value::Null),
-        None => json!({ "checks": 0 }),
-    };
-    if let Value::Object(m) = &mut v {
-        m.insert(
-            "top_slowest".into(),
-            Value::Array(slowest(
-                windows.iter().map(|(n, w)| (*n, w)),
-                cfg.top_slowest,
-            )),
-        );
-        let regressions: Vec<Value> = windows
-            .iter()
-            .filter_map(|(name, w)| {
-                w.regression().map(|(b, r)| {
-                    json!({ "component": name, "baseline_p50_ms": perf::round2(b), "current_p50_ms": perf::round2(r) })
-                })
-            })
-            .collect();
-        m.insert("regressions".into(), Value::Array(regressions));
-        let per: Map<String, Value> = windows
-            .iter()
-            .filter_map(|(name, w)| {
-                let st = perf::stats(std::iter::once(w), cfg)?;
-                Some((name.to_string(), serde_json::to_value(st).ok()?))
-            })
-            .collect();
-        m.insert("components".into(), Value::Object(per));
-    }
-    let v = Arc::new(v);
-    *memo = Some((Instant::now(), v.clone()));
     v
 }
 

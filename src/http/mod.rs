@@ -10,6 +10,7 @@ pub mod guard;
 mod health;
 pub mod page;
 pub mod peer;
+mod performance;
 mod probe;
 mod scrape;
 pub mod serve;

@@ -81,9 +81,11 @@ impl AccessMetrics {
                 group: group.as_str(),
             })
             .inc();
+        crate::metrics::snapshot::changed();
     }
 
     pub fn limited(&self, reason: &'static str) {
         self.limited.get_or_create(&LimitLabel { reason }).inc();
+        crate::metrics::snapshot::changed();
     }
 }

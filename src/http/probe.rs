@@ -25,10 +25,9 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::scrape::{OPENMETRICS, TEXT_004};
 use super::shared::AppState;
+use crate::metrics::exposition::{Format, convert};
 use crate::metrics::kit::GaugeF;
-use crate::metrics::text::openmetrics_to_text;
 use crate::net::Target;
 use crate::probe::Probe;
 use crate::probe::http;
@@ -155,15 +154,12 @@ pub(super) async fn probe(
             run_configured(&s, &c, budget, rt.config.health.cache_ttl).await
         }
     };
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    Ok(if accept.contains("application/openmetrics-text") {
-        ([(header::CONTENT_TYPE, OPENMETRICS)], om).into_response()
-    } else {
-        ([(header::CONTENT_TYPE, TEXT_004)], openmetrics_to_text(&om)).into_response()
-    })
+    let format = super::scrape::format_of(&headers);
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        convert(&om, format),
+    )
+        .into_response())
 }
 
 /// One check of a module against `url`, in a registry of its own.
@@ -208,6 +204,7 @@ async fn run_configured(
     let cached = c.cached(ttl);
     s.count_cache(cached.is_some());
     c.count_cache(cached.is_some());
+    crate::metrics::snapshot::changed();
     let (ok, took) = match cached {
         // The duration of the check that produced the result.
         Some(l) => (l.up, l.duration),
@@ -223,8 +220,13 @@ async fn run_configured(
     };
     result.set(c.name(), ok, took);
     let own = encode(&registry);
-    let all = s.metrics.encode_openmetrics();
-    let mut out = select_component(&all, c.name());
+    // The component's series from the encoding /metrics serves.
+    let all = s
+        .metrics
+        .snapshots
+        .get(&s.metrics.registry, Format::OpenMetrics, false)
+        .await;
+    let mut out = select_component(std::str::from_utf8(&all.plain).unwrap_or(""), c.name());
     out.push_str(&own);
     out
 }

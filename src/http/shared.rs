@@ -47,7 +47,8 @@ pub struct Shared {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub reload_tx: mpsc::Sender<ReloadReply>,
-    pub perf_memo: std::sync::Mutex<Option<(Instant, Arc<serde_json::Value>)>>,
+    /// The latest `performance` section (see `performance`).
+    pub perf_memo: Arc<std::sync::Mutex<super::performance::Memo>>,
     pub store: Arc<Store>,
     /// The email fallback and the pipeline watchdog (`crate::alert`).
     pub alert: Arc<crate::alert::state::Alerting>,
@@ -74,7 +75,7 @@ impl Shared {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             reload_tx,
-            perf_memo: std::sync::Mutex::new(None),
+            perf_memo: Default::default(),
             store,
             alert,
             guard: super::guard::Guard::default(),
@@ -91,6 +92,7 @@ impl Shared {
         *write(&self.current) = c;
     }
 
+    /// (The caller tells `metrics::snapshot::changed`, once per request.)
     pub fn count_cache(&self, hit: bool) {
         if hit {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);

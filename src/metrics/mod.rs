@@ -2,10 +2,12 @@
 //! process metrics, build info, and the two exposition formats.
 //!
 //! Probes write into families; a scrape only encodes what is there. The
-//! building blocks of families are in [`kit`], the formats in [`text`].
+//! building blocks of families are in [`kit`], the formats in
+//! [`exposition`], the encodings scrapes share in [`snapshot`].
 
+pub mod exposition;
 pub mod kit;
-pub mod text;
+pub mod snapshot;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -19,8 +21,8 @@ use crate::http::serve::ServerMetrics;
 use crate::probe::{Kind, KindMetrics, Reason, Status};
 use crate::util::build::{REVISION, RUSTC, VERSION};
 use crate::util::time::unix_now;
+use exposition::Format;
 use kit::{ComponentOnly, GaugeF};
-use text::{openmetrics_to_text, scrub_controls};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentKind {
@@ -107,7 +109,11 @@ pub struct Metrics {
     pub failures: Family<ComponentFailure, Counter>,
     pub consecutive_failures: Family<ComponentOnly, Gauge>,
     pub last_success: Family<ComponentOnly, GaugeF>,
+    /// Not in the registry: written after each scrape's cached body (see
+    /// [`Metrics::tail`]), so that it is the time of that very scrape.
     pub last_scrape: GaugeF,
+    /// The encodings `/metrics` serves.
+    pub snapshots: snapshot::Snapshots,
     pub reload_ok: Gauge,
     pub reload_time: GaugeF,
     pub cache_hit: Counter,
@@ -187,11 +193,7 @@ impl Metrics {
             build,
         );
         let last_scrape = GaugeF::default();
-        r.register(
-            "last_scrape_timestamp_seconds",
-            "When /metrics was last scraped (Unix time)",
-            last_scrape.clone(),
-        );
+        let snapshots = snapshot::Snapshots::register(r);
         let reload_ok = Gauge::default();
         reload_ok.set(1);
         r.register(
@@ -257,6 +259,7 @@ impl Metrics {
             consecutive_failures,
             last_success,
             last_scrape,
+            snapshots,
             reload_ok,
             reload_time,
             cache_hit,
@@ -304,24 +307,59 @@ impl Metrics {
         self.regression.remove(&c);
         self.baseline_p50.remove(&c);
         self.recent_p50.remove(&c);
+        snapshot::changed();
     }
 
     /// Counts `n` cached results dropped for `cause`.
     pub fn count_invalidations(&self, cause: Cause, n: u64) {
         self.invalidations[cause as usize].inc_by(n);
+        snapshot::changed();
+    }
+
+    /// What follows the cached body in every `/metrics` answer: the time
+    /// of this scrape, and in OpenMetrics the `# EOF`.
+    pub fn tail(&self, format: Format) -> String {
+        let name = "depwatch_last_scrape_timestamp_seconds";
+        let mut out = format!(
+            "# HELP {name} When /metrics was last scraped (Unix time).\n# TYPE {name} gauge\n{name} {}\n",
+            Float(self.last_scrape.get())
+        );
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+
+    /// The whole exposition, encoded now (tests, `replay-log`); scrapes use
+    /// [`snapshot::Snapshots`].
+    pub fn encode(&self, format: Format) -> String {
+        let mut out = exposition::encode(&self.registry, format);
+        out.push_str(&self.tail(format));
+        out
     }
 
     /// OpenMetrics text, ending in `# EOF`.
     pub fn encode_openmetrics(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        scrub_controls(out)
+        self.encode(Format::OpenMetrics)
     }
 
     /// The Prometheus text format 0.0.4.
     pub fn encode_text(&self) -> String {
-        openmetrics_to_text(&self.encode_openmetrics())
+        self.encode(Format::Text)
+    }
+}
+
+/// A sample value as prometheus-client writes a float: integers with `.0`.
+struct Float(f64);
+
+impl std::fmt::Display for Float {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+            write!(f, "{v:.1}")
+        } else {
+            write!(f, "{v}")
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod collector;
 mod conditions;
 mod config;
 pub mod godur;
+mod labels;
 pub mod replay;
 pub mod rules;
 mod state;
@@ -174,6 +175,9 @@ fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
         counter.fetch_add(1, Ordering::Relaxed);
     });
     drop(guard);
+    if stats.read_bytes > 0 || stats.rotations > 0 || stats.truncations > 0 {
+        crate::metrics::snapshot::changed();
+    }
     if let Some(tx) = &state.triggers {
         // One event per rule and poll, however many lines matched.
         for (rule, targets) in lock(&state.engine).take_fired() {

@@ -19,6 +19,7 @@ mod reload;
 mod router;
 mod scaleout;
 mod scheduler;
+mod scrape;
 mod secrets;
 mod security;
 mod security_tls;

@@ -71,7 +71,7 @@ pub(super) fn gather(s: &Shared) -> Page {
         verdict,
         since_ms: Some(v.since_ms),
         alerting: s.alert.health_json(),
-        performance: super::health::performance(s, &rt),
+        performance: super::performance::performance(&s.perf_memo, &rt).value(),
         cache,
         slow_ms: ms_of(perf.slow_above),
         critical_ms: ms_of(perf.critical_above),

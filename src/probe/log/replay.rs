@@ -25,8 +25,6 @@ pub enum ReplayError {
     NotAFile(PathBuf),
     #[error("{0}")]
     Read(String),
-    #[error("the metrics could not be encoded")]
-    Encode,
     #[error("no log probe named `{want}` (log probes: {known})")]
     NoSuchProbe { want: String, known: String },
     #[error("the configuration has no probe of kind log")]
@@ -83,11 +81,9 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     registry
         .sub_registry_with_prefix("depwatch")
         .register_collector(Box::new(Replay(state)));
-    let mut om = String::new();
-    prometheus_client::encoding::text::encode(&mut om, &registry)
-        .map_err(|_| ReplayError::Encode)?;
-    Ok(crate::metrics::text::openmetrics_to_text(
-        &crate::metrics::text::scrub_controls(om),
+    Ok(crate::metrics::exposition::encode(
+        &registry,
+        crate::metrics::exposition::Format::Text,
     ))
 }
 

@@ -18,6 +18,8 @@ use serde_json::{Map, Value};
 
 use super::config::{DurUnit, RuleSpec, Scalar, Spec, Test, ValueKind};
 use super::godur;
+use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, group_id};
+pub(super) use super::labels::{GroupKey, unpack};
 use super::stats::{GROUP_SAMPLES, Latency, SlowOp, Slowest};
 
 /// What a line was, for `depwatch_log_lines_total{result}`.
@@ -287,72 +289,6 @@ fn test(t: &Test, f: Option<&Field>) -> bool {
     }
 }
 
-/// Maps on the per-line path: foldhash (hashbrown's hasher) instead of
-/// SipHash. Label values are capped per rule, so collisions cost little.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// A category of a rule's `group_by`: the value ids of its fields, 16 bits
-/// each (at most 4 fields, ids below `max_label_values` ≤ 10000, `other`
-/// as 0xFFFF), so that the per-line lookup hashes one integer.
-pub(super) type GroupKey = u64;
-
-const OTHER_GROUP_ID: u64 = 0xFFFF;
-
-fn group_id(id: u32) -> u64 {
-    if id == OTHER_ID {
-        OTHER_GROUP_ID
-    } else {
-        u64::from(id)
-    }
-}
-
-/// The value ids of a category, in `group_by` order (zip it with the fields).
-pub(super) fn unpack(key: GroupKey) -> impl Iterator<Item = u32> {
-    (0..4).map(move |i| match (key >> (16 * i)) & 0xFFFF {
-        OTHER_GROUP_ID => OTHER_ID,
-        id => id as u32,
-    })
-}
-
-/// The value that stands for every label value beyond a rule's cap.
-pub const OTHER: &str = "other";
-pub(super) const OTHER_ID: u32 = u32::MAX;
-
-/// One label of a rule: its field and the distinct values seen (capped).
-#[derive(Debug)]
-pub(super) struct Label {
-    pub(super) name: String,
-    slot: usize,
-    ids: FastMap<Box<str>, u32>,
-    values: Vec<Box<str>>,
-}
-
-impl Label {
-    fn id(&mut self, value: &str, cap: usize) -> u32 {
-        // Control characters (a JSON "\u0000") never reach a label: values
-        // differing only there are one series.
-        let value = crate::metrics::kit::label_safe(value);
-        if let Some(id) = self.ids.get(value.as_ref()) {
-            return *id;
-        }
-        if self.values.len() >= cap {
-            return OTHER_ID;
-        }
-        let id = self.values.len() as u32;
-        self.values.push(value.as_ref().into());
-        self.ids.insert(value.into(), id);
-        id
-    }
-
-    pub(super) fn value(&self, id: u32) -> &str {
-        if id == OTHER_ID {
-            OTHER
-        } else {
-            &self.values[id as usize]
-        }
-    }
-}
-
 /// One label combination's numbers.
 #[derive(Clone, Debug, Default)]
 pub struct Series {
@@ -426,12 +362,7 @@ pub struct Engine {
 /// A rule's `group_by` / `labels` entries as interned labels.
 fn labels_of(list: &[(String, String)], trie: &mut Trie, n: &mut usize) -> Vec<Label> {
     list.iter()
-        .map(|(name, path)| Label {
-            name: name.clone(),
-            slot: trie.slot(path, n),
-            ids: FastMap::default(),
-            values: Vec::new(),
-        })
+        .map(|(name, path)| Label::new(name.clone(), trie.slot(path, n)))
         .collect()
 }
 

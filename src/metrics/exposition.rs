@@ -1,0 +1,315 @@
+//! The bytes of a `/metrics` answer: both exposition formats written in one
+//! pass from what prometheus-client encodes, control characters out on the
+//! way, and gzip framing that lets a cached, compressed body take a small
+//! tail written per request without compressing anything again.
+//!
+//! prometheus-client writes OpenMetrics. The Prometheus 0.0.4 text format
+//! differs only in its metadata lines (counter families named with
+//! `_total`, `info` as a gauge, no `# UNIT`, no `# EOF`), so [`Writer`]
+//! passes sample lines through and rewrites metadata lines as they end.
+
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+
+use super::kit::unsafe_in_label;
+
+/// Which exposition format to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`
+    Text,
+}
+
+impl Format {
+    pub const ALL: [Format; 2] = [Format::OpenMetrics, Format::Text];
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "openmetrics",
+            Format::Text => "text",
+        }
+    }
+}
+
+/// A `fmt::Write` that prometheus-client encodes into, producing `format`
+/// directly: every control character but the line break becomes U+FFFD
+/// (prometheus-client escapes newlines inside label values and help texts,
+/// so a raw one is always a line break; any other control character came
+/// from a configuration name, a MongoDB document or a Redis name), and in
+/// the text format metadata lines are rewritten as they end.
+pub struct Writer {
+    out: String,
+    format: Format,
+    /// The metadata line being written (from its `#` to its newline).
+    meta: Option<String>,
+    at_line_start: bool,
+    /// A `# HELP` line waiting for its `# TYPE` (the text format names the
+    /// family by its type).
+    pending_help: Option<String>,
+}
+
+impl Writer {
+    pub fn new(format: Format, capacity: usize) -> Self {
+        Writer {
+            out: String::with_capacity(capacity),
+            format,
+            meta: None,
+            at_line_start: true,
+            pending_help: None,
+        }
+    }
+
+    /// The exposition written so far (a last unterminated line included).
+    pub fn finish(mut self) -> String {
+        if let Some(m) = self.meta.take() {
+            self.metadata(&m);
+        }
+        self.out
+    }
+
+    fn data(&mut self, s: &str) {
+        push_scrubbed(&mut self.out, s);
+    }
+
+    /// One whole metadata line, with its newline.
+    fn metadata(&mut self, line: &str) {
+        if self.format == Format::OpenMetrics {
+            push_scrubbed(&mut self.out, line);
+            return;
+        }
+        let body = line.strip_suffix('\n').unwrap_or(line);
+        if let Some(rest) = body.strip_prefix("# HELP ") {
+            self.pending_help = Some(rest.to_string());
+            return;
+        }
+        if let Some(rest) = body.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, ty) = match ty {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "unknown" | "stateset" | "gaugehistogram" => ("", "untyped"),
+                t => ("", t),
+            };
+            let mut lines = String::with_capacity(line.len() + 64);
+            if let Some(help) = self.pending_help.take() {
+                let text = help.split_once(' ').map_or("", |(_, t)| t);
+                let _ = writeln!(lines, "# HELP {name}{suffix} {text}");
+            }
+            let _ = writeln!(lines, "# TYPE {name}{suffix} {ty}");
+            push_scrubbed(&mut self.out, &lines);
+            return;
+        }
+        // `# UNIT` and `# EOF` have no place in the text format; any other
+        // comment is kept.
+        if !body.starts_with("# UNIT ") && body != "# EOF" {
+            push_scrubbed(&mut self.out, line);
+        }
+    }
+}
+
+impl fmt::Write for Writer {
+    fn write_str(&mut self, mut s: &str) -> fmt::Result {
+        while !s.is_empty() {
+            if let Some(meta) = &mut self.meta {
+                match s.find('\n') {
+                    Some(i) => {
+                        meta.push_str(&s[..=i]);
+                        let line = std::mem::take(meta);
+                        self.meta = None;
+                        self.metadata(&line);
+                        self.at_line_start = true;
+                        s = &s[i + 1..];
+                    }
+                    None => {
+                        meta.push_str(s);
+                        return Ok(());
+                    }
+                }
+            } else if self.at_line_start && s.starts_with('#') {
+                self.meta = Some(String::with_capacity(128));
+            } else {
+                match s.find('\n') {
+                    Some(i) => {
+                        self.data(&s[..=i]);
+                        self.at_line_start = true;
+                        s = &s[i + 1..];
+                    }
+                    None => {
+                        self.data(s);
+                        self.at_line_start = false;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends `s` with every control character but `\n` as U+FFFD.
+fn push_scrubbed(out: &mut String, s: &str) {
+    // Almost always clean: bytes below 0x20 (but \n), DEL, and 0xC2 (the
+    // lead byte of the C1 controls, and of harmless characters) send the
+    // piece to the careful path.
+    if s.bytes()
+        .all(|b| (b >= 0x20 || b == b'\n') && b != 0x7f && b != 0xc2)
+    {
+        out.push_str(s);
+        return;
+    }
+    out.extend(s.chars().map(|c| {
+        if c != '\n' && unsafe_in_label(c) {
+            '\u{FFFD}'
+        } else {
+            c
+        }
+    }));
+}
+
+/// Everything in `registry` in `format`, without the OpenMetrics `# EOF`.
+pub fn encode(registry: &prometheus_client::registry::Registry, format: Format) -> String {
+    let mut w = Writer::new(format, 16 * 1024);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(&mut w, registry);
+    w.finish()
+}
+
+/// An OpenMetrics text (scrubbed) in `format`.
+pub fn convert(om: &str, format: Format) -> String {
+    let mut w = Writer::new(format, om.len());
+    let _ = w.write_str(om);
+    w.finish()
+}
+
+/// An exposition body compressed once as raw DEFLATE ending in a sync flush
+/// (byte-aligned, not final), so that a gzip answer is this, a tail in one
+/// final stored block, and a trailer whose CRC combines both: the tail is
+/// written per request without compressing anything again.
+pub struct Deflated {
+    deflate: bytes::Bytes,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+/// The gzip member header: no name, no time, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl Deflated {
+    /// Compresses `plain` at the fast level: an exposition is repetitive,
+    /// so the fast level already shrinks it 15- to 20-fold.
+    pub fn new(plain: &[u8]) -> Deflated {
+        let mut e = flate2::write::DeflateEncoder::new(
+            Vec::with_capacity(plain.len() / 8 + 64),
+            flate2::Compression::fast(),
+        );
+        // Writing into a Vec cannot fail; flush() is a sync flush.
+        let _ = e.write_all(plain);
+        let _ = e.flush();
+        let deflate = bytes::Bytes::from(std::mem::take(e.get_mut()));
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(plain);
+        Deflated {
+            deflate,
+            crc,
+            len: plain.len() as u64,
+        }
+    }
+
+    /// Compressed size of the body alone.
+    pub fn compressed_len(&self) -> usize {
+        self.deflate.len()
+    }
+
+    /// The pieces of a gzip member holding the body then `tail` (at most
+    /// 65,535 bytes): the header, the compressed body (borrowed) and the
+    /// rest (a final stored block with `tail`, then CRC-32 and size).
+    pub fn gzip_with(&self, tail: &[u8]) -> (&'static [u8], bytes::Bytes, Vec<u8>) {
+        let n = u16::try_from(tail.len()).expect("a gzip tail of at most 65,535 bytes");
+        let mut rest = Vec::with_capacity(tail.len() + 13);
+        // BFINAL=1, BTYPE=00 (stored); the body ended byte-aligned.
+        rest.push(0x01);
+        rest.extend_from_slice(&n.to_le_bytes());
+        rest.extend_from_slice(&(!n).to_le_bytes());
+        rest.extend_from_slice(tail);
+        let mut crc = self.crc.clone();
+        crc.update(tail);
+        rest.extend_from_slice(&crc.finalize().to_le_bytes());
+        let total = self.len + tail.len() as u64;
+        rest.extend_from_slice(&(total as u32).to_le_bytes());
+        (&GZIP_HEADER, self.deflate.clone(), rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn through(format: Format, pieces: &[&str]) -> String {
+        let mut w = Writer::new(format, 64);
+        for p in pieces {
+            w.write_str(p).unwrap();
+        }
+        w.finish()
+    }
+
+    #[test]
+    fn text_format_renames_counters_whatever_the_pieces() {
+        let om = "# HELP a_checks Checks run.\n# TYPE a_checks counter\na_checks_total{c=\"x\"} 1\n# HELP a_info Build.\n# TYPE a_info info\na_info_info{v=\"1\"} 1\n# TYPE a_d histogram\n# UNIT a_d seconds\na_d_bucket{le=\"+Inf\"} 0\n# EOF\n";
+        let want = "# HELP a_checks_total Checks run.\n# TYPE a_checks_total counter\na_checks_total{c=\"x\"} 1\n# HELP a_info_info Build.\n# TYPE a_info_info gauge\na_info_info{v=\"1\"} 1\n# TYPE a_d histogram\na_d_bucket{le=\"+Inf\"} 0\n";
+        // Whole, and cut at every position (the encoder writes in pieces).
+        assert_eq!(through(Format::Text, &[om]), want);
+        for i in 1..om.len() {
+            assert_eq!(
+                through(Format::Text, &[&om[..i], &om[i..]]),
+                want,
+                "cut at {i}"
+            );
+        }
+        assert_eq!(through(Format::OpenMetrics, &[om]), om);
+    }
+
+    #[test]
+    fn control_characters_become_replacement_characters() {
+        let s = "a{c=\"nul\0del\u{7f}c1\u{85}ok\u{b0}\"} 1\n# HELP x bell\u{7}\n# TYPE x gauge\n";
+        for f in Format::ALL {
+            let out = through(f, &[s]);
+            assert!(
+                out.contains("a{c=\"nul\u{FFFD}del\u{FFFD}c1\u{FFFD}ok\u{b0}\"} 1\n"),
+                "{out}"
+            );
+            assert!(out.contains("# HELP x bell\u{FFFD}\n"), "{out}");
+        }
+    }
+
+    #[test]
+    fn gzip_of_a_cached_body_and_a_fresh_tail_decodes_whole() {
+        let body: String = (0..5000)
+            .map(|i| format!("depwatch_up{{component=\"c{i}\",kind=\"http\"}} 1\n"))
+            .collect();
+        let d = Deflated::new(body.as_bytes());
+        assert!(
+            d.compressed_len() * 10 < body.len(),
+            "{}",
+            d.compressed_len()
+        );
+        for tail in ["", "x 1\n# EOF\n"] {
+            let (h, mid, rest) = d.gzip_with(tail.as_bytes());
+            let gz = [h, &mid[..], &rest].concat();
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_string(&mut out)
+                .unwrap();
+            assert_eq!(out, format!("{body}{tail}"));
+        }
+    }
+}
