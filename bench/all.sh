@@ -171,18 +171,18 @@ v() { echo "${R[$1]}"; }
 yes_no() { if [[ $(calc '%d' "$1") == 1 ]]; then echo yes; else echo no; fi; }
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); }
-absent() { row "$1" "not measured" "—" "$2" "no"; }
+absent() { [[ -z ${WANT[$3]:-} ]] || row "$1" "not measured" "—" "$2" "no"; } # WORK TARGET PART
 
 w="\`/metrics\`, default run, req/s vs nginx static same body"
 if have core.metrics_rps core.nginx_metrics_rps; then
   r=$(calc '%.2f' "$(v core.metrics_rps) / $(v core.nginx_metrics_rps)")
   row "$w" "$(calc '%.0f' "$(v core.metrics_rps)") vs $(calc '%.0f' "$(v core.nginx_metrics_rps)") req/s ($(v core.metrics_bytes) bytes)" "${r}×" "≥ 0.5×" "$(yes_no "$r >= 0.5")"
-else absent "$w" "≥ 0.5×"; fi
+else absent "$w" "≥ 0.5×" core; fi
 
 w="\`/metrics\` at $PROBES http targets: CPU per scrape (Prometheus' headers)"
 if have http.scrape_cpu_ms http.scrape_cpu_ms_raw; then
   row "$w" "$(v http.scrape_cpu_ms) ms net of probing ($(v http.scrape_cpu_ms_raw) ms raw, $(v http.scrape_wall_ms) ms wall)" "—" "≤ 30 ms" "$(yes_no "$(v http.scrape_cpu_ms) <= 30")"
-else absent "$w" "≤ 30 ms"; fi
+else absent "$w" "≤ 30 ms" http; fi
 
 w="\`/metrics\` at $PROBES http targets: body"
 if have http.metrics_bytes http.metrics_prom_bytes; then
@@ -193,12 +193,12 @@ if have http.metrics_bytes http.metrics_prom_bytes; then
   else
     row "$w" "$(mb "$(v http.metrics_bytes)") MB, no gzip (Content-Encoding: ${R[http.metrics_prom_encoding]:-?})" "—" "gzip ≤ 3 MB (3,000,000 bytes)" no
   fi
-else absent "$w" "gzip ≤ 3 MB"; fi
+else absent "$w" "gzip ≤ 3 MB" http; fi
 
 w="series per http target"
 if have http.series_per_target; then
   row "$w" "$(v http.series_per_target)" "—" "≤ 24" "$(yes_no "$(v http.series_per_target) <= 24")"
-else absent "$w" "≤ 24"; fi
+else absent "$w" "≤ 24" http; fi
 
 w="\`/api/health\` at $PROBES components vs nginx serving the same body"
 if have http.health_cold_ms http.health_warm_ms http.nginx_health_cold_ms http.nginx_health_warm_ms; then
@@ -206,26 +206,26 @@ if have http.health_cold_ms http.health_warm_ms http.nginx_health_cold_ms http.n
   rw=$(calc '%.1f' "$(v http.health_warm_ms) / $(v http.nginx_health_warm_ms)")
   row "$w" "cold $(v http.health_cold_ms) ms (max $(v http.health_cold_max_ms)), warm $(v http.health_warm_ms) ms; nginx $(v http.nginx_health_cold_ms) / $(v http.nginx_health_warm_ms) ms; $(v http.health_bytes) bytes" \
     "cold ${rc}×, warm ${rw}×" "≤ 5×, cold or warm" "$(yes_no "$rc <= 5 && $rw <= 5")"
-else absent "$w" "≤ 5×, cold or warm"; fi
+else absent "$w" "≤ 5×, cold or warm" http; fi
 
 w="\`/api/health\`, default run, req/s vs nginx same body"
 if have core.health_rps core.nginx_health_rps core.health_p99_ms core.nginx_health_p99_ms; then
   r=$(calc '%.2f' "$(v core.health_rps) / $(v core.nginx_health_rps)")
   row "$w" "$(calc '%.0f' "$(v core.health_rps)") vs $(calc '%.0f' "$(v core.nginx_health_rps)") req/s; p99 $(v core.health_p99_ms) vs $(v core.nginx_health_p99_ms) ms" \
     "${r}×" "≥ 0.85×, p99 ≤ nginx's" "$(yes_no "$r >= 0.85 && $(v core.health_p99_ms) <= $(v core.nginx_health_p99_ms)")"
-else absent "$w" "≥ 0.85×, p99 ≤ nginx's"; fi
+else absent "$w" "≥ 0.85×, p99 ≤ nginx's" core; fi
 
 w="idle RSS, default run"
 if have core.idle_rss_kb core.node_idle_rss_kb; then
   row "$w" "$(calc '%.1f' "$(v core.idle_rss_kb) / 1024") MiB ($(v core.idle_rss_kb) KiB; node_exporter $(calc '%.1f' "$(v core.node_idle_rss_kb) / 1024") MiB)" \
     "$(calc '%.2f' "$(v core.idle_rss_kb) / $(v core.node_idle_rss_kb)")× node_exporter" "≤ 8 MiB (8192 KiB)" "$(yes_no "$(v core.idle_rss_kb) <= 8192")"
-else absent "$w" "≤ 8 MiB"; fi
+else absent "$w" "≤ 8 MiB" core; fi
 
 w="$PROBES http probes at $INTERVAL"
 if have http.missed_probes http.cpu_pct http.hwm_seq_kb http.hwm_end_kb; then
   row "$w" "$(v http.missed_probes) missed ($(v http.checks_done) of $(v http.checks_expected) checks), $(v http.cpu_pct)% of a core, peak $(calc '%.1f' "$(v http.hwm_seq_kb) / 1024") MiB ($(calc '%.1f' "$(v http.hwm_end_kb) / 1024") MiB after wrk on /api/health)" \
     "—" "0 missed, ≤ 5% core, ≤ 100 MiB peak" "$(yes_no "$(v http.missed_probes) == 0 && $(v http.cpu_pct) <= 5 && $(v http.hwm_seq_kb) <= 102400")"
-else absent "$w" "0 missed, ≤ 5% core, ≤ 100 MiB peak"; fi
+else absent "$w" "0 missed, ≤ 5% core, ≤ 100 MiB peak" http; fi
 
 w="log lines/s, one-shot and tail, vs mtail"
 if have logs.oneshot_lps_depwatch logs.oneshot_lps_mtail logs.tail_lps_depwatch logs.tail_lps_mtail; then
@@ -233,7 +233,7 @@ if have logs.oneshot_lps_depwatch logs.oneshot_lps_mtail logs.tail_lps_depwatch 
   rt=$(calc '%.1f' "$(v logs.tail_lps_depwatch) / $(v logs.tail_lps_mtail)")
   row "$w" "$(calc '%.2f' "$(v logs.oneshot_lps_depwatch) / 1e6")M / $(calc '%.2f' "$(v logs.tail_lps_depwatch) / 1e6")M lines/s vs mtail $(calc '%.2f' "$(v logs.oneshot_lps_mtail) / 1e6")M / $(calc '%.2f' "$(v logs.tail_lps_mtail) / 1e6")M ($(v logs.lines) lines)" \
     "${ro}× / ${rt}×" "no worse: ≥ 9.9× / ≥ 6.5×" "$(yes_no "$ro >= 9.9 && $rt >= 6.5")"
-else absent "$w" "≥ 9.9× / ≥ 6.5×"; fi
+else absent "$w" "≥ 9.9× / ≥ 6.5×" logs; fi
 
 w="\`/probe\` vs blackbox_exporter (same nginx target)"
 if have http.probe_rps_depwatch http.probe_rps_blackbox http.probe_cpu_ms_depwatch http.probe_cpu_ms_blackbox; then
@@ -241,13 +241,13 @@ if have http.probe_rps_depwatch http.probe_rps_blackbox http.probe_cpu_ms_depwat
   rcpu=$(calc '%.2f' "$(v http.probe_cpu_ms_depwatch) / $(v http.probe_cpu_ms_blackbox)")
   row "$w" "$(calc '%.0f' "$(v http.probe_rps_depwatch)") vs $(calc '%.0f' "$(v http.probe_rps_blackbox)") probes/s; $(v http.probe_cpu_ms_depwatch) vs $(v http.probe_cpu_ms_blackbox) ms CPU each" \
     "${rr}× probes/s, ${rcpu}× CPU" "≥ 1.5× probes/s, ≤ 1× CPU (http probe issue)" "$(yes_no "$rr >= 1.5 && $rcpu <= 1")"
-else absent "$w" "≥ 1.5× probes/s"; fi
+else absent "$w" "≥ 1.5× probes/s" http; fi
 
 w="Redis queue round vs redis_exporter scrape ($QUEUES BullMQ queues × $JOBS jobs)"
 if have redis.cpu_ms_depwatch redis.cpu_ms_exporter redis.round_trips_depwatch redis.round_trips_exporter; then
   row "$w" "$(v redis.cpu_ms_depwatch) vs $(v redis.cpu_ms_exporter) ms CPU per round; $(v redis.round_trips_depwatch) vs $(v redis.round_trips_exporter) Redis round trips" \
     "$(calc '%.2f' "$(v redis.cpu_ms_depwatch) / $(v redis.cpu_ms_exporter)")× CPU" "—" "—"
-else absent "$w" "—"; fi
+else absent "$w" "—" redis; fi
 
 # ------------------------------------------------------------------ report
 # A part's report two heading levels down, under "## PART".
@@ -258,7 +258,7 @@ declare -A SCRIPT=([core]=bench/core.sh [http]=bench/http.sh [redis]=bench/redis
   echo
   if ((QUICK)); then echo "**Quick smoke-test settings (\`--quick\`): not results.**"; echo; fi
   echo "- started $START, ended $(date -u +%FT%TZ); host: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- depwatch: \`$BIN\` ($("$BIN" --version)); source tree $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "- depwatch: \`$BIN\` ($("$BIN" --version | first_line)); source tree $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "- command: \`bench/all.sh$( ((QUICK)) && echo ' --quick') --parts $PARTS\`; waited ${WAITED}s for cargo/rustc before starting"
   echo "- settings: core wrk ${CORE_DUR}s × $CORE_RUNS; /probe wrk ${WRK_DUR}s × $WRK_RUNS; $PROBES http probes at $INTERVAL (timeout $PTIMEOUT) over $HTTP_ROUNDS rounds, $SCRAPES scrapes, $H_SAMPLES cold /api/health samples; redis $REDIS_ROUNDS rounds, $QUEUES queues × $JOBS jobs; logs $LINES lines × $LOG_RUNS runs"
   for p in core http redis logs; do [[ -z ${WANT[$p]:-} ]] || echo "- $p: ${STATUS[$p]:-not run}"; done
