@@ -10,6 +10,7 @@
 #
 # depwatch binds 127.0.0.1 on a free port; everything started is stopped by PID on exit.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
@@ -116,7 +117,7 @@ over.settimeout(5)
 print(f"over-cap {over.recv(64).split(b' ')[1].decode()}", flush=True)
 PY
 CLIENT=$!
-PIDS+=($CLIENT)
+PIDS+=("$CLIENT")
 for _ in $(seq 1 1200); do grep -q '^idle' "$W/client.out" 2>/dev/null && break; sleep 0.1; done
 grep -q '^idle' "$W/client.out" || die "the client never settled: $(cat "$W/client.out")"
 RSS1=$(rss_kb "$DW")

@@ -9,6 +9,12 @@
 # Part 2: depwatch with BENCH_PROBES configured http probes (default 2,000)
 # at a BENCH_INTERVAL (15 s) against the same nginx, for BENCH_ROUNDS rounds:
 # checks per probe (missed rounds), failures, check latency, CPU and memory.
+# Then, at that scale: /metrics body size (identity, gzip, as Prometheus asks
+# for it), series per http target, CPU per scrape as Prometheus scrapes
+# (BENCH_SCRAPES sequential scrapes, its Accept and Accept-Encoding headers),
+# and /api/health cold (first request after checks changed the state) and
+# warm, side by side with a second nginx serving the same body from a file
+# (single requests, then wrk with the same connections); peak RSS.
 #
 # USAGE
 #   bench/http.sh [DEPWATCH_BINARY] > report.md     (progress on stderr)
@@ -18,13 +24,23 @@
 #   BENCH_WRK_THREADS [2]  BENCH_WRK_CONNS [16]  BENCH_WRK_DURATION [10] (s)
 #   BENCH_WRK_RUNS [3] (median reported)  BENCH_PROBES [2000]
 #   BENCH_INTERVAL [15s]  BENCH_TIMEOUT [5s]  BENCH_ROUNDS [4]  BENCH_JITTER [] (depwatch default)
+#   BENCH_SCRAPES [20] /metrics scrapes timed in part 2
+#   BENCH_HEALTH_SAMPLES [5] cold /api/health requests (1 s apart)
+#   BENCH_HEALTH_WARM [10] warm requests on one connection after each cold one
+#   BENCH_HEALTH_DURATION [BENCH_WRK_DURATION] (s) wrk on /api/health vs nginx
 #   BENCH_WAIT_MAX [600] (s) to wait for other builds (rustc) to end first
 #   BENCH_SKIP_PART1=1 / BENCH_SKIP_PART2=1   BENCH_KEEP_WORK=1 (keep scratch dir)
+#   BENCH_RESULTS [] a file that receives KEY=VALUE results (bench/all.sh)
+#
+# METRICS READ: depwatch_probe_success (part 1); depwatch_checks_total,
+# depwatch_check_failures_total and depwatch_check_duration_seconds_{sum,count}
+# of kind="http" (part 2), each by its component label.
 #
 # RULES: every server binds 127.0.0.1 on a free port; every loop is bounded
 # (wrk -d under timeout, polls with deadlines); every process started here
 # is stopped by PID in the EXIT trap; the scratch dir is removed.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
@@ -42,6 +58,15 @@ NPROBES=${BENCH_PROBES:-2000}
 INTERVAL=${BENCH_INTERVAL:-15s}
 ROUNDS=${BENCH_ROUNDS:-4}
 JITTER=${BENCH_JITTER:-}
+SCRAPES=${BENCH_SCRAPES:-20}
+HEALTH_SAMPLES=${BENCH_HEALTH_SAMPLES:-5}
+HEALTH_WARM=${BENCH_HEALTH_WARM:-10}
+HEALTH_DUR=${BENCH_HEALTH_DURATION:-$WRK_DUR}
+# What Prometheus 2.42 (Debian 12, the one the bundle tests use) sends on
+# every scrape (scrape/scrape.go: acceptHeader, acceptEncodingHeader with
+# enable_compression on, the default). Prometheus >= 2.49 builds Accept from
+# scrape_protocols with other weights; gzip is asked by both.
+PROM_ACCEPT='application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1'
 CLK_TCK=$(getconf CLK_TCK)
 INTERVAL_S=${INTERVAL%s}
 
@@ -50,6 +75,7 @@ PIDS=()
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 alive() {
   local st
@@ -63,7 +89,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do
     for ((i = 0; i < 50; i++)); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -KILL "$p" 2>/dev/null || true
+    if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
     wait "$p" 2>/dev/null || true
   done
   if [[ ${BENCH_KEEP_WORK:-0} == 1 ]]; then log "kept $W"; else rm -rf "$W"; fi
@@ -96,7 +122,7 @@ stop() {  # pid
   kill -TERM "$1" 2>/dev/null || true
   local i
   for ((i = 0; i < 50; i++)); do alive "$1" || break; sleep 0.1; done
-  alive "$1" && kill -KILL "$1" 2>/dev/null || true
+  if alive "$1"; then kill -KILL "$1" 2>/dev/null || true; fi
   wait "$1" 2>/dev/null || true
 }
 
@@ -144,7 +170,7 @@ TARGET_Q=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.ar
 echo "# depwatch http probes — benchmark"
 echo
 echo "- date: $(date -u +%FT%TZ); host: $(nproc) CPU(s), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo); loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- depwatch: \`$DW\` ($("$DW" --version 2>/dev/null | head -n1)); blackbox_exporter: $(prometheus-blackbox-exporter --version 2>&1 | head -n1 | awk '{print $3}')"
+echo "- depwatch: \`$DW\` ($("$DW" --version 2>/dev/null | first_line)); blackbox_exporter: $(prometheus-blackbox-exporter --version 2>&1 | awk 'NR == 1 {print $3}')"
 [[ -z $BUSY_NOTE ]] || echo "- **warning**: $BUSY_NOTE"
 echo "- target: nginx on 127.0.0.1:$P_NGINX serving a 200-byte JSON file (\`$TARGET\`)"
 echo
@@ -190,8 +216,8 @@ EOF
 
   declare -A RPS P99 CPU ERR IDLE RSS HWM HITS
   for name in depwatch blackbox_exporter; do
-    curl -fsS --max-time 10 "${URL[$name]}" | grep -Eq "${OKRE[$name]}" ||
-      die "$name: one /probe did not succeed: $(curl -sS --max-time 10 "${URL[$name]}" | head -c 800)"
+    one=$(curl -sS --max-time 10 "${URL[$name]}" 2>&1 || true)
+    grep -Eq "${OKRE[$name]}" <<<"$one" || die "$name: one /probe did not succeed: ${one:0:800}"
     IDLE[$name]=$(rss_kb "${XPID[$name]}" VmRSS)
   done
 
@@ -245,6 +271,13 @@ EOF
   printf -- '- peak memory ratio: **%s** (target < 1)\n' \
     "$(awk -v a="${HWM[depwatch]}" -v b="${HWM[blackbox_exporter]}" 'BEGIN { printf "%.2f", a / b }')"
   echo
+  for name in depwatch blackbox_exporter; do
+    key=${name%_exporter}
+    result "http.probe_rps_$key" "${RPS[$name]}"
+    result "http.probe_p99_ms_$key" "${P99[$name]}"
+    result "http.probe_cpu_ms_$key" "${CPU[$name]}"
+    result "http.probe_hwm_kb_$key" "${HWM[$name]}"
+  done
   stop "$DW_PID"
   stop "$BB_PID"
 fi
@@ -265,14 +298,19 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
       printf '  - { name: p%04d, kind: http, url: "%s?p=%d", expect: { body_json: { "/status": "ok" } } }\n' "$i" "$TARGET" "$i"
     done
   } >"$W/dw2/depwatch.yml"
-  "$DW" check-config --config "$W/dw2/depwatch.yml" >/dev/null || die "the generated config is invalid"
+  "$DW" check-config --config "$W/dw2/depwatch.yml" >"$W/check-config.out" 2>&1 ||
+    die "the generated config is invalid: $(tail -n 3 "$W/check-config.out")"
   (cd "$W/dw2" && { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; } && exec "$DW" --config "$W/dw2/depwatch.yml") >"$W/dw2.log" 2>&1 &
   PID2=$!
   PIDS+=("$PID2")
   wait_started "$P_DW2" "$PID2" 30 || die "depwatch (part 2) did not come up: $(tail -n 5 "$W/dw2.log")"
   M="http://127.0.0.1:$P_DW2/metrics"
-  snapshot() { curl -fsS --max-time 20 "$M" | awk '/^depwatch_checks_total\{component="p[0-9]+",kind="http"\}/ { sub(/^[^"]*"/, ""); sub(/".* /, " "); print }' | sort; }
-  sum() { awk '{ s += $2 } END { print s + 0 }' "$1"; }
+  # "COMPONENT CHECKS" of every benchmark probe, sorted for join.
+  snapshot() {
+    curl -fsS --max-time 60 "$M" | awk '
+      /^depwatch_checks_total\{/ && index($0, "kind=\"http\"") && match($0, /component="p[0-9]+"/) {
+        print substr($0, RSTART + 11, RLENGTH - 12), $NF }' | sort
+  }
 
   log "part 2: $NPROBES probes at $INTERVAL; waiting for every probe's first check"
   deadline=$((SECONDS + INTERVAL_S + 60))
@@ -283,34 +321,183 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
     sleep 1
   done
   rss_warm=$(rss_kb "$PID2" VmRSS)
-  t0=$(cpu_ticks "$PID2"); c0=$(date +%s.%N)
   snapshot >"$W/s0"
+  # CPU of the rounds alone: the two /metrics reads around them stay out
+  # (the cost of a scrape is measured below).
+  t0=$(cpu_ticks "$PID2"); c0=$(date +%s.%N)
   window=$((ROUNDS * INTERVAL_S))
   log "part 2: measuring $ROUNDS rounds (${window}s)"
   sleep "$window"
-  snapshot >"$W/s1"
   t1=$(cpu_ticks "$PID2"); c1=$(date +%s.%N)
-  body=$(curl -fsS --max-time 20 "$M")
+  snapshot >"$W/s1"
+  hwm_rounds=$(rss_kb "$PID2" VmHWM)
+  curl -fsS --max-time 60 -D "$W/metrics.hdr" -o "$W/metrics.txt" "$M"
   join "$W/s0" "$W/s1" | awk '{ print $3 - $2 }' >"$W/diff"
-  min=$(sort -g "$W/diff" | head -n1); max=$(sort -g "$W/diff" | tail -n1)
+  read -r min max < <(min_max <"$W/diff")
+  probed=$(wc -l <"$W/diff")
   short=$(awk -v r="$ROUNDS" '$1 < r { n++ } END { print n + 0 }' "$W/diff")
-  checks=$(awk '{ s += $1 } END { print s }' "$W/diff")
-  failures=$(awk '/^depwatch_http_request_failures_total\{/ { s += $NF } END { print s + 0 }' <<<"$body")
-  dsum=$(awk '/^depwatch_http_duration_seconds_sum\{/ { s += $NF } END { print s }' <<<"$body")
-  dcount=$(awk '/^depwatch_http_duration_seconds_count\{/ { s += $NF } END { print s }' <<<"$body")
+  short=$((short + NPROBES - probed)) # a probe missing from a snapshot missed its rounds
+  checks=$(awk '{ s += $1 } END { print s + 0 }' "$W/diff")
+  # Sums over the benchmark probes (component="pNNNN", kind="http").
+  kind_sum() { awk -v m="$1" 'index($0, m "{") == 1 && index($0, "kind=\"http\"") && /component="p[0-9]+"/ { s += $NF } END { print s + 0 }' "$W/metrics.txt"; }
+  failures=$(kind_sum depwatch_check_failures_total)
+  dsum=$(kind_sum depwatch_check_duration_seconds_sum)
+  dcount=$(kind_sum depwatch_check_duration_seconds_count)
   cpu_pct=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", 100 * t / hz / (b - a) }')
-  cpu_per=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$checks" 'BEGIN { printf "%.3f", t * 1000 / hz / n }')
+  cpu_per=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$checks" 'BEGIN { if (n > 0) printf "%.3f", t * 1000 / hz / n; else print "n/a" }')
   echo "## $NPROBES configured http probes at $INTERVAL"
   echo
   echo "Every probe checks \`$TARGET?p=N\` (JSON pointer expectation) on its own schedule; jitter ${JITTER:-default (interval/10, at most 5s)}. Measured over $ROUNDS rounds (${window}s) after every probe's first check."
   echo
-  echo "| checks expected | checks done | checks per probe (min–max) | probes with a missed round | failed requests (total) | mean check time (ms) | CPU (% of one core) | CPU per check (ms) | RSS warm (MiB) | RSS end (MiB) | peak RSS (MiB) |"
+  echo "| checks expected | checks done | checks per probe (min–max) | probes with a missed round | failed checks (since start) | mean check time (ms) | CPU (% of one core) | CPU per check (ms) | RSS warm (MiB) | RSS end of rounds (MiB) | peak RSS (MiB) |"
   echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   printf '| %d | %d | %s–%s | %d | %d | %.2f | %s | %s | %.1f | %.1f | %.1f |\n' \
     $((NPROBES * ROUNDS)) "$checks" "$min" "$max" "$short" "$failures" \
-    "$(awk -v s="$dsum" -v c="$dcount" 'BEGIN { print 1000 * s / c }')" "$cpu_pct" "$cpu_per" \
-    "$(awk -v k="$rss_warm" 'BEGIN{print k/1024}')" "$(awk -v k="$(rss_kb "$PID2" VmRSS)" 'BEGIN{print k/1024}')" \
-    "$(awk -v k="$(rss_kb "$PID2" VmHWM)" 'BEGIN{print k/1024}')"
+    "$(awk -v s="$dsum" -v c="$dcount" 'BEGIN { print (c > 0 ? 1000 * s / c : 0) }')" "$cpu_pct" "$cpu_per" \
+    "$(mib "$rss_warm")" "$(mib "$(rss_kb "$PID2" VmRSS)")" "$(mib "$hwm_rounds")"
   echo
+  result http.probes "$NPROBES"
+  result http.interval_s "$INTERVAL_S"
+  result http.rounds "$ROUNDS"
+  result http.checks_expected $((NPROBES * ROUNDS))
+  result http.checks_done "$checks"
+  result http.missed_probes "$short"
+  result http.failed_checks "$failures"
+  result http.cpu_pct "$cpu_pct"
+  result http.cpu_ms_per_check "$cpu_per"
+  result http.rss_warm_kb "$rss_warm"
+  result http.hwm_rounds_kb "$hwm_rounds"
+
+  # ---------------------------------------------------------- at this scale
+  hdr() { awk -v h="$2" '{ sub(/\r$/, "") } tolower($0) ~ "^" h ":" { sub(/^[^:]*:[ \t]*/, ""); v = $0 } END { print v }' "$1"; }
+  ms() { awk -v s="$1" 'BEGIN { printf "%.2f", s * 1000 }'; }
+  urls() { local i; for ((i = 0; i < $2; i++)); do printf 'url = "%s"\noutput = "/dev/null"\n' "$1"; done; }
+
+  # /metrics bodies: as plain curl asks (identity), with --compressed (bytes
+  # on the wire), raw with Accept-Encoding: gzip, and as Prometheus asks.
+  log "part 2: /metrics body sizes and series"
+  id_bytes=$(wc -c <"$W/metrics.txt")
+  id_lines=$(wc -l <"$W/metrics.txt")
+  series=$(awk 'index($0, "component=\"p0000\"") && !/^#/ { n++ } END { print n + 0 }' "$W/metrics.txt")
+  wire=$(curl -fsS --compressed --max-time 60 -o /dev/null -w '%{size_download}' "$M")
+  curl -fsS --max-time 60 -H 'Accept-Encoding: gzip' -D "$W/gz.hdr" -o "$W/metrics.gz" "$M"
+  gz_bytes=$(wc -c <"$W/metrics.gz")
+  gz_enc=$(hdr "$W/gz.hdr" content-encoding)
+  gz_vary=$(hdr "$W/gz.hdr" vary)
+  if [[ $gz_enc == gzip ]]; then
+    gz_plain=$(gzip -dc "$W/metrics.gz" | wc -c) || die "/metrics answered Content-Encoding: gzip with a body gzip cannot read"
+    gzip_ok=yes
+  else
+    gz_plain=$gz_bytes
+    gzip_ok=no
+  fi
+  curl -fsS --max-time 60 -H "Accept: $PROM_ACCEPT" -H 'Accept-Encoding: gzip' -D "$W/prom.hdr" -o "$W/metrics.prom" "$M"
+  prom_bytes=$(wc -c <"$W/metrics.prom")
+  prom_type=$(hdr "$W/prom.hdr" content-type)
+  prom_enc=$(hdr "$W/prom.hdr" content-encoding)
+
+  # CPU per scrape: SCRAPES sequential scrapes on one connection, as
+  # Prometheus asks; depwatch's own CPU over them, less what its probes used
+  # in the same time at the rate measured over the rounds.
+  log "part 2: $SCRAPES scrapes as Prometheus asks"
+  urls "$M" "$SCRAPES" >"$W/scrapes.cfg"
+  s0=$(cpu_ticks "$PID2"); w0=$(date +%s.%N)
+  timeout $((SCRAPES * 60 + 30)) curl -sS --max-time 60 -H "Accept: $PROM_ACCEPT" -H 'Accept-Encoding: gzip' \
+    -K "$W/scrapes.cfg" -w '%{http_code} %{time_total}\n' >"$W/scrapes.out" || log "warning: the timed scrapes did not all finish"
+  s1=$(cpu_ticks "$PID2"); w1=$(date +%s.%N)
+  scrapes_ok=$(awk '$1 == 200 { n++ } END { print n + 0 }' "$W/scrapes.out")
+  ((scrapes_ok == SCRAPES)) || log "warning: $scrapes_ok of $SCRAPES scrapes answered 200"
+  read -r scrape_raw scrape_net < <(awk -v s=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$scrapes_ok" \
+    -v bg=$((t1 - t0)) -v bgw="$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
+    'BEGIN { if (n == 0) { print "n/a n/a"; exit } raw = s * 1000 / hz / n; net = (s - bg * w / bgw) * 1000 / hz / n
+             printf "%.1f %.1f\n", raw, (net > 0 ? net : 0) }')
+  scrape_wall=$(awk '$1 == 200 { print $2 }' "$W/scrapes.out" | median)
+  scrape_wall=$(ms "$scrape_wall")
+
+  # /api/health: a second nginx (no access log) serves the same body.
+  H="http://127.0.0.1:$P_DW2/api/health"
+  mkdir -p "$W/www2" "$W/nginx2"
+  curl -fsS --max-time 60 -o "$W/www2/health.json" "$H"
+  health_bytes=$(wc -c <"$W/www2/health.json")
+  P_NGINX2=$(free_port)
+  nginx_conf "$W/nginx2" "$P_NGINX2" "$W/www2" 1024 "access_log off; keepalive_requests 1000000;"
+  start nginx-static "$P_NGINX2" nginx -c "$W/nginx2/nginx.conf" -p "$W/nginx2"
+  HN="http://127.0.0.1:$P_NGINX2/health.json"
+  urls "$H" "$HEALTH_WARM" >"$W/warm-dw.cfg"
+  urls "$HN" "$HEALTH_WARM" >"$W/warm-nginx.cfg"
+  log "part 2: /api/health ($health_bytes bytes) cold and warm, $HEALTH_SAMPLES samples"
+  : >"$W/dw.cold"; : >"$W/dw.warm"; : >"$W/nginx.cold"; : >"$W/nginx.warm"
+  for ((i = 1; i <= HEALTH_SAMPLES; i++)); do
+    sleep 1 # about NPROBES / interval checks end in between: the state has changed
+    curl -fsS --max-time 60 -o /dev/null -w '%{time_total}\n' "$H" >>"$W/dw.cold"
+    curl -fsS --max-time 60 -K "$W/warm-dw.cfg" -w '%{time_total}\n' >>"$W/dw.warm"
+    curl -fsS --max-time 60 -o /dev/null -w '%{time_total}\n' "$HN" >>"$W/nginx.cold"
+    curl -fsS --max-time 60 -K "$W/warm-nginx.cfg" -w '%{time_total}\n' >>"$W/nginx.warm"
+  done
+  cold=$(ms "$(median <"$W/dw.cold")"); read -r _ cold_max < <(min_max <"$W/dw.cold"); cold_max=$(ms "$cold_max")
+  warm=$(ms "$(median <"$W/dw.warm")"); read -r warm_best _ < <(min_max <"$W/dw.warm"); warm_best=$(ms "$warm_best")
+  ngx_cold=$(ms "$(median <"$W/nginx.cold")"); ngx_warm=$(ms "$(median <"$W/nginx.warm")")
+  hwm_seq=$(rss_kb "$PID2" VmHWM)
+
+  declare -A HRPS HP50 HP99 HERR
+  for name in depwatch nginx; do
+    url=$H; [[ $name == nginx ]] && url=$HN
+    log "part 2: wrk /api/health $name ${HEALTH_DUR}s"
+    out=$(timeout $((HEALTH_DUR + 60)) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${HEALTH_DUR}s" --timeout 10s --latency "$url" 2>&1) || log "warning: wrk on $name failed: $out"
+    HRPS[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    HP50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+    HP99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    HERR[$name]=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  done
+  hwm_end=$(rss_kb "$PID2" VmHWM)
+
+  echo "### /metrics at $NPROBES http targets"
+  echo
+  echo "| body | bytes | lines | Content-Encoding | Content-Type |"
+  echo "| --- | ---: | ---: | --- | --- |"
+  echo "| identity (no Accept, no Accept-Encoding) | $id_bytes | $id_lines | $(hdr "$W/metrics.hdr" content-encoding | sed 's/^$/none/') | $(hdr "$W/metrics.hdr" content-type) |"
+  echo "| \`curl --compressed\` (bytes on the wire) | $wire | | | |"
+  echo "| \`Accept-Encoding: gzip\` (raw; $gz_plain bytes decoded) | $gz_bytes | | ${gz_enc:-none} (Vary: ${gz_vary:-none}) | |"
+  echo "| as Prometheus asks (\`Accept: $PROM_ACCEPT\`, \`Accept-Encoding: gzip\`) | $prom_bytes | | ${prom_enc:-none} | ${prom_type:-?} |"
+  echo
+  echo "- series per http target (lines with \`component=\"p0000\"\`): **$series** (target ≤ 24)"
+  echo "- CPU per scrape as Prometheus asks, $scrapes_ok of $SCRAPES sequential scrapes on one connection: **$scrape_net ms** net of the probes' own CPU at the rate of the rounds ($scrape_raw ms raw; target ≤ 30 ms); $scrape_wall ms wall (median)"
+  echo
+  echo "### /api/health at $NPROBES components ($health_bytes bytes) vs nginx serving the same body"
+  echo
+  echo "Cold: the first request (new connection) after 1 s in which about $((NPROBES / INTERVAL_S)) checks ended, $HEALTH_SAMPLES samples; warm: $HEALTH_WARM requests on one connection right after each cold one. curl time_total, medians."
+  echo
+  echo "| server | cold (ms) | cold max (ms) | warm (ms) | warm best (ms) | wrk req/s | wrk p50 (ms) | wrk p99 (ms) | wrk errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  echo "| depwatch /api/health | $cold | $cold_max | $warm | $warm_best | ${HRPS[depwatch]} | ${HP50[depwatch]} | ${HP99[depwatch]} | ${HERR[depwatch]:-none} |"
+  echo "| nginx, same body | $ngx_cold | | $ngx_warm | | ${HRPS[nginx]} | ${HP50[nginx]} | ${HP99[nginx]} | ${HERR[nginx]:-none} |"
+  echo
+  echo "- time vs nginx: cold **$(ratio "$cold" "$ngx_cold")×**, warm **$(ratio "$warm" "$ngx_warm")×**; wrk req/s nginx / depwatch $(ratio "${HRPS[nginx]}" "${HRPS[depwatch]}")× (target ≤ 5×, cold or warm); wrk -t$WRK_THREADS -c$WRK_CONNS -d${HEALTH_DUR}s, one run each"
+  echo "- peak RSS (VmHWM): $(mib "$hwm_rounds") MiB after the rounds, $(mib "$hwm_seq") MiB after the scrapes and the single /api/health requests, $(mib "$hwm_end") MiB after wrk on /api/health"
+  echo
+
+  result http.metrics_bytes "$id_bytes"
+  result http.metrics_lines "$id_lines"
+  result http.metrics_wire_bytes_compressed "$wire"
+  result http.metrics_gzip "$gzip_ok"
+  result http.metrics_gzip_bytes "$gz_bytes"
+  result http.metrics_prom_bytes "$prom_bytes"
+  result http.metrics_prom_encoding "${prom_enc:-none}"
+  result http.series_per_target "$series"
+  result http.scrape_cpu_ms "$scrape_net"
+  result http.scrape_cpu_ms_raw "$scrape_raw"
+  result http.scrape_wall_ms "$scrape_wall"
+  result http.health_bytes "$health_bytes"
+  result http.health_cold_ms "$cold"
+  result http.health_cold_max_ms "$cold_max"
+  result http.health_warm_ms "$warm"
+  result http.nginx_health_cold_ms "$ngx_cold"
+  result http.nginx_health_warm_ms "$ngx_warm"
+  result http.health_rps "${HRPS[depwatch]}"
+  result http.nginx_health_rps "${HRPS[nginx]}"
+  result http.health_p99_ms "${HP99[depwatch]}"
+  result http.nginx_health_p99_ms "${HP99[nginx]}"
+  result http.hwm_seq_kb "$hwm_seq"
+  result http.hwm_end_kb "$hwm_end"
 fi
 log "done"

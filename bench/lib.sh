@@ -1,5 +1,12 @@
+# shellcheck shell=bash
 # bench/lib.sh — helpers the benchmark scripts share (sourced, not run).
 # Everything here reads /proc or talks to 127.0.0.1 only.
+#
+# Pipes and `set -o pipefail`: never end a pipe with a reader that stops
+# early (`head`, `grep -q`, `awk '... exit'`) while the writer may still be
+# writing: the writer dies of SIGPIPE and the pipe fails with 141 once its
+# output outgrows the pipe buffer. Take the first line, the minimum or a
+# match with awk (which reads to the end), or from a file or a variable.
 
 # A free TCP port on 127.0.0.1 (bound and released).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -32,6 +39,24 @@ to_ms() {
 
 # The median of the numbers on stdin, one per line.
 median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# The smallest and the largest number on stdin, one per line: "MIN MAX"
+# ("n/a n/a" when there is none). Reads everything (safe under pipefail).
+min_max() { awk 'NR == 1 || $1 < lo { lo = $1 } NR == 1 || $1 > hi { hi = $1 } END { if (NR) print lo, hi; else print "n/a n/a" }'; }
+
+# The first line of stdin; reads everything (unlike head -n1 under pipefail).
+first_line() { awk 'NR == 1'; }
+
+# Records one result of a benchmark: `result KEY VALUE` prints
+# "RESULT KEY=VALUE" on stderr and, when BENCH_RESULTS names a file (as
+# bench/all.sh sets it), appends "KEY=VALUE" to it. KEY is part.name
+# ([a-z0-9_.]); VALUE is one word (a number, yes/no); empty is written n/a.
+result() {
+  local v=${2:-n/a}
+  [[ $1 =~ ^[a-z0-9_.]+$ && $v != *[[:space:]=]* ]] || { echo "result: bad key or value: '$1' '$v'" >&2; return 1; }
+  echo "RESULT $1=$v" >&2
+  if [[ -n ${BENCH_RESULTS:-} ]]; then echo "$1=$v" >>"$BENCH_RESULTS"; fi
+}
 
 # A / B with two decimals ("n/a" when B is 0).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }

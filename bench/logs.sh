@@ -17,8 +17,10 @@
 #
 # Usage: bench/logs.sh [> bench/results/logs-$(date +%F).md]
 # Knobs: BENCH_LINES [1000000]  BENCH_RUNS [3]  BENCH_TAIL_MAX [300] (s)
-#        DEPWATCH [target/release/depwatch, built if missing]
+#        DEPWATCH [$CARGO_TARGET_DIR/release/depwatch, built if missing]
+#        BENCH_RESULTS [] a file that receives KEY=VALUE results (bench/all.sh)
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 LINES=${BENCH_LINES:-1000000}
@@ -131,8 +133,8 @@ oneshot_report() {   # label: medians of wall and CPU over the runs, peak RSS
   local label=$1 counted wall cpu rss
   counted=$(metric_sum "${ONE_METRIC[$label]}" <"$W/$label-1.out")
   [[ $counted == "$LINES" ]] || log "warning: $label counted $counted of $LINES lines"
-  median() { cut -f"$1" "$W/$label.tsv" | sort -g | awk -v n="$RUNS" 'NR == int((n + 1) / 2)'; }
-  wall=$(median 1); cpu=$(median 2)
+  col_median() { cut -f"$1" "$W/$label.tsv" | median; }
+  wall=$(col_median 1); cpu=$(col_median 2)
   rss=$(cut -f3 "$W/$label.tsv" | sort -g | tail -n1)
   ONE_LPS[$label]=$(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
   ONE[$label]="| $label | one-shot (median of $RUNS) | $LINES | $wall | ${ONE_LPS[$label]} | $cpu | $rss | $counted |"
@@ -156,7 +158,7 @@ done
 for label in mtail depwatch depwatch+group_by; do oneshot_report "$label"; done
 
 # ---------------------------------------------------------------- tail mode
-declare -A TAIL TAIL_LPS TAIL_CPU
+declare -A TAIL TAIL_LPS TAIL_CPU TAIL_HWM
 tail_test() {   # label url metric file cmd...
   local label=$1 url=$2 metric=$3 file=$4; shift 4
   : >"$file"
@@ -187,6 +189,7 @@ tail_test() {   # label url metric file cmd...
   TAIL[$label]="| $label | tail (polled every 0.2 s) | $LINES | $wall | $(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }') | $cpu | $hwm | $count |"
   TAIL_LPS[$label]=$(awk -v n="$LINES" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
   TAIL_CPU[$label]=$cpu
+  TAIL_HWM[$label]=$hwm
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
@@ -227,7 +230,19 @@ echo "Versions: $("$DEPWATCH" --version); $(mtail --version 2>&1 | head -n1)."
 echo
 echo 'mtail program:'
 echo '```'; cat "$W/progs/bench.mtail"; echo '```'
+# shellcheck disable=SC2016 # backquotes are Markdown here
 echo 'depwatch configuration (one-shot: `depwatch replay-log --config oneshot.yml bench.log`):'
 echo '```yaml'; cat "$W/oneshot.yml"; echo '```'
 echo 'The group_by variant adds to the rule:'
 echo '```yaml'; echo "$GROUP_BY"; echo '```'
+
+for t in mtail depwatch depwatch+group_by; do
+  key=${t/+/_}
+  result "logs.oneshot_lps_$key" "${ONE_LPS[$t]}"
+  result "logs.oneshot_cpu_s_$key" "${ONE_CPU[$t]}"
+  result "logs.oneshot_hwm_kb_$key" "${ONE_RSS[$t]}"
+  result "logs.tail_lps_$key" "${TAIL_LPS[$t]}"
+  result "logs.tail_cpu_s_$key" "${TAIL_CPU[$t]}"
+  result "logs.tail_hwm_kb_$key" "${TAIL_HWM[$t]}"
+done
+result logs.lines "$LINES"

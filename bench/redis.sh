@@ -4,6 +4,9 @@
 # 10,000 jobs each (jobs in every state, job hashes, locks).
 #
 #   bench/redis.sh            # 200 rounds each (BENCH_ROUNDS to change)
+#   Knobs: BENCH_ROUNDS [200] BENCH_QUEUES [50] BENCH_JOBS [10000]
+#          DEPWATCH_BIN [$CARGO_TARGET_DIR/release/depwatch]
+#          BENCH_RESULTS [] a file that receives KEY=VALUE results (bench/all.sh)
 #
 # Measures, per tool: CPU time of its own process (utime+stime from
 # /proc/PID/stat), wall time of the rounds, and what the rounds cost Redis:
@@ -15,6 +18,7 @@
 # prometheus-redis-exporter (Debian packages), curl, python3, and a release
 # build (`cargo build --release`, CARGO_TARGET_DIR honoured).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
@@ -164,11 +168,11 @@ repeat() { local n=$1 url=$2 i; for i in $(seq 1 "$n"); do printf 'url = "%s"\no
 check_depwatch() { repeat "${1:-1}" "http://127.0.0.1:$DPORT/api/admin/probes/jobs/run" | curl -sf -X POST -H "Authorization: Bearer $TOKEN" -K -; }
 check_depwatch_noscan() { repeat "${1:-1}" "http://127.0.0.1:$DPORT2/api/admin/probes/jobs/run" | curl -sf -X POST -H "Authorization: Bearer $TOKEN" -K -; }
 scrape_exporter() { repeat "${1:-1}" "http://127.0.0.1:$EPORT/metrics" | curl -sf -K -; }
-check_seconds() { curl -sf "http://127.0.0.1:$DPORT/metrics" | awk '/^depwatch_check_duration_seconds_(sum|count)\{component="jobs"/ {split($1, a, "{"); v[a[1]] = $2} END {printf "%.6f %d", v["depwatch_check_duration_seconds_sum"], v["depwatch_check_duration_seconds_count"]}'; }
+check_seconds() { curl -sf "http://127.0.0.1:$DPORT/metrics" | awk '/^depwatch_check_duration_seconds_(sum|count)\{/ && index($0, "component=\"jobs\"") {split($1, a, "{"); v[a[1]] = $NF} END {printf "%.6f %d", v["depwatch_check_duration_seconds_sum"], v["depwatch_check_duration_seconds_count"]}'; }
 
 # Both must see the same queues before timing.
 check_depwatch 1 >/dev/null
-dw_wait=$(curl -sf "http://127.0.0.1:$DPORT/metrics" | awk '/^depwatch_queue_jobs\{component="jobs",queue="q0",state="waiting"\}/ {print $2}')
+dw_wait=$(curl -sf "http://127.0.0.1:$DPORT/metrics" | awk '/^depwatch_queue_jobs\{/ && index($0, "component=\"jobs\"") && index($0, "queue=\"q0\"") && index($0, "state=\"waiting\"") {print $NF}')
 ex_wait=$(curl -sf "http://127.0.0.1:$EPORT/metrics" | awk '/^redis_key_size\{db="db0",key="bull:q0:wait"\}/ {print $2}')
 echo "q0 waiting: depwatch=$dw_wait redis_exporter=$ex_wait" >&2
 
@@ -201,3 +205,11 @@ if n1 > n0:
     print(f"- depwatch's own check duration (PING+INFO+{queues} queue scripts, one round trip): {(s1 - s0) / (n1 - n0) * 1000:.2f} ms mean over {int(n1 - n0)} checks")
 print("\ndepwatch reads more per round (per-state counts, oldest waiting/active job ages, stalled jobs via lock keys) than redis_exporter's key sizes.")
 EOF
+
+for t in "depwatch:$dw" "depwatch_noscan:$dw2" "exporter:$ex"; do
+  key=${t%%:*}; row=${t#*:}
+  result "redis.cpu_ms_$key" "$(cut -f4 <<<"$row")"
+  result "redis.wall_ms_$key" "$(cut -f5 <<<"$row")"
+  result "redis.round_trips_$key" "$(cut -f6 <<<"$row")"
+  result "redis.redis_cpu_ms_$key" "$(cut -f8 <<<"$row")"
+done

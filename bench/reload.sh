@@ -13,6 +13,7 @@
 #
 # depwatch binds 127.0.0.1 on a free port, is stopped by PID on exit.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
