@@ -175,9 +175,14 @@ fn push_scrubbed(out: &mut String, s: &str) {
     }));
 }
 
-/// Everything in `registry` in `format`, without the OpenMetrics `# EOF`.
-pub fn encode(registry: &prometheus_client::registry::Registry, format: Format) -> String {
-    let mut w = Writer::new(format, 16 * 1024);
+/// Everything in `registry` in `format`, without the OpenMetrics `# EOF`,
+/// into a buffer of `capacity` bytes to start with.
+pub fn encode(
+    registry: &prometheus_client::registry::Registry,
+    format: Format,
+    capacity: usize,
+) -> String {
+    let mut w = Writer::new(format, capacity);
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode_registry(&mut w, registry);
     w.finish()

@@ -333,7 +333,7 @@ impl Metrics {
     /// The whole exposition, encoded now (tests, `replay-log`); scrapes use
     /// [`snapshot::Snapshots`].
     pub fn encode(&self, format: Format) -> String {
-        let mut out = exposition::encode(&self.registry, format);
+        let mut out = exposition::encode(&self.registry, format, 16 * 1024);
         out.push_str(&self.tail(format));
         out
     }

@@ -97,10 +97,15 @@ impl Snapshots {
                 // The generation is read before encoding: a change during
                 // the encoding makes the next scrape encode again.
                 self.encodes[i].inc();
+                // Room for the last size and a tenth more: at 10,000
+                // components a buffer grown by doubling would copy tens of
+                // megabytes and hold twice that at its peak.
+                // The old one goes first (unless a scrape still sends it).
+                let capacity = slot.take().map_or(16 * 1024, |s| s.plain.len() / 10 * 11);
                 let s = Arc::new(Snapshot {
                     generation: now,
                     built: Instant::now(),
-                    plain: Bytes::from(encode(registry, format)),
+                    plain: Bytes::from(encode(registry, format, capacity)),
                     gzip: OnceLock::new(),
                 });
                 *slot = Some(s.clone());

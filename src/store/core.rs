@@ -24,8 +24,9 @@
 //!   does not stay forever.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -42,7 +43,9 @@ pub const FILE_NAME: &str = "depwatch.db";
 pub const MAX_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
 /// Writes queued beyond this are dropped (and counted) rather than letting
-/// a stuck disk grow depwatch's memory without bound.
+/// a stuck disk grow depwatch's memory without bound. The queue itself
+/// grows in small blocks as writes wait (a channel allocated for all of
+/// them at once would hold 3 MiB from the start).
 const QUEUE_CAPACITY: usize = 65_536;
 
 /// One schema step. `sql` may hold several statements; it runs in one
@@ -192,7 +195,10 @@ impl Counters {
 /// The open state store, shared by everything that keeps state.
 pub struct Store {
     path: PathBuf,
-    tx: SyncSender<Op>,
+    tx: Sender<Op>,
+    /// Writes queued and not yet taken by the writer (bounded by
+    /// `QUEUE_CAPACITY`; control messages are not counted).
+    backlog: Arc<AtomicUsize>,
     reader: Arc<Mutex<Connection>>,
     /// One read at a time waits here, on the runtime, not on the reader's
     /// lock in a blocking-pool thread: 200 log probes loading their offsets
@@ -248,12 +254,14 @@ impl Store {
         )?;
         reader.busy_timeout(Duration::from_secs(5))?;
 
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
         let counters = Arc::new(Counters::default());
         let last_error = Arc::new(Mutex::new(None));
         let writer = Writer {
             conn,
             rx,
+            backlog: backlog.clone(),
             counters: counters.clone(),
             last_error: last_error.clone(),
         };
@@ -264,6 +272,7 @@ impl Store {
         let store = Store {
             path,
             tx,
+            backlog,
             reader: Arc::new(Mutex::new(reader)),
             read_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             counters,
@@ -303,23 +312,26 @@ impl Store {
         what: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
     ) {
-        match self.tx.try_send(Op::Write(what, Box::new(f))) {
+        if self.backlog.fetch_add(1, Ordering::AcqRel) >= QUEUE_CAPACITY {
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
+            let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.failing.store(true, Ordering::Relaxed);
+            // Once per thousand: a stuck disk must not flood the log too.
+            if n.is_multiple_of(1000) {
+                tracing::warn!(
+                    what,
+                    dropped = n + 1,
+                    "State store queue is full: dropping writes."
+                );
+            }
+            return;
+        }
+        match self.tx.send(Op::Write(what, Box::new(f))) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Full(_)) => {
-                let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                self.counters.failing.store(true, Ordering::Relaxed);
-                // Once per thousand: a stuck disk must not flood the log too.
-                if n.is_multiple_of(1000) {
-                    tracing::warn!(
-                        what,
-                        dropped = n + 1,
-                        "State store queue is full: dropping writes."
-                    );
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(_) => {
+                self.backlog.fetch_sub(1, Ordering::AcqRel);
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -360,20 +372,10 @@ impl Store {
         wait.await.map_err(|_| StoreError::Closed)
     }
 
-    /// Control messages must get through even when the queue is full: wait
-    /// for room on the blocking pool rather than on the runtime.
+    /// Control messages get through even when the queue of writes is full
+    /// (they are not counted in its bound), without waiting.
     fn send_blocking_free(&self, op: Op) -> Result<(), StoreError> {
-        match self.tx.try_send(op) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(op)) => {
-                let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = tx.send(op);
-                });
-                Ok(())
-            }
-            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
-        }
+        self.tx.send(op).map_err(|_| StoreError::Closed)
     }
 
     pub fn recovered(&self) -> Option<&Recovery> {
@@ -433,6 +435,7 @@ impl Store {
 struct Writer {
     conn: Connection,
     rx: Receiver<Op>,
+    backlog: Arc<AtomicUsize>,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -447,7 +450,10 @@ impl Writer {
             // Take everything queued right now: one transaction for all of it.
             while let Some(op) = next.take() {
                 match op {
-                    Op::Write(what, f) => batch.push((what, f)),
+                    Op::Write(what, f) => {
+                        self.backlog.fetch_sub(1, Ordering::AcqRel);
+                        batch.push((what, f));
+                    }
                     Op::Flush(done) => waiting.push(done),
                     Op::Close(done) => {
                         closing = Some(done);
@@ -467,6 +473,7 @@ impl Writer {
                 // Writes queued after the close request are still committed.
                 while let Ok(op) = self.rx.try_recv() {
                     if let Op::Write(what, f) = op {
+                        self.backlog.fetch_sub(1, Ordering::AcqRel);
                         batch.push((what, f));
                     }
                 }

@@ -84,6 +84,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
     Ok(crate::metrics::exposition::encode(
         &registry,
         crate::metrics::exposition::Format::Text,
+        16 * 1024,
     ))
 }
 
