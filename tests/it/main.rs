@@ -22,6 +22,7 @@ mod scheduler;
 mod secrets;
 mod security;
 mod security_tls;
+mod series;
 mod server;
 mod storage;
 mod support;
