@@ -272,7 +272,13 @@ impl Component {
                 ),
             )),
         };
-        let duration = started.elapsed();
+        // The dependency's own time when the probe measured it (http: the
+        // request), else the time around the check.
+        let took = match &result {
+            Ok(o) => o.took,
+            Err(e) => e.took,
+        };
+        let duration = took.unwrap_or_else(|| started.elapsed());
         let latest = self.record(result, at, duration);
         self.served.fetch_max(seen, Ordering::AcqRel);
         latest
@@ -328,7 +334,7 @@ impl Component {
         // series: they would stay in /metrics for good.
         if let Some(_live) = self.gate.open() {
             self.write_regression(judgement);
-            self.write_series(&prev, &next, duration);
+            self.write_series(&next, duration);
         }
         // The probe's own series were written during the check, these just
         // now: the next scrape encodes anew.
@@ -394,24 +400,13 @@ impl Component {
     }
 
     /// The general series of one check (`depwatch_up`, status, counters).
-    fn write_series(&self, prev: &Latest, next: &Latest, duration: Duration) {
+    fn write_series(&self, next: &Latest, duration: Duration) {
         let m = &self.metrics;
         let only = ComponentOnly {
             component: self.cfg.name.clone(),
         };
         if let Some(t) = next.last_success.filter(|_| next.up) {
             m.last_success.get_or_create(&only).set(unix(t));
-        }
-        // The kind's usual failure reasons exist from the first check on, at
-        // 0, so that rate() and increase() see the first failure.
-        if prev.status.is_none() {
-            for &reason in self.kind().reasons() {
-                let _ = m.failures.get_or_create(&ComponentFailure {
-                    component: self.cfg.name.clone(),
-                    kind: self.kind(),
-                    reason,
-                });
-            }
         }
         m.up.get_or_create(&self.labels).set(i64::from(next.up));
         for s in crate::probe::Status::ALL {
@@ -428,6 +423,17 @@ impl Component {
             .set(i64::from(next.consecutive_failures));
         let _ = m.last_success.get_or_create(&only);
         // Counters last: whoever sees a check counted sees its gauges too.
+        // A reason's failure counter is created by its first failure, not at
+        // 0 up front: a target that never failed has no failure series (an
+        // http target's seven reasons at 0 were an eighth of its series, on
+        // every target, for failures most never see). The price, which is
+        // why Prometheus' instrumentation guide creates known labels at 0:
+        // the series appears at 1, and rate()/increase() start from the
+        // first sample they see, so the first failure of each reason (per
+        // component and start) is missing from them; the counter's value
+        // and every later failure are right. Alerts judge `depwatch_up`, the
+        // status and `consecutive_failures`, never these counters, and the
+        // bundle's ratios read an absent failure series as 0.
         if let Some(reason) = next.reason {
             m.failures
                 .get_or_create(&ComponentFailure {
@@ -438,8 +444,7 @@ impl Component {
                 .inc();
         }
         m.check_duration
-            .get_or_create(&self.labels)
-            .observe(duration.as_secs_f64());
+            .observe(&self.labels, &self.cfg.buckets, duration.as_secs_f64());
         m.checks.get_or_create(&self.labels).inc();
     }
 

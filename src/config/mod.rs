@@ -16,6 +16,7 @@ pub mod yaml;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,6 +32,9 @@ use yaml::Problem;
 
 /// The longest check interval: a probe checked less than daily is not watched.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// The most buckets a check duration histogram may have (`buckets`): each
+/// is a series per component.
+pub const MAX_BUCKETS: usize = 40;
 /// The longest `health.cache_ttl`.
 pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 /// The longest latency threshold of `health.performance`.
@@ -133,6 +137,9 @@ pub struct ProbeConfig {
     pub success_threshold: u32,
     /// `tags:` — groups for `?tag=` admin requests and `invalidates: ["tag:T"]`.
     pub tags: Vec<String>,
+    /// The upper bounds (seconds) of its `depwatch_check_duration_seconds`:
+    /// its own `buckets`, else `defaults.buckets`, else its kind's default.
+    pub buckets: Arc<[f64]>,
     pub spec: ProbeSpec,
 }
 
@@ -223,6 +230,7 @@ struct RawDefaults {
     jitter: Option<Dur>,
     failure_threshold: Option<u32>,
     success_threshold: Option<u32>,
+    buckets: Option<Vec<f64>>,
 }
 
 const TOP_KEYS: &[&str] = &[

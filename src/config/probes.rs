@@ -4,6 +4,7 @@
 //! probe without a URL plus its `allowed_targets`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use super::check::Checker;
 use super::units::{self, Dur};
 use super::yaml::{self, Node};
-use super::{MAX_INTERVAL, ProbeConfig, RawDefaults};
+use super::{MAX_BUCKETS, MAX_INTERVAL, ProbeConfig, RawDefaults};
 use super::{de, refs};
 use crate::net::TargetPattern;
 use crate::probe::http::Module;
@@ -31,6 +32,7 @@ struct RawCommon {
     success_threshold: Option<u32>,
     #[serde(default)]
     tags: Vec<String>,
+    buckets: Option<Vec<f64>>,
 }
 
 /// A module's own keys; the rest are http probe keys.
@@ -75,6 +77,11 @@ impl Checker<'_> {
         };
         let d_interval = defaults.interval.map_or(Duration::from_secs(15), |d| d.0);
         let d_timeout = defaults.timeout.map_or(Duration::from_secs(5), |d| d.0);
+        let d_buckets: Option<Arc<[f64]>> = defaults
+            .buckets
+            .as_deref()
+            .filter(|b| self.buckets("defaults.buckets", b))
+            .map(Arc::from);
         let mut seen = HashMap::new();
         let mut out = Vec::new();
         // The key path of each probe in `out` (a probe that did not parse leaves a gap).
@@ -214,10 +221,20 @@ impl Checker<'_> {
                     );
                 }
             }
+            let buckets = match raw.buckets.as_deref() {
+                Some(b) => {
+                    self.buckets(&format!("{path}.buckets"), b);
+                    Arc::from(b)
+                }
+                None => d_buckets
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(kind.buckets())),
+            };
             if let Some(spec) = spec {
                 paths.push(path);
                 out.push(ProbeConfig {
                     tags: raw.tags,
+                    buckets,
                     name: raw.name,
                     critical: raw.critical,
                     interval,
@@ -241,6 +258,45 @@ impl Checker<'_> {
             .collect();
         self.references(&refs);
         out
+    }
+
+    /// Whether `list` (at key path `at`) are fit buckets for a histogram:
+    /// 1 to [`MAX_BUCKETS`] finite upper bounds above 0, each above the one
+    /// before it; every problem is reported.
+    fn buckets(&self, at: &str, list: &[f64]) -> bool {
+        let example = "upper bounds in seconds, e.g. [0.1, 0.5, 2, 5] (+Inf is always added)";
+        if list.is_empty() {
+            self.problem(at, "no buckets", format!("list at least one: {example}"));
+            return false;
+        }
+        if list.len() > MAX_BUCKETS {
+            self.problem(
+                at,
+                format!("{} buckets, more than {MAX_BUCKETS}", list.len()),
+                "each bucket is one more series per component: keep the bounds your alerts and dashboards use",
+            );
+            return false;
+        }
+        let mut fit = true;
+        for (i, &v) in list.iter().enumerate() {
+            let here = format!("{at}[{i}]");
+            if !(v.is_finite() && v > 0.0) {
+                self.problem(
+                    &here,
+                    format!("bucket `{v}` is not a positive number of seconds"),
+                    example,
+                );
+                fit = false;
+            } else if let Some(&prev) = list[..i].last().filter(|p| v <= **p) {
+                self.problem(
+                    &here,
+                    format!("bucket `{v}` is not above the one before it (`{prev}`)"),
+                    "list the bounds in increasing order, each once",
+                );
+                fit = false;
+            }
+        }
+        fit
     }
 
     /// `modules:`, a mapping of names to http probe templates, each with

@@ -14,7 +14,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::http::serve::ServerMetrics;
@@ -22,7 +21,7 @@ use crate::probe::{Kind, KindMetrics, Reason, Status};
 use crate::util::build::{REVISION, RUSTC, VERSION};
 use crate::util::time::unix_now;
 use exposition::Format;
-use kit::{ComponentOnly, GaugeF};
+use kit::{ComponentOnly, GaugeF, Histograms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentKind {
@@ -93,18 +92,14 @@ struct BuildLabels {
     rustc: &'static str,
 }
 
-fn check_buckets() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
-}
-
 /// Metric families that live as long as the process, across reloads.
 pub struct Metrics {
     pub registry: Registry,
     pub up: Family<ComponentKind, Gauge>,
     pub status: Family<ComponentStatus, Gauge>,
-    pub check_duration: Family<ComponentKind, Histogram, fn() -> Histogram>,
+    /// Each component's series has its own buckets (its kind's default or
+    /// its configuration's `buckets`).
+    pub check_duration: Histograms<ComponentKind>,
     pub checks: Family<ComponentKind, Counter>,
     pub failures: Family<ComponentFailure, Counter>,
     pub consecutive_failures: Family<ComponentOnly, Gauge>,
@@ -153,7 +148,7 @@ impl Metrics {
             "The component's health: 1 for its current status",
             status.clone(),
         );
-        let check_duration = Family::new_with_constructor(check_buckets as fn() -> Histogram);
+        let check_duration = Histograms::default();
         r.register(
             "check_duration_seconds",
             "How long checks took",

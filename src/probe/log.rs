@@ -40,8 +40,9 @@ use rules::{Engine, LineKind};
 use state::{Checkpointer, Counts, Lease, Live, ProbeState, TailView};
 use tail::{OffsetStore, Saved, Tailer};
 
-/// How a log check fails: a file that cannot be read, or a stuck check.
-pub const REASONS: &[Reason] = &[Reason::Io, Reason::Timeout];
+/// The default buckets of the check duration: a log check reads what the
+/// tailer gathered, in microseconds.
+pub const BUCKETS: &[f64] = crate::probe::core::FAST_BUCKETS;
 
 /// The log kind's metrics: one collector over every live log probe.
 pub struct Metrics {

@@ -91,9 +91,9 @@ macro_rules! kinds {
             pub fn as_str(self) -> &'static str {
                 match self { $(Kind::$variant => $name,)* }
             }
-            /// The failure reasons a kind reports (their counters start at 0).
-            pub fn reasons(self) -> &'static [Reason] {
-                match self { $(Kind::$variant => $module::REASONS,)* }
+            /// The default buckets of the kind's `depwatch_check_duration_seconds`.
+            pub fn buckets(self) -> &'static [f64] {
+                match self { $(Kind::$variant => $module::BUCKETS,)* }
             }
         }
 

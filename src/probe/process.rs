@@ -26,8 +26,8 @@ use crate::config::yaml::Node;
 use crate::metrics::kit::{AbsCounter, ComponentOnly, GaugeF, SeriesGate};
 use crate::util::pool::{PoolError, Workers};
 
-/// How a process check fails.
-pub const REASONS: &[Reason] = &[Reason::NotFound, Reason::Timeout];
+/// The default buckets of the check duration: a sample of /proc.
+pub const BUCKETS: &[f64] = crate::probe::core::FAST_BUCKETS;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -100,7 +100,7 @@ fn bad_configurations_report_every_problem_with_a_position() {
             format!("{PROBE}    colour: red\n"),
             &[],
             &[
-                "F:5:5: probes[0].colour: unknown key `colour` (known keys: critical, failure_threshold, interval, jitter, kind, memory_degraded_above, memory_unhealthy_above, name, pid, pidfile, process_name, self, success_threshold, tags, timeout)",
+                "F:5:5: probes[0].colour: unknown key `colour` (known keys: buckets, critical, failure_threshold, interval, jitter, kind, memory_degraded_above, memory_unhealthy_above, name, pid, pidfile, process_name, self, success_threshold, tags, timeout)",
             ],
         ),
         (
@@ -135,6 +135,26 @@ fn bad_configurations_report_every_problem_with_a_position() {
                 "F:2:3: events.max_streams: max_streams 0 is out of range (use 1 to 4096: each open status page holds one stream)",
                 "F:3:3: events.heartbeat: heartbeat 10m is out of range (use 1s to 5m: proxies close streams idle for about a minute)",
                 "F:4:3: events.max_stream: unknown key `max_stream` (did you mean `max_streams`?)",
+            ],
+        ),
+        (
+            "histogram buckets: out of order, not positive, not numbers, too many, none",
+            format!(
+                "defaults:\n  buckets: [0.1, 2, 1, 1, -3, inf]\n{PROBE}    buckets: []\n  - name: other\n    kind: process\n    self: true\n    buckets: [0.5, 0s]\n  - name: many\n    kind: process\n    self: true\n    buckets: [{}]\n",
+                (1..=41)
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            &[],
+            &[
+                "F:2:21: defaults.buckets[2]: bucket `1` is not above the one before it (`2`) (list the bounds in increasing order, each once)",
+                "F:2:24: defaults.buckets[3]: bucket `1` is not above the one before it (`1`) (list the bounds in increasing order, each once)",
+                "F:2:27: defaults.buckets[4]: bucket `-3` is not a positive number of seconds (upper bounds in seconds, e.g. [0.1, 0.5, 2, 5] (+Inf is always added))",
+                "F:2:31: defaults.buckets[5]: bucket `inf` is not a positive number of seconds (upper bounds in seconds, e.g. [0.1, 0.5, 2, 5] (+Inf is always added))",
+                "F:7:5: probes[0].buckets: no buckets (list at least one: upper bounds in seconds, e.g. [0.1, 0.5, 2, 5] (+Inf is always added))",
+                "F:11:20: probes[1].buckets[1]: expected a number, found `0s`",
+                "F:15:5: probes[2].buckets: 41 buckets, more than 40 (each bucket is one more series per component: keep the bounds your alerts and dashboards use)",
             ],
         ),
         (
@@ -352,6 +372,36 @@ fn good_configurations_load() {
         let c = load(&yaml, env, base.path()).unwrap_or_else(|e| panic!("{what}: {e:#?}"));
         assert_eq!(c.probes.len(), 1, "{what}");
     }
+}
+
+/// A probe's check duration buckets: its own, else `defaults.buckets`, else
+/// its kind's (partner APIs and millisecond dependencies differ).
+#[test]
+fn check_duration_buckets_come_from_the_probe_the_defaults_or_the_kind() {
+    let base = tempfile::tempdir().unwrap();
+    let probes = "probes:\n  - { name: api, kind: http, url: \"http://127.0.0.1:1/\" }\n  - { name: me, kind: process, self: true }\n  - { name: own, kind: process, self: true, buckets: [0.01, 1] }\n";
+    let of = |c: &config::Config| -> Vec<Vec<f64>> {
+        c.probes.iter().map(|p| p.buckets.to_vec()).collect()
+    };
+    let c = load(probes, &[], base.path()).unwrap();
+    assert_eq!(
+        of(&c),
+        [
+            vec![0.1, 0.5, 2.0, 5.0],
+            vec![0.001, 0.005, 0.025, 0.1, 0.5, 2.5],
+            vec![0.01, 1.0],
+        ]
+    );
+    let c = load(
+        &format!("defaults:\n  buckets: [0.25, 1, 4]\n{probes}"),
+        &[],
+        base.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        of(&c),
+        [vec![0.25, 1.0, 4.0], vec![0.25, 1.0, 4.0], vec![0.01, 1.0]]
+    );
 }
 
 #[test]

@@ -250,10 +250,18 @@ fn assert_failed(m: &Metrics, c: &Value, reason: &str, code: &str) {
     );
     assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 0.0);
     assert_eq!(
-        m.value("depwatch_http_duration_seconds_count", &[P]),
+        m.value(
+            "depwatch_check_duration_seconds_count",
+            &[P, ("kind", "http")]
+        ),
         1.0,
         "{}",
         m.text
+    );
+    assert!(
+        m.get("depwatch_http_duration_seconds_count", &[P])
+            .is_none(),
+        "retired in favour of depwatch_check_duration_seconds{{kind=\"http\"}}"
     );
     assert_eq!(c["status"], "unhealthy", "{c}");
     assert_eq!(c["reason"], reason, "{c}");

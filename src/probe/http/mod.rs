@@ -19,7 +19,6 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
@@ -35,16 +34,8 @@ pub use config::{Spec, SpecData};
 pub use expect::Expect;
 pub use module::Module;
 
-/// How a partner API check fails (the counters of these start at 0).
-pub const REASONS: &[Reason] = &[
-    Reason::Timeout,
-    Reason::Connect,
-    Reason::Dns,
-    Reason::Tls,
-    Reason::Status,
-    Reason::Expectation,
-    Reason::BodyTooLarge,
-];
+/// The default buckets of the check duration: partner APIs over the network.
+pub const BUCKETS: &[f64] = crate::probe::core::API_BUCKETS;
 
 // --------------------------------------------------------------- metrics --
 
@@ -78,16 +69,9 @@ pub struct PhaseLabels {
 
 const PHASES: [&str; 5] = ["dns", "connect", "tls", "first_byte", "transfer"];
 
-fn duration_buckets() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
-}
-
 pub struct Metrics {
     requests: Family<ComponentOnly, Counter>,
     failures: Family<FailureLabels, Counter>,
-    duration: Family<ComponentOnly, Histogram, fn() -> Histogram>,
     cert_expiry: Family<ComponentOnly, GaugeF>,
     phase: Family<PhaseLabels, GaugeF>,
     status_code: Family<ComponentOnly, Gauge>,
@@ -98,7 +82,6 @@ impl Metrics {
         let m = Metrics {
             requests: Family::default(),
             failures: Family::default(),
-            duration: Family::new_with_constructor(duration_buckets as fn() -> Histogram),
             cert_expiry: Family::default(),
             phase: Family::default(),
             status_code: Family::default(),
@@ -112,11 +95,6 @@ impl Metrics {
             "http_request_failures",
             "Failed requests, by reason and HTTP status (none: no answer)",
             m.failures.clone(),
-        );
-        r.register(
-            "http_duration_seconds",
-            "Time from the DNS lookup to the last body byte, redirects included",
-            m.duration.clone(),
         );
         r.register(
             "http_tls_cert_expiry_timestamp_seconds",
@@ -141,7 +119,6 @@ impl Metrics {
             self.failures.remove(l);
         }
         self.requests.remove(c);
-        self.duration.remove(c);
         self.cert_expiry.remove(c);
         self.status_code.remove(c);
         for phase in PHASES {
@@ -209,8 +186,7 @@ struct Recorder<'a> {
 impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.probe
-                .record(&self.t, self.started.elapsed(), Some(Reason::Timeout));
+            self.probe.record(&self.t, Some(Reason::Timeout));
         }
     }
 }
@@ -220,7 +196,7 @@ fn ms(d: Duration) -> Value {
 }
 
 impl HttpProbe {
-    fn record(&self, t: &Timings, total: Duration, failed: Option<Reason>) {
+    fn record(&self, t: &Timings, failed: Option<Reason>) {
         // Also called when a check is dropped (`Recorder`), e.g. by the
         // reload that removed the component: its series stay removed.
         let Some(_live) = self.gate.open() else {
@@ -228,9 +204,6 @@ impl HttpProbe {
         };
         let m = &self.metrics;
         m.requests.get_or_create(&self.label).inc();
-        m.duration
-            .get_or_create(&self.label)
-            .observe(total.as_secs_f64());
         if let Some(reason) = failed {
             let l = FailureLabels {
                 component: self.label.component.clone(),
@@ -357,15 +330,23 @@ impl Probe for HttpProbe {
             };
             let answer = self.client.send(&mut rec.t).await;
             let total = rec.started.elapsed();
-            let result = match answer {
+            let mut result = match answer {
                 Ok(a) => self.evaluate(&a, &rec.t, total),
                 Err(mut e) => {
                     e.details = self.details(&rec.t, total);
                     Err(e)
                 }
             };
+            // The check's duration (depwatch_check_duration_seconds{kind="http"},
+            // which replaced depwatch_http_duration_seconds) is the request,
+            // DNS lookup to the last body byte, redirects included: judging
+            // the body afterwards is depwatch's time, not the partner's.
+            match &mut result {
+                Ok(o) => o.took = Some(total),
+                Err(e) => e.took = Some(total),
+            }
             rec.done = true;
-            self.record(&rec.t, total, result.as_ref().err().map(|e| e.reason));
+            self.record(&rec.t, result.as_ref().err().map(|e| e.reason));
             result
         })
     }

@@ -32,23 +32,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, json};
 
-use super::core::{
-    BoxFuture, BuildCtx, BuildError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
-};
+use super::core::{BoxFuture, BuildCtx, BuildError, CheckResult, FamiliesOf, Outcome, Probe};
 use super::queue::{self, Publisher};
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 pub use config::{QueryKind, QuerySpec, QueueSpec, Ratio, Spec};
 use driver::Driver;
 use queries::QueryValue;
 
-/// How a MongoDB check fails (the counters of these start at 0).
-pub const REASONS: &[Reason] = &[
-    Reason::Connect,
-    Reason::Auth,
-    Reason::Tls,
-    Reason::Timeout,
-    Reason::BadResponse,
-];
+/// The default buckets of the check duration: MongoDB answers in milliseconds.
+pub const BUCKETS: &[f64] = crate::probe::core::FAST_BUCKETS;
 
 /// The MongoDB families: the queries', then the ping.
 pub struct Metrics {

@@ -32,14 +32,8 @@ use cache::{Cache, parse_info};
 pub use config::{QueueSpec, QueueType, Spec};
 use queues::Queues;
 
-/// How a Redis check fails (the counters of these start at 0).
-pub const REASONS: &[Reason] = &[
-    Reason::Connect,
-    Reason::Auth,
-    Reason::Tls,
-    Reason::Timeout,
-    Reason::BadResponse,
-];
+/// The default buckets of the check duration: Redis answers in milliseconds.
+pub const BUCKETS: &[f64] = crate::probe::core::FAST_BUCKETS;
 
 /// The Redis families: the cache's, then the streams'.
 pub struct Metrics {

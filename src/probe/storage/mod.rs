@@ -40,20 +40,9 @@ pub use config::{HttpSource, Source, Spec};
 use forecast::min_drop;
 pub use forecast::{Fit, fit};
 
-/// How a storage check fails: statvfs (not_found, io, timeout for a hung
-/// mount) and the http source (connect, dns, tls, status, bad_response,
-/// body_too_large).
-pub const REASONS: &[Reason] = &[
-    Reason::NotFound,
-    Reason::Io,
-    Reason::Timeout,
-    Reason::Connect,
-    Reason::Dns,
-    Reason::Tls,
-    Reason::Status,
-    Reason::BadResponse,
-    Reason::BodyTooLarge,
-];
+/// The default buckets of the check duration: a statvfs, or a small http
+/// request to a capacity endpoint.
+pub const BUCKETS: &[f64] = crate::probe::core::FAST_BUCKETS;
 
 /// The largest JSON document `source: http` reads.
 const MAX_BODY: u64 = 1 << 20;
