@@ -44,37 +44,52 @@ pub(super) const OTHER_ID: u32 = u32::MAX;
 /// keys; beyond, through the hash map.
 const SCANNED: usize = 16;
 
-/// A value's length and its first and last eight bytes (zero-padded):
-/// equal keys mean equal values up to 16 bytes.
+/// A text's length and its first and last bytes (eight each from 8
+/// bytes on, four each from 4, else every byte): equal keys mean equal
+/// texts up to 16 bytes; longer ones need a full comparison after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Short {
+pub(super) struct Short {
     len: usize,
     head: u64,
     tail: u64,
 }
 
 impl Short {
-    fn of(b: &[u8]) -> Short {
+    #[inline]
+    pub(super) fn of(b: &[u8]) -> Short {
         let n = b.len();
-        let word = |s: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..s.len()].copy_from_slice(s);
-            u64::from_le_bytes(w)
-        };
-        if n >= 8 {
-            Short {
-                len: n,
-                head: word(&b[..8]),
-                tail: word(&b[n - 8..]),
-            }
+        let (head, tail) = if n >= 8 {
+            (u64_at(b, 0), u64_at(b, n - 8))
+        } else if n >= 4 {
+            (u64::from(u32_at(b, 0)), u64::from(u32_at(b, n - 4)))
         } else {
-            Short {
-                len: n,
-                head: word(b),
-                tail: 0,
-            }
-        }
+            let h = b
+                .iter()
+                .enumerate()
+                .fold(0u64, |h, (i, &x)| h | u64::from(x) << (8 * i));
+            (h, 0)
+        };
+        Short { len: n, head, tail }
     }
+
+    /// Whether `text`, whose key this is, equals `stored`, whose key is
+    /// `other`.
+    #[inline]
+    pub(super) fn same(&self, other: &Short, text: &str, stored: &str) -> bool {
+        self == other && (self.len <= 16 || text == stored)
+    }
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[i..i + 4]);
+    u32::from_le_bytes(w)
 }
 
 /// One label of a rule: its field and the distinct values seen (capped).
@@ -121,6 +136,7 @@ impl Label {
         id
     }
 
+    #[inline]
     fn find(&self, value: &str) -> Option<u32> {
         if self.values.len() > SCANNED {
             return self.ids.get(value).copied();
@@ -128,10 +144,8 @@ impl Label {
         let key = Short::of(value.as_bytes());
         self.shorts
             .iter()
-            .enumerate()
-            .filter(|(_, k)| **k == key)
-            .map(|(i, _)| i)
-            .find(|&i| value.len() <= 16 || *self.values[i] == *value)
+            .zip(&self.values)
+            .position(|(k, v)| key.same(k, value, v))
             .map(|i| i as u32)
     }
 

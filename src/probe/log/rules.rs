@@ -8,7 +8,6 @@
 //! from the line, label values are interned per rule.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Instant;
 
@@ -18,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::config::{DurUnit, RuleSpec, Scalar, Spec, Test, ValueKind};
 use super::godur;
-use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, group_id};
+use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, Short, group_id};
 pub(super) use super::labels::{GroupKey, unpack};
 use super::stats::{GROUP_SAMPLES, Latency, SlowOp, Slowest};
 
@@ -40,7 +39,9 @@ struct Trie {
 #[derive(Debug, Default)]
 struct TrieNode {
     slot: Option<usize>,
-    children: Vec<(Box<str>, usize)>,
+    /// Each key with its [`Short`] (most keys of a line are not wanted:
+    /// they are told apart without a byte comparison).
+    children: Vec<(Short, Box<str>, usize)>,
 }
 
 impl Trie {
@@ -57,14 +58,16 @@ impl Trie {
             let found = self.nodes[at]
                 .children
                 .iter()
-                .find(|(k, _)| &**k == seg)
-                .map(|(_, i)| *i);
+                .find(|(_, k, _)| &**k == seg)
+                .map(|(_, _, i)| *i);
             at = match found {
                 Some(i) => i,
                 None => {
                     self.nodes.push(TrieNode::default());
                     let i = self.nodes.len() - 1;
-                    self.nodes[at].children.push((seg.into(), i));
+                    self.nodes[at]
+                        .children
+                        .push((Short::of(seg.as_bytes()), seg.into(), i));
                     i
                 }
             };
@@ -76,11 +79,12 @@ impl Trie {
     }
 
     fn child(&self, node: usize, key: &str) -> Option<usize> {
+        let short = Short::of(key.as_bytes());
         self.nodes[node]
             .children
             .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, i)| *i)
+            .find(|(s, k, _)| short.same(s, key, k))
+            .map(|(_, _, i)| *i)
     }
 }
 
@@ -231,7 +235,8 @@ impl<'a> Field<'a> {
         match raw.as_bytes().first()? {
             b'"' => {
                 let inner = &raw[1..raw.len() - 1];
-                if inner.contains('\\') {
+                // A byte loop: these are short, where memchr's setup costs more.
+                if inner.bytes().any(|b| b == b'\\') {
                     serde_json::from_str::<String>(raw)
                         .ok()
                         .map(|s| Field::Str(Cow::Owned(s)))
@@ -308,7 +313,7 @@ pub struct Rule {
     dur_slot: Option<usize>,
     value_slot: Option<usize>,
     field_slots: Vec<(String, usize)>,
-    pub series: HashMap<Box<[u32]>, Series>,
+    pub series: FastMap<Box<[u32]>, Series>,
     pub matched: u64,
     pub bad_durations: u64,
     pub bad_values: u64,
@@ -391,7 +396,7 @@ impl Engine {
                     .iter()
                     .map(|f| (f.clone(), trie.slot(f, &mut n)))
                     .collect(),
-                series: HashMap::new(),
+                series: FastMap::default(),
                 matched: 0,
                 bad_durations: 0,
                 bad_values: 0,

@@ -24,7 +24,10 @@ const SLOTS: u32 = 60;
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    start: Instant,
+    /// When the slot's first sample came plus the slot length: samples
+    /// before it go in this slot (an Instant comparison per line, not a
+    /// subtraction).
+    end: Instant,
     count: u64,
     sum: f64,
     min: f64,
@@ -68,7 +71,7 @@ impl Latency {
 
     pub fn observe(&mut self, now: Instant, secs: f64) {
         match self.slots.back_mut() {
-            Some(s) if now.saturating_duration_since(s.start) < self.slot_len => {
+            Some(s) if now < s.end => {
                 s.count += 1;
                 s.sum += secs;
                 s.min = s.min.min(secs);
@@ -76,7 +79,7 @@ impl Latency {
             }
             _ => {
                 self.slots.push_back(Slot {
-                    start: now,
+                    end: now + self.slot_len,
                     count: 1,
                     sum: secs,
                     min: secs,
@@ -97,11 +100,7 @@ impl Latency {
         let Some(cut) = now.checked_sub(self.window) else {
             return;
         };
-        while self
-            .slots
-            .front()
-            .is_some_and(|s| s.start + self.slot_len <= cut)
-        {
+        while self.slots.front().is_some_and(|s| s.end <= cut) {
             self.slots.pop_front();
         }
         while self.samples.front().is_some_and(|(t, _)| *t < cut) {
