@@ -2,10 +2,11 @@
 //! interned once to a small id, capped per rule (beyond the cap: `other`),
 //! and a `group_by` category is its fields' ids packed in one integer.
 //!
-//! This is on the per-line path: a line's value is found among the values
-//! already seen without hashing while they are few (the usual case: a
-//! status, an operation, a partner), by comparing its length and its first
-//! and last eight bytes.
+//! This is on the per-line path: while a label has few values (the usual
+//! case: a status, an operation, a partner), a line's value is found in a
+//! small open-addressed table keyed by its length and its first and last
+//! bytes ([`Short`]): a multiplication and one comparison, no hashing of
+//! the text and no byte comparison up to 16 bytes.
 
 use std::collections::HashMap;
 
@@ -40,9 +41,10 @@ pub(super) fn unpack(key: GroupKey) -> impl Iterator<Item = u32> {
 pub const OTHER: &str = "other";
 pub(super) const OTHER_ID: u32 = u32::MAX;
 
-/// Up to this many values are found by a linear scan of their [`Short`]
-/// keys; beyond, through the hash map.
-const SCANNED: usize = 16;
+/// Up to this many values are found through the small table (at most
+/// half full); beyond, through the hash map.
+const SMALL: usize = 32;
+const TABLE: usize = 2 * SMALL;
 
 /// A text's length and its first and last bytes (eight each from 8
 /// bytes on, four each from 4, else every byte): equal keys mean equal
@@ -72,6 +74,14 @@ impl Short {
         Short { len: n, head, tail }
     }
 
+    /// Where the key starts looking in a table of `TABLE` places.
+    #[inline]
+    fn place(&self) -> usize {
+        let h = (self.head ^ self.tail.rotate_left(29) ^ self.len as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 58) as usize % TABLE
+    }
+
     /// Whether `text`, whose key this is, equals `stored`, whose key is
     /// `other`.
     #[inline]
@@ -92,25 +102,109 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
+/// Up to `SMALL` texts, found by their [`Short`] key in an open-addressed
+/// table at most half full: a multiplication, usually one comparison.
+#[derive(Debug)]
+struct Small {
+    shorts: Vec<Short>,
+    texts: Vec<Box<str>>,
+    /// Index + 1 into `texts`, 0 for an empty place.
+    table: [u32; TABLE],
+}
+
+impl Small {
+    fn new() -> Small {
+        Small {
+            shorts: Vec::new(),
+            texts: Vec::new(),
+            table: [0; TABLE],
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.texts.len() >= SMALL
+    }
+
+    /// The index of `text`, if held.
+    #[inline]
+    fn find(&self, text: &str) -> Option<usize> {
+        let key = Short::of(text.as_bytes());
+        let mut i = key.place();
+        loop {
+            let at = self.table[i] as usize;
+            if at == 0 {
+                return None;
+            }
+            if key.same(&self.shorts[at - 1], text, &self.texts[at - 1]) {
+                return Some(at - 1);
+            }
+            i = (i + 1) % TABLE;
+        }
+    }
+
+    /// Adds `text` (not held, and the table not full) at the next index.
+    fn push(&mut self, text: &str) {
+        let short = Short::of(text.as_bytes());
+        let mut i = short.place();
+        while self.table[i] != 0 {
+            i = (i + 1) % TABLE;
+        }
+        self.shorts.push(short);
+        self.texts.push(text.into());
+        self.table[i] = self.texts.len() as u32;
+    }
+}
+
 /// One label of a rule: its field and the distinct values seen (capped).
 #[derive(Debug)]
 pub(super) struct Label {
     pub(super) name: String,
     pub(super) slot: usize,
-    shorts: Vec<Short>,
+    /// The first `SMALL` values (ids are their indexes).
+    small: Small,
+    /// Every value, for labels with more.
     ids: FastMap<Box<str>, u32>,
     values: Vec<Box<str>>,
+    /// Field texts as the JSON has them (a string with its quotes and
+    /// escapes, a number as written) already resolved: a line's field is
+    /// found without decoding it. At most `SMALL`, each short.
+    raw: Small,
+    raw_ids: Vec<u32>,
 }
+
+/// Raw texts longer than this are decoded every time (they are rare as
+/// label values, and the table stays small).
+const RAW_MAX: usize = 64;
 
 impl Label {
     pub(super) fn new(name: String, slot: usize) -> Label {
         Label {
             name,
             slot,
-            shorts: Vec::new(),
+            small: Small::new(),
             ids: FastMap::default(),
             values: Vec::new(),
+            raw: Small::new(),
+            raw_ids: Vec::new(),
         }
+    }
+
+    /// The id of a field's raw JSON text, if seen before.
+    #[inline]
+    pub(super) fn raw_id(&self, raw: &str) -> Option<u32> {
+        if self.raw_ids.is_empty() {
+            return None;
+        }
+        self.raw.find(raw).map(|i| self.raw_ids[i])
+    }
+
+    /// Remembers that `raw` decodes to the value of `id`.
+    pub(super) fn remember_raw(&mut self, raw: &str, id: u32) {
+        if self.raw.is_full() || raw.len() > RAW_MAX || self.raw.find(raw).is_some() {
+            return;
+        }
+        self.raw.push(raw);
+        self.raw_ids.push(id);
     }
 
     /// The id of `value`: its own, `OTHER_ID` beyond `cap` values.
@@ -130,7 +224,9 @@ impl Label {
             return OTHER_ID;
         }
         let id = self.values.len() as u32;
-        self.shorts.push(Short::of(safe.as_bytes()));
+        if !self.small.is_full() {
+            self.small.push(&safe);
+        }
         self.values.push(safe.as_ref().into());
         self.ids.insert(safe.into(), id);
         id
@@ -138,15 +234,10 @@ impl Label {
 
     #[inline]
     fn find(&self, value: &str) -> Option<u32> {
-        if self.values.len() > SCANNED {
+        if self.values.len() > SMALL {
             return self.ids.get(value).copied();
         }
-        let key = Short::of(value.as_bytes());
-        self.shorts
-            .iter()
-            .zip(&self.values)
-            .position(|(k, v)| key.same(k, value, v))
-            .map(|i| i as u32)
+        self.small.find(value).map(|i| i as u32)
     }
 
     pub(super) fn value(&self, id: u32) -> &str {
@@ -183,6 +274,22 @@ mod tests {
         }
         let distinct: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), values.len());
+    }
+
+    #[test]
+    fn raw_texts_resolve_to_the_ids_remembered() {
+        let mut l = Label::new("x".into(), 0);
+        let id = l.id("a/b", 10);
+        assert_eq!(l.raw_id("\"a\\/b\""), None);
+        l.remember_raw("\"a\\/b\"", id);
+        l.remember_raw("\"a/b\"", id);
+        assert_eq!(l.raw_id("\"a\\/b\""), Some(id));
+        assert_eq!(l.raw_id("\"a/b\""), Some(id));
+        assert_eq!(l.raw_id("\"a/c\""), None);
+        // Long raw texts are not kept.
+        let long = format!("\"{}\"", "y".repeat(RAW_MAX));
+        l.remember_raw(&long, id);
+        assert_eq!(l.raw_id(&long), None);
     }
 
     #[test]

@@ -91,6 +91,22 @@ impl Trie {
 /// Where each needed field's raw JSON is in the line (byte range).
 type Spans = [Option<(u32, u32)>];
 
+/// The id of a label's value in this line (`""` when the field is absent
+/// or null): a raw text seen before is not decoded again.
+fn label_id(l: &mut Label, spans: &Spans, text: &str, cap: usize) -> u32 {
+    let Some((a, b)) = spans[l.slot] else {
+        return l.id("", cap);
+    };
+    let raw = &text[a as usize..b as usize];
+    if let Some(id) = l.raw_id(raw) {
+        return id;
+    }
+    let f = Field::from_raw(raw);
+    let id = l.id(f.as_ref().map_or("", Field::text), cap);
+    l.remember_raw(raw, id);
+    id
+}
+
 /// Visits one JSON object, recording the spans of needed fields and
 /// skipping everything else.
 struct ObjSeed<'t, 's> {
@@ -474,8 +490,7 @@ impl Engine {
             let cap = rule.spec.max_label_values;
             let mut overflowed = false;
             for l in &mut rule.labels {
-                let f = get(l.slot);
-                let id = l.id(f.as_ref().map_or("", Field::text), cap);
+                let id = label_id(l, spans, text, cap);
                 overflowed |= id == OTHER_ID;
                 self.key.push(id);
             }
@@ -531,8 +546,7 @@ impl Engine {
                 if !rule.groups.is_empty() {
                     let mut key: GroupKey = 0;
                     for (i, g) in rule.groups.iter_mut().enumerate() {
-                        let f = get(g.slot);
-                        let id = g.id(f.as_ref().map_or("", Field::text), cap);
+                        let id = label_id(g, spans, text, cap);
                         key |= group_id(id) << (16 * i);
                     }
                     match rule.by_group.get_mut(&key) {
