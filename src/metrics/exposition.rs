@@ -118,6 +118,25 @@ impl Writer {
 
 impl fmt::Write for Writer {
     fn write_str(&mut self, mut s: &str) -> fmt::Result {
+        // The usual piece (a name, a label value, a number, a line's end):
+        // inside a sample line, no control character, at most a final
+        // newline. One pass over its bytes, one copy.
+        if self.meta.is_none() && !(self.at_line_start && s.starts_with('#')) {
+            let b = s.as_bytes();
+            match b.iter().position(|&c| c < 0x20 || c == 0x7f || c == 0xc2) {
+                None if !b.is_empty() => {
+                    self.out.push_str(s);
+                    self.at_line_start = false;
+                    return Ok(());
+                }
+                Some(i) if i + 1 == b.len() && b[i] == b'\n' => {
+                    self.out.push_str(s);
+                    self.at_line_start = true;
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
         while !s.is_empty() {
             if let Some(meta) = &mut self.meta {
                 match s.find('\n') {
