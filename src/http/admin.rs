@@ -149,13 +149,18 @@ pub(super) async fn run_selected(
             done.map_err(|e| ApiError::Internal(format!("a check task failed: {e}")))?;
         results[i] = Some(latest);
     }
-    let mut out = serde_json::Map::new();
-    for (c, l) in selected.iter().zip(&results) {
-        let l = l.clone().unwrap_or_else(|| c.latest());
-        let view = serde_json::to_value(c.view(&l))
-            .map_err(|e| ApiError::Internal(format!("cannot serialize a result: {e}")))?;
-        out.insert(c.name().to_string(), view);
-    }
+    let results: Vec<_> = selected
+        .iter()
+        .zip(results)
+        .map(|(c, l)| l.unwrap_or_else(|| c.latest()))
+        .collect();
+    // Each result as /api/health shows it, serialized when it was recorded;
+    // by name, as a JSON object's keys are.
+    let out: std::collections::BTreeMap<&str, &serde_json::value::RawValue> = selected
+        .iter()
+        .zip(&results)
+        .map(|(c, l)| (c.name(), c.view_json(l)))
+        .collect();
     Ok(axum::Json(json!({ "ran": selected.len(), "results": out })).into_response())
 }
 
@@ -170,7 +175,7 @@ pub(super) async fn run_probe(
         .component(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?;
     let latest = c.run_check(tokio::time::Instant::now()).await;
-    Ok(axum::Json(json!({ "component": name, "result": c.view(&latest) })).into_response())
+    Ok(axum::Json(json!({ "component": name, "result": c.view_json(&latest) })).into_response())
 }
 
 #[cfg(test)]
