@@ -1,11 +1,13 @@
 //! The log line engine: any line against rules that use every field type
 //! (labels, durations in each unit and Go's syntax, values, timestamps).
+//! A line is invalid exactly when serde_json does not take it for one
+//! object (the engine scans lines with its own validating pass).
 #![no_main]
 use std::sync::OnceLock;
 
 use depwatch::probe::ProbeSpec;
 use depwatch::probe::log::Spec;
-use depwatch::probe::log::rules::Engine;
+use depwatch::probe::log::rules::{Engine, LineKind};
 use libfuzzer_sys::fuzz_target;
 
 const YAML: &str = r#"
@@ -52,6 +54,11 @@ fuzz_target!(|data: &[u8]| {
     let mut e = Engine::new(spec());
     let now = std::time::Instant::now().into();
     for line in data.split(|b| *b == b'\n') {
-        let _ = e.line(line, now, 1.7e9);
+        let kind = e.line(line, now, 1.7e9);
+        let object = std::str::from_utf8(line).is_ok_and(|t| {
+            t.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{')
+                && serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok()
+        });
+        assert_eq!(kind == LineKind::Invalid, !object, "{:?}", String::from_utf8_lossy(line));
     }
 });

@@ -13,6 +13,7 @@ mod conditions;
 mod config;
 pub mod godur;
 mod labels;
+mod scan;
 pub mod replay;
 pub mod rules;
 mod state;

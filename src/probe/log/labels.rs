@@ -85,7 +85,7 @@ impl Short {
     /// Whether `text`, whose key this is, equals `stored`, whose key is
     /// `other`.
     #[inline]
-    pub(super) fn same(&self, other: &Short, text: &str, stored: &str) -> bool {
+    pub(super) fn same(&self, other: &Short, text: &[u8], stored: &[u8]) -> bool {
         self == other && (self.len <= 16 || text == stored)
     }
 }
@@ -127,15 +127,15 @@ impl Small {
 
     /// The index of `text`, if held.
     #[inline]
-    fn find(&self, text: &str) -> Option<usize> {
-        let key = Short::of(text.as_bytes());
+    fn find(&self, text: &[u8]) -> Option<usize> {
+        let key = Short::of(text);
         let mut i = key.place();
         loop {
             let at = self.table[i] as usize;
             if at == 0 {
                 return None;
             }
-            if key.same(&self.shorts[at - 1], text, &self.texts[at - 1]) {
+            if key.same(&self.shorts[at - 1], text, self.texts[at - 1].as_bytes()) {
                 return Some(at - 1);
             }
             i = (i + 1) % TABLE;
@@ -191,7 +191,7 @@ impl Label {
 
     /// The id of a field's raw JSON text, if seen before.
     #[inline]
-    pub(super) fn raw_id(&self, raw: &str) -> Option<u32> {
+    pub(super) fn raw_id(&self, raw: &[u8]) -> Option<u32> {
         if self.raw_ids.is_empty() {
             return None;
         }
@@ -200,7 +200,7 @@ impl Label {
 
     /// Remembers that `raw` decodes to the value of `id`.
     pub(super) fn remember_raw(&mut self, raw: &str, id: u32) {
-        if self.raw.is_full() || raw.len() > RAW_MAX || self.raw.find(raw).is_some() {
+        if self.raw.is_full() || raw.len() > RAW_MAX || self.raw.find(raw.as_bytes()).is_some() {
             return;
         }
         self.raw.push(raw);
@@ -237,7 +237,7 @@ impl Label {
         if self.values.len() > SMALL {
             return self.ids.get(value).copied();
         }
-        self.small.find(value).map(|i| i as u32)
+        self.small.find(value.as_bytes()).map(|i| i as u32)
     }
 
     pub(super) fn value(&self, id: u32) -> &str {
@@ -280,16 +280,16 @@ mod tests {
     fn raw_texts_resolve_to_the_ids_remembered() {
         let mut l = Label::new("x".into(), 0);
         let id = l.id("a/b", 10);
-        assert_eq!(l.raw_id("\"a\\/b\""), None);
+        assert_eq!(l.raw_id(b"\"a\\/b\""), None);
         l.remember_raw("\"a\\/b\"", id);
         l.remember_raw("\"a/b\"", id);
-        assert_eq!(l.raw_id("\"a\\/b\""), Some(id));
-        assert_eq!(l.raw_id("\"a/b\""), Some(id));
-        assert_eq!(l.raw_id("\"a/c\""), None);
+        assert_eq!(l.raw_id(b"\"a\\/b\""), Some(id));
+        assert_eq!(l.raw_id(b"\"a/b\""), Some(id));
+        assert_eq!(l.raw_id(b"\"a/c\""), None);
         // Long raw texts are not kept.
         let long = format!("\"{}\"", "y".repeat(RAW_MAX));
         l.remember_raw(&long, id);
-        assert_eq!(l.raw_id(&long), None);
+        assert_eq!(l.raw_id(long.as_bytes()), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The rule engine: pulls the fields the rules need out of a JSON line
-//! without building a document (serde_json with a borrowed visitor that skips
-//! every other field), matches rules, and keeps each rule's series (counter,
+//! The rule engine: finds the fields the rules need in a JSON line without
+//! building a document (`scan.rs`: one validating pass that skips every
+//! other field), matches rules, and keeps each rule's series (counter,
 //! duration histogram, value) under bounded labels.
 //!
 //! The hot path does no allocation per line in the common case: field
@@ -8,17 +8,15 @@
 //! from the line, label values are interned per rule.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::time::Instant;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::config::{DurUnit, RuleSpec, Scalar, Spec, Test, ValueKind};
 use super::godur;
-use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, Short, group_id};
+use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, group_id};
 pub(super) use super::labels::{GroupKey, unpack};
+use super::scan::{Scanner, Spans, Trie};
 use super::stats::{GROUP_SAMPLES, Latency, SlowOp, Slowest};
 
 /// What a line was, for `depwatch_log_lines_total{result}`.
@@ -29,209 +27,21 @@ pub enum LineKind {
     Invalid,
 }
 
-/// The dotted field paths the rules use, as a tree of keys; every node that
-/// a rule reads has a slot.
-#[derive(Debug, Default)]
-struct Trie {
-    nodes: Vec<TrieNode>,
-}
-
-#[derive(Debug, Default)]
-struct TrieNode {
-    slot: Option<usize>,
-    /// Each key with its [`Short`] (most keys of a line are not wanted:
-    /// they are told apart without a byte comparison).
-    children: Vec<(Short, Box<str>, usize)>,
-}
-
-impl Trie {
-    fn new() -> Self {
-        Trie {
-            nodes: vec![TrieNode::default()],
-        }
-    }
-
-    /// The slot of `path`, created when new. `slots` counts them.
-    fn slot(&mut self, path: &str, slots: &mut usize) -> usize {
-        let mut at = 0;
-        for seg in path.split('.') {
-            let found = self.nodes[at]
-                .children
-                .iter()
-                .find(|(_, k, _)| &**k == seg)
-                .map(|(_, _, i)| *i);
-            at = match found {
-                Some(i) => i,
-                None => {
-                    self.nodes.push(TrieNode::default());
-                    let i = self.nodes.len() - 1;
-                    self.nodes[at]
-                        .children
-                        .push((Short::of(seg.as_bytes()), seg.into(), i));
-                    i
-                }
-            };
-        }
-        *self.nodes[at].slot.get_or_insert_with(|| {
-            *slots += 1;
-            *slots - 1
-        })
-    }
-
-    fn child(&self, node: usize, key: &str) -> Option<usize> {
-        let short = Short::of(key.as_bytes());
-        self.nodes[node]
-            .children
-            .iter()
-            .find(|(s, k, _)| short.same(s, key, k))
-            .map(|(_, _, i)| *i)
-    }
-}
-
-/// Where each needed field's raw JSON is in the line (byte range).
-type Spans = [Option<(u32, u32)>];
-
 /// The id of a label's value in this line (`""` when the field is absent
 /// or null): a raw text seen before is not decoded again.
 fn label_id(l: &mut Label, spans: &Spans, text: &str, cap: usize) -> u32 {
     let Some((a, b)) = spans[l.slot] else {
         return l.id("", cap);
     };
-    let raw = &text[a as usize..b as usize];
-    if let Some(id) = l.raw_id(raw) {
+    let (a, b) = (a as usize, b as usize);
+    if let Some(id) = l.raw_id(&text.as_bytes()[a..b]) {
         return id;
     }
+    let raw = &text[a..b];
     let f = Field::from_raw(raw);
     let id = l.id(f.as_ref().map_or("", Field::text), cap);
     l.remember_raw(raw, id);
     id
-}
-
-/// Visits one JSON object, recording the spans of needed fields and
-/// skipping everything else.
-struct ObjSeed<'t, 's> {
-    trie: &'t Trie,
-    node: usize,
-    base: usize,
-    spans: &'s mut Spans,
-}
-
-impl<'de> DeserializeSeed<'de> for ObjSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ObjSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let ObjSeed {
-            trie,
-            node,
-            base,
-            spans,
-        } = self;
-        while let Some(child) = map.next_key_seed(KeySeed { trie, node })? {
-            let Some(child) = child else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            let n = &trie.nodes[child];
-            if n.children.is_empty() {
-                let raw: &'de RawValue = map.next_value()?;
-                if let Some(slot) = n.slot {
-                    spans[slot] = Some(span(base, raw.get()));
-                }
-            } else if n.slot.is_none() {
-                map.next_value_seed(ObjSeed {
-                    trie,
-                    node: child,
-                    base,
-                    spans: &mut *spans,
-                })?;
-            } else {
-                // Both the object and fields inside it are used: keep the
-                // raw text and walk it a second time (rare).
-                let raw: &'de RawValue = map.next_value()?;
-                if let Some(slot) = n.slot {
-                    spans[slot] = Some(span(base, raw.get()));
-                }
-                // The inner text borrows the line, so spans stay relative to `base`.
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                let seed = ObjSeed {
-                    trie,
-                    node: child,
-                    base,
-                    spans: &mut *spans,
-                };
-                // The raw text is valid JSON already.
-                let _ = seed.deserialize(&mut de);
-            }
-        }
-        Ok(())
-    }
-
-    // A nested path through something that is not an object: nothing there.
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-}
-
-fn span(base: usize, raw: &str) -> (u32, u32) {
-    let start = raw.as_ptr() as usize - base;
-    (start as u32, (start + raw.len()) as u32)
-}
-
-/// Looks a key up among a node's children without allocating.
-struct KeySeed<'t> {
-    trie: &'t Trie,
-    node: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
-        Ok(self.trie.child(self.node, v))
-    }
 }
 
 /// A field's value, borrowed from the line where possible.
@@ -374,6 +184,7 @@ impl Rule {
 #[derive(Debug)]
 pub struct Engine {
     trie: Trie,
+    scanner: Scanner,
     spans: Vec<Option<(u32, u32)>>,
     key: Vec<u32>,
     time_slot: Option<usize>,
@@ -429,6 +240,7 @@ impl Engine {
         let time_slot = spec.time_field.as_ref().map(|f| trie.slot(f, &mut n));
         Engine {
             trie,
+            scanner: Scanner::default(),
             spans: vec![None; n],
             key: Vec::new(),
             time_slot,
@@ -453,19 +265,11 @@ impl Engine {
         let Ok(text) = std::str::from_utf8(line) else {
             return LineKind::Invalid;
         };
-        let text = text.trim_end_matches('\r');
-        if !text.trim_start().starts_with('{') {
-            return LineKind::Invalid;
-        }
-        self.spans.fill(None);
-        let mut de = serde_json::Deserializer::from_str(text);
-        let seed = ObjSeed {
-            trie: &self.trie,
-            node: 0,
-            base: text.as_ptr() as usize,
-            spans: &mut self.spans,
-        };
-        if seed.deserialize(&mut de).is_err() || de.end().is_err() {
+        if self
+            .scanner
+            .line(text.as_bytes(), &self.trie, &mut self.spans)
+            .is_err()
+        {
             return LineKind::Invalid;
         }
         let spans = &self.spans;
