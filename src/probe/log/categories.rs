@@ -51,7 +51,7 @@ impl Rule {
             .latency
             .as_mut()
             .map_or(Value::Null, |l| l.summary_with(now, bins.as_ref()));
-        let mut keys: Vec<GroupKey> = self.by_group.keys().copied().collect();
+        let mut keys: Vec<GroupKey> = self.by_group.keys().collect();
         keys.sort_by_key(|k| self.category_of(*k));
         let mut values = Map::new();
         for key in keys {
@@ -62,12 +62,12 @@ impl Rule {
                 .zip(unpack(key))
                 .map(|(l, id)| (l.name.clone(), Value::String(l.value(id).to_string())))
                 .collect();
-            let Some(l) = self.by_group.get_mut(&key) else {
+            let Some(l) = self.by_group.get_mut(key) else {
                 continue;
             };
             if l.count(now) == 0 {
                 // Nothing left in the window: the category goes.
-                self.by_group.remove(&key);
+                self.by_group.remove(key);
                 continue;
             }
             let mut v = l.summary_with(now, bins.as_ref());
@@ -99,10 +99,10 @@ impl Rule {
             let names: HashMap<GroupKey, String> = self
                 .by_group
                 .keys()
-                .map(|k| (*k, self.category_of(*k)))
+                .map(|k| (k, self.category_of(k)))
                 .collect();
             for (k, l) in self.by_group.iter_mut() {
-                seen.push((names[k].clone(), l));
+                seen.push((names[&k].clone(), l));
             }
         }
         seen.sort_by(|a, b| a.0.cmp(&b.0));

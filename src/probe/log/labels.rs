@@ -77,9 +77,20 @@ impl Short {
     /// Where the key starts looking in a table of `TABLE` places.
     #[inline]
     fn place(&self) -> usize {
-        let h = (self.head ^ self.tail.rotate_left(29) ^ self.len as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 58) as usize % TABLE
+        (self.mix() >> 58) as usize % TABLE
+    }
+
+    /// The key's bits mixed into one word (for tables keyed by it).
+    #[inline]
+    pub(super) fn mix(&self) -> u64 {
+        (self.head ^ self.tail.rotate_left(29) ^ self.len as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Whether equal keys mean equal texts (up to 16 bytes).
+    #[inline]
+    pub(super) fn exact(&self) -> bool {
+        self.len <= 16
     }
 
     /// Whether `text`, whose key this is, equals `stored`, whose key is

@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use super::config::{DurUnit, RuleSpec, Scalar, Spec, Test, ValueKind};
 use super::godur;
-use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, group_id};
+use super::groups::{ByGroup, MAX_FIELDS, Raws};
+use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, Short, group_id};
 pub(super) use super::labels::{GroupKey, unpack};
 use super::scan::{Scanner, Spans, Trie};
 use super::stats::{GROUP_SAMPLES, Latency, SlowOp, Slowest};
@@ -42,6 +43,40 @@ fn label_id(l: &mut Label, spans: &Spans, text: &str, cap: usize) -> u32 {
     let id = l.id(f.as_ref().map_or("", Field::text), cap);
     l.remember_raw(raw, id);
     id
+}
+
+/// The index of a line's category in `by_group`: recalled from the raw
+/// texts of its fields, else found through each field's value id.
+fn category(
+    by_group: &mut ByGroup,
+    groups: &mut [Label],
+    window: std::time::Duration,
+    spans: &Spans,
+    text: &str,
+    cap: usize,
+) -> usize {
+    let mut raws: Raws = [Short::of(b""); MAX_FIELDS];
+    for (r, g) in raws.iter_mut().zip(&*groups) {
+        if let Some((a, b)) = spans[g.slot] {
+            *r = Short::of(&text.as_bytes()[a as usize..b as usize]);
+        }
+    }
+    if let Some(i) = by_group.recall(&raws) {
+        return i;
+    }
+    let mut key: GroupKey = 0;
+    for (i, g) in groups.iter_mut().enumerate() {
+        let id = label_id(g, spans, text, cap);
+        key |= group_id(id) << (16 * i);
+    }
+    // Combinations are capped too: past max_label_values categories, a new
+    // one counts as all-`other`.
+    if by_group.get_mut(key).is_none() && by_group.len() >= cap {
+        key = (0..groups.len()).fold(0, |k, i| k | OTHER_GROUP_ID << (16 * i));
+    }
+    let i = by_group.index_of(key, || Latency::with_cap(window, GROUP_SAMPLES));
+    by_group.remember(&raws, i);
+    i
 }
 
 /// A field's value, borrowed from the line where possible.
@@ -151,7 +186,7 @@ pub struct Rule {
     /// `group_by` fields, interned and capped like labels.
     pub(super) groups: Vec<Label>,
     /// Latency per category (a combination of `group_by` values).
-    pub by_group: FastMap<GroupKey, Latency>,
+    pub by_group: ByGroup,
     /// A line matched since the last [`Engine::take_fired`] (rules with
     /// `invalidates` only).
     fired: bool,
@@ -213,7 +248,7 @@ impl Engine {
                     .collect(),
                 labels: labels_of(&r.labels, &mut trie, &mut n),
                 groups: labels_of(&r.group_by, &mut trie, &mut n),
-                by_group: FastMap::default(),
+                by_group: ByGroup::default(),
                 fired: false,
                 judged: Vec::new(),
                 dur_slot: r.duration.as_ref().map(|d| trie.slot(&d.field, &mut n)),
@@ -348,28 +383,16 @@ impl Engine {
                     l.observe(now, secs);
                 }
                 if !rule.groups.is_empty() {
-                    let mut key: GroupKey = 0;
-                    for (i, g) in rule.groups.iter_mut().enumerate() {
-                        let id = label_id(g, spans, text, cap);
-                        key |= group_id(id) << (16 * i);
-                    }
-                    match rule.by_group.get_mut(&key) {
-                        Some(l) => l.observe(now, secs),
-                        None => {
-                            // Combinations are capped too: past
-                            // max_label_values categories, a new one counts
-                            // as all-`other`.
-                            if rule.by_group.len() >= cap {
-                                key = (0..rule.groups.len())
-                                    .fold(0, |k, i| k | OTHER_GROUP_ID << (16 * i));
-                            }
-                            let window = rule.spec.stats_window;
-                            rule.by_group
-                                .entry(key)
-                                .or_insert_with(|| Latency::with_cap(window, GROUP_SAMPLES))
-                                .observe(now, secs);
-                        }
-                    }
+                    let window = rule.spec.stats_window;
+                    let cat = category(
+                        &mut rule.by_group,
+                        &mut rule.groups,
+                        window,
+                        spans,
+                        text,
+                        cap,
+                    );
+                    rule.by_group.at(cat).observe(now, secs);
                 }
                 if let (Some(slow), Some(limit)) = (&mut rule.slowest, rule.spec.slow_above)
                     && secs > limit.as_secs_f64()

@@ -97,7 +97,11 @@ impl Scanner {
         }
         self.object(&mut c, trie, 0, spans)?;
         c.ws();
-        if c.i == line.len() { Ok(()) } else { Err(Invalid) }
+        if c.i == line.len() {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
     }
 
     /// An object at the cursor whose keys are looked up under `node`. Only
@@ -360,7 +364,9 @@ mod tests {
         let mut spans = vec![None; n];
         let got = Scanner::default().line(line.as_bytes(), &trie, &mut spans);
         let serde = serde_json::from_str::<serde::de::IgnoredAny>(line).is_ok()
-            && line.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{');
+            && line
+                .trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with('{');
         assert_eq!(got.is_ok(), serde, "{line:?}");
         got.ok().map(|()| {
             slots
@@ -373,7 +379,11 @@ mod tests {
     #[test]
     fn finds_the_wanted_fields_as_written() {
         let line = r#" {"ts":"2025-01-04T10:30:15Z","a":{"b":{"c":-1.5e+3},"x":[1,{"c":2}]},"s":"q\"\u00e9\\","n":null, "o":{"k":true} } "#;
-        let got = scan(&["ts", "a.b.c", "s", "n", "o", "a.x", "missing", "o.k"], line).unwrap();
+        let got = scan(
+            &["ts", "a.b.c", "s", "n", "o", "a.x", "missing", "o.k"],
+            line,
+        )
+        .unwrap();
         let want = [
             Some(r#""2025-01-04T10:30:15Z""#),
             Some("-1.5e+3"),
