@@ -140,7 +140,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn raws(texts: &[&str]) -> Raws {
-        let mut r = [Short::of(b""); MAX_FIELDS];
+        let mut r = [Short::EMPTY; MAX_FIELDS];
         for (r, t) in r.iter_mut().zip(texts) {
             *r = Short::of(t.as_bytes());
         }

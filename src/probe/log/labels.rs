@@ -46,9 +46,9 @@ pub(super) const OTHER_ID: u32 = u32::MAX;
 const SMALL: usize = 32;
 const TABLE: usize = 2 * SMALL;
 
-/// A text's length and its first and last bytes (eight each from 8
-/// bytes on, four each from 4, else every byte): equal keys mean equal
-/// texts up to 16 bytes; longer ones need a full comparison after.
+/// A text's length, its first eight bytes (fewer, zero-padded, for a
+/// shorter text) and, past eight bytes, its last eight: equal keys mean
+/// equal texts up to 16 bytes; longer ones need a full comparison after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Short {
     len: usize,
@@ -57,13 +57,22 @@ pub(super) struct Short {
 }
 
 impl Short {
+    /// The key of the empty text.
+    pub(super) const EMPTY: Short = Short {
+        len: 0,
+        head: 0,
+        tail: 0,
+    };
+
     #[inline]
     pub(super) fn of(b: &[u8]) -> Short {
         let n = b.len();
         let (head, tail) = if n >= 8 {
-            (u64_at(b, 0), u64_at(b, n - 8))
+            (u64_at(b, 0), if n > 8 { u64_at(b, n - 8) } else { 0 })
         } else if n >= 4 {
-            (u64::from(u32_at(b, 0)), u64::from(u32_at(b, n - 4)))
+            // Two words that overlap: together, the n bytes.
+            let (lo, hi) = (u32_at(b, 0), u32_at(b, n - 4));
+            (u64::from(lo) | u64::from(hi) << (8 * (n - 4)), 0)
         } else {
             let h = b
                 .iter()
@@ -72,6 +81,25 @@ impl Short {
             (h, 0)
         };
         Short { len: n, head, tail }
+    }
+
+    /// The key of `buf[a..b]`, read as whole words of `buf` where it has
+    /// them around the text: no branch on the text's length, which varies
+    /// from line to line (the same as [`Short::of`]).
+    #[inline]
+    pub(super) fn within(buf: &[u8], a: usize, b: usize) -> Short {
+        let n = b - a;
+        if a + 8 > buf.len() {
+            return Short::of(&buf[a..b]);
+        }
+        let keep = u64::MAX.checked_shr(64 - 8 * n.min(8) as u32).unwrap_or(0);
+        // Past eight bytes b - 8 >= a; otherwise the word read is not used.
+        let tail = u64_at(buf, b.max(8) - 8);
+        Short {
+            len: n,
+            head: u64_at(buf, a) & keep,
+            tail: if n > 8 { tail } else { 0 },
+        }
     }
 
     /// Where the key starts looking in a table of `TABLE` places.
@@ -101,16 +129,16 @@ impl Short {
     }
 }
 
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[i..i + 8]);
-    u64::from_le_bytes(w)
-}
-
 fn u32_at(b: &[u8], i: usize) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&b[i..i + 4]);
     u32::from_le_bytes(w)
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
 }
 
 /// Up to `SMALL` texts, found by their [`Short`] key in an open-addressed
@@ -263,6 +291,17 @@ impl Label {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_within_a_buffer_are_the_keys_of_the_text() {
+        let buf: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for a in 0..buf.len() {
+            for b in a..=buf.len() {
+                assert_eq!(Short::within(&buf, a, b), Short::of(&buf[a..b]), "{a}..{b}");
+            }
+        }
+        assert_eq!(Short::of(b""), Short::EMPTY);
+    }
 
     #[test]
     fn values_get_one_id_each_whatever_their_length() {

@@ -55,10 +55,10 @@ fn category(
     text: &str,
     cap: usize,
 ) -> usize {
-    let mut raws: Raws = [Short::of(b""); MAX_FIELDS];
+    let mut raws: Raws = [Short::EMPTY; MAX_FIELDS];
     for (r, g) in raws.iter_mut().zip(&*groups) {
         if let Some((a, b)) = spans[g.slot] {
-            *r = Short::of(&text.as_bytes()[a as usize..b as usize]);
+            *r = Short::within(text.as_bytes(), a as usize, b as usize);
         }
     }
     if let Some(i) = by_group.recall(&raws) {

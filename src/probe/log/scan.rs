@@ -23,6 +23,15 @@ struct TrieNode {
     /// Each key with its [`Short`] (most keys of a line are not wanted:
     /// they are told apart without a byte comparison).
     children: Vec<(Short, Box<str>, usize)>,
+    /// Index + 1 into `children` by [`Short::mix`], open-addressed, while
+    /// they are at most `PLACES / 2`; a linear search beyond.
+    places: [u8; PLACES],
+}
+
+const PLACES: usize = 32;
+
+fn place(s: &Short) -> usize {
+    (s.mix() >> 59) as usize % PLACES
 }
 
 impl Trie {
@@ -46,9 +55,16 @@ impl Trie {
                 None => {
                     self.nodes.push(TrieNode::default());
                     let i = self.nodes.len() - 1;
-                    self.nodes[at]
-                        .children
-                        .push((Short::of(seg.as_bytes()), seg.into(), i));
+                    let short = Short::of(seg.as_bytes());
+                    let node = &mut self.nodes[at];
+                    node.children.push((short, seg.into(), i));
+                    if node.children.len() <= PLACES / 2 {
+                        let mut p = place(&short);
+                        while node.places[p] != 0 {
+                            p = (p + 1) % PLACES;
+                        }
+                        node.places[p] = node.children.len() as u8;
+                    }
                     i
                 }
             };
@@ -59,13 +75,23 @@ impl Trie {
         })
     }
 
+    #[inline]
     fn child(&self, node: usize, key: &[u8]) -> Option<usize> {
         let short = Short::of(key);
-        self.nodes[node]
-            .children
-            .iter()
-            .find(|(s, k, _)| short.same(s, key, k.as_bytes()))
-            .map(|(_, _, i)| *i)
+        let node = &self.nodes[node];
+        let same = |(s, k, _): &&(Short, Box<str>, usize)| short.same(s, key, k.as_bytes());
+        if node.children.len() > PLACES / 2 {
+            return node.children.iter().find(same).map(|(_, _, i)| *i);
+        }
+        let mut p = place(&short);
+        loop {
+            let at = usize::from(node.places[p]).checked_sub(1)?;
+            let child = &node.children[at];
+            if same(&child) {
+                return Some(child.2);
+            }
+            p = (p + 1) % PLACES;
+        }
     }
 }
 
@@ -113,14 +139,16 @@ impl Scanner {
             return Ok(());
         }
         loop {
-            let (key, escaped) = c.key()?;
+            let start = c.i;
+            let escaped = c.key()?;
             let child = if escaped {
                 // Rare: the line escapes a key the rules spell plainly.
-                serde_json::from_slice::<String>(key)
+                serde_json::from_slice::<String>(&c.b[start..c.i])
                     .ok()
                     .and_then(|k| trie.child(node, k.as_bytes()))
             } else {
-                trie.child(node, &key[1..key.len() - 1])
+                let (a, b) = (start + 1, c.i - 1);
+                trie.child(node, &c.b[a..b])
             };
             c.ws();
             c.expect(b':')?;
@@ -259,14 +287,12 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    /// A key with its quotes, and whether it has escapes.
-    fn key(&mut self) -> Scan<(&'a [u8], bool)> {
+    /// A key; whether it has escapes.
+    fn key(&mut self) -> Scan<bool> {
         if self.peek() != Some(b'"') {
             return Err(Invalid);
         }
-        let start = self.i;
-        let escaped = self.string()?;
-        Ok((&self.b[start..self.i], escaped))
+        self.string()
     }
 
     /// A string at the cursor; whether it had escapes. Eight bytes at a
@@ -408,6 +434,22 @@ mod tests {
         assert_eq!(got, [Some("3".to_string()), Some("1".to_string())]);
         let got = scan(&["a.b"], r#"{"a":[{"b":1}],"a":{"b":[]}}"#).unwrap();
         assert_eq!(got, [Some("[]".to_string())]);
+    }
+
+    #[test]
+    fn many_keys_at_one_level() {
+        let paths: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let line = format!(
+            "{{{}}}",
+            (0..45)
+                .map(|i| format!("\"k{i}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let got = scan(&refs, &line).unwrap();
+        let want: Vec<Option<String>> = (0..40).map(|i| Some(i.to_string())).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
