@@ -3,16 +3,40 @@
 //! (the recent median against the older part of the window).
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::PerfConfig;
 
-#[derive(Clone, Debug)]
+/// One check's latency and when it ended: 8 bytes, since every component
+/// keeps a window of them (10,000 components × 200 samples is 16 MB; with
+/// f64 and SystemTime it was three times that).
+#[derive(Clone, Copy, Debug)]
 pub struct Sample {
-    pub ms: f64,
-    pub at: SystemTime,
+    /// Microseconds, up to 71 minutes (longer checks count as that long):
+    /// exact in the milliseconds the JSON shows with two decimals.
+    us: u32,
+    /// Unix seconds (the JSON shows seconds).
+    at: u32,
+}
+
+impl Sample {
+    pub fn new(d: Duration, at: SystemTime) -> Sample {
+        let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Sample {
+            us: u32::try_from(d.as_micros()).unwrap_or(u32::MAX),
+            at: u32::try_from(secs).unwrap_or(u32::MAX),
+        }
+    }
+
+    pub fn ms(&self) -> f64 {
+        f64::from(self.us) / 1000.0
+    }
+
+    pub fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(u64::from(self.at))
+    }
 }
 
 /// The last `window` check latencies of one component.
@@ -45,13 +69,14 @@ impl Window {
             self.slow += 1;
         }
         self.total += 1;
-        self.samples.push_back(Sample {
-            ms: d.as_secs_f64() * 1000.0,
-            at,
-        });
-        while self.samples.len() > cfg.window {
+        if self.samples.capacity() == 0 {
+            // Exactly the window, not the next power of two.
+            self.samples.reserve_exact(cfg.window);
+        }
+        while self.samples.len() >= cfg.window.max(1) {
             self.samples.pop_front();
         }
+        self.samples.push_back(Sample::new(d, at));
         self.judgement = self.judge(cfg);
     }
 
@@ -85,13 +110,13 @@ impl Window {
             .samples
             .iter()
             .take(n - cfg.recent)
-            .map(|s| s.ms)
+            .map(Sample::ms)
             .collect();
         let mut recent: Vec<f64> = self
             .samples
             .iter()
             .skip(n - cfg.recent)
-            .map(|s| s.ms)
+            .map(Sample::ms)
             .collect();
         let b = percentile(&mut base, 50.0)?;
         let r = percentile(&mut recent, 50.0)?;
@@ -162,7 +187,7 @@ pub fn stats<'a>(windows: impl Iterator<Item = &'a Window>, cfg: &PerfConfig) ->
     let mut all = Vec::new();
     let (mut checks, mut slow, mut critical) = (0, 0, 0);
     for w in windows {
-        all.extend(w.samples.iter().map(|s| s.ms));
+        all.extend(w.samples.iter().map(Sample::ms));
         checks += w.total;
         slow += w.slow;
         critical += w.critical;
@@ -284,6 +309,13 @@ mod tests {
         let w = window(&[1.0; 100]);
         assert_eq!(w.samples().count(), 40);
         assert_eq!(w.total, 100);
+        // 8 bytes a sample, the window's worth and no more.
+        assert_eq!(std::mem::size_of::<Sample>(), 8);
+        assert!(w.samples.capacity() < 48, "{}", w.samples.capacity());
+        let s = Sample::new(Duration::from_micros(3_900), SystemTime::UNIX_EPOCH);
+        assert_eq!((s.ms(), s.at()), (3.9, SystemTime::UNIX_EPOCH));
+        let long = Sample::new(Duration::from_secs(100_000), SystemTime::now());
+        assert_eq!(long.ms(), f64::from(u32::MAX) / 1000.0);
     }
 
     #[test]

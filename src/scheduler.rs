@@ -1,9 +1,14 @@
-//! Drives every component on its own interval, with a random start offset
-//! (jitter) so that many probes do not fire together. The timeout and the
+//! Drives every component on its own interval. The first check comes at a
+//! random offset within the jitter (soon after start); later ones keep a
+//! phase of their own within the interval, derived from the component's
+//! name as Prometheus derives a target's scrape offset, so that thousands
+//! of components spread over the interval instead of checking together.
+//! A jitter of zero keeps every check on the start. The timeout and the
 //! thresholds are applied by [`Component::run_check`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -77,6 +82,8 @@ async fn drive(c: Arc<Component>, mut shutdown: watch::Receiver<bool>) {
         Duration::from_nanos(fastrand::u64(0..jitter.as_nanos() as u64))
     };
     let mut next = Instant::now() + offset;
+    let phase = (!jitter.is_zero()).then(|| phase_of(c.name(), interval));
+    let mut first = true;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
@@ -86,10 +93,69 @@ async fn drive(c: Arc<Component>, mut shutdown: watch::Receiver<bool>) {
         // A check in flight is not cut by shutdown: `Scheduler::shutdown`
         // gives it a grace period.
         c.run_check(started).await;
-        next += interval;
+        match phase.filter(|_| std::mem::take(&mut first)) {
+            // From the first check to the component's phase: between half
+            // an interval and one and a half after it.
+            Some(phase) => next = on_phase(started + interval / 2, phase, interval),
+            None => next += interval,
+        }
         if next < Instant::now() {
             // Fell behind (a suspended machine): skip the missed rounds.
             next = Instant::now() + interval;
+        }
+    }
+}
+
+/// The instant phases count from: the same for every component.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// A component's offset within its interval, stable across restarts and
+/// reloads (a hash of its name).
+fn phase_of(name: &str, interval: Duration) -> Duration {
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    let nanos = interval.as_nanos().max(1);
+    Duration::from_nanos((u128::from(h.finish()) % nanos) as u64)
+}
+
+/// The first instant at or after `after` that is `phase` past a whole
+/// number of intervals since [`epoch`].
+fn on_phase(after: Instant, phase: Duration, interval: Duration) -> Instant {
+    let start = epoch() + phase;
+    if after <= start {
+        return start;
+    }
+    let period = interval.as_nanos().max(1);
+    let k = (after - start).as_nanos().div_ceil(period);
+    start + Duration::from_nanos((k * period) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_spread_over_the_interval_and_land_on_it() {
+        let interval = Duration::from_secs(15);
+        let mut seen = [0u32; 15];
+        for i in 0..3000 {
+            let p = phase_of(&format!("target-{i}"), interval);
+            assert!(p < interval);
+            seen[p.as_secs() as usize] += 1;
+        }
+        // Each second of the interval holds about a fifteenth of them.
+        assert!(seen.iter().all(|n| (120..=280).contains(n)), "{seen:?}");
+        assert_eq!(phase_of("a", interval), phase_of("a", interval));
+        let phase = Duration::from_millis(2500);
+        for after_ms in [0u64, 1, 2500, 2501, 17_499, 17_500, 17_501, 100_000] {
+            let after = epoch() + Duration::from_millis(after_ms);
+            let at = on_phase(after, phase, interval);
+            assert!(at >= after && at - after < interval, "{after_ms}");
+            let since = (at - epoch()).as_millis();
+            assert_eq!(since % 15_000, 2_500, "{after_ms}");
         }
     }
 }

@@ -141,7 +141,7 @@ fn compute(rt: &Components) -> Section {
     for c in &rt.components {
         let w = lock(c.perf_window());
         own.clear();
-        own.extend(w.samples().map(|s| s.ms));
+        own.extend(w.samples().map(Sample::ms));
         all.extend_from_slice(&own);
         checks += w.total;
         slow += w.slow;
@@ -183,18 +183,18 @@ impl<'a> Slowest<'a> {
     }
 
     pub fn offer(&mut self, component: &'a str, s: &Sample) {
-        if self.n == 0 || (self.top.len() == self.n && s.ms <= self.top[self.n - 1].1.ms) {
+        if self.n == 0 || (self.top.len() == self.n && s.ms() <= self.top[self.n - 1].1.ms()) {
             return;
         }
-        let i = self.top.partition_point(|(_, t)| t.ms >= s.ms);
-        self.top.insert(i, (component, s.clone()));
+        let i = self.top.partition_point(|(_, t)| t.ms() >= s.ms());
+        self.top.insert(i, (component, *s));
         self.top.truncate(self.n);
     }
 
     pub fn into_json(self) -> Vec<Value> {
         self.top
             .into_iter()
-            .map(|(name, s)| json!({ "component": name, "ms": perf::round2(s.ms), "at": rfc3339(s.at) }))
+            .map(|(name, s)| json!({ "component": name, "ms": perf::round2(s.ms()), "at": rfc3339(s.at()) }))
             .collect()
     }
 }

@@ -34,7 +34,7 @@ impl Row {
             latencies: w
                 .samples()
                 .skip(n.saturating_sub(SPARK_POINTS))
-                .map(|s| s.ms)
+                .map(crate::perf::Sample::ms)
                 .collect(),
             chart: c.probe.chart(CHART_POINTS),
         }
