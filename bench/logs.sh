@@ -17,7 +17,7 @@
 # every loop is bounded, every process is stopped by PID.
 #
 # Usage: bench/logs.sh [> bench/results/logs-$(date +%F).md]
-# Knobs: BENCH_LINES [1000000]  BENCH_RUNS [3]  BENCH_TAIL_MAX [300] (s)
+# Knobs: BENCH_LINES [1000000]  BENCH_RUNS [5]  BENCH_TAIL_MAX [300] (s)
 #        DEPWATCH [$CARGO_TARGET_DIR/release/depwatch, built if missing]
 #        BENCH_RESULTS [] a file that receives KEY=VALUE results (bench/all.sh)
 set -euo pipefail
@@ -25,7 +25,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 LINES=${BENCH_LINES:-1000000}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 TAIL_MAX=${BENCH_TAIL_MAX:-300}
 TARGET=${CARGO_TARGET_DIR:-target}
 DEPWATCH=${DEPWATCH:-$TARGET/release/depwatch}
