@@ -30,8 +30,8 @@
 #   core:  BENCH_DURATION [5|2] (s per wrk run)  BENCH_CORE_RUNS [3|1]  BENCH_IDLE_S [10|3]
 #   http:  BENCH_WRK_DURATION [10|2]  BENCH_WRK_RUNS [3|1]  BENCH_PROBES [10000|200]
 #          BENCH_INTERVAL [15s|5s]  BENCH_TIMEOUT [5s|2s]  BENCH_HTTP_ROUNDS [4|1]
-#          BENCH_SCRAPES [10|3] (1.2 s apart)  BENCH_JITTER [depwatch's default: later checks
-#          spread over the interval by themselves]  BENCH_HEALTH_SAMPLES [5|2]  BENCH_HEALTH_WARM [10|3]
+#          BENCH_SCRAPES [10|3] (1.2 s apart)  BENCH_JITTER [9/10 of the interval: the
+#          first checks spread over it too, as the README advises at this size]  BENCH_HEALTH_SAMPLES [5|2]  BENCH_HEALTH_WARM [10|3]
 #   redis: BENCH_REDIS_ROUNDS [200|20]  BENCH_QUEUES [50|5]  BENCH_JOBS [10000|1000]
 #   logs:  BENCH_LINES [1000000|50000]  BENCH_LOG_RUNS [5|1]
 #   BENCH_WAIT_MAX [600] (s) to wait for running cargo/rustc before starting.
@@ -155,7 +155,7 @@ run core env DEPWATCH_BIN="$BIN" BENCH_DURATION="$CORE_DUR" BENCH_RUNS="$CORE_RU
 run http env BENCH_WRK_DURATION="$WRK_DUR" BENCH_WRK_RUNS="$WRK_RUNS" BENCH_PROBES="$PROBES" \
   BENCH_INTERVAL="$INTERVAL" BENCH_TIMEOUT="$PTIMEOUT" BENCH_ROUNDS="$HTTP_ROUNDS" BENCH_SCRAPES="$SCRAPES" \
   BENCH_HEALTH_SAMPLES="$H_SAMPLES" BENCH_HEALTH_WARM="$H_WARM" BENCH_WAIT_MAX=0 \
-  BENCH_JITTER="${BENCH_JITTER:-}" \
+  BENCH_JITTER="${BENCH_JITTER:-$((${INTERVAL%s} * 9 / 10))s}" \
   bench/http.sh "$BIN"
 run redis env DEPWATCH_BIN="$BIN" BENCH_ROUNDS="$REDIS_ROUNDS" BENCH_QUEUES="$QUEUES" BENCH_JOBS="$JOBS" \
   bench/redis.sh

@@ -94,9 +94,9 @@ async fn drive(c: Arc<Component>, mut shutdown: watch::Receiver<bool>) {
         // gives it a grace period.
         c.run_check(started).await;
         match phase.filter(|_| std::mem::take(&mut first)) {
-            // From the first check to the component's phase: between half
-            // an interval and one and a half after it.
-            Some(phase) => next = on_phase(started + interval / 2, phase, interval),
+            // From the first check to the component's phase: never more
+            // than an interval after it (no round is missed on the way).
+            Some(phase) => next = on_phase(started + Duration::from_millis(1), phase, interval),
             None => next += interval,
         }
         if next < Instant::now() {

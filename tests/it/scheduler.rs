@@ -49,14 +49,14 @@ async fn jitter_delays_the_first_check_then_the_phase_holds() {
         let t0 = Instant::now();
         let mut scheduler = Scheduler::new();
         scheduler.apply(&app.components());
-        tokio::time::sleep(46 * S).await;
+        tokio::time::sleep(36 * S).await;
         let at = offsets(&app, t0);
         assert!(at.len() >= 4, "{at:?}");
         assert!(at[0] < 5 * S, "first check within the jitter: {at:?}");
-        // Then onto the component's phase: half an interval to one and a
-        // half after the first; an interval apart from there on.
+        // Then onto the component's phase, at most an interval after the
+        // first; an interval apart from there on.
         let to_phase = at[1] - at[0];
-        assert!(to_phase > 5 * S && to_phase <= 15 * S, "{at:?}");
+        assert!(to_phase > Duration::ZERO && to_phase <= 10 * S, "{at:?}");
         for pair in at[1..].windows(2) {
             assert_eq!(pair[1] - pair[0], 10 * S, "{at:?}");
         }
