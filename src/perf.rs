@@ -69,9 +69,11 @@ impl Window {
             self.slow += 1;
         }
         self.total += 1;
-        if self.samples.capacity() == 0 {
-            // Exactly the window, not the next power of two.
-            self.samples.reserve_exact(cfg.window);
+        let (len, cap) = (self.samples.len(), self.samples.capacity());
+        if len == cap && cap * 2 > cfg.window {
+            // The last growth: to the window exactly, not the next power
+            // of two (a young window stays small).
+            self.samples.reserve_exact(cfg.window.saturating_sub(len).max(1));
         }
         while self.samples.len() >= cfg.window.max(1) {
             self.samples.pop_front();
@@ -312,6 +314,7 @@ mod tests {
         // 8 bytes a sample, the window's worth and no more.
         assert_eq!(std::mem::size_of::<Sample>(), 8);
         assert!(w.samples.capacity() < 48, "{}", w.samples.capacity());
+        assert!(window(&[1.0; 3]).samples.capacity() <= 8);
         let s = Sample::new(Duration::from_micros(3_900), SystemTime::UNIX_EPOCH);
         assert_eq!((s.ms(), s.at()), (3.9, SystemTime::UNIX_EPOCH));
         let long = Sample::new(Duration::from_secs(100_000), SystemTime::now());
