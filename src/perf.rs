@@ -73,7 +73,8 @@ impl Window {
         if len == cap && cap * 2 > cfg.window {
             // The last growth: to the window exactly, not the next power
             // of two (a young window stays small).
-            self.samples.reserve_exact(cfg.window.saturating_sub(len).max(1));
+            self.samples
+                .reserve_exact(cfg.window.saturating_sub(len).max(1));
         }
         while self.samples.len() >= cfg.window.max(1) {
             self.samples.pop_front();
