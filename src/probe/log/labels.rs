@@ -143,8 +143,9 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
 
 /// Up to `SMALL` texts, found by their [`Short`] key in an open-addressed
 /// table at most half full: a multiplication, usually one comparison.
+/// (Label values here; the keys of a level of the rules' paths in `scan.rs`.)
 #[derive(Debug)]
-struct Small {
+pub(super) struct Small {
     shorts: Vec<Short>,
     texts: Vec<Box<str>>,
     /// Index + 1 into `texts`, 0 for an empty place.
@@ -152,7 +153,7 @@ struct Small {
 }
 
 impl Small {
-    fn new() -> Small {
+    pub(super) fn new() -> Small {
         Small {
             shorts: Vec::new(),
             texts: Vec::new(),
@@ -160,13 +161,13 @@ impl Small {
         }
     }
 
-    fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.texts.len() >= SMALL
     }
 
     /// The index of `text`, if held.
     #[inline]
-    fn find(&self, text: &[u8]) -> Option<usize> {
+    pub(super) fn find(&self, text: &[u8]) -> Option<usize> {
         let key = Short::of(text);
         let mut i = key.place();
         loop {
@@ -182,7 +183,7 @@ impl Small {
     }
 
     /// Adds `text` (not held, and the table not full) at the next index.
-    fn push(&mut self, text: &str) {
+    pub(super) fn push(&mut self, text: &str) {
         let short = Short::of(text.as_bytes());
         let mut i = short.place();
         while self.table[i] != 0 {

@@ -8,7 +8,7 @@
 //! open brackets), so however deep a line nests, the scan neither recurses
 //! nor allocates beyond that stack, which is reused line after line.
 
-use super::labels::Short;
+use super::labels::Small;
 
 /// The dotted field paths the rules use, as a tree of keys; every node that
 /// a rule reads has a slot.
@@ -17,27 +17,56 @@ pub(super) struct Trie {
     nodes: Vec<TrieNode>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TrieNode {
     slot: Option<usize>,
-    /// Each key with its [`Short`] (most keys of a line are not wanted:
-    /// they are told apart without a byte comparison).
-    children: Vec<(Short, Box<str>, usize)>,
-    /// Index + 1 into `children` by [`Short::mix`], open-addressed, while
-    /// they are at most `PLACES / 2`; a linear search beyond.
-    places: [u8; PLACES],
+    /// The keys of the children (most keys of a line are not wanted: they
+    /// are told apart without a byte comparison), the first `SMALL` of
+    /// them; `ids` are their nodes.
+    keys: Small,
+    ids: Vec<usize>,
+    /// Keys beyond those, searched in turn (rules reading that many fields
+    /// of one object are rare).
+    more: Vec<(Box<str>, usize)>,
 }
 
-const PLACES: usize = 32;
+impl TrieNode {
+    fn new() -> Self {
+        TrieNode {
+            slot: None,
+            keys: Small::new(),
+            ids: Vec::new(),
+            more: Vec::new(),
+        }
+    }
 
-fn place(s: &Short) -> usize {
-    (s.mix() >> 59) as usize % PLACES
+    #[inline]
+    fn child(&self, key: &[u8]) -> Option<usize> {
+        match self.keys.find(key) {
+            Some(i) => Some(self.ids[i]),
+            None if self.more.is_empty() => None,
+            None => self
+                .more
+                .iter()
+                .find(|(k, _)| k.as_bytes() == key)
+                .map(|(_, i)| *i),
+        }
+    }
+
+    fn add(&mut self, key: &str, node: usize) {
+        if self.keys.is_full() {
+            self.more.push((key.into(), node));
+        } else {
+            self.keys.push(key);
+            self.ids.push(node);
+        }
+    }
 }
 
 impl Trie {
     pub(super) fn new() -> Self {
         Trie {
-            nodes: vec![TrieNode::default()],
+            nodes: vec![TrieNode::new()],
         }
     }
 
@@ -45,26 +74,12 @@ impl Trie {
     pub(super) fn slot(&mut self, path: &str, slots: &mut usize) -> usize {
         let mut at = 0;
         for seg in path.split('.') {
-            let found = self.nodes[at]
-                .children
-                .iter()
-                .find(|(_, k, _)| &**k == seg)
-                .map(|(_, _, i)| *i);
-            at = match found {
+            at = match self.nodes[at].child(seg.as_bytes()) {
                 Some(i) => i,
                 None => {
-                    self.nodes.push(TrieNode::default());
+                    self.nodes.push(TrieNode::new());
                     let i = self.nodes.len() - 1;
-                    let short = Short::of(seg.as_bytes());
-                    let node = &mut self.nodes[at];
-                    node.children.push((short, seg.into(), i));
-                    if node.children.len() <= PLACES / 2 {
-                        let mut p = place(&short);
-                        while node.places[p] != 0 {
-                            p = (p + 1) % PLACES;
-                        }
-                        node.places[p] = node.children.len() as u8;
-                    }
+                    self.nodes[at].add(seg, i);
                     i
                 }
             };
@@ -77,21 +92,7 @@ impl Trie {
 
     #[inline]
     fn child(&self, node: usize, key: &[u8]) -> Option<usize> {
-        let short = Short::of(key);
-        let node = &self.nodes[node];
-        let same = |(s, k, _): &&(Short, Box<str>, usize)| short.same(s, key, k.as_bytes());
-        if node.children.len() > PLACES / 2 {
-            return node.children.iter().find(same).map(|(_, _, i)| *i);
-        }
-        let mut p = place(&short);
-        loop {
-            let at = usize::from(node.places[p]).checked_sub(1)?;
-            let child = &node.children[at];
-            if same(&child) {
-                return Some(child.2);
-            }
-            p = (p + 1) % PLACES;
-        }
+        self.nodes[node].child(key)
     }
 }
 
@@ -157,7 +158,7 @@ impl Scanner {
                 None => self.skip(c)?,
                 Some((i, n)) => {
                     let start = c.i;
-                    if !n.children.is_empty() && c.peek() == Some(b'{') {
+                    if !n.ids.is_empty() && c.peek() == Some(b'{') {
                         self.object(c, trie, i, spans)?;
                     } else {
                         self.skip(c)?;
