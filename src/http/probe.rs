@@ -171,7 +171,8 @@ async fn run_module(
 ) -> Result<String, ApiError> {
     let mut registry = Registry::default();
     let sub = registry.sub_registry_with_prefix("depwatch");
-    let metrics = Arc::new(http::Metrics::register(sub));
+    let mut lines = crate::metrics::lines::Registry::default();
+    let metrics = Arc::new(http::Metrics::register(&mut lines));
     let result = ProbeResult::register(sub);
     let spec = module.spec_for(url);
     let probe = http::build_with(&spec, name, metrics)
@@ -185,7 +186,10 @@ async fn run_module(
         tracing::debug!(module = name, reason = e.reason.as_str(), error = %e.message, "Probe failed.");
     }
     result.set(name, ok, started.elapsed());
-    Ok(encode(&registry))
+    let mut om =
+        crate::metrics::exposition::encode(&registry, Some(&lines), Format::OpenMetrics, 2048);
+    om.push_str("# EOF\n");
+    Ok(om)
 }
 
 /// Answers a configured probe's own series, from the health cache: a result
@@ -224,7 +228,12 @@ async fn run_configured(
     let all = s
         .metrics
         .snapshots
-        .get(&s.metrics.registry, Format::OpenMetrics, false)
+        .get(
+            &s.metrics.registry,
+            &s.metrics.lines,
+            Format::OpenMetrics,
+            false,
+        )
         .await;
     let mut out = select_component(std::str::from_utf8(&all.plain).unwrap_or(""), c.name());
     out.push_str(&own);

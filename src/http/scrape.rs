@@ -23,7 +23,7 @@ pub(super) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Re
     let snap = s
         .metrics
         .snapshots
-        .get(&s.metrics.registry, format, gzip)
+        .get(&s.metrics.registry, &s.metrics.lines, format, gzip)
         .await;
     let tail = s.metrics.tail(format);
     let body = match snap.deflated().filter(|_| gzip) {

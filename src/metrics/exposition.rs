@@ -76,6 +76,28 @@ impl Writer {
         self.out
     }
 
+    /// The `# HELP` and `# TYPE` lines of a family written line by line
+    /// ([`super::lines`]), in this writer's format.
+    pub fn metadata_lines(
+        &mut self,
+        name: &str,
+        help: &str,
+        ty: prometheus_client::metrics::MetricType,
+    ) {
+        let _ = write!(
+            self,
+            "# HELP {name} {help}\n# TYPE {name} {}\n",
+            ty.as_str()
+        );
+    }
+
+    /// Where whole sample lines go as they are: already safe, between
+    /// metadata lines (the last piece written ended a line).
+    pub fn samples(&mut self) -> &mut String {
+        debug_assert!(self.at_line_start && self.meta.is_none() && self.pending_help.is_none());
+        &mut self.out
+    }
+
     fn data(&mut self, s: &str) {
         push_scrubbed(&mut self.out, s);
     }
@@ -194,16 +216,20 @@ fn push_scrubbed(out: &mut String, s: &str) {
     }));
 }
 
-/// Everything in `registry` in `format`, without the OpenMetrics `# EOF`,
-/// into a buffer of `capacity` bytes to start with.
+/// Everything in `registry` and then in `lines` in `format`, without the
+/// OpenMetrics `# EOF`, into a buffer of `capacity` bytes to start with.
 pub fn encode(
     registry: &prometheus_client::registry::Registry,
+    lines: Option<&super::lines::Registry>,
     format: Format,
     capacity: usize,
 ) -> String {
     let mut w = Writer::new(format, capacity);
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode_registry(&mut w, registry);
+    if let Some(l) = lines {
+        l.write(&mut w);
+    }
     w.finish()
 }
 

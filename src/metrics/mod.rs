@@ -7,6 +7,7 @@
 
 pub mod exposition;
 pub mod kit;
+pub mod lines;
 pub mod snapshot;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
@@ -21,26 +22,50 @@ use crate::probe::{Kind, KindMetrics, Reason, Status};
 use crate::util::build::{REVISION, RUSTC, VERSION};
 use crate::util::time::unix_now;
 use exposition::Format;
-use kit::{ComponentOnly, GaugeF, Histograms};
+use kit::{ComponentOnly, GaugeF};
+use lines::{Histograms, LabelSet, Labels, Lines};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ComponentKind {
     pub component: String,
     pub kind: Kind,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ComponentStatus {
     pub component: String,
     pub kind: Kind,
     pub status: Status,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ComponentFailure {
     pub component: String,
     pub kind: Kind,
     pub reason: Reason,
+}
+
+impl LabelSet for ComponentKind {
+    fn write(&self, out: &mut Labels<'_>) {
+        out.add("component", &self.component)
+            .add("kind", self.kind.as_str());
+    }
+}
+
+impl LabelSet for ComponentStatus {
+    fn write(&self, out: &mut Labels<'_>) {
+        out.add("component", &self.component)
+            .add("kind", self.kind.as_str())
+            .add("status", self.status.as_str());
+    }
+}
+
+impl LabelSet for ComponentFailure {
+    fn write(&self, out: &mut Labels<'_>) {
+        out.add("component", &self.component)
+            .add("kind", self.kind.as_str())
+            .add("reason", self.reason.as_str());
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,15 +120,18 @@ struct BuildLabels {
 /// Metric families that live as long as the process, across reloads.
 pub struct Metrics {
     pub registry: Registry,
-    pub up: Family<ComponentKind, Gauge>,
-    pub status: Family<ComponentStatus, Gauge>,
+    /// The families with a series per component, written line by line
+    /// after `registry`'s.
+    pub lines: lines::Registry,
+    pub up: Lines<ComponentKind, Gauge>,
+    pub status: Lines<ComponentStatus, Gauge>,
     /// Each component's series has its own buckets (its kind's default or
     /// its configuration's `buckets`).
     pub check_duration: Histograms<ComponentKind>,
-    pub checks: Family<ComponentKind, Counter>,
-    pub failures: Family<ComponentFailure, Counter>,
-    pub consecutive_failures: Family<ComponentOnly, Gauge>,
-    pub last_success: Family<ComponentOnly, GaugeF>,
+    pub checks: Lines<ComponentKind, Counter>,
+    pub failures: Lines<ComponentFailure, Counter>,
+    pub consecutive_failures: Lines<ComponentOnly, Gauge>,
+    pub last_success: Lines<ComponentOnly, GaugeF>,
     /// Not in the registry: written after each scrape's cached body (see
     /// [`Metrics::tail`]), so that it is the time of that very scrape.
     pub last_scrape: GaugeF,
@@ -116,9 +144,9 @@ pub struct Metrics {
     /// `depwatch_health_cache_invalidations_total{cause}`: cached results dropped.
     invalidations: [Counter; 3],
     /// The regression judgement of each component's check latencies.
-    pub regression: Family<ComponentOnly, Gauge>,
-    pub baseline_p50: Family<ComponentOnly, GaugeF>,
-    pub recent_p50: Family<ComponentOnly, GaugeF>,
+    pub regression: Lines<ComponentOnly, Gauge>,
+    pub baseline_p50: Lines<ComponentOnly, GaugeF>,
+    pub recent_p50: Lines<ComponentOnly, GaugeF>,
     pub kinds: KindMetrics,
     /// depwatch's own HTTP server: open and refused connections.
     pub server: ServerMetrics,
@@ -135,41 +163,49 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SelfProcess));
         let r = registry.sub_registry_with_prefix("depwatch");
+        let mut lines = lines::Registry::default();
+        let l = &mut lines;
 
-        let up = Family::default();
-        r.register(
+        let up = Lines::default();
+        l.register(
+            "depwatch",
             "up",
             "Whether the component's last check succeeded (1) or failed (0)",
             up.clone(),
         );
-        let status = Family::default();
-        r.register(
+        let status = Lines::default();
+        l.register(
+            "depwatch",
             "component_status",
             "The component's health: 1 for its current status",
             status.clone(),
         );
         let check_duration = Histograms::default();
-        r.register(
+        l.register(
+            "depwatch",
             "check_duration_seconds",
             "How long checks took",
             check_duration.clone(),
         );
-        let checks = Family::default();
-        r.register("checks", "Checks run", checks.clone());
-        let failures = Family::default();
-        r.register(
+        let checks = Lines::default();
+        l.register("depwatch", "checks", "Checks run", checks.clone());
+        let failures = Lines::default();
+        l.register(
+            "depwatch",
             "check_failures",
             "Checks that failed, by reason",
             failures.clone(),
         );
-        let consecutive_failures = Family::default();
-        r.register(
+        let consecutive_failures = Lines::default();
+        l.register(
+            "depwatch",
             "consecutive_failures",
             "Failed checks in a row",
             consecutive_failures.clone(),
         );
-        let last_success = Family::default();
-        r.register(
+        let last_success = Lines::default();
+        l.register(
+            "depwatch",
             "last_success_timestamp_seconds",
             "When the last successful check ended (Unix time)",
             last_success.clone(),
@@ -220,25 +256,28 @@ impl Metrics {
             "Cached health results dropped, by cause (admin, event, reload)",
             invalidations_family,
         );
-        let regression = Family::default();
-        r.register(
+        let regression = Lines::default();
+        l.register(
+            "depwatch",
             "check_regression",
             "Whether the component's recent median check latency is at least regression_factor times its baseline (1) or not (0)",
             regression.clone(),
         );
-        let baseline_p50 = Family::default();
-        r.register(
+        let baseline_p50 = Lines::default();
+        l.register(
+            "depwatch",
             "check_baseline_p50_seconds",
             "Median check latency of the older part of the component's window",
             baseline_p50.clone(),
         );
-        let recent_p50 = Family::default();
-        r.register(
+        let recent_p50 = Lines::default();
+        l.register(
+            "depwatch",
             "check_recent_p50_seconds",
             "Median check latency of the component's recent checks",
             recent_p50.clone(),
         );
-        let kinds = KindMetrics::register(r);
+        let kinds = KindMetrics::register(r, l);
         let server = ServerMetrics::register(r);
         let access = crate::http::peer::AccessMetrics::register(r);
         let alert = crate::alert::metrics::AlertMetrics::register(r);
@@ -246,6 +285,7 @@ impl Metrics {
             std::sync::Arc::new(crate::events::Hub::new(r, crate::events::Hub::base_now()));
         Metrics {
             registry,
+            lines,
             up,
             status,
             check_duration,
@@ -328,7 +368,7 @@ impl Metrics {
     /// The whole exposition, encoded now (tests, `replay-log`); scrapes use
     /// [`snapshot::Snapshots`].
     pub fn encode(&self, format: Format) -> String {
-        let mut out = exposition::encode(&self.registry, format, 16 * 1024);
+        let mut out = exposition::encode(&self.registry, Some(&self.lines), format, 16 * 1024);
         out.push_str(&self.tail(format));
         out
     }

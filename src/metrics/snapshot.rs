@@ -18,6 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use super::exposition::{Deflated, Format, encode};
+use super::lines::Registry as Lines;
 
 /// How long an encoding may serve scrapes when no result changed.
 pub const REUSE_FOR: Duration = Duration::from_secs(1);
@@ -85,9 +86,15 @@ impl Snapshots {
         }
     }
 
-    /// The current encoding of `registry` in `format` (compressed too with
+    /// The current encoding of `registry` and `lines` in `format` (compressed too with
     /// `gzip`), reused while nothing changed.
-    pub async fn get(&self, registry: &Registry, format: Format, gzip: bool) -> Arc<Snapshot> {
+    pub async fn get(
+        &self,
+        registry: &Registry,
+        lines: &Lines,
+        format: Format,
+        gzip: bool,
+    ) -> Arc<Snapshot> {
         let i = format as usize;
         let mut slot = self.slots[i].lock().await;
         let now = generation();
@@ -105,7 +112,7 @@ impl Snapshots {
                 let s = Arc::new(Snapshot {
                     generation: now,
                     built: Instant::now(),
-                    plain: Bytes::from(encode(registry, format, capacity)),
+                    plain: Bytes::from(encode(registry, Some(lines), format, capacity)),
                     gzip: OnceLock::new(),
                 });
                 *slot = Some(s.clone());

@@ -466,7 +466,10 @@ pub(crate) mod tests {
     async fn leases_of_removed_probes_go() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::Store::open(dir.path()).unwrap());
-        let kinds = crate::probe::KindMetrics::register(&mut Registry::default());
+        let kinds = crate::probe::KindMetrics::register(
+            &mut Registry::default(),
+            &mut crate::metrics::lines::Registry::default(),
+        );
         let gate = crate::metrics::kit::SeriesGate::default();
         let spec = spec_of("rules:\n  - metric: hits\n");
         let build_all = |generation: usize| -> Vec<LogProbe> {

@@ -38,9 +38,11 @@ pub struct KindMetrics {
 }
 
 impl KindMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    /// The kinds' families, into `registry`, and those with a series per
+    /// component that may number in the thousands (http) into `lines`.
+    pub fn register(registry: &mut Registry, lines: &mut crate::metrics::lines::Registry) -> Self {
         KindMetrics {
-            http: Arc::new(http::Metrics::register(registry)),
+            http: Arc::new(http::Metrics::register(lines)),
             process: Arc::new(process::Metrics::register(registry)),
             log: Arc::new(log::Metrics::register(registry)),
             storage: Arc::new(storage::Metrics::register(registry)),

@@ -15,15 +15,13 @@ mod module;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
 use crate::config::units::format_duration;
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::lines::{LabelSet, Labels, Lines};
 use crate::net::client::{Answer, Client, Timings};
 use crate::probe::core::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
@@ -44,69 +42,84 @@ pub const BUCKETS: &[f64] = crate::probe::core::API_BUCKETS;
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct Code(pub u16);
 
-impl EncodeLabelValue for Code {
-    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        if self.0 == 0 {
-            std::fmt::Write::write_str(e, "none")
-        } else {
-            std::fmt::Write::write_fmt(e, format_args!("{}", self.0))
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct FailureLabels {
     pub component: String,
     pub reason: Reason,
     pub code: Code,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct PhaseLabels {
     pub component: String,
     pub phase: &'static str,
 }
 
+impl LabelSet for FailureLabels {
+    fn write(&self, out: &mut Labels<'_>) {
+        let mut code = itoa::Buffer::new();
+        let code = match self.code.0 {
+            0 => "none",
+            c => code.format(c),
+        };
+        out.add("component", &self.component)
+            .add("reason", self.reason.as_str())
+            .add("code", code);
+    }
+}
+
+impl LabelSet for PhaseLabels {
+    fn write(&self, out: &mut Labels<'_>) {
+        out.add("component", &self.component)
+            .add("phase", self.phase);
+    }
+}
+
 const PHASES: [&str; 5] = ["dns", "connect", "tls", "first_byte", "transfer"];
 
 pub struct Metrics {
-    requests: Family<ComponentOnly, Counter>,
-    failures: Family<FailureLabels, Counter>,
-    cert_expiry: Family<ComponentOnly, GaugeF>,
-    phase: Family<PhaseLabels, GaugeF>,
-    status_code: Family<ComponentOnly, Gauge>,
+    requests: Lines<ComponentOnly, Counter>,
+    failures: Lines<FailureLabels, Counter>,
+    cert_expiry: Lines<ComponentOnly, GaugeF>,
+    phase: Lines<PhaseLabels, GaugeF>,
+    status_code: Lines<ComponentOnly, Gauge>,
 }
 
 impl Metrics {
-    pub fn register(r: &mut Registry) -> Self {
+    pub fn register(r: &mut crate::metrics::lines::Registry) -> Self {
         let m = Metrics {
-            requests: Family::default(),
-            failures: Family::default(),
-            cert_expiry: Family::default(),
-            phase: Family::default(),
-            status_code: Family::default(),
+            requests: Lines::default(),
+            failures: Lines::default(),
+            cert_expiry: Lines::default(),
+            phase: Lines::default(),
+            status_code: Lines::default(),
         };
         r.register(
+            "depwatch",
             "http_requests",
             "Checks of the partner API (one request per check, redirects it followed included)",
             m.requests.clone(),
         );
         r.register(
+            "depwatch",
             "http_request_failures",
             "Failed requests, by reason and HTTP status (none: no answer)",
             m.failures.clone(),
         );
         r.register(
+            "depwatch",
             "http_tls_cert_expiry_timestamp_seconds",
             "When the partner's certificate expires (Unix time; also set when it failed verification)",
             m.cert_expiry.clone(),
         );
         r.register(
+            "depwatch",
             "http_phase_duration_seconds",
             "Time spent in each phase of the last request (dns, connect, tls, first_byte, transfer)",
             m.phase.clone(),
         );
         r.register(
+            "depwatch",
             "http_status_code",
             "The HTTP status of the last answer (0: none)",
             m.status_code.clone(),

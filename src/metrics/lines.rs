@@ -1,0 +1,532 @@
+//! Families that depwatch writes itself, line by line: the ones with a
+//! series per component (`depwatch_up`, the check counters and histogram,
+//! the http probe's), which at 10,000 components are nearly all of
+//! `/metrics`.
+//!
+//! prometheus-client encodes each series through its generic label and
+//! value encoders, about a microsecond a series; here a series is its name,
+//! its labels pushed straight into the buffer and a number from `itoa` or
+//! `dtoa`. The values are the same atomics (prometheus-client's `Counter`
+//! and `Gauge`), read at the scrape: never older than the scrape, never
+//! copied. The output is what prometheus-client writes for a `Family` of
+//! the same name, help, labels and values (the tests compare them), with
+//! label values already as [`super::exposition::Writer`] would make them
+//! (control characters replaced).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, RwLock};
+
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::exposition::Writer;
+use super::kit::{ComponentOnly, GaugeF, unsafe_in_label};
+use crate::util::sync::{lock, read, write};
+
+/// A label set that writes itself, as `k="v",…` in its fields' order.
+pub trait LabelSet: Clone + Eq + Hash + Send + Sync + 'static {
+    fn write(&self, out: &mut Labels<'_>);
+}
+
+/// Writes the labels of one series.
+pub struct Labels<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl Labels<'_> {
+    /// One `key="value"`, the value escaped (`\`, `"`, newline) and every
+    /// other control character replaced by U+FFFD.
+    pub fn add(&mut self, key: &str, value: &str) -> &mut Self {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push_str(key);
+        self.out.push_str("=\"");
+        push_value(self.out, value);
+        self.out.push('"');
+        self
+    }
+}
+
+fn push_value(out: &mut String, v: &str) {
+    // Almost always plain: nothing to escape, no control character (0xC2
+    // leads the C1 controls, and harmless characters).
+    if v.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f && b != 0xc2)
+    {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if unsafe_in_label(c) => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+}
+
+impl LabelSet for ComponentOnly {
+    fn write(&self, out: &mut Labels<'_>) {
+        out.add("component", &self.component);
+    }
+}
+
+/// The value of a series, as prometheus-client writes it.
+pub trait Value: Clone + Default + Send + Sync + 'static {
+    const TYPE: MetricType;
+    /// After the family's name on a sample line (`_total` for counters).
+    const SUFFIX: &'static str;
+    fn write(&self, out: &mut String);
+}
+
+impl Value for Counter {
+    const TYPE: MetricType = MetricType::Counter;
+    const SUFFIX: &'static str = "_total";
+    fn write(&self, out: &mut String) {
+        out.push_str(itoa::Buffer::new().format(self.get()));
+    }
+}
+
+impl Value for Gauge {
+    const TYPE: MetricType = MetricType::Gauge;
+    const SUFFIX: &'static str = "";
+    fn write(&self, out: &mut String) {
+        out.push_str(itoa::Buffer::new().format(self.get()));
+    }
+}
+
+impl Value for GaugeF {
+    const TYPE: MetricType = MetricType::Gauge;
+    const SUFFIX: &'static str = "";
+    fn write(&self, out: &mut String) {
+        out.push_str(dtoa::Buffer::new().format(self.get()));
+    }
+}
+
+/// A family of series by label set, used as prometheus-client's `Family`
+/// is: `get_or_create(&labels).inc()`.
+pub struct Lines<S, M> {
+    series: Arc<RwLock<HashMap<S, M>>>,
+}
+
+impl<S, M> Clone for Lines<S, M> {
+    fn clone(&self) -> Self {
+        Lines {
+            series: self.series.clone(),
+        }
+    }
+}
+
+impl<S, M> Default for Lines<S, M> {
+    fn default() -> Self {
+        Lines {
+            series: Arc::default(),
+        }
+    }
+}
+
+impl<S: LabelSet, M: Value> Lines<S, M> {
+    /// The series `labels` (a handle on the same value), made at zero when
+    /// it does not exist.
+    pub fn get_or_create(&self, labels: &S) -> M {
+        if let Some(m) = read(&self.series).get(labels) {
+            return m.clone();
+        }
+        write(&self.series)
+            .entry(labels.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the series `labels`; whether it existed.
+    pub fn remove(&self, labels: &S) -> bool {
+        write(&self.series).remove(labels).is_some()
+    }
+}
+
+/// What a [`Registry`] needs of a family.
+pub trait Family: Send + Sync {
+    fn metric_type(&self) -> MetricType;
+    fn is_empty(&self) -> bool;
+    /// Every series' sample lines, the family named `name`.
+    fn write(&self, name: &str, out: &mut String);
+}
+
+/// `name{labels} ` of a sample line, `suffix` after the name and `first`
+/// (a histogram's `le`) before the labels.
+fn head<S: LabelSet>(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    first: Option<(&str, &str)>,
+    labels: &S,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    out.push('{');
+    let mut l = Labels { out, first: true };
+    if let Some((k, v)) = first {
+        l.add(k, v);
+    }
+    labels.write(&mut l);
+    out.push_str("} ");
+}
+
+impl<S: LabelSet, M: Value> Family for Lines<S, M> {
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+
+    fn is_empty(&self) -> bool {
+        read(&self.series).is_empty()
+    }
+
+    fn write(&self, name: &str, out: &mut String) {
+        for (labels, m) in read(&self.series).iter() {
+            head(out, name, M::SUFFIX, None, labels);
+            m.write(out);
+            out.push('\n');
+        }
+    }
+}
+
+/// A histogram family whose series each have their own buckets (a
+/// component's, from its kind or its configuration), taken at the first
+/// observation.
+pub struct Histograms<S> {
+    series: Arc<RwLock<HashMap<S, Histogram>>>,
+}
+
+/// One histogram: the buckets it was made with, their finite upper bounds
+/// (`+Inf` is implicit, as in prometheus-client) and what it counted.
+struct Histogram {
+    given: Arc<[f64]>,
+    bounds: Box<[f64]>,
+    counts: Mutex<Counts>,
+}
+
+struct Counts {
+    sum: f64,
+    count: u64,
+    /// Per bucket, not cumulative; one more than `bounds` (`+Inf`).
+    buckets: Box<[u64]>,
+}
+
+impl Histogram {
+    fn new(given: &Arc<[f64]>) -> Histogram {
+        let bounds: Box<[f64]> = given.iter().copied().filter(|b| b.is_finite()).collect();
+        Histogram {
+            given: given.clone(),
+            counts: Mutex::new(Counts {
+                sum: 0.0,
+                count: 0,
+                buckets: vec![0; bounds.len() + 1].into(),
+            }),
+            bounds,
+        }
+    }
+
+    fn observe(&self, v: f64) {
+        let mut c = lock(&self.counts);
+        c.sum += v;
+        c.count += 1;
+        // The first bucket whose bound is at least `v`; NaN in `+Inf`.
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| *b >= v)
+            .unwrap_or(self.bounds.len());
+        c.buckets[i] += 1;
+    }
+}
+
+impl<S> Clone for Histograms<S> {
+    fn clone(&self) -> Self {
+        Histograms {
+            series: self.series.clone(),
+        }
+    }
+}
+
+impl<S> Default for Histograms<S> {
+    fn default() -> Self {
+        Histograms {
+            series: Arc::default(),
+        }
+    }
+}
+
+impl<S: LabelSet> Histograms<S> {
+    /// Observes `v` in the series `labels`, made with `buckets` when it
+    /// does not exist. A series made with other buckets (a reload changed
+    /// them) starts over with the new ones: Prometheus reads that as a
+    /// counter reset, as after a restart.
+    pub fn observe(&self, labels: &S, buckets: &Arc<[f64]>, v: f64) {
+        if let Some(h) = read(&self.series).get(labels)
+            && *h.given == **buckets
+        {
+            h.observe(v);
+            return;
+        }
+        let mut w = write(&self.series);
+        let h = w
+            .entry(labels.clone())
+            .or_insert_with(|| Histogram::new(buckets));
+        if *h.given != **buckets {
+            *h = Histogram::new(buckets);
+        }
+        h.observe(v);
+    }
+
+    /// Drops the series `labels`; whether it existed.
+    pub fn remove(&self, labels: &S) -> bool {
+        write(&self.series).remove(labels).is_some()
+    }
+}
+
+impl<S: LabelSet> Family for Histograms<S> {
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+
+    fn is_empty(&self) -> bool {
+        read(&self.series).is_empty()
+    }
+
+    fn write(&self, name: &str, out: &mut String) {
+        let mut bound = dtoa::Buffer::new();
+        for (labels, h) in read(&self.series).iter() {
+            let c = lock(&h.counts);
+            head(out, name, "_sum", None, labels);
+            out.push_str(dtoa::Buffer::new().format(c.sum));
+            out.push('\n');
+            head(out, name, "_count", None, labels);
+            out.push_str(itoa::Buffer::new().format(c.count));
+            out.push('\n');
+            let mut cumulative = 0u64;
+            for (i, n) in c.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = match h.bounds.get(i) {
+                    Some(b) => bound.format(*b),
+                    None => "+Inf",
+                };
+                head(out, name, "_bucket", Some(("le", le)), labels);
+                out.push_str(itoa::Buffer::new().format(cumulative));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// The families written line by line, in the order they were registered.
+#[derive(Default)]
+pub struct Registry {
+    families: Vec<Registered>,
+}
+
+struct Registered {
+    /// With its prefix.
+    name: String,
+    /// With its final period, as prometheus-client adds it.
+    help: String,
+    family: Box<dyn Family>,
+}
+
+impl Registry {
+    /// Registers `family` as `prefix_name`, with `help` as prometheus-client
+    /// would show it.
+    pub fn register(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        help: &str,
+        family: impl Family + 'static,
+    ) {
+        self.families.push(Registered {
+            name: format!("{prefix}_{name}"),
+            help: format!("{help}."),
+            family: Box::new(family),
+        });
+    }
+
+    /// Every family with a series: its metadata through `w` (which writes
+    /// it in its format), its sample lines straight into the output.
+    pub fn write(&self, w: &mut Writer) {
+        for f in self.families.iter().filter(|f| !f.family.is_empty()) {
+            w.metadata_lines(&f.name, &f.help, f.family.metric_type());
+            f.family.write(&f.name, w.samples());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::exposition::Format;
+    use prometheus_client::encoding::EncodeLabelSet;
+
+    /// Both label traits, with every kind of character a label value may hold.
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Two {
+        component: String,
+        other: String,
+    }
+
+    impl LabelSet for Two {
+        fn write(&self, out: &mut Labels<'_>) {
+            out.add("component", &self.component)
+                .add("other", &self.other);
+        }
+    }
+
+    /// prometheus-client's encoding of a registry, through our writer.
+    fn theirs(
+        f: impl FnOnce(&mut prometheus_client::registry::Registry),
+        format: Format,
+    ) -> String {
+        let mut r = prometheus_client::registry::Registry::default();
+        f(r.sub_registry_with_prefix("depwatch"));
+        crate::metrics::exposition::encode(&r, None, format, 64)
+    }
+
+    fn ours(f: impl FnOnce(&mut Registry), format: Format) -> String {
+        let mut r = Registry::default();
+        f(&mut r);
+        let mut w = Writer::new(format, 64);
+        r.write(&mut w);
+        w.finish()
+    }
+
+    #[test]
+    fn lines_are_what_prometheus_client_writes() {
+        let values = ["plain", "q\"uo\\te\nnl", "nul\0del\u{7f}c1\u{85}λ", ""];
+        let pc_c = prometheus_client::metrics::family::Family::<Two, Counter>::default();
+        let pc_g = prometheus_client::metrics::family::Family::<Two, Gauge>::default();
+        let pc_f = prometheus_client::metrics::family::Family::<ComponentOnly, GaugeF>::default();
+        let c = Lines::<Two, Counter>::default();
+        let g = Lines::<Two, Gauge>::default();
+        let f = Lines::<ComponentOnly, GaugeF>::default();
+        // One series each (a family's order is its map's).
+        for (i, v) in values.iter().enumerate() {
+            let two = Two {
+                component: format!("c{i}"),
+                other: v.to_string(),
+            };
+            let i = i as i64;
+            pc_c.get_or_create(&two).inc_by(7 * i as u64);
+            c.get_or_create(&two).inc_by(7 * i as u64);
+            pc_g.get_or_create(&two).set(-3 * i);
+            g.get_or_create(&two).set(-3 * i);
+        }
+        let only = ComponentOnly {
+            component: "x\"y".into(),
+        };
+        for v in [1.5e9, 0.25, 3.0, 1e-7] {
+            pc_f.get_or_create(&only).set(v);
+            f.get_or_create(&only).set(v);
+            for format in Format::ALL {
+                let (pc_c, pc_g, pc_f) = (pc_c.clone(), pc_g.clone(), pc_f.clone());
+                let sorted = |s: String| {
+                    let mut l: Vec<_> = s.lines().map(str::to_string).collect();
+                    l.sort();
+                    l
+                };
+                let a = theirs(
+                    |r| {
+                        r.register("n", "Counted", pc_c);
+                        r.register("g", "Gauged", pc_g);
+                        r.register("f_seconds", "Float", pc_f);
+                    },
+                    format,
+                );
+                let (c, g, f) = (c.clone(), g.clone(), f.clone());
+                let b = ours(
+                    |r| {
+                        r.register("depwatch", "n", "Counted", c);
+                        r.register("depwatch", "g", "Gauged", g);
+                        r.register("depwatch", "f_seconds", "Float", f);
+                    },
+                    format,
+                );
+                assert_eq!(sorted(a), sorted(b.clone()), "{format:?}: {b}");
+                assert!(!b.contains('\0') && !b.contains('\u{85}'), "{b}");
+            }
+        }
+        assert!(c.remove(&Two {
+            component: "c0".into(),
+            other: "plain".into()
+        }));
+        assert!(
+            ours(
+                |r| r.register("d", "e", "E", Lines::<Two, Gauge>::default()),
+                Format::Text
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn histograms_are_what_a_family_of_histograms_writes() {
+        use prometheus_client::metrics::histogram::Histogram as PcHistogram;
+        let buckets: Arc<[f64]> = Arc::from([0.005, 0.1, 1.0, 2.5].as_slice());
+        let family = prometheus_client::metrics::family::Family::<ComponentOnly, PcHistogram, _>::new_with_constructor(
+            || PcHistogram::new([0.005, 0.1, 1.0, 2.5]),
+        );
+        let h = Histograms::<ComponentOnly>::default();
+        for (c, vs) in [
+            ("a", &[0.05, 0.5, 3.0, 1.0, f64::NAN][..]),
+            ("b", &[0.001][..]),
+        ] {
+            let l = ComponentOnly {
+                component: c.into(),
+            };
+            for v in vs {
+                family.get_or_create(&l).observe(*v);
+                h.observe(&l, &buckets, *v);
+            }
+        }
+        for format in Format::ALL {
+            let family = family.clone();
+            let a = theirs(|r| r.register("d_seconds", "D", family), format);
+            let h = h.clone();
+            let b = ours(|r| r.register("depwatch", "d_seconds", "D", h), format);
+            let sorted = |s: &str| {
+                let mut l: Vec<_> = s.lines().collect();
+                l.sort();
+                l.join("\n")
+            };
+            assert_eq!(sorted(&a), sorted(&b), "{format:?}");
+            assert!(
+                b.contains("depwatch_d_seconds_bucket{le=\"1.0\",component=\"a\"} 3\n"),
+                "{b}"
+            );
+        }
+
+        // Other buckets (a reload changed them): the series starts over.
+        let l = ComponentOnly {
+            component: "a".into(),
+        };
+        let more: Arc<[f64]> = Arc::from([0.1, 1.0, 5.0].as_slice());
+        h.observe(&l, &more, 3.0);
+        let c = ours(
+            |r| r.register("depwatch", "d_seconds", "D", h.clone()),
+            Format::Text,
+        );
+        assert!(
+            c.contains("depwatch_d_seconds_count{component=\"a\"} 1\n"),
+            "{c}"
+        );
+        assert!(
+            c.contains("depwatch_d_seconds_bucket{le=\"5.0\",component=\"a\"} 1\n"),
+            "{c}"
+        );
+        assert!(h.remove(&l));
+    }
+}
