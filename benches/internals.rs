@@ -3,7 +3,8 @@
 //!
 //! - the storage forecast fit over a full default window (a week at 15 s);
 //! - the state store: a week of samples queued, committed, loaded back;
-//! - `/metrics` encoding with 200 components, OpenMetrics and 0.0.4 text;
+//! - `/metrics` encoding with 200 components, OpenMetrics and 0.0.4 text,
+//!   and with the general series of 10,000, then gzip;
 //! - the performance summary over 200 windows of 200 latencies;
 //! - the status page (`GET /`) of 20 components of four kinds, each with a
 //!   full sparkline, queues, a storage history, log rules (and its weight).
@@ -106,6 +107,63 @@ fn bench_metrics() {
     time("/metrics 0.0.4 text, 200 components", 200, || {
         m.encode_text()
     });
+}
+
+/// The general families of 10,000 http components (what a check writes,
+/// without the http probe's own), encoded, then compressed as a scrape
+/// that asks for gzip gets it.
+fn bench_metrics_10k() {
+    use depwatch::metrics::ComponentStatus;
+    use depwatch::metrics::exposition::Deflated;
+    use depwatch::metrics::kit::ComponentOnly;
+    use depwatch::probe::Status;
+    let m = Metrics::new();
+    let buckets: std::sync::Arc<[f64]> = Kind::Http.buckets().into();
+    for i in 0..10_000 {
+        let l = ComponentKind {
+            component: format!("p{i:04}"),
+            kind: Kind::Http,
+        };
+        let only = ComponentOnly {
+            component: l.component.clone(),
+        };
+        m.checks.get_or_create(&l).inc();
+        m.up.get_or_create(&l).set(1);
+        for status in Status::ALL {
+            m.status
+                .get_or_create(&ComponentStatus {
+                    component: l.component.clone(),
+                    kind: Kind::Http,
+                    status,
+                })
+                .set(i64::from(status == Status::Healthy));
+        }
+        m.consecutive_failures.get_or_create(&only).set(0);
+        m.last_success
+            .get_or_create(&only)
+            .set(1.764e9 + f64::from(i));
+        m.regression.get_or_create(&only).set(0);
+        m.baseline_p50.get_or_create(&only).set(0.000_512);
+        m.recent_p50.get_or_create(&only).set(0.000_498);
+        m.check_duration
+            .observe(&l, &buckets, 0.000_4 + f64::from(i % 7) * 1e-4);
+    }
+    let body = m.encode_openmetrics();
+    let lines = body.lines().count();
+    time(
+        &format!("/metrics OpenMetrics, 10k components ({lines} lines)"),
+        20,
+        || m.encode_openmetrics(),
+    );
+    time("/metrics 0.0.4 text, 10k components", 20, || {
+        m.encode_text()
+    });
+    let gz = Deflated::new(body.as_bytes()).compressed_len();
+    time(
+        &format!("gzip of it ({} B → {gz} B)", body.len()),
+        20,
+        || Deflated::new(body.as_bytes()),
+    );
 }
 
 fn bench_perf() {
@@ -328,6 +386,7 @@ fn main() {
     }
     if wants("metrics") {
         bench_metrics();
+        bench_metrics_10k();
     }
     if wants("perf") {
         bench_perf();

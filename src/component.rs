@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
 // tokio's clock, so that tests can pause time and step through the cache TTL.
 use tokio::time::Instant;
 
 use crate::config::{Config, PerfConfig, ProbeConfig, units::format_duration};
-use crate::metrics::kit::{ComponentOnly, SeriesGate};
+use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
+use crate::metrics::lines::{Histogram, Kept};
 use crate::metrics::{Cause, ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
@@ -112,6 +115,21 @@ pub struct Component {
     /// Shared with the probe: closed when a reload removes or replaces the
     /// component, before its series are dropped.
     gate: SeriesGate,
+    series: Kept<Series>,
+}
+
+/// Handles on a component's general series (see [`Kept`]).
+struct Series {
+    regression: Gauge,
+    /// The baseline and recent medians, made at the first judgement.
+    p50: Option<(GaugeF, GaugeF)>,
+    up: Gauge,
+    /// In the order of `Status::ALL`.
+    status: [Gauge; 3],
+    consecutive_failures: Gauge,
+    last_success: GaugeF,
+    duration: Arc<Histogram>,
+    checks: Counter,
 }
 
 impl Component {
@@ -140,6 +158,7 @@ impl Component {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             gate,
+            series: Kept::default(),
         }
     }
 
@@ -333,8 +352,7 @@ impl Component {
         // A check that ends after a reload removed the component writes no
         // series: they would stay in /metrics for good.
         if let Some(_live) = self.gate.open() {
-            self.write_regression(judgement);
-            self.write_series(&next, duration);
+            self.write_series(&next, duration, judgement);
         }
         // The probe's own series were written during the check, these just
         // now: the next scrape encodes anew.
@@ -370,58 +388,110 @@ impl Component {
     /// event when the status changed, else a `check` event; either carries
     /// the component as `/api/health` shows it, with its name.
     fn announce(&self, prev: &Latest, next: &Latest) {
-        let mut v = self.event_json(next);
+        // `{"component":…,` (`"previous":…,`) then the members of the
+        // component's JSON as /api/health shows it (serialized once).
+        let view = self.view_json(next).get();
+        let mut data = String::with_capacity(view.len() + self.name().len() + 48);
+        data.push_str("{\"component\":");
+        data.push_str(&Value::from(self.name()).to_string());
         let name = if prev.status == next.status {
             "check"
         } else {
-            v.insert(
-                "previous".into(),
-                prev.status.map_or(Value::Null, |s| Value::from(s.as_str())),
-            );
+            data.push_str(",\"previous\":");
+            match prev.status {
+                Some(s) => {
+                    data.push('"');
+                    data.push_str(s.as_str());
+                    data.push('"');
+                }
+                None => data.push_str("null"),
+            }
             "state"
         };
-        self.metrics.events.publish(name, &Value::Object(v));
+        match view.strip_prefix('{') {
+            Some(rest) if rest.trim_start() != "}" => {
+                data.push(',');
+                data.push_str(rest);
+            }
+            _ => data.push('}'),
+        }
+        self.metrics.events.publish_raw(name, &data);
     }
 
-    /// The regression judgement of the latency window (the one
-    /// `/api/health` shows): 0 until there are enough checks to judge.
-    fn write_regression(&self, j: Option<crate::perf::Judgement>) {
+    /// The handles on the component's general series, made at its first
+    /// check.
+    fn series(&self) -> Series {
         let m = &self.metrics;
         let only = ComponentOnly {
             component: self.cfg.name.clone(),
         };
-        m.regression
-            .get_or_create(&only)
-            .set(i64::from(j.is_some_and(|j| j.regressed)));
-        if let Some(j) = j {
-            m.baseline_p50.get_or_create(&only).set(j.baseline_ms / 1e3);
-            m.recent_p50.get_or_create(&only).set(j.recent_ms / 1e3);
-        }
-    }
-
-    /// The general series of one check (`depwatch_up`, status, counters).
-    fn write_series(&self, next: &Latest, duration: Duration) {
-        let m = &self.metrics;
-        let only = ComponentOnly {
-            component: self.cfg.name.clone(),
-        };
-        if let Some(t) = next.last_success.filter(|_| next.up) {
-            m.last_success.get_or_create(&only).set(unix(t));
-        }
-        m.up.get_or_create(&self.labels).set(i64::from(next.up));
-        for s in crate::probe::Status::ALL {
-            m.status
-                .get_or_create(&ComponentStatus {
+        Series {
+            regression: m.regression.get_or_create(&only),
+            p50: None,
+            up: m.up.get_or_create(&self.labels),
+            status: crate::probe::Status::ALL.map(|status| {
+                m.status.get_or_create(&ComponentStatus {
                     component: self.cfg.name.clone(),
                     kind: self.kind(),
-                    status: s,
+                    status,
                 })
-                .set(i64::from(Some(s) == next.status));
+            }),
+            consecutive_failures: m.consecutive_failures.get_or_create(&only),
+            last_success: m.last_success.get_or_create(&only),
+            duration: m
+                .check_duration
+                .get_or_create(&self.labels, &self.cfg.buckets),
+            checks: m.checks.get_or_create(&self.labels),
         }
-        m.consecutive_failures
-            .get_or_create(&only)
+    }
+
+    /// The general series of one check (`depwatch_up`, status, counters)
+    /// and the regression judgement of the latency window (the one
+    /// `/api/health` shows): 0 until there are enough checks to judge.
+    fn write_series(
+        &self,
+        next: &Latest,
+        duration: Duration,
+        judgement: Option<crate::perf::Judgement>,
+    ) {
+        self.series.with(
+            || self.series(),
+            |s| self.write(s, next, duration, judgement),
+        );
+    }
+
+    fn write(
+        &self,
+        s: &mut Series,
+        next: &Latest,
+        duration: Duration,
+        judgement: Option<crate::perf::Judgement>,
+    ) {
+        let m = &self.metrics;
+        s.regression
+            .set(i64::from(judgement.is_some_and(|j| j.regressed)));
+        if let Some(j) = judgement {
+            let (baseline, recent) = s.p50.get_or_insert_with(|| {
+                let only = ComponentOnly {
+                    component: self.cfg.name.clone(),
+                };
+                (
+                    m.baseline_p50.get_or_create(&only),
+                    m.recent_p50.get_or_create(&only),
+                )
+            });
+            baseline.set(j.baseline_ms / 1e3);
+            recent.set(j.recent_ms / 1e3);
+        }
+        if let Some(t) = next.last_success.filter(|_| next.up) {
+            s.last_success.set(unix(t));
+        }
+        s.up.set(i64::from(next.up));
+        for (g, status) in s.status.iter().zip(crate::probe::Status::ALL) {
+            g.set(i64::from(Some(status) == next.status));
+        }
+        s.consecutive_failures
             .set(i64::from(next.consecutive_failures));
-        let _ = m.last_success.get_or_create(&only);
         // Counters last: whoever sees a check counted sees its gauges too.
         // A reason's failure counter is created by its first failure, not at
         // 0 up front: a target that never failed has no failure series (an
@@ -443,9 +513,8 @@ impl Component {
                 })
                 .inc();
         }
-        m.check_duration
-            .observe(&self.labels, &self.cfg.buckets, duration.as_secs_f64());
-        m.checks.get_or_create(&self.labels).inc();
+        s.duration.observe(duration.as_secs_f64());
+        s.checks.inc();
     }
 
     /// Whether a fresh (younger than `ttl`, not invalidated) result exists.

@@ -39,6 +39,11 @@ pub struct Event {
 /// Formats one SSE frame. `data` is compact JSON: it has no line breaks
 /// (serde_json escapes them inside strings), so one `data:` line holds it.
 pub fn frame(id: u64, name: &str, data: &Value) -> Bytes {
+    frame_raw(id, name, &data.to_string())
+}
+
+/// [`frame`] of data already serialized (compact JSON: one line).
+fn frame_raw(id: u64, name: &str, data: &str) -> Bytes {
     Bytes::from(format!("id: {id}\nevent: {name}\ndata: {data}\n\n"))
 }
 
@@ -58,7 +63,7 @@ pub struct Verdict {
     pub since_ms: i64,
     /// The components it covers (configuration order): a reload that adds or
     /// removes one is announced too, so open pages can reload themselves.
-    pub components: Vec<String>,
+    pub components: Arc<[String]>,
 }
 
 struct Ring {
@@ -139,13 +144,21 @@ impl Hub {
 
     /// Publishes one event to every open stream and to the ring; its id.
     pub fn publish(&self, name: &'static str, data: &Value) -> u64 {
+        self.publish_raw(name, &data.to_string())
+    }
+
+    /// [`Hub::publish`] of data already serialized as compact JSON (no
+    /// newline), as a component's check events are: from the JSON
+    /// `/api/health` shows, not serialized a second time.
+    pub fn publish_raw(&self, name: &'static str, data: &str) -> u64 {
+        debug_assert!(!data.contains('\n'));
         let mut ring = self.lock();
         ring.last_id += 1;
         let id = ring.last_id;
         let ev = Arc::new(Event {
             id,
             name,
-            frame: frame(id, name, data),
+            frame: frame_raw(id, name, data),
         });
         if ring.events.len() == RING {
             ring.events.pop_front();
@@ -222,20 +235,44 @@ impl Hub {
     /// Notes the overall verdict over `components`; announces a `verdict`
     /// event when the status or the set of components changed. Answers the
     /// verdict with the time since which it holds.
-    pub fn verdict(&self, status: &'static str, components: Vec<String>, now_ms: i64) -> Verdict {
+    pub fn verdict<'a, I>(&self, status: &'static str, components: I, now_ms: i64) -> Verdict
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        let components = components.into_iter();
         let mut ring = self.lock();
-        let since_ms = match &ring.verdict {
-            Some(v) if v.status == status => v.since_ms,
-            _ => now_ms,
+        // The same components as last time (nearly always): compared, not
+        // copied, as this runs every second over every component.
+        let (since_ms, same) = match &ring.verdict {
+            Some(v) => (
+                if v.status == status {
+                    v.since_ms
+                } else {
+                    now_ms
+                },
+                v.components
+                    .iter()
+                    .map(String::as_str)
+                    .eq(components.clone()),
+            ),
+            None => (now_ms, false),
         };
+        if let Some(v) = ring.verdict.as_ref().filter(|v| same && v.status == status) {
+            return v.clone();
+        }
         let next = Verdict {
             status,
             since_ms,
-            components,
+            components: if same {
+                ring.verdict
+                    .as_ref()
+                    .map(|v| v.components.clone())
+                    .unwrap_or_default()
+            } else {
+                components.map(str::to_string).collect()
+            },
         };
-        if ring.verdict.as_ref() == Some(&next) {
-            return next;
-        }
         ring.verdict = Some(next.clone());
         drop(ring);
         self.publish("verdict", &verdict_json(&next));
@@ -253,7 +290,7 @@ pub fn verdict_json(v: &Verdict) -> Value {
     json!({
         "status": v.status,
         "since": crate::util::time::rfc3339_ms(v.since_ms),
-        "components": v.components,
+        "components": &*v.components,
     })
 }
 
@@ -332,12 +369,16 @@ mod tests {
     fn verdict_is_announced_on_change_only() {
         let h = hub();
         let (mut rx, _) = h.subscribe(None);
-        let names = || vec!["a".to_string()];
+        let names = || ["a"];
         let v = h.verdict("healthy", names(), 10);
         assert_eq!(v.since_ms, 10);
         assert_eq!(h.verdict("healthy", names(), 20).since_ms, 10);
         assert_eq!(h.verdict("unhealthy", names(), 30).since_ms, 30);
-        assert_eq!(h.verdict("unhealthy", vec![], 40).since_ms, 30);
+        assert_eq!(h.verdict("unhealthy", [], 40).since_ms, 30);
+        assert_eq!(
+            &*h.verdict("unhealthy", [], 50).components,
+            &[] as &[String]
+        );
         let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.id)).collect();
         assert_eq!(got, vec![1001, 1002, 1003]);
     }

@@ -139,7 +139,7 @@ pub(super) fn current_verdict(s: &Shared, rt: &Components) -> Verdict {
             .iter()
             .map(|c| (c.cfg.critical, c.latest().status)),
     );
-    let names = rt.components.iter().map(|c| c.name().to_string()).collect();
+    let names = rt.components.iter().map(|c| c.name());
     s.metrics
         .events
         .verdict(status.as_str(), names, unix_ms(SystemTime::now()))

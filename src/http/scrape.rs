@@ -31,7 +31,7 @@ pub(super) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Re
             let (head, middle, rest) = d.gzip_with(tail.as_bytes());
             Chunks::new([Bytes::from_static(head), middle, Bytes::from(rest)])
         }
-        None => Chunks::new([snap.plain.clone(), Bytes::from(tail)]),
+        None => Chunks::new([snap.plain(), Bytes::from(tail)]),
     };
     let mut r = Body::new(body).into_response();
     let h = r.headers_mut();

@@ -274,6 +274,20 @@ impl Deflated {
         }
     }
 
+    /// The body again (a scrape without gzip of an encoding kept only
+    /// compressed).
+    pub fn inflate(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        let mut d = flate2::Decompress::new(false);
+        // The stream ends in a sync flush, not a final block: the
+        // decompressor stops when the input is used up.
+        if let Err(e) = d.decompress_vec(&self.deflate, &mut out, flate2::FlushDecompress::Sync) {
+            tracing::error!(error = %e, "Cannot inflate a kept /metrics encoding.");
+        }
+        debug_assert_eq!(out.len() as u64, self.len);
+        out
+    }
+
     /// Compressed size of the body alone.
     pub fn compressed_len(&self) -> usize {
         self.deflate.len()
@@ -361,5 +375,21 @@ mod tests {
                 .unwrap();
             assert_eq!(out, format!("{body}{tail}"));
         }
+    }
+
+    #[test]
+    fn a_body_kept_only_compressed_inflates_whole() {
+        // Larger than the decompressor's window and its internal buffers.
+        let body: String = (0..200_000)
+            .map(|i| {
+                format!(
+                    "depwatch_up{{component=\"c{i}\",kind=\"http\"}} {}\n",
+                    i % 2
+                )
+            })
+            .collect();
+        assert!(body.len() > 4 << 20);
+        assert_eq!(Deflated::new(body.as_bytes()).inflate(), body.as_bytes());
+        assert_eq!(Deflated::new(b"").inflate(), b"");
     }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::metrics::MetricType;
@@ -54,10 +55,12 @@ impl Labels<'_> {
 
 fn push_value(out: &mut String, v: &str) {
     // Almost always plain: nothing to escape, no control character (0xC2
-    // leads the C1 controls, and harmless characters).
-    if v.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f && b != 0xc2)
-    {
+    // leads the C1 controls, and harmless characters). Folded without an
+    // early exit, so that the compiler checks many bytes at once.
+    let special = v.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f) | (b == 0xc2)
+    });
+    if !special {
         out.push_str(v);
         return;
     }
@@ -110,6 +113,50 @@ impl Value for GaugeF {
     }
 }
 
+/// Series removed so far, from any family (reloads remove them): handles
+/// kept in a [`Kept`] are fetched again after a removal.
+static REMOVALS: AtomicU64 = AtomicU64::new(0);
+
+fn removed(existed: bool) -> bool {
+    if existed {
+        REMOVALS.fetch_add(1, Ordering::AcqRel);
+    }
+    existed
+}
+
+/// Handles on a component's series, kept from one check to the next so
+/// that a check writes its values without looking each series up by its
+/// labels (a hash and a copy of the name per series). Fetched again after
+/// any series was removed: a removed series' handle would write into
+/// nothing, and a successor of the same name may have made it anew.
+pub struct Kept<T> {
+    slot: Mutex<Option<(u64, T)>>,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            slot: Mutex::new(None),
+        }
+    }
+}
+
+impl<T> Kept<T> {
+    /// `f` of the kept handles, made by `make` when there are none or a
+    /// series was removed since they were.
+    pub fn with<R>(&self, make: impl FnOnce() -> T, f: impl FnOnce(&mut T) -> R) -> R {
+        let now = REMOVALS.load(Ordering::Acquire);
+        let mut slot = lock(&self.slot);
+        match &mut *slot {
+            Some((at, t)) if *at == now => f(t),
+            _ => {
+                let (_, t) = slot.insert((now, make()));
+                f(t)
+            }
+        }
+    }
+}
+
 /// A family of series by label set, used as prometheus-client's `Family`
 /// is: `get_or_create(&labels).inc()`.
 pub struct Lines<S, M> {
@@ -147,7 +194,7 @@ impl<S: LabelSet, M: Value> Lines<S, M> {
 
     /// Drops the series `labels`; whether it existed.
     pub fn remove(&self, labels: &S) -> bool {
-        write(&self.series).remove(labels).is_some()
+        removed(write(&self.series).remove(labels).is_some())
     }
 }
 
@@ -159,23 +206,12 @@ pub trait Family: Send + Sync {
     fn write(&self, name: &str, out: &mut String);
 }
 
-/// `name{labels} ` of a sample line, `suffix` after the name and `first`
-/// (a histogram's `le`) before the labels.
-fn head<S: LabelSet>(
-    out: &mut String,
-    name: &str,
-    suffix: &str,
-    first: Option<(&str, &str)>,
-    labels: &S,
-) {
+/// `name{labels} ` of a sample line, `suffix` after the name.
+fn head<S: LabelSet>(out: &mut String, name: &str, suffix: &str, labels: &S) {
     out.push_str(name);
     out.push_str(suffix);
     out.push('{');
-    let mut l = Labels { out, first: true };
-    if let Some((k, v)) = first {
-        l.add(k, v);
-    }
-    labels.write(&mut l);
+    labels.write(&mut Labels { out, first: true });
     out.push_str("} ");
 }
 
@@ -190,7 +226,7 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
 
     fn write(&self, name: &str, out: &mut String) {
         for (labels, m) in read(&self.series).iter() {
-            head(out, name, M::SUFFIX, None, labels);
+            head(out, name, M::SUFFIX, labels);
             m.write(out);
             out.push('\n');
         }
@@ -201,12 +237,12 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
 /// component's, from its kind or its configuration), taken at the first
 /// observation.
 pub struct Histograms<S> {
-    series: Arc<RwLock<HashMap<S, Histogram>>>,
+    series: Arc<RwLock<HashMap<S, Arc<Histogram>>>>,
 }
 
 /// One histogram: the buckets it was made with, their finite upper bounds
 /// (`+Inf` is implicit, as in prometheus-client) and what it counted.
-struct Histogram {
+pub struct Histogram {
     given: Arc<[f64]>,
     bounds: Box<[f64]>,
     counts: Mutex<Counts>,
@@ -233,7 +269,7 @@ impl Histogram {
         }
     }
 
-    fn observe(&self, v: f64) {
+    pub fn observe(&self, v: f64) {
         let mut c = lock(&self.counts);
         c.sum += v;
         c.count += 1;
@@ -269,25 +305,30 @@ impl<S: LabelSet> Histograms<S> {
     /// them) starts over with the new ones: Prometheus reads that as a
     /// counter reset, as after a restart.
     pub fn observe(&self, labels: &S, buckets: &Arc<[f64]>, v: f64) {
+        self.get_or_create(labels, buckets).observe(v);
+    }
+
+    /// The series `labels` (a handle on it), made with `buckets` when it
+    /// does not exist or was made with other buckets.
+    pub fn get_or_create(&self, labels: &S, buckets: &Arc<[f64]>) -> Arc<Histogram> {
         if let Some(h) = read(&self.series).get(labels)
             && *h.given == **buckets
         {
-            h.observe(v);
-            return;
+            return h.clone();
         }
         let mut w = write(&self.series);
         let h = w
             .entry(labels.clone())
-            .or_insert_with(|| Histogram::new(buckets));
+            .or_insert_with(|| Arc::new(Histogram::new(buckets)));
         if *h.given != **buckets {
-            *h = Histogram::new(buckets);
+            *h = Arc::new(Histogram::new(buckets));
         }
-        h.observe(v);
+        h.clone()
     }
 
     /// Drops the series `labels`; whether it existed.
     pub fn remove(&self, labels: &S) -> bool {
-        write(&self.series).remove(labels).is_some()
+        removed(write(&self.series).remove(labels).is_some())
     }
 }
 
@@ -302,12 +343,34 @@ impl<S: LabelSet> Family for Histograms<S> {
 
     fn write(&self, name: &str, out: &mut String) {
         let mut bound = dtoa::Buffer::new();
+        // A series' labels, written once for its lines.
+        let mut labels_of = String::with_capacity(64);
+        let line = |out: &mut String, suffix: &str, le: Option<&str>, labels: &str| {
+            out.push_str(name);
+            out.push_str(suffix);
+            out.push('{');
+            if let Some(le) = le {
+                out.push_str("le=\"");
+                out.push_str(le);
+                out.push('"');
+                if !labels.is_empty() {
+                    out.push(',');
+                }
+            }
+            out.push_str(labels);
+            out.push_str("} ");
+        };
         for (labels, h) in read(&self.series).iter() {
+            labels_of.clear();
+            labels.write(&mut Labels {
+                out: &mut labels_of,
+                first: true,
+            });
             let c = lock(&h.counts);
-            head(out, name, "_sum", None, labels);
+            line(out, "_sum", None, &labels_of);
             out.push_str(dtoa::Buffer::new().format(c.sum));
             out.push('\n');
-            head(out, name, "_count", None, labels);
+            line(out, "_count", None, &labels_of);
             out.push_str(itoa::Buffer::new().format(c.count));
             out.push('\n');
             let mut cumulative = 0u64;
@@ -317,7 +380,7 @@ impl<S: LabelSet> Family for Histograms<S> {
                     Some(b) => bound.format(*b),
                     None => "+Inf",
                 };
-                head(out, name, "_bucket", Some(("le", le)), labels);
+                line(out, "_bucket", Some(le), &labels_of);
                 out.push_str(itoa::Buffer::new().format(cumulative));
                 out.push('\n');
             }

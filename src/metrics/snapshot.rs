@@ -2,6 +2,9 @@
 //! latest encoding is kept with the generation of the results it shows and
 //! shared (as `Bytes`) by every scrape until something changes, and its
 //! gzip form is compressed once, on the first scrape that asks for it.
+//! A large encoding built for a gzip scrape (Prometheus always asks for
+//! gzip) keeps only its compressed form: at 10,000 components that is
+//! 1.6 MB instead of 17; a later scrape without gzip inflates it again.
 //!
 //! What changes results bumps the generation ([`changed`]): a check's
 //! result, a log probe's poll, a reload, a health request's cache counts.
@@ -36,12 +39,19 @@ fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }
 
-/// One encoding of the registry in one format.
+/// Above this size, an encoding built for a gzip scrape keeps only its
+/// compressed form.
+const KEEP_PLAIN_UP_TO: usize = 1 << 20;
+
+/// One encoding of the registry in one format: the plain text, the gzip
+/// form, or both (never neither).
 pub struct Snapshot {
     generation: u64,
     built: Instant,
+    /// The size of the plain text.
+    len: usize,
     /// The exposition without the per-request tail (see `Metrics::tail`).
-    pub plain: Bytes,
+    plain: OnceLock<Bytes>,
     gzip: OnceLock<Deflated>,
 }
 
@@ -49,6 +59,17 @@ impl Snapshot {
     /// The compressed form, once [`Snapshots::get`] was asked for it.
     pub fn deflated(&self) -> Option<&Deflated> {
         self.gzip.get()
+    }
+
+    /// The exposition without the per-request tail (inflated from the
+    /// compressed form when only that was kept).
+    pub fn plain(&self) -> Bytes {
+        self.plain
+            .get_or_init(|| match self.gzip.get() {
+                Some(d) => Bytes::from(d.inflate()),
+                None => Bytes::new(),
+            })
+            .clone()
     }
 }
 
@@ -108,21 +129,77 @@ impl Snapshots {
                 // components a buffer grown by doubling would copy tens of
                 // megabytes and hold twice that at its peak.
                 // The old one goes first (unless a scrape still sends it).
-                let capacity = slot.take().map_or(16 * 1024, |s| s.plain.len() / 10 * 11);
-                let s = Arc::new(Snapshot {
+                let capacity = slot.take().map_or(16 * 1024, |s| s.len / 10 * 11);
+                let plain = encode(registry, Some(lines), format, capacity);
+                let s = Snapshot {
                     generation: now,
                     built: Instant::now(),
-                    plain: Bytes::from(encode(registry, Some(lines), format, capacity)),
+                    len: plain.len(),
+                    plain: OnceLock::new(),
                     gzip: OnceLock::new(),
-                });
+                };
+                if gzip {
+                    self.compressions.inc();
+                    let _ = s.gzip.set(Deflated::new(plain.as_bytes()));
+                }
+                if !gzip || plain.len() <= KEEP_PLAIN_UP_TO {
+                    let _ = s.plain.set(Bytes::from(plain));
+                }
+                let s = Arc::new(s);
                 *slot = Some(s.clone());
                 s
             }
         };
         if gzip && snap.gzip.get().is_none() {
+            // Built for a scrape without gzip: its plain text is kept.
             self.compressions.inc();
-            let _ = snap.gzip.set(Deflated::new(&snap.plain));
+            let _ = snap.gzip.set(Deflated::new(&snap.plain()));
         }
         snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::kit::ComponentOnly;
+    use crate::metrics::lines::Lines as Family;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    #[tokio::test]
+    async fn a_large_encoding_built_for_gzip_keeps_only_that_and_inflates_for_plain() {
+        let mut r = Registry::default();
+        let snaps = Snapshots::register(&mut r);
+        let mut lines = Lines::default();
+        let up = Family::<ComponentOnly, Gauge>::default();
+        lines.register("depwatch", "up", "Up", up.clone());
+        for i in 0..40_000 {
+            up.get_or_create(&ComponentOnly {
+                component: format!("component-{i:05}"),
+            })
+            .set(1);
+        }
+        let want = encode(&r, Some(&lines), Format::OpenMetrics, 0);
+        assert!(want.len() > KEEP_PLAIN_UP_TO, "{}", want.len());
+        let s = snaps.get(&r, &lines, Format::OpenMetrics, true).await;
+        assert!(s.deflated().is_some());
+        assert!(s.plain.get().is_none(), "the plain text is not kept");
+        // A scrape without gzip of the same generation: the same snapshot,
+        // inflated.
+        let again = snaps.get(&r, &lines, Format::OpenMetrics, false).await;
+        assert!(Arc::ptr_eq(&s, &again));
+        // The registry's own counters moved on since `want` was encoded:
+        // compare the depwatch_up lines.
+        let ups = |t: &str| t.lines().filter(|l| l.starts_with("depwatch_up{")).count();
+        let plain = String::from_utf8(again.plain().to_vec()).unwrap();
+        assert_eq!(ups(&plain), 40_000);
+        assert_eq!(plain.len(), s.len);
+        assert_eq!(ups(&want), 40_000);
+        // A small one built for gzip keeps both.
+        let small = Snapshots::register(&mut Registry::default());
+        let s = small
+            .get(&Registry::default(), &Lines::default(), Format::Text, true)
+            .await;
+        assert!(s.plain.get().is_some() && s.deflated().is_some());
     }
 }

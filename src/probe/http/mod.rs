@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::units::format_duration;
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
-use crate::metrics::lines::{LabelSet, Labels, Lines};
+use crate::metrics::lines::{Kept, LabelSet, Labels, Lines};
 use crate::net::client::{Answer, Client, Timings};
 use crate::probe::core::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
@@ -153,6 +153,15 @@ pub struct HttpProbe {
     /// The failure series written so far (reason × code), to forget them.
     failure_series: std::sync::Mutex<Vec<FailureLabels>>,
     gate: SeriesGate,
+    series: Kept<Series>,
+}
+
+/// Handles on the series every check writes (see [`Kept`]).
+struct Series {
+    requests: Counter,
+    status_code: Gauge,
+    /// In the order of `PHASES`.
+    phase: [GaugeF; 5],
 }
 
 pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
@@ -184,6 +193,7 @@ pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<Http
         metrics,
         failure_series: std::sync::Mutex::new(Vec::new()),
         gate: SeriesGate::default(),
+        series: Kept::default(),
     })
 }
 
@@ -216,40 +226,45 @@ impl HttpProbe {
             return;
         };
         let m = &self.metrics;
-        m.requests.get_or_create(&self.label).inc();
-        if let Some(reason) = failed {
-            let l = FailureLabels {
-                component: self.label.component.clone(),
-                reason,
-                code: Code(t.status),
-            };
-            m.failures.get_or_create(&l).inc();
-            let mut seen = self
-                .failure_series
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !seen.contains(&l) {
-                seen.push(l);
-            }
-        }
-        if let Some(na) = t.cert_not_after {
-            m.cert_expiry.get_or_create(&self.label).set(na as f64);
-        }
-        m.status_code
-            .get_or_create(&self.label)
-            .set(i64::from(t.status));
-        for (phase, d) in
-            PHASES
-                .into_iter()
-                .zip([t.dns, t.connect, t.tls, t.first_byte, t.transfer])
-        {
-            m.phase
-                .get_or_create(&PhaseLabels {
+        let make = || Series {
+            requests: m.requests.get_or_create(&self.label),
+            status_code: m.status_code.get_or_create(&self.label),
+            phase: PHASES.map(|phase| {
+                m.phase.get_or_create(&PhaseLabels {
                     component: self.label.component.clone(),
                     phase,
                 })
-                .set(d.as_secs_f64());
-        }
+            }),
+        };
+        self.series.with(make, |s| {
+            s.requests.inc();
+            if let Some(reason) = failed {
+                let l = FailureLabels {
+                    component: self.label.component.clone(),
+                    reason,
+                    code: Code(t.status),
+                };
+                m.failures.get_or_create(&l).inc();
+                let mut seen = self
+                    .failure_series
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if !seen.contains(&l) {
+                    seen.push(l);
+                }
+            }
+            if let Some(na) = t.cert_not_after {
+                m.cert_expiry.get_or_create(&self.label).set(na as f64);
+            }
+            s.status_code.set(i64::from(t.status));
+            for (g, d) in s
+                .phase
+                .iter()
+                .zip([t.dns, t.connect, t.tls, t.first_byte, t.transfer])
+            {
+                g.set(d.as_secs_f64());
+            }
+        });
     }
 
     fn details(&self, t: &Timings, total: Duration) -> Map<String, Value> {
