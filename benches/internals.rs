@@ -91,7 +91,7 @@ fn bench_metrics() {
     let buckets: std::sync::Arc<[f64]> = Kind::Http.buckets().into();
     for i in 0..200 {
         let l = ComponentKind {
-            component: format!("component-{i}"),
+            component: format!("component-{i}").into(),
             kind: Kind::Http,
         };
         m.checks.get_or_create(&l).inc();
@@ -121,7 +121,7 @@ fn bench_metrics_10k() {
     let buckets: std::sync::Arc<[f64]> = Kind::Http.buckets().into();
     for i in 0..10_000 {
         let l = ComponentKind {
-            component: format!("p{i:04}"),
+            component: format!("p{i:04}").into(),
             kind: Kind::Http,
         };
         let only = ComponentOnly {

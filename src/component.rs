@@ -141,7 +141,7 @@ impl Component {
         gate: SeriesGate,
     ) -> Self {
         let labels = ComponentKind {
-            component: cfg.name.clone(),
+            component: cfg.name.as_str().into(),
             kind: cfg.kind(),
         };
         Component {
@@ -423,7 +423,7 @@ impl Component {
     fn series(&self) -> Series {
         let m = &self.metrics;
         let only = ComponentOnly {
-            component: self.cfg.name.clone(),
+            component: self.labels.component.clone(),
         };
         Series {
             regression: m.regression.get_or_create(&only),
@@ -431,7 +431,7 @@ impl Component {
             up: m.up.get_or_create(&self.labels),
             status: crate::probe::Status::ALL.map(|status| {
                 m.status.get_or_create(&ComponentStatus {
-                    component: self.cfg.name.clone(),
+                    component: self.labels.component.clone(),
                     kind: self.kind(),
                     status,
                 })
@@ -473,7 +473,7 @@ impl Component {
         if let Some(j) = judgement {
             let (baseline, recent) = s.p50.get_or_insert_with(|| {
                 let only = ComponentOnly {
-                    component: self.cfg.name.clone(),
+                    component: self.labels.component.clone(),
                 };
                 (
                     m.baseline_p50.get_or_create(&only),
@@ -507,7 +507,7 @@ impl Component {
         if let Some(reason) = next.reason {
             m.failures
                 .get_or_create(&ComponentFailure {
-                    component: self.cfg.name.clone(),
+                    component: self.labels.component.clone(),
                     kind: self.kind(),
                     reason,
                 })

@@ -12,7 +12,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentOnly {
-    pub component: String,
+    pub component: Arc<str>,
 }
 
 /// A float gauge.

@@ -24,23 +24,24 @@ use crate::util::time::unix_now;
 use exposition::Format;
 use kit::{ComponentOnly, GaugeF};
 use lines::{Histograms, LabelSet, Labels, Lines};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ComponentKind {
-    pub component: String,
+    pub component: Arc<str>,
     pub kind: Kind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ComponentStatus {
-    pub component: String,
+    pub component: Arc<str>,
     pub kind: Kind,
     pub status: Status,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ComponentFailure {
-    pub component: String,
+    pub component: Arc<str>,
     pub kind: Kind,
     pub reason: Reason,
 }
@@ -314,7 +315,7 @@ impl Metrics {
     /// Drops every general series of a removed component.
     pub fn forget(&self, component: &str, kind: Kind) {
         let ck = ComponentKind {
-            component: component.to_string(),
+            component: component.into(),
             kind,
         };
         self.up.remove(&ck);
@@ -322,20 +323,20 @@ impl Metrics {
         self.checks.remove(&ck);
         for status in Status::ALL {
             self.status.remove(&ComponentStatus {
-                component: component.to_string(),
+                component: component.into(),
                 kind,
                 status,
             });
         }
         for reason in Reason::ALL {
             self.failures.remove(&ComponentFailure {
-                component: component.to_string(),
+                component: component.into(),
                 kind,
                 reason,
             });
         }
         let c = ComponentOnly {
-            component: component.to_string(),
+            component: component.into(),
         };
         self.consecutive_failures.remove(&c);
         self.last_success.remove(&c);

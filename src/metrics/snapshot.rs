@@ -175,7 +175,7 @@ mod tests {
         lines.register("depwatch", "up", "Up", up.clone());
         for i in 0..40_000 {
             up.get_or_create(&ComponentOnly {
-                component: format!("component-{i:05}"),
+                component: format!("component-{i:05}").into(),
             })
             .set(1);
         }

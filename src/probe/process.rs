@@ -259,7 +259,7 @@ pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
     Ok(ProcessProbe {
         spec: spec.clone(),
         label: ComponentOnly {
-            component: ctx.name.to_string(),
+            component: ctx.name.into(),
         },
         metrics: FamiliesOf::<Metrics>::families(ctx.metrics).clone(),
         state: Arc::new(Mutex::new(Seen {

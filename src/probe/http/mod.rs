@@ -44,14 +44,14 @@ pub struct Code(pub u16);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct FailureLabels {
-    pub component: String,
+    pub component: Arc<str>,
     pub reason: Reason,
     pub code: Code,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct PhaseLabels {
-    pub component: String,
+    pub component: Arc<str>,
     pub phase: &'static str,
 }
 
@@ -188,7 +188,7 @@ pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<Http
         spec: spec.clone(),
         client,
         label: ComponentOnly {
-            component: name.to_string(),
+            component: name.into(),
         },
         metrics,
         failure_series: std::sync::Mutex::new(Vec::new()),

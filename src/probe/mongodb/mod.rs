@@ -82,7 +82,7 @@ pub fn build<F: FamiliesOf<Metrics> + FamiliesOf<queue::Metrics> + ?Sized>(
         spec: spec.clone(),
         driver: Driver::new(spec, ctx.timeout),
         label: ComponentOnly {
-            component: ctx.name.to_string(),
+            component: ctx.name.into(),
         },
         series: queries::Series::new(ctx.name, metrics.queries.clone()),
         metrics,

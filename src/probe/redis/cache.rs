@@ -120,7 +120,7 @@ impl Cache {
         Cache {
             component: component.to_string(),
             label: ComponentOnly {
-                component: component.to_string(),
+                component: component.into(),
             },
             families,
             hit_rate_degraded_below: spec.hit_rate_degraded_below,
