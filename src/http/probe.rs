@@ -187,7 +187,7 @@ async fn run_module(
     }
     result.set(name, ok, started.elapsed());
     let mut om =
-        crate::metrics::exposition::encode(&registry, Some(&lines), Format::OpenMetrics, 2048);
+        crate::metrics::exposition::encode(&registry, &[&lines], Format::OpenMetrics, 2048);
     om.push_str("# EOF\n");
     Ok(om)
 }

@@ -216,19 +216,24 @@ fn push_scrubbed(out: &mut String, s: &str) {
     }));
 }
 
-/// Everything in `registry` and then in `lines` in `format`, without the
+/// Families that write themselves through a [`Writer`] (`lines::Registry`).
+pub trait Direct {
+    fn write(&self, w: &mut Writer);
+}
+
+/// Everything in `registry` and then in `direct` in `format`, without the
 /// OpenMetrics `# EOF`, into a buffer of `capacity` bytes to start with.
 pub fn encode(
     registry: &prometheus_client::registry::Registry,
-    lines: Option<&super::lines::Registry>,
+    direct: &[&dyn Direct],
     format: Format,
     capacity: usize,
 ) -> String {
     let mut w = Writer::new(format, capacity);
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode_registry(&mut w, registry);
-    if let Some(l) = lines {
-        l.write(&mut w);
+    for d in direct {
+        d.write(&mut w);
     }
     w.finish()
 }

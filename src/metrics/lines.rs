@@ -22,7 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::exposition::Writer;
+use super::exposition::{Direct, Writer};
 use super::kit::{ComponentOnly, GaugeF, unsafe_in_label};
 use crate::util::sync::{lock, read, write};
 
@@ -418,10 +418,12 @@ impl Registry {
             family: Box::new(family),
         });
     }
+}
 
+impl Direct for Registry {
     /// Every family with a series: its metadata through `w` (which writes
     /// it in its format), its sample lines straight into the output.
-    pub fn write(&self, w: &mut Writer) {
+    fn write(&self, w: &mut Writer) {
         for f in self.families.iter().filter(|f| !f.family.is_empty()) {
             w.metadata_lines(&f.name, &f.help, f.family.metric_type());
             f.family.write(&f.name, w.samples());
@@ -456,7 +458,7 @@ mod tests {
     ) -> String {
         let mut r = prometheus_client::registry::Registry::default();
         f(r.sub_registry_with_prefix("depwatch"));
-        crate::metrics::exposition::encode(&r, None, format, 64)
+        crate::metrics::exposition::encode(&r, &[], format, 64)
     }
 
     fn ours(f: impl FnOnce(&mut Registry), format: Format) -> String {

@@ -369,7 +369,7 @@ impl Metrics {
     /// The whole exposition, encoded now (tests, `replay-log`); scrapes use
     /// [`snapshot::Snapshots`].
     pub fn encode(&self, format: Format) -> String {
-        let mut out = exposition::encode(&self.registry, Some(&self.lines), format, 16 * 1024);
+        let mut out = exposition::encode(&self.registry, &[&self.lines], format, 16 * 1024);
         out.push_str(&self.tail(format));
         out
     }

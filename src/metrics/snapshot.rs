@@ -130,7 +130,7 @@ impl Snapshots {
                 // megabytes and hold twice that at its peak.
                 // The old one goes first (unless a scrape still sends it).
                 let capacity = slot.take().map_or(16 * 1024, |s| s.len / 10 * 11);
-                let plain = encode(registry, Some(lines), format, capacity);
+                let plain = encode(registry, &[lines], format, capacity);
                 let s = Snapshot {
                     generation: now,
                     built: Instant::now(),
@@ -179,7 +179,7 @@ mod tests {
             })
             .set(1);
         }
-        let want = encode(&r, Some(&lines), Format::OpenMetrics, 0);
+        let want = encode(&r, &[&lines], Format::OpenMetrics, 0);
         assert!(want.len() > KEEP_PLAIN_UP_TO, "{}", want.len());
         let s = snaps.get(&r, &lines, Format::OpenMetrics, true).await;
         assert!(s.deflated().is_some());

@@ -83,7 +83,7 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
         .register_collector(Box::new(Replay(state)));
     Ok(crate::metrics::exposition::encode(
         &registry,
-        None,
+        &[],
         crate::metrics::exposition::Format::Text,
         16 * 1024,
     ))
