@@ -96,7 +96,7 @@ pub struct Step {
 }
 
 pub struct Component {
-    pub cfg: ProbeConfig,
+    pub cfg: Arc<ProbeConfig>,
     pub probe: Arc<dyn Probe>,
     labels: ComponentKind,
     metrics: Arc<Metrics>,
@@ -134,7 +134,7 @@ struct Series {
 
 impl Component {
     pub fn new(
-        cfg: ProbeConfig,
+        cfg: Arc<ProbeConfig>,
         probe: Arc<dyn Probe>,
         metrics: Arc<Metrics>,
         perf_cfg: PerfConfig,
@@ -630,7 +630,7 @@ mod tests {
     use crate::probe::Outcome;
 
     fn cfg(failure_threshold: u32, success_threshold: u32) -> ProbeConfig {
-        let mut c = crate::config::builtin().probes.remove(0);
+        let mut c = Arc::unwrap_or_clone(crate::config::builtin().probes.remove(0));
         c.failure_threshold = failure_threshold;
         c.success_threshold = success_threshold;
         c
@@ -677,7 +677,7 @@ mod tests {
     #[tokio::test]
     async fn a_check_in_flight_writes_no_series_after_retire() {
         let config = crate::config::builtin();
-        let mut cfg = config.probes[0].clone();
+        let mut cfg = (*config.probes[0]).clone();
         cfg.name = "gone".into();
         cfg.timeout = Duration::from_secs(60);
         let metrics = Arc::new(Metrics::new());
@@ -687,7 +687,7 @@ mod tests {
             release: Arc::clone(&release),
         };
         let c = Arc::new(Component::new(
-            cfg,
+            Arc::new(cfg),
             Arc::new(probe),
             metrics.clone(),
             config.health.performance.clone(),
@@ -715,7 +715,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalidation_during_a_check_outlives_it() {
         let config = crate::config::builtin();
-        let mut cfg = config.probes[0].clone();
+        let mut cfg = (*config.probes[0]).clone();
         cfg.timeout = Duration::from_secs(60);
         let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::default());
         let probe = Held {
@@ -723,7 +723,7 @@ mod tests {
             release: Arc::clone(&release),
         };
         let c = Arc::new(Component::new(
-            cfg,
+            Arc::new(cfg),
             Arc::new(probe),
             Arc::new(Metrics::new()),
             config.health.performance.clone(),

@@ -69,7 +69,8 @@ pub struct Config {
     pub access: web::Access,
     /// `limits:` of the HTTP server.
     pub limits: Limits,
-    pub probes: Vec<ProbeConfig>,
+    /// Shared with the components built from them (one copy each).
+    pub probes: Vec<Arc<ProbeConfig>>,
     /// Named http probe templates for `/probe?target=URL&module=NAME`.
     pub modules: BTreeMap<String, Module>,
     /// `alerting:` (email fallback, pipeline watchdog); `None` when absent.

@@ -50,7 +50,7 @@ fn yes() -> bool {
 }
 
 impl Checker<'_> {
-    pub(super) fn probes(&self, defaults: &RawDefaults) -> Vec<ProbeConfig> {
+    pub(super) fn probes(&self, defaults: &RawDefaults) -> Vec<Arc<ProbeConfig>> {
         let Some(list) = self.root.get("probes") else {
             self.problem(
                 "probes",
@@ -232,7 +232,7 @@ impl Checker<'_> {
             };
             if let Some(spec) = spec {
                 paths.push(path);
-                out.push(ProbeConfig {
+                out.push(Arc::new(ProbeConfig {
                     tags: raw.tags,
                     buckets,
                     name: raw.name,
@@ -243,7 +243,7 @@ impl Checker<'_> {
                     failure_threshold,
                     success_threshold,
                     spec,
-                });
+                }));
             }
         }
         let refs: Vec<refs::Refs<'_>> = out

@@ -310,7 +310,7 @@ mod tests {
         match crate::config::from_str(&text, "t.yml", None, std::path::Path::new("/etc"), &|_| {
             Some("s3cr3t".into())
         }) {
-            Ok(mut c) => match c.probes.remove(0).spec {
+            Ok(mut c) => match std::sync::Arc::unwrap_or_clone(c.probes.remove(0)).spec {
                 crate::probe::ProbeSpec::Storage(s) => Ok(s),
                 other => panic!("{other:?}"),
             },
