@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, params};
 use serde_json::{Value, json};
 
+use crate::util::pool::Workers;
 use crate::util::time::unix_ms;
 
 /// The database file's name inside `state_dir`.
@@ -204,6 +205,10 @@ pub struct Store {
     /// lock in a blocking-pool thread: 200 log probes loading their offsets
     /// after a reload would otherwise hold 200 threads.
     read_turn: Arc<tokio::sync::Semaphore>,
+    /// The reads' one thread. Not tokio's blocking pool: a read that came
+    /// right after another, before that one's thread was idle again, made
+    /// the pool start one more (and keep it for 10 s).
+    read_thread: Arc<Workers>,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
     recovered: Option<Recovery>,
@@ -275,6 +280,7 @@ impl Store {
             backlog,
             reader: Arc::new(Mutex::new(reader)),
             read_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            read_thread: Arc::new(Workers::new("depwatch-store-read", 1, 16)),
             counters,
             last_error,
             recovered,
@@ -337,7 +343,7 @@ impl Store {
         }
     }
 
-    /// Runs a read on the blocking pool, on the reader connection.
+    /// Runs a read on the reads' thread, on the reader connection.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -349,11 +355,13 @@ impl Store {
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
-            f(&conn).map_err(StoreError::from)
-        })
-        .await;
+        let result = self
+            .read_thread
+            .run(move || {
+                let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
+                f(&conn).map_err(StoreError::from)
+            })
+            .await;
         drop(turn);
         result.map_err(|_| StoreError::Closed)?
     }
