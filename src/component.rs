@@ -388,34 +388,15 @@ impl Component {
     /// event when the status changed, else a `check` event; either carries
     /// the component as `/api/health` shows it, with its name.
     fn announce(&self, prev: &Latest, next: &Latest) {
-        // `{"component":…,` (`"previous":…,`) then the members of the
-        // component's JSON as /api/health shows it (serialized once).
-        let view = self.view_json(next).get();
-        let mut data = String::with_capacity(view.len() + self.name().len() + 48);
-        data.push_str("{\"component\":");
-        data.push_str(&Value::from(self.name()).to_string());
-        let name = if prev.status == next.status {
-            "check"
+        if prev.status == next.status {
+            self.metrics
+                .events
+                .publish_raw("check", &self.event_data(next, None));
         } else {
-            data.push_str(",\"previous\":");
-            match prev.status {
-                Some(s) => {
-                    data.push('"');
-                    data.push_str(s.as_str());
-                    data.push('"');
-                }
-                None => data.push_str("null"),
-            }
-            "state"
-        };
-        match view.strip_prefix('{') {
-            Some(rest) if rest.trim_start() != "}" => {
-                data.push(',');
-                data.push_str(rest);
-            }
-            _ => data.push('}'),
+            self.metrics
+                .events
+                .publish_raw("state", &self.event_data(next, Some(prev)));
         }
-        self.metrics.events.publish_raw(name, &data);
     }
 
     /// The handles on the component's general series, made at its first
@@ -525,18 +506,35 @@ impl Component {
                 .is_some_and(|f| f.elapsed() < ttl)
     }
 
-    /// The data of its `state` and `check` events: the component as
-    /// `/api/health` shows it, with its name.
-    pub fn event_json(&self, l: &Latest) -> Map<String, Value> {
-        let mut v = match serde_json::to_value(self.view(l)) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        v.insert("component".into(), Value::from(self.name()));
-        v
+    /// The data of its `state` and `check` events (compact JSON): the
+    /// component as `/api/health` shows it (serialized once per result),
+    /// with its name and, for a change of state, the status it had before.
+    pub fn event_data(&self, l: &Latest, previous: Option<&Latest>) -> String {
+        let view = self.view_json(l).get();
+        let mut data = String::with_capacity(view.len() + self.name().len() + 48);
+        data.push_str("{\"component\":");
+        data.push_str(&Value::from(self.name()).to_string());
+        if let Some(p) = previous {
+            data.push_str(",\"previous\":");
+            match p.status {
+                Some(s) => {
+                    data.push('"');
+                    data.push_str(s.as_str());
+                    data.push('"');
+                }
+                None => data.push_str("null"),
+            }
+        }
+        match view.strip_prefix('{') {
+            Some(rest) if rest.trim_start() != "}" => {
+                data.push(',');
+                data.push_str(rest);
+            }
+            _ => data.push('}'),
+        }
+        data
     }
 
-    /// The component as `/api/health` shows it.
     /// [`Component::view`] serialized, once per result.
     pub fn view_json<'a>(&self, l: &'a Latest) -> &'a serde_json::value::RawValue {
         l.json.get_or_init(|| {
@@ -547,6 +545,7 @@ impl Component {
         })
     }
 
+    /// The component as `/api/health` shows it.
     pub fn view<'a>(&'a self, l: &'a Latest) -> ComponentView<'a> {
         ComponentView {
             kind: self.kind().as_str(),

@@ -43,7 +43,7 @@ pub fn frame(id: u64, name: &str, data: &Value) -> Bytes {
 }
 
 /// [`frame`] of data already serialized (compact JSON: one line).
-fn frame_raw(id: u64, name: &str, data: &str) -> Bytes {
+pub fn frame_raw(id: u64, name: &str, data: &str) -> Bytes {
     Bytes::from(format!("id: {id}\nevent: {name}\ndata: {data}\n\n"))
 }
 
@@ -242,35 +242,26 @@ impl Hub {
     {
         let components = components.into_iter();
         let mut ring = self.lock();
+        let last = ring.verdict.as_ref();
         // The same components as last time (nearly always): compared, not
         // copied, as this runs every second over every component.
-        let (since_ms, same) = match &ring.verdict {
-            Some(v) => (
-                if v.status == status {
-                    v.since_ms
-                } else {
-                    now_ms
-                },
-                v.components
-                    .iter()
-                    .map(String::as_str)
-                    .eq(components.clone()),
-            ),
-            None => (now_ms, false),
-        };
-        if let Some(v) = ring.verdict.as_ref().filter(|v| same && v.status == status) {
+        let same = last.filter(|v| {
+            v.components
+                .iter()
+                .map(String::as_str)
+                .eq(components.clone())
+        });
+        if let Some(v) = same.filter(|v| v.status == status) {
             return v.clone();
         }
         let next = Verdict {
             status,
-            since_ms,
-            components: if same {
-                ring.verdict
-                    .as_ref()
-                    .map(|v| v.components.clone())
-                    .unwrap_or_default()
-            } else {
-                components.map(str::to_string).collect()
+            since_ms: last
+                .filter(|v| v.status == status)
+                .map_or(now_ms, |v| v.since_ms),
+            components: match same {
+                Some(v) => v.components.clone(),
+                None => components.map(str::to_string).collect(),
             },
         };
         ring.verdict = Some(next.clone());

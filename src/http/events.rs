@@ -32,7 +32,7 @@ use super::error::ApiError;
 use super::serve::Hangup;
 use super::shared::{AppState, Shared};
 use crate::component::{Components, verdict};
-use crate::events::{Event, Hub, Start, StreamSlot, Verdict, frame, verdict_json};
+use crate::events::{Event, Hub, Start, StreamSlot, Verdict, frame, frame_raw, verdict_json};
 use crate::util::time::unix_ms;
 
 /// Frames queued for one client beyond what its connection has taken: a
@@ -115,11 +115,7 @@ fn snapshot(s: &Shared, rt: &Components, at: u64) -> Vec<Bytes> {
     let mut out = Vec::with_capacity(rt.components.len() + 4);
     out.push(frame(at, "verdict", &verdict_json(&current_verdict(s, rt))));
     for c in &rt.components {
-        out.push(frame(
-            at,
-            "state",
-            &Value::Object(c.event_json(&c.latest())),
-        ));
+        out.push(frame_raw(at, "state", &c.event_data(&c.latest(), None)));
     }
     out.push(frame(at, "pipeline", &s.alert.pipeline_json()));
     for mut inc in s.alert.open_incidents() {
