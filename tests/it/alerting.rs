@@ -826,14 +826,18 @@ async fn the_bundle_routes_the_watchdog_heartbeat_and_stopping_prometheus_breaks
         smtp.wait_kind("resolved", before).await;
     }
 
-    // Prometheus stops: no heartbeat → a watchdog email within
-    // heartbeat_timeout + one check (the scrape watchdog, 30s, is slower).
+    // Prometheus stops: no heartbeat → a watchdog email. Alertmanager holds
+    // the Watchdog alert valid for up to 4 × the resend delay (1s) after
+    // Prometheus's last send and may notify it until then; the email follows
+    // heartbeat_timeout (4s) after the last notification, plus one check.
+    // Measured 6.0s on a quiet machine, 7.1s under the whole suite; the
+    // scrape watchdog (30s) is far slower, so this still proves the path.
     let stopped = std::time::Instant::now();
     prom.kill();
     let w = smtp.wait_kind("watchdog", before + 1).await.remove(before);
     let took = stopped.elapsed();
     assert!(
-        took < Duration::from_secs(4 + 3),
+        took < Duration::from_secs(4 + 4 + 2),
         "watchdog email after {took:?}"
     );
     assert!(
