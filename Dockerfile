@@ -15,6 +15,8 @@ WORKDIR /src
 ARG DEPWATCH_REVISION=unknown
 ENV DEPWATCH_REVISION=${DEPWATCH_REVISION}
 COPY Cargo.toml Cargo.lock build.rs ./
+# The order of the default run's functions in the binary (build.rs, scripts/order-functions).
+COPY link ./link
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && cargo build --release --locked \
