@@ -48,6 +48,9 @@ impl Format {
 /// the text format metadata lines are rewritten as they end.
 pub struct Writer {
     out: String,
+    /// When the exposition is compressed as it is written: where `out`
+    /// goes whenever it holds [`CHUNK`] bytes at a line's start.
+    deflating: Option<Deflating>,
     format: Format,
     /// The metadata line being written (from its `#` to its newline).
     meta: Option<String>,
@@ -61,6 +64,7 @@ impl Writer {
     pub fn new(format: Format, capacity: usize) -> Self {
         Writer {
             out: String::with_capacity(capacity),
+            deflating: None,
             format,
             meta: None,
             at_line_start: true,
@@ -68,12 +72,42 @@ impl Writer {
         }
     }
 
-    /// The exposition written so far (a last unterminated line included).
-    pub fn finish(mut self) -> String {
+    /// A writer that compresses as it goes ([`Writer::finish_deflated`]):
+    /// the plain text never exists whole (at 10,000 components it is
+    /// 16 MB, written out to memory and read back by the compressor;
+    /// in pieces of [`CHUNK`] it stays in the cache), `compressed` the room
+    /// to start with for the compressed form.
+    pub fn deflating(format: Format, compressed: usize) -> Self {
+        Writer {
+            deflating: Some(Deflating::new(compressed)),
+            ..Writer::new(format, CHUNK + CHUNK / 4)
+        }
+    }
+
+    fn end_metadata(&mut self) {
         if let Some(m) = self.meta.take() {
             self.metadata(&m);
         }
+    }
+
+    /// The exposition written so far (a last unterminated line included).
+    /// A deflating writer's text went to its compressor: only the last
+    /// piece is here.
+    pub fn finish(mut self) -> String {
+        self.end_metadata();
         self.out
+    }
+
+    /// The whole exposition compressed (the writer's own text compressed
+    /// when it was made with [`Writer::new`]).
+    pub fn finish_deflated(mut self) -> Deflated {
+        self.end_metadata();
+        let mut d = self
+            .deflating
+            .take()
+            .unwrap_or_else(|| Deflating::new(self.out.len() / 8 + 64));
+        d.write(self.out.as_bytes());
+        d.finish()
     }
 
     /// The `# HELP` and `# TYPE` lines of a family written line by line
@@ -93,8 +127,16 @@ impl Writer {
 
     /// Where whole sample lines go as they are: already safe, between
     /// metadata lines (the last piece written ended a line).
+    /// Called before each series' lines: a deflating writer compresses
+    /// what it holds here once that is a [`CHUNK`].
     pub fn samples(&mut self) -> &mut String {
         debug_assert!(self.at_line_start && self.meta.is_none() && self.pending_help.is_none());
+        if let Some(d) = &mut self.deflating
+            && self.out.len() >= CHUNK
+        {
+            d.write(self.out.as_bytes());
+            self.out.clear();
+        }
         &mut self.out
     }
 
@@ -238,6 +280,23 @@ pub fn encode(
     w.finish()
 }
 
+/// Everything in `registry` and then in `direct` in `format`, compressed as
+/// it is written (see [`Writer::deflating`]), without the OpenMetrics
+/// `# EOF`.
+pub fn encode_deflated(
+    registry: &prometheus_client::registry::Registry,
+    direct: &[&dyn Direct],
+    format: Format,
+    compressed: usize,
+) -> Deflated {
+    let mut w = Writer::deflating(format, compressed);
+    let _ = prometheus_client::encoding::text::encode_registry(&mut w, registry);
+    for d in direct {
+        d.write(&mut w);
+    }
+    w.finish_deflated()
+}
+
 /// An OpenMetrics text (scrubbed) in `format`.
 pub fn convert(om: &str, format: Format) -> String {
     let mut w = Writer::new(format, om.len());
@@ -258,25 +317,59 @@ pub struct Deflated {
 /// The gzip member header: no name, no time, unknown OS.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-impl Deflated {
-    /// Compresses `plain` at the fast level: an exposition is repetitive,
-    /// so the fast level already shrinks it 15- to 20-fold.
-    pub fn new(plain: &[u8]) -> Deflated {
-        let mut e = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(plain.len() / 8 + 64),
-            flate2::Compression::fast(),
-        );
-        // Writing into a Vec cannot fail; flush() is a sync flush.
-        let _ = e.write_all(plain);
-        let _ = e.flush();
-        let deflate = bytes::Bytes::from(std::mem::take(e.get_mut()));
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(plain);
-        Deflated {
-            deflate,
-            crc,
-            len: plain.len() as u64,
+/// The plain text a deflating [`Writer`] holds before compressing it.
+pub const CHUNK: usize = 128 * 1024;
+
+/// A [`Deflated`] being written.
+struct Deflating {
+    e: flate2::write::DeflateEncoder<Vec<u8>>,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl Deflating {
+    /// At the fast level: an exposition is repetitive, so the fast level
+    /// already shrinks it 15- to 20-fold.
+    fn new(capacity: usize) -> Deflating {
+        Deflating {
+            e: flate2::write::DeflateEncoder::new(
+                Vec::with_capacity(capacity),
+                flate2::Compression::fast(),
+            ),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
         }
+    }
+
+    fn write(&mut self, plain: &[u8]) {
+        // Writing into a Vec cannot fail.
+        let _ = self.e.write_all(plain);
+        self.crc.update(plain);
+        self.len += plain.len() as u64;
+    }
+
+    fn finish(mut self) -> Deflated {
+        // A sync flush: byte-aligned, not final.
+        let _ = self.e.flush();
+        Deflated {
+            deflate: bytes::Bytes::from(std::mem::take(self.e.get_mut())),
+            crc: self.crc,
+            len: self.len,
+        }
+    }
+}
+
+impl Deflated {
+    /// Compresses `plain` (see [`Deflating`]).
+    pub fn new(plain: &[u8]) -> Deflated {
+        let mut d = Deflating::new(plain.len() / 8 + 64);
+        d.write(plain);
+        d.finish()
+    }
+
+    /// Size of the body before compression.
+    pub fn plain_len(&self) -> u64 {
+        self.len
     }
 
     /// The body again (a scrape without gzip of an encoding kept only
@@ -396,5 +489,44 @@ mod tests {
         assert!(body.len() > 4 << 20);
         assert_eq!(Deflated::new(body.as_bytes()).inflate(), body.as_bytes());
         assert_eq!(Deflated::new(b"").inflate(), b"");
+    }
+
+    /// A deflating writer compresses at series boundaries: inflated, it is
+    /// exactly what a plain writer writes, in both formats, metadata
+    /// (rewritten for the text format) included.
+    #[test]
+    fn a_deflating_writer_writes_what_a_plain_one_does() {
+        use crate::metrics::kit::ComponentOnly;
+        use crate::metrics::lines::{Lines, Registry as Direct_};
+        use prometheus_client::metrics::counter::Counter;
+        let mut reg = prometheus_client::registry::Registry::default();
+        let c = Counter::<u64>::default();
+        c.inc_by(3);
+        reg.register("depwatch_built", "Built, with a\u{1}control", c);
+        let mut lines = Direct_::default();
+        let up = Lines::<ComponentOnly, Counter>::default();
+        lines.register("depwatch", "checks", "Checks", up.clone());
+        for i in 0..20_000 {
+            up.get_or_create(&ComponentOnly {
+                component: format!("component-{i:05}").into(),
+            })
+            .inc_by(i);
+        }
+        for format in Format::ALL {
+            let plain = encode(&reg, &[&lines], format, 0);
+            assert!(plain.len() > 4 * CHUNK, "{}", plain.len());
+            let d = encode_deflated(&reg, &[&lines], format, 16);
+            assert_eq!(d.plain_len(), plain.len() as u64);
+            assert!(d.compressed_len() < plain.len() / 5);
+            assert_eq!(String::from_utf8(d.inflate()).unwrap(), plain);
+            // And as a whole gzip answer with a tail.
+            let (h, mid, rest) = d.gzip_with(b"# EOF\n");
+            let gz = [h, &mid[..], &rest[..]].concat();
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            assert_eq!(text, plain + "# EOF\n");
+        }
     }
 }

@@ -202,8 +202,9 @@ impl<S: LabelSet, M: Value> Lines<S, M> {
 pub trait Family: Send + Sync {
     fn metric_type(&self) -> MetricType;
     fn is_empty(&self) -> bool;
-    /// Every series' sample lines, the family named `name`.
-    fn write(&self, name: &str, out: &mut String);
+    /// Every series' sample lines, the family named `name`, each series'
+    /// into [`Writer::samples`] (which may compress what came before).
+    fn write(&self, name: &str, w: &mut Writer);
 }
 
 /// `name{labels} ` of a sample line, `suffix` after the name.
@@ -224,8 +225,9 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
         read(&self.series).is_empty()
     }
 
-    fn write(&self, name: &str, out: &mut String) {
+    fn write(&self, name: &str, w: &mut Writer) {
         for (labels, m) in read(&self.series).iter() {
+            let out = w.samples();
             head(out, name, M::SUFFIX, labels);
             m.write(out);
             out.push('\n');
@@ -341,7 +343,7 @@ impl<S: LabelSet> Family for Histograms<S> {
         read(&self.series).is_empty()
     }
 
-    fn write(&self, name: &str, out: &mut String) {
+    fn write(&self, name: &str, w: &mut Writer) {
         let mut bound = dtoa::Buffer::new();
         // A series' labels, written once for its lines.
         let mut labels_of = String::with_capacity(64);
@@ -367,6 +369,7 @@ impl<S: LabelSet> Family for Histograms<S> {
                 first: true,
             });
             let c = lock(&h.counts);
+            let out = w.samples();
             line(out, "_sum", None, &labels_of);
             out.push_str(dtoa::Buffer::new().format(c.sum));
             out.push('\n');
@@ -426,7 +429,7 @@ impl Direct for Registry {
     fn write(&self, w: &mut Writer) {
         for f in self.families.iter().filter(|f| !f.family.is_empty()) {
             w.metadata_lines(&f.name, &f.help, f.family.metric_type());
-            f.family.write(&f.name, w.samples());
+            f.family.write(&f.name, w);
         }
     }
 }

@@ -5,6 +5,8 @@
 //! A large encoding built for a gzip scrape (Prometheus always asks for
 //! gzip) keeps only its compressed form: at 10,000 components that is
 //! 1.6 MB instead of 17; a later scrape without gzip inflates it again.
+//! Once the last encoding was that large, the next one for gzip is
+//! compressed as it is written: its 16 MB of plain text never exist whole.
 //!
 //! What changes results bumps the generation ([`changed`]): a check's
 //! result, a log probe's poll, a reload, a health request's cache counts.
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
-use super::exposition::{Deflated, Format, encode};
+use super::exposition::{Deflated, Format, encode, encode_deflated};
 use super::lines::Registry as Lines;
 
 /// How long an encoding may serve scrapes when no result changed.
@@ -129,22 +131,40 @@ impl Snapshots {
                 // components a buffer grown by doubling would copy tens of
                 // megabytes and hold twice that at its peak.
                 // The old one goes first (unless a scrape still sends it).
-                let capacity = slot.take().map_or(16 * 1024, |s| s.len / 10 * 11);
-                let plain = encode(registry, &[lines], format, capacity);
+                let last = slot.take();
                 let s = Snapshot {
                     generation: now,
                     built: Instant::now(),
-                    len: plain.len(),
+                    len: 0,
                     plain: OnceLock::new(),
                     gzip: OnceLock::new(),
                 };
-                if gzip {
+                let large = last.as_ref().is_some_and(|l| l.len > KEEP_PLAIN_UP_TO);
+                let s = if gzip && large {
+                    // Only the compressed form will be kept: compressed as
+                    // it is written, the plain text never whole.
                     self.compressions.inc();
-                    let _ = s.gzip.set(Deflated::new(plain.as_bytes()));
-                }
-                if !gzip || plain.len() <= KEEP_PLAIN_UP_TO {
-                    let _ = s.plain.set(Bytes::from(plain));
-                }
+                    let room = last
+                        .as_ref()
+                        .and_then(|l| l.gzip.get())
+                        .map_or(KEEP_PLAIN_UP_TO / 8, |d| d.compressed_len() / 10 * 11);
+                    let d = encode_deflated(registry, &[lines], format, room);
+                    let len = usize::try_from(d.plain_len()).unwrap_or(usize::MAX);
+                    let _ = s.gzip.set(d);
+                    Snapshot { len, ..s }
+                } else {
+                    let capacity = last.map_or(16 * 1024, |s| s.len / 10 * 11);
+                    let plain = encode(registry, &[lines], format, capacity);
+                    if gzip {
+                        self.compressions.inc();
+                        let _ = s.gzip.set(Deflated::new(plain.as_bytes()));
+                    }
+                    let len = plain.len();
+                    if !gzip || len <= KEEP_PLAIN_UP_TO {
+                        let _ = s.plain.set(Bytes::from(plain));
+                    }
+                    Snapshot { len, ..s }
+                };
                 let s = Arc::new(s);
                 *slot = Some(s.clone());
                 s
@@ -195,6 +215,28 @@ mod tests {
         assert_eq!(ups(&plain), 40_000);
         assert_eq!(plain.len(), s.len);
         assert_eq!(ups(&want), 40_000);
+        // The next encoding for gzip, after a change, is compressed as it
+        // is written: the same text, series for series.
+        changed();
+        up.get_or_create(&ComponentOnly {
+            component: "component-new".into(),
+        })
+        .set(0);
+        let streamed = snaps.get(&r, &lines, Format::OpenMetrics, true).await;
+        assert!(!Arc::ptr_eq(&s, &streamed));
+        assert!(streamed.plain.get().is_none(), "the plain text is not kept");
+        let text = String::from_utf8(streamed.plain().to_vec()).unwrap();
+        assert_eq!(text.len(), streamed.len);
+        assert_eq!(ups(&text), 40_001);
+        assert!(text.contains("depwatch_up{component=\"component-new\"} 0\n"));
+        let whole = encode(&r, &[&lines], Format::OpenMetrics, 0);
+        let families = |t: &str| {
+            t.lines()
+                .filter(|l| l.starts_with("depwatch_up") || l.starts_with("# HELP depwatch_up"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(families(&text), families(&whole));
         // A small one built for gzip keeps both.
         let small = Snapshots::register(&mut Registry::default());
         let s = small

@@ -188,19 +188,20 @@ impl Client {
         let request = &self.request;
         let first = request
             .url
-            .clone()
+            .as_ref()
             .ok_or_else(|| CheckError::new(Reason::Internal, "no url"))?;
-        let mut url = first.clone();
+        // Borrowed until a redirect leads elsewhere.
+        let mut url = std::borrow::Cow::Borrowed(first);
         let mut method = request.method.clone();
-        let mut body = request.body.clone();
+        let mut body = request.body.as_deref();
         loop {
             t.final_url = Some(url.redacted());
             // The configured headers (an API key as much as Authorization)
             // and auth go only to the configured origin, unless the
             // configuration says the redirects may have them.
-            let send_credentials = request.redirect_credentials || url.same_origin(&first);
+            let send_credentials = request.redirect_credentials || url.same_origin(first);
             let answer = self
-                .exchange(&url, &method, body.as_deref(), send_credentials, t)
+                .exchange(&url, &method, body, send_credentials, t)
                 .await?;
             let code = answer.status;
             let location = answer
@@ -247,7 +248,7 @@ impl Client {
                     ),
                 ));
             }
-            url = next;
+            url = std::borrow::Cow::Owned(next);
             t.redirects += 1;
             if code == StatusCode::SEE_OTHER
                 || ((code == StatusCode::MOVED_PERMANENTLY || code == StatusCode::FOUND)
@@ -352,12 +353,33 @@ impl Client {
             io = Box::new(tls);
         }
 
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| CheckError::new(Reason::Connect, format!("HTTP handshake: {e}")))?;
-        let _conn = AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
+        // The connection is driven here, beside the request, not as a task of
+        // its own: no spawn, and no wake-up of another worker thread, per
+        // check. When it ends first (the server closed it), the request ends
+        // with what arrived or with the error it saw.
+        let request_done = self.request_answer(sender, url, method, body, send_credentials, t);
+        tokio::pin!(request_done, conn);
+        tokio::select! {
+            biased;
+            answer = &mut request_done => answer,
+            _ = &mut conn => request_done.await,
+        }
+    }
+
+    /// The request and its answer over a connection that `exchange` drives.
+    async fn request_answer(
+        &self,
+        mut sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        url: &Target,
+        method: &Method,
+        body: Option<&str>,
+        send_credentials: bool,
+        t: &mut Timings,
+    ) -> Result<Answer, CheckError> {
+        let request = &self.request;
 
         let target = if request.proxy.is_some() && !url.https {
             url.absolute()
@@ -459,15 +481,6 @@ impl Client {
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Aborts the connection task when the check ends or is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Opens a CONNECT tunnel through an HTTP proxy.
 async fn connect_tunnel(
