@@ -82,6 +82,9 @@ impl Checker<'_> {
             .as_deref()
             .filter(|b| self.buckets("defaults.buckets", b))
             .map(Arc::from);
+        // A kind's default buckets, one copy for all its probes (a
+        // histogram writer formats a bucket list once, not per series).
+        let mut kind_buckets: HashMap<Kind, Arc<[f64]>> = HashMap::new();
         let mut seen = HashMap::new();
         let mut out = Vec::new();
         // The key path of each probe in `out` (a probe that did not parse leaves a gap).
@@ -226,9 +229,12 @@ impl Checker<'_> {
                     self.buckets(&format!("{path}.buckets"), b);
                     Arc::from(b)
                 }
-                None => d_buckets
-                    .clone()
-                    .unwrap_or_else(|| Arc::from(kind.buckets())),
+                None => d_buckets.clone().unwrap_or_else(|| {
+                    kind_buckets
+                        .entry(kind)
+                        .or_insert_with(|| Arc::from(kind.buckets()))
+                        .clone()
+                }),
             };
             if let Some(spec) = spec {
                 paths.push(path);

@@ -207,11 +207,10 @@ pub trait Family: Send + Sync {
     fn write(&self, name: &str, w: &mut Writer);
 }
 
-/// `name{labels} ` of a sample line, `suffix` after the name.
-fn head<S: LabelSet>(out: &mut String, name: &str, suffix: &str, labels: &S) {
-    out.push_str(name);
-    out.push_str(suffix);
-    out.push('{');
+/// `name{labels} ` of a sample line, `opening` its `name{` (with a suffix
+/// after the name, if any).
+fn head<S: LabelSet>(out: &mut String, opening: &str, labels: &S) {
+    out.push_str(opening);
     labels.write(&mut Labels { out, first: true });
     out.push_str("} ");
 }
@@ -226,9 +225,10 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
     }
 
     fn write(&self, name: &str, w: &mut Writer) {
+        let opening = format!("{name}{}{{", M::SUFFIX);
         for (labels, m) in read(&self.series).iter() {
             let out = w.samples();
-            head(out, name, M::SUFFIX, labels);
+            head(out, &opening, labels);
             m.write(out);
             out.push('\n');
         }
@@ -344,7 +344,9 @@ impl<S: LabelSet> Family for Histograms<S> {
     }
 
     fn write(&self, name: &str, w: &mut Writer) {
-        let mut bound = dtoa::Buffer::new();
+        // The `le` values of the last bucket list, formatted once for all
+        // the series that share it (a kind's, the defaults').
+        let mut les: Option<(Arc<[f64]>, Vec<String>)> = None;
         // A series' labels, written once for its lines.
         let mut labels_of = String::with_capacity(64);
         let line = |out: &mut String, suffix: &str, le: Option<&str>, labels: &str| {
@@ -368,6 +370,15 @@ impl<S: LabelSet> Family for Histograms<S> {
                 out: &mut labels_of,
                 first: true,
             });
+            let same = les
+                .as_ref()
+                .is_some_and(|(given, _)| Arc::ptr_eq(given, &h.given) || **given == *h.given);
+            if !same {
+                let mut bound = dtoa::Buffer::new();
+                let formatted = h.bounds.iter().map(|b| bound.format(*b).to_string());
+                les = Some((h.given.clone(), formatted.collect()));
+            }
+            let le_of = les.as_ref().map(|(_, l)| l.as_slice()).unwrap_or_default();
             let c = lock(&h.counts);
             let out = w.samples();
             line(out, "_sum", None, &labels_of);
@@ -379,10 +390,7 @@ impl<S: LabelSet> Family for Histograms<S> {
             let mut cumulative = 0u64;
             for (i, n) in c.buckets.iter().enumerate() {
                 cumulative += n;
-                let le = match h.bounds.get(i) {
-                    Some(b) => bound.format(*b),
-                    None => "+Inf",
-                };
+                let le = le_of.get(i).map_or("+Inf", String::as_str);
                 line(out, "_bucket", Some(le), &labels_of);
                 out.push_str(itoa::Buffer::new().format(cumulative));
                 out.push('\n');
@@ -595,6 +603,17 @@ mod tests {
             c.contains("depwatch_d_seconds_bucket{le=\"5.0\",component=\"a\"} 1\n"),
             "{c}"
         );
+        // Series of one family with two bucket lists: each its own `le`s,
+        // whichever the writer met first.
+        let les = |c: &str, comp: &str| {
+            let tail = format!(",component=\"{comp}\"}}");
+            c.lines()
+                .filter(|l| l.contains(&tail) && l.contains("_bucket{le=\""))
+                .map(|l| l.split('"').nth(1).unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(les(&c, "a"), ["0.1", "1.0", "5.0", "+Inf"], "{c}");
+        assert_eq!(les(&c, "b"), ["0.005", "0.1", "1.0", "2.5", "+Inf"], "{c}");
         assert!(h.remove(&l));
     }
 }
