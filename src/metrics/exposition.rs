@@ -272,12 +272,21 @@ pub fn encode(
     capacity: usize,
 ) -> String {
     let mut w = Writer::new(format, capacity);
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode_registry(&mut w, registry);
-    for d in direct {
-        d.write(&mut w);
-    }
+    write_all(&mut w, registry, direct);
     w.finish()
+}
+
+/// `registry` and then `direct` through `w`.
+fn write_all(
+    w: &mut Writer,
+    registry: &prometheus_client::registry::Registry,
+    direct: &[&dyn Direct],
+) {
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(w, registry);
+    for d in direct {
+        d.write(w);
+    }
 }
 
 /// Everything in `registry` and then in `direct` in `format`, compressed as
@@ -290,10 +299,7 @@ pub fn encode_deflated(
     compressed: usize,
 ) -> Deflated {
     let mut w = Writer::deflating(format, compressed);
-    let _ = prometheus_client::encoding::text::encode_registry(&mut w, registry);
-    for d in direct {
-        d.write(&mut w);
-    }
+    write_all(&mut w, registry, direct);
     w.finish_deflated()
 }
 
