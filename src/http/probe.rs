@@ -235,7 +235,10 @@ async fn run_configured(
             false,
         )
         .await;
-    let mut out = select_component(std::str::from_utf8(&all.plain()).unwrap_or(""), c.name());
+    let mut out = select_component(
+        std::str::from_utf8(&all.plain().whole()).unwrap_or(""),
+        c.name(),
+    );
     out.push_str(&own);
     out
 }

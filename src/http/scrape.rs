@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::shared::AppState;
-use crate::metrics::exposition::Format;
+use crate::metrics::exposition::{Format, Inflating};
+use crate::metrics::snapshot::Plain;
 
 pub(super) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     s.metrics.last_scrape.set(crate::util::time::unix_now());
@@ -29,9 +30,19 @@ pub(super) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Re
     let body = match snap.deflated().filter(|_| gzip) {
         Some(d) => {
             let (head, middle, rest) = d.gzip_with(tail.as_bytes());
-            Chunks::new([Bytes::from_static(head), middle, Bytes::from(rest)])
+            Chunks::new([
+                Bytes::from_static(head).into(),
+                middle.into(),
+                Bytes::from(rest).into(),
+            ])
         }
-        None => Chunks::new([snap.plain(), Bytes::from(tail)]),
+        None => {
+            let plain = match snap.plain() {
+                Plain::Kept(b) => b.into(),
+                Plain::Inflating(i) => Piece::Inflating(i),
+            };
+            Chunks::new([plain, Bytes::from(tail).into()])
+        }
     };
     let mut r = Body::new(body).into_response();
     let h = r.headers_mut();
@@ -84,15 +95,37 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// A body of a few shared chunks with a known length (Content-Length, no
 /// copy of the cached exposition).
 struct Chunks {
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Piece>,
     left: u64,
 }
 
+/// A part of a [`Chunks`] body.
+enum Piece {
+    Bytes(Bytes),
+    /// A kept compressed encoding, inflated as the client reads.
+    Inflating(Inflating),
+}
+
+impl From<Bytes> for Piece {
+    fn from(b: Bytes) -> Piece {
+        Piece::Bytes(b)
+    }
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::Inflating(i) => i.remaining(),
+        }
+    }
+}
+
 impl Chunks {
-    fn new<const N: usize>(chunks: [Bytes; N]) -> Chunks {
-        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+    fn new<const N: usize>(chunks: [Piece; N]) -> Chunks {
+        let chunks: VecDeque<Piece> = chunks.into_iter().filter(|c| c.len() > 0).collect();
         Chunks {
-            left: chunks.iter().map(|c| c.len() as u64).sum(),
+            left: chunks.iter().map(Piece::len).sum(),
             chunks,
         }
     }
@@ -106,10 +139,22 @@ impl http_body::Body for Chunks {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.chunks.pop_front().map(|c| {
-            self.left -= c.len() as u64;
-            Ok(http_body::Frame::data(c))
-        }))
+        let this = &mut *self;
+        loop {
+            let data = match this.chunks.pop_front() {
+                None => return Poll::Ready(None),
+                Some(Piece::Bytes(b)) => b,
+                Some(Piece::Inflating(mut i)) => match i.next_piece() {
+                    Some(b) => {
+                        this.chunks.push_front(Piece::Inflating(i));
+                        b
+                    }
+                    None => continue,
+                },
+            };
+            this.left = this.left.saturating_sub(data.len() as u64);
+            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -142,6 +187,35 @@ mod tests {
         assert!(!accepts_gzip(&HeaderMap::new()));
         // Prometheus' own header.
         assert!(accepts_gzip(&with(e, "gzip")));
+    }
+
+    #[tokio::test]
+    async fn a_body_inflated_as_it_is_read_has_its_length_and_every_byte() {
+        use http_body::Body as _;
+        use http_body_util::BodyExt;
+        let text: String = (0..20_000)
+            .map(|i| format!("depwatch_up{{component=\"c{i}\"}} 1\n"))
+            .collect();
+        let kept = crate::metrics::exposition::Deflated::new(text.as_bytes());
+        let body = Chunks::new([
+            Piece::Inflating(kept.inflating()),
+            Bytes::from_static(b"# EOF\n").into(),
+        ]);
+        let len = text.len() as u64 + 6;
+        assert_eq!(body.size_hint().exact(), Some(len));
+        let mut body = std::pin::pin!(body);
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while let Some(f) = body.frame().await {
+            let data = f.unwrap().into_data().unwrap();
+            assert!(data.len() <= crate::metrics::exposition::CHUNK);
+            got.extend_from_slice(&data);
+            frames += 1;
+        }
+        assert!(frames > 3, "{frames} frames");
+        assert_eq!(got.len() as u64, len);
+        assert_eq!(&got[..text.len()], text.as_bytes());
+        assert!(got.ends_with(b"# EOF\n"));
     }
 
     #[test]

@@ -320,6 +320,56 @@ pub struct Deflated {
     len: u64,
 }
 
+/// A [`Deflated`] body being inflated piece by piece.
+pub struct Inflating {
+    deflate: bytes::Bytes,
+    d: flate2::Decompress,
+    /// Plain bytes still to come.
+    left: u64,
+}
+
+impl Inflating {
+    /// Plain bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// The next piece of the body, `None` at its end (or, logged, where
+    /// the kept stream cannot be inflated: the answer is then short).
+    pub fn next_piece(&mut self) -> Option<bytes::Bytes> {
+        if self.left == 0 {
+            return None;
+        }
+        let want = usize::try_from(self.left).map_or(CHUNK, |l| l.min(CHUNK));
+        let mut out = Vec::with_capacity(want);
+        // The stream ends in a sync flush, not a final block: the
+        // decompressor stops when the input is used up.
+        while out.len() < want {
+            let at = usize::try_from(self.d.total_in()).unwrap_or(usize::MAX);
+            let before = out.len();
+            let input = self.deflate.get(at..).unwrap_or_default();
+            match self
+                .d
+                .decompress_vec(input, &mut out, flate2::FlushDecompress::Sync)
+            {
+                Ok(_) if out.len() > before => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot inflate a kept /metrics encoding.");
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            debug_assert!(false, "a kept encoding ended {} bytes early", self.left);
+            self.left = 0;
+            return None;
+        }
+        self.left = self.left.saturating_sub(out.len() as u64);
+        Some(bytes::Bytes::from(out))
+    }
+}
+
 /// The gzip member header: no name, no time, unknown OS.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
@@ -378,18 +428,27 @@ impl Deflated {
         self.len
     }
 
-    /// The body again (a scrape without gzip of an encoding kept only
-    /// compressed).
+    /// The body again, whole.
+    #[cfg(test)]
     pub fn inflate(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
-        let mut d = flate2::Decompress::new(false);
-        // The stream ends in a sync flush, not a final block: the
-        // decompressor stops when the input is used up.
-        if let Err(e) = d.decompress_vec(&self.deflate, &mut out, flate2::FlushDecompress::Sync) {
-            tracing::error!(error = %e, "Cannot inflate a kept /metrics encoding.");
+        let mut out = Vec::new();
+        let mut i = self.inflating();
+        while let Some(piece) = i.next_piece() {
+            out.extend_from_slice(&piece);
         }
         debug_assert_eq!(out.len() as u64, self.len);
         out
+    }
+
+    /// The body again, in pieces of at most [`CHUNK`] bytes (a scrape
+    /// without gzip of an encoding kept only compressed: at 10,000
+    /// components 16 MB that never exist whole).
+    pub fn inflating(&self) -> Inflating {
+        Inflating {
+            deflate: self.deflate.clone(),
+            d: flate2::Decompress::new(false),
+            left: self.len,
+        }
     }
 
     /// Compressed size of the body alone.

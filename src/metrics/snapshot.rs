@@ -4,9 +4,10 @@
 //! gzip form is compressed once, on the first scrape that asks for it.
 //! A large encoding built for a gzip scrape (Prometheus always asks for
 //! gzip) keeps only its compressed form: at 10,000 components that is
-//! 1.6 MB instead of 17; a later scrape without gzip inflates it again.
-//! Once the last encoding was that large, the next one for gzip is
-//! compressed as it is written: its 16 MB of plain text never exist whole.
+//! 1.6 MB instead of 17. Once the last encoding was that large, the next
+//! one is compressed as it is written, whatever the scrape asked for: its
+//! 16 MB of plain text never exist whole, and a scrape without gzip gets
+//! them inflated piece by piece as it reads.
 //!
 //! What changes results bumps the generation ([`changed`]): a check's
 //! result, a log probe's poll, a reload, a health request's cache counts.
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
-use super::exposition::{Deflated, Format, encode, encode_deflated};
+use super::exposition::{Deflated, Format, Inflating, encode, encode_deflated};
 use super::lines::Registry as Lines;
 
 /// How long an encoding may serve scrapes when no result changed.
@@ -63,15 +64,38 @@ impl Snapshot {
         self.gzip.get()
     }
 
-    /// The exposition without the per-request tail (inflated from the
-    /// compressed form when only that was kept).
-    pub fn plain(&self) -> Bytes {
-        self.plain
-            .get_or_init(|| match self.gzip.get() {
-                Some(d) => Bytes::from(d.inflate()),
-                None => Bytes::new(),
-            })
-            .clone()
+    /// The exposition without the per-request tail: the kept text, or
+    /// the compressed form being inflated when only that was kept.
+    pub fn plain(&self) -> Plain {
+        match (self.plain.get(), self.gzip.get()) {
+            (Some(p), _) => Plain::Kept(p.clone()),
+            (None, Some(d)) => Plain::Inflating(d.inflating()),
+            (None, None) => Plain::Kept(Bytes::new()),
+        }
+    }
+}
+
+/// The plain text of a [`Snapshot`].
+pub enum Plain {
+    Kept(Bytes),
+    Inflating(Inflating),
+}
+
+impl Plain {
+    /// The whole text (for small encodings and tests: a large one is
+    /// better read piece by piece).
+    pub fn whole(self) -> Bytes {
+        match self {
+            Plain::Kept(b) => b,
+            Plain::Inflating(mut i) => {
+                let mut out =
+                    Vec::with_capacity(usize::try_from(i.remaining()).unwrap_or_default());
+                while let Some(piece) = i.next_piece() {
+                    out.extend_from_slice(&piece);
+                }
+                Bytes::from(out)
+            }
+        }
     }
 }
 
@@ -140,9 +164,10 @@ impl Snapshots {
                     gzip: OnceLock::new(),
                 };
                 let large = last.as_ref().is_some_and(|l| l.len > KEEP_PLAIN_UP_TO);
-                let s = if gzip && large {
+                let s = if large {
                     // Only the compressed form will be kept: compressed as
-                    // it is written, the plain text never whole.
+                    // it is written, the plain text never whole (a scrape
+                    // without gzip inflates it as it reads).
                     self.compressions.inc();
                     let room = last
                         .as_ref()
@@ -173,7 +198,7 @@ impl Snapshots {
         if gzip && snap.gzip.get().is_none() {
             // Built for a scrape without gzip: its plain text is kept.
             self.compressions.inc();
-            let _ = snap.gzip.set(Deflated::new(&snap.plain()));
+            let _ = snap.gzip.set(Deflated::new(&snap.plain().whole()));
         }
         snap
     }
@@ -211,7 +236,7 @@ mod tests {
         // The registry's own counters moved on since `want` was encoded:
         // compare the depwatch_up lines.
         let ups = |t: &str| t.lines().filter(|l| l.starts_with("depwatch_up{")).count();
-        let plain = String::from_utf8(again.plain().to_vec()).unwrap();
+        let plain = String::from_utf8(again.plain().whole().to_vec()).unwrap();
         assert_eq!(ups(&plain), 40_000);
         assert_eq!(plain.len(), s.len);
         assert_eq!(ups(&want), 40_000);
@@ -225,7 +250,7 @@ mod tests {
         let streamed = snaps.get(&r, &lines, Format::OpenMetrics, true).await;
         assert!(!Arc::ptr_eq(&s, &streamed));
         assert!(streamed.plain.get().is_none(), "the plain text is not kept");
-        let text = String::from_utf8(streamed.plain().to_vec()).unwrap();
+        let text = String::from_utf8(streamed.plain().whole().to_vec()).unwrap();
         assert_eq!(text.len(), streamed.len);
         assert_eq!(ups(&text), 40_001);
         assert!(text.contains("depwatch_up{component=\"component-new\"} 0\n"));
@@ -237,6 +262,25 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(families(&text), families(&whole));
+        // So is the next one for a scrape without gzip, which reads it
+        // inflated piece by piece.
+        changed();
+        let plain_scrape = snaps.get(&r, &lines, Format::OpenMetrics, false).await;
+        assert!(plain_scrape.plain.get().is_none() && plain_scrape.deflated().is_some());
+        let Plain::Inflating(mut pieces) = plain_scrape.plain() else {
+            panic!("a large encoding is read inflated");
+        };
+        assert_eq!(pieces.remaining(), plain_scrape.len as u64);
+        let mut read = Vec::new();
+        let mut n = 0;
+        while let Some(p) = pieces.next_piece() {
+            assert!(p.len() <= crate::metrics::exposition::CHUNK);
+            read.extend_from_slice(&p);
+            n += 1;
+        }
+        assert!(n > 1, "{n} pieces");
+        assert_eq!(read.len(), plain_scrape.len);
+        assert_eq!(ups(std::str::from_utf8(&read).unwrap()), 40_001);
         // A small one built for gzip keeps both.
         let small = Snapshots::register(&mut Registry::default());
         let s = small
