@@ -454,7 +454,7 @@ impl Engine {
                         reason: l.reason.map(|r| r.as_str().to_string()),
                         checked_at_ms: l.checked_at.map(crate::util::time::unix_ms),
                         consecutive_failures: l.consecutive_failures,
-                        details: serde_json::Value::Object(l.details.clone()),
+                        details: serde_json::Value::Object(l.details.map()),
                     }
                 })
                 .collect(),

@@ -315,15 +315,20 @@ fn row(h: &mut String, p: &Page, i: usize, r: &Row) {
         }
         _ => h.push_str(r#"<p class="why" hidden></p>"#),
     }
+    let details = l.details.map();
     kinds::numbers(
         h,
         name,
         r.component.kind().as_str(),
-        &l.details,
+        &details,
         r.chart.as_deref(),
     );
     h.push_str(r#"<details><summary>JSON</summary><pre tabindex="0">"#);
-    let _ = write!(h, "{}", EscText(&pretty(&r.component.view(l))));
+    let _ = write!(
+        h,
+        "{}",
+        EscText(&pretty(&r.component.view_with(l, &details)))
+    );
     h.push_str("</pre></details></article>");
 }
 
