@@ -23,7 +23,7 @@ use crate::util::build::{REVISION, RUSTC, VERSION};
 use crate::util::time::unix_now;
 use exposition::Format;
 use kit::{ComponentOnly, GaugeF};
-use lines::{Histograms, LabelSet, Labels, Lines};
+use lines::{Histograms, LabelSet, Labels, Lines, touch_str};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -51,6 +51,10 @@ impl LabelSet for ComponentKind {
         out.add("component", &self.component)
             .add("kind", self.kind.as_str());
     }
+
+    fn touch(&self) -> u64 {
+        touch_str(&self.component)
+    }
 }
 
 impl LabelSet for ComponentStatus {
@@ -59,6 +63,10 @@ impl LabelSet for ComponentStatus {
             .add("kind", self.kind.as_str())
             .add("status", self.status.as_str());
     }
+
+    fn touch(&self) -> u64 {
+        touch_str(&self.component)
+    }
 }
 
 impl LabelSet for ComponentFailure {
@@ -66,6 +74,10 @@ impl LabelSet for ComponentFailure {
         out.add("component", &self.component)
             .add("kind", self.kind.as_str())
             .add("reason", self.reason.as_str());
+    }
+
+    fn touch(&self) -> u64 {
+        touch_str(&self.component)
     }
 }
 

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::units::format_duration;
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
-use crate::metrics::lines::{Kept, LabelSet, Labels, Lines};
+use crate::metrics::lines::{Kept, LabelSet, Labels, Lines, touch_str};
 use crate::net::client::{Answer, Client, Timings};
 use crate::probe::core::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
@@ -66,12 +66,20 @@ impl LabelSet for FailureLabels {
             .add("reason", self.reason.as_str())
             .add("code", code);
     }
+
+    fn touch(&self) -> u64 {
+        touch_str(&self.component)
+    }
 }
 
 impl LabelSet for PhaseLabels {
     fn write(&self, out: &mut Labels<'_>) {
         out.add("component", &self.component)
             .add("phase", self.phase);
+    }
+
+    fn touch(&self) -> u64 {
+        touch_str(&self.component)
     }
 }
 
