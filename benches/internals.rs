@@ -207,7 +207,7 @@ impl depwatch::probe::Probe for Canned {
                     depwatch::probe::Reason::Connect,
                     "Connection refused (os error 111)",
                 );
-                e.details = details;
+                e.details = details.into();
                 Err(e)
             } else {
                 Ok(depwatch::probe::Outcome::healthy(details))

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::{Map, Value};
+use serde_json::Value;
 // tokio's clock, so that tests can pause time and step through the cache TTL.
 use tokio::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 use crate::metrics::lines::{Histogram, Kept};
 use crate::metrics::{Cause, ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
-use crate::probe::{CheckError, CheckResult, Kind, Probe, Reason, Status};
+use crate::probe::{CheckError, CheckResult, Details, Kind, Probe, Reason, Status};
 use crate::util::sync::{lock, read, write};
 use crate::util::time::{rfc3339, unix};
 
@@ -43,46 +43,6 @@ pub struct Latest {
     /// The component as `/api/health` shows it, serialized once (see
     /// [`Component::view_json`]).
     pub json: std::sync::OnceLock<Box<serde_json::value::RawValue>>,
-}
-
-/// A check's details as `/api/health` shows them, kept serialized: at
-/// 10,000 http components the maps (a `String` and a `Value` per key, a
-/// nested map of phases) were 1.45 KiB each, their JSON is 0.25 KiB. The
-/// few readers of single values (the status page, alert emails) parse it.
-#[derive(Clone, Debug, Default)]
-pub struct Details(Option<Box<serde_json::value::RawValue>>);
-
-impl Details {
-    /// `map`, serialized (nothing kept for an empty one).
-    pub fn new(map: &Map<String, Value>) -> Details {
-        if map.is_empty() {
-            return Details(None);
-        }
-        match serde_json::value::to_raw_value(map) {
-            Ok(raw) => Details(Some(raw)),
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot serialize a check's details.");
-                Details(None)
-            }
-        }
-    }
-
-    /// The details as a map again.
-    pub fn map(&self) -> Map<String, Value> {
-        self.0
-            .as_deref()
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or_default()
-    }
-}
-
-impl serde::Serialize for Details {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.0 {
-            Some(raw) => raw.serialize(s),
-            None => Map::new().serialize(s),
-        }
-    }
 }
 
 /// Applies one check result to the previous state: a failure counts toward
@@ -375,13 +335,13 @@ impl Component {
         match result {
             Ok(o) => {
                 next.error = o.why;
-                next.details = Details::new(&o.details);
+                next.details = o.details.into_json();
                 next.last_success = Some(now);
             }
             Err(e) => {
                 next.error = Some(e.message.clone());
                 next.reason = Some(e.reason);
-                next.details = Details::new(&e.details);
+                next.details = e.details.into_json();
             }
         }
         let judgement = {
@@ -672,6 +632,7 @@ impl Components {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
     use crate::probe::Outcome;
 
     #[test]
@@ -682,14 +643,17 @@ mod tests {
             "status_code": 200, "tls_version": null, "redirects": 0,
         });
         let map = map.as_object().unwrap().clone();
-        let d = Details::new(&map);
+        let d = Details::from(map.clone()).into_json();
+        assert!(matches!(d, Details::Json(_)));
         assert_eq!(d.map(), map);
         assert_eq!(
             serde_json::to_string(&d).unwrap(),
             serde_json::to_string(&map).unwrap()
         );
-        let none = Details::new(&Map::new());
-        assert!(none.0.is_none());
+        let mut more = d.clone();
+        more.map_mut().insert("extra".into(), 1.into());
+        assert_eq!(more.map().len(), map.len() + 1);
+        let none = Details::default().into_json();
         assert_eq!(serde_json::to_string(&none).unwrap(), "{}");
         assert!(none.map().is_empty());
     }

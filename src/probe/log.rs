@@ -376,7 +376,7 @@ impl LogProbe {
         d.insert("rules".into(), Value::Object(rules_d));
         if let Some(e) = error {
             let mut err = CheckError::new(Reason::Io, e);
-            err.details = d;
+            err.details = d.into();
             return Err(err);
         }
         let mut out = Outcome::healthy(d);

@@ -20,8 +20,8 @@ use crate::config::check::Checker;
 use crate::config::yaml::Node;
 use core::label_value;
 pub use core::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
-    Status, Trigger, Triggers,
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Details, FamiliesOf, Outcome, Probe,
+    Reason, Status, Trigger, Triggers,
 };
 
 /// Kind-specific metric families, registered once for the whole process and

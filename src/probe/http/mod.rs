@@ -17,15 +17,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::{Map, Value, json};
 
 use crate::config::units::format_duration;
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 use crate::metrics::lines::{Kept, LabelSet, Labels, Lines, touch_str};
 use crate::net::client::{Answer, Client, Timings};
 use crate::probe::core::{
-    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
-    Status,
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Details, FamiliesOf, Outcome, Probe,
+    Reason, Status,
 };
 
 pub use config::{Spec, SpecData};
@@ -222,8 +221,9 @@ impl Drop for Recorder<'_> {
     }
 }
 
-fn ms(d: Duration) -> Value {
-    json!((d.as_secs_f64() * 100_000.0).round() / 100.0)
+/// Milliseconds, two decimals.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 impl HttpProbe {
@@ -275,47 +275,64 @@ impl HttpProbe {
         });
     }
 
-    fn details(&self, t: &Timings, total: Duration) -> Map<String, Value> {
-        let mut d = Map::new();
-        if let Some(u) = &t.final_url {
-            d.insert("url".into(), json!(u));
-        }
-        d.insert(
-            "status_code".into(),
-            if t.status == 0 {
-                Value::Null
-            } else {
-                json!(t.status)
-            },
-        );
-        d.insert(
-            "phases_ms".into(),
-            json!({
-                "dns": ms(t.dns), "connect": ms(t.connect), "tls": ms(t.tls),
-                "first_byte": ms(t.first_byte), "transfer": ms(t.transfer),
-                "total": ms(total),
-            }),
-        );
-        d.insert("body_bytes".into(), json!(t.body_bytes));
-        d.insert("redirects".into(), json!(t.redirects));
-        if let Some(v) = t.tls_version {
-            d.insert("tls_version".into(), json!(v));
-        }
-        if let Some(na) = t.cert_not_after {
+    /// The check's details, serialized straight from the timings (no map:
+    /// a check makes them at every round).
+    fn details(&self, t: &Timings, total: Duration) -> Details {
+        let cert = t.cert_not_after.map(|na| {
             let left = na as f64 - crate::util::time::unix_now();
-            d.insert(
-                "cert_not_after".into(),
-                json!(crate::util::time::rfc3339(
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(na.max(0) as u64)
-                )),
-            );
-            d.insert(
-                "cert_expires_in_days".into(),
-                json!((left / 864.0).round() / 100.0),
-            );
-        }
-        d
+            (
+                crate::util::time::rfc3339(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(na.max(0) as u64),
+                ),
+                (left / 864.0).round() / 100.0,
+            )
+        });
+        Details::json(&HttpDetails {
+            url: t.final_url.as_deref(),
+            status_code: (t.status != 0).then_some(t.status),
+            phases_ms: Phases {
+                dns: ms(t.dns),
+                connect: ms(t.connect),
+                tls: ms(t.tls),
+                first_byte: ms(t.first_byte),
+                transfer: ms(t.transfer),
+                total: ms(total),
+            },
+            body_bytes: t.body_bytes,
+            redirects: t.redirects,
+            tls_version: t.tls_version,
+            cert_not_after: cert.as_ref().map(|c| c.0.as_str()),
+            cert_expires_in_days: cert.as_ref().map(|c| c.1),
+        })
     }
+}
+
+/// An http check's details (`/api/health`), in this order.
+#[derive(serde::Serialize)]
+struct HttpDetails<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    /// `null` when no answer came.
+    status_code: Option<u16>,
+    phases_ms: Phases,
+    body_bytes: usize,
+    redirects: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_not_after: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_expires_in_days: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct Phases {
+    dns: f64,
+    connect: f64,
+    tls: f64,
+    first_byte: f64,
+    transfer: f64,
+    total: f64,
 }
 
 impl HttpProbe {

@@ -109,6 +109,7 @@ impl MongoProbe {
         }
         let mut out = Outcome::healthy(Map::new());
         out.details
+            .map_mut()
             .insert("ping_ms".into(), json!((rtt * 100_000.0).round() / 100.0));
 
         // Queries and queues run side by side on the driver's pool: a check
@@ -152,7 +153,9 @@ impl MongoProbe {
             q.thresholds.judge(s, &mut out);
         }
         if !snaps.is_empty() {
-            out.details.insert("queues".into(), queue::details(&snaps));
+            out.details
+                .map_mut()
+                .insert("queues".into(), queue::details(&snaps));
         }
         Ok(out)
     }

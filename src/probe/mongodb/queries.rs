@@ -262,7 +262,7 @@ pub(super) fn judge(
     };
     match v {
         QueryValue::One(x) => {
-            out.details.insert(name.into(), json!(x));
+            out.details.map_mut().insert(name.into(), json!(x));
             check(*x, name, out);
         }
         QueryValue::Many { rows, dropped } => {
@@ -279,9 +279,12 @@ pub(super) fn judge(
                     .join(",");
                 check(*x, &format!("{name}{{{shown}}}"), out);
             }
-            out.details.insert(name.into(), Value::Array(list));
+            out.details
+                .map_mut()
+                .insert(name.into(), Value::Array(list));
             if *dropped > 0 {
                 out.details
+                    .map_mut()
                     .insert(format!("{name}_dropped_series"), json!(dropped));
                 out.raise(
                     Status::Healthy,

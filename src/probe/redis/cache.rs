@@ -193,7 +193,7 @@ impl Cache {
         drop(known);
         drop(live);
 
-        let d = &mut out.details;
+        let d = out.details.map_mut();
         for k in ["redis_version", "role"] {
             if let Some(v) = info.get(k) {
                 d.insert(k.into(), json!(v));

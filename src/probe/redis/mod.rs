@@ -206,7 +206,9 @@ impl RedisProbe {
         };
         let info = parse_info(&info);
         self.cache.record(&info, &mut out);
-        out.details.insert("round_trip_ms".into(), json!(ms(rtt)));
+        out.details
+            .map_mut()
+            .insert("round_trip_ms".into(), json!(ms(rtt)));
 
         let mut replies: Vec<RValue> = replies.collect();
         if !targets.is_empty()

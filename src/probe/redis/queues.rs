@@ -233,7 +233,9 @@ impl Queues {
             self.publish_groups(&snaps);
         }
         if !snaps.is_empty() {
-            out.details.insert("queues".into(), queue::details(&snaps));
+            out.details
+                .map_mut()
+                .insert("queues".into(), queue::details(&snaps));
         }
     }
 
