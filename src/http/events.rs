@@ -204,18 +204,12 @@ async fn forward(f: Forward) {
 pub fn start(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let hub = shared.metrics.events.clone();
-        let (mut rx, _) = hub.subscribe(None);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
-                r = rx.recv() => match r {
-                    Ok(ev) if ev.name == "state" => {}
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => break,
-                },
+                _ = hub.state_changed() => {}
                 _ = tick.tick() => {}
             }
             current_verdict(&shared, &shared.current());
