@@ -632,8 +632,8 @@ impl Components {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
     use crate::probe::Outcome;
+    use serde_json::Map;
 
     #[test]
     fn details_are_kept_as_the_json_of_their_map() {

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -53,63 +52,255 @@ pub(super) async fn health(
     let valid = rt.components.iter().filter(|c| c.is_fresh(ttl)).count();
     let hits = s.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
     let misses = s.cache_misses.load(std::sync::atomic::Ordering::Relaxed);
-    let body = HealthBody {
+    let head = Head {
         status: status.as_str(),
         timestamp: rfc3339(SystemTime::now()),
         uptime_seconds: perf::round2(s.started.elapsed().as_secs_f64()),
         version: crate::util::build::VERSION,
-        components: Components(&selected, &results),
+    };
+    let cache = CacheView {
+        hits,
+        misses,
+        hit_rate: if hits + misses == 0 {
+            0.0
+        } else {
+            (hits as f64 / (hits + misses) as f64 * 1e4).round() / 1e4
+        },
+        entries: valid,
+        valid,
+        expired: rt.components.len() - valid,
+        ttl_seconds: ttl.as_secs_f64(),
+    };
+    let middle = Middle {
         performance: &performance.raw,
         state_store: s.store.status_json(),
+    };
+    let tail = Tail {
         alerting: s.alert.health_json(),
-        cache: CacheView {
-            hits,
-            misses,
-            hit_rate: if hits + misses == 0 {
-                0.0
-            } else {
-                (hits as f64 / (hits + misses) as f64 * 1e4).round() / 1e4
-            },
-            entries: valid,
-            valid,
-            expired: rt.components.len() - valid,
-            ttl_seconds: ttl.as_secs_f64(),
-            components: CachePer(&rt.components),
-        },
     };
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let json = serde_json::to_vec(&body)
-        .map_err(|e| ApiError::Internal(format!("cannot serialize the health answer: {e}")))?;
+    // {head,"components":{…},middle,"cache":{cache,"components":{…}},tail}
+    let mut body = Streamed::new(
+        concat(&[b"{", &fields(&head)?, b",\"components\":{"]),
+        selected,
+        results,
+        concat(&[
+            b"},",
+            &fields(&middle)?,
+            b",\"cache\":{",
+            &fields(&cache)?,
+            b",\"components\":{",
+        ]),
+        rt.components.clone(),
+        concat(&[b"}},", &fields(&tail)?, b"}"]),
+    );
+    // An answer of one piece goes whole, with its length.
+    let first = body.piece();
+    let body = if body.is_done() {
+        axum::body::Body::from(first)
+    } else {
+        body.first = Some(first);
+        axum::body::Body::new(body)
+    };
     Ok((
         code,
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        json,
+        body,
     )
         .into_response())
 }
 
+/// The first fields of the answer, in its order.
 #[derive(Serialize)]
-struct HealthBody<'a> {
+struct Head {
     status: &'static str,
     timestamp: String,
     uptime_seconds: f64,
     version: &'static str,
-    components: Components<'a>,
+}
+
+/// The fields between `components` and `cache`.
+#[derive(Serialize)]
+struct Middle<'a> {
     performance: &'a RawValue,
     state_store: Value,
-    cache: CacheView<'a>,
+}
+
+/// The fields after `cache`.
+#[derive(Serialize)]
+struct Tail {
     alerting: Value,
 }
 
+/// The fields of `v` (a struct with fields) as JSON, without the braces
+/// around them.
+fn fields(v: &impl Serialize) -> Result<Vec<u8>, ApiError> {
+    let mut o = serialized(v)?;
+    o.pop();
+    o.remove(0);
+    Ok(o)
+}
+
+/// `parts` one after the other.
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn serialized(v: &impl Serialize) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v)
+        .map_err(|e| ApiError::Internal(format!("cannot serialize the health answer: {e}")))
+}
+
+/// Plain bytes a piece of a streamed answer holds before it is sent.
+const PIECE: usize = 64 * 1024;
+
+/// The answer written as it is sent, in pieces of about [`PIECE`] bytes:
+/// at 10,000 components it is 6 MB, which every request in flight held
+/// whole (16 at once took 65 MiB more), grown by doubling. The components
+/// are the results taken when the request came; their JSON was made when
+/// each result was.
+struct Streamed {
+    /// A piece written before the answer was sent.
+    first: Option<Vec<u8>>,
+    stage: Stage,
+    head: Vec<u8>,
+    selected: Vec<Arc<Component>>,
+    results: Vec<Arc<Latest>>,
+    /// From the end of the components to the cache's counts.
+    middle: Vec<u8>,
+    /// Every component, for the cache's counts.
+    all: Vec<Arc<Component>>,
+    tail: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Stage {
+    Head,
+    Components(usize),
+    Middle,
+    Cache(usize),
+    Tail,
+    Done,
+}
+
+impl Streamed {
+    fn new(
+        head: Vec<u8>,
+        selected: Vec<Arc<Component>>,
+        results: Vec<Arc<Latest>>,
+        middle: Vec<u8>,
+        all: Vec<Arc<Component>>,
+        tail: Vec<u8>,
+    ) -> Streamed {
+        Streamed {
+            first: None,
+            stage: Stage::Head,
+            head,
+            selected,
+            results,
+            middle,
+            all,
+            tail,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// The next piece, empty at the end.
+    fn piece(&mut self) -> Vec<u8> {
+        if let Some(first) = self.first.take() {
+            return first;
+        }
+        let mut out = Vec::with_capacity(4096);
+        // `"name":` with the name escaped as JSON.
+        let key = |out: &mut Vec<u8>, first: bool, name: &str| {
+            if !first {
+                out.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, name);
+            out.push(b':');
+        };
+        while out.len() < PIECE {
+            self.stage = match self.stage {
+                Stage::Head => {
+                    out.append(&mut self.head);
+                    Stage::Components(0)
+                }
+                Stage::Components(mut i) => {
+                    while i < self.selected.len() && out.len() < PIECE {
+                        let (c, l) = (&self.selected[i], &self.results[i]);
+                        key(&mut out, i == 0, c.name());
+                        out.extend_from_slice(c.view_json(l).get().as_bytes());
+                        i += 1;
+                    }
+                    if i < self.selected.len() {
+                        Stage::Components(i)
+                    } else {
+                        // The results are written: let them go.
+                        self.results = Vec::new();
+                        Stage::Middle
+                    }
+                }
+                Stage::Middle => {
+                    out.append(&mut self.middle);
+                    Stage::Cache(0)
+                }
+                Stage::Cache(mut i) => {
+                    while i < self.all.len() && out.len() < PIECE {
+                        let c = &self.all[i];
+                        key(&mut out, i == 0, c.name());
+                        let (hits, misses) = c.cache_counts();
+                        let _ = serde_json::to_writer(&mut out, &HitMiss { hits, misses });
+                        i += 1;
+                    }
+                    if i < self.all.len() {
+                        Stage::Cache(i)
+                    } else {
+                        Stage::Tail
+                    }
+                }
+                Stage::Tail => {
+                    out.append(&mut self.tail);
+                    Stage::Done
+                }
+                Stage::Done => break,
+            };
+        }
+        out
+    }
+}
+
+impl http_body::Body for Streamed {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let piece = self.piece();
+        std::task::Poll::Ready(
+            (!piece.is_empty()).then(|| Ok(http_body::Frame::data(bytes::Bytes::from(piece)))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.is_done()
+    }
+}
+
 #[derive(Serialize)]
-struct CacheView<'a> {
+struct CacheView {
     hits: u64,
     misses: u64,
     hit_rate: f64,
@@ -121,40 +312,12 @@ struct CacheView<'a> {
     /// TTL, invalidated, or never checked).
     expired: usize,
     ttl_seconds: f64,
-    components: CachePer<'a>,
 }
 
 #[derive(Serialize)]
 struct HitMiss {
     hits: u64,
     misses: u64,
-}
-
-/// Per component: `{ "hits": n, "misses": n }`.
-struct CachePer<'a>(&'a [Arc<Component>]);
-
-impl Serialize for CachePer<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let mut map = ser.serialize_map(Some(self.0.len()))?;
-        for c in self.0 {
-            let (hits, misses) = c.cache_counts();
-            map.serialize_entry(c.name(), &HitMiss { hits, misses })?;
-        }
-        map.end()
-    }
-}
-
-/// Components as a JSON object in configuration order.
-struct Components<'a>(&'a [Arc<Component>], &'a [Arc<Latest>]);
-
-impl Serialize for Components<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let mut map = ser.serialize_map(Some(self.0.len()))?;
-        for (c, l) in self.0.iter().zip(self.1) {
-            map.serialize_entry(c.name(), c.view_json(l))?;
-        }
-        map.end()
-    }
 }
 
 /// The latest result of each component: from the cache when fresh, else from

@@ -651,3 +651,77 @@ async fn json_logs_carry_fields() {
         (Some("self"), Some("healthy"))
     );
 }
+
+/// `/api/health` is written as it is sent, in pieces: a large answer
+/// arrives whole, valid, its fields in their order, each component once.
+#[tokio::test]
+async fn a_large_health_answer_is_streamed_whole_and_in_order() {
+    let mut yaml =
+        String::from("defaults:\n  interval: 1h\n  jitter: 0s\n  timeout: 2s\nprobes:\n");
+    for i in 0..400 {
+        // Port 1: refused at once.
+        yaml.push_str(&format!(
+            "  - {{ name: p{i:03}.x, kind: http, critical: false, url: \"http://127.0.0.1:1/x\" }}\n"
+        ));
+    }
+    let dw = Depwatch::start(&yaml).await;
+    let r = dw.client.get(dw.url("/api/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Sent as it is written: no length known beforehand.
+    assert_eq!(
+        r.headers().get("transfer-encoding").map(|v| v.as_bytes()),
+        Some(&b"chunked"[..]),
+        "{:?}",
+        r.headers()
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.len() > 3 * 64 * 1024, "{} bytes", body.len());
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e})"));
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "status",
+            "timestamp",
+            "uptime_seconds",
+            "version",
+            "components",
+            "performance",
+            "state_store",
+            "cache",
+            "alerting"
+        ]
+    );
+    let components = v["components"].as_object().unwrap();
+    assert_eq!(components.len(), 400);
+    assert_eq!(components["p000.x"]["kind"], "http");
+    assert_eq!(components["p399.x"]["reason"], "connect");
+    let cache = v["cache"].as_object().unwrap();
+    let ck: Vec<&str> = cache.keys().map(String::as_str).collect();
+    assert_eq!(
+        ck,
+        [
+            "hits",
+            "misses",
+            "hit_rate",
+            "entries",
+            "valid",
+            "expired",
+            "ttl_seconds",
+            "components"
+        ]
+    );
+    assert_eq!(cache["components"].as_object().unwrap().len(), 400);
+    let p123 = &cache["components"]["p123.x"];
+    assert_eq!(
+        p123["hits"].as_u64().unwrap() + p123["misses"].as_u64().unwrap(),
+        1,
+        "{p123}"
+    );
+    // One component: small, the same shape.
+    let (code, one) = dw.health("?component=p007.x").await;
+    assert_eq!(code, 200);
+    assert_eq!(one["components"].as_object().unwrap().len(), 1);
+    assert_eq!(one["cache"]["components"].as_object().unwrap().len(), 400);
+}
