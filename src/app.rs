@@ -86,6 +86,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the thread that runs the checks: {0}")]
+    Checks(std::io::Error),
     #[error("cannot serve TLS: {0}")]
     Tls(#[from] crate::http::tls::TlsError),
 }
@@ -125,7 +127,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         reload_tx,
     ));
     *crate::util::sync::write(&shared.tls) = tls;
-    let mut scheduler = Scheduler::new();
+    let mut scheduler = Scheduler::on_own_thread().map_err(RunError::Checks)?;
     scheduler.apply(&runtime.components);
 
     let source = runtime
