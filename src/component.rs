@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::Value;
 // tokio's clock, so that tests can pause time and step through the cache TTL.
 use tokio::time::Instant;
 
@@ -20,7 +19,7 @@ use crate::metrics::{Cause, ComponentFailure, ComponentKind, ComponentStatus, Me
 use crate::perf::Window;
 use crate::probe::{CheckError, CheckResult, Details, Kind, Probe, Reason, Status};
 use crate::util::sync::{lock, read, write};
-use crate::util::time::{rfc3339, unix};
+use crate::util::time::{Stamp, unix};
 
 /// The latest known state of a component.
 #[derive(Clone, Debug, Default)]
@@ -513,7 +512,8 @@ impl Component {
         let view = self.view_json(l).get();
         let mut data = String::with_capacity(view.len() + self.name().len() + 48);
         data.push_str("{\"component\":");
-        data.push_str(&Value::from(self.name()).to_string());
+        // A &str serializes without fail.
+        data.push_str(&serde_json::to_string(self.name()).unwrap_or_default());
         if let Some(p) = previous {
             data.push_str(",\"previous\":");
             match p.status {
@@ -558,12 +558,12 @@ impl Component {
             status: l.status.map(Status::as_str),
             critical: self.cfg.critical,
             response_time_ms: crate::perf::round2(l.duration.as_secs_f64() * 1000.0),
-            checked_at: l.checked_at.map(rfc3339),
+            checked_at: l.checked_at.map(Stamp),
             consecutive_failures: l.consecutive_failures,
             error: l.error.as_deref(),
             reason: l.reason.map(Reason::as_str),
-            last_success: l.last_success.map(rfc3339),
-            since: l.since.map(rfc3339),
+            last_success: l.last_success.map(Stamp),
+            since: l.since.map(Stamp),
             details,
         }
     }
@@ -576,13 +576,13 @@ pub struct ComponentView<'a, D> {
     pub status: Option<&'static str>,
     pub critical: bool,
     pub response_time_ms: f64,
-    pub checked_at: Option<String>,
+    pub checked_at: Option<Stamp>,
     pub consecutive_failures: u32,
     pub error: Option<&'a str>,
     pub reason: Option<&'static str>,
-    pub last_success: Option<String>,
+    pub last_success: Option<Stamp>,
     /// When the status became what it is.
-    pub since: Option<String>,
+    pub since: Option<Stamp>,
     pub details: D,
 }
 

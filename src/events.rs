@@ -44,7 +44,18 @@ pub fn frame(id: u64, name: &str, data: &Value) -> Bytes {
 
 /// [`frame`] of data already serialized (compact JSON: one line).
 pub fn frame_raw(id: u64, name: &str, data: &str) -> Bytes {
-    Bytes::from(format!("id: {id}\nevent: {name}\ndata: {data}\n\n"))
+    // Sized once: a check event carries a component's whole JSON.
+    let mut n = itoa::Buffer::new();
+    let parts: [&[u8]; 7] = [
+        b"id: ",
+        n.format(id).as_bytes(),
+        b"\nevent: ",
+        name.as_bytes(),
+        b"\ndata: ",
+        data.as_bytes(),
+        b"\n\n",
+    ];
+    Bytes::from(parts.concat())
 }
 
 /// Where a new stream starts.

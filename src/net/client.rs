@@ -143,7 +143,7 @@ pub struct Timings {
     pub redirects: u32,
     pub body_bytes: usize,
     /// The last URL asked, without its query.
-    pub final_url: Option<String>,
+    pub final_url: Option<Arc<str>>,
 }
 
 /// An HTTP answer, its body read in full (within the limit).
@@ -157,6 +157,42 @@ pub struct Answer {
 pub struct Client {
     request: Request,
     trust: Trust,
+    /// The configured URL's forms every check uses, made once.
+    first: Option<Forms>,
+}
+
+/// One request of a check (a redirect makes another): its method, body,
+/// and whether the configured credentials go with it.
+struct Hop<'a> {
+    method: &'a Method,
+    body: Option<&'a str>,
+    credentials: bool,
+}
+
+/// A URL as a request uses it.
+#[derive(Clone)]
+struct Forms {
+    /// Without its query: for the details.
+    redacted: Arc<str>,
+    /// The Host header (none when it is no valid header value).
+    host: Option<HeaderValue>,
+    /// The request target: the path, or the whole URL to a plain proxy.
+    target: Option<Uri>,
+}
+
+impl Forms {
+    fn of(url: &Target, proxy: bool) -> Forms {
+        let target = if proxy && !url.https {
+            url.absolute()
+        } else {
+            url.path.clone()
+        };
+        Forms {
+            redacted: url.redacted().into(),
+            host: HeaderValue::from_str(&url.authority()).ok(),
+            target: Uri::try_from(target).ok(),
+        }
+    }
 }
 
 impl Client {
@@ -170,9 +206,14 @@ impl Client {
             request.insecure_skip_verify,
             request.identity.clone(),
         )?;
+        let first = request
+            .url
+            .as_ref()
+            .map(|u| Forms::of(u, request.proxy.is_some()));
         Ok(Client {
             request: request.clone(),
             trust,
+            first,
         })
     }
 
@@ -195,13 +236,26 @@ impl Client {
         let mut method = request.method.clone();
         let mut body = request.body.as_deref();
         loop {
-            t.final_url = Some(url.redacted());
+            let forms = match (&url, &self.first) {
+                (std::borrow::Cow::Borrowed(_), Some(f)) => f.clone(),
+                _ => Forms::of(&url, request.proxy.is_some()),
+            };
+            t.final_url = Some(forms.redacted.clone());
             // The configured headers (an API key as much as Authorization)
             // and auth go only to the configured origin, unless the
             // configuration says the redirects may have them.
             let send_credentials = request.redirect_credentials || url.same_origin(first);
             let answer = self
-                .exchange(&url, &method, body, send_credentials, t)
+                .exchange(
+                    &url,
+                    forms,
+                    Hop {
+                        method: &method,
+                        body,
+                        credentials: send_credentials,
+                    },
+                    t,
+                )
                 .await?;
             let code = answer.status;
             let location = answer
@@ -263,9 +317,8 @@ impl Client {
     async fn exchange(
         &self,
         url: &Target,
-        method: &Method,
-        body: Option<&str>,
-        send_credentials: bool,
+        forms: Forms,
+        hop: Hop<'_>,
         t: &mut Timings,
     ) -> Result<Answer, CheckError> {
         let request = &self.request;
@@ -360,7 +413,7 @@ impl Client {
         // its own: no spawn, and no wake-up of another worker thread, per
         // check. When it ends first (the server closed it), the request ends
         // with what arrived or with the error it saw.
-        let request_done = self.request_answer(sender, url, method, body, send_credentials, t);
+        let request_done = self.request_answer(sender, url, forms, hop, t);
         tokio::pin!(request_done, conn);
         tokio::select! {
             biased;
@@ -374,23 +427,28 @@ impl Client {
         &self,
         mut sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
         url: &Target,
-        method: &Method,
-        body: Option<&str>,
-        send_credentials: bool,
+        forms: Forms,
+        hop: Hop<'_>,
         t: &mut Timings,
     ) -> Result<Answer, CheckError> {
         let request = &self.request;
+        let Hop {
+            method,
+            body,
+            credentials: send_credentials,
+        } = hop;
 
-        let target = if request.proxy.is_some() && !url.https {
-            url.absolute()
-        } else {
-            url.path.clone()
+        let req = HttpRequest::builder().method(method.clone());
+        let mut req = match forms.target {
+            Some(target) => req.uri(target),
+            // Not a valid request target: the builder says why.
+            None if request.proxy.is_some() && !url.https => req.uri(url.absolute()),
+            None => req.uri(url.path.as_str()),
         };
-        let mut req = HttpRequest::builder().method(method.clone()).uri(target);
         let h = req
             .headers_mut()
             .ok_or_else(|| CheckError::new(Reason::Internal, "request builder"))?;
-        if let Ok(v) = HeaderValue::from_str(&url.authority()) {
+        if let Some(v) = forms.host {
             h.insert(header::HOST, v);
         }
         h.insert(

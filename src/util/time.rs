@@ -7,6 +7,23 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// A time shown as [`rfc3339`] does, written where it goes (no `String`):
+/// the components' JSON holds three per check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp(pub SystemTime);
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_seconds(self.0).fmt(f)
+    }
+}
+
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Seconds since the Unix epoch (0 for a time before it).
 /// Milliseconds since the epoch (as stored; negative is clamped) as RFC 3339.
 pub fn rfc3339_ms(ms: i64) -> String {

@@ -122,12 +122,12 @@ impl Expect {
                 Err(err) => return fail(format!("the body is not JSON: {err}")),
             };
             for p in &self.body_json_exists {
-                if doc.pointer(p).is_none() {
+                if pointer(&doc, p).is_none() {
                     return fail(format!("JSON {p} is missing"));
                 }
             }
             for (p, want) in &self.body_json {
-                match doc.pointer(p) {
+                match pointer(&doc, p) {
                     None => return fail(format!("JSON {p} is missing")),
                     Some(got) if !json_eq(got, want) => {
                         return fail(format!(
@@ -142,6 +142,35 @@ impl Expect {
         }
         Ok(())
     }
+}
+
+/// What `p` (a JSON pointer, RFC 6901) points at in `doc`: the answers of
+/// `Value::pointer`, without its new `String` for every token (a check
+/// looks its pointers up at every round).
+fn pointer<'a>(doc: &'a Value, p: &str) -> Option<&'a Value> {
+    if p.is_empty() {
+        return Some(doc);
+    }
+    p.strip_prefix('/')?.split('/').try_fold(doc, |v, raw| {
+        let token = if raw.contains('~') {
+            std::borrow::Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        match v {
+            Value::Object(m) => m.get(token.as_ref()),
+            Value::Array(a) => {
+                // No sign and no leading zero, as RFC 6901 writes indexes.
+                let signed_or_padded =
+                    token.starts_with('+') || (token.starts_with('0') && token.len() > 1);
+                (!signed_or_padded)
+                    .then(|| token.parse::<usize>().ok())
+                    .flatten()
+                    .and_then(|i| a.get(i))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// JSON equality where numbers compare by value (`1` equals `1.0`) and a
@@ -159,9 +188,42 @@ fn json_eq(got: &Value, want: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+
+    #[test]
+    fn pointers_find_what_serde_json_finds() {
+        let doc: Value = serde_json::from_str(
+            r#"{"a":{"b":[10,{"c~d":1,"e/f":2,"":3}]},"0":"zero","s":"x","n":null}"#,
+        )
+        .unwrap();
+        for p in [
+            "",
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1",
+            "/a/b/1/c~0d",
+            "/a/b/1/e~1f",
+            "/a/b/1/",
+            "/a/b/2",
+            "/a/b/01",
+            "/a/b/+1",
+            "/a/b/-1",
+            "/a/b/x",
+            "/0",
+            "/s/0",
+            "/n",
+            "/n/x",
+            "a",
+            "/missing",
+            "/a/b/1/c~1d",
+            "/a//b",
+        ] {
+            assert_eq!(pointer(&doc, p), doc.pointer(p), "{p:?}");
+        }
+    }
+    use serde_json::json;
 
     #[test]
     fn status_patterns() {
