@@ -176,8 +176,9 @@ struct Forms {
     redacted: Arc<str>,
     /// The Host header (none when it is no valid header value).
     host: Option<HeaderValue>,
-    /// The request target: the path, or the whole URL to a plain proxy.
-    target: Option<Uri>,
+    /// The request target: the path, or the whole URL to a plain proxy
+    /// (or why it is none).
+    target: Result<Uri, String>,
 }
 
 impl Forms {
@@ -190,7 +191,7 @@ impl Forms {
         Forms {
             redacted: url.redacted().into(),
             host: HeaderValue::from_str(&url.authority()).ok(),
-            target: Uri::try_from(target).ok(),
+            target: Uri::try_from(target).map_err(|e| e.to_string()),
         }
     }
 }
@@ -438,13 +439,10 @@ impl Client {
             credentials: send_credentials,
         } = hop;
 
-        let req = HttpRequest::builder().method(method.clone());
-        let mut req = match forms.target {
-            Some(target) => req.uri(target),
-            // Not a valid request target: the builder says why.
-            None if request.proxy.is_some() && !url.https => req.uri(url.absolute()),
-            None => req.uri(url.path.as_str()),
-        };
+        let target = forms
+            .target
+            .map_err(|e| CheckError::new(Reason::Internal, format!("request: {e}")))?;
+        let mut req = HttpRequest::builder().method(method.clone()).uri(target);
         let h = req
             .headers_mut()
             .ok_or_else(|| CheckError::new(Reason::Internal, "request builder"))?;

@@ -188,6 +188,8 @@ fn json_eq(got: &Value, want: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -223,7 +225,6 @@ mod tests {
             assert_eq!(pointer(&doc, p), doc.pointer(p), "{p:?}");
         }
     }
-    use serde_json::json;
 
     #[test]
     fn status_patterns() {
