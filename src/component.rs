@@ -183,6 +183,7 @@ impl Component {
             let mut l = (*old.latest()).clone();
             l.json = Default::default();
             *write(&self.latest) = Arc::new(l);
+            status_changed();
             *lock(&self.perf) = lock(&old.perf).clone();
             self.hits
                 .store(old.hits.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -377,6 +378,9 @@ impl Component {
         let _ = self.view_json(&next);
         let next = Arc::new(next);
         *write(&self.latest) = next.clone();
+        if prev.status != Some(status) {
+            status_changed();
+        }
         if !self.gate.is_retired() {
             self.announce(&prev, &next);
         }
@@ -602,11 +606,31 @@ pub fn verdict<'a>(items: impl Iterator<Item = (bool, Option<Status>)> + 'a) -> 
         .unwrap_or(Status::Healthy)
 }
 
+/// Status changes of any component so far (a first result counts): the
+/// overall verdict over thousands of components is worked out anew only
+/// when this moved (`http::events::current_verdict`). Moved after the new
+/// result is in place, so that whoever reads the old count before looking
+/// at the results sees a count that moves again after any change it missed.
+static STATUS_CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// Sets of components made so far (see [`Components::generation`]).
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a component's status changed, in this process.
+pub fn status_changes() -> u64 {
+    STATUS_CHANGES.load(Ordering::Acquire)
+}
+
+fn status_changed() {
+    STATUS_CHANGES.fetch_add(1, Ordering::AcqRel);
+}
+
 /// The configuration in force and its components.
 pub struct Components {
     pub config: Config,
     pub components: Vec<Arc<Component>>,
     by_name: HashMap<String, usize>,
+    generation: u64,
 }
 
 impl Components {
@@ -621,7 +645,14 @@ impl Components {
             config,
             components,
             by_name,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1,
         }
+    }
+
+    /// Which set of components this is: each set made in this process has
+    /// its own (a reload makes a new one).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn component(&self, name: &str) -> Option<&Arc<Component>> {

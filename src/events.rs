@@ -81,7 +81,14 @@ struct Ring {
     events: VecDeque<Arc<Event>>,
     last_id: u64,
     verdict: Option<Verdict>,
+    /// What the verdict was worked out from (see [`Hub::verdict`]).
+    verdict_key: Option<VerdictKey>,
 }
+
+/// What a verdict is worked out from, as its caller knows it (a set of
+/// components and a count of their status changes): the same key, the
+/// same verdict.
+pub type VerdictKey = (u64, u64);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabel {
@@ -113,6 +120,7 @@ impl Hub {
                 events: VecDeque::with_capacity(RING),
                 last_id: base,
                 verdict: None,
+                verdict_key: None,
             }),
             tx: broadcast::channel(RING).0,
             closed: watch::channel(false).0,
@@ -257,16 +265,32 @@ impl Hub {
         self.closed.subscribe()
     }
 
-    /// Notes the overall verdict over `components`; announces a `verdict`
-    /// event when the status or the set of components changed. Answers the
-    /// verdict with the time since which it holds.
-    pub fn verdict<'a, I>(&self, status: &'static str, components: I, now_ms: i64) -> Verdict
+    /// The verdict last noted, when it was worked out from `key`.
+    pub fn verdict_of(&self, key: VerdictKey) -> Option<Verdict> {
+        let ring = self.lock();
+        ring.verdict
+            .clone()
+            .filter(|_| ring.verdict_key == Some(key))
+    }
+
+    /// Notes the overall verdict over `components`, worked out from `key`;
+    /// announces a `verdict` event when the status or the set of
+    /// components changed. Answers the verdict with the time since which
+    /// it holds.
+    pub fn verdict<'a, I>(
+        &self,
+        key: VerdictKey,
+        status: &'static str,
+        components: I,
+        now_ms: i64,
+    ) -> Verdict
     where
         I: IntoIterator<Item = &'a str>,
         I::IntoIter: Clone,
     {
         let components = components.into_iter();
         let mut ring = self.lock();
+        ring.verdict_key = Some(key);
         let last = ring.verdict.as_ref();
         // The same components as last time (nearly always): compared, not
         // copied, as this runs every second over every component.
@@ -386,13 +410,20 @@ mod tests {
         let h = hub();
         let (mut rx, _) = h.subscribe(None);
         let names = || ["a"];
-        let v = h.verdict("healthy", names(), 10);
+        assert!(h.verdict_of((1, 0)).is_none());
+        let v = h.verdict((1, 0), "healthy", names(), 10);
         assert_eq!(v.since_ms, 10);
-        assert_eq!(h.verdict("healthy", names(), 20).since_ms, 10);
-        assert_eq!(h.verdict("unhealthy", names(), 30).since_ms, 30);
-        assert_eq!(h.verdict("unhealthy", [], 40).since_ms, 30);
+        // Known for its key only.
+        assert_eq!(h.verdict_of((1, 0)).map(|v| v.since_ms), Some(10));
+        assert!(h.verdict_of((1, 1)).is_none());
+        assert!(h.verdict_of((2, 0)).is_none());
+        assert_eq!(h.verdict((1, 1), "healthy", names(), 20).since_ms, 10);
+        assert!(h.verdict_of((1, 0)).is_none());
+        assert_eq!(h.verdict((1, 2), "unhealthy", names(), 30).since_ms, 30);
+        assert_eq!(h.verdict_of((1, 2)).map(|v| v.status), Some("unhealthy"));
+        assert_eq!(h.verdict((2, 2), "unhealthy", [], 40).since_ms, 30);
         assert_eq!(
-            &*h.verdict("unhealthy", [], 50).components,
+            &*h.verdict((2, 2), "unhealthy", [], 50).components,
             &[] as &[String]
         );
         let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.id)).collect();
