@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::metrics::AlertMetrics;
@@ -98,44 +100,20 @@ impl Alerting {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The `alerting` section of `/api/health`.
+    /// The `alerting` section of `/api/health`, as JSON text (written
+    /// straight from the state: no `Value` tree per request).
+    pub fn health_raw(&self) -> Box<RawValue> {
+        let i = self.lock();
+        let sender = i.configured.then(|| self.coord.health_json());
+        serde_json::value::to_raw_value(&HealthView::of(&i, sender))
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON"))
+    }
+
+    /// [`Alerting::health_raw`] as a `Value` (the status page reads it).
     pub fn health_json(&self) -> Value {
         let i = self.lock();
-        let firing: Vec<Value> = i
-            .firing
-            .values()
-            .map(|a| {
-                json!({
-                    "alertname": a.labels.get("alertname"),
-                    "severity": a.labels.get("severity"),
-                    "component": a.labels.get("component"),
-                    "summary": a.annotations.get("summary"),
-                    "runbook_url": a.annotations.get("runbook_url"),
-                    "starts_at": a.starts_at,
-                    "labels": a.labels,
-                })
-            })
-            .collect();
-        json!({
-            "mode": i.mode.map(config::Mode::as_str),
-            "pipeline": i.pipeline,
-            "reasons": reasons_json(&i.reasons),
-            "last_scrape": i.last_scrape_ms.map(at),
-            "last_heartbeat": i.last_heartbeat_ms.map(at),
-            "alertmanager": if i.configured { json!({
-                "healthy": i.am.healthy,
-                "consecutive_failures": i.am.failures,
-                "error": i.am.error,
-                "checked_at": i.am.checked_ms.map(at),
-            }) } else { Value::Null },
-            "open_incidents": i.open,
-            "last_email": i.last_email,
-            "last_error": i.last_error,
-            "queued_emails": i.queued,
-            "held_back": i.held_back_total,
-            "firing": firing,
-            "sender": if i.configured { self.coord.health_json() } else { Value::Null },
-        })
+        let sender = i.configured.then(|| self.coord.health_json());
+        serde_json::to_value(HealthView::of(&i, sender)).unwrap_or(Value::Null)
     }
 
     /// The pipeline as the status page and its `pipeline` events show it.
@@ -176,6 +154,96 @@ impl Alerting {
 /// A time in ms since the epoch as RFC 3339.
 fn at(ms: i64) -> String {
     crate::util::time::rfc3339_ms(ms)
+}
+
+/// The `alerting` section of `/api/health`, in its order.
+#[derive(Serialize)]
+struct HealthView<'a> {
+    mode: Option<&'static str>,
+    pipeline: &'static str,
+    reasons: Vec<ReasonView<'a>>,
+    last_scrape: Option<String>,
+    last_heartbeat: Option<String>,
+    /// Null when alerting is not configured.
+    alertmanager: Option<AmView<'a>>,
+    open_incidents: &'a [Value],
+    last_email: &'a Option<Value>,
+    last_error: &'a Option<Value>,
+    queued_emails: usize,
+    held_back: u64,
+    firing: Vec<FiringView<'a>>,
+    sender: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct ReasonView<'a> {
+    check: &'static str,
+    message: &'a str,
+    since: String,
+}
+
+#[derive(Serialize)]
+struct AmView<'a> {
+    healthy: Option<bool>,
+    consecutive_failures: u32,
+    error: Option<&'a str>,
+    checked_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FiringView<'a> {
+    alertname: Option<&'a String>,
+    severity: Option<&'a String>,
+    component: Option<&'a String>,
+    summary: Option<&'a String>,
+    runbook_url: Option<&'a String>,
+    starts_at: &'a str,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl<'a> HealthView<'a> {
+    fn of(i: &'a Inner, sender: Option<Value>) -> HealthView<'a> {
+        HealthView {
+            mode: i.mode.map(config::Mode::as_str),
+            pipeline: i.pipeline,
+            reasons: i
+                .reasons
+                .iter()
+                .map(|r| ReasonView {
+                    check: r.check,
+                    message: &r.message,
+                    since: at(r.since_ms),
+                })
+                .collect(),
+            last_scrape: i.last_scrape_ms.map(at),
+            last_heartbeat: i.last_heartbeat_ms.map(at),
+            alertmanager: i.configured.then(|| AmView {
+                healthy: i.am.healthy,
+                consecutive_failures: i.am.failures,
+                error: i.am.error.as_deref(),
+                checked_at: i.am.checked_ms.map(at),
+            }),
+            open_incidents: &i.open,
+            last_email: &i.last_email,
+            last_error: &i.last_error,
+            queued_emails: i.queued,
+            held_back: i.held_back_total,
+            firing: i
+                .firing
+                .values()
+                .map(|a| FiringView {
+                    alertname: a.labels.get("alertname"),
+                    severity: a.labels.get("severity"),
+                    component: a.labels.get("component"),
+                    summary: a.annotations.get("summary"),
+                    runbook_url: a.annotations.get("runbook_url"),
+                    starts_at: &a.starts_at,
+                    labels: &a.labels,
+                })
+                .collect(),
+            sender,
+        }
+    }
 }
 
 /// Why the pipeline is down, as `/api/health` and the page show it.

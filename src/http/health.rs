@@ -73,10 +73,10 @@ pub(super) async fn health(
     };
     let middle = Middle {
         performance: &performance.raw,
-        state_store: s.store.status_json(),
+        state_store: &s.store.status_raw(),
     };
     let tail = Tail {
-        alerting: s.alert.health_json(),
+        alerting: &s.alert.health_raw(),
     };
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
@@ -130,13 +130,13 @@ struct Head {
 #[derive(Serialize)]
 struct Middle<'a> {
     performance: &'a RawValue,
-    state_store: Value,
+    state_store: &'a RawValue,
 }
 
 /// The fields after `cache`.
 #[derive(Serialize)]
-struct Tail {
-    alerting: Value,
+struct Tail<'a> {
+    alerting: &'a RawValue,
 }
 
 /// The fields of `v` (a struct with fields) as JSON, without the braces

@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, params};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::util::pool::Workers;
 use crate::util::time::unix_ms;
@@ -395,8 +397,19 @@ impl Store {
         self.read_only.as_deref()
     }
 
-    /// The `state_store` section of `/api/health`.
+    /// The `state_store` section of `/api/health`, as JSON text (no
+    /// `Value` tree per request).
+    pub fn status_raw(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&self.status_view())
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON"))
+    }
+
+    /// [`Store::status_raw`] as a `Value`.
     pub fn status_json(&self) -> Value {
+        serde_json::to_value(self.status_view()).unwrap_or(Value::Null)
+    }
+
+    fn status_view(&self) -> StatusView<'_> {
         let c = &self.counters;
         let last_error = self
             .last_error
@@ -404,7 +417,6 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let failed = c.failed.load(Ordering::Relaxed);
-        let dropped = c.dropped.load(Ordering::Relaxed);
         let status = if self.read_only.is_some() {
             "read_only"
         } else if c.failing.load(Ordering::Relaxed) {
@@ -414,29 +426,57 @@ impl Store {
         } else {
             "ok"
         };
-        json!({
-            "status": status,
-            "path": self.path.display().to_string(),
-            "schema_version": self.schema_version,
-            "writes": c.committed.load(Ordering::Relaxed),
-            "pending_writes": c
+        StatusView {
+            status,
+            path: self.path.display().to_string(),
+            schema_version: self.schema_version,
+            writes: c.committed.load(Ordering::Relaxed),
+            pending_writes: c
                 .queued
                 .load(Ordering::Relaxed)
                 .saturating_sub(c.committed.load(Ordering::Relaxed) + failed),
-            "write_failures": failed,
-            "dropped_writes": dropped,
-            "last_error": last_error,
-            "read_only": self.read_only.as_ref().map(|e| json!({
-                "error": e,
-                "hint": "make state_dir writable and restart depwatch",
-            })),
-            "recovered_from_corruption": self.recovered.as_ref().map(|r| json!({
-                "moved_to": r.moved_to.display().to_string(),
-                "at": crate::util::time::rfc3339(r.at),
-                "error": r.error,
-            })),
-        })
+            write_failures: failed,
+            dropped_writes: c.dropped.load(Ordering::Relaxed),
+            last_error,
+            read_only: self.read_only.as_deref().map(|error| ReadOnlyView {
+                error,
+                hint: "make state_dir writable and restart depwatch",
+            }),
+            recovered_from_corruption: self.recovered.as_ref().map(|r| RecoveredView {
+                moved_to: r.moved_to.display().to_string(),
+                at: crate::util::time::rfc3339(r.at),
+                error: &r.error,
+            }),
+        }
     }
+}
+
+/// The `state_store` section of `/api/health`, in its order.
+#[derive(Serialize)]
+struct StatusView<'a> {
+    status: &'static str,
+    path: String,
+    schema_version: usize,
+    writes: u64,
+    pending_writes: u64,
+    write_failures: u64,
+    dropped_writes: u64,
+    last_error: Option<String>,
+    read_only: Option<ReadOnlyView<'a>>,
+    recovered_from_corruption: Option<RecoveredView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ReadOnlyView<'a> {
+    error: &'a str,
+    hint: &'static str,
+}
+
+#[derive(Serialize)]
+struct RecoveredView<'a> {
+    moved_to: String,
+    at: String,
+    error: &'a str,
 }
 
 /// The single connection that writes, on its own thread.
