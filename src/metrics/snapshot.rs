@@ -7,7 +7,10 @@
 //! 1.6 MB instead of 17. Once the last encoding was that large, the next
 //! one is compressed as it is written, whatever the scrape asked for: its
 //! 16 MB of plain text never exist whole, and a scrape without gzip gets
-//! them inflated piece by piece as it reads.
+//! them inflated piece by piece as it reads. The two formats share what
+//! they learnt of the size (the first OpenMetrics scrape after a text one
+//! is compressed as it is written too), and building one lets the other's
+//! stale encoding go: at most one large encoding is held between scrapes.
 //!
 //! What changes results bumps the generation ([`changed`]): a check's
 //! result, a log probe's poll, a reload, a health request's cache counts.
@@ -15,7 +18,7 @@
 //! emails) may change without a bump: an encoding is reused for at most
 //! [`REUSE_FOR`], so those are never older than that.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -106,6 +109,11 @@ pub struct Snapshots {
     slots: [tokio::sync::Mutex<Option<Arc<Snapshot>>>; 2],
     encodes: [Counter; 2],
     compressions: Counter,
+    /// The plain size and compressed size (0: none) of the last encoding
+    /// built, in either format: the first encoding of the other format
+    /// is as large, and is compressed as it is written too.
+    last_len: AtomicUsize,
+    last_gzip_len: AtomicUsize,
 }
 
 impl Snapshots {
@@ -130,6 +138,8 @@ impl Snapshots {
             slots: [Default::default(), Default::default()],
             encodes,
             compressions,
+            last_len: AtomicUsize::new(0),
+            last_gzip_len: AtomicUsize::new(0),
         }
     }
 
@@ -163,22 +173,31 @@ impl Snapshots {
                     plain: OnceLock::new(),
                     gzip: OnceLock::new(),
                 };
-                let large = last.as_ref().is_some_and(|l| l.len > KEEP_PLAIN_UP_TO);
-                let s = if large {
+                let last_len = last
+                    .as_ref()
+                    .map_or_else(|| self.last_len.load(Ordering::Relaxed), |l| l.len);
+                let last_gzip_len = last.as_ref().and_then(|l| l.gzip.get()).map_or_else(
+                    || self.last_gzip_len.load(Ordering::Relaxed),
+                    Deflated::compressed_len,
+                );
+                let s = if last_len > KEEP_PLAIN_UP_TO {
                     // Only the compressed form will be kept: compressed as
                     // it is written, the plain text never whole (a scrape
                     // without gzip inflates it as it reads).
                     self.compressions.inc();
-                    let room = last
-                        .as_ref()
-                        .and_then(|l| l.gzip.get())
-                        .map_or(KEEP_PLAIN_UP_TO / 8, |d| d.compressed_len() / 10 * 11);
+                    let room = match last_gzip_len {
+                        0 => KEEP_PLAIN_UP_TO / 8,
+                        n => n / 10 * 11,
+                    };
                     let d = encode_deflated(registry, &[lines], format, room);
                     let len = usize::try_from(d.plain_len()).unwrap_or(usize::MAX);
                     let _ = s.gzip.set(d);
                     Snapshot { len, ..s }
                 } else {
-                    let capacity = last.map_or(16 * 1024, |s| s.len / 10 * 11);
+                    let capacity = match last_len {
+                        0 => 16 * 1024,
+                        n => n / 10 * 11,
+                    };
                     let plain = encode(registry, &[lines], format, capacity);
                     if gzip {
                         self.compressions.inc();
@@ -190,6 +209,20 @@ impl Snapshots {
                     }
                     Snapshot { len, ..s }
                 };
+                self.last_len.store(s.len, Ordering::Relaxed);
+                self.last_gzip_len.store(
+                    s.gzip.get().map_or(0, Deflated::compressed_len),
+                    Ordering::Relaxed,
+                );
+                // The other format's encoding, when it is stale, can never
+                // serve again: at 10,000 components it holds megabytes
+                // until that format's next scrape. Let it go now (a scrape
+                // still sending it keeps its own reference).
+                if let Ok(mut other) = self.slots[1 - i].try_lock()
+                    && other.as_ref().is_some_and(|o| o.generation != now)
+                {
+                    other.take();
+                }
                 let s = Arc::new(s);
                 *slot = Some(s.clone());
                 s
@@ -287,5 +320,39 @@ mod tests {
             .get(&Registry::default(), &Lines::default(), Format::Text, true)
             .await;
         assert!(s.plain.get().is_some() && s.deflated().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_first_encoding_of_the_other_format_knows_the_size_and_the_stale_one_goes() {
+        let mut r = Registry::default();
+        let snaps = Snapshots::register(&mut r);
+        let mut lines = Lines::default();
+        let up = Family::<ComponentOnly, Gauge>::default();
+        lines.register("depwatch", "up", "Up", up.clone());
+        for i in 0..40_000 {
+            up.get_or_create(&ComponentOnly {
+                component: format!("component-{i:05}").into(),
+            })
+            .set(1);
+        }
+        // A first scrape of the text format, without gzip: kept plain.
+        let text = snaps.get(&r, &lines, Format::Text, false).await;
+        assert!(text.len > KEEP_PLAIN_UP_TO && text.plain.get().is_some());
+        assert!(snaps.slots[Format::Text as usize].lock().await.is_some());
+        drop(text);
+        // Then Prometheus' first scrape, after a change: OpenMetrics with
+        // gzip, compressed as it is written (the text one said how large
+        // it would be), and the stale text encoding is let go.
+        changed();
+        let om = snaps.get(&r, &lines, Format::OpenMetrics, true).await;
+        assert!(om.plain.get().is_none() && om.deflated().is_some());
+        assert!(snaps.slots[Format::Text as usize].lock().await.is_none());
+        let got = String::from_utf8(om.plain().whole().to_vec()).unwrap();
+        assert_eq!(
+            got.lines()
+                .filter(|l| l.starts_with("depwatch_up{"))
+                .count(),
+            40_000
+        );
     }
 }
