@@ -115,6 +115,9 @@ pub struct Component {
     /// component, before its series are dropped.
     gate: SeriesGate,
     series: Kept<Series>,
+    /// The name as a JSON string (quoted, escaped): the key of this
+    /// component in `/api/health`, written at every request.
+    name_json: Box<str>,
 }
 
 /// Handles on a component's general series (see [`Kept`]).
@@ -143,7 +146,11 @@ impl Component {
             component: cfg.name.as_str().into(),
             kind: cfg.kind(),
         };
+        let name_json = serde_json::to_string(&cfg.name)
+            .unwrap_or_default()
+            .into_boxed_str();
         Component {
+            name_json,
             cfg,
             probe,
             labels,
@@ -197,6 +204,11 @@ impl Component {
 
     pub fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// The name as a JSON string, quoted and escaped.
+    pub fn name_json(&self) -> &str {
+        &self.name_json
     }
 
     pub fn kind(&self) -> Kind {

@@ -220,14 +220,16 @@ impl Streamed {
         if let Some(first) = self.first.take() {
             return first;
         }
-        let mut out = Vec::with_capacity(4096);
-        // `"name":` with the name escaped as JSON.
-        let key = |out: &mut Vec<u8>, first: bool, name: &str| {
+        // A piece ends after the component that takes it past PIECE: room
+        // for that one, so that it is not grown by doubling on the way.
+        let mut out = Vec::with_capacity(PIECE + PIECE / 4);
+        // `"name":`, the name as JSON (escaped once, when the component
+        // was made).
+        let key = |out: &mut Vec<u8>, first: bool, c: &Component| {
             if !first {
                 out.push(b',');
             }
-            // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, name);
+            out.extend_from_slice(c.name_json().as_bytes());
             out.push(b':');
         };
         while out.len() < PIECE {
@@ -239,7 +241,7 @@ impl Streamed {
                 Stage::Components(mut i) => {
                     while i < self.selected.len() && out.len() < PIECE {
                         let (c, l) = (&self.selected[i], &self.results[i]);
-                        key(&mut out, i == 0, c.name());
+                        key(&mut out, i == 0, c);
                         out.extend_from_slice(c.view_json(l).get().as_bytes());
                         i += 1;
                     }
@@ -258,9 +260,15 @@ impl Streamed {
                 Stage::Cache(mut i) => {
                     while i < self.all.len() && out.len() < PIECE {
                         let c = &self.all[i];
-                        key(&mut out, i == 0, c.name());
+                        key(&mut out, i == 0, c);
                         let (hits, misses) = c.cache_counts();
-                        let _ = serde_json::to_writer(&mut out, &HitMiss { hits, misses });
+                        // {"hits":N,"misses":M}
+                        let mut n = itoa::Buffer::new();
+                        out.extend_from_slice(b"{\"hits\":");
+                        out.extend_from_slice(n.format(hits).as_bytes());
+                        out.extend_from_slice(b",\"misses\":");
+                        out.extend_from_slice(n.format(misses).as_bytes());
+                        out.push(b'}');
                         i += 1;
                     }
                     if i < self.all.len() {
@@ -312,12 +320,6 @@ struct CacheView {
     /// TTL, invalidated, or never checked).
     expired: usize,
     ttl_seconds: f64,
-}
-
-#[derive(Serialize)]
-struct HitMiss {
-    hits: u64,
-    misses: u64,
 }
 
 /// The latest result of each component: from the cache when fresh, else from
