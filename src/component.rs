@@ -670,6 +670,11 @@ impl Components {
     pub fn component(&self, name: &str) -> Option<&Arc<Component>> {
         self.by_name.get(name).map(|i| &self.components[*i])
     }
+
+    /// Where the component `name` is in [`Components::components`].
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::performance::{Section, Slowest, performance};
 use super::shared::AppState;
 use super::shared::Shared;
-use crate::component::{Component, Latest, verdict};
+use crate::component::{Component, Components, Latest, verdict};
 use crate::config::PerfConfig;
 use crate::perf;
 use crate::probe::Status;
@@ -33,8 +33,9 @@ pub(super) async fn health(
 ) -> Result<Response, ApiError> {
     let rt = s.current();
     let ttl = rt.config.health.cache_ttl;
-    let selected = select(&rt, q.component.as_deref())?;
-    let results = latest_of(&s, &selected, ttl).await;
+    let selection = select(&rt, q.component.as_deref())?;
+    let selected = selection.of(&rt);
+    let results = latest_of(&s, selected, ttl).await;
 
     let status = verdict(
         selected
@@ -86,7 +87,8 @@ pub(super) async fn health(
     // {head,"components":{…},middle,"cache":{cache,"components":{…}},tail}
     let mut body = Streamed::new(
         concat(&[b"{", &fields(&head)?, b",\"components\":{"]),
-        selected,
+        rt.clone(),
+        selection,
         results,
         concat(&[
             b"},",
@@ -95,7 +97,6 @@ pub(super) async fn health(
             &fields(&cache)?,
             b",\"components\":{",
         ]),
-        rt.components.clone(),
         concat(&[b"}},", &fields(&tail)?, b"}"]),
     );
     // An answer of one piece goes whole, with its length.
@@ -171,12 +172,15 @@ struct Streamed {
     first: Option<Vec<u8>>,
     stage: Stage,
     head: Vec<u8>,
-    selected: Vec<Arc<Component>>,
+    /// The components in force when the request came (every one is in
+    /// the cache's counts), and which of them the answer shows: one
+    /// reference for all, not one per component (at 10,000, cloning and
+    /// dropping each one's was two passes of cache misses).
+    rt: Arc<Components>,
+    selection: Selection,
     results: Vec<Arc<Latest>>,
     /// From the end of the components to the cache's counts.
     middle: Vec<u8>,
-    /// Every component, for the cache's counts.
-    all: Vec<Arc<Component>>,
     tail: Vec<u8>,
 }
 
@@ -193,20 +197,20 @@ enum Stage {
 impl Streamed {
     fn new(
         head: Vec<u8>,
-        selected: Vec<Arc<Component>>,
+        rt: Arc<Components>,
+        selection: Selection,
         results: Vec<Arc<Latest>>,
         middle: Vec<u8>,
-        all: Vec<Arc<Component>>,
         tail: Vec<u8>,
     ) -> Streamed {
         Streamed {
             first: None,
             stage: Stage::Head,
             head,
-            selected,
+            rt,
+            selection,
             results,
             middle,
-            all,
             tail,
         }
     }
@@ -239,13 +243,14 @@ impl Streamed {
                     Stage::Components(0)
                 }
                 Stage::Components(mut i) => {
-                    while i < self.selected.len() && out.len() < PIECE {
-                        let (c, l) = (&self.selected[i], &self.results[i]);
+                    let selected = self.selection.of(&self.rt);
+                    while i < selected.len() && out.len() < PIECE {
+                        let (c, l) = (&selected[i], &self.results[i]);
                         key(&mut out, i == 0, c);
                         out.extend_from_slice(c.view_json(l).get().as_bytes());
                         i += 1;
                     }
-                    if i < self.selected.len() {
+                    if i < selected.len() {
                         Stage::Components(i)
                     } else {
                         // The results are written: let them go.
@@ -258,8 +263,9 @@ impl Streamed {
                     Stage::Cache(0)
                 }
                 Stage::Cache(mut i) => {
-                    while i < self.all.len() && out.len() < PIECE {
-                        let c = &self.all[i];
+                    let all = &self.rt.components;
+                    while i < all.len() && out.len() < PIECE {
+                        let c = &all[i];
                         key(&mut out, i == 0, c);
                         let (hits, misses) = c.cache_counts();
                         // {"hits":N,"misses":M}
@@ -271,7 +277,7 @@ impl Streamed {
                         out.push(b'}');
                         i += 1;
                     }
-                    if i < self.all.len() {
+                    if i < all.len() {
                         Stage::Cache(i)
                     } else {
                         Stage::Tail
@@ -382,8 +388,8 @@ fn component_perf(c: &Component, cfg: &PerfConfig) -> Value {
 /// anonymous `summary` view): of every component, or of one.
 pub(super) async fn verdict_now(s: &Shared, component: Option<&str>) -> Result<Status, ApiError> {
     let rt = s.current();
-    let selected = select(&rt, component)?;
-    let results = latest_of(s, &selected, rt.config.health.cache_ttl).await;
+    let selected = select(&rt, component)?.of(&rt);
+    let results = latest_of(s, selected, rt.config.health.cache_ttl).await;
     Ok(verdict(
         selected
             .iter()
@@ -392,17 +398,30 @@ pub(super) async fn verdict_now(s: &Shared, component: Option<&str>) -> Result<S
     ))
 }
 
+/// Which components an answer shows.
+#[derive(Clone, Copy)]
+enum Selection {
+    All,
+    /// The one `?component=` names (its index).
+    One(usize),
+}
+
+impl Selection {
+    fn of(self, rt: &Components) -> &[Arc<Component>] {
+        match self {
+            Selection::All => &rt.components,
+            Selection::One(i) => std::slice::from_ref(&rt.components[i]),
+        }
+    }
+}
+
 /// Every component, or the one `?component=` names (404 when unknown).
-fn select(
-    rt: &crate::component::Components,
-    component: Option<&str>,
-) -> Result<Vec<Arc<Component>>, ApiError> {
+fn select(rt: &Components, component: Option<&str>) -> Result<Selection, ApiError> {
     Ok(match component {
-        Some(name) => vec![
-            rt.component(name)
-                .cloned()
+        Some(name) => Selection::One(
+            rt.index_of(name)
                 .ok_or_else(|| ApiError::NotFound(format!("no component named `{name}`")))?,
-        ],
-        None => rt.components.clone(),
+        ),
+        None => Selection::All,
     })
 }
