@@ -135,6 +135,40 @@ declare -A STATUS=()
 START=$(date -u +%FT%TZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# "PID NAME (N% of a core)" of every other process busy over 2 s: a
+# benchmark or profiler left running competes with every number here.
+busy_others() {
+  local hz
+  hz=$(getconf CLK_TCK)
+  ticks() {
+    local f pid
+    for f in /proc/[0-9]*/stat; do
+      pid=${f#/proc/}
+      pid=${pid%/stat}
+      [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+      # The fields after the command name, which may hold spaces: utime
+      # and stime are the 12th and 13th.
+      sed 's/.*) //' "$f" 2>/dev/null | awk -v p="$pid" '{ print p, $12 + $13 }'
+    done | sort
+  }
+  local before after s0 s1
+  before=$(ticks)
+  s0=$EPOCHREALTIME
+  sleep 2
+  after=$(ticks)
+  s1=$EPOCHREALTIME
+  join <(echo "$before") <(echo "$after") | while read -r pid t0 t1; do
+    pct=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v a="$s0" -v b="$s1" 'BEGIN { printf "%.0f", d * 100 / hz / (b - a) }')
+    ((pct >= 2)) || continue
+    printf '%s %s (%s%% of a core)\n' "$pid" "$(cat "/proc/$pid/comm" 2>/dev/null)" "$pct"
+  done
+}
+OTHERS=$(busy_others | paste -sd ';' -)
+if [[ -n $OTHERS ]]; then
+  log "other processes are busy: $OTHERS"
+  NOTES+=("other processes were busy when the run started (their CPU competes with every number): $OTHERS")
+fi
+
 # run PART COMMAND...: the part's report to $W/PART.md, its stderr to the
 # terminal and $W/PART.log; a failing part is recorded, the others still run.
 run() {
