@@ -244,8 +244,9 @@ mod tests {
     use crate::metrics::lines::Lines as Family;
     use prometheus_client::metrics::gauge::Gauge;
 
-    #[tokio::test]
-    async fn a_large_encoding_built_for_gzip_keeps_only_that_and_inflates_for_plain() {
+    /// Snapshots of a registry whose encoding is over `KEEP_PLAIN_UP_TO`:
+    /// 40,000 `depwatch_up` series, and the family to add more.
+    fn large() -> (Registry, Snapshots, Lines, Family<ComponentOnly, Gauge>) {
         let mut r = Registry::default();
         let snaps = Snapshots::register(&mut r);
         let mut lines = Lines::default();
@@ -257,6 +258,12 @@ mod tests {
             })
             .set(1);
         }
+        (r, snaps, lines, up)
+    }
+
+    #[tokio::test]
+    async fn a_large_encoding_built_for_gzip_keeps_only_that_and_inflates_for_plain() {
+        let (r, snaps, lines, up) = large();
         let want = encode(&r, &[&lines], Format::OpenMetrics, 0);
         assert!(want.len() > KEEP_PLAIN_UP_TO, "{}", want.len());
         let s = snaps.get(&r, &lines, Format::OpenMetrics, true).await;
@@ -324,17 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_encoding_of_the_other_format_knows_the_size_and_the_stale_one_goes() {
-        let mut r = Registry::default();
-        let snaps = Snapshots::register(&mut r);
-        let mut lines = Lines::default();
-        let up = Family::<ComponentOnly, Gauge>::default();
-        lines.register("depwatch", "up", "Up", up.clone());
-        for i in 0..40_000 {
-            up.get_or_create(&ComponentOnly {
-                component: format!("component-{i:05}").into(),
-            })
-            .set(1);
-        }
+        let (r, snaps, lines, _up) = large();
         // A first scrape of the text format, without gzip: kept plain.
         let text = snaps.get(&r, &lines, Format::Text, false).await;
         assert!(text.len > KEEP_PLAIN_UP_TO && text.plain.get().is_some());
