@@ -103,17 +103,18 @@ impl Alerting {
     /// The `alerting` section of `/api/health`, as JSON text (written
     /// straight from the state: no `Value` tree per request).
     pub fn health_raw(&self) -> Box<RawValue> {
-        let i = self.lock();
-        let sender = i.configured.then(|| self.coord.health_json());
-        serde_json::value::to_raw_value(&HealthView::of(&i, sender))
-            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON"))
+        self.with_health(|v| crate::util::json::raw_or_null(v, "the alerting section"))
     }
 
     /// [`Alerting::health_raw`] as a `Value` (the status page reads it).
     pub fn health_json(&self) -> Value {
+        self.with_health(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+    }
+
+    fn with_health<R>(&self, f: impl FnOnce(&HealthView<'_>) -> R) -> R {
         let i = self.lock();
         let sender = i.configured.then(|| self.coord.health_json());
-        serde_json::to_value(HealthView::of(&i, sender)).unwrap_or(Value::Null)
+        f(&HealthView::of(&i, sender))
     }
 
     /// The pipeline as the status page and its `pipeline` events show it.
@@ -123,7 +124,7 @@ impl Alerting {
             "configured": i.configured,
             "mode": i.mode.map(config::Mode::as_str),
             "pipeline": i.pipeline,
-            "reasons": reasons_json(&i.reasons),
+            "reasons": reasons(&i.reasons),
             "last_scrape": i.last_scrape_ms.map(at),
             "last_heartbeat": i.last_heartbeat_ms.map(at),
             "last_email": i.last_email,
@@ -206,15 +207,7 @@ impl<'a> HealthView<'a> {
         HealthView {
             mode: i.mode.map(config::Mode::as_str),
             pipeline: i.pipeline,
-            reasons: i
-                .reasons
-                .iter()
-                .map(|r| ReasonView {
-                    check: r.check,
-                    message: &r.message,
-                    since: at(r.since_ms),
-                })
-                .collect(),
+            reasons: reasons(&i.reasons),
             last_scrape: i.last_scrape_ms.map(at),
             last_heartbeat: i.last_heartbeat_ms.map(at),
             alertmanager: i.configured.then(|| AmView {
@@ -247,9 +240,13 @@ impl<'a> HealthView<'a> {
 }
 
 /// Why the pipeline is down, as `/api/health` and the page show it.
-fn reasons_json(reasons: &[Reason]) -> Vec<Value> {
+fn reasons(reasons: &[Reason]) -> Vec<ReasonView<'_>> {
     reasons
         .iter()
-        .map(|r| json!({ "check": r.check, "message": r.message, "since": at(r.since_ms) }))
+        .map(|r| ReasonView {
+            check: r.check,
+            message: &r.message,
+            since: at(r.since_ms),
+        })
         .collect()
 }

@@ -34,8 +34,7 @@ pub struct Section {
 impl Section {
     pub fn of(v: &impl Serialize) -> Section {
         Section {
-            raw: serde_json::value::to_raw_value(v)
-                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON")),
+            raw: crate::util::json::raw_or_null(v, "the performance section"),
             value: OnceLock::new(),
         }
     }

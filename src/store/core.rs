@@ -400,8 +400,7 @@ impl Store {
     /// The `state_store` section of `/api/health`, as JSON text (no
     /// `Value` tree per request).
     pub fn status_raw(&self) -> Box<RawValue> {
-        serde_json::value::to_raw_value(&self.status_view())
-            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON"))
+        crate::util::json::raw_or_null(&self.status_view(), "the state store's status")
     }
 
     /// [`Store::status_raw`] as a `Value`.

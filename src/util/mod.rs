@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod html;
+pub mod json;
 pub mod pool;
 pub mod redact;
 pub mod sync;
