@@ -109,9 +109,10 @@ pub struct Snapshots {
     slots: [tokio::sync::Mutex<Option<Arc<Snapshot>>>; 2],
     encodes: [Counter; 2],
     compressions: Counter,
-    /// The plain size and compressed size (0: none) of the last encoding
-    /// built, in either format: the first encoding of the other format
-    /// is as large, and is compressed as it is written too.
+    /// The plain size of the last encoding built, in either format (the
+    /// two are about as large: the first encoding of a format is sized
+    /// from the other's, and compressed as it is written when that was
+    /// large), and the compressed size of the last one compressed.
     last_len: AtomicUsize,
     last_gzip_len: AtomicUsize,
 }
@@ -165,7 +166,7 @@ impl Snapshots {
                 // components a buffer grown by doubling would copy tens of
                 // megabytes and hold twice that at its peak.
                 // The old one goes first (unless a scrape still sends it).
-                let last = slot.take();
+                drop(slot.take());
                 let s = Snapshot {
                     generation: now,
                     built: Instant::now(),
@@ -173,13 +174,8 @@ impl Snapshots {
                     plain: OnceLock::new(),
                     gzip: OnceLock::new(),
                 };
-                let last_len = last
-                    .as_ref()
-                    .map_or_else(|| self.last_len.load(Ordering::Relaxed), |l| l.len);
-                let last_gzip_len = last.as_ref().and_then(|l| l.gzip.get()).map_or_else(
-                    || self.last_gzip_len.load(Ordering::Relaxed),
-                    Deflated::compressed_len,
-                );
+                let last_len = self.last_len.load(Ordering::Relaxed);
+                let last_gzip_len = self.last_gzip_len.load(Ordering::Relaxed);
                 let s = if last_len > KEEP_PLAIN_UP_TO {
                     // Only the compressed form will be kept: compressed as
                     // it is written, the plain text never whole (a scrape
@@ -210,10 +206,10 @@ impl Snapshots {
                     Snapshot { len, ..s }
                 };
                 self.last_len.store(s.len, Ordering::Relaxed);
-                self.last_gzip_len.store(
-                    s.gzip.get().map_or(0, Deflated::compressed_len),
-                    Ordering::Relaxed,
-                );
+                if let Some(d) = s.gzip.get() {
+                    self.last_gzip_len
+                        .store(d.compressed_len(), Ordering::Relaxed);
+                }
                 // The other format's encoding, when it is stale, can never
                 // serve again: at 10,000 components it holds megabytes
                 // until that format's next scrape. Let it go now (a scrape
