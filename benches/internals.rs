@@ -7,7 +7,9 @@
 //!   and with the general series of 10,000, then gzip;
 //! - the performance summary over 200 windows of 200 latencies;
 //! - the status page (`GET /`) of 20 components of four kinds, each with a
-//!   full sparkline, queues, a storage history, log rules (and its weight).
+//!   full sparkline, queues, a storage history, log rules (and its weight);
+//! - an http probe's `expect:` judging a 600-byte JSON answer by two
+//!   pointers, beside what it replaced (the answer parsed into a `Value`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
@@ -366,6 +368,58 @@ fn page_shell(p: &depwatch::http::page::Page) -> depwatch::http::page::Page {
     }
 }
 
+fn bench_expect() {
+    use depwatch::probe::http::Expect;
+    use serde_json::{Value, json};
+    let body = json!({
+        "status": "ok",
+        "version": "4.12.1",
+        "uptime_seconds": 1_234_567,
+        "checks": {
+            "database": { "status": "ok", "latency_ms": 3.2, "pool": { "idle": 7, "busy": 3 } },
+            "cache": { "status": "ok", "latency_ms": 0.4, "hit_rate": 0.93 },
+            "queue": { "status": "ok", "depth": 12, "workers": [1, 2, 3, 4, 5, 6, 7, 8] },
+        },
+        "build": { "commit": "0123456789abcdef0123456789abcdef01234567", "date": "2026-12-06T06:00:00Z" },
+        "notes": "x".repeat(250),
+    })
+    .to_string()
+    .into_bytes();
+    let answer = depwatch::net::Answer {
+        status: hyper::StatusCode::OK,
+        headers: hyper::HeaderMap::new(),
+        body,
+    };
+    let expect = Expect {
+        status: vec![depwatch::probe::http::expect::StatusPat::Class(2)],
+        body_contains: vec![],
+        body_regex: vec![],
+        body_json: vec![
+            ("/status".into(), json!("ok")),
+            ("/checks/database/status".into(), json!("ok")),
+        ],
+        body_json_exists: vec![],
+        headers: vec![],
+    };
+    assert!(expect.judge(&answer).is_ok());
+    let bytes = answer.body.len();
+    let now = time(
+        &format!("expect: 2 pointers in {bytes} B of JSON"),
+        200_000,
+        || expect.judge(&answer).is_ok(),
+    );
+    let before = time("expect: the same by a Value tree (before)", 200_000, || {
+        let v: Value = serde_json::from_slice(&answer.body).unwrap();
+        v.pointer("/status") == Some(&json!("ok"))
+            && v.pointer("/checks/database/status") == Some(&json!("ok"))
+    });
+    println!(
+        "{:<52} {:>12.2}x",
+        "expect: Value tree / now",
+        before.as_secs_f64() / now.as_secs_f64()
+    );
+}
+
 fn main() {
     // `cargo bench -- <filter>` passes extra arguments; run everything unless one names a part.
     let filter: Vec<String> = std::env::args()
@@ -393,5 +447,8 @@ fn main() {
     }
     if wants("page") {
         bench_page(&rt);
+    }
+    if wants("expect") {
+        bench_expect();
     }
 }

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::metrics::AlertMetrics;
@@ -100,13 +99,13 @@ impl Alerting {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The `alerting` section of `/api/health`, as JSON text (written
-    /// straight from the state: no `Value` tree per request).
-    pub fn health_raw(&self) -> Box<RawValue> {
-        self.with_health(|v| crate::util::json::raw_or_null(v, "the alerting section"))
+    /// The `alerting` section of `/api/health`, written after what `out`
+    /// holds (straight from the state: no `Value` tree per request).
+    pub fn write_health(&self, out: &mut Vec<u8>) {
+        self.with_health(|v| crate::util::json::write_or_null(out, v, "the alerting section"))
     }
 
-    /// [`Alerting::health_raw`] as a `Value` (the status page reads it).
+    /// [`Alerting::write_health`] as a `Value` (the status page reads it).
     pub fn health_json(&self) -> Value {
         self.with_health(|v| serde_json::to_value(v).unwrap_or(Value::Null))
     }

@@ -9,7 +9,6 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -20,7 +19,7 @@ use crate::component::{Component, Components, Latest, verdict};
 use crate::config::PerfConfig;
 use crate::perf;
 use crate::probe::Status;
-use crate::util::time::rfc3339;
+use crate::util::time::Stamp;
 
 #[derive(Deserialize)]
 pub(super) struct ComponentQuery {
@@ -55,7 +54,7 @@ pub(super) async fn health(
     let misses = s.cache_misses.load(std::sync::atomic::Ordering::Relaxed);
     let head = Head {
         status: status.as_str(),
-        timestamp: rfc3339(SystemTime::now()),
+        timestamp: Stamp(SystemTime::now()),
         uptime_seconds: perf::round2(s.started.elapsed().as_secs_f64()),
         version: crate::util::build::VERSION,
     };
@@ -72,33 +71,30 @@ pub(super) async fn health(
         expired: rt.components.len() - valid,
         ttl_seconds: ttl.as_secs_f64(),
     };
-    let middle = Middle {
-        performance: &performance.raw,
-        state_store: &s.store.status_raw(),
-    };
-    let tail = Tail {
-        alerting: &s.alert.health_raw(),
-    };
     let code = if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    // {head,"components":{…},middle,"cache":{cache,"components":{…}},tail}
-    let mut body = Streamed::new(
-        concat(&[b"{", &fields(&head)?, b",\"components\":{"]),
-        rt.clone(),
-        selection,
-        results,
-        concat(&[
-            b"},",
-            &fields(&middle)?,
-            b",\"cache\":{",
-            &fields(&cache)?,
-            b",\"components\":{",
-        ]),
-        concat(&[b"}},", &fields(&tail)?, b"}"]),
-    );
+    // {head,"components":{…},middle,"cache":{cache,"components":{…}},tail}:
+    // the text around the two lists of components, written into one buffer.
+    let mut text = Vec::with_capacity(1024 + performance.raw.get().len());
+    text.push(b'{');
+    fields(&mut text, &head)?;
+    text.extend_from_slice(b",\"components\":{");
+    let head_end = text.len();
+    text.extend_from_slice(b"},\"performance\":");
+    text.extend_from_slice(performance.raw.get().as_bytes());
+    text.extend_from_slice(b",\"state_store\":");
+    s.store.write_status(&mut text);
+    text.extend_from_slice(b",\"cache\":{");
+    fields(&mut text, &cache)?;
+    text.extend_from_slice(b",\"components\":{");
+    let middle_end = text.len();
+    text.extend_from_slice(b"}},\"alerting\":");
+    s.alert.write_health(&mut text);
+    text.push(b'}');
+    let mut body = Streamed::new(text, [head_end, middle_end], rt.clone(), selection, results);
     // An answer of one piece goes whole, with its length.
     let first = body.piece();
     let body = if body.is_done() {
@@ -122,41 +118,20 @@ pub(super) async fn health(
 #[derive(Serialize)]
 struct Head {
     status: &'static str,
-    timestamp: String,
+    timestamp: Stamp,
     uptime_seconds: f64,
     version: &'static str,
 }
 
-/// The fields between `components` and `cache`.
-#[derive(Serialize)]
-struct Middle<'a> {
-    performance: &'a RawValue,
-    state_store: &'a RawValue,
-}
-
-/// The fields after `cache`.
-#[derive(Serialize)]
-struct Tail<'a> {
-    alerting: &'a RawValue,
-}
-
 /// The fields of `v` (a struct with fields) as JSON, without the braces
-/// around them.
-fn fields(v: &impl Serialize) -> Result<Vec<u8>, ApiError> {
-    let mut o = serialized(v)?;
-    o.pop();
-    o.remove(0);
-    Ok(o)
-}
-
-/// `parts` one after the other.
-fn concat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
-}
-
-fn serialized(v: &impl Serialize) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(v)
-        .map_err(|e| ApiError::Internal(format!("cannot serialize the health answer: {e}")))
+/// around them, after what `out` holds.
+fn fields(out: &mut Vec<u8>, v: &impl Serialize) -> Result<(), ApiError> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, v)
+        .map_err(|e| ApiError::Internal(format!("cannot serialize the health answer: {e}")))?;
+    out.pop();
+    out.remove(start);
+    Ok(())
 }
 
 /// Plain bytes a piece of a streamed answer holds before it is sent.
@@ -171,7 +146,11 @@ struct Streamed {
     /// A piece written before the answer was sent.
     first: Option<Vec<u8>>,
     stage: Stage,
-    head: Vec<u8>,
+    /// The text around the two lists of components: up to `marks[0]`
+    /// before the components, up to `marks[1]` between them and the
+    /// cache's counts of each, the rest after those.
+    text: Vec<u8>,
+    marks: [usize; 2],
     /// The components in force when the request came (every one is in
     /// the cache's counts), and which of them the answer shows: one
     /// reference for all, not one per component (at 10,000, cloning and
@@ -179,9 +158,6 @@ struct Streamed {
     rt: Arc<Components>,
     selection: Selection,
     results: Vec<Arc<Latest>>,
-    /// From the end of the components to the cache's counts.
-    middle: Vec<u8>,
-    tail: Vec<u8>,
 }
 
 #[derive(Clone, Copy)]
@@ -194,29 +170,54 @@ enum Stage {
     Done,
 }
 
+/// The most one component's cache counts take (`{"hits":N,"misses":M}`,
+/// two `u64`s) beside its name and separators.
+const COUNTS: usize = 64;
+
 impl Streamed {
     fn new(
-        head: Vec<u8>,
+        text: Vec<u8>,
+        marks: [usize; 2],
         rt: Arc<Components>,
         selection: Selection,
         results: Vec<Arc<Latest>>,
-        middle: Vec<u8>,
-        tail: Vec<u8>,
     ) -> Streamed {
         Streamed {
             first: None,
             stage: Stage::Head,
-            head,
+            text,
+            marks,
             rt,
             selection,
             results,
-            middle,
-            tail,
         }
     }
 
     fn is_done(&self) -> bool {
         matches!(self.stage, Stage::Done)
+    }
+
+    /// Room for the first piece: the whole answer when it is smaller than
+    /// a piece (a default run's is 2 KB: an 80 KB buffer for it cost more
+    /// in malloc than the rest of the handler), else a whole piece. Looks
+    /// at no more components than fill one piece.
+    fn first_capacity(&self) -> usize {
+        let full = PIECE + PIECE / 4;
+        let mut n = self.text.len();
+        let selected = self.selection.of(&self.rt);
+        for (c, l) in selected.iter().zip(&self.results) {
+            n += c.name_json().len() + 2 + c.view_json(l).get().len();
+            if n >= PIECE {
+                return full;
+            }
+        }
+        for c in &self.rt.components {
+            n += c.name_json().len() + COUNTS;
+            if n >= PIECE {
+                return full;
+            }
+        }
+        n
     }
 
     /// The next piece, empty at the end.
@@ -226,7 +227,10 @@ impl Streamed {
         }
         // A piece ends after the component that takes it past PIECE: room
         // for that one, so that it is not grown by doubling on the way.
-        let mut out = Vec::with_capacity(PIECE + PIECE / 4);
+        let mut out = Vec::with_capacity(match self.stage {
+            Stage::Head => self.first_capacity(),
+            _ => PIECE + PIECE / 4,
+        });
         // `"name":`, the name as JSON (escaped once, when the component
         // was made).
         let key = |out: &mut Vec<u8>, first: bool, c: &Component| {
@@ -236,10 +240,11 @@ impl Streamed {
             out.extend_from_slice(c.name_json().as_bytes());
             out.push(b':');
         };
+        let [head_end, middle_end] = self.marks;
         while out.len() < PIECE {
             self.stage = match self.stage {
                 Stage::Head => {
-                    out.append(&mut self.head);
+                    out.extend_from_slice(&self.text[..head_end]);
                     Stage::Components(0)
                 }
                 Stage::Components(mut i) => {
@@ -259,7 +264,7 @@ impl Streamed {
                     }
                 }
                 Stage::Middle => {
-                    out.append(&mut self.middle);
+                    out.extend_from_slice(&self.text[head_end..middle_end]);
                     Stage::Cache(0)
                 }
                 Stage::Cache(mut i) => {
@@ -284,7 +289,8 @@ impl Streamed {
                     }
                 }
                 Stage::Tail => {
-                    out.append(&mut self.tail);
+                    out.extend_from_slice(&self.text[middle_end..]);
+                    self.text = Vec::new();
                     Stage::Done
                 }
                 Stage::Done => break,

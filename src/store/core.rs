@@ -33,7 +33,6 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::util::pool::Workers;
 use crate::util::time::unix_ms;
@@ -397,13 +396,13 @@ impl Store {
         self.read_only.as_deref()
     }
 
-    /// The `state_store` section of `/api/health`, as JSON text (no
-    /// `Value` tree per request).
-    pub fn status_raw(&self) -> Box<RawValue> {
-        crate::util::json::raw_or_null(&self.status_view(), "the state store's status")
+    /// The `state_store` section of `/api/health`, written after what
+    /// `out` holds (no `Value` tree per request).
+    pub fn write_status(&self, out: &mut Vec<u8>) {
+        crate::util::json::write_or_null(out, &self.status_view(), "the state store's status");
     }
 
-    /// [`Store::status_raw`] as a `Value`.
+    /// [`Store::write_status`] as a `Value`.
     pub fn status_json(&self) -> Value {
         serde_json::to_value(self.status_view()).unwrap_or(Value::Null)
     }
