@@ -101,12 +101,11 @@ log "$NPROBES probes each at ${INTERVAL}s; warming up ${WARM}s"
 sleep "$WARM"
 echo "| window | A % of a core | B % of a core | A ms per check | B ms per check | B / A (CPU per check) |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
+declare -A T0 C0 T1 C1 PCT MS
 for ((w = 1; w <= WINDOWS; w++)); do
-  declare -A T0 C0 T1 C1
   for k in A B; do C0[$k]=$(checks "$k"); T0[$k]=$(cpu_ticks "${PID[$k]}"); done
   sleep "$WINDOW"
   for k in A B; do T1[$k]=$(cpu_ticks "${PID[$k]}"); C1[$k]=$(checks "$k"); done
-  declare -A PCT MS
   for k in A B; do
     t=$((T1[$k] - T0[$k])) n=$((C1[$k] - C0[$k]))
     ((n > 0)) || die "$k made no checks in window $w"
