@@ -370,7 +370,7 @@ impl Client {
         };
         // Small requests: do not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let mut io: Box<dyn Io> = Box::new(tcp);
+        let mut io: Box<dyn Io> = Box::new(Plain(tcp));
         if let (Some(p), true) = (&request.proxy, url.https) {
             io = connect_tunnel(io, p, url).await?;
         }
@@ -454,6 +454,11 @@ impl Client {
             HeaderValue::from_static(concat!("depwatch/", env!("CARGO_PKG_VERSION"))),
         );
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        // One request per connection, and said so (as blackbox_exporter's
+        // client does): the server closes first and keeps the TIME_WAIT, so
+        // thousands of checks a minute against one partner do not use up
+        // this host's ephemeral ports.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         if send_credentials {
             for (k, v) in &request.headers {
                 h.insert(k.clone(), v.clone());
@@ -509,7 +514,7 @@ impl Client {
             return Err(too_large(format!("Content-Length is {len}")));
         }
         let t0 = Instant::now();
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| {
                 CheckError::new(
@@ -537,6 +542,59 @@ impl Client {
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A check's TCP connection. Its one request says `Connection: close`, so
+/// hyper half-closes it once the answer is in; the connection is dropped
+/// right after, and the close sends the same FIN: the `shutdown` call before
+/// it would be one more system call per check for nothing. A TLS layer above
+/// still sends its close_notify.
+struct Plain(TcpStream);
+
+impl AsyncRead for Plain {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Plain {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
 
 /// Opens a CONNECT tunnel through an HTTP proxy.
 async fn connect_tunnel(

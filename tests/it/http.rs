@@ -700,6 +700,57 @@ async fn a_hung_partner_does_not_slow_the_others() {
     );
 }
 
+/// A partner that answers one request per connection as HTTP/1.0 servers
+/// and nginx after `Connection: close` do: the answer, then its own close.
+/// It hands each request head it read to the test.
+async fn closing_partner() -> (u16, Task, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let body = r#"{"status":"ok"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+            // Closed here, by the server, first.
+            drop(s);
+        }
+    });
+    (port, Task(task), rx)
+}
+
+#[tokio::test]
+async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
+    // One request per connection, said so: the server closes first and
+    // keeps the TIME_WAIT, not this host (thousands of checks a minute
+    // against one partner would otherwise use up its ephemeral ports).
+    let (port, _srv, mut heads) = closing_partner().await;
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/status"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(m.value("depwatch_up", &[P, ("kind", "http")]), 1.0);
+    let head = heads.recv().await.expect("the request head");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.starts_with("get /status http/1.1\r\n"), "{head}");
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{head}");
+}
+
 // ----------------------------------------------------------------- /probe --
 
 const PROBE_CONFIG: &str = "modules:\n  partner_2xx:\n    allowed_targets: [\"http://127.0.0.1:*/*\"]\n    timeout: 10s\n    expect: { body_json: { \"/status\": \"ok\" } }\n";
