@@ -409,11 +409,11 @@ impl Component {
         if prev.status == next.status {
             self.metrics
                 .events
-                .publish_raw("check", &self.event_data(next, None));
+                .publish_with("check", || self.event_data(next, None));
         } else {
             self.metrics
                 .events
-                .publish_raw("state", &self.event_data(next, Some(prev)));
+                .publish_with("state", || self.event_data(next, Some(prev)));
         }
     }
 
