@@ -25,6 +25,8 @@
 #   BENCH_WRK_RUNS [3] (median reported)  BENCH_PROBES [2000]
 #   BENCH_INTERVAL [15s]  BENCH_TIMEOUT [5s]  BENCH_CACHE_TTL [2 × interval] (part 2's health.cache_ttl)  BENCH_ROUNDS [4]  BENCH_JITTER [] (depwatch default)
 #   BENCH_SCRAPES [20] /metrics scrapes timed in part 2
+#   BENCH_LEAN_DURATION [5] (s) wrk with a fresh connection per request, the
+#     machine's price of a check's connection (part 2, before depwatch starts)
 #   BENCH_HEALTH_SAMPLES [5] cold /api/health requests (1 s apart)
 #   BENCH_HEALTH_WARM [10] warm requests on one connection after each cold one
 #   BENCH_HEALTH_DURATION [BENCH_WRK_DURATION] (s) wrk on /api/health vs nginx
@@ -62,6 +64,7 @@ SCRAPES=${BENCH_SCRAPES:-20}
 HEALTH_SAMPLES=${BENCH_HEALTH_SAMPLES:-5}
 HEALTH_WARM=${BENCH_HEALTH_WARM:-10}
 HEALTH_DUR=${BENCH_HEALTH_DURATION:-$WRK_DUR}
+LEAN_DUR=${BENCH_LEAN_DURATION:-5}
 # What Prometheus 2.42 (Debian 12, the one the bundle tests use) sends on
 # every scrape (scrape/scrape.go: acceptHeader, acceptEncodingHeader with
 # enable_compression on, the default). Prometheus >= 2.49 builds Accept from
@@ -284,6 +287,27 @@ fi
 
 # ------------------------------------------------------------------ part 2
 if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
+  # The machine's own price of a check's connection: wrk, a lean C client,
+  # making one fresh connection per request (`Connection: close`, as the
+  # checks do) to the same nginx, 8 at a time on one thread. Its CPU per
+  # request is mostly the kernel's (connect, the handshake, the partner's
+  # side of loopback TCP, close) and is what any client pays here before
+  # doing anything with the answer; depwatch's CPU per check is reported
+  # against it.
+  log "part 2: wrk, one fresh connection per request, for the price of a connection"
+  timeout $((LEAN_DUR + 30)) wrk -t1 -c8 -d"$((LEAN_DUR + 2))s" -H 'Connection: close' "$TARGET" >"$W/lean.out" 2>&1 &
+  LEAN_PID=$!
+  sleep 1
+  wrk_pid=$(awk '{ print $1 }' "/proc/$LEAN_PID/task/$LEAN_PID/children") # timeout's child
+  [[ -n $wrk_pid ]] || die "wrk (fresh connections) did not start: $(tail -n 3 "$W/lean.out")"
+  lt0=$(cpu_ticks "$wrk_pid")
+  sleep "$LEAN_DUR"
+  lt1=$(cpu_ticks "$wrk_pid")
+  wait "$LEAN_PID" || die "wrk (fresh connections) failed: $(tail -n 3 "$W/lean.out")"
+  lean_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$W/lean.out")
+  lean_ms=$(awk -v t=$((lt1 - lt0)) -v hz="$CLK_TCK" -v r="$lean_rps" -v s="$LEAN_DUR" 'BEGIN { printf "%.3f", 1000 * t / hz / (r * s) }')
+  result http.lean_ms_per_request "$lean_ms"
+
   P_DW2=$(free_port)
   mkdir -p "$W/dw2"
   {
@@ -361,6 +385,8 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
     "$(awk -v s="$dsum" -v c="$dcount" 'BEGIN { print (c > 0 ? 1000 * s / c : 0) }')" "$cpu_pct" "$cpu_per" \
     "$(mib "$rss_warm")" "$(mib "$(rss_kb "$PID2" VmRSS)")" "$(mib "$hwm_rounds")"
   echo
+  echo "- the price of a connection here: wrk (one thread, 8 at a time, a fresh connection per request with \`Connection: close\`, same nginx) used **$lean_ms ms** of CPU per request ($lean_rps req/s); depwatch used $cpu_per ms per check, **$(ratio "$cpu_per" "$lean_ms")×** that. 5% of a core at this rate is $(awk -v n="$NPROBES" -v i="$INTERVAL_S" 'BEGIN { printf "%.3f", 50 * i / n }') ms per check."
+  echo
   result http.probes "$NPROBES"
   result http.interval_s "$INTERVAL_S"
   result http.rounds "$ROUNDS"
@@ -370,6 +396,7 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
   result http.failed_checks "$failures"
   result http.cpu_pct "$cpu_pct"
   result http.cpu_ms_per_check "$cpu_per"
+  result http.cpu_per_check_vs_lean "$(ratio "$cpu_per" "$lean_ms")"
   result http.rss_warm_kb "$rss_warm"
   result http.hwm_rounds_kb "$hwm_rounds"
 
