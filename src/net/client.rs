@@ -327,29 +327,35 @@ impl Client {
             Some(p) => (p.host.as_str(), p.port),
             None => (url.host.as_str(), url.port),
         };
-        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
+        // An address in the URL is the one address: no list to allocate.
+        let literal: [SocketAddr; 1];
+        let found: Vec<SocketAddr>;
+        let addrs: &[SocketAddr] = match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                literal = [SocketAddr::new(ip, port)];
+                &literal
+            }
             Err(_) => {
                 let t0 = Instant::now();
-                let found = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+                let resolved = tokio::net::lookup_host((host, port)).await.map_err(|e| {
                     CheckError::new(Reason::Dns, format!("cannot resolve {host}: {e}"))
                 })?;
                 t.dns += t0.elapsed();
-                let v: Vec<SocketAddr> = found.collect();
-                if v.is_empty() {
+                found = resolved.collect();
+                if found.is_empty() {
                     return Err(CheckError::new(
                         Reason::Dns,
                         format!("{host} has no address"),
                     ));
                 }
-                v
+                &found
             }
         };
 
         let t0 = Instant::now();
         let mut last = None;
         let mut tcp = None;
-        for a in &addrs {
+        for a in addrs {
             match TcpStream::connect(a).await {
                 Ok(s) => {
                     tcp = Some(s);
