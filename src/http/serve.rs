@@ -24,9 +24,17 @@
 //! - A handler may close its own connection at once with the [`Hangup`] in
 //!   its request's extensions: an event stream whose client stopped reading
 //!   would otherwise hold the connection, with hyper waiting to write.
+//! - A write that makes no progress for [`WRITE_STALL_TIMEOUT`] ends the
+//!   connection ([`Stalled`], nginx's `send_timeout`): a client that asks
+//!   for a large answer (`/metrics` or `/api/health` at scale) and never
+//!   reads it would otherwise keep its slot for good, and the cap's request
+//!   to close cannot reach a connection stuck in the middle of an answer.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -35,6 +43,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -45,6 +54,10 @@ use tokio::task::JoinSet;
 /// idle connections give their file descriptor back; a scraper whose
 /// interval is longer simply opens a new connection per scrape.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write to a client may wait with nothing taken by the client
+/// before the connection is dropped; any progress starts it again, so a
+/// slow reader of a large answer is served to the end.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head (request line and headers) read: beyond it
 /// the client gets 431. Prometheus' requests are a few hundred bytes.
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
@@ -258,7 +271,8 @@ async fn connection(
             cert: None,
             hangup: Hangup::default(),
         };
-        return drive(builder, TokioIo::new(tcp), svc, slot, stop, shed).await;
+        let io = TokioIo::new(Stalled::new(tcp, WRITE_STALL_TIMEOUT));
+        return drive(builder, io, svc, slot, stop, shed).await;
     };
     // The handshake counts against the same timeout as a request head: a
     // client that opens TLS and stalls gives its slot back as fast.
@@ -295,7 +309,90 @@ async fn connection(
         cert: Some(super::peer::ClientCert { verified }),
         hangup: Hangup::default(),
     };
-    drive(builder, TokioIo::new(stream), svc, slot, stop, shed).await;
+    let io = TokioIo::new(Stalled::new(stream, WRITE_STALL_TIMEOUT));
+    drive(builder, io, svc, slot, stop, shed).await;
+}
+
+/// A connection whose writes fail with `TimedOut` once one has waited
+/// `limit` without the client taking a byte (see [`WRITE_STALL_TIMEOUT`]).
+/// Reads pass through: waits for a request are hyper's header timeout's.
+struct Stalled<I> {
+    io: I,
+    limit: Duration,
+    /// Started by the first write that had to wait, dropped by any progress.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> Stalled<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        Stalled {
+            io,
+            limit,
+            stall: None,
+        }
+    }
+
+    fn watch<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stall = None;
+            return r;
+        }
+        let limit = self.limit;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of its answer for the write stall timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Stalled<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Stalled<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(r, cx)
+    }
 }
 
 /// The router, with what the connection knows of the client put on every
@@ -400,5 +497,37 @@ mod tests {
         assert_eq!(max_connections(Some(20)), MIN_CONNECTIONS);
         assert_eq!(max_connections(Some(1 << 20)), MAX_CONNECTIONS);
         assert_eq!(max_connections(None), MAX_CONNECTIONS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_client_takes_nothing_of_times_out_and_progress_restarts_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut client) = tokio::io::duplex(64);
+        let mut conn = Stalled::new(ours, Duration::from_secs(30));
+        conn.write_all(&[0; 64]).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        // The client takes 16 bytes at 20, 40 and 60 s, then nothing more.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0; 16];
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                client.read_exact(&mut buf).await.unwrap();
+            }
+            client
+        });
+        let err = conn.write_all(&[1; 1024]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(90) && waited < Duration::from_secs(91),
+            "30 s after the last progress at 60 s, not {waited:?}"
+        );
+        let _open = reader.await.unwrap();
+        // A connection that writes without waiting never times out.
+        let (ours, _client) = tokio::io::duplex(1 << 16);
+        let mut conn = Stalled::new(ours, Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        conn.write_all(&[2; 1024]).await.unwrap();
+        conn.flush().await.unwrap();
     }
 }
