@@ -58,8 +58,7 @@ cd "$ROOT"
 export LC_ALL=C
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
-log() { printf '[%s] all: %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
+LOG_TAG=all
 
 QUICK=0
 PARTS=core,http,redis,logs
@@ -126,8 +125,7 @@ while busy; do
   WAITED=$((WAITED + 20))
 done
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/depwatch-all.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+scratch depwatch-all
 RESULTS=$W/results
 : >"$RESULTS"
 NOTES=()

@@ -42,21 +42,7 @@ for b in nginx curl python3; do
   command -v "$b" >/dev/null || { echo "missing $b (apt-get install -y nginx curl python3)" >&2; exit 1; }
 done
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/checks-ab.XXXXXX")
-PIDS=()
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-cleanup() {
-  local rc=$? p
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+scratch checks-ab
 
 P_NGINX=$(free_port)
 mkdir -p "$W/www"

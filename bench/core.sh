@@ -33,8 +33,7 @@ RUNS=${BENCH_RUNS:-5}
 IDLE_S=${BENCH_IDLE_S:-10}
 BIN=${DEPWATCH_BIN:-${CARGO_TARGET_DIR:-target}/release/depwatch}
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+LOG_TAG=core
 for b in wrk nginx prometheus-node-exporter curl; do
   command -v "$b" >/dev/null || die "missing $b: apt-get install -y wrk nginx prometheus-node-exporter curl"
 done
@@ -44,15 +43,7 @@ if [[ ! -x $BIN ]]; then
 fi
 BIN=$(realpath "$BIN") # depwatch runs from the scratch directory
 
-W=$(mktemp -d /tmp/depwatch-bench.XXXXXX)
-declare -a PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.2
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
+scratch depwatch-bench
 
 wait_http() {
   local url=$1 i

@@ -18,23 +18,14 @@ STREAMS=${BENCH_STREAMS:-1000}
 SETTLE=${BENCH_SETTLE_S:-5}
 BIN=${DEPWATCH_BIN:-target/release/depwatch}
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+LOG_TAG=events
 for b in curl python3; do command -v "$b" >/dev/null || die "missing $b"; done
 if [[ ! -x $BIN ]]; then
   log "building depwatch (release)"
   cargo build --release --quiet
 fi
 
-W=$(mktemp -d /tmp/depwatch-bench.XXXXXX)
-declare -a PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.2
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
+scratch depwatch-bench
 
 PORT=$(free_port)
 {

@@ -73,34 +73,9 @@ PROM_ACCEPT='application/openmetrics-text;version=1.0.0,application/openmetrics-
 CLK_TCK=$(getconf CLK_TCK)
 INTERVAL_S=${INTERVAL%s}
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/http-bench.XXXXXX")
-PIDS=()
+scratch http-bench
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-
-alive() {
-  local st
-  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [[ -n $st && $st != Z ]]
-}
-
-cleanup() {
-  local rc=$? p i
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for ((i = 0; i < 50; i++)); do alive "$p" || break; sleep 0.1; done
-    if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
-    wait "$p" 2>/dev/null || true
-  done
-  if [[ ${BENCH_KEEP_WORK:-0} == 1 ]]; then log "kept $W"; else rm -rf "$W"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 wait_started() {  # port pid seconds
   local i
@@ -120,13 +95,6 @@ start() {  # name port cmd...  -> sets LAST_PID
   local bad
   bad=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$LAST_PID," 'index($0, p) {print $4}' | grep -Ev '^(127\.|\[::1\])' || true)
   [[ -z $bad ]] || die "$name listens on a non-loopback address: $bad"
-}
-stop() {  # pid
-  kill -TERM "$1" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 50; i++)); do alive "$1" || break; sleep 0.1; done
-  if alive "$1"; then kill -KILL "$1" 2>/dev/null || true; fi
-  wait "$1" 2>/dev/null || true
 }
 
 for b in nginx wrk prometheus-blackbox-exporter curl ss python3; do

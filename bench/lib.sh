@@ -87,3 +87,48 @@ http {
 }
 EOF
 }
+
+# Progress on stderr: `log MSG` with the time (and LOG_TAG, when a script
+# sets one); `die MSG` logs and exits 1.
+log() { printf '[%s] %s%s\n' "$(date +%T)" "${LOG_TAG:+$LOG_TAG: }" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# Whether PID is a running process (not gone, not a zombie).
+alive() {
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $st && $st != Z ]]
+}
+
+# Stops one process by PID: TERM, up to 5 s, then KILL; reaps it.
+stop() {
+  local i
+  kill -TERM "$1" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do alive "$1" || break; sleep 0.1; done
+  if alive "$1"; then kill -KILL "$1" 2>/dev/null || true; fi
+  wait "$1" 2>/dev/null || true
+}
+
+# The processes a script started (it appends their PIDs: `PIDS+=($!)`) and
+# its scratch directory, made by `scratch NAME` into $W. `scratch` also sets
+# the traps: at exit every PID is stopped (TERM to all first, then `stop`
+# each) and $W removed (kept with BENCH_KEEP_WORK=1); INT and TERM exit
+# through it with 130 and 143.
+PIDS=()
+W=
+scratch() {
+  W=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+bench_cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do stop "$p"; done
+  if [[ -n $W ]]; then
+    if [[ ${BENCH_KEEP_WORK:-0} == 1 ]]; then log "kept $W"; else rm -rf "$W"; fi
+  fi
+  exit "$rc"
+}

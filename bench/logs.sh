@@ -30,8 +30,7 @@ TAIL_MAX=${BENCH_TAIL_MAX:-300}
 TARGET=${CARGO_TARGET_DIR:-target}
 DEPWATCH=${DEPWATCH:-$TARGET/release/depwatch}
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+LOG_TAG=logs
 command -v mtail >/dev/null || die "mtail is missing (apt-get install -y mtail)"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install -y time)"
 if [[ ! -x $DEPWATCH ]]; then
@@ -39,14 +38,7 @@ if [[ ! -x $DEPWATCH ]]; then
   cargo build --release --quiet
 fi
 
-W=$(mktemp -d /tmp/depwatch-bench-logs.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
+scratch depwatch-bench-logs
 
 LOG=$W/bench.log
 log "generating $LINES-line JSON log"

@@ -34,25 +34,18 @@ for p in redis-server redis-cli prometheus-redis-exporter curl python3; do
 done
 [ -x "$DEPWATCH" ] || { echo "no release build at $DEPWATCH: run cargo build --release" >&2; exit 1; }
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+scratch depwatch-bench-redis
 
 hz=$(getconf CLK_TCK)
 
 RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >"$W/redis.log" 2>&1 &
 RPID=$!; PIDS+=("$RPID")
 wait_port "$RPORT"
 rc() { redis-cli -p "$RPORT" "$@"; }
 
 echo "loading $QUEUES queues x $JOBS jobs..." >&2
-python3 - "$QUEUES" "$JOBS" >"$WORK/fixture.resp" <<'EOF'
+python3 - "$QUEUES" "$JOBS" >"$W/fixture.resp" <<'EOF'
 import sys, time
 queues, jobs = int(sys.argv[1]), int(sys.argv[2])
 out = sys.stdout.buffer
@@ -91,14 +84,14 @@ for q in range(queues):
             cmd("ZADD", f"{b}:failed", ts + 900, j)
         cmd("HSET", f"{b}:{j}", *fields)
 EOF
-rc --pipe <"$WORK/fixture.resp" >/dev/null
+rc --pipe <"$W/fixture.resp" >/dev/null
 echo "redis keys: $(rc DBSIZE)" >&2
 
 # depwatch: one probe reading every queue.
 DPORT=$(free_port)
 {
   echo "listen: 127.0.0.1:$DPORT"
-  echo "state_dir: $WORK/state"
+  echo "state_dir: $W/state"
   echo "auth:"
   echo "  admin_token: $TOKEN"
   echo "probes:"
@@ -110,11 +103,11 @@ DPORT=$(free_port)
   echo "    jitter: 0s"
   echo "    queues:"
   for q in $(seq 0 $((QUEUES - 1))); do echo "      - { name: q$q, type: bullmq, prefix: bull }"; done
-} >"$WORK/depwatch.yml"
+} >"$W/depwatch.yml"
 # The same without the stalled-job scan (one lock lookup per active job).
 DPORT2=$(free_port)
-sed -e "s/^listen: .*/listen: 127.0.0.1:$DPORT2/" -e "s#^state_dir: .*#state_dir: $WORK/state2#" \
-  -e 's/^    jitter: 0s/    jitter: 0s\n    max_active_scan: 0/' "$WORK/depwatch.yml" >"$WORK/depwatch-noscan.yml"
+sed -e "s/^listen: .*/listen: 127.0.0.1:$DPORT2/" -e "s#^state_dir: .*#state_dir: $W/state2#" \
+  -e 's/^    jitter: 0s/    jitter: 0s\n    max_active_scan: 0/' "$W/depwatch.yml" >"$W/depwatch-noscan.yml"
 
 # redis_exporter: the same keys as single keys.
 keys=()
@@ -152,14 +145,14 @@ print(f"{name}\t{cpu:.3f}\t{(t1 - t0):.3f}\t{cpu / rounds * 1000:.3f}\t{(t1 - t0
 EOF
 }
 
-"$DEPWATCH" --config "$WORK/depwatch.yml" >"$WORK/depwatch.out" 2>"$WORK/depwatch.log" &
+"$DEPWATCH" --config "$W/depwatch.yml" >"$W/depwatch.out" 2>"$W/depwatch.log" &
 DPID=$!; PIDS+=("$DPID")
 wait_port "$DPORT"
-"$DEPWATCH" --config "$WORK/depwatch-noscan.yml" >"$WORK/depwatch2.out" 2>"$WORK/depwatch2.log" &
+"$DEPWATCH" --config "$W/depwatch-noscan.yml" >"$W/depwatch2.out" 2>"$W/depwatch2.log" &
 DPID2=$!; PIDS+=("$DPID2")
 wait_port "$DPORT2"
 prometheus-redis-exporter -redis.addr "redis://127.0.0.1:$RPORT" -web.listen-address "127.0.0.1:$EPORT" \
-  -check-single-keys "$SINGLE" >"$WORK/exporter.log" 2>&1 &
+  -check-single-keys "$SINGLE" >"$W/exporter.log" 2>&1 &
 EPID=$!; PIDS+=("$EPID")
 wait_port "$EPORT"
 

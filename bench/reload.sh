@@ -24,25 +24,15 @@ REPORT=${BENCH_REPORT_EVERY:-25}
 KIND=${BENCH_KIND:-process}
 BIN=${DEPWATCH_BIN:-${CARGO_TARGET_DIR:-target}/release/depwatch}
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+LOG_TAG=reload
 command -v curl >/dev/null || die "missing curl: apt-get install -y curl"
 if [[ ! -x $BIN ]]; then
   log "building depwatch (release)"
   cargo build --release --quiet
 fi
 
-W=$(mktemp -d /tmp/depwatch-bench.XXXXXX)
+scratch depwatch-bench
 DW_PID=
-cleanup() {
-  if [[ -n $DW_PID ]]; then
-    kill "$DW_PID" 2>/dev/null || true
-    sleep 0.2
-    kill -9 "$DW_PID" 2>/dev/null || true
-  fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
 
 PORT=$(free_port)
 mkdir -p "$W/state"
@@ -80,6 +70,7 @@ wait_reloaded() {
 config 0
 "$BIN" --config "$W/depwatch.yml" >/dev/null 2>"$W/depwatch.log" &
 DW_PID=$!
+PIDS+=("$DW_PID")
 wait_port "$PORT"
 wait_reloaded 0
 sleep 2
