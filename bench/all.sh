@@ -260,7 +260,7 @@ else absent "$w" "≤ 8 MiB" core; fi
 w="$PROBES http probes at $INTERVAL"
 if have http.missed_probes http.cpu_pct http.hwm_seq_kb http.hwm_end_kb; then
   row "$w" "$(v http.missed_probes) missed ($(v http.checks_done) of $(v http.checks_expected) checks), $(v http.cpu_pct)% of a core, peak $(calc '%.1f' "$(v http.hwm_seq_kb) / 1024") MiB ($(calc '%.1f' "$(v http.hwm_end_kb) / 1024") MiB after wrk on /api/health)" \
-    "$(if have http.cpu_per_check_vs_lean http.lean_ms_per_request; then echo "CPU per check $(v http.cpu_per_check_vs_lean)× wrk's per fresh-connection request ($(v http.cpu_ms_per_check) vs $(v http.lean_ms_per_request) ms)"; else echo "—"; fi)" \
+    "$(if have http.cpu_per_check_vs_lean http.lean_ms_per_request http.cpu_user_ms_per_check http.cpu_sys_ms_per_check; then echo "CPU per check $(v http.cpu_per_check_vs_lean)× wrk's per fresh-connection request ($(v http.cpu_ms_per_check) vs $(v http.lean_ms_per_request) ms; depwatch's $(v http.cpu_user_ms_per_check) user, $(v http.cpu_sys_ms_per_check) system)"; else echo "—"; fi)" \
     "0 missed, ≤ 5% core, ≤ 100 MiB peak" "$(yes_no "$(v http.missed_probes) == 0 && $(v http.cpu_pct) <= 5 && $(v http.hwm_seq_kb) <= 102400")"
 else absent "$w" "0 missed, ≤ 5% core, ≤ 100 MiB peak" http; fi
 

@@ -321,11 +321,13 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
   snapshot >"$W/s0"
   # CPU of the rounds alone: the two /metrics reads around them stay out
   # (the cost of a scrape is measured below).
-  t0=$(cpu_ticks "$PID2"); c0=$(date +%s.%N)
+  read -r u0 s0 < <(cpu_split "$PID2")
+  t0=$((u0 + s0)); c0=$(date +%s.%N)
   window=$((ROUNDS * INTERVAL_S))
   log "part 2: measuring $ROUNDS rounds (${window}s)"
   sleep "$window"
-  t1=$(cpu_ticks "$PID2"); c1=$(date +%s.%N)
+  read -r u1 s1 < <(cpu_split "$PID2")
+  t1=$((u1 + s1)); c1=$(date +%s.%N)
   snapshot >"$W/s1"
   hwm_rounds=$(rss_kb "$PID2" VmHWM)
   curl -fsS --max-time 60 -D "$W/metrics.hdr" -o "$W/metrics.txt" "$M"
@@ -341,7 +343,12 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
   dsum=$(kind_sum depwatch_check_duration_seconds_sum)
   dcount=$(kind_sum depwatch_check_duration_seconds_count)
   cpu_pct=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", 100 * t / hz / (b - a) }')
-  cpu_per=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$checks" 'BEGIN { if (n > 0) printf "%.3f", t * 1000 / hz / n; else print "n/a" }')
+  per_check() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$checks" 'BEGIN { if (n > 0) printf "%.3f", t * 1000 / hz / n; else print "n/a" }'; }
+  cpu_per=$(per_check $((t1 - t0)))
+  # User space is what depwatch's code can change; system time is mostly the
+  # connections' kernel work, on loopback the partner's side of it too.
+  cpu_user_per=$(per_check $((u1 - u0)))
+  cpu_sys_per=$(per_check $((s1 - s0)))
   echo "## $NPROBES configured http probes at $INTERVAL"
   echo
   echo "Every probe checks \`$TARGET?p=N\` (JSON pointer expectation) on its own schedule; jitter ${JITTER:-default (interval/10, at most 5s)}. Measured over $ROUNDS rounds (${window}s) after every probe's first check."
@@ -353,7 +360,7 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
     "$(awk -v s="$dsum" -v c="$dcount" 'BEGIN { print (c > 0 ? 1000 * s / c : 0) }')" "$cpu_pct" "$cpu_per" \
     "$(mib "$rss_warm")" "$(mib "$(rss_kb "$PID2" VmRSS)")" "$(mib "$hwm_rounds")"
   echo
-  echo "- the price of a connection here: wrk (one thread, 8 at a time, a fresh connection per request with \`Connection: close\`, same nginx) used **$lean_ms ms** of CPU per request ($lean_rps req/s); depwatch used $cpu_per ms per check, **$(ratio "$cpu_per" "$lean_ms")×** that. 5% of a core at this rate is $(awk -v n="$NPROBES" -v i="$INTERVAL_S" 'BEGIN { printf "%.3f", 50 * i / n }') ms per check."
+  echo "- the price of a connection here: wrk (one thread, 8 at a time, a fresh connection per request with \`Connection: close\`, same nginx) used **$lean_ms ms** of CPU per request ($lean_rps req/s); depwatch used $cpu_per ms per check ($cpu_user_per user, $cpu_sys_per system), **$(ratio "$cpu_per" "$lean_ms")×** that. 5% of a core at this rate is $(awk -v n="$NPROBES" -v i="$INTERVAL_S" 'BEGIN { printf "%.3f", 50 * i / n }') ms per check."
   echo
   result http.probes "$NPROBES"
   result http.interval_s "$INTERVAL_S"
@@ -365,6 +372,8 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
   result http.cpu_pct "$cpu_pct"
   result http.cpu_ms_per_check "$cpu_per"
   result http.cpu_per_check_vs_lean "$(ratio "$cpu_per" "$lean_ms")"
+  result http.cpu_user_ms_per_check "$cpu_user_per"
+  result http.cpu_sys_ms_per_check "$cpu_sys_per"
   result http.rss_warm_kb "$rss_warm"
   result http.hwm_rounds_kb "$hwm_rounds"
 
