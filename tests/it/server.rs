@@ -1,7 +1,8 @@
 //! depwatch's own HTTP server under pressure: connections that send nothing
 //! (or a request head that never ends, or nothing more after an answer) are
 //! closed after a timeout, a flood of them never starves `/healthz`,
-//! `/metrics` or `/api/health`, and SIGTERM still lets a request in flight
+//! `/metrics` or `/api/health`, a client that takes nothing of a large
+//! answer loses its connection, and SIGTERM still lets a request in flight
 //! finish.
 
 use std::time::{Duration, Instant};
@@ -175,4 +176,46 @@ async fn sigterm_lets_a_request_in_flight_finish() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_takes_nothing_of_a_large_answer_loses_its_connection() {
+    // An /api/health larger than the socket buffers can take (the kernel's
+    // send buffer grows to 4 MiB at most): 12,000 components, ~7 MB.
+    let mut yaml = String::from("health:\n  cache_ttl: 1h\nprobes:\n");
+    for i in 0..12_000 {
+        yaml.push_str(&format!(
+            "  - {{ name: p{i:05}, kind: http, url: \"http://127.0.0.1:9/\", interval: 1h, jitter: 1s, timeout: 1s }}\n"
+        ));
+    }
+    let dw = Depwatch::start(&yaml).await;
+    let whole = dw.get("/api/health").await.1.len();
+    assert!(
+        whole > 6_000_000,
+        "{whole} bytes: not larger than the buffers"
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket
+        .connect(([127, 0, 0, 1], dw.port).into())
+        .await
+        .unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: depwatch\r\n\r\n")
+        .await
+        .unwrap();
+    // Nothing read for longer than the write stall timeout (30 s).
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    // What the buffers held, then the close: sooner than an answer read to
+    // its end would be closed (10 s idle), and without the answer's end.
+    let got = tokio::time::timeout(Duration::from_secs(8), until_closed(s))
+        .await
+        .expect("the server closed the connection");
+    assert!(got.len() < whole, "{} of {whole} bytes", got.len());
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "the whole answer arrived: {} bytes",
+        got.len()
+    );
+    // The server is fine.
+    assert_eq!(dw.get("/healthz").await.0, 200);
 }
