@@ -344,7 +344,10 @@ impl<I> Stalled<I> {
         match stall.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the client took nothing of its answer for the write stall timeout",
+                format!(
+                    "the client took nothing of its answer for {} s (the write stall timeout)",
+                    limit.as_secs()
+                ),
             ))),
             Poll::Pending => Poll::Pending,
         }
