@@ -265,6 +265,7 @@ if [[ ${BENCH_SKIP_PART2:-0} != 1 ]]; then
   log "part 2: wrk, one fresh connection per request, for the price of a connection"
   timeout $((LEAN_DUR + 30)) wrk -t1 -c8 -d"$((LEAN_DUR + 2))s" -H 'Connection: close' "$TARGET" >"$W/lean.out" 2>&1 &
   LEAN_PID=$!
+  PIDS+=("$LEAN_PID")
   sleep 1
   wrk_pid=$(awk '{ print $1 }' "/proc/$LEAN_PID/task/$LEAN_PID/children") # timeout's child
   [[ -n $wrk_pid ]] || die "wrk (fresh connections) did not start: $(tail -n 3 "$W/lean.out")"

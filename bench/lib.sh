@@ -22,11 +22,10 @@ wait_port() {
   exit 1
 }
 
-# A process's user+system CPU in clock ticks (the command name may hold spaces).
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
-# The same, apart: "USER SYSTEM" clock ticks.
+# A process's user and system CPU in clock ticks, "USER SYSTEM" (the
+# command name may hold spaces); cpu_ticks: their sum.
 cpu_split() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+cpu_ticks() { cpu_split "$1" | awk '{print $1 + $2}'; }
 
 # A field of /proc/PID/status in kB: rss_kb PID [VmRSS|VmHWM] (default VmRSS).
 rss_kb() { awk -v k="${2:-VmRSS}:" '$1 == k {print $2}' "/proc/$1/status"; }
