@@ -456,10 +456,12 @@ async fn history_survives_a_restart() {
         .wait_metrics(
             "the first check after the restart",
             Duration::from_secs(10),
+            // Counted once the check has ended: the probe's own series
+            // (used bytes first, the forecast last) are all written by then.
             |m| {
                 m.get(
-                    "depwatch_storage_used_bytes",
-                    &[("component", "quota"), ("path", "/v1/capacity")],
+                    "depwatch_checks_total",
+                    &[("component", "quota"), ("kind", "storage")],
                 )
                 .is_some()
             },
