@@ -49,6 +49,46 @@ fn yes() -> bool {
     true
 }
 
+/// Where a probe's scheduling value comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    Probe,
+    Defaults,
+    BuiltIn,
+}
+
+impl Source {
+    fn of<T, U>(own: &Option<T>, default: &Option<U>) -> Source {
+        match (own, default) {
+            (Some(_), _) => Source::Probe,
+            (None, Some(_)) => Source::Defaults,
+            (None, None) => Source::BuiltIn,
+        }
+    }
+
+    /// The key path of the value: the probe's own, else the defaults'. A
+    /// value the probe does not set is reported where it is set, once at
+    /// `defaults.KEY`, not once per probe that inherits it (10,000 probes
+    /// would print 10,000 lines for one bad line). A built-in default is
+    /// never wrong on its own: it stays with the probe.
+    fn key(self, probe: &str, key: &str) -> String {
+        match self {
+            Source::Defaults => format!("defaults.{key}"),
+            Source::Probe | Source::BuiltIn => format!("{probe}.{key}"),
+        }
+    }
+
+    /// Words after an inherited value in a problem reported elsewhere.
+    fn note(self, key: &str, at: &str) -> String {
+        match self {
+            Source::Probe => String::new(),
+            Source::Defaults if at == format!("defaults.{key}") => String::new(),
+            Source::Defaults => format!(" (defaults.{key})"),
+            Source::BuiltIn => " (the built-in default)".into(),
+        }
+    }
+}
+
 impl Checker<'_> {
     pub(super) fn probes(&self, defaults: &RawDefaults) -> Vec<Arc<ProbeConfig>> {
         let Some(list) = self.root.get("probes") else {
@@ -144,15 +184,17 @@ impl Checker<'_> {
             }
             let interval = raw.interval.map_or(d_interval, |d| d.0);
             let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
+            let s_interval = Source::of(&raw.interval, &defaults.interval);
+            let s_timeout = Source::of(&raw.timeout, &defaults.timeout);
             if interval < Duration::from_millis(100) {
                 self.problem(
-                    &format!("{path}.interval"),
+                    &s_interval.key(&path, "interval"),
                     "interval is shorter than 100ms",
                     "checks that often would load the dependency",
                 );
             } else if interval > MAX_INTERVAL {
                 self.problem(
-                    &format!("{path}.interval"),
+                    &s_interval.key(&path, "interval"),
                     format!(
                         "interval {} is longer than {}",
                         units::format_duration(interval),
@@ -163,22 +205,27 @@ impl Checker<'_> {
             }
             if timeout.is_zero() {
                 self.problem(
-                    &format!("{path}.timeout"),
+                    &s_timeout.key(&path, "timeout"),
                     "timeout must be above zero",
                     "e.g. 5s",
                 );
             } else if timeout >= interval {
-                let at = if raw.timeout.is_some() {
-                    "timeout"
-                } else {
-                    "interval"
+                // At the timeout, unless the probe's own interval or a
+                // built-in timeout makes the pair wrong.
+                let at = match (s_timeout, s_interval) {
+                    (Source::BuiltIn, _) | (Source::Defaults, Source::Probe) => {
+                        s_interval.key(&path, "interval")
+                    }
+                    _ => s_timeout.key(&path, "timeout"),
                 };
                 self.problem(
-                    &format!("{path}.{at}"),
+                    &at,
                     format!(
-                        "timeout {} is not shorter than interval {}",
+                        "timeout {}{} is not shorter than interval {}{}",
                         units::format_duration(timeout),
-                        units::format_duration(interval)
+                        s_timeout.note("timeout", &at),
+                        units::format_duration(interval),
+                        s_interval.note("interval", &at),
                     ),
                     "a check must end before the next one starts: lower timeout or raise interval",
                 );
@@ -191,13 +238,21 @@ impl Checker<'_> {
                 .success_threshold
                 .or(defaults.success_threshold)
                 .unwrap_or(1);
-            for (key, v) in [
-                ("failure_threshold", failure_threshold),
-                ("success_threshold", success_threshold),
+            for (key, v, source) in [
+                (
+                    "failure_threshold",
+                    failure_threshold,
+                    Source::of(&raw.failure_threshold, &defaults.failure_threshold),
+                ),
+                (
+                    "success_threshold",
+                    success_threshold,
+                    Source::of(&raw.success_threshold, &defaults.success_threshold),
+                ),
             ] {
                 if !(1..=100).contains(&v) {
                     self.problem(
-                        &format!("{path}.{key}"),
+                        &source.key(&path, key),
                         format!("{key} {v} is out of range"),
                         "use 1 to 100 consecutive checks",
                     );
@@ -209,9 +264,23 @@ impl Checker<'_> {
                 .or(defaults.jitter.map(|d| d.0))
                 .unwrap_or_else(|| (interval / 10).min(Duration::from_secs(5)));
             if jitter >= interval {
+                // A built-in jitter is always shorter: the jitter is set.
+                let s_jitter = Source::of(&raw.jitter, &defaults.jitter);
+                let at = match (s_jitter, s_interval) {
+                    (Source::BuiltIn, _) | (Source::Defaults, Source::Probe) => {
+                        s_interval.key(&path, "interval")
+                    }
+                    _ => s_jitter.key(&path, "jitter"),
+                };
                 self.problem(
-                    &format!("{path}.jitter"),
-                    "jitter is not shorter than the interval",
+                    &at,
+                    format!(
+                        "jitter {}{} is not shorter than interval {}{}",
+                        units::format_duration(jitter),
+                        s_jitter.note("jitter", &at),
+                        units::format_duration(interval),
+                        s_interval.note("interval", &at),
+                    ),
                     "a tenth of the interval spreads the load",
                 );
             }

@@ -180,6 +180,24 @@ fn bad_configurations_report_every_problem_with_a_position() {
             ],
         ),
         (
+            "a bad value in defaults is reported once, at defaults",
+            "defaults:\n  interval: 1s\n  jitter: 2s\n  failure_threshold: 0\nprobes:\n  - name: a\n    kind: process\n    self: true\n  - name: b\n    kind: process\n    self: true\n  - name: c\n    kind: process\n    self: true\n    interval: 30s\n    timeout: 10s\n".into(),
+            &[],
+            &[
+                "F:2:3: defaults.interval: timeout 5s (the built-in default) is not shorter than interval 1s (a check must end before the next one starts: lower timeout or raise interval)",
+                "F:3:3: defaults.jitter: jitter 2s is not shorter than interval 1s (defaults.interval) (a tenth of the interval spreads the load)",
+                "F:4:3: defaults.failure_threshold: failure_threshold 0 is out of range (use 1 to 100 consecutive checks)",
+            ],
+        ),
+        (
+            "an inherited value that does not fit a probe's own is reported at the probe",
+            "defaults:\n  timeout: 10s\nprobes:\n  - name: a\n    kind: process\n    self: true\n    interval: 5s\n  - name: b\n    kind: process\n    self: true\n".into(),
+            &[],
+            &[
+                "F:7:5: probes[0].interval: timeout 10s (defaults.timeout) is not shorter than interval 5s (a check must end before the next one starts: lower timeout or raise interval)",
+            ],
+        ),
+        (
             "HA coordination: scheme, lease range, instance name",
             format!(
                 "{PROBE}alerting:\n  coordination: http://127.0.0.1:6379\n  coordination_lease: 500ms\n  instance: a b\n"
