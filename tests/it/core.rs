@@ -725,3 +725,27 @@ async fn a_large_health_answer_is_streamed_whole_and_in_order() {
     assert_eq!(one["components"].as_object().unwrap().len(), 1);
     assert_eq!(one["cache"]["components"].as_object().unwrap().len(), 400);
 }
+
+#[tokio::test]
+async fn logs_that_do_not_go_to_a_terminal_are_plain_text() {
+    // The daemon's stderr is a file here, as under systemd or docker: no
+    // colour codes in it, its fields readable as written.
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        process_probe("self", "self: true", "")
+    ))
+    .await;
+    let log = wait_for("the first state change logged", SECS10, || async {
+        let log = dw.log();
+        log.contains("Component state changed").then_some(log)
+    })
+    .await;
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    assert!(
+        log.contains(r#"component="self" kind="process" status="healthy""#),
+        "{log}"
+    );
+}
