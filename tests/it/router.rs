@@ -166,6 +166,10 @@ async fn admin_endpoints_answer_401_without_the_right_token() {
     assert_eq!(checks(&app), (1, 0));
     let r = app.post("/api/admin/probes/nope/run", Some(TOKEN)).await;
     assert_eq!(r.status, 404, "{}", r.body);
+    // A name that is not UTF-8 once decoded: 400, in JSON.
+    let r = app.post("/api/admin/probes/%FF/run", Some(TOKEN)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.header("content-type"), "application/json", "{}", r.body);
     let r = app
         .post("/api/admin/cache/invalidate?component=nope", Some(TOKEN))
         .await;
@@ -199,9 +203,22 @@ async fn bad_queries_are_400() {
     let r = app.get("/probe?target=nobody").await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("unknown target `nobody`"), "{}", r.body);
-    // A query string that does not fit the handler's parameters.
+    // A query string that does not fit the handler's parameters: JSON,
+    // as every other error of the API.
     let r = app.get("/api/health?component=a&component=b").await;
     assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.header("content-type"), "application/json", "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate field `component`"),
+        "{}",
+        r.body
+    );
+    let r = app.get("/probe?target=a&target=b").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.header("content-type"), "application/json", "{}", r.body);
     assert_eq!(checks(&app), (0, 0));
 }
 
