@@ -182,6 +182,7 @@ mod tests {
         s.alert_email_put(&mk(2), t - 1_000);
         s.alert_email_sent(1, t - 500, "250 ok".into());
         s.close().await.unwrap();
+        drop(s);
         let s = Store::open(dir.path()).unwrap();
         let saved = s.alert_load(t).await.unwrap();
         assert_eq!(saved.open.len(), 1);

@@ -23,6 +23,8 @@
 //!   any row older than [`MAX_RETENTION`], so a removed component's history
 //!   does not stay forever.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +41,10 @@ use crate::util::time::unix_ms;
 
 /// The database file's name inside `state_dir`.
 pub const FILE_NAME: &str = "depwatch.db";
+
+/// The file whose lock keeps a second depwatch out of a state directory
+/// (it holds the PID of the one inside).
+pub const LOCK_NAME: &str = "depwatch.lock";
 
 /// Rows older than this are dropped at start, whatever their table: longer
 /// than the longest `forecast_window` (366 days) accepted by the config.
@@ -139,6 +145,15 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the state directory {dir} is in use by {holder} (give each depwatch its own `state_dir`)"
+    )]
+    InUse { dir: String, holder: String },
+    #[error("cannot lock the state directory with {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the state store's writer thread: {0}")]
     Thread(std::io::Error),
     #[error("state database: {0}")]
@@ -197,6 +212,9 @@ impl Counters {
 /// The open state store, shared by everything that keeps state.
 pub struct Store {
     path: PathBuf,
+    /// Locked for as long as the store is open: two processes writing one
+    /// database would each resume the other's log offsets and alert state.
+    _lock: Option<File>,
     tx: Sender<Op>,
     /// Writes queued and not yet taken by the writer (bounded by
     /// `QUEUE_CAPACITY`; control messages are not counted).
@@ -218,6 +236,68 @@ pub struct Store {
     schema_version: usize,
 }
 
+/// Takes the lock of `dir` (see [`LOCK_NAME`]) and writes this process'
+/// PID into it. `None`: a directory depwatch may not write to, where the
+/// store runs read-only and there is nothing to guard.
+fn lock_dir(dir: &Path) -> Result<Option<File>, StoreError> {
+    let path = dir.join(LOCK_NAME);
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(StoreError::Lock {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim().parse::<u32>() {
+                Ok(pid) => format!("another depwatch (pid {pid})"),
+                Err(_) => "another process".into(),
+            };
+            return Err(StoreError::InUse {
+                dir: dir.display().to_string(),
+                holder,
+            });
+        }
+        // A filesystem without locks (some network mounts): watched all
+        // the same, unguarded.
+        Err(TryLockError::Error(e)) => {
+            tracing::warn!(path = %path.display(), error = %e, "Cannot lock the state directory; make sure no other depwatch uses it.");
+            return Ok(None);
+        }
+    }
+    let pid = format!("{}\n", std::process::id());
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.write_all(pid.as_bytes()));
+    if let Err(source) = written {
+        return Err(StoreError::Lock {
+            path: path.display().to_string(),
+            source,
+        });
+    }
+    Ok(Some(file))
+}
+
 impl Store {
     /// Opens (creating when needed) `dir/depwatch.db`, runs the migrations
     /// and starts the writer thread. Blocking: call before serving, or from
@@ -227,6 +307,7 @@ impl Store {
             path: dir.display().to_string(),
             source,
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(FILE_NAME);
         let (mut conn, recovered) = match open_checked(&path) {
             Ok(c) => (c, None),
@@ -277,6 +358,7 @@ impl Store {
             .map_err(StoreError::Thread)?;
         let store = Store {
             path,
+            _lock: lock,
             tx,
             backlog,
             reader: Arc::new(Mutex::new(reader)),
@@ -717,6 +799,27 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("cannot create the state directory"), "{msg}");
         assert!(msg.contains("state_dir"), "{msg}");
+    }
+
+    #[test]
+    fn a_state_directory_takes_one_depwatch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let lock = std::fs::read_to_string(dir.path().join(LOCK_NAME)).unwrap();
+        assert_eq!(lock, format!("{}\n", std::process::id()));
+        let err = Store::open(dir.path()).err().expect("a second store");
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "in use by another depwatch (pid {})",
+                std::process::id()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("its own `state_dir`"), "{msg}");
+        drop(first);
+        Store::open(dir.path()).expect("the directory is free again");
     }
 
     #[test]

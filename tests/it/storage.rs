@@ -593,6 +593,42 @@ async fn an_unwritable_state_dir_stops_the_start_with_a_reason() {
     assert!(err.contains("state_dir"), "{err}");
 }
 
+#[tokio::test]
+async fn a_second_depwatch_on_the_same_state_dir_is_refused() {
+    // Two processes on one database would each resume the other's log
+    // offsets and alert state: the second one stops, naming the first.
+    let state = tempfile::tempdir().unwrap();
+    let probes = "  - name: here\n    kind: storage\n    path: .\n";
+    let mut first = start_on(state.path(), probes).await;
+    let (dir, _, config) = write_config(&format!(
+        "state_dir: {}\nprobes:\n{probes}",
+        state.path().display()
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run depwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the state directory {} is in use by another depwatch (pid {})",
+            state.path().display(),
+            first.proc.pid()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("its own `state_dir`"), "{err}");
+    // The first keeps running; once it is gone, the directory is free.
+    assert!(first.proc.child.try_wait().unwrap().is_none());
+    stop(&mut first);
+    let again = start_on(state.path(), probes).await;
+    assert!(again.log().contains("State store open"), "{}", again.log());
+}
+
 #[test]
 fn the_default_watches_the_working_directory() {
     // The default listens on 9877, which another run may hold: check what
