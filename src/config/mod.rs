@@ -356,11 +356,11 @@ pub fn from_str_with(
 
     let listen = match top.listen.as_deref() {
         None => SocketAddr::from(([127, 0, 0, 1], 9877)),
-        Some(s) => s.parse().unwrap_or_else(|_| {
+        Some(s) => listen_address(s).unwrap_or_else(|| {
             checker.problem(
                 "listen",
                 format!("invalid listen address `{s}`"),
-                "write HOST:PORT, e.g. 127.0.0.1:9877",
+                "write IP:PORT, e.g. 127.0.0.1:9877, [::1]:9877, or :9877 for every interface",
             );
             SocketAddr::from(([127, 0, 0, 1], 9877))
         }),
@@ -654,9 +654,49 @@ impl Checker<'_> {
     }
 }
 
+/// `listen`: an IP address and port, or the forms exporters take too:
+/// `:PORT` (every IPv4 interface, as `0.0.0.0:PORT`; `[::]:PORT` for IPv6
+/// as well) and `localhost:PORT` (`127.0.0.1:PORT`). No other name is
+/// resolved: what a name stands for can change under a running daemon.
+fn listen_address(s: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse() {
+        return Some(addr);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    match host {
+        "" => Some(SocketAddr::from(([0, 0, 0, 0], port))),
+        h if h.eq_ignore_ascii_case("localhost") => Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_takes_ip_and_port_and_the_forms_exporters_take() {
+        for (given, want) in [
+            ("127.0.0.1:9877", Some("127.0.0.1:9877")),
+            ("[::1]:9877", Some("[::1]:9877")),
+            ("[::]:9877", Some("[::]:9877")),
+            (":9877", Some("0.0.0.0:9877")),
+            ("localhost:9100", Some("127.0.0.1:9100")),
+            ("LOCALHOST:0", Some("127.0.0.1:0")),
+            ("9877", None),
+            (":99999", None),
+            ("example.com:9877", None),
+            ("localhost", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                listen_address(given).map(|a| a.to_string()).as_deref(),
+                want,
+                "{given:?}"
+            );
+        }
+    }
 
     #[test]
     fn builtin_is_valid() {

@@ -460,7 +460,7 @@ probes:
     assert_eq!(
         lines,
         vec![
-            "F:1:1: listen: invalid listen address `127.0.0.1:99999` (write HOST:PORT, e.g. 127.0.0.1:9877)",
+            "F:1:1: listen: invalid listen address `127.0.0.1:99999` (write IP:PORT, e.g. 127.0.0.1:9877, [::1]:9877, or :9877 for every interface)",
             "F:3:3: health.cache_tll: unknown key `cache_tll` (did you mean `cache_ttl`?)",
             "F:5:13: defaults.interval: duration `10` has no unit (write it like 500ms, 15s, 5m, 1h30m or 7d)",
             "F:11:5: probes[0].timeout: timeout 5s is not shorter than interval 5s (a check must end before the next one starts: lower timeout or raise interval)",
