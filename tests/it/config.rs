@@ -180,6 +180,18 @@ fn bad_configurations_report_every_problem_with_a_position() {
             ],
         ),
         (
+            "names other tools use are pointed to the names used here",
+            "probes:\n  - name: a\n    kind: log\n    paths: [./a.log]\n  - name: b\n    kind: http\n    url: http://127.0.0.1:1/\n    conditions: [\"[STATUS] == 200\"]\n  - name: c\n    kind: disk\n".into(),
+            &[],
+            &[
+                "F:2:5: probes[0].files: missing required key `files`",
+                "F:2:5: probes[0].rules: missing required key `rules`",
+                "F:4:5: probes[0].paths: unknown key `paths` (did you mean `files`?)",
+                "F:8:5: probes[1].conditions: unknown key `conditions` (did you mean `expect`?)",
+                "F:10:5: probes[2].kind: unknown kind `disk` (did you mean `storage`?)",
+            ],
+        ),
+        (
             "a bad value in defaults is reported once, at defaults",
             "defaults:\n  interval: 1s\n  jitter: 2s\n  failure_threshold: 0\nprobes:\n  - name: a\n    kind: process\n    self: true\n  - name: b\n    kind: process\n    self: true\n  - name: c\n    kind: process\n    self: true\n    interval: 30s\n    timeout: 10s\n".into(),
             &[],
