@@ -90,6 +90,35 @@ impl Source {
 }
 
 impl Checker<'_> {
+    /// A probe's `key` (its timeout or jitter) is not shorter than its
+    /// interval: reported at that key, unless the probe's own interval or a
+    /// built-in value makes the pair wrong, then at the interval.
+    fn not_below_interval(
+        &self,
+        path: &str,
+        (key, value, source): (&str, Duration, Source),
+        (interval, s_interval): (Duration, Source),
+        hint: &str,
+    ) {
+        let at = match (source, s_interval) {
+            (Source::BuiltIn, _) | (Source::Defaults, Source::Probe) => {
+                s_interval.key(path, "interval")
+            }
+            _ => source.key(path, key),
+        };
+        self.problem(
+            &at,
+            format!(
+                "{key} {}{} is not shorter than interval {}{}",
+                units::format_duration(value),
+                source.note(key, &at),
+                units::format_duration(interval),
+                s_interval.note("interval", &at),
+            ),
+            hint,
+        );
+    }
+
     pub(super) fn probes(&self, defaults: &RawDefaults) -> Vec<Arc<ProbeConfig>> {
         let Some(list) = self.root.get("probes") else {
             self.problem(
@@ -212,21 +241,10 @@ impl Checker<'_> {
             } else if timeout >= interval {
                 // At the timeout, unless the probe's own interval or a
                 // built-in timeout makes the pair wrong.
-                let at = match (s_timeout, s_interval) {
-                    (Source::BuiltIn, _) | (Source::Defaults, Source::Probe) => {
-                        s_interval.key(&path, "interval")
-                    }
-                    _ => s_timeout.key(&path, "timeout"),
-                };
-                self.problem(
-                    &at,
-                    format!(
-                        "timeout {}{} is not shorter than interval {}{}",
-                        units::format_duration(timeout),
-                        s_timeout.note("timeout", &at),
-                        units::format_duration(interval),
-                        s_interval.note("interval", &at),
-                    ),
+                self.not_below_interval(
+                    &path,
+                    ("timeout", timeout, s_timeout),
+                    (interval, s_interval),
                     "a check must end before the next one starts: lower timeout or raise interval",
                 );
             }
@@ -264,23 +282,10 @@ impl Checker<'_> {
                 .or(defaults.jitter.map(|d| d.0))
                 .unwrap_or_else(|| (interval / 10).min(Duration::from_secs(5)));
             if jitter >= interval {
-                // A built-in jitter is always shorter: the jitter is set.
-                let s_jitter = Source::of(&raw.jitter, &defaults.jitter);
-                let at = match (s_jitter, s_interval) {
-                    (Source::BuiltIn, _) | (Source::Defaults, Source::Probe) => {
-                        s_interval.key(&path, "interval")
-                    }
-                    _ => s_jitter.key(&path, "jitter"),
-                };
-                self.problem(
-                    &at,
-                    format!(
-                        "jitter {}{} is not shorter than interval {}{}",
-                        units::format_duration(jitter),
-                        s_jitter.note("jitter", &at),
-                        units::format_duration(interval),
-                        s_interval.note("interval", &at),
-                    ),
+                self.not_below_interval(
+                    &path,
+                    ("jitter", jitter, Source::of(&raw.jitter, &defaults.jitter)),
+                    (interval, s_interval),
                     "a tenth of the interval spreads the load",
                 );
             }

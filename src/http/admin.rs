@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::access::constant_time_eq;
-use super::error::{ApiError, ApiPath, ApiQuery};
+use super::error::{Api, ApiError};
 use super::shared::{AppState, Shared};
 use crate::component::{Component, Components};
 use crate::metrics::Cause;
@@ -109,7 +109,7 @@ impl Selector {
 pub(super) async fn invalidate(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<Selector>,
+    Api(Query(q)): Api<Query<Selector>>,
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers, true)?;
     let rt = s.current();
@@ -132,7 +132,7 @@ pub(super) async fn invalidate(
 pub(super) async fn run_selected(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<Selector>,
+    Api(Query(q)): Api<Query<Selector>>,
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers, true)?;
     let rt = s.current();
@@ -167,7 +167,7 @@ pub(super) async fn run_selected(
 pub(super) async fn run_probe(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiPath(name): ApiPath<String>,
+    Api(Path(name)): Api<Path<String>>,
 ) -> Result<Response, ApiError> {
     authorize(&s, &headers, true)?;
     let rt = s.current();

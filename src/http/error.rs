@@ -1,11 +1,10 @@
 //! The one error type of the HTTP API: JSON `{"error": ...}` with the
 //! status that fits. Faults of depwatch's own are logged, never sent.
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 /// Errors of the API, as JSON. Internals are logged, never sent.
@@ -49,31 +48,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// axum's `Query`, refused as every other error of the API: JSON, 400
-/// (axum's own rejection is plain text).
-pub struct ApiQuery<T>(pub T);
+/// An axum extractor (`Query`, `Path`) whose rejection is answered as
+/// every other error of the API: JSON, 400 (axum's own is plain text).
+pub struct Api<E>(pub E);
 
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+impl<E, S> FromRequestParts<S> for Api<E>
+where
+    E: FromRequestParts<S>,
+    E::Rejection: std::fmt::Display,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(t)) => Ok(ApiQuery(t)),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
-        }
-    }
-}
-
-/// axum's `Path`, refused as [`ApiQuery`] is.
-pub struct ApiPath<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(t)) => Ok(ApiPath(t)),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        match E::from_request_parts(parts, state).await {
+            Ok(e) => Ok(Api(e)),
+            Err(e) => Err(ApiError::BadRequest(e.to_string())),
         }
     }
 }

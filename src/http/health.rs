@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::error::{ApiError, ApiQuery};
+use super::error::{Api, ApiError};
 use super::performance::{Section, Slowest, performance};
 use super::shared::AppState;
 use super::shared::Shared;
@@ -28,7 +28,7 @@ pub(super) struct ComponentQuery {
 
 pub(super) async fn health(
     State(s): State<AppState>,
-    ApiQuery(q): ApiQuery<ComponentQuery>,
+    Api(Query(q)): Api<Query<ComponentQuery>>,
 ) -> Result<Response, ApiError> {
     let rt = s.current();
     let ttl = rt.config.health.cache_ttl;

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiQuery};
+use super::error::{Api, ApiError};
 use super::shared::AppState;
 use crate::metrics::exposition::{Format, convert};
 use crate::metrics::kit::GaugeF;
@@ -104,7 +104,7 @@ fn scrape_budget(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
 pub(super) async fn probe(
     State(s): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<ProbeQuery>,
+    Api(Query(q)): Api<Query<ProbeQuery>>,
 ) -> Result<Response, ApiError> {
     let target = q.target.filter(|t| !t.is_empty()).ok_or_else(|| {
         ApiError::BadRequest(

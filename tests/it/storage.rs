@@ -572,20 +572,27 @@ async fn a_corrupt_state_file_is_moved_aside() {
     );
 }
 
+/// Runs depwatch on `config` from `dir`, which must refuse to start: its
+/// stderr.
+fn refused(dir: &Path, config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run depwatch");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    err
+}
+
 #[tokio::test]
 async fn an_unwritable_state_dir_stops_the_start_with_a_reason() {
     let (dir, _, config) = write_config(
         "state_dir: /proc/version/state\nprobes:\n  - name: here\n    kind: storage\n    path: .\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
-        .arg("--config")
-        .arg(&config)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run depwatch");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused(dir.path(), &config);
     assert!(
         err.contains("cannot create the state directory /proc/version/state"),
         "{err}"
@@ -604,15 +611,7 @@ async fn a_second_depwatch_on_the_same_state_dir_is_refused() {
         "state_dir: {}\nprobes:\n{probes}",
         state.path().display()
     ));
-    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
-        .arg("--config")
-        .arg(&config)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run depwatch");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = refused(dir.path(), &config);
     assert!(
         err.contains(&format!(
             "the state directory {} is in use by another depwatch (pid {})",
