@@ -228,6 +228,8 @@ async fn redis_cache_counters_and_queues() {
       - {{ name: events, type: stream, key: events }}
       - {{ type: bullmq, prefix: disc, discover: true, max_queues: 2 }}
       - {{ name: wrongtype, type: list, key: cached }}
+      - {{ name: bmq-typo, type: bullmq, prefix: bull }}
+      - {{ name: b3-typo, type: bull, prefix: bul }}
 "#,
         url = server.url()
     );
@@ -340,6 +342,20 @@ async fn redis_cache_counters_and_queues() {
     assert!(
         err.contains("queue wrongtype: cannot read it:") && err.contains("WRONGTYPE"),
         "{err}"
+    );
+    // A queue without the key every queue of its layout has (a typo in its
+    // name or prefix): reported, and no series of zeros for it.
+    assert!(
+        err.contains("queue bmq-typo: no such BullMQ queue: bull:bmq-typo:meta does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("queue b3-typo: no such Bull queue: bul:b3-typo:id does not exist"),
+        "{err}"
+    );
+    assert!(
+        !m.text.contains("queue=\"bmq-typo\""),
+        "series for a queue that does not exist"
     );
     let qd = &jobs_h["details"]["queues"]["bmq"];
     assert_eq!(qd["waiting"], 2);
@@ -462,6 +478,11 @@ async fn redis_one_round_trip_per_check() {
     let mut queues = String::new();
     for i in 0..20 {
         let b = format!("bull:q{i}");
+        cmd(
+            &mut c,
+            &["HSET", &format!("{b}:meta"), "opts.maxLenEvents", "10000"],
+        )
+        .await;
         job(&mut c, &b, "1", 10, None).await;
         cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "1"]).await;
         queues.push_str(&format!("      - {{ name: q{i}, type: bullmq }}\n"));

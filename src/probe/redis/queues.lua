@@ -19,6 +19,12 @@ elseif kind == 'stream' then
 end
 
 local p = base .. ':'
+-- The key every queue of the layout has (discovery looks for it too):
+-- without it there is no such queue, whatever its lists would count.
+local marker = p .. (kind == 'bullmq' and 'meta' or 'id')
+if r('EXISTS', marker) == 0 then
+  return { 'missing', marker }
+end
 local wait = r('LLEN', p .. 'wait')
 local active = r('LLEN', p .. 'active')
 local paused = r('LLEN', p .. 'paused')

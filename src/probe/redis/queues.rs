@@ -222,9 +222,12 @@ impl Queues {
                     t.spec.thresholds.judge(&s, out);
                     snaps.push(s);
                 }
-                Err(msg) => out.raise(
+                Err(e @ QueueReadError::Missing { .. }) => {
+                    out.raise(Status::Degraded, format!("queue {}: {e}", t.name));
+                }
+                Err(e) => out.raise(
                     Status::Degraded,
-                    format!("queue {}: cannot read it: {msg}", t.name),
+                    format!("queue {}: cannot read it: {e}", t.name),
                 ),
             }
         }
@@ -345,6 +348,14 @@ enum QueueReadError {
     Unexpected,
     #[error("unexpected answer from the queue script")]
     UnexpectedFromScript,
+    /// The queue's marker key (see `queues.lua`) does not exist.
+    #[error(
+        "no such {layout} queue: {marker} does not exist (every {layout} queue has it; check the queue's name and prefix)"
+    )]
+    Missing {
+        layout: &'static str,
+        marker: String,
+    },
 }
 
 /// The script's answer for one queue as a snapshot.
@@ -410,6 +421,17 @@ fn snapshot(
             s.extra.insert("groups".into(), Value::Object(gs));
         }
         QueueType::Bullmq | QueueType::Bull => {
+            if let [RValue::BulkString(tag), marker] = items.as_slice()
+                && tag.as_slice() == b"missing"
+            {
+                return Err(QueueReadError::Missing {
+                    layout: match t.spec.type_ {
+                        QueueType::Bullmq => "BullMQ",
+                        _ => "Bull",
+                    },
+                    marker: redis::from_redis_value::<String>(marker.clone()).unwrap_or_default(),
+                });
+            }
             if items.len() < 13 {
                 return Err(QueueReadError::UnexpectedFromScript);
             }
