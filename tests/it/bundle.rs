@@ -770,19 +770,8 @@ fn start_redis(port: u16) -> Proc {
             .stdout(Stdio::null()),
     );
     wait_listening(&mut p, port, Duration::from_secs(10));
-    // The service's BullMQ queue, as its `Queue` writes it when the
-    // service starts (a queue without it is reported as not existing).
-    let mut c = ::redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
-        .and_then(|c| c.get_connection())
-        .expect("connect to the test redis");
-    ::redis::cmd("HSET")
-        .arg("bull:partner-sync:meta")
-        .arg("opts.maxLenEvents")
-        .arg(10_000)
-        .arg("version")
-        .arg("bullmq:5.0.0")
-        .query::<()>(&mut c)
-        .expect("create the queue's meta hash");
+    // The service's BullMQ queue exists from its start.
+    crate::redis::make_bullmq_queue(&format!("redis://127.0.0.1:{port}/0"), "bull:partner-sync");
     p
 }
 

@@ -135,15 +135,7 @@ async fn the_page_in_chromium_turns_a_row_unhealthy_live_and_back() {
         let server = RedisServer::start_on(port, None);
         // The service makes its queue again once Redis is back (a Redis
         // without it reports the queue as not existing).
-        let mut c = ::redis::Client::open(server.url())
-            .and_then(|c| c.get_connection())
-            .expect("connect to the restarted redis");
-        ::redis::cmd("HSET")
-            .arg("bull:payments:meta")
-            .arg("opts.maxLenEvents")
-            .arg(10_000)
-            .query::<()>(&mut c)
-            .expect("create the queue's meta hash");
+        crate::redis::make_bullmq_queue(&server.url(), "bull:payments");
         writeln!(stdin, "restarted").unwrap();
         let back = expect_line(&mut lines, "healthy");
         expect_line(&mut lines, "done");

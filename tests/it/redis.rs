@@ -109,6 +109,23 @@ pub async fn job(
     cmd(c, &refs).await;
 }
 
+/// Makes the BullMQ queue `key` (`PREFIX:NAME`) exist as the service's
+/// `Queue` does when it starts: its meta hash. Blocking (between a Redis
+/// start and a check); a queue without it is reported as not existing.
+pub fn make_bullmq_queue(url: &str, key: &str) {
+    let mut c = ::redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect to the test redis");
+    ::redis::cmd("HSET")
+        .arg(format!("{key}:meta"))
+        .arg("opts.maxLenEvents")
+        .arg(10_000)
+        .arg("version")
+        .arg("bullmq:5.0.0")
+        .query::<()>(&mut c)
+        .expect("create the queue's meta hash");
+}
+
 /// A BullMQ queue `bull:bmq`: jobs in every state, with known ages and locks.
 async fn bullmq_fixture(c: &mut ::redis::aio::MultiplexedConnection) {
     let b = "bull:bmq";
