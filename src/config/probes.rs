@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Checker;
+use super::suggest::suggest;
 use super::units::{self, Dur};
 use super::yaml::{self, Node};
 use super::{MAX_BUCKETS, MAX_INTERVAL, ProbeConfig, RawDefaults};
@@ -188,7 +189,7 @@ impl Checker<'_> {
                 self.problem(
                     &format!("{path}.kind"),
                     format!("unknown kind `{kind_name}`"),
-                    de::suggest(kind_name, probe::KIND_NAMES).replace("known keys", "known kinds"),
+                    suggest(kind_name, probe::KIND_NAMES, "kinds"),
                 );
                 continue;
             };
@@ -239,8 +240,6 @@ impl Checker<'_> {
                     "e.g. 5s",
                 );
             } else if timeout >= interval {
-                // At the timeout, unless the probe's own interval or a
-                // built-in timeout makes the pair wrong.
                 self.not_below_interval(
                     &path,
                     ("timeout", timeout, s_timeout),

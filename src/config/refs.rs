@@ -2,7 +2,7 @@
 //! must name a probe or a tag that some probe carries.
 
 use super::check::Checker;
-use super::de::suggest;
+use super::suggest::suggest;
 
 /// A tag: 1 to 64 letters, digits, '-', '_' or '.'.
 pub(super) fn is_tag(s: &str) -> bool {
@@ -40,12 +40,12 @@ impl Checker<'_> {
                         let hint = if tags.is_empty() {
                             "no probe has tags: add tags: [..] to the probes to refresh".into()
                         } else {
-                            suggest(tag, &tags).replace("known keys", "known tags")
+                            suggest(tag, &tags, "tags")
                         };
                         self.problem(&path, format!("no probe has the tag `{tag}`"), hint);
                     }
                     None if !names.contains(&target.as_str()) => {
-                        let hint = suggest(target, &names).replace("known keys", "known probes");
+                        let hint = suggest(target, &names, "probes");
                         self.problem(
                             &path,
                             format!("no probe named `{target}`"),

@@ -2,7 +2,7 @@
 //! `state_dir`, kept across restarts — storage history now, log read offsets
 //! and alerting state later.
 //!
-//! - **Schema**: [`MIGRATIONS`] is an append-only list; the database's
+//! - **Schema** ([`super::schema`]): `MIGRATIONS` is an append-only list; the database's
 //!   `PRAGMA user_version` says how many have run. A new table is one more
 //!   entry at the end, never an edit of an old one.
 //! - **Writes** never run on the async runtime: [`Store::write`] queues a
@@ -23,8 +23,7 @@
 //!   any row older than [`MAX_RETENTION`], so a removed component's history
 //!   does not stay forever.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,15 +35,13 @@ use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, TransactionBehavior, p
 use serde::Serialize;
 use serde_json::Value;
 
+use super::lock::{self, Refused};
+use super::schema::{migrate, user_version};
 use crate::util::pool::Workers;
 use crate::util::time::unix_ms;
 
 /// The database file's name inside `state_dir`.
 pub const FILE_NAME: &str = "depwatch.db";
-
-/// The file whose lock keeps a second depwatch out of a state directory
-/// (it holds the PID of the one inside).
-pub const LOCK_NAME: &str = "depwatch.lock";
 
 /// Rows older than this are dropped at start, whatever their table: longer
 /// than the longest `forecast_window` (366 days) accepted by the config.
@@ -55,74 +52,6 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 /// grows in small blocks as writes wait (a channel allocated for all of
 /// them at once would hold 3 MiB from the start).
 const QUEUE_CAPACITY: usize = 65_536;
-
-/// One schema step. `sql` may hold several statements; it runs in one
-/// transaction together with the `user_version` bump.
-pub struct Migration {
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
-/// Append-only: the database's `user_version` is the number of entries that
-/// ran. To add a table, add an entry at the END; never edit or reorder one
-/// that has shipped (databases in the field already ran it).
-pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        name: "storage history",
-        sql: "CREATE TABLE storage_samples (
-              component TEXT    NOT NULL,
-              target    TEXT    NOT NULL,
-              at_ms     INTEGER NOT NULL,
-              used      INTEGER NOT NULL,
-              size      INTEGER NOT NULL,
-              available INTEGER NOT NULL
-          );
-          CREATE INDEX storage_samples_by_component
-              ON storage_samples (component, target, at_ms);
-          CREATE INDEX storage_samples_by_age ON storage_samples (at_ms);",
-    },
-    Migration {
-        name: "log offsets",
-        sql: "CREATE TABLE log_offsets (
-              component TEXT    NOT NULL,
-              dev       INTEGER NOT NULL,
-              ino       INTEGER NOT NULL,
-              path      TEXT    NOT NULL,
-              offset    INTEGER NOT NULL,
-              fp_len    INTEGER NOT NULL,
-              fp        INTEGER NOT NULL,
-              saved_ms  INTEGER NOT NULL,
-              PRIMARY KEY (component, dev, ino)
-          );
-          CREATE INDEX log_offsets_by_age ON log_offsets (saved_ms);",
-    },
-    Migration {
-        name: "alert state",
-        sql: "CREATE TABLE alert_incidents (
-              id         INTEGER PRIMARY KEY,
-              open       INTEGER NOT NULL,
-              state      TEXT    NOT NULL,
-              updated_ms INTEGER NOT NULL
-          );
-          CREATE INDEX alert_incidents_open ON alert_incidents (open);
-          CREATE TABLE alert_emails (
-              id         INTEGER PRIMARY KEY,
-              incident   INTEGER,
-              kind       TEXT    NOT NULL,
-              message_id TEXT    NOT NULL,
-              subject    TEXT    NOT NULL,
-              mail_from  TEXT    NOT NULL,
-              rcpt_to    TEXT    NOT NULL,
-              body       BLOB    NOT NULL,
-              created_ms INTEGER NOT NULL,
-              sent_ms    INTEGER,
-              attempts   INTEGER NOT NULL DEFAULT 0,
-              reply      TEXT
-          );
-          CREATE INDEX alert_emails_unsent ON alert_emails (sent_ms);
-          CREATE INDEX alert_emails_by_age ON alert_emails (created_ms);",
-    },
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -236,68 +165,6 @@ pub struct Store {
     schema_version: usize,
 }
 
-/// Takes the lock of `dir` (see [`LOCK_NAME`]) and writes this process'
-/// PID into it. `None`: a directory depwatch may not write to, where the
-/// store runs read-only and there is nothing to guard.
-fn lock_dir(dir: &Path) -> Result<Option<File>, StoreError> {
-    let path = dir.join(LOCK_NAME);
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(source) => {
-            return Err(StoreError::Lock {
-                path: path.display().to_string(),
-                source,
-            });
-        }
-    };
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let holder = match pid.trim().parse::<u32>() {
-                Ok(pid) => format!("another depwatch (pid {pid})"),
-                Err(_) => "another process".into(),
-            };
-            return Err(StoreError::InUse {
-                dir: dir.display().to_string(),
-                holder,
-            });
-        }
-        // A filesystem without locks (some network mounts): watched all
-        // the same, unguarded.
-        Err(TryLockError::Error(e)) => {
-            tracing::warn!(path = %path.display(), error = %e, "Cannot lock the state directory; make sure no other depwatch uses it.");
-            return Ok(None);
-        }
-    }
-    let pid = format!("{}\n", std::process::id());
-    let written = file
-        .set_len(0)
-        .and_then(|()| file.write_all(pid.as_bytes()));
-    if let Err(source) = written {
-        return Err(StoreError::Lock {
-            path: path.display().to_string(),
-            source,
-        });
-    }
-    Ok(Some(file))
-}
-
 impl Store {
     /// Opens (creating when needed) `dir/depwatch.db`, runs the migrations
     /// and starts the writer thread. Blocking: call before serving, or from
@@ -307,7 +174,16 @@ impl Store {
             path: dir.display().to_string(),
             source,
         })?;
-        let lock = lock_dir(dir)?;
+        let lock = lock::take(dir).map_err(|refused| match refused {
+            Refused::Held(holder) => StoreError::InUse {
+                dir: dir.display().to_string(),
+                holder,
+            },
+            Refused::Io(path, source) => StoreError::Lock {
+                path: path.display().to_string(),
+                source,
+            },
+        })?;
         let path = dir.join(FILE_NAME);
         let (mut conn, recovered) = match open_checked(&path) {
             Ok(c) => (c, None),
@@ -706,32 +582,6 @@ fn unwritable_reason(conn: &mut Connection) -> Option<String> {
     probe.err().map(|e| e.to_string())
 }
 
-/// Runs the migrations the database has not seen yet.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let done = user_version(conn)?;
-    if done > MIGRATIONS.len() {
-        tracing::warn!(
-            schema_version = done,
-            known = MIGRATIONS.len(),
-            "The state database was written by a newer depwatch; using the tables this one knows."
-        );
-        return Ok(());
-    }
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(m.sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, migration = m.name, "State store migrated.");
-    }
-    Ok(())
-}
-
-fn user_version(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-        .map(|v| v.max(0) as usize)
-}
-
 fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -770,6 +620,7 @@ fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
 mod tests {
     use super::super::history::tests::sample;
     use super::*;
+    use crate::store::schema::MIGRATIONS;
     #[tokio::test]
     async fn corrupt_file_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
@@ -805,7 +656,7 @@ mod tests {
     fn a_state_directory_takes_one_depwatch_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let first = Store::open(dir.path()).unwrap();
-        let lock = std::fs::read_to_string(dir.path().join(LOCK_NAME)).unwrap();
+        let lock = std::fs::read_to_string(dir.path().join(lock::LOCK_NAME)).unwrap();
         assert_eq!(lock, format!("{}\n", std::process::id()));
         let err = Store::open(dir.path()).err().expect("a second store");
         assert!(matches!(err, StoreError::InUse { .. }), "{err}");

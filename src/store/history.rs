@@ -78,7 +78,7 @@ impl Store {
 pub(super) mod tests {
     use std::time::SystemTime;
 
-    use super::super::core::MIGRATIONS;
+    use super::super::schema::MIGRATIONS;
     use super::*;
     use crate::util::time::unix_ms;
 

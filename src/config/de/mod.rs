@@ -8,11 +8,18 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::fmt;
 
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 
-use super::yaml::{Mark, Node, Problem, Value, hide_env_value, join};
+use super::suggest::suggest;
+use super::yaml::{Mark, Node, Problem, Value, join};
+
+mod error;
+mod poison;
+
+pub use error::{DeError, hinted};
+pub use poison::POISON;
+use poison::PoisonDe;
 
 /// Collects problems while deserializing and validating one file.
 #[derive(Default)]
@@ -38,10 +45,6 @@ impl Ctx {
         self.problems.borrow().iter().any(|p| p.path == path)
     }
 }
-
-/// Stands in for a value already reported as wrong, so that the rest of the
-/// file can still be checked. Types of ours that parse strings accept it.
-pub const POISON: &str = "\u{0}<reported>";
 
 /// Deserializes `T` from `node`, reporting into `ctx` every problem found:
 /// a bad (or missing) value is reported, then replaced by a neutral stand-in
@@ -92,146 +95,6 @@ pub fn parse<T: DeserializeOwned>(
                 }
                 poison.insert(target);
             }
-        }
-    }
-}
-
-/// Deserialization error carrying where it happened.
-#[derive(Debug)]
-pub struct DeError {
-    message: String,
-    hint: Option<String>,
-    path: String,
-    mark: Option<Mark>,
-    located: bool,
-    /// Set for a missing required key: its would-be path.
-    missing: Option<String>,
-}
-
-impl DeError {
-    fn at(mut self, node: &Node, path: &str) -> Self {
-        if !self.located {
-            self.located = true;
-            self.mark = Some(node.mark);
-            self.path = path.to_string();
-            if let Some(text) = node.env_text() {
-                self.message = hide_env_value(&self.message, text);
-            }
-            if let Some(field) = self.missing.take() {
-                self.path = join(path, &field);
-                self.missing = Some(self.path.clone());
-                self.message = format!("missing required key `{field}`");
-            }
-        }
-        self
-    }
-}
-
-impl fmt::Display for DeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for DeError {}
-
-thread_local! {
-    /// The hint of the error being made by [`hinted`], for [`DeError::custom`].
-    static PENDING_HINT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
-}
-
-/// An error from a `Deserialize` impl of ours (a duration, a log rule's
-/// test) with its hint as a field. serde hands a deserializer only the
-/// message (`de::Error::custom`), so the hint travels beside it for the
-/// duration of that one call; any other deserializer ignores it.
-pub fn hinted<E: de::Error>(message: impl fmt::Display, hint: &'static str) -> E {
-    PENDING_HINT.with(|h| h.set(Some(hint)));
-    let e = E::custom(message);
-    PENDING_HINT.with(|h| h.set(None));
-    e
-}
-
-impl de::Error for DeError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            message: msg.to_string(),
-            hint: PENDING_HINT.with(|h| h.take()).map(str::to_string),
-            path: String::new(),
-            mark: None,
-            located: false,
-            missing: None,
-        }
-    }
-
-    fn missing_field(field: &'static str) -> Self {
-        let mut e = Self::custom(format!("missing required key `{field}`"));
-        e.missing = Some(field.to_string());
-        e
-    }
-
-    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let mut e = Self::custom(format!("unknown value `{variant}`"));
-        e.hint = Some(format!("expected one of: {}", expected.join(", ")));
-        e
-    }
-}
-
-/// Names that other tools (blackbox_exporter, Gatus, mtail, Prometheus)
-/// or habit give to what is named otherwise here: (written, meant). A
-/// pair is suggested only where the meant name is known.
-const SYNONYMS: &[(&str, &str)] = &[
-    ("paths", "files"),
-    ("path", "files"),
-    ("file", "files"),
-    ("logs", "files"),
-    ("address", "url"),
-    ("address", "uri"),
-    ("addr", "url"),
-    ("endpoint", "url"),
-    ("target", "url"),
-    ("host", "url"),
-    ("host", "uri"),
-    ("connection_string", "uri"),
-    ("conditions", "expect"),
-    ("valid_status_codes", "expect"),
-    ("scrape_interval", "interval"),
-    ("every", "interval"),
-    ("period", "interval"),
-    ("frequency", "interval"),
-    ("scrape_timeout", "timeout"),
-    ("type", "kind"),
-    ("prober", "kind"),
-    ("insecure", "insecure_skip_verify"),
-    ("skip_verify", "insecure_skip_verify"),
-    ("tls_skip_verify", "insecure_skip_verify"),
-    // kinds
-    ("disk", "storage"),
-    ("filesystem", "storage"),
-    ("bullmq", "redis"),
-    ("bull", "redis"),
-    ("queue", "redis"),
-];
-
-/// A hint for a misspelt key: the closest known name, the name used here
-/// for what another tool calls `unknown`, or the list.
-pub fn suggest(unknown: &str, known: &[&str]) -> String {
-    let best = known
-        .iter()
-        .map(|k| (strsim::levenshtein(unknown, k), *k))
-        .min_by_key(|(d, _)| *d);
-    let synonym = || {
-        SYNONYMS
-            .iter()
-            .find(|(written, meant)| written.eq_ignore_ascii_case(unknown) && known.contains(meant))
-            .map(|(_, meant)| *meant)
-    };
-    match best {
-        Some((d, k)) if d <= 2 || (d <= 4 && k.contains(unknown)) => format!("did you mean `{k}`?"),
-        _ if let Some(k) = synonym() => format!("did you mean `{k}`?"),
-        _ => {
-            let mut all: Vec<&str> = known.to_vec();
-            all.sort_unstable();
-            format!("known keys: {}", all.join(", "))
         }
     }
 }
@@ -331,112 +194,6 @@ static NULL_NODE: Node = Node {
     mark: Mark { line: 0, col: 0 },
     value: Value::Null,
 };
-
-macro_rules! poison_numbers {
-    ($($method:ident $visit:ident),*) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-            visitor.$visit(0)
-        }
-    )*};
-}
-
-/// The stand-in of a value already reported: neutral values of any type.
-struct PoisonDe;
-
-impl<'de> de::Deserializer<'de> for PoisonDe {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_unit()
-    }
-    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_bool(false)
-    }
-    poison_numbers! {
-        deserialize_i8 visit_i8, deserialize_i16 visit_i16, deserialize_i32 visit_i32,
-        deserialize_i64 visit_i64, deserialize_u8 visit_u8, deserialize_u16 visit_u16,
-        deserialize_u32 visit_u32, deserialize_u64 visit_u64
-    }
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_f32(0.0)
-    }
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_f64(0.0)
-    }
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_str(POISON)
-    }
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_none()
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _n: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        visitor.visit_newtype_struct(self)
-    }
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_seq(de::value::SeqDeserializer::new(std::iter::empty::<()>()))
-    }
-    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_map(de::value::MapDeserializer::new(
-            std::iter::empty::<((), ())>(),
-        ))
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        visitor.visit_map(PoisonMap {
-            fields: fields.iter(),
-        })
-    }
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        let first = variants.first().copied().unwrap_or("");
-        visitor.visit_enum(first.into_deserializer())
-    }
-    serde::forward_to_deserialize_any! {
-        i128 u128 char bytes byte_buf unit unit_struct tuple tuple_struct identifier ignored_any
-    }
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_str(POISON)
-    }
-}
-
-struct PoisonMap {
-    fields: std::slice::Iter<'static, &'static str>,
-}
-
-impl<'de> de::MapAccess<'de> for PoisonMap {
-    type Error = DeError;
-
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
-        match self.fields.next() {
-            Some(f) => seed
-                .deserialize(de::value::StrDeserializer::<DeError>::new(f))
-                .map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, DeError> {
-        seed.deserialize(PoisonDe)
-    }
-}
 
 impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
     type Error = DeError;
@@ -662,7 +419,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                         mark: knode.mark,
                         path: join(&self.path, key),
                         message: format!("unknown key `{key}`"),
-                        hint: Some(suggest(key, &known)),
+                        hint: Some(suggest(key, &known, "keys")),
                     });
                 }
                 false
@@ -823,23 +580,8 @@ pub fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::yaml::parse_document;
+    use crate::config::yaml::{hide_env_value, parse_document};
     use serde::Deserialize;
-
-    #[test]
-    fn another_tool_s_name_points_to_ours_only_where_ours_is_known() {
-        assert_eq!(
-            suggest("paths", &["files", "rules"]),
-            "did you mean `files`?"
-        );
-        assert_eq!(suggest("Host", &["uri", "database"]), "did you mean `uri`?");
-        assert_eq!(
-            suggest("paths", &["url", "expect"]),
-            "known keys: expect, url"
-        );
-        // A close spelling wins over a synonym.
-        assert_eq!(suggest("tpye", &["kind", "type"]), "did you mean `type`?");
-    }
 
     #[derive(Deserialize, Debug)]
     #[allow(dead_code)]

@@ -1,0 +1,89 @@
+//! Hints for a name that is not known where it was written (a key, a
+//! kind, a tag, a probe): the closest known one, or ours for what another
+//! tool calls it, or the list.
+
+/// Names that other tools (blackbox_exporter, Gatus, mtail, Prometheus)
+/// or habit give to what is named otherwise here: (written, meant). A
+/// pair is suggested only where the meant name is known.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("paths", "files"),
+    ("path", "files"),
+    ("file", "files"),
+    ("logs", "files"),
+    ("address", "url"),
+    ("address", "uri"),
+    ("addr", "url"),
+    ("endpoint", "url"),
+    ("target", "url"),
+    ("host", "url"),
+    ("host", "uri"),
+    ("connection_string", "uri"),
+    ("conditions", "expect"),
+    ("valid_status_codes", "expect"),
+    ("scrape_interval", "interval"),
+    ("every", "interval"),
+    ("period", "interval"),
+    ("frequency", "interval"),
+    ("scrape_timeout", "timeout"),
+    ("type", "kind"),
+    ("prober", "kind"),
+    ("insecure", "insecure_skip_verify"),
+    ("skip_verify", "insecure_skip_verify"),
+    ("tls_skip_verify", "insecure_skip_verify"),
+    // kinds
+    ("disk", "storage"),
+    ("filesystem", "storage"),
+    ("bullmq", "redis"),
+    ("bull", "redis"),
+    ("queue", "redis"),
+];
+
+/// A hint for a misspelt name: the closest of `known`, the name used here
+/// for what another tool calls `unknown`, or the list (`known NOUN: …`).
+pub fn suggest(unknown: &str, known: &[&str], noun: &str) -> String {
+    let best = known
+        .iter()
+        .map(|k| (strsim::levenshtein(unknown, k), *k))
+        .min_by_key(|(d, _)| *d);
+    let synonym = || {
+        SYNONYMS
+            .iter()
+            .find(|(written, meant)| written.eq_ignore_ascii_case(unknown) && known.contains(meant))
+            .map(|(_, meant)| *meant)
+    };
+    match best {
+        Some((d, k)) if d <= 2 || (d <= 4 && k.contains(unknown)) => format!("did you mean `{k}`?"),
+        _ if let Some(k) = synonym() => format!("did you mean `{k}`?"),
+        _ => {
+            let mut all: Vec<&str> = known.to_vec();
+            all.sort_unstable();
+            format!("known {noun}: {}", all.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_tool_s_name_points_to_ours_only_where_ours_is_known() {
+        assert_eq!(
+            suggest("paths", &["files", "rules"], "keys"),
+            "did you mean `files`?"
+        );
+        assert_eq!(
+            suggest("Host", &["uri", "database"], "keys"),
+            "did you mean `uri`?"
+        );
+        assert_eq!(
+            suggest("paths", &["url", "expect"], "keys"),
+            "known keys: expect, url"
+        );
+        // A close spelling wins over a synonym.
+        assert_eq!(
+            suggest("tpye", &["kind", "type"], "keys"),
+            "did you mean `type`?"
+        );
+    }
+}
