@@ -186,20 +186,18 @@ async fn admin_endpoints_are_403_without_a_configured_token() {
     assert!(r.body.contains("set auth.admin_token"), "{}", r.body);
 }
 
+/// The API's error text of an answer (`{"error": "…"}`).
+fn error_of(r: &Answer) -> String {
+    r.json()["error"].as_str().unwrap_or_default().to_string()
+}
+
 #[tokio::test]
 async fn bad_queries_are_400() {
     let app = App::new(&yaml(""));
     // `/probe` without a target: refused before any check.
     let r = app.get("/probe").await;
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("missing `target`"),
-        "{}",
-        r.body
-    );
+    assert!(error_of(&r).contains("missing `target`"), "{}", r.body);
     let r = app.get("/probe?target=nobody").await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("unknown target `nobody`"), "{}", r.body);
@@ -209,10 +207,7 @@ async fn bad_queries_are_400() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.header("content-type"), "application/json", "{}", r.body);
     assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("duplicate field `component`"),
+        error_of(&r).contains("duplicate field `component`"),
         "{}",
         r.body
     );
