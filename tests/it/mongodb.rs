@@ -241,6 +241,153 @@ async fn mongodb_queries_queues_and_ratio() {
     .await;
 }
 
+/// MongoDB answers a count or an aggregation on a collection it has never
+/// seen as on an empty one: a typo in a collection or database name read
+/// as a healthy zero. Where a result is empty, depwatch asks whether the
+/// collection exists; where the server will not say, it does not guess.
+#[tokio::test]
+async fn mongodb_collection_that_does_not_exist_is_named_not_zero() {
+    let server = MongoServer::start(free_port(), None, &["--enable-test-commands"]);
+    let c = server.client("").await;
+    insert(&c, "users", vec![doc! { "syncStatus": "active" }]).await;
+    insert(&c, "jobs", vec![doc! { "status": "done" }]).await;
+    let yaml = format!(
+        r#"probes:
+  - name: db
+    kind: mongodb
+    uri: mongodb://127.0.0.1:{port}/app?directConnection=true
+    interval: 400ms
+    timeout: 350ms
+    jitter: 0s
+    queries:
+      - {{ name: in_error, collection: users, count: {{ syncStatus: error }}, degraded_above: 10 }}
+      - {{ name: typo, collection: user, count: {{ syncStatus: error }}, degraded_above: 10 }}
+      - {{ name: other_db, database: ap, collection: users, count: {{}} }}
+      - name: by_status
+        collection: usr
+        aggregate: [ {{ $group: {{ _id: "$syncStatus", n: {{ $sum: 1 }} }} }} ]
+        value: n
+        labels: [_id]
+    queues:
+      - {{ name: jobs, collection: jobs, status_field: status, waiting: [pending], completed: [gone] }}
+      - {{ name: jobz, collection: jobz, status_field: status, waiting: [pending] }}
+"#,
+        port = server.port
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health(
+            "the missing collections named",
+            Duration::from_secs(20),
+            |_, h| {
+                h["components"]["db"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("jobz"))
+            },
+        )
+        .await;
+    let db = &h["components"]["db"];
+    assert_eq!(db["status"], "degraded", "{db}");
+    let err = db["error"].as_str().unwrap();
+    for (what, name, ns) in [
+        ("query", "typo", "app.user"),
+        ("query", "other_db", "ap.users"),
+        ("query", "by_status", "app.usr"),
+        ("queue", "jobz", "app.jobz"),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "{what} {name}: collection {ns} does not exist (check the {what}'s database and collection"
+            )),
+            "{err}"
+        );
+    }
+    // Empty results of collections that exist are zeros, not errors.
+    assert!(
+        !err.contains("in_error") && !err.contains("queue jobs:"),
+        "{err}"
+    );
+    assert_eq!(db["details"]["in_error"], 0.0, "{db}");
+    assert!(db["details"].get("typo").is_none(), "{db}");
+    assert!(db["details"]["queues"].get("jobz").is_none(), "{db}");
+    // No series for what does not exist: a zero would be read as healthy.
+    let m = dw.metrics().await;
+    assert_eq!(value_of(&m, "in_error"), Some(0.0));
+    assert_eq!(value_of(&m, "typo"), None);
+    assert_eq!(value_of(&m, "other_db"), None);
+    assert!(
+        m.matching("depwatch_mongodb_query_value", &[("query", "by_status")])
+            .is_empty()
+    );
+    assert!(
+        m.matching("depwatch_queue_jobs", &[("queue", "jobz")])
+            .is_empty()
+    );
+    assert_eq!(
+        m.get(
+            "depwatch_queue_jobs",
+            &[("component", "db"), ("queue", "jobs"), ("state", "waiting")]
+        ),
+        Some(0.0)
+    );
+
+    // Once the collections are made, their numbers are there.
+    insert(&c, "user", vec![doc! { "syncStatus": "active" }]).await;
+    insert(&c, "usr", vec![doc! { "syncStatus": "active" }]).await;
+    insert(&c, "jobz", vec![doc! { "status": "done" }]).await;
+    c.database("ap")
+        .collection::<Document>("users")
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
+    dw.wait_health(
+        "healthy once they exist",
+        Duration::from_secs(20),
+        |_, h| h["components"]["db"]["status"] == "healthy",
+    )
+    .await;
+    let m = dw.metrics().await;
+    assert_eq!(value_of(&m, "typo"), Some(0.0));
+    assert_eq!(value_of(&m, "other_db"), Some(1.0));
+
+    // A server that will not list collections (a user without the
+    // privilege): an empty result is not called missing on a guess.
+    c.database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["listCollections"], "errorCode": 13 },
+        })
+        .await
+        .unwrap();
+    c.database("app")
+        .collection::<Document>("user")
+        .drop()
+        .await
+        .unwrap();
+    let checks = |m: &Metrics| {
+        m.value(
+            "depwatch_checks_total",
+            &[("component", "db"), ("kind", "mongodb")],
+        )
+    };
+    let before = checks(&dw.metrics().await);
+    dw.wait_metrics("two checks after the drop", Duration::from_secs(10), |m| {
+        checks(m) >= before + 2.0
+    })
+    .await;
+    let (_, h) = dw.health("").await;
+    assert_eq!(h["components"]["db"]["status"], "healthy", "{h}");
+    assert_eq!(value_of(&dw.metrics().await, "typo"), Some(0.0));
+}
+
+fn value_of(m: &Metrics, query: &str) -> Option<f64> {
+    m.get(
+        "depwatch_mongodb_query_value",
+        &[("component", "db"), ("query", query)],
+    )
+}
+
 #[tokio::test]
 async fn mongodb_auth_failure_and_secrets_never_shown() {
     let secret = "Mongo-S3cret-Pw";

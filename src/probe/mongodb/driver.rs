@@ -3,9 +3,10 @@
 //! collections, and what a driver error means (a failure reason, and a
 //! message with the URI's secrets scrubbed).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use mongodb::bson::Document;
+use mongodb::bson::{Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
 
@@ -104,5 +105,43 @@ impl Driver {
 
     pub(super) fn collection(&self, client: &Client, db: &str, coll: &str) -> Collection<Document> {
         client.database(db).collection::<Document>(coll)
+    }
+
+    /// Of `colls` (database, collection), those that do not exist: one
+    /// `listCollections` per database, names only, the collections the
+    /// user may read (`authorizedCollections`: no privilege beyond `find`
+    /// needed). Where the server will not say, none is called missing.
+    pub(super) async fn missing<'a>(
+        &self,
+        client: &Client,
+        colls: &BTreeSet<(&'a str, &'a str)>,
+    ) -> BTreeSet<(&'a str, &'a str)> {
+        let mut by_db: BTreeMap<&'a str, Vec<&'a str>> = BTreeMap::new();
+        for &(db, coll) in colls {
+            by_db.entry(db).or_default().push(coll);
+        }
+        let mut missing = BTreeSet::new();
+        for (db, names) in by_db {
+            let found = client
+                .database(db)
+                .list_collection_names()
+                .filter(doc! { "name": { "$in": &names } })
+                .authorized_collections(true)
+                .await;
+            match found {
+                Ok(found) => missing.extend(
+                    names
+                        .into_iter()
+                        .filter(|n| !found.iter().any(|f| f == n))
+                        .map(|n| (db, n)),
+                ),
+                Err(e) => tracing::debug!(
+                    database = db,
+                    error = %self.error("listCollections", &e).message,
+                    "Cannot tell whether the collections of empty results exist."
+                ),
+            }
+        }
+        missing
     }
 }

@@ -22,7 +22,7 @@ mod fields;
 mod queries;
 mod queues;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,12 +32,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, json};
 
-use super::core::{BoxFuture, BuildCtx, BuildError, CheckResult, FamiliesOf, Outcome, Probe};
+use super::core::{
+    BoxFuture, BuildCtx, BuildError, CheckResult, FamiliesOf, Outcome, Probe, Status,
+};
 use super::queue::{self, Publisher};
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 pub use config::{QueryKind, QuerySpec, QueueSpec, Ratio, Spec};
 use driver::Driver;
-use queries::QueryValue;
 
 /// The default buckets of the check duration: MongoDB answers in milliseconds.
 pub const BUCKETS: &[f64] = crate::probe::core::FAST_BUCKETS;
@@ -133,13 +134,49 @@ impl MongoProbe {
                 return Err(e);
             }
         };
-        let values: BTreeMap<&str, QueryValue> = self
-            .spec
-            .queries
-            .iter()
-            .map(|q| q.name.as_str())
-            .zip(values)
+        // MongoDB answers for a collection it has never seen as for an
+        // empty one: where a result is empty, whether its collection
+        // exists is asked, so that a typo in a name, or a database restored
+        // without a collection, is not read as a healthy zero.
+        let empty: BTreeSet<(&str, &str)> = (self.spec.queries.iter())
+            .zip(&values)
+            .filter(|(_, v)| v.looks_empty())
+            .map(|(q, _)| (q.database.as_str(), q.collection.as_str()))
+            .chain(
+                (self.spec.queues.iter())
+                    .zip(&snaps)
+                    .filter(|(_, s)| s.counts.iter().all(|(_, n)| *n == 0))
+                    .map(|(q, _)| (q.database.as_str(), q.collection.as_str())),
+            )
             .collect();
+        let missing = match empty.is_empty() {
+            true => BTreeSet::new(),
+            false => self.driver.missing(&client, &empty).await,
+        };
+        let absent = |what: &str, name: &str, db: &str, coll: &str, out: &mut Outcome| {
+            let gone = missing.contains(&(db, coll));
+            if gone {
+                out.raise(
+                    Status::Degraded,
+                    format!(
+                        "{what} {name}: collection {db}.{coll} does not exist (check the {what}'s \
+                         database and collection; MongoDB makes a collection with its first document)"
+                    ),
+                );
+            }
+            gone
+        };
+        let mut kept = BTreeMap::new();
+        for (q, v) in self.spec.queries.iter().zip(values) {
+            if !absent("query", &q.name, &q.database, &q.collection, &mut out) {
+                kept.insert(q.name.as_str(), v);
+            }
+        }
+        let values = kept;
+        let (queues, snaps): (Vec<&QueueSpec>, Vec<queue::Snapshot>) = (self.spec.queues.iter())
+            .zip(snaps)
+            .filter(|(q, _)| !absent("queue", &q.name, &q.database, &q.collection, &mut out))
+            .unzip();
         if let Some(_live) = self.gate.open() {
             self.series.publish(&values);
             self.publisher.publish(&snaps);
@@ -149,7 +186,7 @@ impl MongoProbe {
                 queries::judge(q, v, &values, &mut out);
             }
         }
-        for (q, s) in self.spec.queues.iter().zip(&snaps) {
+        for (q, s) in queues.into_iter().zip(&snaps) {
             q.thresholds.judge(s, &mut out);
         }
         if !snaps.is_empty() {

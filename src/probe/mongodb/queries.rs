@@ -58,6 +58,17 @@ pub(super) enum QueryValue {
     },
 }
 
+impl QueryValue {
+    /// Whether this is also what a collection that does not exist gives:
+    /// a zero, or no result document.
+    pub(super) fn looks_empty(&self) -> bool {
+        match self {
+            QueryValue::One(x) => *x == 0.0,
+            QueryValue::Many { rows, dropped } => rows.is_empty() && *dropped == 0,
+        }
+    }
+}
+
 /// Runs one query.
 pub(super) async fn read(
     driver: &Driver,
