@@ -21,6 +21,7 @@ mod state;
 pub mod stats;
 pub mod tail;
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -381,9 +382,18 @@ impl LogProbe {
         }
         let mut out = Outcome::healthy(d);
         if polled && matched_paths == 0 {
+            // `files: [/var/log/app]` names a directory, whose files it
+            // does not read: say so.
+            let hint = (self.spec.files.iter())
+                .find(|f| Path::new(f).is_dir())
+                .map(|d| {
+                    let d = d.strip_suffix('/').filter(|d| !d.is_empty()).unwrap_or(d);
+                    format!(" ({d} is a directory: name its files, for example {d}/*.log)")
+                })
+                .unwrap_or_default();
             out.raise(
                 Status::Degraded,
-                format!("no file matches {}", self.spec.files.join(", ")),
+                format!("no file matches {}{hint}", self.spec.files.join(", ")),
             );
         }
         for s in stuck {

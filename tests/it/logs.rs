@@ -642,3 +642,47 @@ async fn reload_with_new_rules_resumes_where_the_old_probe_stopped() {
         5.0
     );
 }
+
+/// Patterns that match no file make the component degraded, named; one that
+/// names a directory (whose files a log probe does not read) says so.
+#[tokio::test]
+async fn no_file_or_a_directory_is_degraded_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let probe = |name: &str, files: &str| {
+        format!(
+            "  - name: {name}\n    kind: log\n    interval: 300ms\n    timeout: 200ms\n    jitter: 0s\n    files: [{files}]\n    poll_interval: 50ms\n    rules:\n{SYNC_RULE}"
+        )
+    };
+    let yaml = format!(
+        "health: {{ cache_ttl: 100ms }}\nprobes:\n{}{}",
+        probe("by-dir", &logs.display().to_string()),
+        probe("by-glob", &format!("{}/*.log", logs.display()))
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both degraded", WAIT, |_, h| {
+            let c = &h["components"];
+            c["by-dir"]["status"] == "degraded" && c["by-glob"]["status"] == "degraded"
+        })
+        .await;
+    let d = logs.display();
+    assert_eq!(
+        h["components"]["by-dir"]["error"],
+        format!("no file matches {d} ({d} is a directory: name its files, for example {d}/*.log)"),
+        "{h}"
+    );
+    assert_eq!(
+        h["components"]["by-glob"]["error"],
+        format!("no file matches {d}/*.log"),
+        "{h}"
+    );
+    append(&logs.join("app.log"), &sync("ok", "12"));
+    dw.wait_health("the glob's file found", WAIT, |_, h| {
+        h["components"]["by-glob"]["status"] == "healthy"
+    })
+    .await;
+    let (_, h) = dw.health("").await;
+    assert_eq!(h["components"]["by-dir"]["status"], "degraded", "{h}");
+}

@@ -172,6 +172,8 @@ pub struct Tailer {
     first_scan: bool,
     restored: Option<Saved>,
     buf: Vec<u8>,
+    /// Regular files the latest scan found at the patterns (directories
+    /// and the like are not read).
     pub matched_paths: usize,
     pub last_error: Option<String>,
 }
@@ -280,7 +282,7 @@ impl Tailer {
 
     fn scan(&mut self, stats: &mut PollStats) {
         let paths = self.expand();
-        self.matched_paths = paths.len();
+        self.matched_paths = 0;
         for t in &mut self.files {
             t.in_glob = false;
         }
@@ -291,6 +293,7 @@ impl Tailer {
             if !meta.is_file() {
                 continue;
             }
+            self.matched_paths += 1;
             let (dev, ino) = (meta.dev(), meta.ino());
             if let Some(t) = self.files.iter_mut().find(|t| t.dev == dev && t.ino == ino) {
                 // Seen under another matching name in this scan already (a
