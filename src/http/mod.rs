@@ -7,6 +7,7 @@ pub(crate) mod admin;
 pub(crate) mod error;
 pub mod events;
 pub mod guard;
+mod gzip;
 mod health;
 pub mod page;
 pub mod peer;
@@ -31,9 +32,15 @@ pub fn router(shared: AppState) -> Router {
     Router::new()
         .route("/metrics", get(scrape::metrics))
         .route("/probe", get(probe::probe))
-        .route("/api/health", get(health::health))
+        .route(
+            "/api/health",
+            get(health::health).layer(axum::middleware::from_fn(gzip::compress)),
+        )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/", get(page::status_page))
+        .route(
+            "/",
+            get(page::status_page).layer(axum::middleware::from_fn(gzip::compress)),
+        )
         .route("/api/events", get(events::events))
         .route("/-/reload", post(admin::reload))
         .route("/api/admin/cache/invalidate", post(admin::invalidate))

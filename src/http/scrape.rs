@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+use super::gzip::accepts_gzip;
 use super::shared::AppState;
 use crate::metrics::exposition::{Format, Inflating};
 use crate::metrics::snapshot::Plain;
@@ -72,24 +73,6 @@ pub(super) fn format_of(headers: &HeaderMap) -> Format {
     } else {
         Format::Text
     }
-}
-
-/// Whether `Accept-Encoding` allows gzip (`gzip` or `*`, with a quality
-/// above 0).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or("");
-            let q = parts
-                .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
-                .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && q > 0.0
-        })
 }
 
 /// A body of a few shared chunks with a known length (Content-Length, no
@@ -174,19 +157,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(name, HeaderValue::from_static(v));
         h
-    }
-
-    #[test]
-    fn gzip_is_chosen_as_http_says() {
-        let e = header::ACCEPT_ENCODING;
-        assert!(accepts_gzip(&with(e.clone(), "gzip")));
-        assert!(accepts_gzip(&with(e.clone(), "deflate, GZIP;q=0.5")));
-        assert!(accepts_gzip(&with(e.clone(), "*")));
-        assert!(!accepts_gzip(&with(e.clone(), "gzip;q=0")));
-        assert!(!accepts_gzip(&with(e.clone(), "identity, br")));
-        assert!(!accepts_gzip(&HeaderMap::new()));
-        // Prometheus' own header.
-        assert!(accepts_gzip(&with(e, "gzip")));
     }
 
     #[tokio::test]

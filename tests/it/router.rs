@@ -273,3 +273,69 @@ async fn healthz_and_unknown_paths() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no such endpoint");
 }
+
+/// The status page and `/api/health` (whole or `?component=`) are gzip
+/// when the client asks, plain when it does not (load balancers, curl),
+/// and say `Vary: Accept-Encoding` either way; HEAD and short answers go
+/// plain.
+#[tokio::test]
+async fn page_and_health_are_gzip_when_asked() {
+    use std::io::Read;
+    let app = App::new(&yaml(""));
+    let send = |method: &'static str, path: &'static str, gzip: bool| {
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        if gzip {
+            req = req.header("Accept-Encoding", "br, gzip");
+        }
+        app.send_raw(req.body(axum::body::Body::empty()).unwrap())
+    };
+    let gunzip = |b: &[u8]| {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_string(&mut out)
+            .expect("a whole gzip member");
+        out
+    };
+    for path in ["/", "/api/health", "/api/health?component=a"] {
+        let (code, h, gz) = send("GET", path, true).await;
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(h["content-encoding"], "gzip", "{path}");
+        assert!(h.get("content-length").is_none(), "{path}: {h:?}");
+        assert!(
+            h.get_all("vary").iter().any(|v| v == "Accept-Encoding"),
+            "{path}: {h:?}"
+        );
+        let text = gunzip(&gz);
+        let (_, h2, plain) = send("GET", path, false).await;
+        assert!(h2.get("content-encoding").is_none(), "{path}");
+        assert!(
+            h2.get_all("vary").iter().any(|v| v == "Accept-Encoding"),
+            "{path}: {h2:?}"
+        );
+        let plain = String::from_utf8(plain).unwrap();
+        if path == "/" {
+            assert!(text.starts_with("<!DOCTYPE html>"), "{}", &text[..100]);
+            assert!(text.contains("</html>"));
+        } else {
+            // The same answer, but for the clock and the cache's counts.
+            let (a, b): (serde_json::Value, serde_json::Value) = (
+                serde_json::from_str(&text).unwrap(),
+                serde_json::from_str(&plain).unwrap(),
+            );
+            assert_eq!(a["components"], b["components"], "{path}");
+            assert_eq!(a["status"], b["status"], "{path}");
+        }
+    }
+    let (_, h, body) = send("HEAD", "/", true).await;
+    assert!(h.get("content-encoding").is_none(), "{h:?}");
+    assert!(body.is_empty());
+    // An error is a few bytes: plain.
+    let (code, h, body) = send("GET", "/api/health?component=nope", true).await;
+    assert_eq!(code, 404);
+    assert!(h.get("content-encoding").is_none(), "{h:?}");
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("no component named")
+    );
+}

@@ -742,6 +742,19 @@ impl App {
 
     /// Sends one request through a fresh `router()`.
     pub async fn send(&self, req: axum::http::Request<axum::body::Body>) -> Answer {
+        let (status, headers, body) = self.send_raw(req).await;
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8(body).expect("a UTF-8 body"),
+        }
+    }
+
+    /// [`App::send`] with the body as bytes (a compressed answer).
+    pub async fn send_raw(
+        &self,
+        req: axum::http::Request<axum::body::Body>,
+    ) -> (u16, axum::http::HeaderMap, Vec<u8>) {
         use tower::ServiceExt;
         let resp = depwatch::http::router(self.shared.clone())
             .oneshot(req)
@@ -752,11 +765,7 @@ impl App {
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .expect("read the body");
-        Answer {
-            status,
-            headers,
-            body: String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
-        }
+        (status, headers, body.to_vec())
     }
 
     /// `method path` with `headers` (name, value).
