@@ -646,6 +646,108 @@ async fn redis_auth_and_secrets_never_shown() {
     dw.assert_never_shown(&[secret]).await;
 }
 
+const SCRIPT_HINT: &str = "(each queue is read by one read-only script: the user needs +evalsha +script|load and the read commands it runs, +@read)";
+
+/// Least-privilege ACL users, as managed Redis and careful operators make
+/// them: one without INFO still gets its queues read (degraded, named, no
+/// cache numbers); one without the scripting commands is told which to
+/// grant.
+#[tokio::test]
+async fn redis_acl_users_without_info_or_scripts() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    make_bullmq_queue(&server.url(), "bull:q1");
+    cmd(&mut c, &["RPUSH", "bull:q1:wait", "1", "2", "3"]).await;
+    for (user, rules) in [
+        (
+            "no-info",
+            &["+@read", "+ping", "+evalsha", "+script|load", "-info"][..],
+        ),
+        ("no-scripts", &["+@read", "+ping", "+info"][..]),
+        (
+            "no-reads",
+            &["+ping", "+info", "+evalsha", "+script|load"][..],
+        ),
+    ] {
+        let mut args = vec!["ACL", "SETUSER", user, "on", ">pw", "~*", "-@all"];
+        args.extend_from_slice(rules);
+        cmd(&mut c, &args).await;
+    }
+    let yaml = format!(
+        r#"probes:
+  - name: no-info
+    kind: redis
+    url: redis://no-info:pw@127.0.0.1:{port}/0
+    interval: 300ms
+    timeout: 250ms
+    queues: [ {{ name: q1, type: bullmq }} ]
+  - name: no-scripts
+    kind: redis
+    url: redis://no-scripts:pw@127.0.0.1:{port}/0
+    interval: 300ms
+    timeout: 250ms
+    queues: [ {{ name: q1, type: bullmq }} ]
+  - name: no-reads
+    kind: redis
+    url: redis://no-reads:pw@127.0.0.1:{port}/0
+    interval: 300ms
+    timeout: 250ms
+    queues: [ {{ name: q1, type: bullmq }} ]
+"#,
+        port = server.port
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both checked", Duration::from_secs(10), |_, h| {
+            ["no-info", "no-scripts", "no-reads"]
+                .iter()
+                .all(|n| !h["components"][n]["checked_at"].is_null())
+        })
+        .await;
+    let no_info = &h["components"]["no-info"];
+    assert_eq!(no_info["status"], "degraded", "{no_info}");
+    assert_eq!(
+        no_info["error"],
+        "INFO is not permitted for this Redis user: no memory, clients, keys or hit rate \
+         (grant it with ACL SETUSER NAME +info)",
+        "{no_info}"
+    );
+    assert_eq!(
+        no_info["details"]["queues"]["q1"]["waiting"], 3,
+        "{no_info}"
+    );
+    for user in ["no-scripts", "no-reads"] {
+        let c = &h["components"][user];
+        assert_eq!(c["status"], "degraded", "{c}");
+        let err = c["error"].as_str().unwrap();
+        assert!(
+            err.starts_with("queue q1: cannot read it: ") && err.ends_with(SCRIPT_HINT),
+            "{err}"
+        );
+    }
+    let m = dw.metrics().await;
+    let q = [
+        ("component", "no-info"),
+        ("queue", "q1"),
+        ("state", "waiting"),
+    ];
+    assert_eq!(m.value("depwatch_queue_jobs", &q), 3.0);
+    assert!(
+        m.matching(
+            "depwatch_redis_memory_used_bytes",
+            &[("component", "no-info")]
+        )
+        .is_empty()
+    );
+    assert!(
+        !m.matching(
+            "depwatch_redis_memory_used_bytes",
+            &[("component", "no-scripts")]
+        )
+        .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn redis_config_errors_name_the_key() {
     let (dir, _, path) = write_config(

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, Value as RValue};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, ServerErrorKind, Value as RValue};
 use serde_json::{Map, json};
 
 use super::core::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Reason,
+    Status,
 };
 use super::queue::{self, Publisher};
 use crate::util::redact::{redact_url, scrub};
@@ -198,14 +199,29 @@ impl RedisProbe {
             None => return Err(bad("no answer to PING")),
         }
         let info = match replies.next() {
-            Some(RValue::ServerError(e)) => return Err(self.error(&redis::RedisError::from(e))),
-            Some(v) => {
-                redis::from_redis_value::<String>(v).map_err(|_| bad("INFO did not answer text"))?
+            // An ACL user for the queues alone: Redis answered PING, and
+            // the queues are read below; only INFO's numbers are missing.
+            Some(RValue::ServerError(e)) if e.kind() == Some(ServerErrorKind::NoPerm) => {
+                out.raise(
+                    Status::Degraded,
+                    "INFO is not permitted for this Redis user: no memory, clients, keys or hit \
+                     rate (grant it with ACL SETUSER NAME +info)",
+                );
+                // Numbers from before the user lost it would stand still.
+                self.cache.forget();
+                None
             }
+            Some(RValue::ServerError(e)) => return Err(self.error(&redis::RedisError::from(e))),
+            Some(v) => Some(
+                redis::from_redis_value::<String>(v)
+                    .map_err(|_| bad("INFO did not answer text"))?,
+            ),
             None => return Err(bad("no answer to INFO")),
         };
-        let info = parse_info(&info);
-        self.cache.record(&info, &mut out);
+        let info = info.as_deref().map(parse_info);
+        if let Some(info) = &info {
+            self.cache.record(info, &mut out);
+        }
         out.details
             .map_mut()
             .insert("round_trip_ms".into(), json!(ms(rtt)));
@@ -215,8 +231,9 @@ impl RedisProbe {
             && let Some(after) = replies
                 .pop()
                 .and_then(|v| redis::from_redis_value::<String>(v).ok())
+            && let Some(info) = &info
         {
-            self.cache.count_own(&info, &parse_info(&after));
+            self.cache.count_own(info, &parse_info(&after));
         }
         self.queues
             .record(&targets, replies, now_ms, &self.secrets(), &mut out);

@@ -366,10 +366,19 @@ fn snapshot(
     secrets: &[&str],
 ) -> Result<Snapshot, QueueReadError> {
     if let RValue::ServerError(e) = reply {
-        return Err(QueueReadError::Server(scrub(
-            &redis::RedisError::from(e).to_string(),
-            secrets,
-        )));
+        let text = scrub(&redis::RedisError::from(e.clone()).to_string(), secrets);
+        // An ACL user without the scripting commands, or without the
+        // commands the script runs (ACLs apply inside scripts too).
+        let denied = e.kind() == Some(redis::ServerErrorKind::NoPerm)
+            || text.contains("can't run this command");
+        let hint = match denied {
+            true => {
+                " (each queue is read by one read-only script: the user needs \
+                 +evalsha +script|load and the read commands it runs, +@read)"
+            }
+            false => "",
+        };
+        return Err(QueueReadError::Server(text + hint));
     }
     let RValue::Array(items) = reply else {
         return Err(QueueReadError::Unexpected);
