@@ -164,6 +164,59 @@ fn classify(e: &lettre::transport::smtp::Error, cfg: &EmailConfig) -> SendError 
     SendError { reason, message }
 }
 
+/// Whether `smtp://HOST:PORT` greets like an SMTP server within `timeout`:
+/// for a test message, where someone waits, so that a wrong port (an HTTP
+/// server, a TLS port) fails in seconds and says what answered, instead of
+/// after `send_timeout` (lettre's async transport applies `timeout` to the
+/// connect only). What only lettre can tell (refused connection, a
+/// server's own refusal) is left to the delivery that follows. `smtps://`
+/// greets inside TLS: not looked at here.
+pub async fn greets(cfg: &EmailConfig) -> Result<(), SendError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if cfg.implicit_tls {
+        return Ok(());
+    }
+    let at = format!("{}:{}", cfg.host, cfg.port);
+    let hint = "is it an SMTP server? smtp:// is usually port 587 or 25, smtps:// 465";
+    let connect = tokio::time::timeout(
+        cfg.timeout,
+        tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
+    );
+    let Ok(Ok(mut s)) = connect.await else {
+        return Ok(());
+    };
+    let mut buf = [0u8; 256];
+    let n = match tokio::time::timeout(cfg.timeout, s.read(&mut buf)).await {
+        Err(_) => {
+            return Err(SendError {
+                reason: FailReason::Timeout,
+                message: format!(
+                    "{at} accepted the connection but sent no SMTP greeting within {} ({hint})",
+                    crate::config::units::format_duration(cfg.timeout)
+                ),
+            });
+        }
+        Ok(Err(_)) => return Ok(()),
+        Ok(Ok(n)) => n,
+    };
+    let first = String::from_utf8_lossy(&buf[..n]);
+    let line = first.lines().next().unwrap_or("").trim();
+    // `220 …`, or a server's own refusal (`421`, `554`): SMTP either way.
+    let smtp = line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit);
+    if smtp {
+        let _ = s.write_all(b"QUIT\r\n").await;
+        return Ok(());
+    }
+    let shown: String = line.chars().filter(|c| !c.is_control()).take(60).collect();
+    Err(SendError {
+        reason: FailReason::Connect,
+        message: match n {
+            0 => format!("{at} closed the connection without an SMTP greeting ({hint})"),
+            _ => format!("{at} answered `{shown}`, not an SMTP greeting ({hint})"),
+        },
+    })
+}
+
 /// Delivers one stored message; answers the server's reply.
 pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<String, SendError> {
     let t = transport(cfg)?;

@@ -766,7 +766,10 @@ pub async fn send_test(
     if let Some(m) = metrics {
         m.attempt(EmailKind::Test);
     }
-    let res = email::deliver(ecfg, &out).await;
+    let res = match email::greets(ecfg).await {
+        Ok(()) => email::deliver(ecfg, &out).await,
+        Err(e) => Err(e),
+    };
     if res.is_err()
         && let Some(m) = metrics
     {

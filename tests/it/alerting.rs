@@ -847,3 +847,70 @@ async fn the_bundle_routes_the_watchdog_heartbeat_and_stopping_prometheus_breaks
         w.text()
     );
 }
+
+/// `send-test-email` to a port where no SMTP server answers (a server that
+/// waits for the client, one that speaks another protocol) fails within
+/// `timeout`, saying what answered, instead of after `send_timeout`.
+#[tokio::test]
+async fn a_test_email_to_a_port_that_is_not_smtp_fails_fast_and_says_so() {
+    use std::io::Write;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let chatty = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = [
+        silent.local_addr().unwrap().port(),
+        chatty.local_addr().unwrap().port(),
+    ];
+    // Each holds what it accepted until the test ends.
+    std::thread::spawn(move || {
+        let kept: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(kept);
+    });
+    std::thread::spawn(move || {
+        for mut c in chatty.incoming().take(1).flatten() {
+            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for (port, want) in [
+        (
+            ports[0],
+            format!(
+                "timeout: 127.0.0.1:{} accepted the connection but sent no SMTP greeting within 1s",
+                ports[0]
+            ),
+        ),
+        (
+            ports[1],
+            format!(
+                "connect: 127.0.0.1:{} answered `HTTP/1.1 400 Bad Request`, not an SMTP greeting",
+                ports[1]
+            ),
+        ),
+    ] {
+        let cfg = dir.path().join(format!("dw-{port}.yml"));
+        let yaml = format!("probes: []\n{}", alerting(port, "", ""))
+            .replace("timeout: 3s", "timeout: 1s\n    send_timeout: 60s");
+        std::fs::write(&cfg, yaml).unwrap();
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+            .args(["send-test-email", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(&want), "{text}");
+        assert!(
+            text.contains(
+                "(is it an SMTP server? smtp:// is usually port 587 or 25, smtps:// 465)"
+            ),
+            "{text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
