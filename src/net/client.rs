@@ -543,11 +543,56 @@ impl Client {
         }
         t.transfer += t0.elapsed();
         t.body_bytes = buf.len();
+        let body = inflated(&parts.headers, buf, limit)?;
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,
-            body: buf,
+            body,
         })
+    }
+}
+
+/// The body as the server meant it: a partner that compresses although it
+/// was not asked to (CDNs, frameworks that always do) sends gzip or
+/// deflate, which `expect:` would otherwise read as binary. At most `limit`
+/// bytes once inflated (a small body may inflate to a great deal); other
+/// codings are left as they came (the expectation says which).
+fn inflated(headers: &hyper::HeaderMap, body: Vec<u8>, limit: u64) -> Result<Vec<u8>, CheckError> {
+    use std::io::Read;
+    let coding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if body.is_empty() || !matches!(coding.as_str(), "gzip" | "x-gzip" | "deflate") {
+        return Ok(body);
+    }
+    let read = |r: &mut dyn Read| {
+        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(PRESIZE_MAX as usize));
+        r.take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+            .map(|_| out)
+    };
+    let out = match coding.as_str() {
+        "deflate" => read(&mut flate2::read::ZlibDecoder::new(&body[..]))
+            // Some servers send deflate without its zlib wrapper.
+            .or_else(|_| read(&mut flate2::read::DeflateDecoder::new(&body[..]))),
+        _ => read(&mut flate2::read::MultiGzDecoder::new(&body[..])),
+    };
+    match out {
+        Ok(out) if out.len() as u64 > limit => Err(CheckError::new(
+            Reason::BodyTooLarge,
+            format!(
+                "the body is larger than max_body_bytes ({limit} bytes) once inflated \
+                 (Content-Encoding: {coding}, {} bytes sent)",
+                body.len()
+            ),
+        )),
+        Ok(out) => Ok(out),
+        Err(e) => Err(CheckError::new(
+            Reason::BadResponse,
+            format!("the body says Content-Encoding: {coding} but does not inflate: {e}"),
+        )),
     }
 }
 

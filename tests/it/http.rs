@@ -74,6 +74,60 @@ fn partner_routes() -> Router {
             "/degraded",
             get(|| async { axum::Json(json!({"status": "degraded"})) }),
         )
+        // Compressed although nobody asked (CDNs, frameworks that always do).
+        .route(
+            "/gzip",
+            get(|| async { coded("gzip", gzip(br#"{"status":"ok"}"#)) }),
+        )
+        .route(
+            "/deflate",
+            get(|| async { coded("deflate", zlib(br#"{"status":"ok"}"#)) }),
+        )
+        .route(
+            "/bomb",
+            get(|| async {
+                coded(
+                    "gzip",
+                    BOMB.get_or_init(|| gzip(&vec![b' '; 2 << 20])).clone(),
+                )
+            }),
+        )
+        .route(
+            "/corrupt",
+            get(|| async { coded("gzip", b"\x1f\x8bnot really gzip".to_vec()) }),
+        )
+        .route(
+            "/brotli",
+            get(|| async { coded("br", vec![0x8b, 0x07, 0x80]) }),
+        )
+}
+
+/// 2 MiB of spaces in a few kilobytes, made once (before the check that reads it).
+static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+fn coded(coding: &'static str, body: Vec<u8>) -> axum::response::Response {
+    (
+        [
+            (header::CONTENT_ENCODING, coding),
+            (header::CONTENT_TYPE, "application/json"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
 }
 
 /// The partner API over plain HTTP on a free loopback port.
@@ -408,6 +462,51 @@ async fn oversized_body_is_not_read() {
     .await;
     assert_failed(&m, &c, "body_too_large", "200");
     assert_eq!(c["details"]["body_bytes"], 0, "{c}");
+}
+
+/// A partner that compresses unasked: gzip and deflate are read as meant
+/// (within max_body_bytes once inflated); what does not inflate, or a
+/// coding depwatch does not decode, is named.
+#[tokio::test]
+async fn compressed_answers_nobody_asked_for() {
+    let (port, _srv) = partner().await;
+    let json_ok = "expect: { body_json: { \"/status\": \"ok\" } }";
+    for path in ["gzip", "deflate"] {
+        let (_dw, _m, c) = check_once(&format!("http://127.0.0.1:{port}/{path}"), json_ok).await;
+        assert_eq!(c["status"], "healthy", "{path}: {c}");
+    }
+    BOMB.get_or_init(|| gzip(&vec![b' '; 2 << 20]));
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/bomb"),
+        "expect: { max_body_bytes: 1MiB }",
+    )
+    .await;
+    assert_failed(&m, &c, "body_too_large", "200");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body is larger than max_body_bytes (1048576 bytes) once inflated (Content-Encoding: gzip, "),
+        "{c}"
+    );
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/corrupt"), json_ok).await;
+    assert_failed(&m, &c, "bad_response", "200");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body says Content-Encoding: gzip but does not inflate: "),
+        "{c}"
+    );
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/brotli"), json_ok).await;
+    assert_failed(&m, &c, "expectation", "200");
+    assert!(
+        c["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("(Content-Encoding: br, which depwatch does not decode)"),
+        "{c}"
+    );
 }
 
 #[tokio::test]

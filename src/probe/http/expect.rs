@@ -126,7 +126,18 @@ impl Expect {
             // of a check's allocations).
             let doc = match json_text(&a.body) {
                 Ok(d) => d,
-                Err(err) => return fail(format!("the body is not JSON: {err}")),
+                Err(err) => {
+                    let coding = a
+                        .headers
+                        .get(hyper::header::CONTENT_ENCODING)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|c| !c.eq_ignore_ascii_case("identity"))
+                        .map(|c| {
+                            format!(" (Content-Encoding: {c}, which depwatch does not decode)")
+                        })
+                        .unwrap_or_default();
+                    return fail(format!("the body is not JSON: {err}{coding}"));
+                }
             };
             for p in &self.body_json_exists {
                 if pointer(doc, p).is_none() {
