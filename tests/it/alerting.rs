@@ -142,6 +142,19 @@ pub fn alerting(smtp_port: u16, extra: &str, email_extra: &str) -> String {
     )
 }
 
+/// `depwatch send-test-email --config cfg`: its exit code and what it
+/// printed (stdout, then stderr).
+fn send_test_email(cfg: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .args(["send-test-email", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
 const SELF_PROBE: &str = "probes:
   - name: self
     kind: process
@@ -549,14 +562,8 @@ async fn starttls_with_auth_works_and_a_wrong_password_is_an_auth_failure_withou
     };
     // send-test-email through STARTTLS (required by default) and AUTH.
     let (_d, _p, path) = write_config(&yaml(&format!("password_file: {pw_file}")));
-    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
-        .args(["send-test-email", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let (code, text) = send_test_email(&path);
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("sent: the server answered 250"), "{text}");
     let m = smtp.wait_kind("test", 1).await.remove(0);
     assert_eq!(m.view["tls"], true);
@@ -605,13 +612,8 @@ async fn starttls_required_but_not_offered_sends_nothing_and_no_plaintext_auth()
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
-        .args(["send-test-email", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = send_test_email(&cfg);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("does not offer STARTTLS and starttls is required"),
         "{text}"
@@ -893,13 +895,8 @@ async fn a_test_email_to_a_port_that_is_not_smtp_fails_fast_and_says_so() {
             .replace("timeout: 3s", "timeout: 1s\n    send_timeout: 60s");
         std::fs::write(&cfg, yaml).unwrap();
         let started = std::time::Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
-            .args(["send-test-email", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(1), "{text}");
+        let (code, text) = send_test_email(&cfg);
+        assert_eq!(code, Some(1), "{text}");
         assert!(text.contains(&want), "{text}");
         assert!(
             text.contains(

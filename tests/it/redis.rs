@@ -673,29 +673,13 @@ async fn redis_acl_users_without_info_or_scripts() {
         args.extend_from_slice(rules);
         cmd(&mut c, &args).await;
     }
-    let yaml = format!(
-        r#"probes:
-  - name: no-info
-    kind: redis
-    url: redis://no-info:pw@127.0.0.1:{port}/0
-    interval: 300ms
-    timeout: 250ms
-    queues: [ {{ name: q1, type: bullmq }} ]
-  - name: no-scripts
-    kind: redis
-    url: redis://no-scripts:pw@127.0.0.1:{port}/0
-    interval: 300ms
-    timeout: 250ms
-    queues: [ {{ name: q1, type: bullmq }} ]
-  - name: no-reads
-    kind: redis
-    url: redis://no-reads:pw@127.0.0.1:{port}/0
-    interval: 300ms
-    timeout: 250ms
-    queues: [ {{ name: q1, type: bullmq }} ]
-"#,
-        port = server.port
-    );
+    let mut yaml = String::from("probes:\n");
+    for user in ["no-info", "no-scripts", "no-reads"] {
+        yaml.push_str(&format!(
+            "  - name: {user}\n    kind: redis\n    url: redis://{user}:pw@127.0.0.1:{}/0\n    interval: 300ms\n    timeout: 250ms\n    queues: [ {{ name: q1, type: bullmq }} ]\n",
+            server.port
+        ));
+    }
     let dw = Depwatch::start(&yaml).await;
     let (_, h) = dw
         .wait_health("both checked", Duration::from_secs(10), |_, h| {
