@@ -75,7 +75,7 @@ fn retire_removed(old: &Components, new: &Components) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot listen on {addr}: {source} (is another depwatch running? change `listen`)")]
+    #[error("cannot listen on {addr}: {source} ({hint})", hint = bind_hint(source, addr))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -90,6 +90,23 @@ pub enum RunError {
     Checks(std::io::Error),
     #[error("cannot serve TLS: {0}")]
     Tls(#[from] crate::http::tls::TlsError),
+}
+
+/// What to do about a `listen` address that cannot be bound.
+fn bind_hint(e: &std::io::Error, addr: &SocketAddr) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::AddrInUse => "is another depwatch (or another server) running there? change `listen`".into(),
+        K::AddrNotAvailable => format!(
+            "no interface of this machine has the address {}: use one of its own, 127.0.0.1, or 0.0.0.0 for all",
+            addr.ip()
+        ),
+        K::PermissionDenied if addr.port() < 1024 => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a port above 1023 (9877 is depwatch's)"
+                .into()
+        }
+        _ => "change `listen`".into(),
+    }
 }
 
 /// Runs depwatch until SIGINT/SIGTERM.

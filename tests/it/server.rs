@@ -224,3 +224,31 @@ async fn a_client_that_takes_nothing_of_a_large_answer_loses_its_connection() {
     // The server is fine.
     assert_eq!(dw.get("/healthz").await.0, 200);
 }
+
+/// A `listen` address that cannot be bound stops the start with what to do
+/// about it: taken by another server, or not an address of this machine.
+#[test]
+fn a_listen_address_that_cannot_be_bound_says_why() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    for (listen, want) in [
+        (
+            format!("127.0.0.1:{port}"),
+            "Address already in use (os error 98) (is another depwatch (or another server) running there? change `listen`)".to_string(),
+        ),
+        (
+            // TEST-NET-1: documentation only, on no interface here.
+            "192.0.2.1:9877".to_string(),
+            "(no interface of this machine has the address 192.0.2.1: use one of its own, 127.0.0.1, or 0.0.0.0 for all)".to_string(),
+        ),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let (dir, _, config) = write_config(&format!(
+            "listen: {listen}\nstate_dir: {}\nprobes: []\n",
+            state.path().display()
+        ));
+        let err = refused(dir.path(), &config);
+        assert!(err.contains(&format!("cannot listen on {listen}: ")), "{err}");
+        assert!(err.contains(&want), "{err}");
+    }
+}

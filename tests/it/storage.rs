@@ -5,7 +5,7 @@
 //! state directory refused at start.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -570,21 +570,6 @@ async fn a_corrupt_state_file_is_moved_aside() {
         m.value("depwatch_up", &[("component", "here"), ("kind", "storage")]),
         1.0
     );
-}
-
-/// Runs depwatch on `config` from `dir`, which must refuse to start: its
-/// stderr.
-fn refused(dir: &Path, config: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
-        .arg("--config")
-        .arg(config)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run depwatch");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{err}");
-    err
 }
 
 #[tokio::test]

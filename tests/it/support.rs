@@ -800,3 +800,18 @@ impl App {
         (a.status, a.json())
     }
 }
+
+/// Runs depwatch on `config` from `dir`, which must refuse to start: its
+/// stderr.
+pub fn refused(dir: &Path, config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run depwatch");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    err
+}
