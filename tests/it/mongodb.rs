@@ -381,6 +381,66 @@ async fn mongodb_collection_that_does_not_exist_is_named_not_zero() {
     assert_eq!(value_of(&dw.metrics().await, "typo"), Some(0.0));
 }
 
+/// A query the server refuses (a bad operator or stage) is that query's
+/// failure: named, degraded, no series, while the other queries are read;
+/// a database-level error (shutting down) still fails the check.
+#[tokio::test]
+async fn a_query_the_server_refuses_is_named_and_the_others_still_read() {
+    let server = MongoServer::start(free_port(), None, &["--enable-test-commands"]);
+    let c = server.client("").await;
+    insert(&c, "users", vec![doc! { "a": 1 }, doc! { "a": 2 }]).await;
+    let yaml = format!(
+        r#"probes:
+  - name: db
+    kind: mongodb
+    uri: mongodb://127.0.0.1:{port}/app?directConnection=true
+    interval: 400ms
+    timeout: 350ms
+    jitter: 0s
+    failure_threshold: 1
+    queries:
+      - {{ name: good, collection: users, count: {{}} }}
+      - {{ name: bad_operator, collection: users, count: {{ a: {{ $foo: 1 }} }} }}
+      - {{ name: bad_stage, collection: users, aggregate: [ {{ $nosuchstage: {{}} }} ], value: n }}
+"#,
+        port = server.port
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both named", Duration::from_secs(20), |_, h| {
+            h["components"]["db"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("bad_stage"))
+        })
+        .await;
+    let db = &h["components"]["db"];
+    assert_eq!(db["status"], "degraded", "{db}");
+    assert!(db["reason"].is_null(), "{db}");
+    let err = db["error"].as_str().unwrap();
+    assert!(err.contains("query bad_operator: "), "{err}");
+    assert!(err.contains("$foo"), "{err}");
+    assert!(err.contains("query bad_stage: "), "{err}");
+    assert_eq!(db["details"]["good"], 2.0, "{db}");
+    let m = dw.metrics().await;
+    assert_eq!(value_of(&m, "good"), Some(2.0));
+    assert_eq!(value_of(&m, "bad_operator"), None);
+    assert_eq!(value_of(&m, "bad_stage"), None);
+
+    // The database itself failing is the check's failure.
+    c.database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": { "failCommands": ["aggregate"], "errorCode": 91 },
+        })
+        .await
+        .unwrap();
+    dw.wait_health("the check failed", Duration::from_secs(20), |_, h| {
+        h["components"]["db"]["status"] == "unhealthy"
+    })
+    .await;
+}
+
 fn value_of(m: &Metrics, query: &str) -> Option<f64> {
     m.get(
         "depwatch_mongodb_query_value",

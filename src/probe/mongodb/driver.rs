@@ -15,6 +15,14 @@ use crate::config::units::Secret;
 use crate::probe::core::{CheckError, Reason};
 use crate::util::redact::{redact_url, scrub};
 
+/// Why a query or queue could not be read (see [`Driver::failed`]).
+pub(super) enum Failed {
+    /// The check fails with this.
+    Check(CheckError),
+    /// This query or queue alone: the component is degraded with it.
+    Own(String),
+}
+
 pub(super) struct Driver {
     uri: Secret,
     password: Option<Secret>,
@@ -68,6 +76,34 @@ impl Driver {
             _ => Reason::BadResponse,
         };
         CheckError::new(reason, format!("{what}: {text}"))
+    }
+
+    /// [`Driver::error`] for a query's or a queue's read, told apart: the
+    /// server refusing that command alone (a bad operator or stage, no
+    /// privilege on that collection, a result that does not decode) is
+    /// that query's failure, named while the others are still read; the
+    /// database unreachable, shutting down, stepping down or too slow
+    /// (`maxTimeMS`) fails the check.
+    pub(super) fn failed(&self, what: &str, e: &mongodb::error::Error) -> Failed {
+        use mongodb::error::ErrorKind as K;
+        // HostUnreachable, HostNotFound, MaxTimeMSExpired, NetworkTimeout,
+        // ShutdownInProgress, PrimarySteppedDown, ExceededTimeLimit,
+        // SocketException, NotWritablePrimary, InterruptedAtShutdown,
+        // InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk,
+        // NotPrimaryOrSecondary.
+        const DATABASE: &[i32] = &[
+            6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+        ];
+        let own = match e.kind.as_ref() {
+            K::Command(c) => !DATABASE.contains(&c.code),
+            K::BsonDeserialization(_) => true,
+            _ => false,
+        };
+        let err = self.error(what, e);
+        match own {
+            true => Failed::Own(err.message),
+            false => Failed::Check(err),
+        }
     }
 
     /// The driver client, created on the first check: the driver keeps its

@@ -26,19 +26,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use mongodb::bson::doc;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, json};
 
 use super::core::{
-    BoxFuture, BuildCtx, BuildError, CheckResult, FamiliesOf, Outcome, Probe, Status,
+    BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, FamiliesOf, Outcome, Probe, Status,
 };
 use super::queue::{self, Publisher};
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 pub use config::{QueryKind, QuerySpec, QueueSpec, Ratio, Spec};
-use driver::Driver;
+use driver::{Driver, Failed};
 
 /// The default buckets of the check duration: MongoDB answers in milliseconds.
 pub const BUCKETS: &[f64] = crate::probe::core::FAST_BUCKETS;
@@ -115,21 +115,19 @@ impl MongoProbe {
 
         // Queries and queues run side by side on the driver's pool: a check
         // takes as long as its slowest query, not their sum.
-        let queries = try_join_all(
-            self.spec
-                .queries
-                .iter()
-                .map(|q| queries::read(&self.driver, &client, q)),
-        );
-        let queues = try_join_all(
-            self.spec
-                .queues
-                .iter()
-                .map(|q| queues::read(&self.driver, &client, q)),
-        );
-        let (values, snaps) = match futures_util::future::try_join(queries, queues).await {
-            Ok(v) => v,
-            Err(mut e) => {
+        let (values, snaps) = futures_util::future::join(
+            join_all((self.spec.queries.iter()).map(|q| queries::read(&self.driver, &client, q))),
+            join_all((self.spec.queues.iter()).map(|q| queues::read(&self.driver, &client, q))),
+        )
+        .await;
+        // What the database could not do fails the check; what one query
+        // or queue got wrong (a bad operator, no privilege on its
+        // collection) is named, and the others are still read.
+        let values = settle(&self.spec.queries, values, &mut out);
+        let snaps = settle(&self.spec.queues, snaps, &mut out);
+        let (values, snaps) = match (values, snaps) {
+            (Ok(v), Ok(s)) => (v, s),
+            (Err(mut e), _) | (_, Err(mut e)) => {
                 e.details = out.details;
                 return Err(e);
             }
@@ -138,13 +136,11 @@ impl MongoProbe {
         // empty one: where a result is empty, whether its collection
         // exists is asked, so that a typo in a name, or a database restored
         // without a collection, is not read as a healthy zero.
-        let empty: BTreeSet<(&str, &str)> = (self.spec.queries.iter())
-            .zip(&values)
+        let empty: BTreeSet<(&str, &str)> = (values.iter())
             .filter(|(_, v)| v.looks_empty())
             .map(|(q, _)| (q.database.as_str(), q.collection.as_str()))
             .chain(
-                (self.spec.queues.iter())
-                    .zip(&snaps)
+                (snaps.iter())
                     .filter(|(_, s)| s.counts.iter().all(|(_, n)| *n == 0))
                     .map(|(q, _)| (q.database.as_str(), q.collection.as_str())),
             )
@@ -167,14 +163,13 @@ impl MongoProbe {
             gone
         };
         let mut kept = BTreeMap::new();
-        for (q, v) in self.spec.queries.iter().zip(values) {
+        for (q, v) in values {
             if !absent("query", &q.name, &q.database, &q.collection, &mut out) {
                 kept.insert(q.name.as_str(), v);
             }
         }
         let values = kept;
-        let (queues, snaps): (Vec<&QueueSpec>, Vec<queue::Snapshot>) = (self.spec.queues.iter())
-            .zip(snaps)
+        let (queues, snaps): (Vec<&QueueSpec>, Vec<queue::Snapshot>) = (snaps.into_iter())
             .filter(|(q, _)| !absent("queue", &q.name, &q.database, &q.collection, &mut out))
             .unzip();
         if let Some(_live) = self.gate.open() {
@@ -196,6 +191,25 @@ impl MongoProbe {
         }
         Ok(out)
     }
+}
+
+/// Each spec with what its read gave: a failure of the query itself is
+/// raised on `out` (degraded) and leaves it out; the first failure of the
+/// database is the check's.
+fn settle<'a, S, T>(
+    specs: &'a [S],
+    results: Vec<Result<T, Failed>>,
+    out: &mut Outcome,
+) -> Result<Vec<(&'a S, T)>, CheckError> {
+    let mut kept = Vec::with_capacity(results.len());
+    for (spec, r) in specs.iter().zip(results) {
+        match r {
+            Ok(v) => kept.push((spec, v)),
+            Err(Failed::Own(why)) => out.raise(Status::Degraded, why),
+            Err(Failed::Check(e)) => return Err(e),
+        }
+    }
+    Ok(kept)
 }
 
 impl Probe for MongoProbe {

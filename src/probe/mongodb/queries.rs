@@ -13,10 +13,10 @@ use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
 use super::config::{QueryKind, QuerySpec, Ratio};
-use super::driver::Driver;
+use super::driver::{Driver, Failed};
 use super::fields::{age_seconds, epoch_ms, label_value, lookup, number};
 use crate::metrics::kit::GaugeF;
-use crate::probe::core::{CheckError, Outcome, Status};
+use crate::probe::core::{Outcome, Status};
 use crate::util::sync::lock;
 
 /// A query's labels: component, query, and the aggregate's own.
@@ -74,7 +74,7 @@ pub(super) async fn read(
     driver: &Driver,
     client: &Client,
     q: &QuerySpec,
-) -> Result<QueryValue, CheckError> {
+) -> Result<QueryValue, Failed> {
     let coll = driver.collection(client, &q.database, &q.collection);
     let what = format!("query {}", q.name);
     match &q.kind {
@@ -83,7 +83,7 @@ pub(super) async fn read(
                 .count_documents(filter.clone())
                 .max_time(driver.timeout)
                 .await
-                .map_err(|e| driver.error(&what, &e))?;
+                .map_err(|e| driver.failed(&what, &e))?;
             Ok(QueryValue::One(n as f64))
         }
         QueryKind::Oldest { filter, field } => {
@@ -95,7 +95,7 @@ pub(super) async fn read(
                 .projection(doc! { field.as_str(): 1, "_id": 0 })
                 .max_time(driver.timeout)
                 .await
-                .map_err(|e| driver.error(&what, &e))?;
+                .map_err(|e| driver.failed(&what, &e))?;
             let age = found
                 .as_ref()
                 .and_then(|d| lookup(d, field))
@@ -113,7 +113,7 @@ pub(super) async fn read(
                 .aggregate(pipeline.clone())
                 .max_time(driver.timeout)
                 .await
-                .map_err(|e| driver.error(&what, &e))?;
+                .map_err(|e| driver.failed(&what, &e))?;
             let mut rows = Vec::new();
             let mut dropped = 0;
             // Counting the overflow is bounded too.
@@ -123,7 +123,7 @@ pub(super) async fn read(
                 && cursor
                     .advance()
                     .await
-                    .map_err(|e| driver.error(&what, &e))?
+                    .map_err(|e| driver.failed(&what, &e))?
             {
                 seen += 1;
                 if rows.len() >= *max_series {
@@ -132,7 +132,7 @@ pub(super) async fn read(
                 }
                 let d: Document = cursor
                     .deserialize_current()
-                    .map_err(|e| driver.error(&what, &e))?;
+                    .map_err(|e| driver.failed(&what, &e))?;
                 let v = lookup(&d, value).and_then(number).unwrap_or(0.0);
                 let l = labels
                     .iter()

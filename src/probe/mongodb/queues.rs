@@ -10,9 +10,8 @@ use mongodb::bson::{Document, doc};
 use serde_json::Map;
 
 use super::config::QueueSpec;
-use super::driver::Driver;
+use super::driver::{Driver, Failed};
 use super::fields::{age_seconds, epoch_ms, label_value, number};
-use crate::probe::core::CheckError;
 use crate::probe::queue::{JobState, Snapshot};
 
 /// Counts one queue's jobs per state (one aggregation), with the age of
@@ -21,7 +20,7 @@ pub(super) async fn read(
     driver: &Driver,
     client: &Client,
     q: &QueueSpec,
-) -> Result<Snapshot, CheckError> {
+) -> Result<Snapshot, Failed> {
     let coll = driver.collection(client, &q.database, &q.collection);
     let all: Vec<&String> = q.states.iter().flat_map(|(_, v)| v).collect();
     let mut m = q.filter.clone();
@@ -44,7 +43,7 @@ pub(super) async fn read(
         .aggregate(vec![doc! { "$match": m }, doc! { "$group": group }])
         .max_time(driver.timeout)
         .await
-        .map_err(|e| driver.error(&what, &e))?;
+        .map_err(|e| driver.failed(&what, &e))?;
     let mut counts: BTreeMap<JobState, u64> = q.states.iter().map(|(s, _)| (*s, 0)).collect();
     let mut oldest_wait: Option<f64> = None;
     let mut oldest_active: Option<f64> = None;
@@ -56,11 +55,11 @@ pub(super) async fn read(
     while cursor
         .advance()
         .await
-        .map_err(|e| driver.error(&what, &e))?
+        .map_err(|e| driver.failed(&what, &e))?
     {
         let d: Document = cursor
             .deserialize_current()
-            .map_err(|e| driver.error(&what, &e))?;
+            .map_err(|e| driver.failed(&what, &e))?;
         let value = d.get("_id").map(label_value).unwrap_or_default();
         let Some(state) = q
             .states
