@@ -402,6 +402,10 @@ async fn a_query_the_server_refuses_is_named_and_the_others_still_read() {
       - {{ name: good, collection: users, count: {{}} }}
       - {{ name: bad_operator, collection: users, count: {{ a: {{ $foo: 1 }} }} }}
       - {{ name: bad_stage, collection: users, aggregate: [ {{ $nosuchstage: {{}} }} ], value: n }}
+      - name: wrong_value
+        collection: users
+        aggregate: [ {{ $group: {{ _id: null, n: {{ $sum: 1 }} }} }} ]
+        value: count
 "#,
         port = server.port
     );
@@ -420,11 +424,16 @@ async fn a_query_the_server_refuses_is_named_and_the_others_still_read() {
     assert!(err.contains("query bad_operator: "), "{err}");
     assert!(err.contains("$foo"), "{err}");
     assert!(err.contains("query bad_stage: "), "{err}");
+    assert!(
+        err.contains("query wrong_value: a result document has no number at `count` (its fields: _id, n; set `value:` to the field the pipeline computes)"),
+        "{err}"
+    );
     assert_eq!(db["details"]["good"], 2.0, "{db}");
     let m = dw.metrics().await;
     assert_eq!(value_of(&m, "good"), Some(2.0));
     assert_eq!(value_of(&m, "bad_operator"), None);
     assert_eq!(value_of(&m, "bad_stage"), None);
+    assert_eq!(value_of(&m, "wrong_value"), None);
 
     // The database itself failing is the check's failure.
     c.database("admin")

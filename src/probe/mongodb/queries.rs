@@ -133,7 +133,22 @@ pub(super) async fn read(
                 let d: Document = cursor
                     .deserialize_current()
                     .map_err(|e| driver.failed(&what, &e))?;
-                let v = lookup(&d, value).and_then(number).unwrap_or(0.0);
+                // A `value:` that names no field of the results would read
+                // as a healthy 0 for good (a null, as `$avg` of nothing
+                // gives, is 0).
+                let found = lookup(&d, value);
+                let v = match found {
+                    Some(Bson::Null) => Some(0.0),
+                    f => f.and_then(number),
+                };
+                let Some(v) = v else {
+                    let fields: Vec<&str> = d.keys().map(String::as_str).take(10).collect();
+                    return Err(Failed::Own(format!(
+                        "{what}: a result document has no number at `{value}` (its fields: {}; \
+                         set `value:` to the field the pipeline computes)",
+                        fields.join(", ")
+                    )));
+                };
                 let l = labels
                     .iter()
                     .map(|(name, field)| {
