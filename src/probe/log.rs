@@ -355,6 +355,7 @@ impl LogProbe {
                     rd.insert("categories".into(), c);
                 }
                 levels.extend(r.judge(now));
+                stuck.extend(r.misses());
                 if let Some(s) = &mut r.slowest {
                     rd.insert("slowest".into(), s.summary(now));
                 }

@@ -34,6 +34,7 @@ fn label_id(l: &mut Label, spans: &Spans, text: &str, cap: usize) -> u32 {
     let Some((a, b)) = spans[l.slot] else {
         return l.id("", cap);
     };
+    l.seen = true;
     let (a, b) = (a as usize, b as usize);
     if let Some(id) = l.raw_id(&text.as_bytes()[a..b]) {
         return id;
@@ -206,6 +207,46 @@ pub struct Judged {
 }
 
 impl Rule {
+    /// What the rule's lines say of its configuration: a `duration`,
+    /// `value` or label field that none of its matched lines had (or had
+    /// as a number), which reads as a typo, not as data. One line without
+    /// it is data; every line is the configuration.
+    pub fn misses(&self) -> Vec<String> {
+        let (m, n) = (&self.spec.metric, self.matched);
+        let mut out = Vec::new();
+        if n == 0 {
+            return out;
+        }
+        if let Some(d) = self
+            .spec
+            .duration
+            .as_ref()
+            .filter(|_| self.bad_durations == n)
+        {
+            out.push(format!(
+                "rule {m}: none of its {n} matched lines has a duration at `{}` (set \
+                 duration.field to the field that holds the time)",
+                d.field
+            ));
+        }
+        if let Some(v) = self.spec.value.as_ref().filter(|_| self.bad_values == n) {
+            out.push(format!(
+                "rule {m}: none of its {n} matched lines has a number at `{}` (set \
+                 value.field to the field that holds it)",
+                v.field
+            ));
+        }
+        for ((name, field), l) in self.spec.labels.iter().zip(&self.labels) {
+            if !l.seen {
+                out.push(format!(
+                    "rule {m}: none of its {n} matched lines has the field `{field}` of label \
+                     `{name}` (its value is \"\" on every series)"
+                ));
+            }
+        }
+        out
+    }
+
     /// Label names and values of a series key.
     pub fn labels_of<'a>(&'a self, key: &'a [u32]) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.labels
