@@ -309,6 +309,22 @@ impl Checker<'_> {
                         .clone()
                 }),
             };
+            // A check is cut at its timeout: a slow limit at or above it
+            // could never be crossed.
+            if let Some(probe::ProbeSpec::Http(h)) = &spec
+                && let Some(slow) = h.slow_above.filter(|s| *s >= timeout)
+            {
+                self.problem(
+                    &format!("{path}.slow_above"),
+                    format!(
+                        "slow_above {} is not shorter than timeout {}{}",
+                        units::format_duration(slow),
+                        units::format_duration(timeout),
+                        s_timeout.note("timeout", &format!("{path}.slow_above")),
+                    ),
+                    "a check is cut at its timeout, so it could never be slow: lower slow_above or raise timeout",
+                );
+            }
             if let Some(spec) = spec {
                 paths.push(path);
                 out.push(Arc::new(ProbeConfig {

@@ -180,6 +180,15 @@ fn bad_configurations_report_every_problem_with_a_position() {
             ],
         ),
         (
+            "a slow limit a check can never reach",
+            "probes:\n  - name: api\n    kind: http\n    url: http://127.0.0.1:1/\n    timeout: 2s\n    slow_above: 2s\n  - name: api2\n    kind: http\n    url: http://127.0.0.1:1/\n    slow_above: 10s\n".into(),
+            &[],
+            &[
+                "F:6:5: probes[0].slow_above: slow_above 2s is not shorter than timeout 2s (a check is cut at its timeout, so it could never be slow: lower slow_above or raise timeout)",
+                "F:10:5: probes[1].slow_above: slow_above 10s is not shorter than timeout 5s (the built-in default) (a check is cut at its timeout, so it could never be slow: lower slow_above or raise timeout)",
+            ],
+        ),
+        (
             "names other tools use are pointed to the names used here",
             "probes:\n  - name: a\n    kind: log\n    paths: [./a.log]\n  - name: b\n    kind: http\n    url: http://127.0.0.1:1/\n    conditions: [\"[STATUS] == 200\"]\n  - name: c\n    kind: disk\n".into(),
             &[],
