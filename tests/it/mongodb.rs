@@ -251,28 +251,21 @@ async fn mongodb_collection_that_does_not_exist_is_named_not_zero() {
     let c = server.client("").await;
     insert(&c, "users", vec![doc! { "syncStatus": "active" }]).await;
     insert(&c, "jobs", vec![doc! { "status": "done" }]).await;
-    let yaml = format!(
-        r#"probes:
-  - name: db
-    kind: mongodb
-    uri: mongodb://127.0.0.1:{port}/app?directConnection=true
-    interval: 400ms
-    timeout: 350ms
-    jitter: 0s
-    queries:
-      - {{ name: in_error, collection: users, count: {{ syncStatus: error }}, degraded_above: 10 }}
-      - {{ name: typo, collection: user, count: {{ syncStatus: error }}, degraded_above: 10 }}
-      - {{ name: other_db, database: ap, collection: users, count: {{}} }}
+    let yaml = db_probe(
+        server.port,
+        r#"    queries:
+      - { name: in_error, collection: users, count: { syncStatus: error }, degraded_above: 10 }
+      - { name: typo, collection: user, count: { syncStatus: error }, degraded_above: 10 }
+      - { name: other_db, database: ap, collection: users, count: {} }
       - name: by_status
         collection: usr
-        aggregate: [ {{ $group: {{ _id: "$syncStatus", n: {{ $sum: 1 }} }} }} ]
+        aggregate: [ { $group: { _id: "$syncStatus", n: { $sum: 1 } } } ]
         value: n
         labels: [_id]
     queues:
-      - {{ name: jobs, collection: jobs, status_field: status, waiting: [pending], completed: [gone] }}
-      - {{ name: jobz, collection: jobz, status_field: status, waiting: [pending] }}
+      - { name: jobs, collection: jobs, status_field: status, waiting: [pending], completed: [gone] }
+      - { name: jobz, collection: jobz, status_field: status, waiting: [pending] }
 "#,
-        port = server.port
     );
     let dw = Depwatch::start(&yaml).await;
     let (_, h) = dw
@@ -389,25 +382,18 @@ async fn a_query_the_server_refuses_is_named_and_the_others_still_read() {
     let server = MongoServer::start(free_port(), None, &["--enable-test-commands"]);
     let c = server.client("").await;
     insert(&c, "users", vec![doc! { "a": 1 }, doc! { "a": 2 }]).await;
-    let yaml = format!(
-        r#"probes:
-  - name: db
-    kind: mongodb
-    uri: mongodb://127.0.0.1:{port}/app?directConnection=true
-    interval: 400ms
-    timeout: 350ms
-    jitter: 0s
-    failure_threshold: 1
+    let yaml = db_probe(
+        server.port,
+        r#"    failure_threshold: 1
     queries:
-      - {{ name: good, collection: users, count: {{}} }}
-      - {{ name: bad_operator, collection: users, count: {{ a: {{ $foo: 1 }} }} }}
-      - {{ name: bad_stage, collection: users, aggregate: [ {{ $nosuchstage: {{}} }} ], value: n }}
+      - { name: good, collection: users, count: {} }
+      - { name: bad_operator, collection: users, count: { a: { $foo: 1 } } }
+      - { name: bad_stage, collection: users, aggregate: [ { $nosuchstage: {} } ], value: n }
       - name: wrong_value
         collection: users
-        aggregate: [ {{ $group: {{ _id: null, n: {{ $sum: 1 }} }} }} ]
+        aggregate: [ { $group: { _id: null, n: { $sum: 1 } } } ]
         value: count
 "#,
-        port = server.port
     );
     let dw = Depwatch::start(&yaml).await;
     let (_, h) = dw
@@ -448,6 +434,14 @@ async fn a_query_the_server_refuses_is_named_and_the_others_still_read() {
         h["components"]["db"]["status"] == "unhealthy"
     })
     .await;
+}
+
+/// One MongoDB probe `db` of database `app` on `port`, checked every
+/// 400 ms, with `rest` (its queries and queues, indented for the probe).
+fn db_probe(port: u16, rest: &str) -> String {
+    format!(
+        "probes:\n  - name: db\n    kind: mongodb\n    uri: mongodb://127.0.0.1:{port}/app?directConnection=true\n    interval: 400ms\n    timeout: 350ms\n    jitter: 0s\n{rest}"
+    )
 }
 
 fn value_of(m: &Metrics, query: &str) -> Option<f64> {
