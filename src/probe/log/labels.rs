@@ -210,9 +210,6 @@ pub(super) struct Label {
     /// found without decoding it. At most `SMALL`, each short.
     raw: Small,
     raw_ids: Vec<u32>,
-    /// A matched line has had this label's field (a typo in `labels:`
-    /// never does).
-    pub(super) seen: bool,
 }
 
 /// Raw texts longer than this are decoded every time (they are rare as
@@ -229,7 +226,6 @@ impl Label {
             values: Vec::new(),
             raw: Small::new(),
             raw_ids: Vec::new(),
-            seen: false,
         }
     }
 

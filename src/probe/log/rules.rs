@@ -34,7 +34,6 @@ fn label_id(l: &mut Label, spans: &Spans, text: &str, cap: usize) -> u32 {
     let Some((a, b)) = spans[l.slot] else {
         return l.id("", cap);
     };
-    l.seen = true;
     let (a, b) = (a as usize, b as usize);
     if let Some(id) = l.raw_id(&text.as_bytes()[a..b]) {
         return id;
@@ -207,14 +206,15 @@ pub struct Judged {
 }
 
 impl Rule {
-    /// What the rule's lines say of its configuration: a `duration`,
-    /// `value` or label field that none of its matched lines had (or had
-    /// as a number), which reads as a typo, not as data. One line without
-    /// it is data; every line is the configuration.
+    /// What the rule's lines say of its configuration: a `duration` or
+    /// `value` field that none of its matched lines had (as a number),
+    /// which reads as a typo, not as data. One line without it is data;
+    /// every line is the configuration.
     pub fn misses(&self) -> Vec<String> {
         let (m, n) = (&self.spec.metric, self.matched);
         let mut out = Vec::new();
-        if n == 0 {
+        // A few lines first: one odd line is not a configuration.
+        if n < 5 {
             return out;
         }
         if let Some(d) = self
@@ -236,14 +236,9 @@ impl Rule {
                 v.field
             ));
         }
-        for ((name, field), l) in self.spec.labels.iter().zip(&self.labels) {
-            if !l.seen {
-                out.push(format!(
-                    "rule {m}: none of its {n} matched lines has the field `{field}` of label \
-                     `{name}` (its value is \"\" on every series)"
-                ));
-            }
-        }
+        // Not labels: a label field present only on some events (an error
+        // code on failures) is legitimately absent from every line for a
+        // while.
         out
     }
 
