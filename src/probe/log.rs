@@ -21,7 +21,6 @@ mod state;
 pub mod stats;
 pub mod tail;
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -205,6 +204,7 @@ fn poll_into(tailer: &mut Tailer, state: &ProbeState) -> tail::PollStats {
     v.polled = true;
     v.files = tailer.view();
     v.matched_paths = tailer.matched_paths;
+    v.matched_dir.clone_from(&tailer.matched_dir);
     if v.error != tailer.last_error {
         if let Some(e) = &tailer.last_error {
             tracing::warn!(component = %state.component, kind = "log", error = %e, "Cannot read a log file.");
@@ -304,7 +304,7 @@ impl LogProbe {
                 "invalid": c.invalid.load(Ordering::Relaxed),
             }),
         );
-        let (polled, error, matched_paths) = {
+        let (polled, error, matched_paths, matched_dir) = {
             let v = lock(&self.state.view);
             d.insert(
                 "files".into(),
@@ -321,9 +321,15 @@ impl LogProbe {
                         .collect(),
                 ),
             );
-            (v.polled, v.error.clone(), v.matched_paths)
+            (
+                v.polled,
+                v.error.clone(),
+                v.matched_paths,
+                v.matched_dir.clone(),
+            )
         };
-        let mut stuck = Vec::new();
+        // Degradations: stuck rules, fields no line has.
+        let mut degraded = Vec::new();
         let mut levels = Vec::new();
         let mut rules_d = Map::new();
         {
@@ -355,7 +361,7 @@ impl LogProbe {
                     rd.insert("categories".into(), c);
                 }
                 levels.extend(r.judge(now));
-                stuck.extend(r.misses());
+                degraded.extend(r.misses());
                 if let Some(s) = &mut r.slowest {
                     rd.insert("slowest".into(), s.summary(now));
                 }
@@ -363,7 +369,7 @@ impl LogProbe {
                     let since = r.last_match.unwrap_or(self.started);
                     let quiet = now.saturating_duration_since(since);
                     if quiet > limit {
-                        stuck.push(format!(
+                        degraded.push(format!(
                             "rule {}: no matching line for {} (stuck_after {})",
                             r.spec.metric,
                             format_duration(Duration::from_secs(quiet.as_secs())),
@@ -384,11 +390,11 @@ impl LogProbe {
         let mut out = Outcome::healthy(d);
         if polled && matched_paths == 0 {
             // `files: [/var/log/app]` names a directory, whose files it
-            // does not read: say so.
-            let hint = (self.spec.files.iter())
-                .find(|f| Path::new(f).is_dir())
+            // does not read: say so (the tailer saw it, off this path).
+            let hint = matched_dir
                 .map(|d| {
-                    let d = d.strip_suffix('/').filter(|d| !d.is_empty()).unwrap_or(d);
+                    let d = d.display().to_string();
+                    let d = d.strip_suffix('/').filter(|d| !d.is_empty()).unwrap_or(&d);
                     format!(" ({d} is a directory: name its files, for example {d}/*.log)")
                 })
                 .unwrap_or_default();
@@ -397,7 +403,7 @@ impl LogProbe {
                 format!("no file matches {}{hint}", self.spec.files.join(", ")),
             );
         }
-        for s in stuck {
+        for s in degraded {
             out.raise(Status::Degraded, s);
         }
         for (level, why) in levels {

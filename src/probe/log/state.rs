@@ -27,6 +27,7 @@ pub(super) struct TailView {
     pub(super) polled: bool,
     pub(super) files: Vec<tail::FileView>,
     pub(super) matched_paths: usize,
+    pub(super) matched_dir: Option<std::path::PathBuf>,
     pub(super) error: Option<String>,
 }
 

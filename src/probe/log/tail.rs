@@ -175,6 +175,9 @@ pub struct Tailer {
     /// Regular files the latest scan found at the patterns (directories
     /// and the like are not read).
     pub matched_paths: usize,
+    /// A directory the latest scan found at the patterns (`files:
+    /// [/var/log/app]`): named when no file matches.
+    pub matched_dir: Option<PathBuf>,
     pub last_error: Option<String>,
 }
 
@@ -189,6 +192,7 @@ impl Tailer {
             restored: None,
             buf: Vec::new(),
             matched_paths: 0,
+            matched_dir: None,
             last_error: None,
         }
     }
@@ -283,6 +287,7 @@ impl Tailer {
     fn scan(&mut self, stats: &mut PollStats) {
         let paths = self.expand();
         self.matched_paths = 0;
+        self.matched_dir = None;
         for t in &mut self.files {
             t.in_glob = false;
         }
@@ -291,6 +296,9 @@ impl Tailer {
                 continue;
             };
             if !meta.is_file() {
+                if meta.is_dir() && self.matched_dir.is_none() {
+                    self.matched_dir = Some(path);
+                }
                 continue;
             }
             self.matched_paths += 1;
