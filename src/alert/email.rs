@@ -185,8 +185,19 @@ pub async fn greets(cfg: &EmailConfig) -> Result<(), SendError> {
     let Ok(Ok(mut s)) = connect.await else {
         return Ok(());
     };
+    // The first line, however the server's writes split it.
     let mut buf = [0u8; 256];
-    let n = match tokio::time::timeout(cfg.timeout, s.read(&mut buf)).await {
+    let first_line = async {
+        let mut n = 0;
+        while n < buf.len() && !buf[..n].contains(&b'\n') {
+            match s.read(&mut buf[n..]).await? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok::<_, std::io::Error>(n)
+    };
+    let n = match tokio::time::timeout(cfg.timeout, first_line).await {
         Err(_) => {
             return Err(SendError {
                 reason: FailReason::Timeout,

@@ -766,10 +766,11 @@ pub async fn send_test(
     if let Some(m) = metrics {
         m.attempt(EmailKind::Test);
     }
-    let res = match email::greets(ecfg).await {
-        Ok(()) => email::deliver(ecfg, &out).await,
-        Err(e) => Err(e),
-    };
+    let res = async {
+        email::greets(ecfg).await?;
+        email::deliver(ecfg, &out).await
+    }
+    .await;
     if res.is_err()
         && let Some(m) = metrics
     {

@@ -314,13 +314,14 @@ impl Checker<'_> {
             if let Some(probe::ProbeSpec::Http(h)) = &spec
                 && let Some(slow) = h.slow_above.filter(|s| *s >= timeout)
             {
+                let at = format!("{path}.slow_above");
                 self.problem(
-                    &format!("{path}.slow_above"),
+                    &at,
                     format!(
                         "slow_above {} is not shorter than timeout {}{}",
                         units::format_duration(slow),
                         units::format_duration(timeout),
-                        s_timeout.note("timeout", &format!("{path}.slow_above")),
+                        s_timeout.note("timeout", &at),
                     ),
                     "a check is cut at its timeout, so it could never be slow: lower slow_above or raise timeout",
                 );

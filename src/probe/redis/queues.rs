@@ -344,6 +344,11 @@ enum QueueReadError {
     /// Redis' own error, with the connection's secrets scrubbed.
     #[error("{0}")]
     Server(String),
+    /// Redis' refusal of the script to this ACL user, scrubbed.
+    #[error(
+        "{0} (each queue is read by one read-only script: the user needs +evalsha +script|load and the read commands it runs, +@read)"
+    )]
+    Denied(String),
     #[error("unexpected answer")]
     Unexpected,
     #[error("unexpected answer from the queue script")]
@@ -366,19 +371,14 @@ fn snapshot(
     secrets: &[&str],
 ) -> Result<Snapshot, QueueReadError> {
     if let RValue::ServerError(e) = reply {
-        let text = scrub(&redis::RedisError::from(e.clone()).to_string(), secrets);
+        let no_perm = e.kind() == Some(redis::ServerErrorKind::NoPerm);
+        let text = scrub(&redis::RedisError::from(e).to_string(), secrets);
         // An ACL user without the scripting commands, or without the
         // commands the script runs (ACLs apply inside scripts too).
-        let denied = e.kind() == Some(redis::ServerErrorKind::NoPerm)
-            || text.contains("can't run this command");
-        let hint = match denied {
-            true => {
-                " (each queue is read by one read-only script: the user needs \
-                 +evalsha +script|load and the read commands it runs, +@read)"
-            }
-            false => "",
-        };
-        return Err(QueueReadError::Server(text + hint));
+        return Err(match no_perm || text.contains("can't run this command") {
+            true => QueueReadError::Denied(text),
+            false => QueueReadError::Server(text),
+        });
     }
     let RValue::Array(items) = reply else {
         return Err(QueueReadError::Unexpected);
