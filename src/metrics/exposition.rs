@@ -9,7 +9,6 @@
 //! passes sample lines through and rewrites metadata lines as they end.
 
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 
 use super::kit::unsafe_in_label;
 
@@ -55,6 +54,8 @@ pub struct Writer {
     /// The metadata line being written (from its `#` to its newline).
     meta: Option<String>,
     at_line_start: bool,
+    /// Plain bytes copied from earlier encodings ([`Writer::reuse`]).
+    reused: u64,
     /// A `# HELP` line waiting for its `# TYPE` (the text format names the
     /// family by its type).
     pending_help: Option<String>,
@@ -68,6 +69,7 @@ impl Writer {
             format,
             meta: None,
             at_line_start: true,
+            reused: 0,
             pending_help: None,
         }
     }
@@ -138,6 +140,52 @@ impl Writer {
             self.out.clear();
         }
         &mut self.out
+    }
+
+    /// Whether this writer compresses as it goes: only such a writer makes
+    /// and reuses [`Segment`]s.
+    pub fn segments(&self) -> bool {
+        self.deflating.is_some()
+    }
+
+    /// The sample lines written from here to [`Writer::end_segment`] make
+    /// a [`Segment`] (a no-op unless [`Writer::segments`]).
+    pub fn begin_segment(&mut self) {
+        if let Some(d) = &mut self.deflating {
+            debug_assert!(self.at_line_start && self.meta.is_none() && self.pending_help.is_none());
+            d.write(self.out.as_bytes());
+            self.out.clear();
+            d.begin_segment();
+        }
+    }
+
+    /// The segment begun last, ended here.
+    pub fn end_segment(&mut self) -> Option<Segment> {
+        let d = self.deflating.as_mut()?;
+        d.write(self.out.as_bytes());
+        self.out.clear();
+        d.end_segment()
+    }
+
+    /// `s`, made by an earlier encoding, where its text goes: as if that
+    /// text had been written here (only on a writer with
+    /// [`Writer::segments`]; `false` on any other, which writes nothing).
+    pub fn reuse(&mut self, s: &Segment) -> bool {
+        let Some(d) = &mut self.deflating else {
+            return false;
+        };
+        debug_assert!(self.at_line_start && self.meta.is_none() && self.pending_help.is_none());
+        d.write(self.out.as_bytes());
+        self.out.clear();
+        d.reuse(s);
+        self.reused += s.len;
+        true
+    }
+
+    /// Plain bytes so far that were copied from earlier encodings
+    /// ([`Writer::reuse`]), not written.
+    pub fn reused(&self) -> u64 {
+        self.reused
     }
 
     fn data(&mut self, s: &str) {
@@ -378,9 +426,40 @@ pub const CHUNK: usize = 128 * 1024;
 
 /// A [`Deflated`] being written.
 struct Deflating {
-    e: flate2::write::DeflateEncoder<Vec<u8>>,
+    c: flate2::Compress,
+    out: Vec<u8>,
+    /// CRC-32 and length of the plain text outside the open segment.
     crc: crc32fast::Hasher,
     len: u64,
+    /// The segment being written, if any.
+    open: Option<Open>,
+}
+
+/// A segment being written: where its compressed bytes start in the
+/// output, the CRC-32 and length of its plain text so far.
+struct Open {
+    start: usize,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+/// A run of a deflating [`Writer`]'s output that stands alone: its
+/// compressed bytes refer to nothing before them (the compressor's history
+/// was reset where it began) and end byte-aligned, so that a later
+/// encoding can copy them where the same text would go instead of writing
+/// and compressing that text again ([`Writer::reuse`]).
+#[derive(Clone)]
+pub struct Segment {
+    deflate: std::sync::Arc<[u8]>,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl Segment {
+    /// Size of the segment's text before compression.
+    pub fn plain_len(&self) -> u64 {
+        self.len
+    }
 }
 
 impl Deflating {
@@ -388,27 +467,84 @@ impl Deflating {
     /// already shrinks it 15- to 20-fold.
     fn new(capacity: usize) -> Deflating {
         Deflating {
-            e: flate2::write::DeflateEncoder::new(
-                Vec::with_capacity(capacity),
-                flate2::Compression::fast(),
-            ),
+            c: flate2::Compress::new(flate2::Compression::fast(), false),
+            out: Vec::with_capacity(capacity),
             crc: crc32fast::Hasher::new(),
             len: 0,
+            open: None,
         }
     }
 
     fn write(&mut self, plain: &[u8]) {
-        // Writing into a Vec cannot fail.
-        let _ = self.e.write_all(plain);
-        self.crc.update(plain);
-        self.len += plain.len() as u64;
+        self.compress(plain, flate2::FlushCompress::None);
+        let (crc, len) = match &mut self.open {
+            Some(o) => (&mut o.crc, &mut o.len),
+            None => (&mut self.crc, &mut self.len),
+        };
+        crc.update(plain);
+        *len += plain.len() as u64;
+    }
+
+    /// Compresses `input`, then flushes as `flush` says.
+    fn compress(&mut self, mut input: &[u8], flush: flate2::FlushCompress) {
+        loop {
+            if self.out.capacity() - self.out.len() < 1024 {
+                self.out.reserve((input.len() / 8).max(16 * 1024));
+            }
+            let before = self.c.total_in();
+            // Compressing into a Vec with room cannot fail.
+            let _ = self.c.compress_vec(input, &mut self.out, flush);
+            let used = usize::try_from(self.c.total_in() - before).unwrap_or(input.len());
+            input = &input[used.min(input.len())..];
+            // The output not filled: all of the input taken, the flush done.
+            if input.is_empty() && self.out.len() < self.out.capacity() {
+                return;
+            }
+        }
+    }
+
+    /// Everything so far compressed and byte-aligned, and the compressor's
+    /// history forgotten: what follows refers to nothing before.
+    fn full_flush(&mut self) {
+        self.compress(&[], flate2::FlushCompress::Full);
+    }
+
+    fn begin_segment(&mut self) {
+        debug_assert!(self.open.is_none(), "segments do not nest");
+        self.full_flush();
+        self.open = Some(Open {
+            start: self.out.len(),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        });
+    }
+
+    fn end_segment(&mut self) -> Option<Segment> {
+        self.full_flush();
+        let o = self.open.take()?;
+        self.crc.combine(&o.crc);
+        self.len += o.len;
+        Some(Segment {
+            deflate: self.out[o.start..].into(),
+            crc: o.crc,
+            len: o.len,
+        })
+    }
+
+    fn reuse(&mut self, s: &Segment) {
+        debug_assert!(self.open.is_none(), "segments do not nest");
+        self.full_flush();
+        self.out.extend_from_slice(&s.deflate);
+        self.crc.combine(&s.crc);
+        self.len += s.len;
     }
 
     fn finish(mut self) -> Deflated {
+        debug_assert!(self.open.is_none(), "a segment left open");
         // A sync flush: byte-aligned, not final.
-        let _ = self.e.flush();
+        self.compress(&[], flate2::FlushCompress::Sync);
         Deflated {
-            deflate: bytes::Bytes::from(std::mem::take(self.e.get_mut())),
+            deflate: bytes::Bytes::from(self.out),
             crc: self.crc,
             len: self.len,
         }
@@ -554,6 +690,61 @@ mod tests {
         assert!(body.len() > 4 << 20);
         assert_eq!(Deflated::new(body.as_bytes()).inflate(), body.as_bytes());
         assert_eq!(Deflated::new(b"").inflate(), b"");
+    }
+
+    /// A segment copied into another encoding decodes as its text there:
+    /// it refers to nothing written before it, and what follows it refers
+    /// to nothing before it either (the compressor never saw its text).
+    #[test]
+    fn a_segment_stands_alone_wherever_it_is_copied() {
+        let lines = |tag: &str, n: usize| -> String {
+            (0..n)
+                .map(|i| format!("depwatch_up{{component=\"{tag}{i}\",kind=\"http\"}} 1\n"))
+                .collect()
+        };
+        let (x, y, z) = (lines("x", 200), lines("y", 200), lines("z", 200));
+        // Each made of lines the others repeat, so that a compressor that
+        // could refer across a boundary would.
+        let yx = format!("{y}{x}");
+        let mut a = Writer::deflating(Format::Text, 16);
+        a.samples().push_str(&x);
+        a.begin_segment();
+        a.samples().push_str(&y);
+        a.samples().push_str(&x);
+        let seg = a.end_segment().unwrap();
+        assert_eq!(seg.plain_len(), yx.len() as u64);
+        a.samples().push_str(&z);
+        let whole = a.finish_deflated();
+        assert_eq!(whole.inflate(), format!("{x}{y}{x}{z}").as_bytes());
+        assert!(seg.deflate.len() * 10 < yx.len(), "{}", seg.deflate.len());
+
+        // Elsewhere: other text before, the same text after and before.
+        let mut b = Writer::deflating(Format::Text, 16);
+        b.samples().push_str(&z);
+        b.samples().push_str(&y);
+        assert!(b.reuse(&seg));
+        b.samples().push_str(&z);
+        b.samples().push_str(&x);
+        b.samples().push_str(&y);
+        assert_eq!(b.reused(), yx.len() as u64);
+        let d = b.finish_deflated();
+        let want = format!("{z}{y}{y}{x}{z}{x}{y}");
+        assert_eq!(d.inflate(), want.as_bytes());
+        let (h, mid, rest) = d.gzip_with(b"# EOF\n");
+        let gz = [h, &mid[..], &rest[..]].concat();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, want + "# EOF\n");
+
+        // A plain writer has no segments.
+        let mut p = Writer::new(Format::Text, 16);
+        p.begin_segment();
+        p.samples().push_str(&x);
+        assert!(p.end_segment().is_none());
+        assert!(!p.reuse(&seg));
+        assert_eq!(p.finish(), x);
     }
 
     /// A deflating writer compresses at series boundaries: inflated, it is

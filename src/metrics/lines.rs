@@ -22,7 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::exposition::{Direct, Writer};
+use super::exposition::{Direct, Segment, Writer};
 use super::kit::{ComponentOnly, GaugeF, unsafe_in_label};
 use crate::util::sync::{lock, read, write};
 
@@ -119,41 +119,42 @@ pub trait Value: Clone + Default + Send + Sync + 'static {
     const TYPE: MetricType;
     /// After the family's name on a sample line (`_total` for counters).
     const SUFFIX: &'static str;
-    fn write(&self, out: &mut String);
-    /// Reads the value (see [`BATCH`]).
-    fn touch(&self) -> u64;
+    /// The value now, as the bits [`Value::write`] writes.
+    fn bits(&self) -> u64;
+    /// Writes a value read by [`Value::bits`].
+    fn write(bits: u64, out: &mut String);
 }
 
 impl Value for Counter {
     const TYPE: MetricType = MetricType::Counter;
     const SUFFIX: &'static str = "_total";
-    fn write(&self, out: &mut String) {
-        out.push_str(itoa::Buffer::new().format(self.get()));
-    }
-    fn touch(&self) -> u64 {
+    fn bits(&self) -> u64 {
         self.get()
+    }
+    fn write(bits: u64, out: &mut String) {
+        out.push_str(itoa::Buffer::new().format(bits));
     }
 }
 
 impl Value for Gauge {
     const TYPE: MetricType = MetricType::Gauge;
     const SUFFIX: &'static str = "";
-    fn write(&self, out: &mut String) {
-        out.push_str(itoa::Buffer::new().format(self.get()));
-    }
-    fn touch(&self) -> u64 {
+    fn bits(&self) -> u64 {
         self.get() as u64
+    }
+    fn write(bits: u64, out: &mut String) {
+        out.push_str(itoa::Buffer::new().format(bits as i64));
     }
 }
 
 impl Value for GaugeF {
     const TYPE: MetricType = MetricType::Gauge;
     const SUFFIX: &'static str = "";
-    fn write(&self, out: &mut String) {
-        out.push_str(dtoa::Buffer::new().format(self.get()));
-    }
-    fn touch(&self) -> u64 {
+    fn bits(&self) -> u64 {
         self.get().to_bits()
+    }
+    fn write(bits: u64, out: &mut String) {
+        out.push_str(dtoa::Buffer::new().format(f64::from_bits(bits)));
     }
 }
 
@@ -204,13 +205,119 @@ impl<T> Kept<T> {
 /// A family of series by label set, used as prometheus-client's `Family`
 /// is: `get_or_create(&labels).inc()`.
 pub struct Lines<S, M> {
-    series: Arc<RwLock<HashMap<S, M>>>,
+    inner: Arc<Inner<S, M>>,
+}
+
+struct Inner<S, M> {
+    series: RwLock<Series<S, M>>,
+    /// What the last compressed encoding wrote of this family.
+    last: Mutex<Option<Written>>,
+}
+
+/// A family's series and how often their set changed.
+struct Series<S, T> {
+    map: HashMap<S, T>,
+    /// One more for every series made or removed (or made anew): the
+    /// map's order and labels are the same while this is.
+    generation: u64,
+}
+
+impl<S, T> Default for Series<S, T> {
+    fn default() -> Self {
+        Series {
+            map: HashMap::new(),
+            generation: 0,
+        }
+    }
+}
+
+/// What the last compressed encoding wrote of a family, so that the next
+/// one can copy the family's sample lines instead of writing and
+/// compressing them again when its series and values are as they were.
+/// At 10,000 components most families (`depwatch_up`, the statuses, the
+/// status codes) are the same from one scrape to the next; the others
+/// change at every one, and keep only a digest of their values.
+enum Written {
+    /// The same as in the encoding before: kept, compressed, with the
+    /// values it shows (in the map's order; a histogram's count and sum).
+    Kept {
+        generation: u64,
+        values: Vec<u64>,
+        segment: Segment,
+    },
+    /// Changed since the encoding before: its values' digest, to notice
+    /// when it stops changing (it is then kept from the next encoding on).
+    Changing { generation: u64, digest: u64 },
+}
+
+/// How a compressed encoding writes a family.
+enum Plan<'a> {
+    /// Copies the last encoding's segment.
+    Copy(&'a Segment),
+    /// Writes it as a segment and keeps that.
+    Keep,
+    /// Writes it.
+    Write,
+}
+
+fn digest(values: &[u64]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    values.hash(&mut h);
+    h.finish()
+}
+
+impl Written {
+    /// How to write the family, now of `generation` and `values`, after
+    /// `last`.
+    fn plan<'a>(last: &'a Option<Written>, generation: u64, values: &[u64]) -> Plan<'a> {
+        match last {
+            // The first compressed encoding keeps everything.
+            None => Plan::Keep,
+            Some(Written::Kept {
+                generation: g,
+                values: v,
+                segment,
+            }) if *g == generation && v.as_slice() == values => Plan::Copy(segment),
+            Some(Written::Kept { .. }) => Plan::Write,
+            Some(Written::Changing {
+                generation: g,
+                digest: d,
+            }) if *g == generation && *d == digest(values) => Plan::Keep,
+            Some(Written::Changing { .. }) => Plan::Write,
+        }
+    }
+
+    /// What to remember of a family written from `generation` and
+    /// `values`, `segment` when it was kept.
+    fn after(generation: u64, values: Vec<u64>, segment: Option<Segment>) -> Written {
+        match segment {
+            Some(segment) => Written::Kept {
+                generation,
+                values,
+                segment,
+            },
+            None => Written::Changing {
+                generation,
+                digest: digest(&values),
+            },
+        }
+    }
 }
 
 impl<S, M> Clone for Lines<S, M> {
     fn clone(&self) -> Self {
         Lines {
-            series: self.series.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, T> Default for Inner<S, T> {
+    fn default() -> Self {
+        Inner {
+            series: RwLock::default(),
+            last: Mutex::new(None),
         }
     }
 }
@@ -218,7 +325,7 @@ impl<S, M> Clone for Lines<S, M> {
 impl<S, M> Default for Lines<S, M> {
     fn default() -> Self {
         Lines {
-            series: Arc::default(),
+            inner: Arc::default(),
         }
     }
 }
@@ -227,18 +334,19 @@ impl<S: LabelSet, M: Value> Lines<S, M> {
     /// The series `labels` (a handle on the same value), made at zero when
     /// it does not exist.
     pub fn get_or_create(&self, labels: &S) -> M {
-        if let Some(m) = read(&self.series).get(labels) {
+        if let Some(m) = read(&self.inner.series).map.get(labels) {
             return m.clone();
         }
-        write(&self.series)
-            .entry(labels.clone())
-            .or_default()
-            .clone()
+        let mut w = write(&self.inner.series);
+        w.generation += 1;
+        w.map.entry(labels.clone()).or_default().clone()
     }
 
     /// Drops the series `labels`; whether it existed.
     pub fn remove(&self, labels: &S) -> bool {
-        removed(write(&self.series).remove(labels).is_some())
+        let mut w = write(&self.inner.series);
+        w.generation += 1;
+        removed(w.map.remove(labels).is_some())
     }
 }
 
@@ -265,27 +373,49 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
     }
 
     fn is_empty(&self) -> bool {
-        read(&self.series).is_empty()
+        read(&self.inner.series).map.is_empty()
     }
 
     fn write(&self, name: &str, w: &mut Writer) {
+        let series = read(&self.inner.series);
+        // Every value first, in a loop of nothing but independent loads
+        // (see [`BATCH`]); the lines are written from these.
+        let values: Vec<u64> = series.map.values().map(M::bits).collect();
+        let mut last = lock(&self.inner.last);
+        let plan = if w.segments() {
+            Written::plan(&last, series.generation, &values)
+        } else {
+            Plan::Write
+        };
+        match plan {
+            Plan::Copy(s) => {
+                w.reuse(s);
+                return;
+            }
+            Plan::Keep => w.begin_segment(),
+            Plan::Write => {}
+        }
+        let keep = matches!(plan, Plan::Keep);
         let opening = format!("{name}{}{{", M::SUFFIX);
-        let series = read(&self.series);
-        let mut all = series.iter();
-        let mut batch = Vec::with_capacity(BATCH.min(series.len()));
+        let mut all = series.map.keys().zip(&values);
+        let mut batch = Vec::with_capacity(BATCH.min(series.map.len()));
         loop {
             batch.clear();
             batch.extend(all.by_ref().take(BATCH));
             if batch.is_empty() {
                 break;
             }
-            warm(&batch, |(labels, m)| labels.touch() ^ m.touch());
-            for (labels, m) in &batch {
+            warm(&batch, |(labels, _)| labels.touch());
+            for (labels, bits) in &batch {
                 let out = w.samples();
                 head(out, &opening, *labels);
-                m.write(out);
+                M::write(**bits, out);
                 out.push('\n');
             }
+        }
+        if w.segments() {
+            let segment = if keep { w.end_segment() } else { None };
+            *last = Some(Written::after(series.generation, values, segment));
         }
     }
 }
@@ -294,7 +424,7 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
 /// component's, from its kind or its configuration), taken at the first
 /// observation.
 pub struct Histograms<S> {
-    series: Arc<RwLock<HashMap<S, Arc<Histogram>>>>,
+    inner: Arc<Inner<S, Arc<Histogram>>>,
 }
 
 /// One histogram: the buckets it was made with, their finite upper bounds
@@ -343,7 +473,7 @@ impl Histogram {
 impl<S> Clone for Histograms<S> {
     fn clone(&self) -> Self {
         Histograms {
-            series: self.series.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -351,7 +481,7 @@ impl<S> Clone for Histograms<S> {
 impl<S> Default for Histograms<S> {
     fn default() -> Self {
         Histograms {
-            series: Arc::default(),
+            inner: Arc::default(),
         }
     }
 }
@@ -368,13 +498,15 @@ impl<S: LabelSet> Histograms<S> {
     /// The series `labels` (a handle on it), made with `buckets` when it
     /// does not exist or was made with other buckets.
     pub fn get_or_create(&self, labels: &S, buckets: &Arc<[f64]>) -> Arc<Histogram> {
-        if let Some(h) = read(&self.series).get(labels)
+        if let Some(h) = read(&self.inner.series).map.get(labels)
             && *h.given == **buckets
         {
             return h.clone();
         }
-        let mut w = write(&self.series);
+        let mut w = write(&self.inner.series);
+        w.generation += 1;
         let h = w
+            .map
             .entry(labels.clone())
             .or_insert_with(|| Arc::new(Histogram::new(buckets)));
         if *h.given != **buckets {
@@ -385,7 +517,9 @@ impl<S: LabelSet> Histograms<S> {
 
     /// Drops the series `labels`; whether it existed.
     pub fn remove(&self, labels: &S) -> bool {
-        removed(write(&self.series).remove(labels).is_some())
+        let mut w = write(&self.inner.series);
+        w.generation += 1;
+        removed(w.map.remove(labels).is_some())
     }
 }
 
@@ -395,10 +529,39 @@ impl<S: LabelSet> Family for Histograms<S> {
     }
 
     fn is_empty(&self) -> bool {
-        read(&self.series).is_empty()
+        read(&self.inner.series).map.is_empty()
     }
 
     fn write(&self, name: &str, w: &mut Writer) {
+        let series = read(&self.inner.series);
+        let mut last = lock(&self.inner.last);
+        // Each series' count and sum: another observation changes both
+        // (even of NaN: the count).
+        let counted = |h: &Histogram| {
+            let c = lock(&h.counts);
+            [c.count, c.sum.to_bits()]
+        };
+        let plan = if w.segments() {
+            let now: Vec<u64> = series.map.values().flat_map(|h| counted(h)).collect();
+            Written::plan(&last, series.generation, &now)
+        } else {
+            Plan::Write
+        };
+        match plan {
+            Plan::Copy(s) => {
+                w.reuse(s);
+                return;
+            }
+            Plan::Keep => w.begin_segment(),
+            Plan::Write => {}
+        }
+        let keep = matches!(plan, Plan::Keep);
+        // What the lines are written from (the values may have moved since).
+        let mut values = Vec::with_capacity(if w.segments() {
+            2 * series.map.len()
+        } else {
+            0
+        });
         // The `le` values of the last bucket list, formatted once for all
         // the series that share it (a kind's, the defaults').
         let mut les: Option<(Arc<[f64]>, Vec<String>)> = None;
@@ -419,9 +582,8 @@ impl<S: LabelSet> Family for Histograms<S> {
             out.push_str(labels);
             out.push_str("} ");
         };
-        let series = read(&self.series);
-        let mut all = series.iter();
-        let mut batch = Vec::with_capacity(BATCH.min(series.len()));
+        let mut all = series.map.iter();
+        let mut batch = Vec::with_capacity(BATCH.min(series.map.len()));
         loop {
             batch.clear();
             batch.extend(all.by_ref().take(BATCH));
@@ -445,6 +607,9 @@ impl<S: LabelSet> Family for Histograms<S> {
                 }
                 let le_of = les.as_ref().map(|(_, l)| l.as_slice()).unwrap_or_default();
                 let c = lock(&h.counts);
+                if values.capacity() > 0 {
+                    values.extend([c.count, c.sum.to_bits()]);
+                }
                 let out = w.samples();
                 line(out, "_sum", None, &labels_of);
                 out.push_str(dtoa::Buffer::new().format(c.sum));
@@ -461,6 +626,10 @@ impl<S: LabelSet> Family for Histograms<S> {
                     out.push('\n');
                 }
             }
+        }
+        if w.segments() {
+            let segment = if keep { w.end_segment() } else { None };
+            *last = Some(Written::after(series.generation, values, segment));
         }
     }
 }
@@ -611,6 +780,101 @@ mod tests {
                 Format::Text
             )
             .is_empty()
+        );
+    }
+
+    /// A compressed encoding copies the sample lines of a family that is
+    /// as the last one wrote it, and writes again any family where a value
+    /// changed or a series came or went (even one with the same value).
+    #[test]
+    fn a_family_as_it_was_is_copied_not_written_again() {
+        let up = Lines::<ComponentOnly, Gauge>::default();
+        let checks = Lines::<ComponentOnly, Counter>::default();
+        let last = Lines::<ComponentOnly, GaugeF>::default();
+        let took = Histograms::<ComponentOnly>::default();
+        let buckets: Arc<[f64]> = Arc::from([0.1, 1.0].as_slice());
+        let mut r = Registry::default();
+        r.register("depwatch", "up", "Up", up.clone());
+        r.register("depwatch", "checks", "Checks", checks.clone());
+        r.register("depwatch", "last_seconds", "Last", last.clone());
+        r.register("depwatch", "took_seconds", "Took", took.clone());
+        let c = |i: usize| ComponentOnly {
+            component: format!("c{i}").into(),
+        };
+        for i in 0..3000 {
+            up.get_or_create(&c(i)).set(1);
+            checks.get_or_create(&c(i)).inc_by(i as u64);
+            last.get_or_create(&c(i)).set(1.7e9 + i as f64 / 8.0);
+            took.observe(&c(i), &buckets, i as f64 / 1000.0);
+        }
+        // The family's sample lines (not its metadata), as a plain writer
+        // writes them.
+        let samples = |text: &str, family: &str| -> u64 {
+            let prefix = format!("depwatch_{family}");
+            text.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .map(|l| l.len() as u64 + 1)
+                .sum()
+        };
+        let encodings = |r: &Registry| {
+            let mut p = Writer::new(Format::Text, 64);
+            r.write(&mut p);
+            let mut d = Writer::deflating(Format::Text, 64);
+            r.write(&mut d);
+            let reused = d.reused();
+            let inflated = String::from_utf8(d.finish_deflated().inflate()).unwrap();
+            (p.finish(), inflated, reused)
+        };
+        let (plain, first, reused) = encodings(&r);
+        assert_eq!(first, plain);
+        assert_eq!(reused, 0);
+        let (plain, second, reused) = encodings(&r);
+        assert_eq!(second, plain);
+        let all: u64 = ["up", "checks", "last_seconds", "took_seconds"]
+            .iter()
+            .map(|f| samples(&plain, f))
+            .sum();
+        assert_eq!(reused, all);
+
+        // One value of a counter, a float gauge and a histogram.
+        checks.get_or_create(&c(5)).inc();
+        last.get_or_create(&c(6)).set(1.8e9);
+        took.observe(&c(7), &buckets, 0.5);
+        let (plain, third, reused) = encodings(&r);
+        assert_eq!(third, plain);
+        assert!(plain.contains("depwatch_checks_total{component=\"c5\"} 6\n"));
+        assert!(plain.contains("depwatch_last_seconds{component=\"c6\"} 1800000000.0\n"));
+        assert!(plain.contains("depwatch_took_seconds_count{component=\"c7\"} 2\n"));
+        assert_eq!(reused, samples(&plain, "up"));
+
+        // A series replaced by another of the same value; a gauge set to
+        // what it was.
+        assert!(up.remove(&c(8)));
+        up.get_or_create(&c(3000)).set(1);
+        last.get_or_create(&c(6)).set(1.8e9);
+        let (plain, fourth, reused) = encodings(&r);
+        assert_eq!(fourth, plain);
+        assert!(plain.contains("depwatch_up{component=\"c3000\"} 1\n"));
+        assert!(!plain.contains("depwatch_up{component=\"c8\"}"));
+        // The families that changed last time kept only a digest: those
+        // now as they were then are written once more, and kept.
+        assert_eq!(reused, 0);
+        let (plain, fifth, reused) = encodings(&r);
+        assert_eq!(fifth, plain);
+        let changed_before = ["checks", "last_seconds", "took_seconds"];
+        assert_eq!(
+            reused,
+            changed_before
+                .iter()
+                .map(|f| samples(&plain, f))
+                .sum::<u64>()
+        );
+        let (plain, sixth, reused) = encodings(&r);
+        assert_eq!(sixth, plain);
+        let everything = ["up", "checks", "last_seconds", "took_seconds"];
+        assert_eq!(
+            reused,
+            everything.iter().map(|f| samples(&plain, f)).sum::<u64>()
         );
     }
 

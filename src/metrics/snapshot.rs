@@ -11,6 +11,9 @@
 //! they learnt of the size (the first OpenMetrics scrape after a text one
 //! is compressed as it is written too), and building one lets the other's
 //! stale encoding go: at most one large encoding is held between scrapes.
+//! A compressed encoding copies the families that are as the last one
+//! wrote them (their series and values unchanged) from it, compressed
+//! (`lines::Written`, `exposition::Segment`).
 //!
 //! What changes results bumps the generation ([`changed`]): a check's
 //! result, a log probe's poll, a reload, a health request's cache counts.
