@@ -26,6 +26,17 @@ wait_port() {
 # command name may hold spaces); cpu_ticks: their sum.
 cpu_split() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 cpu_ticks() { cpu_split "$1" | awk '{print $1 + $2}'; }
+# The user and system CPU ticks of PID's threads other than those named
+# NAME (depwatch runs its checks on a thread of their own, depwatch-checks):
+# what the rest (the HTTP server's workers) used.
+cpu_ticks_except() {
+  local t sum=0
+  for t in /proc/"$1"/task/*; do
+    [[ $(cat "$t/comm" 2>/dev/null) == "$2" ]] && continue
+    sum=$((sum + $(sed 's/^.*) //' "$t/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
+  echo "$sum"
+}
 
 # A field of /proc/PID/status in kB: rss_kb PID [VmRSS|VmHWM] (default VmRSS).
 rss_kb() { awk -v k="${2:-VmRSS}:" '$1 == k {print $2}' "/proc/$1/status"; }
