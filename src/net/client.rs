@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::NetError;
-use super::target::{Refused, Target, TargetPattern};
+use super::target::{Refused, Target, TargetPattern, port_of};
 use super::tls::{Identity, Trust};
 use crate::probe::core::{CheckError, Reason};
 
@@ -112,7 +112,7 @@ impl Proxy {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string(),
-            port: auth.port_u16().unwrap_or(80),
+            port: port_of(auth, 80)?,
             auth: header,
         })
     }
@@ -707,6 +707,23 @@ async fn connect_tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_ports_are_read_past_credentials_and_checked() {
+        let p = Proxy::parse("http://u:p@proxy.example:3128").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("proxy.example", 3128));
+        assert!(p.auth.is_some());
+        assert_eq!(Proxy::parse("http://u:p@proxy.example").unwrap().port, 80);
+        assert_eq!(Proxy::parse("http://[::1]:8888").unwrap().port, 8888);
+        assert!(matches!(
+            Proxy::parse("http://proxy.example:31280"),
+            Ok(Proxy { port: 31280, .. })
+        ));
+        assert!(matches!(
+            Proxy::parse("http://u:p@proxy.example:312800"),
+            Err(NetError::Port(p)) if p == "312800"
+        ));
+    }
 
     #[test]
     fn basic_credentials_are_base64_with_padding() {

@@ -22,12 +22,40 @@ pub struct Target {
     pub path: String,
 }
 
+/// The port `auth` names, `default` where it names none. One that is not a
+/// port (0, above 65,535, not a number) is an error: `http::Uri` reads it
+/// as no port at all, and a typo (`:80800`) would probe the default port,
+/// maybe another service.
+pub fn port_of(auth: &hyper::http::uri::Authority, default: u16) -> Result<u16, NetError> {
+    let hostport = auth
+        .as_str()
+        .rsplit_once('@')
+        .map_or(auth.as_str(), |(_, h)| h);
+    // After an IPv6 literal's `]`, or after the host.
+    let after = hostport.rsplit_once(']').map_or(hostport, |(_, rest)| rest);
+    match after.rsplit_once(':') {
+        None | Some((_, "")) => Ok(default),
+        Some((_, p)) => match p.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(NetError::Port(p.to_string())),
+        },
+    }
+}
+
 impl Target {
     pub fn parse(s: &str) -> Result<Target, NetError> {
-        let uri: Uri = s
-            .parse()
+        let uri: Uri = match s.parse() {
+            Ok(uri) => uri,
+            // A host in another script (`bücher.example`) or a path with
+            // letters or spaces a URI cannot carry: as a browser sends it
+            // (the host in punycode, the path percent-encoded).
+            Err(_) if !s.is_ascii() => Url::parse(s)
+                .ok()
+                .and_then(|u| u.as_str().parse().ok())
+                .ok_or_else(|| NetError::NotAUrl("invalid uri character".into()))?,
             // The text is not echoed: it may hold credentials.
-            .map_err(|e: hyper::http::uri::InvalidUri| NetError::NotAUrl(e.to_string()))?;
+            Err(e) => return Err(NetError::NotAUrl(e.to_string())),
+        };
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
@@ -42,7 +70,7 @@ impl Target {
         if host.is_empty() {
             return Err(NetError::NoHost);
         }
-        let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let port = port_of(auth, if https { 443 } else { 80 })?;
         let path = uri
             .path_and_query()
             .map_or("/".to_string(), |p| p.as_str().to_string());
@@ -248,6 +276,49 @@ mod tests {
         let v6 = Target::parse("http://[::1]:8080/x").unwrap();
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.authority(), "[::1]:8080");
+        assert_eq!(Target::parse("http://[::1]/x").unwrap().port, 80);
+        assert_eq!(Target::parse("http://a.example:/x").unwrap().port, 80);
+        assert_eq!(
+            Target::parse("https://a.example:65535/").unwrap().port,
+            65535
+        );
+    }
+
+    #[test]
+    fn hosts_and_paths_beyond_ascii_are_sent_as_browsers_send_them() {
+        let t = Target::parse("https://bücher.example/ü path?q=ä").unwrap();
+        assert_eq!(t.host, "xn--bcher-kva.example");
+        assert_eq!(t.path, "/%C3%BC%20path?q=%C3%A4");
+        assert_eq!(t.port, 443);
+        // Not a URL in any script.
+        assert!(matches!(
+            Target::parse("http://ü:99999/"),
+            Err(NetError::NotAUrl(_)) | Err(NetError::Port(_))
+        ));
+        assert!(matches!(Target::parse("ü"), Err(NetError::NotAUrl(_))));
+    }
+
+    /// A port that is not one was read as no port: `:80800` (a typo for
+    /// 8080) probed port 80, maybe another service that answers 200.
+    #[test]
+    fn a_port_that_is_not_one_is_refused_not_defaulted() {
+        for (url, port) in [
+            ("http://127.0.0.1:99999/", "99999"),
+            ("http://a.example:80800/health", "80800"),
+            ("https://a.example:65536/", "65536"),
+            ("http://a.example:0/", "0"),
+            ("http://[::1]:70000/", "70000"),
+        ] {
+            match Target::parse(url) {
+                Err(NetError::Port(p)) => assert_eq!(p, port, "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        let t = Target::parse("http://a.example:81/x").unwrap();
+        assert!(matches!(
+            t.join("http://b.example:99999/"),
+            Err(Refused::Invalid(_))
+        ));
     }
 
     #[test]
