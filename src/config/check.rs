@@ -160,4 +160,47 @@ impl Checker<'_> {
     pub fn resolve(&self, p: &str) -> PathBuf {
         self.base.join(p)
     }
+
+    /// The path `p` of the key at `key`, resolved as [`Checker::resolve`]
+    /// does, after refusing what a shell would have expanded: depwatch
+    /// reads `~/app.log` as a directory named `~` beside the
+    /// configuration, and `$HOME/x` as a directory named `$HOME`.
+    pub fn path(&self, key: &str, p: &str) -> PathBuf {
+        if let Some((problem, hint)) = shell_form(p) {
+            self.problem(key, problem, hint);
+        }
+        self.resolve(p)
+    }
+}
+
+/// What in `p` only a shell expands, and how to write it instead.
+fn shell_form(p: &str) -> Option<(String, String)> {
+    let first = p.split('/').next().unwrap_or_default();
+    if let Some(user) = first.strip_prefix('~') {
+        let home = if user.is_empty() {
+            "/home/USER"
+        } else {
+            "/home/"
+        };
+        return Some((
+            format!("`{first}` is not expanded: paths are read as written, not by a shell"),
+            format!(
+                "write the full path, e.g. {home}{}{}",
+                if user.is_empty() { "" } else { user },
+                &p[first.len()..]
+            ),
+        ));
+    }
+    let var = p.strip_prefix('$')?;
+    let name: String = var
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((
+        format!("`${name}` is not substituted: only `${{NAME}}` is"),
+        format!("write ${{{name}}}{}", &var[name.len()..]),
+    ))
 }

@@ -366,7 +366,14 @@ pub fn from_str_with(
             SocketAddr::from(([127, 0, 0, 1], 9877))
         }),
     };
-    let state_dir = PathBuf::from(top.state_dir.unwrap_or_else(|| "./depwatch-data".into()));
+    let state_dir = top.state_dir.map_or_else(
+        || PathBuf::from("./depwatch-data"),
+        |d| {
+            // Relative to the working directory (README), not the file.
+            let _ = checker.path("state_dir", &d);
+            PathBuf::from(d)
+        },
+    );
     let health = checker.health(&top.health);
     let (admin_token, bearer_tokens) = checker.tokens(top.auth);
     let limits = Limits {

@@ -315,7 +315,7 @@ impl Checker<'_> {
                 None
             }
             (Some(f), None) => {
-                let p = self.resolve(&f);
+                let p = self.path(&k(&format!("{key}_file")), &f);
                 if let Err(e) = self.read_file(&p) {
                     self.problem(
                         &k(&format!("{key}_file")),
@@ -360,7 +360,7 @@ impl Checker<'_> {
             );
         }
         let client_ca_file = t.client_ca_file.map(|f| {
-            let p = self.resolve(&f);
+            let p = self.path(&k("client_ca_file"), &f);
             if let Err(e) = self.read_file(&p) {
                 self.problem(
                     &k("client_ca_file"),

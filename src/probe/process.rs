@@ -97,7 +97,7 @@ impl Spec {
         } else if let Some(pid) = raw.pid {
             Target::Pid(pid)
         } else if let Some(f) = raw.pidfile {
-            Target::Pidfile(c.resolve(&f))
+            Target::Pidfile(c.path(&format!("{path}.pidfile"), &f))
         } else {
             let pat = raw.process_name.unwrap_or_default();
             match Regex::new(&pat) {

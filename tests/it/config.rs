@@ -189,6 +189,18 @@ fn bad_configurations_report_every_problem_with_a_position() {
             ],
         ),
         (
+            "what a shell would expand is named, not read as a directory `~`",
+            "state_dir: ~/dw\nprobes:\n  - name: a\n    kind: log\n    files: [~/app.log, \"$LOGS/*.log\", \"${HOME}/x.log\"]\n    rules: [{ metric: m, match: { level: info } }]\n  - name: b\n    kind: storage\n    path: ~bob/data\n  - name: c\n    kind: process\n    pidfile: $RUN/app.pid\n".into(),
+            &[("HOME", "/home/u")],
+            &[
+                "F:1:1: state_dir: `~` is not expanded: paths are read as written, not by a shell (write the full path, e.g. /home/USER/dw)",
+                "F:5:13: probes[0].files[0]: `~` is not expanded: paths are read as written, not by a shell (write the full path, e.g. /home/USER/app.log)",
+                "F:5:24: probes[0].files[1]: `$LOGS` is not substituted: only `${NAME}` is (write ${LOGS}/*.log)",
+                "F:9:5: probes[1].path: `~bob` is not expanded: paths are read as written, not by a shell (write the full path, e.g. /home/bob/data)",
+                "F:12:5: probes[2].pidfile: `$RUN` is not substituted: only `${NAME}` is (write ${RUN}/app.pid)",
+            ],
+        ),
+        (
             "names other tools use are pointed to the names used here",
             "probes:\n  - name: a\n    kind: log\n    paths: [./a.log]\n  - name: b\n    kind: http\n    url: http://127.0.0.1:1/\n    conditions: [\"[STATUS] == 200\"]\n  - name: c\n    kind: disk\n".into(),
             &[],

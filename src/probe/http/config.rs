@@ -500,7 +500,7 @@ fn parse_expect(raw: RawExpect, at: &str, c: &Checker, ok: &mut bool) -> (Expect
 }
 
 fn read_certs(c: &Checker, key: &str, file: &str) -> Option<Vec<CertificateDer<'static>>> {
-    let p = c.resolve(file);
+    let p = c.path(key, file);
     let bytes = match c.read_file(&p) {
         Ok(b) => b,
         Err(e) => {
@@ -528,7 +528,7 @@ fn read_certs(c: &Checker, key: &str, file: &str) -> Option<Vec<CertificateDer<'
 
 fn read_identity(c: &Checker, path: &str, cert_file: &str, key_file: &str) -> Option<Identity> {
     let chain = read_certs(c, &format!("{path}.cert_file"), cert_file)?;
-    let kp = c.resolve(key_file);
+    let kp = c.path(&format!("{path}.key_file"), key_file);
     let key = c
         .read_file(&kp)
         .map_err(|e| format!("cannot read {}: {e}", kp.display()))

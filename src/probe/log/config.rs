@@ -244,7 +244,10 @@ impl Spec {
         }
         let mut files = Vec::new();
         for (i, f) in raw.files.iter().enumerate() {
-            let p = c.resolve(f).display().to_string();
+            let p = c
+                .path(&format!("{path}.files[{i}]"), f)
+                .display()
+                .to_string();
             if let Err(e) = glob::Pattern::new(&p) {
                 bad(
                     format!("{path}.files[{i}]"),

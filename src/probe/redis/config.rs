@@ -146,7 +146,7 @@ impl Spec {
                     "use rediss:// for TLS, or remove tls_ca_file",
                 );
             }
-            let p = c.resolve(f);
+            let p = c.path(&at, f);
             match c.read_file(&p) {
                 Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
                 Ok(_) => {

@@ -86,7 +86,7 @@ impl Spec {
                     Some(p) if !p.is_empty() => {
                         // Absolute, so that the `path` label says which
                         // directory (`.` of the default says nothing).
-                        let p = c.resolve(&p);
+                        let p = c.path(&at("path"), &p);
                         let clean: PathBuf = p.components().collect();
                         Some(Source::Statvfs(
                             std::path::absolute(&clean).unwrap_or(clean),
