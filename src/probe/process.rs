@@ -310,7 +310,10 @@ fn find_pid(target: &Target, system: &mut System) -> Result<(u32, usize), CheckE
                 .processes()
                 .values()
                 .filter(|p| p.thread_kind().is_none() && alive(p.status()))
-                .filter(|p| re.is_match(&p.name().to_string_lossy()))
+                .filter(|p| {
+                    let comm = p.name().to_string_lossy();
+                    re.is_match(&comm) || full_name(p).is_some_and(|n| re.is_match(&n))
+                })
                 .map(|p| (p.start_time(), p.pid().as_u32()))
                 .collect();
             found.sort_unstable();
@@ -328,6 +331,21 @@ fn find_pid(target: &Target, system: &mut System) -> Result<(u32, usize), CheckE
     }
 }
 
+/// The kernel keeps the first 15 bytes of a process's name (`comm`, what
+/// `ps` and `pgrep` show): a longer one, as it was started, is the first
+/// word of its command line when that begins with those 15 bytes. `None`
+/// for a name that was not cut.
+fn full_name(p: &sysinfo::Process) -> Option<String> {
+    const COMM_MAX: usize = 15;
+    let comm = p.name().to_string_lossy();
+    if comm.len() != COMM_MAX {
+        return None;
+    }
+    let arg0 = p.cmd().first()?.to_string_lossy();
+    let base = arg0.rsplit('/').next().unwrap_or_default();
+    (base.len() > COMM_MAX && base.starts_with(&*comm)).then(|| base.to_string())
+}
+
 fn alive(s: ProcessStatus) -> bool {
     !matches!(s, ProcessStatus::Zombie | ProcessStatus::Dead)
 }
@@ -340,7 +358,10 @@ fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
         true,
         // Not `with_tasks`: it reads a file per thread (hundreds for a
         // JVM) and keeps an entry for each; the count is one read below.
-        ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        ProcessRefreshKind::nothing()
+            .with_memory()
+            .with_cpu()
+            .with_cmd(UpdateKind::OnlyIfNotSet),
     );
     let p = system
         .process(spid)
@@ -354,7 +375,7 @@ fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
         .or_else(|| p.open_files());
     Ok(Sample {
         pid,
-        name: p.name().to_string_lossy().into_owned(),
+        name: full_name(p).unwrap_or_else(|| p.name().to_string_lossy().into_owned()),
         rss: p.memory(),
         cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
         start_time: p.start_time(),

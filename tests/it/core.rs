@@ -204,6 +204,35 @@ async fn openmetrics_when_asked() {
     );
 }
 
+/// The kernel keeps 15 bytes of a process's name: `process_name` written
+/// as the program is named (23 letters here) found nothing, forever.
+#[tokio::test]
+async fn a_process_name_longer_than_the_kernel_keeps_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("a-sleeper-with-long-name");
+    std::fs::copy("/bin/sleep", &long).unwrap();
+    let p = Proc::spawn("long-named sleep", Command::new(&long).arg("600"));
+    let yaml = format!(
+        "probes:\n{}{}",
+        process_probe("whole", "process_name: \"^a-sleeper-with-long-name$\"", ""),
+        // As `ps` shows it: still found.
+        process_probe("cut", "process_name: \"^a-sleeper-with-$\"", ""),
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both found", SECS10, |_, h| {
+            ["whole", "cut"]
+                .iter()
+                .all(|c| h["components"][c]["status"] == "healthy")
+        })
+        .await;
+    for c in ["whole", "cut"] {
+        let d = &h["components"][c]["details"];
+        assert_eq!(d["pid"], p.pid(), "{h}");
+        assert_eq!(d["process"], "a-sleeper-with-long-name", "{h}");
+    }
+}
+
 #[tokio::test]
 async fn killed_process_turns_unhealthy_after_the_threshold() {
     let mut crit = sleeper();
