@@ -617,6 +617,17 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// The gzip answer of `d` with `tail`, decoded.
+    fn gunzip_with(d: &Deflated, tail: &str) -> String {
+        let (h, mid, rest) = d.gzip_with(tail.as_bytes());
+        let gz = [h, &mid[..], &rest[..]].concat();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
     fn through(format: Format, pieces: &[&str]) -> String {
         let mut w = Writer::new(format, 64);
         for p in pieces {
@@ -666,13 +677,7 @@ mod tests {
             d.compressed_len()
         );
         for tail in ["", "x 1\n# EOF\n"] {
-            let (h, mid, rest) = d.gzip_with(tail.as_bytes());
-            let gz = [h, &mid[..], &rest].concat();
-            let mut out = String::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_string(&mut out)
-                .unwrap();
-            assert_eq!(out, format!("{body}{tail}"));
+            assert_eq!(gunzip_with(&d, tail), format!("{body}{tail}"));
         }
     }
 
@@ -730,13 +735,7 @@ mod tests {
         let d = b.finish_deflated();
         let want = format!("{z}{y}{y}{x}{z}{x}{y}");
         assert_eq!(d.inflate(), want.as_bytes());
-        let (h, mid, rest) = d.gzip_with(b"# EOF\n");
-        let gz = [h, &mid[..], &rest[..]].concat();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        assert_eq!(text, want + "# EOF\n");
+        assert_eq!(gunzip_with(&d, "# EOF\n"), want + "# EOF\n");
 
         // A plain writer has no segments.
         let mut p = Writer::new(Format::Text, 16);
@@ -776,13 +775,7 @@ mod tests {
             assert!(d.compressed_len() < plain.len() / 5);
             assert_eq!(String::from_utf8(d.inflate()).unwrap(), plain);
             // And as a whole gzip answer with a tail.
-            let (h, mid, rest) = d.gzip_with(b"# EOF\n");
-            let gz = [h, &mid[..], &rest[..]].concat();
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_string(&mut text)
-                .unwrap();
-            assert_eq!(text, plain + "# EOF\n");
+            assert_eq!(gunzip_with(&d, "# EOF\n"), plain + "# EOF\n");
         }
     }
 }

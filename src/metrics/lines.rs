@@ -260,6 +260,24 @@ enum Plan<'a> {
     Write,
 }
 
+impl Plan<'_> {
+    /// Starts the family on `w` as planned: `None` when it was copied
+    /// (nothing left to write), else whether its lines are kept.
+    fn begin(self, w: &mut Writer) -> Option<bool> {
+        match self {
+            Plan::Copy(s) => {
+                w.reuse(s);
+                None
+            }
+            Plan::Keep => {
+                w.begin_segment();
+                Some(true)
+            }
+            Plan::Write => Some(false),
+        }
+    }
+}
+
 fn digest(values: &[u64]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
@@ -387,15 +405,9 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
         } else {
             Plan::Write
         };
-        match plan {
-            Plan::Copy(s) => {
-                w.reuse(s);
-                return;
-            }
-            Plan::Keep => w.begin_segment(),
-            Plan::Write => {}
-        }
-        let keep = matches!(plan, Plan::Keep);
+        let Some(keep) = plan.begin(w) else {
+            return;
+        };
         let opening = format!("{name}{}{{", M::SUFFIX);
         let mut all = series.map.keys().zip(&values);
         let mut batch = Vec::with_capacity(BATCH.min(series.map.len()));
@@ -547,15 +559,9 @@ impl<S: LabelSet> Family for Histograms<S> {
         } else {
             Plan::Write
         };
-        match plan {
-            Plan::Copy(s) => {
-                w.reuse(s);
-                return;
-            }
-            Plan::Keep => w.begin_segment(),
-            Plan::Write => {}
-        }
-        let keep = matches!(plan, Plan::Keep);
+        let Some(keep) = plan.begin(w) else {
+            return;
+        };
         // What the lines are written from (the values may have moved since).
         let mut values = Vec::with_capacity(if w.segments() {
             2 * series.map.len()
