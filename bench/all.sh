@@ -306,7 +306,7 @@ declare -A SCRIPT=([core]=bench/core.sh [http]=bench/http.sh [redis]=bench/redis
   echo
   echo "## Summary"
   echo
-  echo "Targets of the \"performance at scale\" issue (the last two rows: targets of earlier issues). \"net of probing\": depwatch's CPU during the scrapes less its probes' CPU at the rate measured over the rounds."
+  echo "Targets of the \"performance at scale\" issue (the last two rows: targets of earlier issues). \"by the serving threads\": the CPU of every thread but the checks' (\`depwatch-checks\`) during the scrapes, measured; \"net of probing\": depwatch's CPU during the scrapes less its probes' CPU at the rate measured over the rounds, estimated."
   echo
   echo "<!-- summary:start -->"
   echo "| work | measured | ratio | target | met |"
