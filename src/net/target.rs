@@ -210,6 +210,39 @@ impl PartialEq for TargetPattern {
     }
 }
 
+/// A pattern's host as targets have it: lowercase, each label in another
+/// script in punycode (a label with both such letters and `*` cannot be).
+fn ascii_host(host: &str) -> Result<String, NetError> {
+    if host.is_ascii() {
+        return Ok(host.to_ascii_lowercase());
+    }
+    let labels: Result<Vec<String>, NetError> = host
+        .split('.')
+        .map(|label| match url::quirks::domain_to_ascii(label) {
+            _ if label.is_ascii() => Ok(label.to_ascii_lowercase()),
+            ascii if !ascii.is_empty() && !label.contains('*') => Ok(ascii),
+            _ => Err(NetError::Host(host.to_string())),
+        })
+        .collect();
+    Ok(labels?.join("."))
+}
+
+/// A pattern's path as targets have it: bytes beyond ASCII percent-encoded.
+fn ascii_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.is_ascii() {
+        return path.into();
+    }
+    let mut out = String::with_capacity(path.len() * 2);
+    for b in path.bytes() {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.into()
+}
+
 impl TargetPattern {
     pub fn parse(s: &str) -> Result<TargetPattern, NetError> {
         let (scheme, rest) = s.split_once("://").ok_or(NetError::PatternScheme)?;
@@ -237,8 +270,14 @@ impl TargetPattern {
         let port = match port {
             None => Some(if https { 443 } else { 80 }),
             Some("*") => None,
-            Some(p) => Some(p.parse().map_err(|_| NetError::Port(p.to_string()))?),
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(NetError::Port(p.to_string())),
+            },
         };
+        // In the form targets take (see `Target::parse`).
+        let host = ascii_host(host)?;
+        let path = ascii_path(path);
         let glob = |g: &str, any: &str| {
             let body: Vec<String> = g.split('*').map(regex::escape).collect();
             Regex::new(&format!("^{}$", body.join(any)))
@@ -246,10 +285,9 @@ impl TargetPattern {
         Ok(TargetPattern {
             source: s.to_string(),
             https,
-            host: glob(&host.to_ascii_lowercase(), "[a-z0-9.-]*")
-                .map_err(|e| NetError::Pattern(e.to_string()))?,
+            host: glob(&host, "[a-z0-9.-]*").map_err(|e| NetError::Pattern(e.to_string()))?,
             port,
-            path: glob(path, ".*").map_err(|e| NetError::Pattern(e.to_string()))?,
+            path: glob(&path, ".*").map_err(|e| NetError::Pattern(e.to_string()))?,
         })
     }
 
@@ -296,6 +334,23 @@ mod tests {
             Err(NetError::NotAUrl(_)) | Err(NetError::Port(_))
         ));
         assert!(matches!(Target::parse("ü"), Err(NetError::NotAUrl(_))));
+    }
+
+    #[test]
+    fn patterns_in_other_scripts_match_the_targets_they_name() {
+        let p = TargetPattern::parse("https://*.bücher.example/über*").unwrap();
+        assert!(p.matches(&Target::parse("https://shop.bücher.example/über/uns").unwrap()));
+        assert!(p.matches(&Target::parse("https://shop.xn--bcher-kva.example/%C3%BCber").unwrap()));
+        assert!(!p.matches(&Target::parse("https://shop.bucher.example/über").unwrap()));
+        assert!(!p.matches(&Target::parse("https://shop.bücher.example/uber").unwrap()));
+        assert!(matches!(
+            TargetPattern::parse("https://bü*.example/"),
+            Err(NetError::Host(_))
+        ));
+        assert!(matches!(
+            TargetPattern::parse("http://a.example:0/"),
+            Err(NetError::Port(_))
+        ));
     }
 
     /// A port that is not one was read as no port: `:80800` (a typo for
