@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::NetError;
+use super::lookup::{Failed, Lookups};
 use super::target::{Refused, Target, TargetPattern, port_of};
 use super::tls::{Identity, Trust};
 use crate::probe::core::{CheckError, Reason};
@@ -397,7 +398,7 @@ impl Client {
         };
         // An address in the URL is the one address: no list to allocate.
         let literal: [SocketAddr; 1];
-        let found: Vec<SocketAddr>;
+        let found: Arc<[SocketAddr]>;
         let addrs: &[SocketAddr] = match host.parse::<IpAddr>() {
             Ok(ip) => {
                 literal = [SocketAddr::new(ip, port)];
@@ -405,17 +406,16 @@ impl Client {
             }
             Err(_) => {
                 let t0 = Instant::now();
-                let resolved = tokio::net::lookup_host((host, port)).await.map_err(|e| {
-                    CheckError::new(Reason::Dns, format!("cannot resolve {host}: {e}"))
-                })?;
+                found = Lookups::shared()
+                    .resolve(host, port)
+                    .await
+                    .map_err(|e| match e {
+                        Failed::NoAddress => {
+                            CheckError::new(Reason::Dns, format!("{host} has no address"))
+                        }
+                        e => CheckError::new(Reason::Dns, format!("cannot resolve {host}: {e}")),
+                    })?;
                 t.dns += t0.elapsed();
-                found = resolved.collect();
-                if found.is_empty() {
-                    return Err(CheckError::new(
-                        Reason::Dns,
-                        format!("{host} has no address"),
-                    ));
-                }
                 &found
             }
         };

@@ -7,6 +7,7 @@
 pub mod cert;
 pub mod client;
 pub mod error;
+pub mod lookup;
 pub mod target;
 pub mod tls;
 
