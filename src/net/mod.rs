@@ -6,6 +6,7 @@
 
 pub mod cert;
 pub mod client;
+pub mod connect;
 pub mod error;
 pub mod lookup;
 pub mod target;
