@@ -166,10 +166,15 @@ impl Checker<'_> {
     /// reads `~/app.log` as a directory named `~` beside the
     /// configuration, and `$HOME/x` as a directory named `$HOME`.
     pub fn path(&self, key: &str, p: &str) -> PathBuf {
+        self.not_for_a_shell(key, p);
+        self.resolve(p)
+    }
+
+    /// Refuses, at `key`, what in the path `p` only a shell would expand.
+    pub fn not_for_a_shell(&self, key: &str, p: &str) {
         if let Some((problem, hint)) = shell_form(p) {
             self.problem(key, problem, hint);
         }
-        self.resolve(p)
     }
 }
 
@@ -177,16 +182,11 @@ impl Checker<'_> {
 fn shell_form(p: &str) -> Option<(String, String)> {
     let first = p.split('/').next().unwrap_or_default();
     if let Some(user) = first.strip_prefix('~') {
-        let home = if user.is_empty() {
-            "/home/USER"
-        } else {
-            "/home/"
-        };
+        let user = if user.is_empty() { "USER" } else { user };
         return Some((
             format!("`{first}` is not expanded: paths are read as written, not by a shell"),
             format!(
-                "write the full path, e.g. {home}{}{}",
-                if user.is_empty() { "" } else { user },
+                "write the full path, e.g. /home/{user}{}",
                 &p[first.len()..]
             ),
         ));

@@ -370,7 +370,7 @@ pub fn from_str_with(
         || PathBuf::from("./depwatch-data"),
         |d| {
             // Relative to the working directory (README), not the file.
-            let _ = checker.path("state_dir", &d);
+            checker.not_for_a_shell("state_dir", &d);
             PathBuf::from(d)
         },
     );

@@ -151,35 +151,36 @@ impl Writer {
     /// The sample lines written from here to [`Writer::end_segment`] make
     /// a [`Segment`] (a no-op unless [`Writer::segments`]).
     pub fn begin_segment(&mut self) {
-        if let Some(d) = &mut self.deflating {
-            debug_assert!(self.at_line_start && self.meta.is_none() && self.pending_help.is_none());
-            d.write(self.out.as_bytes());
-            self.out.clear();
+        if let Some(d) = self.handed_over() {
             d.begin_segment();
         }
     }
 
     /// The segment begun last, ended here.
     pub fn end_segment(&mut self) -> Option<Segment> {
-        let d = self.deflating.as_mut()?;
-        d.write(self.out.as_bytes());
-        self.out.clear();
-        d.end_segment()
+        self.handed_over()?.end_segment()
     }
 
     /// `s`, made by an earlier encoding, where its text goes: as if that
     /// text had been written here (only on a writer with
     /// [`Writer::segments`]; `false` on any other, which writes nothing).
     pub fn reuse(&mut self, s: &Segment) -> bool {
-        let Some(d) = &mut self.deflating else {
+        let Some(d) = self.handed_over() else {
             return false;
         };
-        debug_assert!(self.at_line_start && self.meta.is_none() && self.pending_help.is_none());
-        d.write(self.out.as_bytes());
-        self.out.clear();
         d.reuse(s);
         self.reused += s.len;
         true
+    }
+
+    /// A deflating writer's compressor, with everything written so far
+    /// handed to it (between lines); `None` for a plain writer.
+    fn handed_over(&mut self) -> Option<&mut Deflating> {
+        debug_assert!(self.at_line_start && self.meta.is_none() && self.pending_help.is_none());
+        let d = self.deflating.as_mut()?;
+        d.write(self.out.as_bytes());
+        self.out.clear();
+        Some(d)
     }
 
     /// Plain bytes so far that were copied from earlier encodings

@@ -4,6 +4,8 @@
 //! module's `allowed_targets` are made of (the client checks every
 //! redirect hop against them).
 
+use std::fmt::Write as _;
+
 use hyper::Uri;
 use regex::Regex;
 use url::Url;
@@ -218,10 +220,15 @@ fn ascii_host(host: &str) -> Result<String, NetError> {
     }
     let labels: Result<Vec<String>, NetError> = host
         .split('.')
-        .map(|label| match url::quirks::domain_to_ascii(label) {
-            _ if label.is_ascii() => Ok(label.to_ascii_lowercase()),
-            ascii if !ascii.is_empty() && !label.contains('*') => Ok(ascii),
-            _ => Err(NetError::Host(host.to_string())),
+        .map(|label| {
+            if label.is_ascii() {
+                return Ok(label.to_ascii_lowercase());
+            }
+            let ascii = url::quirks::domain_to_ascii(label);
+            if ascii.is_empty() || label.contains('*') {
+                return Err(NetError::Host(host.to_string()));
+            }
+            Ok(ascii)
         })
         .collect();
     Ok(labels?.join("."))
@@ -237,7 +244,8 @@ fn ascii_path(path: &str) -> std::borrow::Cow<'_, str> {
         if b.is_ascii() {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            // Writing into a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out.into()
