@@ -2,7 +2,7 @@
 //! that the next one copies the family's compressed lines while its series
 //! and values are as they were (see [`Written`]).
 
-use super::super::exposition::{Segment, Writer};
+use crate::metrics::exposition::{Segment, Writer};
 
 /// What the last compressed encoding wrote of a family, so that the next
 /// one can copy the family's sample lines instead of writing and
@@ -93,106 +93,5 @@ impl Written {
                 digest: digest(&values),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::*;
-    use crate::metrics::exposition::Format;
-
-    /// A compressed encoding copies the sample lines of a family that is
-    /// as the last one wrote it, and writes again any family where a value
-    /// changed or a series came or went (even one with the same value).
-    #[test]
-    fn a_family_as_it_was_is_copied_not_written_again() {
-        let up = Lines::<ComponentOnly, Gauge>::default();
-        let checks = Lines::<ComponentOnly, Counter>::default();
-        let last = Lines::<ComponentOnly, GaugeF>::default();
-        let took = Histograms::<ComponentOnly>::default();
-        let buckets: Arc<[f64]> = Arc::from([0.1, 1.0].as_slice());
-        let mut r = Registry::default();
-        r.register("depwatch", "up", "Up", up.clone());
-        r.register("depwatch", "checks", "Checks", checks.clone());
-        r.register("depwatch", "last_seconds", "Last", last.clone());
-        r.register("depwatch", "took_seconds", "Took", took.clone());
-        let c = |i: usize| ComponentOnly {
-            component: format!("c{i}").into(),
-        };
-        for i in 0..3000 {
-            up.get_or_create(&c(i)).set(1);
-            checks.get_or_create(&c(i)).inc_by(i as u64);
-            last.get_or_create(&c(i)).set(1.7e9 + i as f64 / 8.0);
-            took.observe(&c(i), &buckets, i as f64 / 1000.0);
-        }
-        // The family's sample lines (not its metadata), as a plain writer
-        // writes them.
-        let samples = |text: &str, family: &str| -> u64 {
-            let prefix = format!("depwatch_{family}");
-            text.lines()
-                .filter(|l| l.starts_with(&prefix))
-                .map(|l| l.len() as u64 + 1)
-                .sum()
-        };
-        let encodings = |r: &Registry| {
-            let mut p = Writer::new(Format::Text, 64);
-            r.write(&mut p);
-            let mut d = Writer::deflating(Format::Text, 64);
-            r.write(&mut d);
-            let reused = d.reused();
-            let inflated = String::from_utf8(d.finish_deflated().inflate()).unwrap();
-            (p.finish(), inflated, reused)
-        };
-        let (plain, first, reused) = encodings(&r);
-        assert_eq!(first, plain);
-        assert_eq!(reused, 0);
-        let (plain, second, reused) = encodings(&r);
-        assert_eq!(second, plain);
-        let all: u64 = ["up", "checks", "last_seconds", "took_seconds"]
-            .iter()
-            .map(|f| samples(&plain, f))
-            .sum();
-        assert_eq!(reused, all);
-
-        // One value of a counter, a float gauge and a histogram.
-        checks.get_or_create(&c(5)).inc();
-        last.get_or_create(&c(6)).set(1.8e9);
-        took.observe(&c(7), &buckets, 0.5);
-        let (plain, third, reused) = encodings(&r);
-        assert_eq!(third, plain);
-        assert!(plain.contains("depwatch_checks_total{component=\"c5\"} 6\n"));
-        assert!(plain.contains("depwatch_last_seconds{component=\"c6\"} 1800000000.0\n"));
-        assert!(plain.contains("depwatch_took_seconds_count{component=\"c7\"} 2\n"));
-        assert_eq!(reused, samples(&plain, "up"));
-
-        // A series replaced by another of the same value; a gauge set to
-        // what it was.
-        assert!(up.remove(&c(8)));
-        up.get_or_create(&c(3000)).set(1);
-        last.get_or_create(&c(6)).set(1.8e9);
-        let (plain, fourth, reused) = encodings(&r);
-        assert_eq!(fourth, plain);
-        assert!(plain.contains("depwatch_up{component=\"c3000\"} 1\n"));
-        assert!(!plain.contains("depwatch_up{component=\"c8\"}"));
-        // The families that changed last time kept only a digest: those
-        // now as they were then are written once more, and kept.
-        assert_eq!(reused, 0);
-        let (plain, fifth, reused) = encodings(&r);
-        assert_eq!(fifth, plain);
-        let changed_before = ["checks", "last_seconds", "took_seconds"];
-        assert_eq!(
-            reused,
-            changed_before
-                .iter()
-                .map(|f| samples(&plain, f))
-                .sum::<u64>()
-        );
-        let (plain, sixth, reused) = encodings(&r);
-        assert_eq!(sixth, plain);
-        let everything = ["up", "checks", "last_seconds", "took_seconds"];
-        assert_eq!(
-            reused,
-            everything.iter().map(|f| samples(&plain, f)).sum::<u64>()
-        );
     }
 }
