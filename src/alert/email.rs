@@ -228,27 +228,90 @@ pub async fn greets(cfg: &EmailConfig) -> Result<(), SendError> {
     })
 }
 
+/// What a delivery came to: the server's reply and, when it took the
+/// message for some recipients only, why it refused the others.
+#[derive(Debug)]
+pub struct Delivered {
+    pub reply: String,
+    pub refused: Option<SendError>,
+}
+
 /// Delivers one stored message; answers the server's reply.
-pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<String, SendError> {
+///
+/// A server that refuses one recipient for good (`550` no such user: a
+/// colleague who left) makes lettre abandon the whole transaction; the
+/// others would never get an alert, the message retried forever. So a
+/// permanent refusal of a message to several recipients is followed by one
+/// transaction per recipient: those the server takes get it, and the
+/// refusals are answered beside the reply.
+pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<Delivered, SendError> {
     let t = transport(cfg)?;
-    let from = Address::from_str(&out.from).map_err(|e| SendError {
-        reason: FailReason::Config,
-        message: format!("from `{}`: {e}", out.from),
-    })?;
+    let address = |a: &str, key: &str| {
+        Address::from_str(a).map_err(|e| SendError {
+            reason: FailReason::Config,
+            message: format!("{key} `{a}`: {e}"),
+        })
+    };
+    let from = address(&out.from, "from")?;
     let to = out
         .to
         .iter()
-        .map(|a| Address::from_str(a))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SendError {
-            reason: FailReason::Config,
-            message: format!("to: {e}"),
-        })?;
-    let env = Envelope::new(Some(from), to).map_err(|e| SendError {
+        .map(|a| address(a, "to"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all = send(cfg, &t, &from, to.clone(), &out.body).await;
+    match all {
+        Err(e) if e.reason == FailReason::Rejected && to.len() > 1 => {}
+        other => {
+            return other.map(|reply| Delivered {
+                reply,
+                refused: None,
+            });
+        }
+    }
+    let mut replies = Vec::new();
+    let mut refused: Vec<(Address, SendError)> = Vec::new();
+    for rcpt in to {
+        match send(cfg, &t, &from, vec![rcpt.clone()], &out.body).await {
+            Ok(reply) => replies.push(reply),
+            Err(e) => refused.push((rcpt, e)),
+        }
+    }
+    let Some(reply) = replies.into_iter().next() else {
+        // Refused for every recipient alone too: the message itself.
+        return Err(refused.remove(0).1);
+    };
+    let reason = refused[0].1.reason;
+    let message = refused
+        .iter()
+        .map(|(a, e)| format!("{a}: {}", e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(Delivered {
+        reply,
+        refused: Some(SendError {
+            reason,
+            message: format!(
+                "delivered to {} of {} recipients; refused for {message}",
+                out.to.len() - refused.len(),
+                out.to.len()
+            ),
+        }),
+    })
+}
+
+/// One SMTP transaction: `body` from `from` to `to`.
+async fn send(
+    cfg: &EmailConfig,
+    t: &AsyncSmtpTransport<Tokio1Executor>,
+    from: &Address,
+    to: Vec<Address>,
+    body: &[u8],
+) -> Result<String, SendError> {
+    let env = Envelope::new(Some(from.clone()), to).map_err(|e| SendError {
         reason: FailReason::Config,
         message: format!("envelope: {e}"),
     })?;
-    match tokio::time::timeout(cfg.send_timeout, t.send_raw(&env, &out.body)).await {
+    match tokio::time::timeout(cfg.send_timeout, t.send_raw(&env, body)).await {
         Err(_) => Err(SendError {
             reason: FailReason::Timeout,
             message: format!(

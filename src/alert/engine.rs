@@ -639,6 +639,12 @@ async fn sender(
     let a = &shared.alert;
     let mut q: VecDeque<Outgoing> = VecDeque::new();
     let mut attempt = 0u32;
+    // A message the server refused for good (5xx), set aside while the
+    // next one is tried: if the server takes that one, it refuses this
+    // message itself (its size, its content) and retrying cannot help, so
+    // it is given up instead of holding back every email behind it; if it
+    // refuses that one too (relay, recipients), both wait for a fix.
+    let mut refused: Option<(Outgoing, email::SendError)> = None;
     loop {
         if q.is_empty() {
             a.lock().queued = 0;
@@ -653,7 +659,7 @@ async fn sender(
         while let Ok(m) = rx.try_recv() {
             q.push_back(m);
         }
-        a.lock().queued = q.len();
+        a.lock().queued = q.len() + usize::from(refused.is_some());
         let Some(head) = q.front().cloned() else {
             continue;
         };
@@ -694,9 +700,21 @@ async fn sender(
         let now = now_ms();
         let at = crate::util::time::rfc3339(std::time::SystemTime::now());
         match result {
-            Ok(reply) => {
+            Ok(email::Delivered {
+                reply,
+                refused: partly,
+            }) => {
                 shared.store.alert_email_sent(head.id, now, reply.clone());
                 tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
+                if let Some(e) = partly {
+                    // Sent, but not to everyone: counted and shown as a failure.
+                    a.metrics.failure(head.kind);
+                    tracing::warn!(kind = head.kind.as_str(), subject = %head.subject, error = %e.message, "Alert email refused for some recipients.");
+                    a.lock().last_error = Some(json!({
+                        "kind": head.kind.as_str(), "reason": e.reason.as_str(), "message": e.message,
+                        "at": at, "attempts": attempt + 1,
+                    }));
+                }
                 let last = json!({
                     "kind": head.kind.as_str(), "subject": head.subject, "reply": reply, "at": at,
                 });
@@ -704,6 +722,12 @@ async fn sender(
                 a.lock().last_email = Some(last);
                 q.pop_front();
                 attempt = 0;
+                if let Some((m, e)) = refused.take() {
+                    tracing::error!(kind = m.kind.as_str(), subject = %m.subject, error = %e.message, "Alert email given up: the server refuses this message and took the next one.");
+                    shared
+                        .store
+                        .alert_email_sent(m.id, now, format!("given up: {}", e.message));
+                }
             }
             Err(e) => {
                 a.metrics.failure(head.kind);
@@ -717,6 +741,13 @@ async fn sender(
                     "kind": head.kind.as_str(), "reason": e.reason.as_str(), "message": e.message,
                     "at": at, "attempts": attempt + 1,
                 }));
+                if e.reason == email::FailReason::Rejected && refused.is_none() && q.len() > 1 {
+                    refused = q.pop_front().map(|m| (m, e));
+                    continue;
+                }
+                if let Some((m, _)) = refused.take() {
+                    q.push_front(m);
+                }
                 attempt += 1;
                 if stopped(&mut stop, wait).await {
                     return;
@@ -768,7 +799,20 @@ pub async fn send_test(
     }
     let res = async {
         email::greets(ecfg).await?;
-        email::deliver(ecfg, &out).await
+        match email::deliver(ecfg, &out).await? {
+            email::Delivered {
+                reply,
+                refused: None,
+            } => Ok(reply),
+            // A test is for finding what is wrong: a recipient refused is.
+            email::Delivered {
+                reply,
+                refused: Some(mut e),
+            } => {
+                e.message = format!("{} (the others: {reply})", e.message);
+                Err(e)
+            }
+        }
     }
     .await;
     if res.is_err()

@@ -1,12 +1,12 @@
 //! The message: subject, plain text and HTML of each email kind, from a
 //! snapshot of what depwatch knows ([`View`]). No I/O here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::incident::{EmailKind, Incident, Scope};
+use super::incident::{EmailKind, Incident, Member, Scope};
 use crate::util::html::escape as esc;
 use crate::util::time::unix_ms;
 
@@ -150,20 +150,78 @@ fn pipeline_rows(v: &View, now: i64) -> Rows {
     rows
 }
 
-fn others(v: &View, skip: &[&str]) -> Rows {
-    v.components
+/// Components an email shows in full, row by row; past these, the members
+/// of an incident get one line each.
+const DETAILED: usize = 20;
+/// Lines of one list (members beyond [`DETAILED`], other components), at
+/// most: an outage of thousands of components must still make an email a
+/// mail server takes (Postfix refuses one over 10 MB by default, before
+/// encoding) and a person reads; the status page has the rest.
+const LISTED: usize = 200;
+
+/// The other components, those not healthy first, [`LISTED`] at most and a
+/// line for the rest.
+fn others(v: &View, skip: &HashSet<&str>) -> Rows {
+    let (sick, healthy): (Vec<&CompView>, Vec<&CompView>) = v
+        .components
         .iter()
-        .filter(|c| !skip.contains(&c.name.as_str()))
+        .filter(|c| !skip.contains(c.name.as_str()))
+        .partition(|c| c.status != "healthy");
+    let total = sick.len() + healthy.len();
+    let mut rows: Rows = sick
+        .iter()
+        .chain(&healthy)
+        .take(LISTED)
         .map(|c| {
             let mut s = c.status.clone();
             if let Some(e) = &c.error
                 && c.status != "healthy"
             {
-                let _ = write!(s, ": {e}");
+                let _ = write!(s, ": {}", clip(e));
             }
             (c.name.clone(), s)
         })
-        .collect()
+        .collect();
+    if total > LISTED {
+        let healthy_left = healthy.len().min(total - LISTED);
+        rows.push((
+            String::new(),
+            format!(
+                "… and {} more ({healthy_left} of them healthy): see the status page",
+                total - LISTED
+            ),
+        ));
+    }
+    rows
+}
+
+/// A value on one line of a list, at most 200 characters.
+fn clip(s: &str) -> String {
+    let mut chars = s.chars();
+    let mut out: String = chars.by_ref().take(200).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// One line of a member beyond [`DETAILED`].
+fn member_line(m: &Member, c: Option<&CompView>) -> String {
+    match (m.resolved_ms, c) {
+        (Some(r), _) => format!("recovered {}", at(r)),
+        (None, c) => {
+            let status = c.map_or("unknown", |c| c.status.as_str());
+            let mut s = format!("{status} since {}", at(m.since_ms));
+            let why = c
+                .and_then(|c| c.error.as_deref().or(c.reason.as_deref()))
+                .or(m.error.as_deref())
+                .or(m.reason.as_deref());
+            if let Some(why) = why {
+                let _ = write!(s, ": {}", clip(why));
+            }
+            s
+        }
+    }
 }
 
 /// Renders one email. `inc` is `None` for a test message.
@@ -263,9 +321,16 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
             )
         }
     };
+    let by_name: HashMap<&str, &CompView> =
+        v.components.iter().map(|c| (c.name.as_str(), c)).collect();
     if let Some(i) = inc.filter(|i| i.scope == Scope::Components) {
-        for m in &i.members {
-            let c = v.components.iter().find(|c| c.name == m.component);
+        // Those still failing first, in the incident's order.
+        let members: Vec<&Member> = i
+            .open_members()
+            .chain(i.members.iter().filter(|m| m.resolved_ms.is_some()))
+            .collect();
+        for m in members.iter().take(DETAILED) {
+            let c = by_name.get(m.component.as_str()).copied();
             let mut rows: Rows = vec![
                 (
                     "Kind".into(),
@@ -326,9 +391,34 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
             ));
             doc.sections.push((m.component.clone(), rows));
         }
+        let rest = members.get(DETAILED..).unwrap_or_default();
+        if !rest.is_empty() {
+            let mut rows: Rows = rest
+                .iter()
+                .take(LISTED)
+                .map(|m| {
+                    let c = by_name.get(m.component.as_str()).copied();
+                    (m.component.clone(), member_line(m, c))
+                })
+                .collect();
+            if rest.len() > LISTED {
+                rows.push((
+                    String::new(),
+                    format!("… and {} more: see the status page", rest.len() - LISTED),
+                ));
+            }
+            doc.sections.push((
+                format!(
+                    "{} more components in this incident ({} in all)",
+                    rest.len(),
+                    members.len()
+                ),
+                rows,
+            ));
+        }
     }
     if kind != EmailKind::Test {
-        let skip: Vec<&str> = inc
+        let skip: HashSet<&str> = inc
             .map(|i| i.members.iter().map(|m| m.component.as_str()).collect())
             .unwrap_or_default();
         let rows = others(v, &skip);
@@ -383,7 +473,6 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::incident::Member;
 
     fn incident() -> Incident {
         Incident {
@@ -439,5 +528,98 @@ mod tests {
             r.subject,
             "[RESOLVED] orders-db recovered — depwatch on web-1"
         );
+    }
+
+    fn component(name: &str, status: &str) -> CompView {
+        CompView {
+            name: name.into(),
+            kind: "http".into(),
+            status: status.into(),
+            critical: true,
+            error: (status != "healthy").then(|| format!("{name}: connection refused")),
+            reason: None,
+            checked_at_ms: Some(50_000),
+            consecutive_failures: 3,
+            details: serde_json::json!({"url": format!("https://{name}.example/health"), "status_code": 503}),
+        }
+    }
+
+    #[test]
+    fn an_outage_of_thousands_makes_an_email_a_mail_server_takes() {
+        // 10,000 components fail together (a network partition), 5,000
+        // others are still up: every member and component in full would
+        // be tens of MB, over what mail servers accept (Postfix: 10 MB).
+        let mut inc = incident();
+        inc.members = (0..10_000)
+            .map(|n| Member {
+                component: format!("api-{n:05}"),
+                kind: "http".into(),
+                critical: true,
+                since_ms: 1_000,
+                reason: Some("connect".into()),
+                error: Some("connection refused".into()),
+                // The first 30 have recovered already: listed after the rest.
+                resolved_ms: (n < 30).then_some(9_000),
+            })
+            .collect();
+        let mut components: Vec<CompView> = (0..10_000)
+            .map(|n| {
+                component(
+                    &format!("api-{n:05}"),
+                    if n < 30 { "healthy" } else { "unhealthy" },
+                )
+            })
+            .collect();
+        components.extend((0..5_000).map(|n| component(&format!("web-{n:05}"), "healthy")));
+        components.push(component("cache", "degraded"));
+        let v = View {
+            host: "web-1".into(),
+            mode: "fallback",
+            pipeline: "down",
+            runbook: "https://x/runbook.md".into(),
+            components,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        for kind in [EmailKind::Firing, EmailKind::Reminder, EmailKind::Resolved] {
+            let r = render(kind, Some(&inc), &v, 61_000);
+            assert!(
+                r.text.len() < 100_000,
+                "{kind:?}: {} bytes of text",
+                r.text.len()
+            );
+            assert!(
+                r.html.len() < 200_000,
+                "{kind:?}: {} bytes of html",
+                r.html.len()
+            );
+            // Still failing first: the 31st member in full, not the first.
+            assert!(r.text.contains("\napi-00030\n"), "{}", &r.text[..2000]);
+            assert!(!r.text.contains("\napi-00000\n"));
+            assert!(
+                r.text
+                    .contains("9980 more components in this incident (10000 in all)")
+            );
+            // Past the detailed ones, a line each, then the count.
+            assert!(
+                r.text
+                    .contains("api-00050  unhealthy since 1970-01-01T00:00:01"),
+                "{}",
+                r.text
+            );
+            assert!(r.text.contains("… and 9780 more: see the status page"));
+            // Others: the degraded one before the healthy ones, then the count.
+            let others = &r.text[r.text.find("Other components").unwrap()..];
+            assert!(
+                others.contains("cache      degraded: cache: connection refused"),
+                "{others}"
+            );
+            assert!(
+                others.contains("… and 4801 more (4801 of them healthy): see the status page"),
+                "{others}"
+            );
+        }
+        // Found by name, not by a search of every component per member.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

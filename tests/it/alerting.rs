@@ -481,6 +481,82 @@ async fn smtp_down_counts_failures_retries_and_delivers_once_back() {
 }
 
 #[tokio::test]
+async fn a_message_the_server_refuses_for_good_does_not_hold_back_the_next() {
+    // The server refuses the watchdog email (its content), takes the rest.
+    let smtp = Smtp::start(&["--refuse", "pipeline down"]);
+    let dead = free_port();
+    let alert = alerting(
+        smtp.port,
+        "  scrape_watchdog: 1s\n",
+        "    starttls: never\n",
+    );
+    let dw = Depwatch::start(&format!("{alert}{SELF_PROBE}")).await;
+    let a = wait_alerting(&dw, "the watchdog email refused", |a| {
+        a["last_error"]["reason"] == "rejected"
+    })
+    .await;
+    assert_eq!(a["last_error"]["kind"], "watchdog", "{a}");
+    assert!(
+        a["last_error"]["message"].as_str().unwrap().contains("554"),
+        "{a}"
+    );
+    // An incident after it: its email is not held back behind the refused one.
+    dw.rewrite_config(&format!("{alert}{SELF_PROBE}{}", redis_probe(dead)));
+    dw.proc.signal("HUP");
+    let f = smtp.wait_kind("firing", 1).await.remove(0);
+    assert!(f.subject().contains("jobs"), "{}", f.subject());
+    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    assert_eq!(a["last_email"]["kind"], "firing", "{a}");
+    assert!(dw.log().contains("Alert email given up"), "{}", dw.log());
+    assert!(smtp.of_kind("watchdog").is_empty());
+}
+
+#[tokio::test]
+async fn a_recipient_refused_for_good_does_not_keep_the_email_from_the_others() {
+    let smtp = Smtp::start(&["--refuse-rcpt", "gone@example.com"]);
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n"
+        )
+        .replace(
+            "to: [oncall@example.com]",
+            "to: [gone@example.com, oncall@example.com]"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
+    assert_eq!(
+        w.view["rcpt_tos"],
+        serde_json::json!(["oncall@example.com"])
+    );
+    let a = wait_alerting(&dw, "the refusal shown", |a| !a["last_error"].is_null()).await;
+    let message = a["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("delivered to 1 of 2 recipients; refused for gone@example.com")
+            && message.contains("550"),
+        "{a}"
+    );
+    assert_eq!(a["last_error"]["reason"], "rejected", "{a}");
+    assert_eq!(a["last_email"]["kind"], "watchdog", "{a}");
+    assert!(
+        dw.metrics().await.value(
+            "depwatch_alert_email_failures_total",
+            &[("kind", "watchdog")]
+        ) >= 1.0
+    );
+    // Sent once, not retried: the queue is empty.
+    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    assert_eq!(smtp.of_kind("watchdog").len(), 1, "{a}");
+    // A test email says so and fails.
+    let (code, out) = send_test_email(&dw.config_path);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("refused for gone@example.com"), "{out}");
+}
+
+#[tokio::test]
 async fn max_per_hour_holds_emails_back_and_counts_them() {
     let smtp = Smtp::start(&[]);
     let dead = free_port();

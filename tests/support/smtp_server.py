@@ -6,7 +6,12 @@ decoded view (headers, text and HTML parts) as DIR/NNNN.json, written last, and 
 Prints READY when it listens. Stops on SIGTERM/SIGINT.
 
   smtp_server.py --port P --dir D [--auth USER:PASSWORD] [--cert C --key K]
-                 [--require-starttls] [--allow-plain-auth]
+                 [--require-starttls] [--allow-plain-auth] [--refuse TEXT]
+                 [--refuse-rcpt ADDRESS]
+
+--refuse TEXT answers `554 5.6.0` to every message whose bytes hold TEXT
+(a server refusing that message for its content or size) and takes the rest.
+--refuse-rcpt ADDRESS answers `550 5.1.1` to that recipient (a mailbox gone).
 """
 
 import argparse
@@ -25,12 +30,22 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Saver:
-    def __init__(self, directory):
+    def __init__(self, directory, refuse=None, refuse_rcpt=None):
         self.dir = directory
+        self.refuse = refuse.encode() if refuse else None
+        self.refuse_rcpt = refuse_rcpt
         self.n = 0
         self.lock = threading.Lock()
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address == self.refuse_rcpt:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
+        if self.refuse and self.refuse in envelope.original_content:
+            return "554 5.6.0 Message refused: content not accepted here"
         with self.lock:
             self.n += 1
             n = self.n
@@ -84,6 +99,8 @@ def main():
     p.add_argument("--key")
     p.add_argument("--require-starttls", action="store_true")
     p.add_argument("--allow-plain-auth", action="store_true")
+    p.add_argument("--refuse")
+    p.add_argument("--refuse-rcpt")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="smtp_server: %(levelname)s %(message)s")
     os.makedirs(a.dir, exist_ok=True)
@@ -98,7 +115,7 @@ def main():
         kwargs["authenticator"] = Auth(a.dir, user, password)
         kwargs["auth_required"] = True
         kwargs["auth_require_tls"] = not a.allow_plain_auth
-    c = Controller(Saver(a.dir), hostname="127.0.0.1", port=a.port, **kwargs)
+    c = Controller(Saver(a.dir, a.refuse, a.refuse_rcpt), hostname="127.0.0.1", port=a.port, **kwargs)
     c.start()
     print("READY", flush=True)
     done = threading.Event()
