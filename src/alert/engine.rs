@@ -719,7 +719,7 @@ async fn sender(
                     "kind": head.kind.as_str(), "subject": head.subject, "reply": reply, "at": at,
                 });
                 a.coord.publish_sent(&head.message_id, &last);
-                a.lock().last_email = Some(last);
+                a.lock().last_email = Some(last.clone());
                 q.pop_front();
                 attempt = 0;
                 if let Some((m, e)) = refused.take() {
@@ -727,6 +727,9 @@ async fn sender(
                     shared
                         .store
                         .alert_email_sent(m.id, now, format!("given up: {}", e.message));
+                    // Out of the shared outbox too (a peer taking over would
+                    // try it again); the email sent stays the last one.
+                    a.coord.publish_sent(&m.message_id, &last);
                 }
             }
             Err(e) => {
