@@ -294,7 +294,20 @@ fn page_of_20(rt: &tokio::runtime::Runtime) -> depwatch::http::page::Page {
         }
         rows.push(Row::of(&c));
     }
+    let mut counts = [0; 4];
+    for r in &rows {
+        counts[match r.latest.status {
+            Some(depwatch::probe::Status::Healthy) => 0,
+            Some(depwatch::probe::Status::Degraded) => 1,
+            Some(depwatch::probe::Status::Unhealthy) => 2,
+            None => 3,
+        }] += 1;
+    }
     Page {
+        total: rows.len(),
+        counts,
+        chips: Vec::new(),
+        shown: depwatch::http::page::Shown::All,
         now: SystemTime::now(),
         version: depwatch::util::build::VERSION,
         uptime_s: 86_400.0,
@@ -360,6 +373,10 @@ fn page_shell(p: &depwatch::http::page::Page) -> depwatch::http::page::Page {
         since_ms: p.since_ms,
         alerting: serde_json::Value::Null,
         rows: Vec::new(),
+        chips: Vec::new(),
+        shown: p.shown.clone(),
+        total: p.total,
+        counts: p.counts,
         performance: p.performance.clone(),
         cache: serde_json::Value::Null,
         slow_ms: p.slow_ms,

@@ -157,6 +157,93 @@ async fn the_page_in_chromium_turns_a_row_unhealthy_live_and_back() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn past_fifty_components_the_page_names_the_healthy_and_shows_a_failing_one_live() {
+    let chromium = require("chromium", "apt-get install chromium");
+    let node = require("node", "apt-get install nodejs npm");
+    let browser = browser_dir();
+    let mut server = RedisServer::start(None);
+    let port = server.port;
+    let mut yaml = format!(
+        "probes:
+  - name: jobs-redis
+    kind: redis
+    url: {}
+    interval: 500ms
+    timeout: 300ms
+    jitter: 0s
+    failure_threshold: 1
+",
+        server.url()
+    );
+    for i in 1..=59 {
+        yaml.push_str(&format!(
+            "  - {{ name: app-{i:02}, kind: process, self: true, interval: 1s, timeout: 500ms }}\n"
+        ));
+    }
+    let dw = Depwatch::start(&yaml).await;
+    dw.wait_health("all 60 healthy", Duration::from_secs(15), |code, h| {
+        code == 200
+            && h["components"]
+                .as_object()
+                .is_some_and(|c| c.len() == 60 && c.values().all(|v| v["status"] == "healthy"))
+    })
+    .await;
+    // Named only, a page of a few KB; `?all` is every row.
+    let (code, page) = dw.get("/").await;
+    assert_eq!(code, 200);
+    assert_valid_html(&page);
+    assert_eq!(page.matches("<li class=\"chip s-healthy\"").count(), 60);
+    assert!(!page.contains("<article"));
+    let (_, all) = dw.get("/?all").await;
+    assert_valid_html(&all);
+    assert_eq!(all.matches("<article").count(), 60);
+    assert!(
+        page.len() * 4 < all.len(),
+        "{} vs {}",
+        page.len(),
+        all.len()
+    );
+    let (_, none) = dw.get("/?component=%3Cnope%3E").await;
+    assert!(none.contains("No component is named <code>&lt;nope&gt;</code>"));
+
+    let out = output_dir();
+    let mut script = Command::new(node)
+        .arg("compact.mjs")
+        .current_dir(&browser)
+        .env("DEPWATCH_URL", dw.url("/"))
+        .env("OUT", &out)
+        .env("CHROMIUM", &chromium)
+        .env(
+            "EXPECT",
+            json!({ "redis": "jobs-redis", "total": 60 }).to_string(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = script.stdin.take().unwrap();
+    let stdout = script.stdout.take().unwrap();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        expect_line(&mut lines, "ready-to-kill");
+        server.proc.kill();
+        writeln!(stdin, "killed").unwrap();
+        let took = expect_line(&mut lines, "unhealthy");
+        expect_line(&mut lines, "shots-taken");
+        let server = RedisServer::start_on(port, None);
+        writeln!(stdin, "restarted").unwrap();
+        let back = expect_line(&mut lines, "healthy");
+        expect_line(&mut lines, "done");
+        (took, back, server)
+    })
+    .await;
+    let status = script.wait().expect("node exit");
+    let (took, back, _server) = result.expect("the browser run");
+    assert!(status.success(), "node: {status}");
+    eprintln!("row in full after {took}, named only again after {back}");
+}
+
 const PLANT: &str = r#"<script>alert(1)</script>"><img src=x onerror=alert(2)>"#;
 
 /// A partner whose answers carry markup: `/status` answers a JSON status

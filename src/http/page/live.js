@@ -2,9 +2,11 @@
 (function () {
   if (!window.EventSource || !window.fetch) return;
   var words = { healthy: "Healthy", degraded: "Degraded", unhealthy: "Unhealthy" };
-  var rows = {};
+  var rows = {}, view = "all";
   function index() {
     rows = {};
+    var section = document.getElementById("components");
+    view = (section && section.getAttribute("data-view")) || "all";
     document.querySelectorAll("[data-component]").forEach(function (r) { rows[r.getAttribute("data-component")] = r; });
   }
   function ago(secs) {
@@ -81,9 +83,18 @@
     var el = document.getElementById("live");
     if (el) el.textContent = s === "open" ? "live" : s === "connecting" ? "connecting…" : "reconnecting…";
   }
+  // A component named only (a chip: the page past 50 components): its
+  // colour follows; a change of state fetches the page, which shows it in
+  // full if it is not healthy. Its routine checks change nothing shown.
+  function chip(r, d) {
+    if (r.classList.contains("s-" + (d.status || "pending"))) return;
+    setClass(r, d.status);
+    refreshSoon(true);
+  }
   function apply(d, urgent) {
     var r = rows[d.component];
-    if (!r) { refreshSoon(true); return; }
+    if (!r) { if (view !== "one") refreshSoon(true); return; }
+    if (r.hasAttribute("data-chip")) { chip(r, d); return; }
     setClass(r, d.status);
     r.querySelector(".state .badge").textContent = words[d.status] || "Not checked yet";
     stamp(r.querySelector(".since"), d.since);
@@ -104,8 +115,9 @@
     document.title = "depwatch: " + v.status;
     var since = document.getElementById("verdict-since");
     if (since) stamp(since, v.since);
+    // A component added or removed by a reload (a page of one shows one).
     var names = Object.keys(rows);
-    if (v.components.length !== names.length || v.components.some(function (n) { return !rows[n]; })) refreshSoon(true);
+    if (view !== "one" && (v.components.length !== names.length || v.components.some(function (n) { return !rows[n]; }))) refreshSoon(true);
   }
   index();
   var es = new EventSource("api/events");

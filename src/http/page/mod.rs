@@ -17,12 +17,12 @@ pub mod text;
 
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-pub use model::{CHART_POINTS, Page, Row, SPARK_POINTS};
+pub use model::{CHART_POINTS, Chip, FULL_AT_MOST, FULL_UP_TO, Page, Row, SPARK_POINTS, Shown};
 pub use render::render;
 
 use super::error::ApiError;
@@ -32,8 +32,11 @@ use crate::probe::Status;
 /// The page reloads itself this often without JavaScript.
 pub const REFRESH_SECONDS: u32 = 15;
 
-pub(super) async fn status_page(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let html = render(&gather(&s));
+pub(super) async fn status_page(
+    State(s): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let html = render(&gather(&s, Shown::of_query(query.as_deref())));
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -44,10 +47,51 @@ pub(super) async fn status_page(State(s): State<AppState>) -> Result<Response, A
         .into_response())
 }
 
-/// Reads the page's data from the running state (memory only).
-pub(super) fn gather(s: &Shared) -> Page {
+/// Reads the page's data from the running state (memory only): every
+/// component in full, or as `shown` asks; without, every one up to
+/// [`FULL_UP_TO`] components and past that those not healthy.
+pub(super) fn gather(s: &Shared, shown: Option<Shown>) -> Page {
     let rt = s.current();
-    let rows: Vec<Row> = rt.components.iter().map(Row::of).collect();
+    let total = rt.components.len();
+    let shown = shown.unwrap_or(if total <= FULL_UP_TO {
+        Shown::All
+    } else {
+        Shown::Compact
+    });
+    let mut counts = [0usize; 4];
+    let mut rows = Vec::new();
+    let mut sick = Vec::new();
+    let mut healthy = Vec::new();
+    for c in &rt.components {
+        let status = c.latest().status;
+        counts[match status {
+            Some(Status::Healthy) => 0,
+            Some(Status::Degraded) => 1,
+            Some(Status::Unhealthy) => 2,
+            None => 3,
+        }] += 1;
+        let full = match &shown {
+            Shown::All => true,
+            Shown::One(name) => c.name() == name,
+            Shown::Compact => status != Some(Status::Healthy) && rows.len() < FULL_AT_MOST,
+        };
+        if full {
+            rows.push(Row::of(c));
+        } else if shown == Shown::Compact {
+            let chip = Chip {
+                component: c.clone(),
+                status,
+            };
+            if status == Some(Status::Healthy) {
+                healthy.push(chip);
+            } else {
+                sick.push(chip);
+            }
+        }
+    }
+    // Those not healthy past the ones in full come first.
+    sick.append(&mut healthy);
+    let chips = sick;
     let v = super::events::current_verdict(s, &rt);
     let verdict = Status::ALL
         .into_iter()
@@ -77,6 +121,10 @@ pub(super) fn gather(s: &Shared) -> Page {
         critical_ms: ms_of(perf.critical_above),
         refresh_s: REFRESH_SECONDS,
         rows,
+        chips,
+        shown,
+        total,
+        counts,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::model::{Page, Row};
+use super::model::{FULL_AT_MOST, FULL_UP_TO, Page, Row, Shown};
 use super::text::{Esc, EscText, age, count, ms, pct};
 use super::{kinds, svg};
 use crate::probe::Status;
@@ -124,16 +124,7 @@ fn header(h: &mut String, p: &Page) {
         ago(h, ms_time(since), p.now);
         h.push_str("</span> · ");
     }
-    let mut n = [0usize; 4];
-    for r in &p.rows {
-        let i = match r.latest.status {
-            Some(Status::Healthy) => 0,
-            Some(Status::Degraded) => 1,
-            Some(Status::Unhealthy) => 2,
-            None => 3,
-        };
-        n[i] += 1;
-    }
+    let n = p.counts;
     let _ = write!(
         h,
         r#"{} healthy, {} degraded, {} unhealthy"#,
@@ -257,12 +248,84 @@ fn alerting(h: &mut String, p: &Page) {
 }
 
 fn components(h: &mut String, p: &Page) {
-    h.push_str(r#"<section id="components" aria-labelledby="h-components"><h2 id="h-components">Components</h2>"#);
-    if p.rows.is_empty() {
-        h.push_str("<p>No component is configured.</p>");
+    let _ = write!(
+        h,
+        r#"<section id="components" data-view="{}" aria-labelledby="h-components"><h2 id="h-components">Components</h2>"#,
+        match p.shown {
+            Shown::All => "all",
+            Shown::Compact => "compact",
+            Shown::One(_) => "one",
+        }
+    );
+    match &p.shown {
+        _ if p.total == 0 => h.push_str("<p>No component is configured.</p>"),
+        Shown::All if p.total > FULL_UP_TO => {
+            let _ = write!(
+                h,
+                r#"<p class="mut">All {} components in full. <a href=".">Name the healthy ones only</a>.</p>"#,
+                p.total
+            );
+        }
+        Shown::All => {}
+        Shown::Compact => {
+            let _ = write!(
+                h,
+                r#"<p class="mut">{} components: those not healthy in full (at most {FULL_AT_MOST}), the others by name. <a href="?all">Show all in full</a> (a larger page).</p>"#,
+                p.total
+            );
+        }
+        Shown::One(name) if p.rows.is_empty() => {
+            let _ = write!(
+                h,
+                r#"<p>No component is named <code>{}</code>. <a href=".">All components</a>.</p>"#,
+                Esc(name)
+            );
+        }
+        Shown::One(_) => {
+            let _ = write!(
+                h,
+                r#"<p class="mut">One of {} components. <a href=".">All components</a>.</p>"#,
+                p.total
+            );
+        }
     }
     for (i, r) in p.rows.iter().enumerate() {
         row(h, p, i, r);
+    }
+    if !p.chips.is_empty() {
+        let healthy = p
+            .chips
+            .iter()
+            .filter(|c| c.status == Some(Status::Healthy))
+            .count();
+        let others = p.chips.len() - healthy;
+        h.push_str(r#"<h3 class="chips-h" id="h-chips">"#);
+        if others > 0 {
+            let _ = write!(h, "{others} more not healthy, ");
+        }
+        let _ = write!(
+            h,
+            r#"{healthy} healthy</h3><ul class="chips" aria-labelledby="h-chips">"#
+        );
+        for c in &p.chips {
+            let name = c.component.name();
+            let href: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+            let _ = write!(
+                h,
+                r#"<li class="chip s-{s}" data-component="{n}" data-chip><a href="?component={href}" title="{w}">{n}</a>"#,
+                s = class(c.status),
+                n = Esc(name),
+                href = Esc(&href),
+                w = word(c.status),
+            );
+            // Colour is never the only sign: the state in words, but for
+            // the healthy ones (their list says so).
+            if c.status != Some(Status::Healthy) {
+                let _ = write!(h, r#"<span class="cw">{}</span>"#, word(c.status));
+            }
+            h.push_str("</li>");
+        }
+        h.push_str("</ul>");
     }
     h.push_str("</section>");
 }
