@@ -4,8 +4,8 @@
 //! a failed check (`not_found`); a new start time is a restart.
 
 use std::path::PathBuf;
-
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -282,18 +282,26 @@ struct Sample {
     matches: usize,
 }
 
-fn find_pid(target: &Target, system: &mut System) -> Result<(u32, usize), CheckError> {
+/// A process found: its pid, how many processes matched, and for a
+/// pidfile when it was last written.
+type Found = (u32, usize, Option<SystemTime>);
+
+fn find_pid(target: &Target, system: &mut System) -> Result<Found, CheckError> {
     match target {
-        Target::SelfProcess => Ok((std::process::id(), 1)),
-        Target::Pid(p) => Ok((*p, 1)),
+        Target::SelfProcess => Ok((std::process::id(), 1, None)),
+        Target::Pid(p) => Ok((*p, 1, None)),
         Target::Pidfile(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let cannot = |e: std::io::Error| {
                 CheckError::new(
                     Reason::NotFound,
                     format!("cannot read pidfile {}: {e}", path.display()),
                 )
-            })?;
-            text.trim().parse().map(|p| (p, 1)).map_err(|_| {
+            };
+            let mut f = std::fs::File::open(path).map_err(cannot)?;
+            let written = f.metadata().and_then(|m| m.modified()).ok();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text).map_err(cannot)?;
+            text.trim().parse().map(|p| (p, 1, written)).map_err(|_| {
                 CheckError::new(
                     Reason::NotFound,
                     format!("pidfile {} does not hold a pid", path.display()),
@@ -320,7 +328,7 @@ fn find_pid(target: &Target, system: &mut System) -> Result<(u32, usize), CheckE
             // The oldest match is the main process; the others are its children.
             found
                 .first()
-                .map(|(_, pid)| (*pid, found.len()))
+                .map(|(_, pid)| (*pid, found.len(), None))
                 .ok_or_else(|| {
                     CheckError::new(
                         Reason::NotFound,
@@ -350,8 +358,23 @@ fn alive(s: ProcessStatus) -> bool {
     !matches!(s, ProcessStatus::Zombie | ProcessStatus::Dead)
 }
 
+/// Whether a process that started at `started` (seconds since the epoch,
+/// as the kernel counts them: whole seconds, from the boot time) cannot be
+/// the one that wrote a pidfile last written at `written`: a process writes
+/// its pidfile after it starts (a wrapper that writes `$$` and then execs
+/// keeps its start), so one that started later has a pid the kernel gave
+/// again, after the process that wrote the file was gone.
+fn started_after(started: u64, written: SystemTime) -> bool {
+    // Two seconds of slack: the start is rounded to a second, and the boot
+    // time it is counted from moves with clock adjustments.
+    let written = written
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    started > written + 2
+}
+
 fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
-    let (pid, matches) = find_pid(target, system)?;
+    let (pid, matches, written) = find_pid(target, system)?;
     let spid = Pid::from_u32(pid);
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&[spid]),
@@ -369,6 +392,22 @@ fn sample(target: &Target, system: &mut System) -> Result<Sample, CheckError> {
         .ok_or_else(|| {
             CheckError::new(Reason::NotFound, format!("process {pid} is not running"))
         })?;
+    if let (Some(written), Target::Pidfile(path)) = (written, target)
+        && started_after(p.start_time(), written)
+    {
+        return Err(CheckError::new(
+            Reason::NotFound,
+            format!(
+                "pidfile {} is stale: pid {pid} is `{}`, started {} after the pidfile was written {} (the process that wrote it is gone; the pid was given again)",
+                path.display(),
+                p.name().to_string_lossy(),
+                crate::util::time::rfc3339(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(p.start_time())
+                ),
+                crate::util::time::rfc3339(written),
+            ),
+        ));
+    }
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()
         .map(|d| d.count())

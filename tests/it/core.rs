@@ -233,6 +233,44 @@ async fn a_process_name_longer_than_the_kernel_keeps_is_found() {
     }
 }
 
+/// An app that crashed leaves its pidfile; the kernel gives its pid to
+/// another process later (a cron job, a shell): that one is not the app.
+#[tokio::test]
+async fn a_pidfile_whose_pid_was_given_again_is_stale_not_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    let other = sleeper();
+    std::fs::write(&pidfile, other.pid().to_string()).unwrap();
+    // Written an hour before that process started: by a process long gone.
+    let f = std::fs::File::options().write(true).open(&pidfile).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let yaml = format!(
+        "probes:\n{}",
+        process_probe("app", &format!("pidfile: {}", pidfile.display()), "")
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("stale", SECS10, |_, h| {
+            h["components"]["app"]["status"] == "unhealthy"
+        })
+        .await;
+    let error = h["components"]["app"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("is stale: pid {} is `sleep`", other.pid()))
+            && error.contains("the pid was given again"),
+        "{error}"
+    );
+    assert_eq!(h["components"]["app"]["reason"], "not_found");
+    // The app writes its pidfile again (it started): healthy.
+    std::fs::write(&pidfile, other.pid().to_string()).unwrap();
+    dw.wait_health("healthy", SECS10, |_, h| {
+        h["components"]["app"]["status"] == "healthy"
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn killed_process_turns_unhealthy_after_the_threshold() {
     let mut crit = sleeper();
