@@ -132,6 +132,13 @@ pub(super) async fn probe(
                     format!("unknown module `{name}`; known: {}", known.join(", "))
                 })
             })?;
+            // As blackbox_exporter reads it (its README probes
+            // `target=google.com`): a target without a scheme is http://.
+            let target = if target.contains("://") {
+                target
+            } else {
+                format!("http://{target}")
+            };
             let url = Target::parse(&target)
                 .map_err(|e| ApiError::BadRequest(format!("invalid target: {e}")))?;
             if !module.allows(&url) {

@@ -911,6 +911,16 @@ async fn probe_module_success_answers_only_that_check() {
         1.0
     );
 
+    // A target without a scheme is http://, as blackbox_exporter reads it
+    // (Prometheus configs written for it list bare host:port targets).
+    let bare = format!("127.0.0.1:{port}/ok");
+    let (code, body) = get_probe(&dw, &[("target", &bare), ("module", "partner_2xx")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        Metrics::parse(&body).value("depwatch_probe_success", &[c]),
+        1.0
+    );
+
     // OpenMetrics when asked for.
     let (_, om) = get_probe(
         &dw,
@@ -989,6 +999,11 @@ async fn probe_refuses_bad_requests_with_400() {
         (
             vec![("target", "ftp://127.0.0.1/"), ("module", "partner_2xx")],
             "invalid target",
+        ),
+        // Read as http://10.1.2.3:9100/: allowed_targets still decide.
+        (
+            vec![("target", "10.1.2.3:9100"), ("module", "partner_2xx")],
+            "target http://10.1.2.3:9100/ is not allowed by module `partner_2xx`",
         ),
         (vec![("target", "nobody")], "unknown target `nobody`"),
         (
