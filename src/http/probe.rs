@@ -41,6 +41,9 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 pub(super) struct ProbeQuery {
     target: Option<String>,
     module: Option<String>,
+    /// `debug=true`, as blackbox_exporter takes it: the check's result in
+    /// words (error, details) before the metrics, as plain text.
+    debug: Option<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,7 +125,8 @@ pub(super) async fn probe(
             &format!("{cap} /probe checks are running (limits.probe_concurrency): try again"),
         ));
     };
-    let om = match q.module.filter(|m| !m.is_empty()) {
+    let debug = q.debug.as_deref().is_some_and(|d| d == "true" || d == "1");
+    let (om, report) = match q.module.filter(|m| !m.is_empty()) {
         Some(name) => {
             let module = rt.config.modules.get(&name).ok_or_else(|| {
                 let known: Vec<&str> = rt.config.modules.keys().map(String::as_str).collect();
@@ -148,7 +152,7 @@ pub(super) async fn probe(
                 )));
             }
             let timeout = budget.map_or(module.timeout, |b| b.min(module.timeout));
-            run_module(&name, module, url, timeout).await?
+            run_module(&name, module, url, timeout, debug).await?
         }
         None => {
             let c = rt.component(&target).cloned().ok_or_else(|| {
@@ -158,9 +162,19 @@ pub(super) async fn probe(
                     format!("unknown target `{target}`: no configured probe has that name")
                 })
             })?;
-            run_configured(&s, &c, budget, rt.config.health.cache_ttl).await
+            run_configured(&s, &c, budget, rt.config.health.cache_ttl, debug).await
         }
     };
+    if let Some(report) = report {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "{report}\n\nMetrics that would have been returned:\n{}",
+                convert(&om, Format::Text)
+            ),
+        )
+            .into_response());
+    }
     let format = super::scrape::format_of(&headers);
     Ok((
         [(header::CONTENT_TYPE, format.content_type())],
@@ -169,13 +183,44 @@ pub(super) async fn probe(
         .into_response())
 }
 
-/// One check of a module against `url`, in a registry of its own.
+/// What a check came to, in words, for `debug=true`: the outcome, the
+/// reason and error of a failure, the details as `/api/health` has them.
+fn report(head: String, result: &crate::probe::CheckResult) -> String {
+    let (verdict, why, details) = match result {
+        Ok(o) => (o.level.as_str(), o.why.clone(), &o.details),
+        Err(e) => (
+            "failed",
+            Some(format!("{}: {}", e.reason.as_str(), e.message)),
+            &e.details,
+        ),
+    };
+    let mut out = format!("{head}: {verdict}\n");
+    if let Some(why) = why {
+        out.push_str(&format!("why: {why}\n"));
+    }
+    out.push_str("details: ");
+    out.push_str(&pretty(details));
+    out
+}
+
+/// JSON indented for reading (details hold raw JSON, which serializes as
+/// it is: read back as a value first).
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default()
+}
+
+/// One check of a module against `url`, in a registry of its own; with
+/// `debug`, its result in words too.
 async fn run_module(
     name: &str,
     module: &http::Module,
     url: Target,
     timeout: Duration,
-) -> Result<String, ApiError> {
+    debug: bool,
+) -> Result<(String, Option<String>), ApiError> {
+    let shown = url.redacted();
     let mut registry = Registry::default();
     let sub = registry.sub_registry_with_prefix("depwatch");
     let mut lines = crate::metrics::lines::Registry::default();
@@ -192,11 +237,25 @@ async fn run_module(
     if let Ok(Err(e)) = &outcome {
         tracing::debug!(module = name, reason = e.reason.as_str(), error = %e.message, "Probe failed.");
     }
-    result.set(name, ok, started.elapsed());
+    let took = started.elapsed();
+    result.set(name, ok, took);
     let mut om =
         crate::metrics::exposition::encode(&registry, &[&lines], Format::OpenMetrics, 2048);
     om.push_str("# EOF\n");
-    Ok(om)
+    let report = debug.then(|| {
+        let head = format!(
+            "Probe of {shown} with module `{name}` ({:.1} ms)",
+            took.as_secs_f64() * 1000.0
+        );
+        match &outcome {
+            Ok(result) => report(head, result),
+            Err(_) => format!(
+                "{head}: failed\nwhy: timeout: no answer within {}",
+                crate::config::units::format_duration(timeout)
+            ),
+        }
+    });
+    Ok((om, report))
 }
 
 /// Answers a configured probe's own series, from the health cache: a result
@@ -208,7 +267,8 @@ async fn run_configured(
     c: &Arc<crate::component::Component>,
     budget: Option<Duration>,
     ttl: Duration,
-) -> String {
+    debug: bool,
+) -> (String, Option<String>) {
     let mut registry = Registry::default();
     let result = ProbeResult::register(registry.sub_registry_with_prefix("depwatch"));
     let started = tokio::time::Instant::now();
@@ -216,6 +276,7 @@ async fn run_configured(
     s.count_cache(cached.is_some());
     c.count_cache(cached.is_some());
     crate::metrics::snapshot::changed();
+    let from_cache = cached.is_some();
     let (ok, took) = match cached {
         // The duration of the check that produced the result.
         Some(l) => (l.up, l.duration),
@@ -247,7 +308,22 @@ async fn run_configured(
         c.name(),
     );
     out.push_str(&own);
-    out
+    let report = debug.then(|| {
+        let l = c.latest();
+        format!(
+            "Probe `{}` (kind {}){}: {}\n{}",
+            c.name(),
+            c.kind().as_str(),
+            if from_cache {
+                " from the health cache (health.cache_ttl)"
+            } else {
+                ""
+            },
+            if ok { "success" } else { "failed" },
+            pretty(&c.view(&l))
+        )
+    });
+    (out, report)
 }
 
 fn encode(r: &Registry) -> String {

@@ -970,6 +970,92 @@ async fn probe_configured_target_by_name() {
     promtool_check_metrics(&body);
 }
 
+/// `debug=true` (blackbox_exporter's): the result in words, then the metrics
+/// that would have been returned; for a module and for a configured probe.
+#[tokio::test]
+async fn probe_debug_says_what_the_check_came_to() {
+    let (port, _srv) = partner().await;
+    let dw = probe_dw(port).await;
+    let module = [("module", "partner_2xx"), ("debug", "true")];
+
+    let ok = format!("http://127.0.0.1:{port}/ok");
+    let (code, body) = get_probe(
+        &dw,
+        &[&[("target", ok.as_str())], &module[..]].concat(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let head = body.lines().next().unwrap_or_default();
+    assert!(
+        head.starts_with(&format!("Probe of {ok} with module `partner_2xx` (")),
+        "{body}"
+    );
+    assert!(head.ends_with(": healthy"), "{body}");
+    assert!(body.contains("\"status_code\": 200"), "{body}");
+    let (report, metrics) = body
+        .split_once("\n\nMetrics that would have been returned:\n")
+        .expect("the metrics after the report");
+    assert!(!report.contains("depwatch_probe_success"), "{report}");
+    assert_eq!(
+        Metrics::parse(metrics).value("depwatch_probe_success", &[("component", "partner_2xx")]),
+        1.0
+    );
+    assert!(!metrics.contains("# EOF"), "text format: {metrics}");
+
+    let error = format!("http://127.0.0.1:{port}/error");
+    let (_, body) = get_probe(
+        &dw,
+        &[&[("target", error.as_str())], &module[..]].concat(),
+        &[],
+    )
+    .await;
+    assert!(
+        body.lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with(": failed"),
+        "{body}"
+    );
+    assert!(body.contains("\nwhy: status: "), "{body}");
+    assert!(body.contains("500"), "{body}");
+
+    // A port nothing listens on: the connection error in words.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!(
+        "http://127.0.0.1:{}/ok",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let (_, body) = get_probe(
+        &dw,
+        &[&[("target", dead.as_str())], &module[..]].concat(),
+        &[],
+    )
+    .await;
+    assert!(body.contains("\nwhy: connect: "), "{body}");
+
+    // Without debug, nothing but the metrics.
+    let (_, plain) = get_probe(
+        &dw,
+        &[("target", ok.as_str()), ("module", "partner_2xx")],
+        &[],
+    )
+    .await;
+    assert!(plain.starts_with('#'), "{plain}");
+
+    // A configured probe: its view as /api/health shows it.
+    let (code, body) = get_probe(&dw, &[("target", "partner"), ("debug", "1")], &[]).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("Probe `partner` (kind http)"), "{body}");
+    assert!(body.contains(": success\n"), "{body}");
+    assert!(body.contains("\"status\": \"healthy\""), "{body}");
+    assert!(
+        body.contains("depwatch_probe_success{component=\"partner\"} 1"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn probe_refuses_bad_requests_with_400() {
     let (port, _srv) = partner().await;
