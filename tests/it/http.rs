@@ -829,9 +829,7 @@ async fn closing_partner() -> (u16, Task, tokio::sync::mpsc::UnboundedReceiver<S
 
 #[tokio::test]
 async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
-    // One request per connection, said so: the server closes first and
-    // keeps the TIME_WAIT, not this host (thousands of checks a minute
-    // against one partner would otherwise use up its ephemeral ports).
+    // One request per connection, said so: the server may close first.
     let (port, _srv, mut heads) = closing_partner().await;
     let (_dw, m, c) = check_once(
         &format!("http://127.0.0.1:{port}/status"),
@@ -844,6 +842,59 @@ async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
     let lower = head.to_ascii_lowercase();
     assert!(lower.starts_with("get /status http/1.1\r\n"), "{head}");
     assert!(lower.contains("\r\nconnection: close\r\n"), "{head}");
+}
+
+/// A check ends its connection with a reset once it has the answer (as
+/// HAProxy's health checks do): the partner keeps no TIME_WAIT socket per
+/// check, and a server that keeps the connection open is not left waiting.
+#[tokio::test]
+async fn a_check_ends_its_connection_with_a_reset_once_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let _srv = Task(tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = r#"{"status":"ok"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+                // Kept open: how does the client end it?
+                let end = match s.read(&mut buf).await {
+                    Ok(0) => "an orderly close".to_string(),
+                    Ok(n) => format!("{n} more bytes"),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        "a reset".to_string()
+                    }
+                    Err(e) => format!("error {e}"),
+                };
+                let _ = tx.send(end);
+            });
+        }
+    }));
+    let (_dw, _, c) = check_once(
+        &format!("http://127.0.0.1:{port}/status"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    let end = tokio::time::timeout(Duration::from_secs(10), ended.recv())
+        .await
+        .expect("the check ends its connection")
+        .unwrap();
+    assert_eq!(end, "a reset");
 }
 
 // ----------------------------------------------------------------- /probe --
