@@ -7,31 +7,8 @@
 // the open page (no reload), takes the failing screenshots and prints "shots-taken", waits for
 // "restarted", prints "healthy <ms>", then "done". Any failure prints "FAIL <why>" and exits 1.
 
-import { chromium } from "playwright-core";
-import { createInterface } from "node:readline";
 import { join } from "node:path";
-import { createRequire } from "node:module";
-
-const url = process.env.DEPWATCH_URL;
-const out = process.env.OUT;
-const expect = JSON.parse(process.env.EXPECT);
-const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
-
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function waitLine(want) {
-  for (;;) {
-    const { value, done } = await lines.next();
-    if (done) throw new Error(`stdin closed while waiting for "${want}"`);
-    if (value.trim() === want) return;
-  }
-}
-class Failed extends Error {}
-function fail(why) {
-  throw new Failed(why);
-}
-function check(cond, why) {
-  if (!cond) fail(why);
-}
+import { url, out, expect, axePath, waitLine, check, fail, axe, watch, drive } from "./harness.mjs";
 
 const sizes = { desktop: { width: 1280, height: 900 }, phone: { width: 390, height: 844 } };
 
@@ -45,17 +22,6 @@ async function shots(page, state) {
   }
   await page.emulateMedia({ colorScheme: "light" });
   await page.setViewportSize(sizes.desktop);
-}
-
-async function axe(page, scheme) {
-  await page.emulateMedia({ colorScheme: scheme });
-  const found = await page.evaluate(async () => {
-    const r = await window.axe.run(document, {
-      runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
-    });
-    return r.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join("; ")})`);
-  });
-  check(found.length === 0, `axe (${scheme}): ${found.join(" | ")}`);
 }
 
 async function rowState(page, name) {
@@ -75,21 +41,10 @@ async function waitState(page, name, want, ms) {
 }
 
 // A fresh profile (Playwright's own temporary user-data-dir) each run.
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-let code = 0;
-try {
+await drive(async (browser) => {
   const context = await browser.newContext({ viewport: sizes.desktop });
   const page = await context.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  let navigations = 0;
-  page.on("framenavigated", (f) => { if (f === page.mainFrame()) navigations++; });
+  const seen = watch(page);
   const resp = await page.goto(url, { waitUntil: "load" });
   check(resp.status() === 200, `GET / answered ${resp.status()}`);
   // Nothing but the page itself and its event stream is requested.
@@ -136,13 +91,13 @@ try {
   await shots(page, "healthy");
 
   // Kill redis-server: the row turns unhealthy live, without a reload.
-  const before = navigations;
+  const before = seen.navigations;
   await page.evaluate(() => { window.__stayed = true; });
   console.log("ready-to-kill");
   await waitLine("killed");
   const took = await waitState(page, expect.redis, "Unhealthy", 3000);
   check(await page.evaluate(() => window.__stayed === true), "the page was reloaded");
-  check(navigations === before, "the page navigated");
+  check(seen.navigations === before, "the page navigated");
   console.log(`unhealthy ${took}`);
   // The verdict follows, and the server-rendered numbers catch up.
   await page.waitForFunction(() => document.getElementById("verdict").textContent === "Unhealthy", null, { timeout: 15000 });
@@ -163,7 +118,7 @@ try {
   console.log(`healthy ${back}`);
   const foreign = requests.filter((u) => !u.startsWith(new URL(url).origin));
   check(foreign.length === 0, `requests elsewhere: ${foreign.join(", ")}`);
-  check(errors.length === 0, `page errors: ${errors.join(" | ")}`);
+  check(seen.errors.length === 0, `page errors: ${seen.errors.join(" | ")}`);
 
   // Without JavaScript the page still shows everything and reloads itself.
   const nojs = await browser.newContext({ javaScriptEnabled: false, viewport: sizes.desktop });
@@ -174,10 +129,4 @@ try {
   check((await p2.textContent("#live")).startsWith("refreshes every"), "the no-JavaScript note");
   await nojs.close();
   console.log("done");
-} catch (e) {
-  console.log(`FAIL ${e instanceof Failed ? e.message : String(e.message).split("\n")[0]}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

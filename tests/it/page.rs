@@ -66,13 +66,58 @@ fn expect_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, want: 
     panic!("the browser script ended before `{want}`");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_page_in_chromium_turns_a_row_unhealthy_live_and_back() {
+/// Runs `script` (in `tests/browser`) against the page of `dw`, which
+/// says when to kill the Redis `server`; once the page showed the failure,
+/// Redis is started again on its port (`revived` runs against it) and the
+/// page must show the recovery. The two times the script printed, and the
+/// new server.
+async fn kill_and_revive_in_the_browser(
+    script: &str,
+    dw: &Depwatch,
+    expect: serde_json::Value,
+    mut server: RedisServer,
+    revived: impl FnOnce(&RedisServer) + Send + 'static,
+) -> (String, String, RedisServer) {
     let chromium = require("chromium", "apt-get install chromium");
     let node = require("node", "apt-get install nodejs npm");
-    let browser = browser_dir();
-    let mut server = RedisServer::start(None);
     let port = server.port;
+    let mut child = Command::new(node)
+        .arg(script)
+        .current_dir(browser_dir())
+        .env("DEPWATCH_URL", dw.url("/"))
+        .env("OUT", output_dir())
+        .env("CHROMIUM", &chromium)
+        .env("EXPECT", expect.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        expect_line(&mut lines, "ready-to-kill");
+        server.proc.kill();
+        writeln!(stdin, "killed").unwrap();
+        let took = expect_line(&mut lines, "unhealthy");
+        expect_line(&mut lines, "shots-taken");
+        let server = RedisServer::start_on(port, None);
+        revived(&server);
+        writeln!(stdin, "restarted").unwrap();
+        let back = expect_line(&mut lines, "healthy");
+        expect_line(&mut lines, "done");
+        (took, back, server)
+    })
+    .await;
+    let status = child.wait().expect("node exit");
+    let result = result.expect("the browser run");
+    assert!(status.success(), "node: {status}");
+    result
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_in_chromium_turns_a_row_unhealthy_live_and_back() {
+    let server = RedisServer::start(None);
     let mut c = server.conn().await;
     bullmq_queue(&mut c).await;
     let data = tempfile::tempdir().unwrap();
@@ -107,45 +152,18 @@ async fn the_page_in_chromium_turns_a_row_unhealthy_live_and_back() {
     })
     .await;
 
-    let out = output_dir();
-    let mut script = Command::new(node)
-        .arg("page.mjs")
-        .current_dir(&browser)
-        .env("DEPWATCH_URL", dw.url("/"))
-        .env("OUT", &out)
-        .env("CHROMIUM", &chromium)
-        .env(
-            "EXPECT",
-            json!({ "queue": "payments", "waiting": 3, "storage": "data-disk", "redis": "jobs-redis" })
-                .to_string(),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let mut stdin = script.stdin.take().unwrap();
-    let stdout = script.stdout.take().unwrap();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        expect_line(&mut lines, "ready-to-kill");
-        server.proc.kill();
-        writeln!(stdin, "killed").unwrap();
-        let took = expect_line(&mut lines, "unhealthy");
-        expect_line(&mut lines, "shots-taken");
-        let server = RedisServer::start_on(port, None);
+    let (took, back, _server) = kill_and_revive_in_the_browser(
+        "page.mjs",
+        &dw,
+        json!({ "queue": "payments", "waiting": 3, "storage": "data-disk", "redis": "jobs-redis" }),
+        server,
         // The service makes its queue again once Redis is back (a Redis
         // without it reports the queue as not existing).
-        crate::redis::make_bullmq_queue(&server.url(), "bull:payments");
-        writeln!(stdin, "restarted").unwrap();
-        let back = expect_line(&mut lines, "healthy");
-        expect_line(&mut lines, "done");
-        (took, back, server)
-    })
+        |server| crate::redis::make_bullmq_queue(&server.url(), "bull:payments"),
+    )
     .await;
-    let status = script.wait().expect("node exit");
-    let (took, back, _server) = result.expect("the browser run");
-    assert!(status.success(), "node: {status}");
     eprintln!("row unhealthy after {took}, healthy again after {back}");
+    let out = output_dir();
     for state in ["healthy", "failing"] {
         for scheme in ["light", "dark"] {
             for size in ["desktop", "phone"] {
@@ -159,11 +177,7 @@ async fn the_page_in_chromium_turns_a_row_unhealthy_live_and_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn past_fifty_components_the_page_names_the_healthy_and_shows_a_failing_one_live() {
-    let chromium = require("chromium", "apt-get install chromium");
-    let node = require("node", "apt-get install nodejs npm");
-    let browser = browser_dir();
-    let mut server = RedisServer::start(None);
-    let port = server.port;
+    let server = RedisServer::start(None);
     let mut yaml = format!(
         "probes:
   - name: jobs-redis
@@ -207,40 +221,14 @@ async fn past_fifty_components_the_page_names_the_healthy_and_shows_a_failing_on
     let (_, none) = dw.get("/?component=%3Cnope%3E").await;
     assert!(none.contains("No component is named <code>&lt;nope&gt;</code>"));
 
-    let out = output_dir();
-    let mut script = Command::new(node)
-        .arg("compact.mjs")
-        .current_dir(&browser)
-        .env("DEPWATCH_URL", dw.url("/"))
-        .env("OUT", &out)
-        .env("CHROMIUM", &chromium)
-        .env(
-            "EXPECT",
-            json!({ "redis": "jobs-redis", "total": 60 }).to_string(),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let mut stdin = script.stdin.take().unwrap();
-    let stdout = script.stdout.take().unwrap();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        expect_line(&mut lines, "ready-to-kill");
-        server.proc.kill();
-        writeln!(stdin, "killed").unwrap();
-        let took = expect_line(&mut lines, "unhealthy");
-        expect_line(&mut lines, "shots-taken");
-        let server = RedisServer::start_on(port, None);
-        writeln!(stdin, "restarted").unwrap();
-        let back = expect_line(&mut lines, "healthy");
-        expect_line(&mut lines, "done");
-        (took, back, server)
-    })
+    let (took, back, _server) = kill_and_revive_in_the_browser(
+        "compact.mjs",
+        &dw,
+        json!({ "redis": "jobs-redis", "total": 60 }),
+        server,
+        |_| {},
+    )
     .await;
-    let status = script.wait().expect("node exit");
-    let (took, back, _server) = result.expect("the browser run");
-    assert!(status.success(), "node: {status}");
     eprintln!("row in full after {took}, named only again after {back}");
 }
 
