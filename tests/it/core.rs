@@ -177,7 +177,7 @@ async fn openmetrics_when_asked() {
             "depwatch_checks_total",
             &[("component", "self"), ("kind", "process")],
         )
-        .is_some()
+        .is_some_and(|n| n >= 1.0)
     })
     .await;
     let r = dw

@@ -22,7 +22,7 @@ async fn start() -> Depwatch {
             "depwatch_checks_total",
             &[("component", "self"), ("kind", "process")],
         )
-        .is_some()
+        .is_some_and(|n| n >= 1.0)
     })
     .await;
     dw

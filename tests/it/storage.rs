@@ -456,14 +456,15 @@ async fn history_survives_a_restart() {
         .wait_metrics(
             "the first check after the restart",
             Duration::from_secs(10),
-            // Counted once the check has ended: the probe's own series
-            // (used bytes first, the forecast last) are all written by then.
+            // Counted, not only made: the series is made at 0 when the
+            // check starts, and counted once the probe's own series (used
+            // bytes first, the forecast last) are all written.
             |m| {
                 m.get(
                     "depwatch_checks_total",
                     &[("component", "quota"), ("kind", "storage")],
                 )
-                .is_some()
+                .is_some_and(|n| n >= 1.0)
             },
         )
         .await;
@@ -475,9 +476,15 @@ async fn history_survives_a_restart() {
         after > samples,
         "history was not loaded: {after} <= {samples}"
     );
-    let d = days_of(&m, "quota").expect("the forecast right after the restart");
-    assert!((17.0..23.0).contains(&d), "{d}");
     let (_, h) = dw.health("").await;
+    let Some(d) = days_of(&m, "quota") else {
+        // Seen once in a full run on a loaded machine: say why.
+        panic!(
+            "no forecast right after the restart ({after} samples): {}",
+            h["components"]["quota"]["details"]["forecast"]
+        );
+    };
+    assert!((17.0..23.0).contains(&d), "{d}");
     assert_eq!(h["state_store"]["status"], "ok", "{h}");
     assert_eq!(h["state_store"]["recovered_from_corruption"], Value::Null);
     stop(&mut dw);
