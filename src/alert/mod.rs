@@ -3,7 +3,8 @@
 //! - [`config`]: the `alerting:` section (mailboxes checked at load).
 //! - [`engine`]: the tasks — the pipeline watchdog (scrapes, Alertmanager's
 //!   `/-/healthy`, the `Watchdog` heartbeat) and the incident loop that
-//!   decides emails; the outbox sender (retries with backoff, in order).
+//!   decides emails. [`outbox`]: the sender (in order, retries with
+//!   backoff) and the test email.
 //! - [`incident`]: when to email (grouping, reminders, resolution).
 //! - [`render`]: subject, text and HTML. [`email`]: lettre, SMTP, TLS.
 //! - [`coord`]: the HA sender election through Redis (`coordination`).
@@ -18,6 +19,7 @@ pub mod email;
 pub mod engine;
 pub mod incident;
 pub mod metrics;
+pub mod outbox;
 pub mod render;
 pub mod state;
 pub mod store;
@@ -47,5 +49,5 @@ pub fn send_test_email(config: &crate::config::Config) -> Result<String, TestEma
         .enable_all()
         .build()
         .map_err(TestEmailError::Runtime)?;
-    Ok(runtime.block_on(engine::send_test(alerting, &email::host_name(), None))?)
+    Ok(runtime.block_on(outbox::send_test(alerting, &email::host_name(), None))?)
 }

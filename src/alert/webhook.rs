@@ -141,7 +141,7 @@ pub async fn test_email(
         ));
     };
     drop(rt);
-    match super::engine::send_test(&cfg, &s.alert.host, Some(&s.alert.metrics)).await {
+    match super::outbox::send_test(&cfg, &s.alert.host, Some(&s.alert.metrics)).await {
         Ok(reply) => Ok(axum::Json(json!({ "status": "sent", "reply": reply })).into_response()),
         Err(e) => Ok((
             StatusCode::BAD_GATEWAY,

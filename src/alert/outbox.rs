@@ -1,0 +1,217 @@
+//! The outbox sender: the emails the engine queued, delivered in order
+//! through `alerting.email`, each retried with backoff before anything
+//! behind it goes (a message the server refuses for good is set aside, see
+//! [`sender`]); and the test email, sent at once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::config::AlertingConfig;
+use super::email::{self, Outgoing};
+use super::engine::stopped;
+use super::incident::EmailKind;
+use super::render::{self, View, now_ms};
+use crate::http::shared::Shared;
+
+/// Sends the outbox in order; a failure is retried (backoff) before
+/// anything behind it goes.
+pub(super) async fn sender(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let a = &shared.alert;
+    let mut q: VecDeque<Outgoing> = VecDeque::new();
+    let mut attempt = 0u32;
+    // A message the server refused for good (5xx), set aside while the
+    // next one is tried: if the server takes that one, it refuses this
+    // message itself (its size, its content) and retrying cannot help, so
+    // it is given up instead of holding back every email behind it; if it
+    // refuses that one too (relay, recipients), both wait for a fix.
+    let mut refused: Option<(Outgoing, email::SendError)> = None;
+    loop {
+        if q.is_empty() {
+            a.lock().queued = 0;
+            tokio::select! {
+                _ = stop.changed() => return,
+                m = rx.recv() => match m {
+                    Some(m) => q.push_back(m),
+                    None => return,
+                },
+            }
+        }
+        while let Ok(m) = rx.try_recv() {
+            q.push_back(m);
+        }
+        a.lock().queued = q.len() + usize::from(refused.is_some());
+        let Some(head) = q.front().cloned() else {
+            continue;
+        };
+        let rt = shared.current();
+        let Some(ecfg) = rt.config.alerting.as_ref().and_then(|c| c.email.clone()) else {
+            // Email was removed by a reload: keep the outbox until it is back.
+            if stopped(&mut stop, Duration::from_secs(1)).await {
+                return;
+            }
+            continue;
+        };
+        drop(rt);
+        match a.coord.gate().await {
+            super::coord::Gate::Send => {}
+            super::coord::Gate::Wait => {
+                if stopped(&mut stop, Duration::from_millis(200)).await {
+                    return;
+                }
+                continue;
+            }
+            super::coord::Gate::Skip(leader) => {
+                tracing::info!(kind = head.kind.as_str(), subject = %head.subject, leader = %leader, "Alert email left to the HA leader.");
+                shared.store.alert_email_sent(
+                    head.id,
+                    now_ms(),
+                    format!("not sent here: {leader} is the sender"),
+                );
+                q.pop_front();
+                continue;
+            }
+        }
+        a.metrics.attempt(head.kind);
+        shared.store.alert_email_attempt(head.id);
+        let result = tokio::select! {
+            _ = stop.changed() => return,
+            r = email::deliver(&ecfg, &head) => r,
+        };
+        let now = now_ms();
+        let at = crate::util::time::rfc3339(std::time::SystemTime::now());
+        match result {
+            Ok(email::Delivered {
+                reply,
+                refused: partly,
+            }) => {
+                shared.store.alert_email_sent(head.id, now, reply.clone());
+                tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
+                if let Some(e) = partly {
+                    // Sent, but not to everyone: counted and shown as a failure.
+                    a.metrics.failure(head.kind);
+                    tracing::warn!(kind = head.kind.as_str(), subject = %head.subject, error = %e.message, "Alert email refused for some recipients.");
+                    a.lock().last_error = Some(failure(&head, &e, &at, attempt + 1));
+                }
+                let last = json!({
+                    "kind": head.kind.as_str(), "subject": head.subject, "reply": reply, "at": at,
+                });
+                a.coord.publish_sent(&head.message_id, &last);
+                a.lock().last_email = Some(last.clone());
+                q.pop_front();
+                attempt = 0;
+                if let Some((m, e)) = refused.take() {
+                    tracing::error!(kind = m.kind.as_str(), subject = %m.subject, error = %e.message, "Alert email given up: the server refuses this message and took the next one.");
+                    shared
+                        .store
+                        .alert_email_sent(m.id, now, format!("given up: {}", e.message));
+                    // Out of the shared outbox too (a peer taking over would
+                    // try it again); the email sent stays the last one.
+                    a.coord.publish_sent(&m.message_id, &last);
+                }
+            }
+            Err(e) => {
+                a.metrics.failure(head.kind);
+                let wait = email::backoff(attempt);
+                if attempt == 0 {
+                    tracing::warn!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed; retrying.");
+                } else {
+                    tracing::debug!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed again.");
+                }
+                a.lock().last_error = Some(failure(&head, &e, &at, attempt + 1));
+                if e.reason == email::FailReason::Rejected && refused.is_none() && q.len() > 1 {
+                    refused = q.pop_front().map(|m| (m, e));
+                    continue;
+                }
+                if let Some((m, _)) = refused.take() {
+                    q.push_front(m);
+                }
+                attempt += 1;
+                if stopped(&mut stop, wait).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The outbox's last error as `/api/health` shows it.
+fn failure(m: &Outgoing, e: &email::SendError, at: &str, attempts: u32) -> serde_json::Value {
+    json!({
+        "kind": m.kind.as_str(), "reason": e.reason.as_str(), "message": e.message,
+        "at": at, "attempts": attempts,
+    })
+}
+
+/// Sends a test email now (not through the outbox) and answers the
+/// server's reply or the exact failure.
+pub async fn send_test(
+    cfg: &AlertingConfig,
+    host: &str,
+    metrics: Option<&super::metrics::AlertMetrics>,
+) -> Result<String, email::SendError> {
+    let Some(ecfg) = cfg.email.as_ref() else {
+        return Err(email::SendError {
+            reason: email::FailReason::Config,
+            message: "alerting.email is not configured".into(),
+        });
+    };
+    let view = View {
+        host: host.to_string(),
+        mode: cfg.mode.as_str(),
+        pipeline: "unknown",
+        runbook: cfg.runbook_url.clone(),
+        ..Default::default()
+    };
+    let r = render::render(EmailKind::Test, None, &view, now_ms());
+    let message_id = email::new_message_id(None, 0, host);
+    let body = email::build(ecfg, &r, &message_id, None, "test").map_err(|e| email::SendError {
+        reason: email::FailReason::Config,
+        message: e,
+    })?;
+    let (from, to) = email::envelope_of(ecfg);
+    let out = Outgoing {
+        id: 0,
+        incident: None,
+        kind: EmailKind::Test,
+        message_id,
+        subject: r.subject,
+        from,
+        to,
+        body: Arc::new(body),
+    };
+    if let Some(m) = metrics {
+        m.attempt(EmailKind::Test);
+    }
+    let res = async {
+        email::greets(ecfg).await?;
+        match email::deliver(ecfg, &out).await? {
+            email::Delivered {
+                reply,
+                refused: None,
+            } => Ok(reply),
+            // A test is for finding what is wrong: a recipient refused is.
+            email::Delivered {
+                reply,
+                refused: Some(mut e),
+            } => {
+                e.message = format!("{} (the others: {reply})", e.message);
+                Err(e)
+            }
+        }
+    }
+    .await;
+    if res.is_err()
+        && let Some(m) = metrics
+    {
+        m.failure(EmailKind::Test);
+    }
+    res
+}
