@@ -181,7 +181,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut alert_tasks = crate::alert::engine::start(shared.clone(), stop_rx.clone(), addr.port());
+    let mut alert_tasks = crate::alert::start(shared.clone(), stop_rx.clone(), addr.port());
     // The verdict announcer; on stop it ends the /api/events streams.
     alert_tasks.push(crate::http::events::start(shared.clone(), stop_rx.clone()));
     let refresh = {

@@ -21,25 +21,6 @@ use crate::probe::core::Status;
 /// How often the engine looks at the components and the pipeline.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// Starts the tasks; they end when `stop` turns true. `port` is the one
-/// depwatch listens on (the default name of this instance among HA peers).
-pub fn start(
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-    port: u16,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let rx = shared.alert.take_outbox();
-    let mut tasks = vec![
-        tokio::spawn(engine(shared.clone(), stop.clone())),
-        tokio::spawn(alertmanager_checker(shared.clone(), stop.clone())),
-        tokio::spawn(coordinator(shared.clone(), stop.clone(), port)),
-    ];
-    if let Some(rx) = rx {
-        tasks.push(tokio::spawn(super::outbox::sender(shared, rx, stop)));
-    }
-    tasks
-}
-
 /// Waits `d`; true when `stop` turned true meanwhile (or was already).
 pub(super) async fn stopped(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     if *stop.borrow() {
@@ -78,7 +59,7 @@ struct Engine {
     published: String,
 }
 
-async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>, port: u16) {
+pub(super) async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>, port: u16) {
     let settings = {
         let shared = shared.clone();
         move || {
@@ -94,7 +75,7 @@ async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>, port: u16
     super::coord::run(&shared.alert.coord, settings, &shared.alert.host, stop).await;
 }
 
-async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let saved = match shared.store.alert_load(now_ms()).await {
         Ok(s) => s,
         Err(e) => {
@@ -572,7 +553,7 @@ fn incident_json(i: &Incident, action: &str) -> serde_json::Value {
 }
 
 /// Checks Alertmanager's `/-/healthy` every `check_interval`.
-async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     use crate::net::client::{Client, Request};
     use crate::net::target::Target;
     loop {

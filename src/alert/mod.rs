@@ -11,6 +11,8 @@
 //! - [`store`]: incidents and the outbox in the state store.
 //! - [`webhook`]: `POST /api/alertmanager/webhook`, `POST /api/admin/alerts/test`.
 //!
+//! [`start`] starts the tasks of `engine` and `outbox`.
+//!
 //! [`Alerting`] is the state the HTTP handlers read and the tasks write.
 
 pub mod config;
@@ -27,6 +29,25 @@ pub mod webhook;
 
 pub use metrics::AlertMetrics;
 pub use state::{Alerting, FiringAlert, MAX_FIRING, Reason};
+
+/// Starts the tasks; they end when `stop` turns true. `port` is the one
+/// depwatch listens on (the default name of this instance among HA peers).
+pub fn start(
+    shared: std::sync::Arc<crate::http::shared::Shared>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    port: u16,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let rx = shared.alert.take_outbox();
+    let mut tasks = vec![
+        tokio::spawn(engine::engine(shared.clone(), stop.clone())),
+        tokio::spawn(engine::alertmanager_checker(shared.clone(), stop.clone())),
+        tokio::spawn(engine::coordinator(shared.clone(), stop.clone(), port)),
+    ];
+    if let Some(rx) = rx {
+        tasks.push(tokio::spawn(outbox::sender(shared, rx, stop)));
+    }
+    tasks
+}
 
 /// Why `depwatch send-test-email` sent nothing.
 #[derive(Debug, thiserror::Error)]
