@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,9 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use super::error::{Api, ApiError};
+use super::peer::Viewer;
 use super::shared::AppState;
+use crate::config::web::{Group, Level};
 use crate::metrics::exposition::{Format, convert};
 use crate::metrics::kit::GaugeF;
 use crate::net::Target;
@@ -106,6 +109,7 @@ fn scrape_budget(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
 
 pub(super) async fn probe(
     State(s): State<AppState>,
+    viewer: Option<Extension<Viewer>>,
     headers: HeaderMap,
     Api(Query(q)): Api<Query<ProbeQuery>>,
 ) -> Result<Response, ApiError> {
@@ -162,6 +166,13 @@ pub(super) async fn probe(
                     format!("unknown target `{target}`: no configured probe has that name")
                 })
             })?;
+            // The component as /api/health shows it, only to whom
+            // /api/health shows it whole (/probe may be more open).
+            let debug = debug.then(|| match rt.config.access.level(Group::Health) {
+                Level::Public => Shown::Whole,
+                _ if viewer.is_some_and(|Extension(v)| v == Viewer::Authenticated) => Shown::Whole,
+                level => Shown::Verdict(level),
+            });
             run_configured(&s, &c, budget, rt.config.health.cache_ttl, debug).await
         }
     };
@@ -181,6 +192,16 @@ pub(super) async fn probe(
         convert(&om, format),
     )
         .into_response())
+}
+
+/// How much of a configured probe `debug=true` shows.
+#[derive(Clone, Copy)]
+enum Shown {
+    /// The component as `/api/health` shows it.
+    Whole,
+    /// Its verdict only: `/api/health` shows this client no more (the
+    /// level of `access.health`).
+    Verdict(Level),
 }
 
 /// What a check came to, in words, for `debug=true`: the outcome, the
@@ -267,7 +288,7 @@ async fn run_configured(
     c: &Arc<crate::component::Component>,
     budget: Option<Duration>,
     ttl: Duration,
-    debug: bool,
+    debug: Option<Shown>,
 ) -> (String, Option<String>) {
     let mut registry = Registry::default();
     let result = ProbeResult::register(registry.sub_registry_with_prefix("depwatch"));
@@ -308,10 +329,16 @@ async fn run_configured(
         c.name(),
     );
     out.push_str(&own);
-    let report = debug.then(|| {
-        let l = c.latest();
+    let report = debug.map(|shown| {
+        let view = match shown {
+            Shown::Whole => pretty(&c.view(&c.latest())),
+            Shown::Verdict(level) => format!(
+                "(its details and error: for those /api/health shows them to, access.health: {})",
+                level.as_str()
+            ),
+        };
         format!(
-            "Probe `{}` (kind {}){}: {}\n{}",
+            "Probe `{}` (kind {}){}: {}\n{view}",
             c.name(),
             c.kind().as_str(),
             if from_cache {
@@ -320,7 +347,6 @@ async fn run_configured(
                 ""
             },
             if ok { "success" } else { "failed" },
-            pretty(&c.view(&l))
         )
     });
     (out, report)

@@ -250,6 +250,21 @@ async fn summary_views_give_anonymous_clients_the_verdict_only() {
     let (code, _, html) = send(&c, &dw, Method::GET, "/", Auth::Basic(USER, PASS), None).await;
     assert_eq!(code, 200, "the full page answers 200 whatever the verdict");
     assert!(html.contains("secret-orders-db"));
+    // /probe (public here) in words: no more than /api/health shows the
+    // same client.
+    let debug = "/probe?target=secret-orders-db&debug=true";
+    let (code, _, text) = send(&c, &dw, Method::GET, debug, Auth::None, None).await;
+    assert_eq!(code, 200, "{text}");
+    let report = text.split("\n\nMetrics").next().unwrap_or_default();
+    assert!(report.contains(": failed\n"), "{text}");
+    assert!(report.contains("access.health: summary"), "{text}");
+    assert!(
+        !report.contains("\"details\"") && !report.contains("\"error\""),
+        "{text}"
+    );
+    let (_, _, text) = send(&c, &dw, Method::GET, debug, Auth::Basic(USER, PASS), None).await;
+    assert!(text.contains("\"status\": \"unhealthy\""), "{text}");
+    assert!(text.contains("\"error\": "), "{text}");
     // Wrong credentials are refused, not downgraded to the summary.
     let (code, _, _) = send(
         &c,
