@@ -795,24 +795,32 @@ async fn a_hung_partner_does_not_slow_the_others() {
     );
 }
 
+/// Reads a request head (up to its blank line); `None` when the client
+/// closed or failed before it ended (what was read is lost).
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// A partner that answers one request per connection as HTTP/1.0 servers
 /// and nginx after `Connection: close` do: the answer, then its own close.
 /// It hands each request head it read to the test.
 async fn closing_partner() -> (u16, Task, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
+            let head = read_head(&mut s).await.unwrap_or_default();
             let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
             let body = r#"{"status":"ok"}"#;
             let answer = format!(
@@ -857,14 +865,10 @@ async fn a_check_ends_its_connection_with_a_reset_once_answered() {
         while let Ok((mut s, _)) = l.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut s).await.is_none() {
+                    return;
                 }
+                let mut buf = [0u8; 1024];
                 let body = r#"{"status":"ok"}"#;
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
@@ -1027,15 +1031,25 @@ async fn probe_configured_target_by_name() {
 async fn probe_debug_says_what_the_check_came_to() {
     let (port, _srv) = partner().await;
     let dw = probe_dw(port).await;
-    let module = [("module", "partner_2xx"), ("debug", "true")];
+    // The module's check of `target`, in words.
+    let debug = |target: String| {
+        let dw = &dw;
+        async move {
+            get_probe(
+                dw,
+                &[
+                    ("target", target.as_str()),
+                    ("module", "partner_2xx"),
+                    ("debug", "true"),
+                ],
+                &[],
+            )
+            .await
+        }
+    };
 
     let ok = format!("http://127.0.0.1:{port}/ok");
-    let (code, body) = get_probe(
-        &dw,
-        &[&[("target", ok.as_str())], &module[..]].concat(),
-        &[],
-    )
-    .await;
+    let (code, body) = debug(ok.clone()).await;
     assert_eq!(code, 200, "{body}");
     let head = body.lines().next().unwrap_or_default();
     assert!(
@@ -1055,12 +1069,7 @@ async fn probe_debug_says_what_the_check_came_to() {
     assert!(!metrics.contains("# EOF"), "text format: {metrics}");
 
     let error = format!("http://127.0.0.1:{port}/error");
-    let (_, body) = get_probe(
-        &dw,
-        &[&[("target", error.as_str())], &module[..]].concat(),
-        &[],
-    )
-    .await;
+    let (_, body) = debug(error.clone()).await;
     assert!(
         body.lines()
             .next()
@@ -1078,12 +1087,7 @@ async fn probe_debug_says_what_the_check_came_to() {
         closed.local_addr().unwrap().port()
     );
     drop(closed);
-    let (_, body) = get_probe(
-        &dw,
-        &[&[("target", dead.as_str())], &module[..]].concat(),
-        &[],
-    )
-    .await;
+    let (_, body) = debug(dead.clone()).await;
     assert!(body.contains("\nwhy: connect: "), "{body}");
 
     // Without debug, nothing but the metrics.
