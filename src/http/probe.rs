@@ -241,7 +241,8 @@ async fn run_module(
     timeout: Duration,
     debug: bool,
 ) -> Result<(String, Option<String>), ApiError> {
-    let shown = url.redacted();
+    // The URL as the report names it (without its query), made only for one.
+    let shown = debug.then(|| url.redacted());
     let mut registry = Registry::default();
     let sub = registry.sub_registry_with_prefix("depwatch");
     let mut lines = crate::metrics::lines::Registry::default();
@@ -263,7 +264,7 @@ async fn run_module(
     let mut om =
         crate::metrics::exposition::encode(&registry, &[&lines], Format::OpenMetrics, 2048);
     om.push_str("# EOF\n");
-    let report = debug.then(|| {
+    let report = shown.map(|shown| {
         let head = format!(
             "Probe of {shown} with module `{name}` ({:.1} ms)",
             took.as_secs_f64() * 1000.0
