@@ -315,10 +315,16 @@ pub fn from_str_with(
     env: &dyn Fn(&str) -> Option<String>,
     web_file: Option<web::WebConfig>,
 ) -> Result<Config, ConfigError> {
-    let (root, env_problems) =
+    let (mut root, env_problems) =
         yaml::parse_document(src, env).map_err(|p| ConfigError::Invalid {
             rendered: vec![redact::userinfo(&p.render(name))],
         })?;
+    // Top-level keys starting with `x-` are extension fields, as in Compose
+    // files: a place for YAML anchors (`x-http: &http {kind: http}`), not
+    // read.
+    if let yaml::Value::Map(entries) = &mut root.value {
+        entries.retain(|(k, _)| !k.scalar().is_some_and(|k| k.starts_with("x-")));
+    }
     // No problem may show a password or a value from the environment, even
     // one reported away from its own key.
     let env_texts = root.env_texts();

@@ -258,7 +258,7 @@ pub fn parse_document(
     if matches!(root.value, Value::Null) {
         root.value = Value::Map(Vec::new());
     }
-    let mut problems = Vec::new();
+    let mut problems = builder.problems;
     let mut budget = Some(MAX_ALIAS_EXPANSION);
     substitute(&mut root, "", env, &mut problems, &mut budget);
     Ok((root, problems))
@@ -283,6 +283,8 @@ struct Builder {
     expanded: usize,
     /// A limit was passed: building stops, the caller reports this.
     error: Option<Problem>,
+    /// Problems that leave a tree to check (a bad merge key).
+    problems: Vec<Problem>,
 }
 
 impl Builder {
@@ -366,12 +368,13 @@ impl MarkedEventReceiver for Builder {
                     ..
                 }) = self.stack.pop()
                 {
-                    // A block mapping is only recognised at its first `:`,
-                    // so its event points there: use the first key instead.
-                    if let Value::Map(entries) = &node.value
-                        && let Some((k, _)) = entries.first()
-                    {
-                        node.mark = k.mark;
+                    if let Value::Map(entries) = &mut node.value {
+                        // A block mapping is only recognised at its first
+                        // `:`, so its event points there: use the first key.
+                        if let Some((k, _)) = entries.first() {
+                            node.mark = k.mark;
+                        }
+                        merge_keys(entries, &mut self.problems);
                     }
                     self.push_value(node, weight, anchor);
                 }
@@ -413,6 +416,58 @@ impl MarkedEventReceiver for Builder {
             _ => {}
         }
     }
+}
+
+/// Whether `key` is YAML's merge key: a plain `<<` (a quoted one is an
+/// ordinary key).
+fn is_merge_key(key: &Node) -> bool {
+    matches!(&key.value, Value::Scalar { text, plain: true, .. } if text == "<<")
+}
+
+/// Resolves the merge keys (`<<: *base`, `<<: [*a, *b]`) of a mapping just
+/// built, as YAML 1.1 and the Go and Python loaders do: the merged
+/// mappings' entries join it, except keys it has itself (they override
+/// them, wherever they stand), the first of several merged mappings
+/// winning over the later ones. Merged entries keep their own positions:
+/// a problem in one points at the anchor's line, where the value is
+/// written. An anchored mapping is resolved before its aliases copy it.
+fn merge_keys(entries: &mut Vec<(Node, Node)>, problems: &mut Vec<Problem>) {
+    if !entries.iter().any(|(k, _)| is_merge_key(k)) {
+        return;
+    }
+    let (merges, mut out): (Vec<_>, Vec<_>) = std::mem::take(entries)
+        .into_iter()
+        .partition(|(k, _)| is_merge_key(k));
+    let has = |out: &[(Node, Node)], key: &Node| {
+        key.scalar()
+            .is_some_and(|t| out.iter().any(|(k, _)| k.scalar() == Some(t)))
+    };
+    for (_, value) in merges {
+        let sources = match value.value {
+            Value::Seq(items) => items,
+            _ => vec![value],
+        };
+        for source in sources {
+            let Value::Map(merged) = source.value else {
+                problems.push(Problem {
+                    mark: source.mark,
+                    path: String::new(),
+                    message: "`<<` (a YAML merge key) takes a mapping or a list of mappings".into(),
+                    hint: Some(
+                        "anchor a mapping (`base: &base {kind: http}`) and merge it with `<<: *base`"
+                            .into(),
+                    ),
+                });
+                continue;
+            };
+            for (k, v) in merged {
+                if !has(&out, &k) {
+                    out.push((k, v));
+                }
+            }
+        }
+    }
+    *entries = out;
 }
 
 /// Replaces `${NAME}` in every scalar. `budget` is what substitutions may
@@ -598,6 +653,43 @@ mod tests {
         assert!(
             problems[0].message.contains("more than 16 MiB"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn merge_keys_join_the_mapping_its_own_keys_winning() {
+        let n = doc(concat!(
+            "base: &base {kind: http, interval: 10s, timeout: 2s}\n",
+            "slow: &slow {timeout: 9s, retries: 3}\n",
+            "one:\n",
+            "  name: a\n",
+            "  <<: *base\n",
+            "  interval: 5s\n",
+            "two: {<<: [*slow, *base], name: b}\n",
+            "three: {\"<<\": x}\n",
+        ));
+        let get = |path: &str| n.node_at(path).and_then(Node::scalar).map(str::to_string);
+        assert_eq!(get("one.kind").as_deref(), Some("http"));
+        // The mapping's own key wins, even written after the merge.
+        assert_eq!(get("one.interval").as_deref(), Some("5s"));
+        assert_eq!(get("one.timeout").as_deref(), Some("2s"));
+        assert!(n.node_at("one.<<").is_none());
+        // Of several merged mappings, the first wins.
+        assert_eq!(get("two.timeout").as_deref(), Some("9s"));
+        assert_eq!(get("two.kind").as_deref(), Some("http"));
+        assert_eq!(get("two.retries").as_deref(), Some("3"));
+        // The mapping keeps its own position; a merged key keeps the anchor's.
+        assert_eq!(n.get("one").unwrap().mark, Mark { line: 4, col: 3 });
+        assert_eq!(n.mark_of("one.kind").line, 1);
+        // A quoted `<<` is an ordinary key.
+        assert_eq!(get("three.<<").as_deref(), Some("x"));
+
+        let (_, problems) = parse_document("a: {<<: 3, b: 1}\n", &|_| None).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].render("f"),
+            "f:1:9: `<<` (a YAML merge key) takes a mapping or a list of mappings \
+             (anchor a mapping (`base: &base {kind: http}`) and merge it with `<<: *base`)"
         );
     }
 

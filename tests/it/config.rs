@@ -425,6 +425,75 @@ fn good_configurations_load() {
     }
 }
 
+/// Many probes alike share a template: a YAML anchor on an `x-` extension
+/// field (ignored, as in Compose files) merged with `<<`, each probe's own
+/// keys winning; a bad value in the template is reported at its line, once
+/// for each probe that merges it.
+#[test]
+fn probes_share_a_template_through_an_anchor_and_merge_keys() {
+    let base = tempfile::tempdir().unwrap();
+    let yaml = concat!(
+        "x-partner: &partner\n",
+        "  kind: http\n",
+        "  interval: 10s\n",
+        "  timeout: 2s\n",
+        "  tags: [partners]\n",
+        "x-slow: &slow { timeout: 8s }\n",
+        "probes:\n",
+        "  - <<: *partner\n",
+        "    name: billing\n",
+        "    url: http://127.0.0.1:1/health\n",
+        "  - { <<: [*slow, *partner], name: ledger, url: \"http://127.0.0.1:1/\", interval: 30s }\n",
+    );
+    let c = load(yaml, &[], base.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let got: Vec<_> = c
+        .probes
+        .iter()
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.kind(),
+                p.interval.as_secs(),
+                p.timeout.as_secs(),
+                p.tags.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "billing",
+                depwatch::probe::Kind::Http,
+                10,
+                2,
+                vec!["partners".to_string()]
+            ),
+            (
+                "ledger",
+                depwatch::probe::Kind::Http,
+                30,
+                8,
+                vec!["partners".to_string()]
+            ),
+        ]
+    );
+
+    let bad = yaml.replace("  timeout: 2s\n", "  timeout: 2 seconds\n");
+    let problems = load(&bad, &[], base.path()).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("F:4:12: probes[0].timeout: "),
+        "{problems:#?}"
+    );
+    // Not an extension field: still an unknown key.
+    let problems = load(&format!("y-partner: 1\n{PROBE}"), &[], base.path()).unwrap_err();
+    assert!(
+        problems[0].contains("unknown key `y-partner`"),
+        "{problems:#?}"
+    );
+}
+
 /// A probe's check duration buckets: its own, else `defaults.buckets`, else
 /// its kind's (partner APIs and millisecond dependencies differ).
 #[test]
