@@ -33,6 +33,8 @@ use yaml::Problem;
 
 /// The longest check interval: a probe checked less than daily is not watched.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// The shortest `interval`: checks more often would load the dependency.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The most buckets a check duration histogram may have (`buckets`): each
 /// is a series per component.
 pub const MAX_BUCKETS: usize = 40;

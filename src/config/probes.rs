@@ -13,7 +13,7 @@ use super::check::Checker;
 use super::suggest::suggest;
 use super::units::{self, Dur};
 use super::yaml::{self, Node};
-use super::{MAX_BUCKETS, MAX_INTERVAL, ProbeConfig, RawDefaults};
+use super::{MAX_BUCKETS, MAX_INTERVAL, MIN_INTERVAL, ProbeConfig, RawDefaults};
 use super::{de, refs};
 use crate::net::TargetPattern;
 use crate::probe::http::Module;
@@ -213,10 +213,19 @@ impl Checker<'_> {
                 );
             }
             let interval = raw.interval.map_or(d_interval, |d| d.0);
-            let timeout = raw.timeout.map_or(d_timeout, |d| d.0);
             let s_interval = Source::of(&raw.interval, &defaults.interval);
             let s_timeout = Source::of(&raw.timeout, &defaults.timeout);
-            if interval < Duration::from_millis(100) {
+            let timeout = match raw.timeout {
+                Some(d) => d.0,
+                // The built-in timeout fits a short interval (4/5 of it),
+                // as Prometheus caps its default scrape timeout at the
+                // interval: `interval: 1s` alone is a valid probe.
+                None if matches!(s_timeout, Source::BuiltIn) && interval >= MIN_INTERVAL => {
+                    d_timeout.min(interval * 4 / 5)
+                }
+                None => d_timeout,
+            };
+            if interval < MIN_INTERVAL {
                 self.problem(
                     &s_interval.key(&path, "interval"),
                     "interval is shorter than 100ms",

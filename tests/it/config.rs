@@ -217,7 +217,6 @@ fn bad_configurations_report_every_problem_with_a_position() {
             "defaults:\n  interval: 1s\n  jitter: 2s\n  failure_threshold: 0\nprobes:\n  - name: a\n    kind: process\n    self: true\n  - name: b\n    kind: process\n    self: true\n  - name: c\n    kind: process\n    self: true\n    interval: 30s\n    timeout: 10s\n".into(),
             &[],
             &[
-                "F:2:3: defaults.interval: timeout 5s (the built-in default) is not shorter than interval 1s (a check must end before the next one starts: lower timeout or raise interval)",
                 "F:3:3: defaults.jitter: jitter 2s is not shorter than interval 1s (defaults.interval) (a tenth of the interval spreads the load)",
                 "F:4:3: defaults.failure_threshold: failure_threshold 0 is out of range (use 1 to 100 consecutive checks)",
             ],
@@ -490,6 +489,37 @@ fn probes_share_a_template_through_an_anchor_and_merge_keys() {
     let problems = load(&format!("y-partner: 1\n{PROBE}"), &[], base.path()).unwrap_err();
     assert!(
         problems[0].contains("unknown key `y-partner`"),
+        "{problems:#?}"
+    );
+}
+
+/// The built-in timeout (5 s) fits a shorter interval, as Prometheus
+/// caps its default scrape timeout: `interval: 1s` alone is valid; a
+/// timeout written anywhere is taken as written and checked.
+#[test]
+fn the_builtin_timeout_fits_a_short_interval() {
+    let base = tempfile::tempdir().unwrap();
+    let timeouts = |yaml: &str| -> Vec<Duration> {
+        let c = load(yaml, &[], base.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+        c.probes.iter().map(|p| p.timeout).collect()
+    };
+    let two = "probes:\n  - { name: a, kind: process, self: true, interval: 1s }\n  - { name: b, kind: process, self: true }\n";
+    assert_eq!(
+        timeouts(two),
+        [Duration::from_millis(800), Duration::from_secs(5)]
+    );
+    assert_eq!(
+        timeouts(&format!("defaults: {{ interval: 2s }}\n{two}")),
+        [Duration::from_millis(800), Duration::from_millis(1600)]
+    );
+    let problems = load(
+        "probes:\n  - { name: a, kind: process, self: true, interval: 1s, timeout: 5s }\n",
+        &[],
+        base.path(),
+    )
+    .unwrap_err();
+    assert!(
+        problems[0].contains("timeout 5s is not shorter than interval 1s"),
         "{problems:#?}"
     );
 }
