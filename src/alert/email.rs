@@ -118,17 +118,8 @@ fn transport(cfg: &EmailConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, Se
 /// Classifies a lettre error. Its text names the server's answer (code and
 /// first line) or the network/TLS cause; it never holds the credentials.
 fn classify(e: &lettre::transport::smtp::Error, cfg: &EmailConfig) -> SendError {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    // Add the root cause, which lettre keeps as a source (io/TLS errors).
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text = format!("{text}: {t}");
-        }
-        src = s.source();
-    }
+    // With the root cause, which lettre keeps as a source (io/TLS errors).
+    let mut text = crate::util::text::with_causes(e);
     if let Some(p) = &cfg.password
         && !p.expose().is_empty()
     {

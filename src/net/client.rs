@@ -30,6 +30,7 @@ use super::lookup::{Failed, Lookups};
 use super::target::{Refused, Target, TargetPattern, port_of};
 use super::tls::{Identity, Trust};
 use crate::probe::core::{CheckError, Reason};
+use crate::util::text::with_causes;
 
 /// The longest proxy CONNECT answer head we read before giving up.
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
@@ -481,7 +482,11 @@ impl Client {
             };
             CheckError::new(
                 reason,
-                format!("no valid answer from {}: {e}", url.authority()),
+                format!(
+                    "no valid answer from {}: {}",
+                    url.authority(),
+                    with_causes(&e)
+                ),
             )
         })?;
         t.first_byte += t0.elapsed();
@@ -519,7 +524,11 @@ impl Client {
             let frame = frame.map_err(|e| {
                 CheckError::new(
                     Reason::BadResponse,
-                    format!("the body from {} broke off: {e}", url.authority()),
+                    format!(
+                        "the body from {} broke off: {}",
+                        url.authority(),
+                        with_causes(&e)
+                    ),
                 )
             })?;
             if let Ok(data) = frame.into_data() {

@@ -835,6 +835,45 @@ async fn closing_partner() -> (u16, Task, tokio::sync::mpsc::UnboundedReceiver<S
     (port, Task(task), rx)
 }
 
+/// A partner that answers every request with `answer`, as written, then
+/// closes.
+async fn raw_partner(answer: &'static [u8]) -> (u16, Task) {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            if read_head(&mut s).await.is_some() {
+                let _ = s.write_all(answer).await;
+            }
+        }
+    });
+    (port, Task(task))
+}
+
+/// A broken answer names its specific cause (which hyper keeps under a
+/// general message), not only "error reading a body from connection".
+#[tokio::test]
+async fn a_broken_answer_names_its_cause() {
+    for (answer, cause) in [
+        (
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n"[..],
+            "the body from 127.0.0.1:PORT broke off: error reading a body from connection: Invalid chunk size line",
+        ),
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}"[..],
+            "the body from 127.0.0.1:PORT broke off: error reading a body from connection: end of file before message length reached",
+        ),
+    ] {
+        let (port, _srv) = raw_partner(answer).await;
+        let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+        assert_failed(&m, &c, "bad_response", "200");
+        let want = cause.replace("PORT", &port.to_string());
+        let error = c["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(&want), "{error}\nwanted: {want}");
+    }
+}
+
 #[tokio::test]
 async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
     // One request per connection, said so: the server may close first.
