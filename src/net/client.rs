@@ -399,7 +399,15 @@ impl Client {
             let tls = handshake.map_err(|e| {
                 CheckError::new(
                     Reason::Tls,
-                    format!("TLS handshake with {} failed: {e}", url.authority()),
+                    format!(
+                        "TLS handshake with {} failed: {e}{}",
+                        url.authority(),
+                        if plain_text_answer(&e) {
+                            " (the server answered in plain text, not TLS: does this port take http:// rather than https://?)"
+                        } else {
+                            ""
+                        }
+                    ),
                 )
             })?;
             t.tls += t0.elapsed();
@@ -548,6 +556,19 @@ impl Client {
             body,
         })
     }
+}
+
+/// Whether a failed handshake met a server that answered without TLS (a
+/// plain HTTP server's `HTTP/1.1 400`): a record of no known content type.
+fn plain_text_answer(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        })
 }
 
 /// The body as the server meant it: a partner that compresses although it

@@ -851,6 +851,21 @@ async fn raw_partner(answer: &'static [u8]) -> (u16, Task) {
     (port, Task(task))
 }
 
+/// `https://` to a port that speaks plain HTTP (a common slip) says so.
+#[tokio::test]
+async fn https_to_a_plain_http_port_says_so() {
+    let (port, _srv) = partner().await;
+    let (_dw, m, c) = check_once(&format!("https://127.0.0.1:{port}/ok"), "").await;
+    assert_failed(&m, &c, "tls", "none");
+    let error = c["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "answered in plain text, not TLS: does this port take http:// rather than https://?"
+        ),
+        "{error}"
+    );
+}
+
 /// A broken answer names its specific cause (which hyper keeps under a
 /// general message), not only "error reading a body from connection".
 #[tokio::test]
