@@ -586,6 +586,47 @@ async fn redis_outage_fails_with_connect_and_recovers() {
     );
 }
 
+/// Pointed at the wrong port, the check says what it met in one line: a
+/// server that is not Redis (here depwatch's own HTTP port), or a plain
+/// Redis asked for TLS (`rediss://`), which never answers the handshake.
+#[tokio::test]
+async fn redis_at_the_wrong_port_says_what_it_met() {
+    let server = RedisServer::start(None);
+    let http = free_port();
+    let yaml = format!(
+        "listen: 127.0.0.1:{http}\nprobes:\n  - {{ name: not-redis, kind: redis, url: \"redis://127.0.0.1:{http}/0\", interval: 1s, timeout: 800ms }}\n  - {{ name: not-tls, kind: redis, url: \"rediss://127.0.0.1:{}/0\", interval: 1s, timeout: 800ms }}\n",
+        server.port
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both checked", Duration::from_secs(10), |_, h| {
+            ["not-redis", "not-tls"]
+                .iter()
+                .all(|n| h["components"][n]["error"].is_string())
+        })
+        .await;
+    let c = &h["components"]["not-redis"];
+    assert_eq!(c["reason"], "bad_response", "{c}");
+    let error = c["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "redis://127.0.0.1:{http}/0 does not answer in the Redis protocol (is it a Redis port?): "
+        )),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error:?}");
+    let c = &h["components"]["not-tls"];
+    assert_eq!(c["reason"], "connect", "{c}");
+    assert_eq!(
+        c["error"],
+        format!(
+            "connecting to rediss://127.0.0.1:{}/0 timed out after 600ms (a server that does not speak TLS on its port never answers the handshake: is it rediss:// or redis://?)",
+            server.port
+        ),
+        "{c}"
+    );
+}
+
 #[tokio::test]
 async fn redis_auth_and_secrets_never_shown() {
     let secret = "Sup3rSecretPw";

@@ -55,6 +55,8 @@ pub struct RedisProbe {
     spec: Spec,
     client: redis::Client,
     conn_cfg: AsyncConnectionConfig,
+    /// How long connecting (with its TLS handshake) may take.
+    connect_timeout: Duration,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     component: String,
     cache: Cache,
@@ -112,6 +114,7 @@ pub fn build<F: FamiliesOf<Metrics> + FamiliesOf<queue::Metrics> + ?Sized>(
         conn_cfg: AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(None),
+        connect_timeout,
         conn: tokio::sync::Mutex::new(None),
         component: ctx.name.to_string(),
         cache: Cache::new(ctx.name, metrics.cache.clone(), spec, ctx.gate.clone()),
@@ -137,7 +140,22 @@ impl RedisProbe {
     }
 
     fn error(&self, e: &redis::RedisError) -> CheckError {
-        let text = scrub(&e.to_string(), &self.secrets());
+        // One line: the parser's errors come as several.
+        let text = scrub(&e.to_string(), &self.secrets())
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if e.kind() == redis::ErrorKind::Parse {
+            return CheckError::new(
+                Reason::BadResponse,
+                format!(
+                    "{} does not answer in the Redis protocol (is it a Redis port?): {text}",
+                    redact_url(self.spec.url.expose())
+                ),
+            );
+        }
         let upper = text.to_ascii_uppercase();
         let reason = if e.kind() == redis::ErrorKind::AuthenticationFailed
             || upper.contains("WRONGPASS")
@@ -163,7 +181,27 @@ impl RedisProbe {
         self.client
             .get_multiplexed_async_connection_with_config(&self.conn_cfg)
             .await
-            .map_err(|e| self.error(&e))
+            .map_err(|e| {
+                if !e.is_timeout() {
+                    return self.error(&e);
+                }
+                // Connecting, not the scheduler's timeout: say how long
+                // it waited, and the usual cause with TLS.
+                let tls = self.spec.url.expose().starts_with("rediss:");
+                CheckError::new(
+                    Reason::Connect,
+                    format!(
+                        "connecting to {} timed out after {}{}",
+                        redact_url(self.spec.url.expose()),
+                        crate::config::units::format_duration(self.connect_timeout),
+                        if tls {
+                            " (a server that does not speak TLS on its port never answers the handshake: is it rediss:// or redis://?)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+            })
     }
 
     async fn run(&self, conn: &mut MultiplexedConnection) -> CheckResult {
