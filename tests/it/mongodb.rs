@@ -578,6 +578,12 @@ async fn mongodb_blocked_command_times_out_and_outage_recovers() {
         .await;
     assert_eq!(code, 503);
     assert_eq!(h["components"]["db"]["status"], "unhealthy");
+    // The driver's topology dump boiled down to the server and its error.
+    let error = h["components"]["db"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("(127.0.0.1:{}: ", server.port)) && !error.contains("Topology"),
+        "{error}"
+    );
     let (code, _) = dw.get("/metrics").await;
     assert_eq!(code, 200);
     let m = dw.metrics().await;

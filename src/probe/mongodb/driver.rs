@@ -52,7 +52,12 @@ impl Driver {
     pub(super) fn error(&self, what: &str, e: &mongodb::error::Error) -> CheckError {
         use mongodb::error::ErrorKind as K;
         // The kind only: the whole error adds labels and empty fields.
-        let text = scrub(&e.kind.to_string(), &self.secrets());
+        let mut text = scrub(&e.kind.to_string(), &self.secrets());
+        if let K::ServerSelection { .. } = e.kind.as_ref()
+            && let Some(short) = selection_summary(&text)
+        {
+            text = short;
+        }
         let reason = match e.kind.as_ref() {
             K::Authentication { .. } => Reason::Auth,
             // AuthenticationFailed, Unauthorized.
@@ -179,5 +184,69 @@ impl Driver {
             }
         }
         missing
+    }
+}
+
+/// A server selection error with the driver's topology dump (types,
+/// labels, empty fields of every server) boiled down to each server's
+/// address and error, or its type when it has none: `Server selection
+/// timeout: No available servers (db1:27017: I/O error: timed out)`.
+/// `None` when the text is not of that form (it is then shown whole).
+fn selection_summary(text: &str) -> Option<String> {
+    let (head, topology) = text.split_once(" Topology: ")?;
+    let mut servers = Vec::new();
+    for server in topology.split("{ Address: ").skip(1) {
+        let address = server.split([',', ' ']).next().filter(|a| !a.is_empty())?;
+        let field = |name: &str| {
+            server
+                .split_once(name)
+                .map(|(_, rest)| rest.split(", ").next().unwrap_or(rest))
+        };
+        let about = match server.split_once("Error: ") {
+            Some((_, error)) => {
+                let error = error.split(", labels:").next().unwrap_or(error);
+                error
+                    .trim_start_matches("Kind: ")
+                    .trim_end_matches([' ', '}', ']'])
+                    .to_string()
+            }
+            None => field("Type: ").unwrap_or("unknown").to_string(),
+        };
+        servers.push(format!("{address}: {about}"));
+    }
+    if servers.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} ({})",
+        head.trim_end_matches('.'),
+        servers.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selection_summary;
+
+    #[test]
+    fn the_topology_dump_is_boiled_down_to_each_servers_error() {
+        assert_eq!(
+            selection_summary(
+                "Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [ { Address: 127.0.0.1:16390, Type: Unknown, Error: Kind: I/O error: timed out, labels: {}, source: None, server response: None } ] }"
+            )
+            .as_deref(),
+            Some("Server selection timeout: No available servers (127.0.0.1:16390: I/O error: timed out)")
+        );
+        assert_eq!(
+            selection_summary(
+                "Server selection timeout: None of the available servers suitable for criteria Primary. Topology: { Type: ReplicaSetNoPrimary, Set Name: rs0, Servers: [ { Address: db1:27017, Type: RsSecondary, Average RTT: 1ms }, { Address: db2:27017, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {}, source: None } ] }"
+            )
+            .as_deref(),
+            Some("Server selection timeout: None of the available servers suitable for criteria Primary (db1:27017: RsSecondary; db2:27017: I/O error: Connection refused (os error 111))")
+        );
+        assert_eq!(
+            selection_summary("Server selection timeout: no topology"),
+            None
+        );
     }
 }
