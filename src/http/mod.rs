@@ -25,6 +25,12 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 pub use shared::AppState;
 
+/// depwatch's own liveness: the process serves (it checks nothing; its
+/// configuration was loaded before it listened).
+async fn alive() -> &'static str {
+    "ok"
+}
+
 /// The largest request body any endpoint but the webhook reads.
 pub const MAX_BODY: usize = 64 << 10;
 
@@ -36,7 +42,11 @@ pub fn router(shared: AppState) -> Router {
             "/api/health",
             get(health::health).layer(axum::middleware::from_fn(gzip::compress)),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(alive))
+        // The names Prometheus, Alertmanager and blackbox_exporter answer
+        // to, for probes written for them (Kubernetes, load balancers).
+        .route("/-/healthy", get(alive))
+        .route("/-/ready", get(alive))
         .route(
             "/",
             get(page::status_page).layer(axum::middleware::from_fn(gzip::compress)),

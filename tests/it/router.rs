@@ -266,8 +266,11 @@ async fn metrics_speak_openmetrics_when_asked_and_0_0_4_otherwise() {
 #[tokio::test]
 async fn healthz_and_unknown_paths() {
     let app = App::new(&yaml(""));
-    let r = app.get("/healthz").await;
-    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    // Also under the names the Prometheus tools answer to.
+    for path in ["/healthz", "/-/healthy", "/-/ready"] {
+        let r = app.get(path).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{path}");
+    }
     assert_eq!(checks(&app), (0, 0), "/healthz checks nothing");
     let r = app.get("/nope").await;
     assert_eq!(r.status, 404);

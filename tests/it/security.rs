@@ -127,12 +127,13 @@ async fn every_group_refuses_missing_and_wrong_credentials_and_takes_right_ones(
         }
     }
     // /healthz stays open: it is the liveness check of the process.
-    assert_eq!(
-        send(&c, &dw, Method::GET, "/healthz", Auth::None, None)
-            .await
-            .0,
-        200
-    );
+    for path in ["/healthz", "/-/healthy", "/-/ready"] {
+        assert_eq!(
+            send(&c, &dw, Method::GET, path, Auth::None, None).await.0,
+            200,
+            "{path}"
+        );
+    }
 
     // Admin: the admin token only (a read token or a user is not enough).
     let c = client_from([127, 0, 2, 1].into());
