@@ -127,7 +127,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     for w in config.warnings() {
         tracing::warn!(warning = %w, "Configuration warning.");
     }
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    metrics
+        .registry
+        .sub_registry_with_prefix("depwatch")
+        .register_collector(Box::new(crate::store::metrics::StoreCollector(
+            store.clone(),
+        )));
+    let metrics = Arc::new(metrics);
     let (triggers, trigger_rx) = mpsc::unbounded_channel();
     let runtime = Arc::new(build_components(
         config,

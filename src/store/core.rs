@@ -360,22 +360,38 @@ impl Store {
         crate::util::json::write_or_null(out, &self.status_view(), "the state store's status");
     }
 
+    /// The numbers of the status, for `/metrics` ([`super::metrics`]).
+    pub fn numbers(&self) -> Numbers {
+        let c = &self.counters;
+        let committed = c.committed.load(Ordering::Relaxed);
+        let failed = c.failed.load(Ordering::Relaxed);
+        Numbers {
+            writable: self.read_only.is_none() && !c.failing.load(Ordering::Relaxed),
+            committed,
+            failed,
+            dropped: c.dropped.load(Ordering::Relaxed),
+            pending: c
+                .queued
+                .load(Ordering::Relaxed)
+                .saturating_sub(committed + failed),
+        }
+    }
+
     /// [`Store::write_status`] as a `Value`.
     pub fn status_json(&self) -> Value {
         serde_json::to_value(self.status_view()).unwrap_or(Value::Null)
     }
 
     fn status_view(&self) -> StatusView<'_> {
-        let c = &self.counters;
+        let n = self.numbers();
         let last_error = self
             .last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let failed = c.failed.load(Ordering::Relaxed);
         let status = if self.read_only.is_some() {
             "read_only"
-        } else if c.failing.load(Ordering::Relaxed) {
+        } else if !n.writable {
             "write_errors"
         } else if self.recovered.is_some() {
             "recovered"
@@ -386,13 +402,10 @@ impl Store {
             status,
             path: self.path.display().to_string(),
             schema_version: self.schema_version,
-            writes: c.committed.load(Ordering::Relaxed),
-            pending_writes: c
-                .queued
-                .load(Ordering::Relaxed)
-                .saturating_sub(c.committed.load(Ordering::Relaxed) + failed),
-            write_failures: failed,
-            dropped_writes: c.dropped.load(Ordering::Relaxed),
+            writes: n.committed,
+            pending_writes: n.pending,
+            write_failures: n.failed,
+            dropped_writes: n.dropped,
             last_error,
             read_only: self.read_only.as_deref().map(|error| ReadOnlyView {
                 error,
@@ -405,6 +418,17 @@ impl Store {
             }),
         }
     }
+}
+
+/// What the state store's writes came to (see [`Store::numbers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numbers {
+    /// Neither read-only nor failing its latest writes.
+    pub writable: bool,
+    pub committed: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub pending: u64,
 }
 
 /// The `state_store` section of `/api/health`, in its order.
@@ -532,7 +556,9 @@ impl Writer {
                 batch.clear();
                 // The writes that had worked inside the transaction are lost too.
                 self.counters.failed.fetch_add(ok, Ordering::Relaxed);
-                tracing::warn!(error = %e, writes = n, "State store commit failed; these writes are lost.");
+                // Logged when writes start failing (below), not each time:
+                // a full disk would log every check.
+                tracing::debug!(error = %e, writes = n, "State store commit failed; these writes are lost.");
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                 self.counters.set_failing(true, "commit", &e.to_string());
             }

@@ -7,10 +7,11 @@
 pub mod core;
 pub mod history;
 pub mod lock;
+pub mod metrics;
 pub mod offsets;
 pub mod schema;
 
-pub use self::core::{FILE_NAME, MAX_RETENTION, Recovery, Store, StoreError};
+pub use self::core::{FILE_NAME, MAX_RETENTION, Numbers, Recovery, Store, StoreError};
 pub use history::StorageSample;
 pub use offsets::{FileMark, Saved};
 pub use schema::{MIGRATIONS, Migration};

@@ -500,6 +500,79 @@ async fn history_survives_a_restart() {
     stop(&mut dw);
 }
 
+/// A full disk under `state_dir`: the store's writes fail; depwatch keeps
+/// watching, says so once in its log (not once per write: a full disk
+/// would log every check), in `/api/health` and on `/metrics`, and saves
+/// again once there is room.
+#[tokio::test]
+async fn a_full_state_disk_is_reported_once_and_recovers() {
+    use std::io::Write;
+    let fs = Tmpfs::mount("size=2m");
+    let dw = start_on(
+        fs.path(),
+        "  - name: here\n    kind: storage\n    path: .\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n",
+    )
+    .await;
+    dw.wait_health("a sample written", Duration::from_secs(10), |_, h| {
+        h["state_store"]["writes"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_state_store_writable", &[]), 1.0);
+    assert!(m.value("depwatch_state_store_writes_total", &[]) >= 1.0);
+    assert_eq!(
+        m.value("depwatch_state_store_write_failures_total", &[]),
+        0.0
+    );
+
+    let filler = fs.path().join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 16 << 10];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let (code, h) = dw
+        .wait_health("writes failing", Duration::from_secs(10), |_, h| {
+            h["state_store"]["status"] == "write_errors"
+                && h["state_store"]["write_failures"].as_u64().unwrap_or(0) >= 3
+        })
+        .await;
+    assert_eq!(code, 200, "the verdict does not change: {h}");
+    assert_eq!(component(&h, "here")["status"], "healthy", "{h}");
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value("depwatch_state_store_writable", &[]),
+        0.0,
+        "{}",
+        m.text
+    );
+    assert!(m.value("depwatch_state_store_write_failures_total", &[]) >= 3.0);
+    let log = dw.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("State store"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, not one per write: {warnings:#?}"
+    );
+    assert!(
+        warnings[0].contains("database or disk is full"),
+        "{}",
+        warnings[0]
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    dw.wait_health("writes working again", Duration::from_secs(10), |_, h| {
+        h["state_store"]["status"] == "ok"
+    })
+    .await;
+    let m = dw.metrics().await;
+    assert_eq!(m.value("depwatch_state_store_writable", &[]), 1.0);
+    assert!(dw.log().contains("State store writes work again."));
+}
+
 #[tokio::test]
 async fn a_read_only_state_database_is_reported() {
     let state = tempfile::tempdir().unwrap();
@@ -536,6 +609,13 @@ async fn a_read_only_state_database_is_reported() {
     assert_eq!(code, 200, "the verdict does not change: {h}");
     let st = &h["state_store"];
     assert_eq!(st["status"], "read_only", "{st}");
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value("depwatch_state_store_writable", &[]),
+        0.0,
+        "{}",
+        m.text
+    );
     assert!(
         st["read_only"]["error"]
             .as_str()
