@@ -488,13 +488,17 @@ impl Client {
             } else {
                 Reason::Connect
             };
+            let text = with_causes(&e);
+            // What a TLS server's alert, or another protocol's greeting,
+            // reads as: the usual slip is http:// for an https port.
+            let hint = if e.is_parse() && text.contains("invalid HTTP version") {
+                " (the answer is not HTTP/1.x: does this port take https://, or speak another protocol?)"
+            } else {
+                ""
+            };
             CheckError::new(
                 reason,
-                format!(
-                    "no valid answer from {}: {}",
-                    url.authority(),
-                    with_causes(&e)
-                ),
+                format!("no valid answer from {}: {text}{hint}", url.authority()),
             )
         })?;
         t.first_byte += t0.elapsed();

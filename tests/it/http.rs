@@ -866,6 +866,16 @@ async fn https_to_a_plain_http_port_says_so() {
     );
 }
 
+/// `http://` to a port that speaks TLS (the reverse slip) says so.
+#[tokio::test]
+async fn http_to_a_tls_port_says_so() {
+    let (port, _srv, _dir, _) = trusted_tls_partner(days_from_now(30)).await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/ok"), "").await;
+    let error = c["error"].as_str().unwrap_or_default();
+    assert!(error.contains("does this port take https://"), "{error}");
+    assert_failed(&m, &c, "bad_response", "none");
+}
+
 /// A broken answer names its specific cause (which hyper keeps under a
 /// general message), not only "error reading a body from connection".
 #[tokio::test]
