@@ -479,26 +479,17 @@ impl<S: LabelSet> Family for Histograms<S> {
         } else {
             0
         });
-        // The `le` values of the last bucket list, formatted once for all
-        // the series that share it (a kind's, the defaults').
-        let mut les: Option<(Arc<[f64]>, Vec<String>)> = None;
-        // A series' labels, written once for its lines.
-        let mut labels_of = String::with_capacity(64);
-        let line = |out: &mut String, suffix: &str, le: Option<&str>, labels: &str| {
-            out.push_str(name);
-            out.push_str(suffix);
-            out.push('{');
-            if let Some(le) = le {
-                out.push_str("le=\"");
-                out.push_str(le);
-                out.push('"');
-                if !labels.is_empty() {
-                    out.push(',');
-                }
-            }
-            out.push_str(labels);
-            out.push_str("} ");
-        };
+        // The opening of each bucket line (`name_bucket{le="0.5"`) of the
+        // last bucket list, `+Inf` last, made once for all the series that
+        // share it (a kind's, the defaults'); a line is then its opening,
+        // the series' labels and the count.
+        let mut heads: Option<(Arc<[f64]>, Vec<String>)> = None;
+        let sum_head = format!("{name}_sum{{");
+        let count_head = format!("{name}_count{{");
+        // A series' labels and what closes them (`,k="v",…} `), written
+        // once for its lines; a bucket line takes it after its `le`, the
+        // others without the comma.
+        let mut rest = String::with_capacity(64);
         let mut all = series.map.iter();
         let mut batch = Vec::with_capacity(BATCH.min(series.map.len()));
         loop {
@@ -509,36 +500,52 @@ impl<S: LabelSet> Family for Histograms<S> {
             }
             warm(&batch, |(labels, h)| labels.touch() ^ h.bounds.len() as u64);
             for &(labels, h) in &batch {
-                labels_of.clear();
+                rest.clear();
+                rest.push(',');
                 labels.write(&mut Labels {
-                    out: &mut labels_of,
+                    out: &mut rest,
                     first: true,
                 });
-                let same = les
+                if rest.len() == 1 {
+                    rest.clear();
+                }
+                rest.push_str("} ");
+                let plain = rest.strip_prefix(',').unwrap_or(&rest);
+                let same = heads
                     .as_ref()
                     .is_some_and(|(given, _)| Arc::ptr_eq(given, &h.given) || **given == *h.given);
                 if !same {
                     let mut bound = dtoa::Buffer::new();
-                    let formatted = h.bounds.iter().map(|b| bound.format(*b).to_string());
-                    les = Some((h.given.clone(), formatted.collect()));
+                    let mut made: Vec<String> = h
+                        .bounds
+                        .iter()
+                        .map(|b| format!("{name}_bucket{{le=\"{}\"", bound.format(*b)))
+                        .collect();
+                    made.push(format!("{name}_bucket{{le=\"+Inf\""));
+                    heads = Some((h.given.clone(), made));
                 }
-                let le_of = les.as_ref().map(|(_, l)| l.as_slice()).unwrap_or_default();
+                let bucket_heads = heads
+                    .as_ref()
+                    .map(|(_, l)| l.as_slice())
+                    .unwrap_or_default();
                 let c = lock(&h.counts);
                 if values.capacity() > 0 {
                     values.extend([c.count, c.sum.to_bits()]);
                 }
                 let out = w.samples();
-                line(out, "_sum", None, &labels_of);
+                out.push_str(&sum_head);
+                out.push_str(plain);
                 out.push_str(dtoa::Buffer::new().format(c.sum));
                 out.push('\n');
-                line(out, "_count", None, &labels_of);
+                out.push_str(&count_head);
+                out.push_str(plain);
                 out.push_str(itoa::Buffer::new().format(c.count));
                 out.push('\n');
                 let mut cumulative = 0u64;
-                for (i, n) in c.buckets.iter().enumerate() {
+                for (head, n) in bucket_heads.iter().zip(c.buckets.iter()) {
                     cumulative += n;
-                    let le = le_of.get(i).map_or("+Inf", String::as_str);
-                    line(out, "_bucket", Some(le), &labels_of);
+                    out.push_str(head);
+                    out.push_str(&rest);
                     out.push_str(itoa::Buffer::new().format(cumulative));
                     out.push('\n');
                 }
