@@ -500,6 +500,12 @@ async fn history_survives_a_restart() {
     stop(&mut dw);
 }
 
+/// `depwatch_state_store_writable` now.
+async fn store_writable(dw: &Depwatch) -> f64 {
+    let m = dw.metrics().await;
+    m.value("depwatch_state_store_writable", &[])
+}
+
 /// A full disk under `state_dir`: the store's writes fail; depwatch keeps
 /// watching, says so once in its log (not once per write: a full disk
 /// would log every check), in `/api/health` and on `/metrics`, and saves
@@ -539,13 +545,8 @@ async fn a_full_state_disk_is_reported_once_and_recovers() {
         .await;
     assert_eq!(code, 200, "the verdict does not change: {h}");
     assert_eq!(component(&h, "here")["status"], "healthy", "{h}");
+    assert_eq!(store_writable(&dw).await, 0.0);
     let m = dw.metrics().await;
-    assert_eq!(
-        m.value("depwatch_state_store_writable", &[]),
-        0.0,
-        "{}",
-        m.text
-    );
     assert!(m.value("depwatch_state_store_write_failures_total", &[]) >= 3.0);
     let log = dw.log();
     let warnings = log
@@ -568,8 +569,7 @@ async fn a_full_state_disk_is_reported_once_and_recovers() {
         h["state_store"]["status"] == "ok"
     })
     .await;
-    let m = dw.metrics().await;
-    assert_eq!(m.value("depwatch_state_store_writable", &[]), 1.0);
+    assert_eq!(store_writable(&dw).await, 1.0);
     assert!(dw.log().contains("State store writes work again."));
 }
 
@@ -609,13 +609,7 @@ async fn a_read_only_state_database_is_reported() {
     assert_eq!(code, 200, "the verdict does not change: {h}");
     let st = &h["state_store"];
     assert_eq!(st["status"], "read_only", "{st}");
-    let m = dw.metrics().await;
-    assert_eq!(
-        m.value("depwatch_state_store_writable", &[]),
-        0.0,
-        "{}",
-        m.text
-    );
+    assert_eq!(store_writable(&dw).await, 0.0);
     assert!(
         st["read_only"]["error"]
             .as_str()
