@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
@@ -27,51 +26,33 @@ impl std::fmt::Debug for StoreCollector {
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let n = self.0.numbers();
-        let gauges = [
-            (
-                "state_store_writable",
-                "1 while the state store saves what depwatch writes; 0 while writes fail or it is read-only",
-                i64::from(n.writable),
-            ),
-            (
-                "state_store_pending_writes",
-                "Writes queued for the state store, not yet committed",
-                n.pending as i64,
-            ),
-        ];
-        for (name, help, v) in gauges {
-            ConstGauge::new(v).encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                MetricType::Gauge,
-            )?)?;
-        }
-        let counters = [
-            (
-                "state_store_writes",
-                "Writes the state store committed",
-                n.committed,
-            ),
-            (
-                "state_store_write_failures",
-                "Writes the state store failed to commit (lost)",
-                n.failed,
-            ),
-            (
-                "state_store_dropped_writes",
-                "Writes dropped because the state store's queue was full (a stuck disk)",
-                n.dropped,
-            ),
-        ];
-        for (name, help, v) in counters {
-            ConstCounter::new(v).encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                MetricType::Counter,
-            )?)?;
-        }
-        Ok(())
+        let mut one = |name: &str, help: &str, metric: &dyn EncodeMetric| {
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        one(
+            "state_store_writable",
+            "1 while the state store saves what depwatch writes; 0 while writes fail or it is read-only",
+            &ConstGauge::new(i64::from(n.writable)),
+        )?;
+        one(
+            "state_store_pending_writes",
+            "Writes queued for the state store, not yet committed",
+            &ConstGauge::new(n.pending as i64),
+        )?;
+        one(
+            "state_store_writes",
+            "Writes the state store committed",
+            &ConstCounter::new(n.committed),
+        )?;
+        one(
+            "state_store_write_failures",
+            "Writes the state store failed to commit (lost)",
+            &ConstCounter::new(n.failed),
+        )?;
+        one(
+            "state_store_dropped_writes",
+            "Writes dropped because the state store's queue was full (a stuck disk)",
+            &ConstCounter::new(n.dropped),
+        )
     }
 }
