@@ -56,6 +56,8 @@ enum Source {
     Probe,
     Defaults,
     BuiltIn,
+    /// The built-in timeout made to fit a short interval (4/5 of it).
+    Fitted,
 }
 
 impl Source {
@@ -75,7 +77,7 @@ impl Source {
     fn key(self, probe: &str, key: &str) -> String {
         match self {
             Source::Defaults => format!("defaults.{key}"),
-            Source::Probe | Source::BuiltIn => format!("{probe}.{key}"),
+            Source::Probe | Source::BuiltIn | Source::Fitted => format!("{probe}.{key}"),
         }
     }
 
@@ -86,6 +88,7 @@ impl Source {
             Source::Defaults if at == format!("defaults.{key}") => String::new(),
             Source::Defaults => format!(" (defaults.{key})"),
             Source::BuiltIn => " (the built-in default)".into(),
+            Source::Fitted => " (the built-in default: 4/5 of the interval)".into(),
         }
     }
 }
@@ -214,17 +217,18 @@ impl Checker<'_> {
             }
             let interval = raw.interval.map_or(d_interval, |d| d.0);
             let s_interval = Source::of(&raw.interval, &defaults.interval);
-            let s_timeout = Source::of(&raw.timeout, &defaults.timeout);
-            let timeout = match raw.timeout {
-                Some(d) => d.0,
-                // The built-in timeout fits a short interval (4/5 of it),
-                // as Prometheus caps its default scrape timeout at the
-                // interval: `interval: 1s` alone is a valid probe.
-                None if matches!(s_timeout, Source::BuiltIn) && interval >= MIN_INTERVAL => {
-                    d_timeout.min(interval * 4 / 5)
-                }
-                None => d_timeout,
-            };
+            let mut s_timeout = Source::of(&raw.timeout, &defaults.timeout);
+            let mut timeout = raw.timeout.map_or(d_timeout, |d| d.0);
+            // The built-in timeout fits a short interval (4/5 of it), as
+            // Prometheus caps its default scrape timeout at the interval:
+            // `interval: 1s` alone is a valid probe.
+            if matches!(s_timeout, Source::BuiltIn)
+                && interval >= MIN_INTERVAL
+                && timeout >= interval
+            {
+                timeout = interval * 4 / 5;
+                s_timeout = Source::Fitted;
+            }
             if interval < MIN_INTERVAL {
                 self.problem(
                     &s_interval.key(&path, "interval"),

@@ -512,6 +512,11 @@ fn the_builtin_timeout_fits_a_short_interval() {
         timeouts(&format!("defaults: {{ interval: 2s }}\n{two}")),
         [Duration::from_millis(800), Duration::from_millis(1600)]
     );
+    // Only a shorter interval changes it.
+    assert_eq!(
+        timeouts("probes:\n  - { name: a, kind: process, self: true, interval: 6s }\n"),
+        [Duration::from_secs(5)]
+    );
     let problems = load(
         "probes:\n  - { name: a, kind: process, self: true, interval: 1s, timeout: 5s }\n",
         &[],
@@ -520,6 +525,19 @@ fn the_builtin_timeout_fits_a_short_interval() {
     .unwrap_err();
     assert!(
         problems[0].contains("timeout 5s is not shorter than interval 1s"),
+        "{problems:#?}"
+    );
+    // A problem with the fitted value says where it came from.
+    let problems = load(
+        "probes:\n  - { name: a, kind: http, url: \"http://127.0.0.1:1/\", interval: 1s, slow_above: 900ms }\n",
+        &[],
+        base.path(),
+    )
+    .unwrap_err();
+    assert!(
+        problems[0].contains(
+            "slow_above 900ms is not shorter than timeout 800ms (the built-in default: 4/5 of the interval)"
+        ),
         "{problems:#?}"
     );
 }
