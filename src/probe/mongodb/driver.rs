@@ -197,11 +197,6 @@ fn selection_summary(text: &str) -> Option<String> {
     let mut servers = Vec::new();
     for server in topology.split("{ Address: ").skip(1) {
         let address = server.split([',', ' ']).next().filter(|a| !a.is_empty())?;
-        let field = |name: &str| {
-            server
-                .split_once(name)
-                .map(|(_, rest)| rest.split(", ").next().unwrap_or(rest))
-        };
         let about = match server.split_once("Error: ") {
             Some((_, error)) => {
                 let error = error.split(", labels:").next().unwrap_or(error);
@@ -210,7 +205,11 @@ fn selection_summary(text: &str) -> Option<String> {
                     .trim_end_matches([' ', '}', ']'])
                     .to_string()
             }
-            None => field("Type: ").unwrap_or("unknown").to_string(),
+            None => server
+                .split_once("Type: ")
+                .and_then(|(_, rest)| rest.split(", ").next())
+                .unwrap_or("unknown")
+                .to_string(),
         };
         servers.push(format!("{address}: {about}"));
     }

@@ -139,6 +139,11 @@ impl RedisProbe {
         s
     }
 
+    /// The URL as messages and logs name it (its password as `***`).
+    fn url(&self) -> String {
+        redact_url(self.spec.url.expose())
+    }
+
     fn error(&self, e: &redis::RedisError) -> CheckError {
         // One line: the parser's errors come as several.
         let text = scrub(&e.to_string(), &self.secrets())
@@ -152,7 +157,7 @@ impl RedisProbe {
                 Reason::BadResponse,
                 format!(
                     "{} does not answer in the Redis protocol (is it a Redis port?): {text}",
-                    redact_url(self.spec.url.expose())
+                    self.url()
                 ),
             );
         }
@@ -177,7 +182,7 @@ impl RedisProbe {
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, CheckError> {
-        tracing::debug!(component = %self.component, url = %redact_url(self.spec.url.expose()), "Connecting to Redis.");
+        tracing::debug!(component = %self.component, url = %self.url(), "Connecting to Redis.");
         self.client
             .get_multiplexed_async_connection_with_config(&self.conn_cfg)
             .await
@@ -192,7 +197,7 @@ impl RedisProbe {
                     Reason::Connect,
                     format!(
                         "connecting to {} timed out after {}{}",
-                        redact_url(self.spec.url.expose()),
+                        self.url(),
                         crate::config::units::format_duration(self.connect_timeout),
                         if tls {
                             " (a server that does not speak TLS on its port never answers the handshake: is it rediss:// or redis://?)"
