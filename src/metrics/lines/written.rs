@@ -51,11 +51,12 @@ impl Plan<'_> {
     }
 }
 
+/// A digest of `values`, with foldhash's fixed seed: SipHash, the
+/// standard one, took a third of a millisecond a scrape at 10,000
+/// components for a check of "did anything change".
 fn digest(values: &[u64]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    values.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(values)
 }
 
 impl Written {
