@@ -30,9 +30,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::component::Component;
+use crate::config::units::format_duration;
 
 /// The grid the offsets and phases of checks fall on.
 pub const SLOT: Duration = Duration::from_millis(20);
+
+/// How long shutdown lets the tasks between checks end before it counts
+/// the ones still checking.
+const SETTLE: Duration = Duration::from_millis(200);
 
 pub struct Scheduler {
     tasks: HashMap<String, (Arc<Component>, JoinHandle<()>)>,
@@ -130,15 +135,41 @@ impl Scheduler {
         self.tasks = next;
     }
 
-    /// Stops every task: checks in flight get `grace` to end. Then the
-    /// checks' thread, if any, ends.
+    /// Stops every task: checks in flight get `grace` to end, and the log
+    /// says how many there are (a stop that waits for a partner that does
+    /// not answer is not silent) and how many were cut. Then the checks'
+    /// thread, if any, ends.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.shutdown_tx.send(true);
         let deadline = Instant::now() + grace;
-        for (_, (_, mut task)) in self.tasks.drain() {
-            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        let mut tasks: Vec<JoinHandle<()>> = self.tasks.drain().map(|(_, (_, t))| t).collect();
+        // A task between checks ends at once; what is left after a moment
+        // is a check in flight.
+        let settle = Instant::now() + SETTLE.min(grace);
+        while tasks.iter().any(|t| !t.is_finished()) && Instant::now() < settle {
+            tokio::time::sleep(SLOT).await;
+        }
+        let busy = tasks.iter().filter(|t| !t.is_finished()).count();
+        if busy > 0 {
+            tracing::info!(
+                checks = busy,
+                "Waiting for the checks in flight to end (at most {}).",
+                format_duration(grace)
+            );
+        }
+        let mut cut = 0;
+        for task in &mut tasks {
+            if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
                 task.abort();
+                cut += 1;
             }
+        }
+        if cut > 0 {
+            tracing::warn!(
+                checks = cut,
+                "Checks still in flight after {} were stopped; they record no result.",
+                format_duration(grace)
+            );
         }
     }
 }

@@ -640,6 +640,57 @@ async fn sigterm_shuts_down_gracefully() {
     assert!(dw.log().contains("Stopped."));
 }
 
+/// A check that waits on a partner that never answers holds a stop for the
+/// grace period: the log says so while it waits, and that it was cut.
+#[tokio::test]
+async fn sigterm_names_the_checks_it_waits_for() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let partner = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+            let _ = seen_tx.send(());
+        }
+    });
+    let mut dw = Depwatch::start(&format!(
+        "probes:\n  - name: mute\n    kind: http\n    url: http://{addr}/\n    interval: 60s\n    timeout: 30s\n    jitter: 0s\n"
+    ))
+    .await;
+    tokio::time::timeout(SECS10, seen.recv())
+        .await
+        .expect("the check connects");
+    dw.proc.signal("TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = dw.proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < SECS10,
+            "still running 10s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    partner.abort();
+    let log = dw.log();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "{log}");
+    let waiting = log
+        .lines()
+        .find(|l| l.contains("Waiting for the checks in flight to end (at most 5s)."))
+        .unwrap_or_else(|| panic!("no line says what the stop waits for:\n{log}"));
+    assert!(waiting.contains("checks=1"), "{waiting}");
+    let cut = log
+        .lines()
+        .find(|l| l.contains("Checks still in flight after 5s were stopped"))
+        .unwrap_or_else(|| panic!("no line says the check was cut:\n{log}"));
+    assert!(cut.contains("checks=1"), "{cut}");
+    assert!(log.contains("Stopped."), "{log}");
+}
+
 #[tokio::test]
 async fn builtin_default_runs_without_a_config() {
     let dir = tempfile::tempdir().unwrap();
