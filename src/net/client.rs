@@ -150,6 +150,45 @@ pub struct Timings {
     pub body_bytes: usize,
     /// The last URL asked, without its query.
     pub final_url: Option<Arc<str>>,
+    /// The phase under way and when it began (`None` between phases).
+    at: Option<(Phase, Instant)>,
+}
+
+/// A phase of a request (the `phase` of `depwatch_http_phase_duration_seconds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Dns,
+    Connect,
+    Tls,
+    FirstByte,
+    Transfer,
+}
+
+impl Timings {
+    fn begin(&mut self, phase: Phase) {
+        self.at = Some((phase, Instant::now()));
+    }
+
+    /// Counts the phase under way into its time.
+    fn end(&mut self) {
+        if let Some((phase, since)) = self.at.take() {
+            *match phase {
+                Phase::Dns => &mut self.dns,
+                Phase::Connect => &mut self.connect,
+                Phase::Tls => &mut self.tls,
+                Phase::FirstByte => &mut self.first_byte,
+                Phase::Transfer => &mut self.transfer,
+            } += since.elapsed();
+        }
+    }
+
+    /// For a request that a timeout dropped: the phase it was in, with the
+    /// time spent in it counted.
+    pub fn cut(&mut self) -> Option<Phase> {
+        let phase = self.at.map(|(p, _)| p);
+        self.end();
+        phase
+    }
 }
 
 /// An HTTP answer, its body read in full (within the limit).
@@ -342,7 +381,7 @@ impl Client {
                 &literal
             }
             Err(_) => {
-                let t0 = Instant::now();
+                t.begin(Phase::Dns);
                 found = Lookups::shared()
                     .resolve(host, port)
                     .await
@@ -352,12 +391,12 @@ impl Client {
                         }
                         e => CheckError::new(Reason::Dns, format!("cannot resolve {host}: {e}")),
                     })?;
-                t.dns += t0.elapsed();
+                t.end();
                 &found
             }
         };
 
-        let t0 = Instant::now();
+        t.begin(Phase::Connect);
         let tcp = connect_first(addrs).await.map_err(|(a, e)| {
             CheckError::new(Reason::Connect, format!("cannot connect to {a}: {e}"))
         })?;
@@ -374,10 +413,10 @@ impl Client {
         if let (Some(p), true) = (&request.proxy, url.https) {
             io = connect_tunnel(io, p, url).await?;
         }
-        t.connect += t0.elapsed();
+        t.end();
 
         if url.https {
-            let t0 = Instant::now();
+            t.begin(Phase::Tls);
             let not_after = Arc::new(AtomicI64::new(i64::MIN));
             let config = self
                 .trust
@@ -410,7 +449,7 @@ impl Client {
                     ),
                 )
             })?;
-            t.tls += t0.elapsed();
+            t.end();
             t.tls_version = tls.get_ref().1.protocol_version().and_then(|v| v.as_str());
             io = Box::new(tls);
         }
@@ -481,7 +520,7 @@ impl Client {
             .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
             .map_err(|e| CheckError::new(Reason::Internal, format!("request: {e}")))?;
 
-        let t0 = Instant::now();
+        t.begin(Phase::FirstByte);
         let resp = sender.send_request(req).await.map_err(|e| {
             let reason = if e.is_parse() || e.is_incomplete_message() {
                 Reason::BadResponse
@@ -501,7 +540,7 @@ impl Client {
                 format!("no valid answer from {}: {text}{hint}", url.authority()),
             )
         })?;
-        t.first_byte += t0.elapsed();
+        t.end();
         t.status = resp.status().as_u16();
 
         let (parts, mut incoming) = resp.into_parts();
@@ -528,7 +567,7 @@ impl Client {
         if let Some(len) = declared.filter(|l| *l > limit) {
             return Err(too_large(format!("Content-Length is {len}")));
         }
-        let t0 = Instant::now();
+        t.begin(Phase::Transfer);
         // Sized from what the server declares, up to a small bound: a
         // declaration alone (up to max_body_bytes) takes no memory.
         let mut buf = Vec::with_capacity(declared.map_or(0, |l| l.min(PRESIZE_MAX)) as usize);
@@ -549,9 +588,11 @@ impl Client {
                     return Err(too_large(format!("more than {limit} bytes arrived")));
                 }
                 buf.extend_from_slice(&data);
+                // So far: what a timeout that cuts the transfer reports.
+                t.body_bytes = buf.len();
             }
         }
-        t.transfer += t0.elapsed();
+        t.end();
         t.body_bytes = buf.len();
         let body = inflated(&parts.headers, buf, limit)?;
         Ok(Answer {

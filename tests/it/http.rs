@@ -406,11 +406,91 @@ async fn slow_above_degrades_without_failing() {
     );
 }
 
+/// A socket that accepts and never reads nor answers: the timeout names
+/// the phase (the request sent, no answer), for a GET as for a POST whose
+/// body fills the socket buffers.
 #[tokio::test]
 async fn a_socket_that_never_answers_times_out() {
     let (port, _hole) = black_hole().await;
-    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
-    assert_failed(&m, &c, "timeout", "none");
+    let body = "x".repeat(6 << 20);
+    for extra in [String::new(), format!("method: POST\nbody: '{body}'")] {
+        let started = Instant::now();
+        let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/hole"), &extra).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_failed(&m, &c, "timeout", "none");
+        assert_eq!(
+            c["error"],
+            format!(
+                "http://127.0.0.1:{port}/hole: no answer within the timeout of 1s after the request \
+                 (the partner took the connection but did not answer: raise timeout if it is only slow)"
+            )
+        );
+        assert_eq!(c["details"]["url"], format!("http://127.0.0.1:{port}/hole"));
+    }
+}
+
+/// A partner that sends its answer's head, then its body one byte at a
+/// time, for ever (slowloris).
+async fn trickling_partner() -> (u16, Task) {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut s).await.is_none() {
+                    return;
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n";
+                if s.write_all(head).await.is_err() {
+                    return;
+                }
+                while s.write_all(b"x").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    (port, Task(task))
+}
+
+/// The timeout bounds the whole exchange, the body included, and says
+/// where it cut: the phase, the URL (without its query), what had arrived.
+#[tokio::test]
+async fn a_body_that_trickles_for_ever_is_cut_at_the_timeout_which_says_so() {
+    let (port, _srv) = trickling_partner().await;
+    let started = Instant::now();
+    let (dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/feed?key=querysecret"), "").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_failed(&m, &c, "timeout", "200");
+    let error = c["error"].as_str().unwrap_or_default();
+    let want = format!(
+        "http://127.0.0.1:{port}/feed?…: the body was still arriving at the timeout of 1s (status 200, "
+    );
+    assert!(error.starts_with(&want), "{error}");
+    assert!(
+        error.ends_with(
+            " bytes so far: the partner sends it slowly; raise timeout if that is normal)"
+        ),
+        "{error}"
+    );
+    let details = &c["details"];
+    assert_eq!(details["status_code"], 200, "{c}");
+    assert!(details["body_bytes"].as_u64().unwrap_or(0) > 0, "{c}");
+    // The time went into the transfer, and the phase gauge says so.
+    assert!(
+        details["phases_ms"]["transfer"].as_f64().unwrap_or(0.0) > 500.0,
+        "{c}"
+    );
+    assert!(
+        m.value(
+            "depwatch_http_phase_duration_seconds",
+            &[P, ("phase", "transfer")]
+        ) > 0.5,
+        "{}",
+        m.text
+    );
+    dw.assert_never_shown(&["querysecret"]).await;
 }
 
 #[tokio::test]
@@ -1256,6 +1336,24 @@ async fn probe_honours_the_scrape_timeout_header() {
         ),
         1.0
     );
+    // In words: where the check was when the timeout cut it.
+    let (_, body) = get_probe(
+        &dw,
+        &[
+            ("target", &target),
+            ("module", "partner_2xx"),
+            ("debug", "true"),
+        ],
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")],
+    )
+    .await;
+    assert!(
+        body.contains(&format!(
+            "\nwhy: timeout: {target}: no answer within the timeout of 1s after the request ("
+        )),
+        "{body}"
+    );
+    assert!(body.contains(&format!("\"url\": \"{target}\"")), "{body}");
 }
 
 #[tokio::test]
