@@ -597,6 +597,35 @@ async fn json_pointer_mismatch_is_an_expectation_failure() {
     assert_eq!(c["error"], "JSON /status is \"degraded\", expected \"ok\"");
 }
 
+/// A JSON answer nested 10,000 deep is read without overflowing a stack,
+/// and a value nested too deeply to build is never taken for `null`.
+#[tokio::test]
+async fn a_json_body_nested_10000_deep_is_judged_honestly() {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let body = format!(r#"{{"status":"ok","error":{deep}}}"#);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (port, _srv) = raw_partner(answer.into_bytes().leak()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (_dw, _m, c) = check_once(
+        &url,
+        "expect: { body_json: { \"/status\": \"ok\" }, body_json_exists: [\"/error/0/0\"] }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    let (_dw, m, c) = check_once(&url, "expect: { body_json: { \"/error\": null } }").await;
+    assert_failed(&m, &c, "expectation", "200");
+    assert_eq!(
+        c["error"],
+        format!(
+            "JSON /error is {}… (nested too deeply to compare), expected null",
+            "[".repeat(80)
+        )
+    );
+}
+
 #[tokio::test]
 async fn self_signed_tls_trusted_through_ca_file() {
     let not_after = days_from_now(90);

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::net::Answer;
 use crate::probe::core::Reason;
-use crate::util::text::short;
+use crate::util::text::{short, short_str};
 
 /// An accepted status: one code or a class such as `2xx`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,8 +148,16 @@ impl Expect {
                 let Some(raw) = pointer(doc, p) else {
                     return fail(format!("JSON {p} is missing"));
                 };
-                // What a pointer names is valid JSON: the body was checked.
-                let got: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+                // What a pointer names is valid JSON (the body was checked),
+                // but serde_json builds no value nested deeper than 128
+                // levels: none that a configuration can hold, so unequal.
+                let Ok(got) = serde_json::from_str::<Value>(raw.get()) else {
+                    return fail(format!(
+                        "JSON {p} is {} (nested too deeply to compare), expected {}",
+                        short_str(raw.get(), 80),
+                        short(want, 80)
+                    ));
+                };
                 if !json_eq(&got, want) {
                     return fail(format!(
                         "JSON {p} is {}, expected {}",
