@@ -304,10 +304,12 @@ impl Client {
                 )
                 .await?;
             let code = answer.status;
+            // As UTF-8, not only visible ASCII: servers write `/café` as
+            // it is (resolved as browsers do, percent-encoded).
             let location = answer
                 .headers
                 .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok());
+                .map(|v| std::str::from_utf8(v.as_bytes()));
             if request.max_redirects == 0 || !code.is_redirection() || location.is_none() {
                 return Ok(answer);
             }
@@ -322,7 +324,17 @@ impl Client {
                     ),
                 ));
             }
-            let loc = location.unwrap_or_default();
+            let Some(Ok(loc)) = location else {
+                return Err(CheckError::new(
+                    Reason::BadResponse,
+                    format!(
+                        "bad redirect from {}: the Location header is not UTF-8 text \
+                         (the partner's redirect is broken; or set follow_redirects: false and expect the {})",
+                        url.redacted(),
+                        code.as_u16()
+                    ),
+                ));
+            };
             let next = url.join(loc).map_err(|e| match e {
                 Refused::Scheme(scheme) => CheckError::new(
                     Reason::RedirectRefused,

@@ -1524,6 +1524,52 @@ async fn a_redirect_to_a_file_url_is_refused() {
     assert_eq!(seen.0.lock().unwrap().len(), 1);
 }
 
+/// A `Location` as many servers write it, in UTF-8 rather than
+/// percent-encoded, is followed as browsers do; one that is not text at all
+/// is a bad answer that says so, not a 3xx taken for the answer.
+#[tokio::test]
+async fn a_redirect_to_a_location_in_utf8_is_followed() {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _srv = Task(tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let Some(head) = read_head(&mut s).await else {
+                continue;
+            };
+            let answer: &[u8] = if head.starts_with(b"GET /caf%C3%A9 ") {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}"
+            } else if head.starts_with(b"GET /latin1 ") {
+                b"HTTP/1.1 302 Found\r\nlocation: /caf\xe9\r\ncontent-length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 302 Found\r\nlocation: /caf\xc3\xa9\r\ncontent-length: 0\r\n\r\n"
+            };
+            let _ = s.write_all(answer).await;
+        }
+    }));
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/start"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(c["details"]["redirects"], 1, "{c}");
+    assert_eq!(
+        c["details"]["url"],
+        format!("http://127.0.0.1:{port}/caf%C3%A9")
+    );
+
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/latin1"), "").await;
+    assert_failed(&m, &c, "bad_response", "302");
+    assert_eq!(
+        c["error"],
+        format!(
+            "bad redirect from http://127.0.0.1:{port}/latin1: the Location header is not UTF-8 text \
+             (the partner's redirect is broken; or set follow_redirects: false and expect the 302)"
+        )
+    );
+}
+
 #[tokio::test]
 async fn configured_headers_do_not_follow_a_cross_origin_redirect() {
     let (other, _o, other_seen) = recording_partner(None).await;
