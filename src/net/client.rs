@@ -35,6 +35,11 @@ use crate::util::text::with_causes;
 /// The longest proxy CONNECT answer head we read before giving up.
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
 
+/// The most headers an answer may have (hyper's default, 100, fails
+/// partners that browsers and curl read: many `Set-Cookie` or `Link`
+/// lines). The head as a whole stays within hyper's ~400 KiB buffer.
+const MAX_HEADERS: usize = 1000;
+
 /// What to send and how: everything of an http probe's configuration but
 /// what it expects of the answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -466,7 +471,9 @@ impl Client {
             io = Box::new(tls);
         }
 
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(MAX_HEADERS)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| CheckError::new(Reason::Connect, format!("HTTP handshake: {e}")))?;
         // The connection is driven here, beside the request, not as a task of
@@ -543,9 +550,14 @@ impl Client {
             // What a TLS server's alert, or another protocol's greeting,
             // reads as: the usual slip is http:// for an https port.
             let hint = if e.is_parse() && text.contains("invalid HTTP version") {
-                " (the answer is not HTTP/1.x: does this port take https://, or speak another protocol?)"
+                " (the answer is not HTTP/1.x: does this port take https://, or speak another protocol?)".into()
+            } else if e.is_parse_too_large() {
+                format!(
+                    " (depwatch reads at most {MAX_HEADERS} headers, about 400 KiB in all: \
+                     does the partner, or a proxy before it, add headers in a loop?)"
+                )
             } else {
-                ""
+                String::new()
             };
             CheckError::new(
                 reason,

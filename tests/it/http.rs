@@ -1008,6 +1008,34 @@ async fn a_broken_answer_names_its_cause() {
     }
 }
 
+/// An answer with more headers than hyper's default of 100 (many
+/// `Set-Cookie` or `Link` lines), which browsers and curl read, is read;
+/// thousands of them fail, saying what the limit is.
+#[tokio::test]
+async fn answers_with_many_headers() {
+    let answer = |n: usize| -> &'static [u8] {
+        let headers: String = (0..n).map(|i| format!("x-h{i}: v\r\n")).collect();
+        format!("HTTP/1.1 200 OK\r\n{headers}content-length: 2\r\n\r\nok")
+            .into_bytes()
+            .leak()
+    };
+    let (port, _srv) = raw_partner(answer(150)).await;
+    let (_dw, _m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert_eq!(c["status"], "healthy", "{c}");
+
+    let (port, _srv) = raw_partner(answer(5000)).await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert_failed(&m, &c, "bad_response", "none");
+    assert_eq!(
+        c["error"],
+        format!(
+            "no valid answer from 127.0.0.1:{port}: message head is too large \
+             (depwatch reads at most 1000 headers, about 400 KiB in all: \
+             does the partner, or a proxy before it, add headers in a loop?)"
+        )
+    );
+}
+
 #[tokio::test]
 async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
     // One request per connection, said so: the server may close first.
