@@ -597,6 +597,23 @@ async fn json_pointer_mismatch_is_an_expectation_failure() {
     assert_eq!(c["error"], "JSON /status is \"degraded\", expected \"ok\"");
 }
 
+/// A body that starts with a UTF-8 byte order mark (as .NET and Windows
+/// tools write it) is read as browsers read it, without the mark.
+#[tokio::test]
+async fn a_body_with_a_byte_order_mark_is_read_without_it() {
+    let (port, _srv) = raw_partner(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: 18\r\n\r\n\xef\xbb\xbf{\"status\":\"ok\"}",
+    )
+    .await;
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "expect: { body_json: { \"/status\": \"ok\" }, body_regex: '^\\{\"status\"' }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(c["details"]["body_bytes"], 18, "{c}");
+}
+
 /// A JSON answer nested 10,000 deep is read without overflowing a stack,
 /// and a value nested too deeply to build is never taken for `null`.
 #[tokio::test]
