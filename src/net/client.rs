@@ -583,11 +583,10 @@ impl Client {
                 body: Vec::new(),
             });
         }
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        // The length of the body that follows, as hyper reads it: none
+        // follows an answer to HEAD, or a 204 or 304, whose Content-Length
+        // tells the size of what a GET would have had.
+        let declared = hyper::body::Body::size_hint(&incoming).exact();
         if let Some(len) = declared.filter(|l| *l > limit) {
             return Err(too_large(format!("Content-Length is {len}")));
         }

@@ -546,6 +546,23 @@ async fn oversized_body_is_not_read() {
     assert_eq!(c["details"]["body_bytes"], 0, "{c}");
 }
 
+/// A Content-Length that no body follows (the answer to HEAD, a 304)
+/// tells the size of what a GET would have had: it is not too large.
+#[tokio::test]
+async fn a_content_length_without_a_body_is_not_too_large() {
+    let (port, _srv) = partner().await;
+    let (_dw, _m, c) = check_once(&format!("http://127.0.0.1:{port}/big"), "method: HEAD").await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    let (port, _srv) =
+        raw_partner(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5000000\r\n\r\n").await;
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "follow_redirects: false\nexpect: { status: [304] }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+}
+
 /// A partner that compresses unasked: gzip and deflate are read as meant
 /// (within max_body_bytes once inflated); what does not inflate, or a
 /// coding depwatch does not decode, is named.
