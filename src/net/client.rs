@@ -9,7 +9,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,12 @@ const MAX_CONNECT_HEAD: usize = 8 * 1024;
 /// partners that browsers and curl read: many `Set-Cookie` or `Link`
 /// lines). The head as a whole stays within hyper's ~400 KiB buffer.
 const MAX_HEADERS: usize = 1000;
+
+/// The most informational answers (`100 Continue`, `103 Early Hints`)
+/// read before the answer. hyper parses every one it has read before it
+/// reads again, so a partner that sends them in a loop would keep a check
+/// busy past its timeout (and the checks thread with it).
+const MAX_INFORMATIONAL: u32 = 32;
 
 /// What to send and how: everything of an http probe's configuration but
 /// what it expects of the answer.
@@ -426,7 +432,8 @@ impl Client {
         // connection from a reused port meets) cost the checks thread a
         // fifth of each check at 10,000 probes (bench/http.sh).
         let _ = tcp.set_zero_linger();
-        let mut io: Box<dyn Io> = Box::new(Plain(tcp));
+        let informational = Arc::new(AtomicU32::new(0));
+        let mut io: Box<dyn Io> = Box::new(Plain(tcp, informational.clone()));
         if let (Some(p), true) = (&request.proxy, url.https) {
             io = connect_tunnel(io, p, url).await?;
         }
@@ -480,7 +487,7 @@ impl Client {
         // its own: no spawn, and no wake-up of another worker thread, per
         // check. When it ends first (the server closed it), the request ends
         // with what arrived or with the error it saw.
-        let request_done = self.request_answer(sender, url, forms, hop, t);
+        let request_done = self.request_answer(sender, url, forms, hop, &informational, t);
         tokio::pin!(request_done, conn);
         tokio::select! {
             biased;
@@ -496,6 +503,7 @@ impl Client {
         url: &Target,
         forms: Forms,
         hop: Hop<'_>,
+        informational: &Arc<AtomicU32>,
         t: &mut Timings,
     ) -> Result<Answer, CheckError> {
         let request = &self.request;
@@ -535,12 +543,28 @@ impl Client {
         if let (Some(Proxy { auth: Some(a), .. }), false) = (&request.proxy, url.https) {
             h.insert(header::PROXY_AUTHORIZATION, a.clone());
         }
-        let req = req
+        let mut req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
             .map_err(|e| CheckError::new(Reason::Internal, format!("request: {e}")))?;
+        // Counted for the connection (`Plain`), which stops reading past
+        // the limit.
+        let seen = informational.clone();
+        hyper::ext::on_informational(&mut req, move |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
 
         t.begin(Phase::FirstByte);
         let resp = sender.send_request(req).await.map_err(|e| {
+            if informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
+                return CheckError::new(
+                    Reason::BadResponse,
+                    format!(
+                        "no valid answer from {}: more than {MAX_INFORMATIONAL} informational (1xx) answers \
+                         came before it (the partner sends 100 Continue or 103 Early Hints in a loop)",
+                        url.authority()
+                    ),
+                );
+            }
             let reason = if e.is_parse() || e.is_incomplete_message() {
                 Reason::BadResponse
             } else {
@@ -693,8 +717,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// hyper half-closes it once the answer is in; the connection is dropped
 /// right after, and the close sends the same FIN: the `shutdown` call before
 /// it would be one more system call per check for nothing. A TLS layer above
-/// still sends its close_notify.
-struct Plain(TcpStream);
+/// still sends its close_notify. Beside it, the informational answers
+/// counted so far: past [`MAX_INFORMATIONAL`], nothing more is read.
+struct Plain(TcpStream, Arc<AtomicU32>);
 
 impl AsyncRead for Plain {
     fn poll_read(
@@ -702,6 +727,9 @@ impl AsyncRead for Plain {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.1.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
+            return Poll::Ready(Err(io::Error::other("too many informational answers")));
+        }
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }

@@ -1070,6 +1070,53 @@ async fn answers_with_many_headers() {
     );
 }
 
+/// Informational answers before the answer (`100 Continue`, a few `103
+/// Early Hints`) are skipped; a partner that sends them in a loop fails the
+/// check at once, rather than keeping it (and the checks thread) busy past
+/// its timeout.
+#[tokio::test]
+async fn informational_answers_are_skipped_and_a_flood_of_them_is_cut() {
+    use tokio::io::AsyncWriteExt;
+    let hint = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+    let few = [
+        &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+        &hint.repeat(5),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}",
+    ]
+    .concat();
+    let (port, _srv) = raw_partner(few.leak()).await;
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _flood = Task(tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut s).await.is_some() {
+                    let hints = hint.repeat(100);
+                    while s.write_all(&hints).await.is_ok() {}
+                }
+            });
+        }
+    }));
+    let started = Instant::now();
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_failed(&m, &c, "bad_response", "none");
+    assert_eq!(
+        c["error"],
+        format!(
+            "no valid answer from 127.0.0.1:{port}: more than 32 informational (1xx) answers came \
+             before it (the partner sends 100 Continue or 103 Early Hints in a loop)"
+        )
+    );
+}
+
 #[tokio::test]
 async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
     // One request per connection, said so: the server may close first.
