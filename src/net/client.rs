@@ -580,6 +580,12 @@ impl Client {
                     " (depwatch reads at most {MAX_HEADERS} headers, about 400 KiB in all: \
                      does the partner, or a proxy before it, add headers in a loop?)"
                 )
+            } else if e.is_incomplete_message() || io_kind(&e) == Some(io::ErrorKind::ConnectionReset)
+            {
+                // The connection was accepted, then ended with no answer.
+                " (the partner ended the connection without answering: is it overloaded or \
+                 restarting, or does it, or a proxy or firewall before it, refuse this client?)"
+                    .into()
             } else {
                 String::new()
             };
@@ -648,6 +654,18 @@ impl Client {
             body,
         })
     }
+}
+
+/// The kind of the I/O error under `e`, if one is.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Whether a failed handshake met a server that answered without TLS (a

@@ -1117,6 +1117,49 @@ async fn informational_answers_are_skipped_and_a_flood_of_them_is_cut() {
     );
 }
 
+/// A partner that takes the connection and ends it without answering, with
+/// a reset at once or a close after reading the request: the error says
+/// what happened and what to look at.
+#[tokio::test]
+async fn a_partner_that_ends_the_connection_without_answering() {
+    let hint = "(the partner ended the connection without answering: is it overloaded or \
+                restarting, or does it, or a proxy or firewall before it, refuse this client?)";
+    for (reset, reason, cause) in [
+        (
+            true,
+            "connect",
+            "connection error: Connection reset by peer (os error 104)",
+        ),
+        (
+            false,
+            "bad_response",
+            "connection closed before message completed",
+        ),
+    ] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _srv = Task(tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                if reset {
+                    let _ = s.set_zero_linger();
+                } else {
+                    read_head(&mut s).await;
+                }
+                drop(s);
+            }
+        }));
+        let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+        assert_failed(&m, &c, reason, "none");
+        let error = c["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("no valid answer from 127.0.0.1:{port}: "))
+                && error.contains(cause)
+                && error.ends_with(hint),
+            "{error}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
     // One request per connection, said so: the server may close first.
