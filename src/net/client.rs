@@ -313,7 +313,22 @@ impl Client {
                     },
                     t,
                 )
-                .await?;
+                .await
+                .map_err(|mut e| {
+                    // An address the configuration never named: say how
+                    // the check came to it.
+                    if t.redirects > 0 {
+                        e.message = format!(
+                            "after {} redirect{} from {} to {}: {}",
+                            t.redirects,
+                            if t.redirects == 1 { "" } else { "s" },
+                            first.redacted(),
+                            url.redacted(),
+                            e.message
+                        );
+                    }
+                    e
+                })?;
             let code = answer.status;
             // As UTF-8, not only visible ASCII: servers write `/café` as
             // it is (resolved as browsers do, percent-encoded).

@@ -1722,6 +1722,27 @@ async fn a_redirect_to_a_location_in_utf8_is_followed() {
     );
 }
 
+/// A failure after a redirect says how the check came to an address the
+/// configuration never named.
+#[tokio::test]
+async fn a_failure_after_a_redirect_names_where_it_was_sent() {
+    let closed = free_port();
+    let answer = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{closed}/v2/health?token=querysecret\r\ncontent-length: 0\r\n\r\n"
+    );
+    let (port, _srv) = raw_partner(answer.into_bytes().leak()).await;
+    let (dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/health"), "").await;
+    assert_failed(&m, &c, "connect", "307");
+    let error = c["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "after 1 redirect from http://127.0.0.1:{port}/health to http://127.0.0.1:{closed}/v2/health?…: cannot connect to 127.0.0.1:{closed}: "
+        )),
+        "{error}"
+    );
+    dw.assert_never_shown(&["querysecret"]).await;
+}
+
 #[tokio::test]
 async fn configured_headers_do_not_follow_a_cross_origin_redirect() {
     let (other, _o, other_seen) = recording_partner(None).await;
