@@ -427,6 +427,24 @@ async fn a_socket_that_never_answers_times_out() {
         );
         assert_eq!(c["details"]["url"], format!("http://127.0.0.1:{port}/hole"));
     }
+    // Over https, the handshake is what never ends.
+    let (_dw, m, c) = check_once(&format!("https://127.0.0.1:{port}/hole"), "").await;
+    assert_failed(&m, &c, "timeout", "none");
+    assert_eq!(
+        c["error"],
+        format!(
+            "https://127.0.0.1:{port}/hole: the TLS handshake did not end within the timeout of 1s \
+             (does this port speak TLS? is the partner overloaded?)"
+        )
+    );
+    assert!(
+        m.value(
+            "depwatch_http_phase_duration_seconds",
+            &[P, ("phase", "tls")]
+        ) > 0.5,
+        "{}",
+        m.text
+    );
 }
 
 /// A partner that sends its answer's head, then its body one byte at a
