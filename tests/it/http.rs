@@ -649,6 +649,26 @@ async fn a_body_with_a_byte_order_mark_is_read_without_it() {
     assert_eq!(c["details"]["body_bytes"], 18, "{c}");
 }
 
+/// An empty body where JSON is expected (a 200 with `Content-Type:
+/// application/json` and nothing in it) says so, not a parser's EOF.
+#[tokio::test]
+async fn an_empty_body_where_json_is_expected_says_so() {
+    let (port, _srv) = raw_partner(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_failed(&m, &c, "expectation", "200");
+    assert_eq!(
+        c["error"],
+        "the body is empty, expected JSON (status 200: is this the right URL and method?)"
+    );
+}
+
 /// A JSON answer nested 10,000 deep is read without overflowing a stack,
 /// and a value nested too deeply to build is never taken for `null`.
 #[tokio::test]

@@ -127,6 +127,11 @@ impl Expect {
             // Checked whole, then only what the pointers name is read: no
             // `Value` tree of the answer (at 10,000 probes it was a quarter
             // of a check's allocations).
+            if body.is_empty() {
+                return fail(format!(
+                    "the body is empty, expected JSON (status {code}: is this the right URL and method?)"
+                ));
+            }
             let doc = match json_text(body) {
                 Ok(d) => d,
                 Err(err) => {
