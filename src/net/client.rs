@@ -9,7 +9,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,19 @@ pub struct Timings {
     pub final_url: Option<Arc<str>>,
     /// The phase under way and when it began (`None` between phases).
     at: Option<(Phase, Instant)>,
+    /// What the last connection has read, and how much of it before its
+    /// answer's head began: what of the head a timeout cut.
+    wire: Option<Arc<Wire>>,
+    head_from: u64,
+}
+
+/// What a check's connection has read, shared with it ([`Plain`]).
+#[derive(Default)]
+struct Wire {
+    /// Informational answers (hyper's callback counts them): past
+    /// [`MAX_INFORMATIONAL`], nothing more is read.
+    informational: AtomicU32,
+    bytes: AtomicU64,
 }
 
 /// A phase of a request (the `phase` of `depwatch_http_phase_duration_seconds`).
@@ -199,6 +212,16 @@ impl Timings {
         let phase = self.at.map(|(p, _)| p);
         self.end();
         phase
+    }
+
+    /// The bytes of the answer's head read so far (as they came over the
+    /// wire, encrypted for https).
+    pub fn head_bytes(&self) -> u64 {
+        self.wire.as_ref().map_or(0, |w| {
+            w.bytes
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.head_from)
+        })
     }
 }
 
@@ -447,8 +470,9 @@ impl Client {
         // connection from a reused port meets) cost the checks thread a
         // fifth of each check at 10,000 probes (bench/http.sh).
         let _ = tcp.set_zero_linger();
-        let informational = Arc::new(AtomicU32::new(0));
-        let mut io: Box<dyn Io> = Box::new(Plain(tcp, informational.clone()));
+        let wire = Arc::new(Wire::default());
+        t.wire = Some(wire.clone());
+        let mut io: Box<dyn Io> = Box::new(Plain(tcp, wire.clone()));
         if let (Some(p), true) = (&request.proxy, url.https) {
             io = connect_tunnel(io, p, url).await?;
         }
@@ -502,7 +526,7 @@ impl Client {
         // its own: no spawn, and no wake-up of another worker thread, per
         // check. When it ends first (the server closed it), the request ends
         // with what arrived or with the error it saw.
-        let request_done = self.request_answer(sender, url, forms, hop, &informational, t);
+        let request_done = self.request_answer(sender, url, forms, hop, &wire, t);
         tokio::pin!(request_done, conn);
         tokio::select! {
             biased;
@@ -518,7 +542,7 @@ impl Client {
         url: &Target,
         forms: Forms,
         hop: Hop<'_>,
-        informational: &Arc<AtomicU32>,
+        wire: &Arc<Wire>,
         t: &mut Timings,
     ) -> Result<Answer, CheckError> {
         let request = &self.request;
@@ -563,14 +587,15 @@ impl Client {
             .map_err(|e| CheckError::new(Reason::Internal, format!("request: {e}")))?;
         // Counted for the connection (`Plain`), which stops reading past
         // the limit.
-        let seen = informational.clone();
+        let seen = wire.clone();
         hyper::ext::on_informational(&mut req, move |_| {
-            seen.fetch_add(1, Ordering::Relaxed);
+            seen.informational.fetch_add(1, Ordering::Relaxed);
         });
 
         t.begin(Phase::FirstByte);
+        t.head_from = wire.bytes.load(Ordering::Relaxed);
         let resp = sender.send_request(req).await.map_err(|e| {
-            if informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
+            if wire.informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
                 return CheckError::new(
                     Reason::BadResponse,
                     format!(
@@ -750,9 +775,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// hyper half-closes it once the answer is in; the connection is dropped
 /// right after, and the close sends the same FIN: the `shutdown` call before
 /// it would be one more system call per check for nothing. A TLS layer above
-/// still sends its close_notify. Beside it, the informational answers
-/// counted so far: past [`MAX_INFORMATIONAL`], nothing more is read.
-struct Plain(TcpStream, Arc<AtomicU32>);
+/// still sends its close_notify. Beside it, what it has read ([`Wire`]).
+struct Plain(TcpStream, Arc<Wire>);
 
 impl AsyncRead for Plain {
     fn poll_read(
@@ -760,10 +784,14 @@ impl AsyncRead for Plain {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.1.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
+        if self.1.informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
             return Poll::Ready(Err(io::Error::other("too many informational answers")));
         }
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.0).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.1.bytes.fetch_add(n, Ordering::Relaxed);
+        read
     }
 }
 

@@ -448,8 +448,9 @@ async fn a_socket_that_never_answers_times_out() {
 }
 
 /// A partner that sends its answer's head, then its body one byte at a
-/// time, for ever (slowloris).
-async fn trickling_partner() -> (u16, Task) {
+/// time, for ever (slowloris); with `head`, the head itself one header
+/// line at a time, for ever.
+async fn trickling_partner(head: bool) -> (u16, Task) {
     use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -459,11 +460,15 @@ async fn trickling_partner() -> (u16, Task) {
                 if read_head(&mut s).await.is_none() {
                     return;
                 }
-                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n";
-                if s.write_all(head).await.is_err() {
+                let (first, then): (&[u8], &[u8]) = if head {
+                    (b"HTTP/1.1 200 OK\r\n", b"x-more: y\r\n")
+                } else {
+                    (b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n", b"x")
+                };
+                if s.write_all(first).await.is_err() {
                     return;
                 }
-                while s.write_all(b"x").await.is_ok() {
+                while s.write_all(then).await.is_ok() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             });
@@ -472,11 +477,31 @@ async fn trickling_partner() -> (u16, Task) {
     (port, Task(task))
 }
 
+/// A head that never ends is cut at the timeout too, which says that the
+/// answer had begun.
+#[tokio::test]
+async fn a_head_that_trickles_for_ever_is_cut_at_the_timeout_which_says_so() {
+    let (port, _srv) = trickling_partner(true).await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/feed"), "").await;
+    assert_failed(&m, &c, "timeout", "none");
+    let error = c["error"].as_str().unwrap_or_default();
+    let want = format!(
+        "http://127.0.0.1:{port}/feed: the answer's head was still arriving at the timeout of 1s ("
+    );
+    assert!(error.starts_with(&want), "{error}");
+    assert!(
+        error.ends_with(
+            " bytes so far: the partner sends it slowly; raise timeout if that is normal)"
+        ),
+        "{error}"
+    );
+}
+
 /// The timeout bounds the whole exchange, the body included, and says
 /// where it cut: the phase, the URL (without its query), what had arrived.
 #[tokio::test]
 async fn a_body_that_trickles_for_ever_is_cut_at_the_timeout_which_says_so() {
-    let (port, _srv) = trickling_partner().await;
+    let (port, _srv) = trickling_partner(false).await;
     let started = Instant::now();
     let (dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/feed?key=querysecret"), "").await;
     assert!(started.elapsed() < Duration::from_secs(10));

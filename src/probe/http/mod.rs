@@ -171,6 +171,7 @@ struct Cut {
     phase: Option<Phase>,
     url: Option<Arc<str>>,
     status: u16,
+    head_bytes: u64,
     body_bytes: usize,
     details: Details,
     took: Duration,
@@ -237,6 +238,7 @@ impl Drop for Recorder<'_> {
                 phase,
                 url: self.t.final_url.clone(),
                 status: self.t.status,
+                head_bytes: self.t.head_bytes(),
                 body_bytes: self.t.body_bytes,
                 details: self.probe.details(&self.t, took),
                 took,
@@ -450,6 +452,11 @@ impl Probe for HttpProbe {
             Some(Phase::Tls) => format!(
                 "{url}: the TLS handshake did not end within the timeout of {after} \
                  (does this port speak TLS? is the partner overloaded?)"
+            ),
+            Some(Phase::FirstByte) if cut.head_bytes > 0 => format!(
+                "{url}: the answer's head was still arriving at the timeout of {after} \
+                 ({} bytes so far: the partner sends it slowly; raise timeout if that is normal)",
+                cut.head_bytes
             ),
             Some(Phase::FirstByte) => format!(
                 "{url}: no answer within the timeout of {after} after the request \
