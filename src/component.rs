@@ -11,12 +11,12 @@ use prometheus_client::metrics::gauge::Gauge;
 // tokio's clock, so that tests can pause time and step through the cache TTL.
 use tokio::time::Instant;
 
-use crate::config::{PerfConfig, ProbeConfig, units::format_duration};
+use crate::config::{PerfConfig, ProbeConfig};
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 use crate::metrics::lines::{Histogram, Kept};
 use crate::metrics::{Cause, ComponentFailure, ComponentKind, ComponentStatus, Metrics};
 use crate::perf::Window;
-use crate::probe::{CheckError, CheckResult, Details, Kind, Probe, Reason, Status};
+use crate::probe::{CheckResult, Details, Kind, Probe, Reason, Status};
 use crate::util::sync::{lock, read, write};
 use crate::util::time::{Stamp, unix};
 
@@ -296,15 +296,11 @@ impl Component {
         let seen = self.dropped.load(Ordering::Acquire);
         let started = Instant::now();
         let at = SystemTime::now();
+        // The check's future is dropped once the timeout is reached, before
+        // the probe is asked what it was doing.
         let result = match tokio::time::timeout(self.cfg.timeout, self.probe.check()).await {
             Ok(r) => r,
-            Err(_) => Err(CheckError::new(
-                Reason::Timeout,
-                format!(
-                    "no answer within the timeout of {}",
-                    format_duration(self.cfg.timeout)
-                ),
-            )),
+            Err(_) => Err(self.probe.timed_out(self.cfg.timeout)),
         };
         // The dependency's own time when the probe measured it (http: the
         // request), else the time around the check.
@@ -608,7 +604,7 @@ pub struct ComponentView<'a, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Outcome;
+    use crate::probe::{CheckError, Outcome};
     use serde_json::Map;
 
     #[test]

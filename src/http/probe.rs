@@ -253,10 +253,12 @@ async fn run_module(
         .map_err(|e| ApiError::Internal(format!("cannot build module {name}'s probe: {e}")))?;
     let started = Instant::now();
     // On timeout the probe's future is dropped, which records the failure
-    // (reason `timeout`) in its metrics.
-    let outcome = tokio::time::timeout(timeout, probe.check()).await;
-    let ok = matches!(outcome, Ok(Ok(_)));
-    if let Ok(Err(e)) = &outcome {
+    // (reason `timeout`) in its metrics; the probe then says where it was.
+    let outcome = tokio::time::timeout(timeout, probe.check())
+        .await
+        .unwrap_or_else(|_| Err(probe.timed_out(timeout)));
+    let ok = outcome.is_ok();
+    if let Err(e) = &outcome {
         tracing::debug!(module = name, reason = e.reason.as_str(), error = %e.message, "Probe failed.");
     }
     let took = started.elapsed();
@@ -269,13 +271,7 @@ async fn run_module(
             "Probe of {shown} with module `{name}` ({:.1} ms)",
             took.as_secs_f64() * 1000.0
         );
-        match &outcome {
-            Ok(result) => report(head, result),
-            Err(_) => format!(
-                "{head}: failed\nwhy: timeout: no answer within {}",
-                crate::config::units::format_duration(timeout)
-            ),
-        }
+        report(head, &outcome)
     });
     Ok((om, report))
 }

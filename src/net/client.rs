@@ -9,7 +9,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,17 @@ use crate::util::text::with_causes;
 
 /// The longest proxy CONNECT answer head we read before giving up.
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
+
+/// The most headers an answer may have (hyper's default, 100, fails
+/// partners that browsers and curl read: many `Set-Cookie` or `Link`
+/// lines). The head as a whole stays within hyper's ~400 KiB buffer.
+const MAX_HEADERS: usize = 1000;
+
+/// The most informational answers (`100 Continue`, `103 Early Hints`)
+/// read before the answer. hyper parses every one it has read before it
+/// reads again, so a partner that sends them in a loop would keep a check
+/// busy past its timeout (and the checks thread with it).
+const MAX_INFORMATIONAL: u32 = 32;
 
 /// What to send and how: everything of an http probe's configuration but
 /// what it expects of the answer.
@@ -150,6 +161,68 @@ pub struct Timings {
     pub body_bytes: usize,
     /// The last URL asked, without its query.
     pub final_url: Option<Arc<str>>,
+    /// The phase under way and when it began (`None` between phases).
+    at: Option<(Phase, Instant)>,
+    /// What the last connection has read, and how much of it before its
+    /// answer's head began: what of the head a timeout cut.
+    wire: Option<Arc<Wire>>,
+    head_from: u64,
+}
+
+/// What a check's connection has read, shared with it ([`Plain`]).
+#[derive(Default)]
+struct Wire {
+    /// Informational answers (hyper's callback counts them): past
+    /// [`MAX_INFORMATIONAL`], nothing more is read.
+    informational: AtomicU32,
+    bytes: AtomicU64,
+}
+
+/// A phase of a request (the `phase` of `depwatch_http_phase_duration_seconds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Dns,
+    Connect,
+    Tls,
+    FirstByte,
+    Transfer,
+}
+
+impl Timings {
+    fn begin(&mut self, phase: Phase) {
+        self.at = Some((phase, Instant::now()));
+    }
+
+    /// Counts the phase under way into its time.
+    fn end(&mut self) {
+        if let Some((phase, since)) = self.at.take() {
+            *match phase {
+                Phase::Dns => &mut self.dns,
+                Phase::Connect => &mut self.connect,
+                Phase::Tls => &mut self.tls,
+                Phase::FirstByte => &mut self.first_byte,
+                Phase::Transfer => &mut self.transfer,
+            } += since.elapsed();
+        }
+    }
+
+    /// For a request that a timeout dropped: the phase it was in, with the
+    /// time spent in it counted.
+    pub fn cut(&mut self) -> Option<Phase> {
+        let phase = self.at.map(|(p, _)| p);
+        self.end();
+        phase
+    }
+
+    /// The bytes of the answer's head read so far (as they came over the
+    /// wire, encrypted for https).
+    pub fn head_bytes(&self) -> u64 {
+        self.wire.as_ref().map_or(0, |w| {
+            w.bytes
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.head_from)
+        })
+    }
 }
 
 /// An HTTP answer, its body read in full (within the limit).
@@ -263,12 +336,29 @@ impl Client {
                     },
                     t,
                 )
-                .await?;
+                .await
+                .map_err(|mut e| {
+                    // An address the configuration never named: say how
+                    // the check came to it.
+                    if t.redirects > 0 {
+                        e.message = format!(
+                            "after {} redirect{} from {} to {}: {}",
+                            t.redirects,
+                            if t.redirects == 1 { "" } else { "s" },
+                            first.redacted(),
+                            url.redacted(),
+                            e.message
+                        );
+                    }
+                    e
+                })?;
             let code = answer.status;
+            // As UTF-8, not only visible ASCII: servers write `/café` as
+            // it is (resolved as browsers do, percent-encoded).
             let location = answer
                 .headers
                 .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok());
+                .map(|v| std::str::from_utf8(v.as_bytes()));
             if request.max_redirects == 0 || !code.is_redirection() || location.is_none() {
                 return Ok(answer);
             }
@@ -283,7 +373,17 @@ impl Client {
                     ),
                 ));
             }
-            let loc = location.unwrap_or_default();
+            let Some(Ok(loc)) = location else {
+                return Err(CheckError::new(
+                    Reason::BadResponse,
+                    format!(
+                        "bad redirect from {}: the Location header is not UTF-8 text \
+                         (the partner's redirect is broken; or set follow_redirects: false and expect the {})",
+                        url.redacted(),
+                        code.as_u16()
+                    ),
+                ));
+            };
             let next = url.join(loc).map_err(|e| match e {
                 Refused::Scheme(scheme) => CheckError::new(
                     Reason::RedirectRefused,
@@ -342,7 +442,7 @@ impl Client {
                 &literal
             }
             Err(_) => {
-                let t0 = Instant::now();
+                t.begin(Phase::Dns);
                 found = Lookups::shared()
                     .resolve(host, port)
                     .await
@@ -352,12 +452,12 @@ impl Client {
                         }
                         e => CheckError::new(Reason::Dns, format!("cannot resolve {host}: {e}")),
                     })?;
-                t.dns += t0.elapsed();
+                t.end();
                 &found
             }
         };
 
-        let t0 = Instant::now();
+        t.begin(Phase::Connect);
         let tcp = connect_first(addrs).await.map_err(|(a, e)| {
             CheckError::new(Reason::Connect, format!("cannot connect to {a}: {e}"))
         })?;
@@ -370,14 +470,16 @@ impl Client {
         // connection from a reused port meets) cost the checks thread a
         // fifth of each check at 10,000 probes (bench/http.sh).
         let _ = tcp.set_zero_linger();
-        let mut io: Box<dyn Io> = Box::new(Plain(tcp));
+        let wire = Arc::new(Wire::default());
+        t.wire = Some(wire.clone());
+        let mut io: Box<dyn Io> = Box::new(Plain(tcp, wire.clone()));
         if let (Some(p), true) = (&request.proxy, url.https) {
             io = connect_tunnel(io, p, url).await?;
         }
-        t.connect += t0.elapsed();
+        t.end();
 
         if url.https {
-            let t0 = Instant::now();
+            t.begin(Phase::Tls);
             let not_after = Arc::new(AtomicI64::new(i64::MIN));
             let config = self
                 .trust
@@ -410,19 +512,21 @@ impl Client {
                     ),
                 )
             })?;
-            t.tls += t0.elapsed();
+            t.end();
             t.tls_version = tls.get_ref().1.protocol_version().and_then(|v| v.as_str());
             io = Box::new(tls);
         }
 
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(MAX_HEADERS)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| CheckError::new(Reason::Connect, format!("HTTP handshake: {e}")))?;
         // The connection is driven here, beside the request, not as a task of
         // its own: no spawn, and no wake-up of another worker thread, per
         // check. When it ends first (the server closed it), the request ends
         // with what arrived or with the error it saw.
-        let request_done = self.request_answer(sender, url, forms, hop, t);
+        let request_done = self.request_answer(sender, url, forms, hop, &wire, t);
         tokio::pin!(request_done, conn);
         tokio::select! {
             biased;
@@ -438,6 +542,7 @@ impl Client {
         url: &Target,
         forms: Forms,
         hop: Hop<'_>,
+        wire: &Arc<Wire>,
         t: &mut Timings,
     ) -> Result<Answer, CheckError> {
         let request = &self.request;
@@ -477,12 +582,29 @@ impl Client {
         if let (Some(Proxy { auth: Some(a), .. }), false) = (&request.proxy, url.https) {
             h.insert(header::PROXY_AUTHORIZATION, a.clone());
         }
-        let req = req
+        let mut req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
             .map_err(|e| CheckError::new(Reason::Internal, format!("request: {e}")))?;
+        // Counted for the connection (`Plain`), which stops reading past
+        // the limit.
+        let seen = wire.clone();
+        hyper::ext::on_informational(&mut req, move |_| {
+            seen.informational.fetch_add(1, Ordering::Relaxed);
+        });
 
-        let t0 = Instant::now();
+        t.begin(Phase::FirstByte);
+        t.head_from = wire.bytes.load(Ordering::Relaxed);
         let resp = sender.send_request(req).await.map_err(|e| {
+            if wire.informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
+                return CheckError::new(
+                    Reason::BadResponse,
+                    format!(
+                        "no valid answer from {}: more than {MAX_INFORMATIONAL} informational (1xx) answers \
+                         came before it (the partner sends 100 Continue or 103 Early Hints in a loop)",
+                        url.authority()
+                    ),
+                );
+            }
             let reason = if e.is_parse() || e.is_incomplete_message() {
                 Reason::BadResponse
             } else {
@@ -492,16 +614,27 @@ impl Client {
             // What a TLS server's alert, or another protocol's greeting,
             // reads as: the usual slip is http:// for an https port.
             let hint = if e.is_parse() && text.contains("invalid HTTP version") {
-                " (the answer is not HTTP/1.x: does this port take https://, or speak another protocol?)"
+                " (the answer is not HTTP/1.x: does this port take https://, or speak another protocol?)".into()
+            } else if e.is_parse_too_large() {
+                format!(
+                    " (depwatch reads at most {MAX_HEADERS} headers, about 400 KiB in all: \
+                     does the partner, or a proxy before it, add headers in a loop?)"
+                )
+            } else if e.is_incomplete_message() || io_kind(&e) == Some(io::ErrorKind::ConnectionReset)
+            {
+                // The connection was accepted, then ended with no answer.
+                " (the partner ended the connection without answering: is it overloaded or \
+                 restarting, or does it, or a proxy or firewall before it, refuse this client?)"
+                    .into()
             } else {
-                ""
+                String::new()
             };
             CheckError::new(
                 reason,
                 format!("no valid answer from {}: {text}{hint}", url.authority()),
             )
         })?;
-        t.first_byte += t0.elapsed();
+        t.end();
         t.status = resp.status().as_u16();
 
         let (parts, mut incoming) = resp.into_parts();
@@ -520,15 +653,14 @@ impl Client {
                 body: Vec::new(),
             });
         }
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        // The length of the body that follows, as hyper reads it: none
+        // follows an answer to HEAD, or a 204 or 304, whose Content-Length
+        // tells the size of what a GET would have had.
+        let declared = hyper::body::Body::size_hint(&incoming).exact();
         if let Some(len) = declared.filter(|l| *l > limit) {
             return Err(too_large(format!("Content-Length is {len}")));
         }
-        let t0 = Instant::now();
+        t.begin(Phase::Transfer);
         // Sized from what the server declares, up to a small bound: a
         // declaration alone (up to max_body_bytes) takes no memory.
         let mut buf = Vec::with_capacity(declared.map_or(0, |l| l.min(PRESIZE_MAX)) as usize);
@@ -549,9 +681,11 @@ impl Client {
                     return Err(too_large(format!("more than {limit} bytes arrived")));
                 }
                 buf.extend_from_slice(&data);
+                // So far: what a timeout that cuts the transfer reports.
+                t.body_bytes = buf.len();
             }
         }
-        t.transfer += t0.elapsed();
+        t.end();
         t.body_bytes = buf.len();
         let body = inflated(&parts.headers, buf, limit)?;
         Ok(Answer {
@@ -560,6 +694,18 @@ impl Client {
             body,
         })
     }
+}
+
+/// The kind of the I/O error under `e`, if one is.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Whether a failed handshake met a server that answered without TLS (a
@@ -629,8 +775,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// hyper half-closes it once the answer is in; the connection is dropped
 /// right after, and the close sends the same FIN: the `shutdown` call before
 /// it would be one more system call per check for nothing. A TLS layer above
-/// still sends its close_notify.
-struct Plain(TcpStream);
+/// still sends its close_notify. Beside it, what it has read ([`Wire`]).
+struct Plain(TcpStream, Arc<Wire>);
 
 impl AsyncRead for Plain {
     fn poll_read(
@@ -638,7 +784,14 @@ impl AsyncRead for Plain {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        if self.1.informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
+            return Poll::Ready(Err(io::Error::other("too many informational answers")));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.0).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.1.bytes.fetch_add(n, Ordering::Relaxed);
+        read
     }
 }
 

@@ -255,6 +255,18 @@ pub const API_BUCKETS: &[f64] = &[0.1, 0.5, 2.0, 5.0];
 pub trait Probe: Send + Sync {
     fn check(&self) -> BoxFuture<'_, CheckResult>;
 
+    /// The error of a check that the timeout `after` cut (its future has
+    /// just been dropped): what it was doing then, for kinds that know.
+    fn timed_out(&self, after: Duration) -> CheckError {
+        CheckError::new(
+            Reason::Timeout,
+            format!(
+                "no answer within the timeout of {}",
+                crate::config::units::format_duration(after)
+            ),
+        )
+    }
+
     /// Drops the probe's own metric series (the component was removed or
     /// replaced). Called after the component's gate was retired: no write
     /// of the probe's comes after it.

@@ -2,11 +2,15 @@
 
 /// `v` as JSON, cut to `max` characters with an ellipsis.
 pub fn short(v: &serde_json::Value, max: usize) -> String {
-    let s = v.to_string();
+    short_str(&v.to_string(), max)
+}
+
+/// `s` cut to `max` characters with an ellipsis.
+pub fn short_str(s: &str, max: usize) -> String {
     if s.chars().count() > max {
         format!("{}…", s.chars().take(max).collect::<String>())
     } else {
-        s
+        s.to_string()
     }
 }
 

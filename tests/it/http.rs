@@ -406,11 +406,134 @@ async fn slow_above_degrades_without_failing() {
     );
 }
 
+/// A socket that accepts and never reads nor answers: the timeout names
+/// the phase (the request sent, no answer), for a GET as for a POST whose
+/// body fills the socket buffers.
 #[tokio::test]
 async fn a_socket_that_never_answers_times_out() {
     let (port, _hole) = black_hole().await;
-    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    let body = "x".repeat(6 << 20);
+    for extra in [String::new(), format!("method: POST\nbody: '{body}'")] {
+        let started = Instant::now();
+        let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/hole"), &extra).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_failed(&m, &c, "timeout", "none");
+        assert_eq!(
+            c["error"],
+            format!(
+                "http://127.0.0.1:{port}/hole: no answer within the timeout of 1s after the request \
+                 (the partner took the connection but did not answer: raise timeout if it is only slow)"
+            )
+        );
+        assert_eq!(c["details"]["url"], format!("http://127.0.0.1:{port}/hole"));
+    }
+    // Over https, the handshake is what never ends.
+    let (_dw, m, c) = check_once(&format!("https://127.0.0.1:{port}/hole"), "").await;
     assert_failed(&m, &c, "timeout", "none");
+    assert_eq!(
+        c["error"],
+        format!(
+            "https://127.0.0.1:{port}/hole: the TLS handshake did not end within the timeout of 1s \
+             (does this port speak TLS? is the partner overloaded?)"
+        )
+    );
+    assert!(
+        m.value(
+            "depwatch_http_phase_duration_seconds",
+            &[P, ("phase", "tls")]
+        ) > 0.5,
+        "{}",
+        m.text
+    );
+}
+
+/// A partner that sends its answer's head, then its body one byte at a
+/// time, for ever (slowloris); with `head`, the head itself one header
+/// line at a time, for ever.
+async fn trickling_partner(head: bool) -> (u16, Task) {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut s).await.is_none() {
+                    return;
+                }
+                let (first, then): (&[u8], &[u8]) = if head {
+                    (b"HTTP/1.1 200 OK\r\n", b"x-more: y\r\n")
+                } else {
+                    (b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n", b"x")
+                };
+                if s.write_all(first).await.is_err() {
+                    return;
+                }
+                while s.write_all(then).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    (port, Task(task))
+}
+
+/// A head that never ends is cut at the timeout too, which says that the
+/// answer had begun.
+#[tokio::test]
+async fn a_head_that_trickles_for_ever_is_cut_at_the_timeout_which_says_so() {
+    let (port, _srv) = trickling_partner(true).await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/feed"), "").await;
+    assert_failed(&m, &c, "timeout", "none");
+    let error = c["error"].as_str().unwrap_or_default();
+    let want = format!(
+        "http://127.0.0.1:{port}/feed: the answer's head was still arriving at the timeout of 1s ("
+    );
+    assert!(error.starts_with(&want), "{error}");
+    assert!(
+        error.ends_with(
+            " bytes so far: the partner sends it slowly; raise timeout if that is normal)"
+        ),
+        "{error}"
+    );
+}
+
+/// The timeout bounds the whole exchange, the body included, and says
+/// where it cut: the phase, the URL (without its query), what had arrived.
+#[tokio::test]
+async fn a_body_that_trickles_for_ever_is_cut_at_the_timeout_which_says_so() {
+    let (port, _srv) = trickling_partner(false).await;
+    let started = Instant::now();
+    let (dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/feed?key=querysecret"), "").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_failed(&m, &c, "timeout", "200");
+    let error = c["error"].as_str().unwrap_or_default();
+    let want = format!(
+        "http://127.0.0.1:{port}/feed?…: the body was still arriving at the timeout of 1s (status 200, "
+    );
+    assert!(error.starts_with(&want), "{error}");
+    assert!(
+        error.ends_with(
+            " bytes so far: the partner sends it slowly; raise timeout if that is normal)"
+        ),
+        "{error}"
+    );
+    let details = &c["details"];
+    assert_eq!(details["status_code"], 200, "{c}");
+    assert!(details["body_bytes"].as_u64().unwrap_or(0) > 0, "{c}");
+    // The time went into the transfer, and the phase gauge says so.
+    assert!(
+        details["phases_ms"]["transfer"].as_f64().unwrap_or(0.0) > 500.0,
+        "{c}"
+    );
+    assert!(
+        m.value(
+            "depwatch_http_phase_duration_seconds",
+            &[P, ("phase", "transfer")]
+        ) > 0.5,
+        "{}",
+        m.text
+    );
+    dw.assert_never_shown(&["querysecret"]).await;
 }
 
 #[tokio::test]
@@ -466,6 +589,23 @@ async fn oversized_body_is_not_read() {
     assert_eq!(c["details"]["body_bytes"], 0, "{c}");
 }
 
+/// A Content-Length that no body follows (the answer to HEAD, a 304)
+/// tells the size of what a GET would have had: it is not too large.
+#[tokio::test]
+async fn a_content_length_without_a_body_is_not_too_large() {
+    let (port, _srv) = partner().await;
+    let (_dw, _m, c) = check_once(&format!("http://127.0.0.1:{port}/big"), "method: HEAD").await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    let (port, _srv) =
+        raw_partner(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5000000\r\n\r\n").await;
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "follow_redirects: false\nexpect: { status: [304] }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+}
+
 /// A partner that compresses unasked: gzip and deflate are read as meant
 /// (within max_body_bytes once inflated); what does not inflate, or a
 /// coding depwatch does not decode, is named.
@@ -515,6 +655,72 @@ async fn json_pointer_mismatch_is_an_expectation_failure() {
     .await;
     assert_failed(&m, &c, "expectation", "200");
     assert_eq!(c["error"], "JSON /status is \"degraded\", expected \"ok\"");
+}
+
+/// A body that starts with a UTF-8 byte order mark (as .NET and Windows
+/// tools write it) is read as browsers read it, without the mark.
+#[tokio::test]
+async fn a_body_with_a_byte_order_mark_is_read_without_it() {
+    let (port, _srv) = raw_partner(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: 18\r\n\r\n\xef\xbb\xbf{\"status\":\"ok\"}",
+    )
+    .await;
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "expect: { body_json: { \"/status\": \"ok\" }, body_regex: '^\\{\"status\"' }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(c["details"]["body_bytes"], 18, "{c}");
+}
+
+/// An empty body where JSON is expected (a 200 with `Content-Type:
+/// application/json` and nothing in it) says so, not a parser's EOF.
+#[tokio::test]
+async fn an_empty_body_where_json_is_expected_says_so() {
+    let (port, _srv) = raw_partner(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_failed(&m, &c, "expectation", "200");
+    assert_eq!(
+        c["error"],
+        "the body is empty, expected JSON (status 200: is this the right URL and method?)"
+    );
+}
+
+/// A JSON answer nested 10,000 deep is read without overflowing a stack,
+/// and a value nested too deeply to build is never taken for `null`.
+#[tokio::test]
+async fn a_json_body_nested_10000_deep_is_judged_honestly() {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let body = format!(r#"{{"status":"ok","error":{deep}}}"#);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (port, _srv) = raw_partner(answer.into_bytes().leak()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (_dw, _m, c) = check_once(
+        &url,
+        "expect: { body_json: { \"/status\": \"ok\" }, body_json_exists: [\"/error/0/0\"] }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    let (_dw, m, c) = check_once(&url, "expect: { body_json: { \"/error\": null } }").await;
+    assert_failed(&m, &c, "expectation", "200");
+    assert_eq!(
+        c["error"],
+        format!(
+            "JSON /error is {}… (nested too deeply to compare), expected null",
+            "[".repeat(80)
+        )
+    );
 }
 
 #[tokio::test]
@@ -899,6 +1105,124 @@ async fn a_broken_answer_names_its_cause() {
     }
 }
 
+/// An answer with more headers than hyper's default of 100 (many
+/// `Set-Cookie` or `Link` lines), which browsers and curl read, is read;
+/// thousands of them fail, saying what the limit is.
+#[tokio::test]
+async fn answers_with_many_headers() {
+    let answer = |n: usize| -> &'static [u8] {
+        let headers: String = (0..n).map(|i| format!("x-h{i}: v\r\n")).collect();
+        format!("HTTP/1.1 200 OK\r\n{headers}content-length: 2\r\n\r\nok")
+            .into_bytes()
+            .leak()
+    };
+    let (port, _srv) = raw_partner(answer(150)).await;
+    let (_dw, _m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert_eq!(c["status"], "healthy", "{c}");
+
+    let (port, _srv) = raw_partner(answer(5000)).await;
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert_failed(&m, &c, "bad_response", "none");
+    assert_eq!(
+        c["error"],
+        format!(
+            "no valid answer from 127.0.0.1:{port}: message head is too large \
+             (depwatch reads at most 1000 headers, about 400 KiB in all: \
+             does the partner, or a proxy before it, add headers in a loop?)"
+        )
+    );
+}
+
+/// Informational answers before the answer (`100 Continue`, a few `103
+/// Early Hints`) are skipped; a partner that sends them in a loop fails the
+/// check at once, rather than keeping it (and the checks thread) busy past
+/// its timeout.
+#[tokio::test]
+async fn informational_answers_are_skipped_and_a_flood_of_them_is_cut() {
+    use tokio::io::AsyncWriteExt;
+    let hint = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+    let few = [
+        &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+        &hint.repeat(5),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}",
+    ]
+    .concat();
+    let (port, _srv) = raw_partner(few.leak()).await;
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _flood = Task(tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut s).await.is_some() {
+                    let hints = hint.repeat(100);
+                    while s.write_all(&hints).await.is_ok() {}
+                }
+            });
+        }
+    }));
+    let started = Instant::now();
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_failed(&m, &c, "bad_response", "none");
+    assert_eq!(
+        c["error"],
+        format!(
+            "no valid answer from 127.0.0.1:{port}: more than 32 informational (1xx) answers came \
+             before it (the partner sends 100 Continue or 103 Early Hints in a loop)"
+        )
+    );
+}
+
+/// A partner that takes the connection and ends it without answering, with
+/// a reset at once or a close after reading the request: the error says
+/// what happened and what to look at.
+#[tokio::test]
+async fn a_partner_that_ends_the_connection_without_answering() {
+    let hint = "(the partner ended the connection without answering: is it overloaded or \
+                restarting, or does it, or a proxy or firewall before it, refuse this client?)";
+    for (reset, reason, cause) in [
+        (
+            true,
+            "connect",
+            "connection error: Connection reset by peer (os error 104)",
+        ),
+        (
+            false,
+            "bad_response",
+            "connection closed before message completed",
+        ),
+    ] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _srv = Task(tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                if reset {
+                    let _ = s.set_zero_linger();
+                } else {
+                    read_head(&mut s).await;
+                }
+                drop(s);
+            }
+        }));
+        let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/"), "").await;
+        assert_failed(&m, &c, reason, "none");
+        let error = c["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("no valid answer from 127.0.0.1:{port}: "))
+                && error.contains(cause)
+                && error.ends_with(hint),
+            "{error}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn checks_ask_the_server_to_close_and_a_server_close_is_no_failure() {
     // One request per connection, said so: the server may close first.
@@ -1256,6 +1580,24 @@ async fn probe_honours_the_scrape_timeout_header() {
         ),
         1.0
     );
+    // In words: where the check was when the timeout cut it.
+    let (_, body) = get_probe(
+        &dw,
+        &[
+            ("target", &target),
+            ("module", "partner_2xx"),
+            ("debug", "true"),
+        ],
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")],
+    )
+    .await;
+    assert!(
+        body.contains(&format!(
+            "\nwhy: timeout: {target}: no answer within the timeout of 1s after the request ("
+        )),
+        "{body}"
+    );
+    assert!(body.contains(&format!("\"url\": \"{target}\"")), "{body}");
 }
 
 #[tokio::test]
@@ -1395,6 +1737,73 @@ async fn a_redirect_to_a_file_url_is_refused() {
     assert!(c["error"].as_str().unwrap().contains("`file:`"), "{c}");
     // Nothing was asked of the partner after its redirect.
     assert_eq!(seen.0.lock().unwrap().len(), 1);
+}
+
+/// A `Location` as many servers write it, in UTF-8 rather than
+/// percent-encoded, is followed as browsers do; one that is not text at all
+/// is a bad answer that says so, not a 3xx taken for the answer.
+#[tokio::test]
+async fn a_redirect_to_a_location_in_utf8_is_followed() {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _srv = Task(tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let Some(head) = read_head(&mut s).await else {
+                continue;
+            };
+            let answer: &[u8] = if head.starts_with(b"GET /caf%C3%A9 ") {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}"
+            } else if head.starts_with(b"GET /latin1 ") {
+                b"HTTP/1.1 302 Found\r\nlocation: /caf\xe9\r\ncontent-length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 302 Found\r\nlocation: /caf\xc3\xa9\r\ncontent-length: 0\r\n\r\n"
+            };
+            let _ = s.write_all(answer).await;
+        }
+    }));
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/start"),
+        "expect: { body_json: { \"/status\": \"ok\" } }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(c["details"]["redirects"], 1, "{c}");
+    assert_eq!(
+        c["details"]["url"],
+        format!("http://127.0.0.1:{port}/caf%C3%A9")
+    );
+
+    let (_dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/latin1"), "").await;
+    assert_failed(&m, &c, "bad_response", "302");
+    assert_eq!(
+        c["error"],
+        format!(
+            "bad redirect from http://127.0.0.1:{port}/latin1: the Location header is not UTF-8 text \
+             (the partner's redirect is broken; or set follow_redirects: false and expect the 302)"
+        )
+    );
+}
+
+/// A failure after a redirect says how the check came to an address the
+/// configuration never named.
+#[tokio::test]
+async fn a_failure_after_a_redirect_names_where_it_was_sent() {
+    let closed = free_port();
+    let answer = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{closed}/v2/health?token=querysecret\r\ncontent-length: 0\r\n\r\n"
+    );
+    let (port, _srv) = raw_partner(answer.into_bytes().leak()).await;
+    let (dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/health"), "").await;
+    assert_failed(&m, &c, "connect", "307");
+    let error = c["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "after 1 redirect from http://127.0.0.1:{port}/health to http://127.0.0.1:{closed}/v2/health?…: cannot connect to 127.0.0.1:{closed}: "
+        )),
+        "{error}"
+    );
+    dw.assert_never_shown(&["querysecret"]).await;
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::net::Answer;
 use crate::probe::core::Reason;
-use crate::util::text::short;
+use crate::util::text::{short, short_str};
 
 /// An accepted status: one code or a class such as `2xx`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +109,10 @@ impl Expect {
                 _ => {}
             }
         }
-        let text = String::from_utf8_lossy(&a.body);
+        // Without a UTF-8 byte order mark, as browsers read a body (what
+        // .NET and Windows tools often put first): JSON never starts with one.
+        let body = a.body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&a.body);
+        let text = String::from_utf8_lossy(body);
         for s in &self.body_contains {
             if !text.contains(s.as_str()) {
                 return fail(format!("the body does not contain `{s}`"));
@@ -124,7 +127,12 @@ impl Expect {
             // Checked whole, then only what the pointers name is read: no
             // `Value` tree of the answer (at 10,000 probes it was a quarter
             // of a check's allocations).
-            let doc = match json_text(&a.body) {
+            if body.is_empty() {
+                return fail(format!(
+                    "the body is empty, expected JSON (status {code}: is this the right URL and method?)"
+                ));
+            }
+            let doc = match json_text(body) {
                 Ok(d) => d,
                 Err(err) => {
                     let coding = a
@@ -148,8 +156,16 @@ impl Expect {
                 let Some(raw) = pointer(doc, p) else {
                     return fail(format!("JSON {p} is missing"));
                 };
-                // What a pointer names is valid JSON: the body was checked.
-                let got: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+                // What a pointer names is valid JSON (the body was checked),
+                // but serde_json builds no value nested deeper than 128
+                // levels: none that a configuration can hold, so unequal.
+                let Ok(got) = serde_json::from_str::<Value>(raw.get()) else {
+                    return fail(format!(
+                        "JSON {p} is {} (nested too deeply to compare), expected {}",
+                        short_str(raw.get(), 80),
+                        short(want, 80)
+                    ));
+                };
                 if !json_eq(&got, want) {
                     return fail(format!(
                         "JSON {p} is {}, expected {}",

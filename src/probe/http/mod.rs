@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::units::format_duration;
 use crate::metrics::kit::{ComponentOnly, GaugeF, SeriesGate};
 use crate::metrics::lines::{Kept, LabelSet, Labels, Lines, touch_str};
-use crate::net::client::{Answer, Client, Timings};
+use crate::net::client::{Answer, Client, Phase, Timings};
 use crate::probe::core::{
     BoxFuture, BuildCtx, BuildError, CheckError, CheckResult, Details, FamiliesOf, Outcome, Probe,
     Reason, Status,
@@ -161,6 +161,20 @@ pub struct HttpProbe {
     failure_series: std::sync::Mutex<Vec<FailureLabels>>,
     gate: SeriesGate,
     series: Kept<Series>,
+    /// Where the last check that the timeout dropped was (see
+    /// [`Probe::timed_out`]).
+    cut: std::sync::Mutex<Option<Cut>>,
+}
+
+/// A check the timeout dropped: the phase it was in, and its details.
+struct Cut {
+    phase: Option<Phase>,
+    url: Option<Arc<str>>,
+    status: u16,
+    head_bytes: u64,
+    body_bytes: usize,
+    details: Details,
+    took: Duration,
 }
 
 /// Handles on the series every check writes (see [`Kept`]).
@@ -201,6 +215,7 @@ pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<Http
         failure_series: std::sync::Mutex::new(Vec::new()),
         gate: SeriesGate::default(),
         series: Kept::default(),
+        cut: std::sync::Mutex::new(None),
     })
 }
 
@@ -216,7 +231,19 @@ struct Recorder<'a> {
 impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         if !self.done {
+            let phase = self.t.cut();
             self.probe.record(&self.t, Some(Reason::Timeout));
+            let took = self.started.elapsed();
+            let cut = Cut {
+                phase,
+                url: self.t.final_url.clone(),
+                status: self.t.status,
+                head_bytes: self.t.head_bytes(),
+                body_bytes: self.t.body_bytes,
+                details: self.probe.details(&self.t, took),
+                took,
+            };
+            *self.probe.cut.lock().unwrap_or_else(|e| e.into_inner()) = Some(cut);
         }
     }
 }
@@ -402,6 +429,50 @@ impl Probe for HttpProbe {
             self.record(&rec.t, result.as_ref().err().map(|e| e.reason));
             result
         })
+    }
+
+    fn timed_out(&self, after: Duration) -> CheckError {
+        let Some(cut) = self.cut.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return CheckError::new(
+                Reason::Timeout,
+                format!("no answer within the timeout of {}", format_duration(after)),
+            );
+        };
+        let after = format_duration(after);
+        let url = cut.url.as_deref().unwrap_or("the partner");
+        let message = match cut.phase {
+            Some(Phase::Dns) => format!(
+                "{url}: the name was not resolved within the timeout of {after} \
+                 (a slow or unreachable resolver: check /etc/resolv.conf)"
+            ),
+            Some(Phase::Connect) => format!(
+                "{url}: no connection within the timeout of {after} \
+                 (a firewall dropping packets, or the partner's accept queue is full)"
+            ),
+            Some(Phase::Tls) => format!(
+                "{url}: the TLS handshake did not end within the timeout of {after} \
+                 (does this port speak TLS? is the partner overloaded?)"
+            ),
+            Some(Phase::FirstByte) if cut.head_bytes > 0 => format!(
+                "{url}: the answer's head was still arriving at the timeout of {after} \
+                 ({} bytes so far: the partner sends it slowly; raise timeout if that is normal)",
+                cut.head_bytes
+            ),
+            Some(Phase::FirstByte) => format!(
+                "{url}: no answer within the timeout of {after} after the request \
+                 (the partner took the connection but did not answer: raise timeout if it is only slow)"
+            ),
+            Some(Phase::Transfer) => format!(
+                "{url}: the body was still arriving at the timeout of {after} \
+                 (status {}, {} bytes so far: the partner sends it slowly; raise timeout if that is normal)",
+                cut.status, cut.body_bytes
+            ),
+            None => format!("{url}: no answer within the timeout of {after}"),
+        };
+        let mut err = CheckError::new(Reason::Timeout, message);
+        err.details = cut.details;
+        err.took = Some(cut.took);
+        err
     }
 
     fn forget(&self) {
