@@ -44,37 +44,8 @@ done
 
 scratch checks-ab
 
-P_NGINX=$(free_port)
-mkdir -p "$W/www"
-printf '{"status":"ok","pad":"%0173d"}\n' 0 >"$W/www/status.json"
-nginx_conf "$W/nginx" "$P_NGINX" "$W/www" 65536 "access_log off; keepalive_timeout 5s;"
-nginx -p "$W/nginx/" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
-PIDS+=($!)
-wait_port "$P_NGINX"
-
 declare -A PORT PID
-for k in A B; do
-  PORT[$k]=$(free_port)
-  mkdir -p "$W/$k"
-  {
-    echo "listen: 127.0.0.1:${PORT[$k]}"
-    echo "state_dir: $W/$k/state"
-    echo "health:"
-    echo "  cache_ttl: $((INTERVAL * 2))s"
-    echo "defaults:"
-    echo "  interval: ${INTERVAL}s"
-    echo "  timeout: 5s"
-    echo "  jitter: $JITTER"
-    echo "probes:"
-    for ((i = 0; i < NPROBES; i++)); do
-      printf '  - { name: p%04d, kind: http, url: "http://127.0.0.1:%s/status.json?p=%d", expect: { body_json: { "/status": "ok" } } }\n' "$i" "$P_NGINX" "$i"
-    done
-  } >"$W/$k/depwatch.yml"
-  (cd "$W/$k" && { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; } && exec "${BIN[$k]}" --config "$W/$k/depwatch.yml") >"$W/$k.log" 2>&1 &
-  PID[$k]=$!
-  PIDS+=("${PID[$k]}")
-done
-for k in A B; do wait_port "${PORT[$k]}"; done
+ab_start
 
 checks() {
   curl -fsS --max-time 60 "http://127.0.0.1:${PORT[$1]}/metrics" |

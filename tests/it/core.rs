@@ -617,6 +617,22 @@ async fn reload_keeps_the_old_config_when_the_new_one_is_broken() {
     );
 }
 
+/// SIGTERM, then the exit status (within 10 s).
+async fn terminate(dw: &mut Depwatch) -> std::process::ExitStatus {
+    dw.proc.signal("TERM");
+    let started = Instant::now();
+    loop {
+        if let Some(s) = dw.proc.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            started.elapsed() < SECS10,
+            "still running 10s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully() {
     let mut dw = Depwatch::start(&format!(
@@ -624,18 +640,7 @@ async fn sigterm_shuts_down_gracefully() {
         process_probe("self", "self: true", "")
     ))
     .await;
-    dw.proc.signal("TERM");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = dw.proc.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < SECS10,
-            "still running 10s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = terminate(&mut dw).await;
     assert!(status.success(), "{status:?}");
     assert!(dw.log().contains("Stopped."));
 }
@@ -662,18 +667,8 @@ async fn sigterm_names_the_checks_it_waits_for() {
     tokio::time::timeout(SECS10, seen.recv())
         .await
         .expect("the check connects");
-    dw.proc.signal("TERM");
     let started = Instant::now();
-    let status = loop {
-        if let Some(s) = dw.proc.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < SECS10,
-            "still running 10s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = terminate(&mut dw).await;
     partner.abort();
     let log = dw.log();
     assert!(status.success(), "{status:?}\n{log}");
