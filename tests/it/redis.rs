@@ -586,6 +586,95 @@ async fn redis_outage_fails_with_connect_and_recovers() {
     );
 }
 
+/// A Redis at `maxmemory` under `noeviction` refuses writes (a queue takes
+/// no new job): degraded, saying so. Under an eviction policy a full cache
+/// is as it should be, unless `memory_degraded_above` says otherwise.
+#[tokio::test]
+async fn a_full_redis_that_refuses_writes_is_degraded() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let big = "x".repeat(10_000);
+    for i in 0..300 {
+        cmd(&mut c, &["SET", &format!("k{i}"), &big]).await;
+    }
+    cmd(&mut c, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
+    cmd(&mut c, &["CONFIG", "SET", "maxmemory", "1mb"]).await;
+    let refused = ::redis::cmd("SET")
+        .arg("one-more")
+        .arg("x")
+        .query_async::<()>(&mut c)
+        .await
+        .expect_err("a full Redis under noeviction refuses writes");
+    assert!(refused.to_string().contains("OOM"), "{refused}");
+    let probe = |name: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    kind: redis\n    url: {}\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n{extra}",
+            server.url()
+        )
+    };
+    let yaml = format!(
+        "probes:\n{}{}",
+        probe("plain", ""),
+        probe("watched", "    memory_degraded_above: 0.5\n")
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health("both degraded", Duration::from_secs(10), |_, h| {
+            h["components"]["plain"]["status"] == "degraded"
+                && h["components"]["watched"]["status"] == "degraded"
+        })
+        .await;
+    for name in ["plain", "watched"] {
+        let c = &h["components"][name];
+        let error = c["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("memory full: ")
+                && error
+                    .contains("under maxmemory-policy noeviction, so Redis refuses writes (OOM)")
+                && error.contains("of maxmemory 1.00M"),
+            "{c}"
+        );
+        assert_eq!(c["details"]["maxmemory_policy"], "noeviction", "{c}");
+        assert_eq!(c["details"]["maxmemory_bytes"], 1_048_576, "{c}");
+    }
+
+    // An eviction policy: Redis makes room by itself (on the next command).
+    cmd(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+    )
+    .await;
+    let (_, h) = dw
+        .wait_health(
+            "a full cache that evicts",
+            Duration::from_secs(10),
+            |_, h| h["components"]["plain"]["status"] == "healthy",
+        )
+        .await;
+    assert_eq!(
+        h["components"]["plain"]["details"]["maxmemory_policy"],
+        "allkeys-lru"
+    );
+    let watched = &h["components"]["watched"];
+    assert_eq!(watched["status"], "degraded", "{watched}");
+    let error = watched["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("memory ")
+            && error.contains("% of maxmemory (")
+            && error.contains("above 50.0% (maxmemory-policy allkeys-lru)"),
+        "{watched}"
+    );
+
+    // Room again: healthy.
+    cmd(&mut c, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    dw.wait_health(
+        "healthy with no limit",
+        Duration::from_secs(10),
+        |code, h| code == 200 && h["components"]["watched"]["status"] == "healthy",
+    )
+    .await;
+}
+
 /// Pointed at the wrong port, the check says what it met in one line: a
 /// server that is not Redis (here depwatch's own HTTP port), or a plain
 /// Redis asked for TLS (`rediss://`), which never answers the handshake.
@@ -781,6 +870,7 @@ async fn redis_config_errors_name_the_key() {
     kind: redis
     url: http://:hunter2hunter2@example.com
     hit_rate_degraded_below: 2
+    memory_degraded_above: 90
     queues:
       - { type: bullmq }
       - { type: list }
@@ -793,6 +883,7 @@ async fn redis_config_errors_name_the_key() {
     for want in [
         "probes[0].url: unsupported URL `http://:***@example.com`",
         "probes[0].hit_rate_degraded_below: hit_rate_degraded_below 2 is not a ratio",
+        "probes[0].memory_degraded_above: memory_degraded_above 90 is not a share of maxmemory (write a number above 0 and at most 1, e.g. 0.9)",
         "probes[0].queues[0]: a queue needs a `name` (or `discover: true`)",
         "probes[0].queues[1]: a list queue needs a `key`",
         "probes[0].queues[2].state: unknown state `sleeping`",

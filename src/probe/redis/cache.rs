@@ -109,6 +109,7 @@ pub(super) struct Cache {
     families: Families,
     hit_rate_degraded_below: Option<f64>,
     hit_rate_min_lookups: u64,
+    memory_degraded_above: Option<f64>,
     hits: Mutex<HitWindow>,
     /// The databases INFO listed so far (an emptied one is shown as 0).
     dbs: Mutex<BTreeSet<String>>,
@@ -125,6 +126,7 @@ impl Cache {
             families,
             hit_rate_degraded_below: spec.hit_rate_degraded_below,
             hit_rate_min_lookups: spec.hit_rate_min_lookups,
+            memory_degraded_above: spec.memory_degraded_above,
             hits: Mutex::new(HitWindow::default()),
             dbs: Mutex::new(BTreeSet::new()),
             gate,
@@ -206,6 +208,10 @@ impl Cache {
         d.insert("connected_clients".into(), json!(clients as i64));
         d.insert("used_memory_bytes".into(), json!(used as u64));
         d.insert("maxmemory_bytes".into(), json!(max as u64));
+        let policy = info.get("maxmemory_policy").map(String::as_str);
+        if let Some(p) = policy {
+            d.insert("maxmemory_policy".into(), json!(p));
+        }
         d.insert(
             "evicted_keys".into(),
             json!(num("evicted_keys").map(|v| v as u64)),
@@ -229,6 +235,53 @@ impl Cache {
                 ),
             );
         }
+        if let Some(why) = self.memory_problem(info, used, max, policy) {
+            out.raise(Status::Degraded, why);
+        }
+    }
+
+    /// What the memory figures of INFO say is wrong, if anything: a Redis
+    /// at `maxmemory` under `noeviction` refuses every write that needs
+    /// memory (`OOM command not allowed`: a queue takes no new job), and
+    /// with `memory_degraded_above` any Redis past that share of it. At
+    /// `maxmemory` under an eviction policy a cache works as it should.
+    fn memory_problem(
+        &self,
+        info: &BTreeMap<String, String>,
+        used: f64,
+        max: f64,
+        policy: Option<&str>,
+    ) -> Option<String> {
+        if max <= 0.0 {
+            return None;
+        }
+        let human = |k: &str, v: f64| {
+            info.get(k)
+                .cloned()
+                .unwrap_or_else(|| format!("{} bytes", v as u64))
+        };
+        let (used_h, max_h) = (
+            human("used_memory_human", used),
+            human("maxmemory_human", max),
+        );
+        let share = used / max;
+        if used >= max && policy == Some("noeviction") {
+            return Some(format!(
+                "memory full: {used_h} used of maxmemory {max_h} under maxmemory-policy \
+                 noeviction, so Redis refuses writes (OOM): raise maxmemory, or find what \
+                 grows (queues that are not drained, keys without a TTL)"
+            ));
+        }
+        let limit = self.memory_degraded_above?;
+        (share > limit).then(|| {
+            format!(
+                "memory {:.1}% of maxmemory ({used_h} of {max_h}), above {:.1}% \
+                 (maxmemory-policy {})",
+                share * 100.0,
+                limit * 100.0,
+                policy.unwrap_or("unknown")
+            )
+        })
     }
 
     /// Counts the lookups of depwatch's own queue reads (INFO stats `before`

@@ -25,6 +25,7 @@ struct Raw {
     tls_ca_file: Option<String>,
     hit_rate_degraded_below: Option<f64>,
     hit_rate_min_lookups: Option<u64>,
+    memory_degraded_above: Option<f64>,
     #[serde(default)]
     queues: Vec<RawQueue>,
     discover_every: Option<Dur>,
@@ -109,6 +110,9 @@ pub struct Spec {
     pub tls_ca: Option<Vec<u8>>,
     pub hit_rate_degraded_below: Option<f64>,
     pub hit_rate_min_lookups: u64,
+    /// The share of `maxmemory` in use above which the component is
+    /// degraded (a full Redis under `noeviction` is degraded without it).
+    pub memory_degraded_above: Option<f64>,
     pub queues: Vec<QueueSpec>,
     pub discover_every: Duration,
     pub max_active_scan: u32,
@@ -176,6 +180,15 @@ impl Spec {
                 "write a number between 0 and 1, e.g. 0.8",
             );
         }
+        if let Some(r) = raw.memory_degraded_above
+            && !(r > 0.0 && r <= 1.0)
+        {
+            c.problem(
+                &format!("{path}.memory_degraded_above"),
+                format!("memory_degraded_above {r} is not a share of maxmemory"),
+                "write a number above 0 and at most 1, e.g. 0.9",
+            );
+        }
         let mut queues = Vec::with_capacity(raw.queues.len());
         let mut names = BTreeSet::new();
         for (i, q) in raw.queues.into_iter().enumerate() {
@@ -210,6 +223,7 @@ impl Spec {
             tls_ca,
             hit_rate_degraded_below: raw.hit_rate_degraded_below,
             hit_rate_min_lookups: raw.hit_rate_min_lookups.unwrap_or(100),
+            memory_degraded_above: raw.memory_degraded_above,
             queues,
             discover_every,
             max_active_scan,
