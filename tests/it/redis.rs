@@ -21,6 +21,11 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16, pass: Option<&str>) -> RedisServer {
+        Self::start_with(port, pass, &[])
+    }
+
+    /// With more `redis-server` arguments.
+    pub fn start_with(port: u16, pass: Option<&str>, more: &[&str]) -> RedisServer {
         let bin = require("redis-server", "apt-get install redis-server");
         let mut cmd = Command::new(bin);
         cmd.args([
@@ -36,6 +41,7 @@ impl RedisServer {
         if let Some(p) = pass {
             cmd.args(["--requirepass", p]);
         }
+        cmd.args(more);
         cmd.stdout(std::process::Stdio::null());
         let mut proc = Proc::spawn("redis-server", &mut cmd);
         wait_listening(&mut proc, port, Duration::from_secs(10));
@@ -672,6 +678,83 @@ async fn a_full_redis_that_refuses_writes_is_degraded() {
         Duration::from_secs(10),
         |code, h| code == 200 && h["components"]["watched"]["status"] == "healthy",
     )
+    .await;
+}
+
+/// A failed save (Redis then refuses writes with MISCONF under its
+/// defaults) and a replica cut off from its master are degraded, saying
+/// which; both clear when Redis recovers.
+#[tokio::test]
+async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
+    // `dir` where no file can be made, and changeable at run time.
+    let server = RedisServer::start_with(
+        free_port(),
+        None,
+        &["--dir", "/proc", "--enable-protected-configs", "yes"],
+    );
+    let mut c = server.conn().await;
+    let yaml = format!(
+        "probes:\n  - name: cache\n    kind: redis\n    url: {}\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n",
+        server.url()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let status = |h: &serde_json::Value| h["components"]["cache"]["status"].clone();
+    dw.wait_health("healthy", Duration::from_secs(10), |_, h| {
+        status(h) == "healthy"
+    })
+    .await;
+
+    cmd(&mut c, &["BGSAVE"]).await;
+    let (_, h) = dw
+        .wait_health("a failed save", Duration::from_secs(10), |_, h| {
+            status(h) == "degraded"
+        })
+        .await;
+    let error = h["components"]["cache"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.starts_with("the last RDB save failed (rdb_last_bgsave_status:err)")
+            && error.contains("refuses writes (MISCONF)"),
+        "{error}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    cmd(
+        &mut c,
+        &["CONFIG", "SET", "dir", dir.path().to_str().unwrap()],
+    )
+    .await;
+    cmd(&mut c, &["BGSAVE"]).await;
+    dw.wait_health("saved again", Duration::from_secs(10), |_, h| {
+        status(h) == "healthy"
+    })
+    .await;
+
+    let gone = free_port();
+    cmd(&mut c, &["REPLICAOF", "127.0.0.1", &gone.to_string()]).await;
+    let (_, h) = dw
+        .wait_health(
+            "a replica without its master",
+            Duration::from_secs(10),
+            |_, h| status(h) == "degraded",
+        )
+        .await;
+    let error = h["components"]["cache"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "replica of 127.0.0.1:{gone} with its link to the master down"
+        )) && error.contains("it serves the data of its last sync"),
+        "{error}"
+    );
+    assert_eq!(h["components"]["cache"]["details"]["role"], "slave");
+    cmd(&mut c, &["REPLICAOF", "NO", "ONE"]).await;
+    dw.wait_health("a primary again", Duration::from_secs(10), |_, h| {
+        status(h) == "healthy"
+    })
     .await;
 }
 

@@ -238,6 +238,9 @@ impl Cache {
         if let Some(why) = self.memory_problem(info, used, max, policy) {
             out.raise(Status::Degraded, why);
         }
+        for why in server_problems(info) {
+            out.raise(Status::Degraded, why);
+        }
     }
 
     /// What the memory figures of INFO say is wrong, if anything: a Redis
@@ -345,6 +348,49 @@ impl Cache {
     }
 }
 
+/// What INFO's persistence and replication sections say is wrong: a
+/// failed save or append-only write (Redis then refuses writes with
+/// `MISCONF` under its defaults, and a restart loses what was not saved:
+/// most often a full disk), or a replica cut off from its master (it
+/// serves the data of its last sync as if current).
+fn server_problems(info: &BTreeMap<String, String>) -> Vec<String> {
+    let get = |k: &str| info.get(k).map(String::as_str);
+    let mut out = Vec::new();
+    if get("rdb_last_bgsave_status") == Some("err") {
+        out.push(
+            "the last RDB save failed (rdb_last_bgsave_status:err): with save points and \
+             stop-writes-on-bgsave-error, Redis's defaults, it refuses writes (MISCONF); \
+             check the disk and permissions of its dir, and its log"
+                .to_string(),
+        );
+    }
+    if get("aof_enabled") == Some("1") && get("aof_last_write_status") == Some("err") {
+        out.push(
+            "the last append-only file write failed (aof_last_write_status:err): Redis \
+             refuses writes (MISCONF) until one succeeds; check the disk of its dir, and its log"
+                .to_string(),
+        );
+    }
+    if get("role") == Some("slave") && get("master_link_status") == Some("down") {
+        let master = format!(
+            "{}:{}",
+            get("master_host").unwrap_or("?"),
+            get("master_port").unwrap_or("?")
+        );
+        let since = get("master_link_down_since_seconds")
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|s| *s >= 0)
+            .map_or("since it became a replica".to_string(), |s| {
+                format!("for {s}s")
+            });
+        out.push(format!(
+            "replica of {master} with its link to the master down {since}: it serves the \
+             data of its last sync (check the master, and the network and auth between them)"
+        ));
+    }
+    out
+}
+
 fn is_db(k: &str) -> bool {
     k.strip_prefix("db")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
@@ -375,5 +421,43 @@ mod tests {
         assert_eq!(i["keyspace_hits"], "5");
         assert!(is_db("db0") && !is_db("db") && !is_db("dbx"));
         assert_eq!(i["db0"], "keys=3,expires=0,avg_ttl=0");
+    }
+
+    #[test]
+    fn persistence_and_replication_problems() {
+        let problems = |text: &str| server_problems(&parse_info(text));
+        let fine = "# Persistence\r\nrdb_last_bgsave_status:ok\r\naof_enabled:1\r\n\
+                    aof_last_write_status:ok\r\n# Replication\r\nrole:master\r\n";
+        assert!(problems(fine).is_empty());
+        // A failed append-only write counts only where AOF is on.
+        let aof = problems("aof_enabled:1\r\naof_last_write_status:err\r\n");
+        assert_eq!(aof.len(), 1);
+        assert!(
+            aof[0]
+                .starts_with("the last append-only file write failed (aof_last_write_status:err)"),
+            "{aof:?}"
+        );
+        assert!(problems("aof_enabled:0\r\naof_last_write_status:err\r\n").is_empty());
+        let replica = problems(
+            "role:slave\r\nmaster_host:10.0.0.5\r\nmaster_port:6379\r\n\
+             master_link_status:down\r\nmaster_link_down_since_seconds:42\r\n",
+        );
+        assert_eq!(replica.len(), 1);
+        assert!(
+            replica[0]
+                .starts_with("replica of 10.0.0.5:6379 with its link to the master down for 42s"),
+            "{replica:?}"
+        );
+        assert!(
+            problems("role:slave\r\nmaster_link_status:up\r\n").is_empty(),
+            "a replica in sync"
+        );
+        assert_eq!(
+            problems(
+                "rdb_last_bgsave_status:err\r\naof_enabled:1\r\naof_last_write_status:err\r\n"
+            )
+            .len(),
+            2
+        );
     }
 }
