@@ -758,6 +758,69 @@ async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
     .await;
 }
 
+/// A Redis at `maxclients` refuses the service's new connections while
+/// depwatch's own, kept open, reads fine: degraded while it lasts, and for
+/// the check after connections were refused.
+#[tokio::test]
+async fn a_redis_at_maxclients_is_degraded() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let yaml = format!(
+        "probes:\n  - name: cache\n    kind: redis\n    url: {}\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n",
+        server.url()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let status = |h: &serde_json::Value| h["components"]["cache"]["status"].clone();
+    let error = |h: &serde_json::Value| {
+        h["components"]["cache"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    dw.wait_health("healthy", Duration::from_secs(10), |_, h| {
+        status(h) == "healthy"
+    })
+    .await;
+    // depwatch's connection and this one: no room for a third.
+    cmd(&mut c, &["CONFIG", "SET", "maxclients", "2"]).await;
+    let (_, h) = dw
+        .wait_health("at maxclients", Duration::from_secs(10), |_, h| {
+            status(h) == "degraded"
+        })
+        .await;
+    assert!(
+        error(&h).starts_with(
+            "at maxclients: 2 clients connected of 2, so Redis refuses new connections"
+        ),
+        "{h}"
+    );
+    assert_eq!(h["components"]["cache"]["details"]["maxclients"], 2);
+    // A third client is refused; with room again, the refusal is told once.
+    let third = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await;
+    let refused = match third {
+        Ok(mut t) => ::redis::cmd("PING")
+            .query_async::<String>(&mut t)
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a client past maxclients");
+    let (_, h) = dw
+        .wait_health("the refusal told", Duration::from_secs(10), |_, h| {
+            error(h).contains("; it refused 1 connection since the last check")
+        })
+        .await;
+    assert_eq!(status(&h), "degraded");
+    cmd(&mut c, &["CONFIG", "SET", "maxclients", "100"]).await;
+    dw.wait_health("healthy again", Duration::from_secs(10), |_, h| {
+        status(h) == "healthy"
+    })
+    .await;
+}
+
 /// Pointed at the wrong port, the check says what it met in one line: a
 /// server that is not Redis (here depwatch's own HTTP port), or a plain
 /// Redis asked for TLS (`rediss://`), which never answers the handshake.

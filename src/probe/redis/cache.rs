@@ -111,6 +111,8 @@ pub(super) struct Cache {
     hit_rate_min_lookups: u64,
     memory_degraded_above: Option<f64>,
     hits: Mutex<HitWindow>,
+    /// INFO's `rejected_connections` at the last check.
+    rejected: Mutex<Option<f64>>,
     /// The databases INFO listed so far (an emptied one is shown as 0).
     dbs: Mutex<BTreeSet<String>>,
     gate: SeriesGate,
@@ -128,6 +130,7 @@ impl Cache {
             hit_rate_min_lookups: spec.hit_rate_min_lookups,
             memory_degraded_above: spec.memory_degraded_above,
             hits: Mutex::new(HitWindow::default()),
+            rejected: Mutex::new(None),
             dbs: Mutex::new(BTreeSet::new()),
             gate,
         }
@@ -206,6 +209,11 @@ impl Cache {
             json!(num("uptime_in_seconds").map(|v| v as u64)),
         );
         d.insert("connected_clients".into(), json!(clients as i64));
+        for k in ["maxclients", "rejected_connections"] {
+            if let Some(v) = num(k) {
+                d.insert(k.into(), json!(v as u64));
+            }
+        }
         d.insert("used_memory_bytes".into(), json!(used as u64));
         d.insert("maxmemory_bytes".into(), json!(max as u64));
         let policy = info.get("maxmemory_policy").map(String::as_str);
@@ -239,6 +247,14 @@ impl Cache {
             out.raise(Status::Degraded, why);
         }
         for why in server_problems(info) {
+            out.raise(Status::Degraded, why);
+        }
+        if let Some(why) = client_problem(
+            &self.rejected,
+            clients,
+            num("maxclients"),
+            num("rejected_connections"),
+        ) {
             out.raise(Status::Degraded, why);
         }
     }
@@ -348,6 +364,45 @@ impl Cache {
     }
 }
 
+/// What INFO's client numbers say is wrong (`last`: `rejected_connections`
+/// at the check before). A Redis at `maxclients` refuses new connections
+/// ("ERR max number of clients reached"): the service cannot connect
+/// while depwatch, on the connection it keeps, reads everything as fine.
+/// Degraded while it is there, and for the check after connections were
+/// refused.
+fn client_problem(
+    last: &Mutex<Option<f64>>,
+    clients: f64,
+    max: Option<f64>,
+    rejected: Option<f64>,
+) -> Option<String> {
+    let max = max.filter(|m| *m > 0.0);
+    let refused = rejected.and_then(|now| {
+        let before = lock(last).replace(now)?;
+        (now > before).then_some(now - before)
+    });
+    let told = |n: f64| {
+        format!(
+            "refused {n} connection{} since the last check",
+            if n == 1.0 { "" } else { "s" }
+        )
+    };
+    match (max, refused) {
+        (Some(m), refused) if clients >= m => Some(format!(
+            "at maxclients: {clients} clients connected of {m}, so Redis refuses new \
+             connections (ERR max number of clients reached){}: look for a client that \
+             leaks connections, or raise maxclients",
+            refused.map_or(String::new(), |n| format!("; it {}", told(n)))
+        )),
+        (_, Some(n)) => Some(format!(
+            "Redis {} (rejected_connections: at maxclients{}, or protected mode)",
+            told(n),
+            max.map_or(String::new(), |m| format!(" {m}"))
+        )),
+        _ => None,
+    }
+}
+
 /// What INFO's persistence and replication sections say is wrong: a
 /// failed save or append-only write (Redis then refuses writes with
 /// `MISCONF` under its defaults, and a restart loses what was not saved:
@@ -421,6 +476,31 @@ mod tests {
         assert_eq!(i["keyspace_hits"], "5");
         assert!(is_db("db0") && !is_db("db") && !is_db("dbx"));
         assert_eq!(i["db0"], "keys=3,expires=0,avg_ttl=0");
+    }
+
+    #[test]
+    fn refused_connections_are_told_once() {
+        let last = Mutex::new(None);
+        let at = |clients: f64, max: f64, rejected: f64| {
+            client_problem(&last, clients, Some(max), Some(rejected))
+        };
+        // The first check only takes note.
+        assert_eq!(at(5.0, 100.0, 7.0), None);
+        assert_eq!(at(5.0, 100.0, 7.0), None);
+        let told = at(5.0, 100.0, 10.0).unwrap();
+        assert!(
+            told.starts_with("Redis refused 3 connections since the last check (rejected_connections: at maxclients 100"),
+            "{told}"
+        );
+        assert_eq!(at(5.0, 100.0, 10.0), None, "told once");
+        // A restart starts the counter over: nothing refused.
+        assert_eq!(at(5.0, 100.0, 0.0), None);
+        let full = at(100.0, 100.0, 1.0).unwrap();
+        assert!(
+            full.starts_with("at maxclients: 100 clients connected of 100")
+                && full.contains("; it refused 1 connection since the last check"),
+            "{full}"
+        );
     }
 
     #[test]
