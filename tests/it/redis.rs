@@ -681,6 +681,69 @@ async fn a_full_redis_that_refuses_writes_is_degraded() {
     .await;
 }
 
+/// A Redis that holds queues and evicts any key (`allkeys-*`) can drop
+/// jobs: evictions there degrade the component for the check that saw them;
+/// the same evictions on a Redis that is only a cache are its job.
+#[tokio::test]
+async fn evictions_where_queues_live_are_degraded() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let probe = |name: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    kind: redis\n    url: {}\n    interval: 1s\n    timeout: 500ms\n    jitter: 0s\n{extra}",
+            server.url()
+        )
+    };
+    let yaml = format!(
+        "probes:\n{}{}",
+        probe("cache", ""),
+        probe(
+            "jobs",
+            "    queues:\n      - { name: mail, type: list, key: mail }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let status = |h: &serde_json::Value, name: &str| h["components"][name]["status"].clone();
+    // Checked once (the eviction count noted): the details are there.
+    dw.wait_health("both healthy", Duration::from_secs(10), |_, h| {
+        ["cache", "jobs"].iter().all(|n| {
+            status(h, n) == "healthy"
+                && h["components"][*n]["details"]["rejected_connections"].is_number()
+        })
+    })
+    .await;
+    let big = "x".repeat(10_000);
+    for i in 0..300 {
+        cmd(&mut c, &["SET", &format!("k{i}"), &big]).await;
+    }
+    cmd(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+    )
+    .await;
+    cmd(&mut c, &["CONFIG", "SET", "maxmemory", "1mb"]).await;
+    // The next command makes room.
+    cmd(&mut c, &["PING"]).await;
+    let (_, h) = dw
+        .wait_health("the evictions told", Duration::from_secs(10), |_, h| {
+            status(h, "jobs") == "degraded"
+        })
+        .await;
+    let error = h["components"]["jobs"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.starts_with("Redis evicted ")
+            && error.contains("keys since the last check under maxmemory-policy allkeys-lru: queue keys can be among them"),
+        "{error}"
+    );
+    assert_eq!(status(&h, "cache"), "healthy", "{h}");
+    dw.wait_health("told once", Duration::from_secs(10), |_, h| {
+        status(h, "jobs") == "healthy"
+    })
+    .await;
+}
+
 /// A failed save (Redis then refuses writes with MISCONF under its
 /// defaults) and a replica cut off from its master are degraded, saying
 /// which; both clear when Redis recovers.

@@ -113,6 +113,10 @@ pub(super) struct Cache {
     hits: Mutex<HitWindow>,
     /// INFO's `rejected_connections` at the last check.
     rejected: Mutex<Option<f64>>,
+    /// Whether the probe reads queues (their keys must not be evicted),
+    /// and INFO's `evicted_keys` at the last check.
+    queues: bool,
+    evictions: Mutex<Option<f64>>,
     /// The databases INFO listed so far (an emptied one is shown as 0).
     dbs: Mutex<BTreeSet<String>>,
     gate: SeriesGate,
@@ -131,6 +135,8 @@ impl Cache {
             memory_degraded_above: spec.memory_degraded_above,
             hits: Mutex::new(HitWindow::default()),
             rejected: Mutex::new(None),
+            queues: !spec.queues.is_empty(),
+            evictions: Mutex::new(None),
             dbs: Mutex::new(BTreeSet::new()),
             gate,
         }
@@ -245,6 +251,21 @@ impl Cache {
         }
         if let Some(why) = self.memory_problem(info, used, max, policy) {
             out.raise(Status::Degraded, why);
+        }
+        // Queue keys have no TTL: only an `allkeys-` policy evicts them.
+        let evicted = grew(&self.evictions, num("evicted_keys"));
+        if let (true, Some(n), Some(p)) = (self.queues, evicted, policy)
+            && p.starts_with("allkeys-")
+        {
+            out.raise(
+                Status::Degraded,
+                format!(
+                    "Redis evicted {n} key{} since the last check under maxmemory-policy {p}: \
+                     queue keys can be among them (jobs lost); a Redis that holds queues needs \
+                     noeviction (BullMQ requires it) or room to spare",
+                    if n == 1.0 { "" } else { "s" }
+                ),
+            );
         }
         for why in server_problems(info) {
             out.raise(Status::Degraded, why);
@@ -364,6 +385,15 @@ impl Cache {
     }
 }
 
+/// How much the counter `now` grew since the check before (`last`, which
+/// takes `now`): `None` at the first check, without growth, and after a
+/// restart (the counter started over).
+fn grew(last: &Mutex<Option<f64>>, now: Option<f64>) -> Option<f64> {
+    let now = now?;
+    let before = lock(last).replace(now)?;
+    (now > before).then_some(now - before)
+}
+
 /// What INFO's client numbers say is wrong (`last`: `rejected_connections`
 /// at the check before). A Redis at `maxclients` refuses new connections
 /// ("ERR max number of clients reached"): the service cannot connect
@@ -377,10 +407,7 @@ fn client_problem(
     rejected: Option<f64>,
 ) -> Option<String> {
     let max = max.filter(|m| *m > 0.0);
-    let refused = rejected.and_then(|now| {
-        let before = lock(last).replace(now)?;
-        (now > before).then_some(now - before)
-    });
+    let refused = grew(last, rejected);
     let told = |n: f64| {
         format!(
             "refused {n} connection{} since the last check",
@@ -476,6 +503,17 @@ mod tests {
         assert_eq!(i["keyspace_hits"], "5");
         assert!(is_db("db0") && !is_db("db") && !is_db("dbx"));
         assert_eq!(i["db0"], "keys=3,expires=0,avg_ttl=0");
+    }
+
+    #[test]
+    fn a_counter_grew_since_the_check_before() {
+        let last = Mutex::new(None);
+        assert_eq!(grew(&last, Some(4.0)), None, "the first check takes note");
+        assert_eq!(grew(&last, Some(4.0)), None);
+        assert_eq!(grew(&last, Some(9.0)), Some(5.0));
+        assert_eq!(grew(&last, None), None, "INFO without it");
+        assert_eq!(grew(&last, Some(2.0)), None, "a restart");
+        assert_eq!(grew(&last, Some(3.0)), Some(1.0));
     }
 
     #[test]
