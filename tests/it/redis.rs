@@ -592,6 +592,41 @@ async fn redis_outage_fails_with_connect_and_recovers() {
     );
 }
 
+/// A redis probe of `server` named `name`, checked every `interval`, with
+/// `extra` lines of configuration.
+fn probe_of(server: &RedisServer, name: &str, interval: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    kind: redis\n    url: {}\n    interval: {interval}\n    timeout: 150ms\n    jitter: 0s\n{extra}",
+        server.url()
+    )
+}
+
+/// Component `name`'s status in a health answer.
+fn status_of(h: &serde_json::Value, name: &str) -> String {
+    h["components"][name]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Component `name`'s error in a health answer ("" without one).
+fn error_of(h: &serde_json::Value, name: &str) -> String {
+    h["components"][name]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits (10 s at most) for component `name` to be `status`; the answer.
+async fn wait_status(dw: &Depwatch, name: &str, status: &str) -> serde_json::Value {
+    let what = format!("{name} {status}");
+    dw.wait_health(&what, Duration::from_secs(10), |_, h| {
+        status_of(h, name) == status
+    })
+    .await
+    .1
+}
+
 /// A Redis at `maxmemory` under `noeviction` refuses writes (a queue takes
 /// no new job): degraded, saying so. Under an eviction policy a full cache
 /// is as it should be, unless `memory_degraded_above` says otherwise.
@@ -612,36 +647,31 @@ async fn a_full_redis_that_refuses_writes_is_degraded() {
         .await
         .expect_err("a full Redis under noeviction refuses writes");
     assert!(refused.to_string().contains("OOM"), "{refused}");
-    let probe = |name: &str, extra: &str| {
-        format!(
-            "  - name: {name}\n    kind: redis\n    url: {}\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n{extra}",
-            server.url()
-        )
-    };
     let yaml = format!(
         "probes:\n{}{}",
-        probe("plain", ""),
-        probe("watched", "    memory_degraded_above: 0.5\n")
+        probe_of(&server, "plain", "200ms", ""),
+        probe_of(
+            &server,
+            "watched",
+            "200ms",
+            "    memory_degraded_above: 0.5\n"
+        )
     );
     let dw = Depwatch::start(&yaml).await;
-    let (_, h) = dw
-        .wait_health("both degraded", Duration::from_secs(10), |_, h| {
-            h["components"]["plain"]["status"] == "degraded"
-                && h["components"]["watched"]["status"] == "degraded"
-        })
-        .await;
+    wait_status(&dw, "plain", "degraded").await;
+    let h = wait_status(&dw, "watched", "degraded").await;
     for name in ["plain", "watched"] {
-        let c = &h["components"][name];
-        let error = c["error"].as_str().unwrap_or_default();
+        let error = error_of(&h, name);
         assert!(
             error.starts_with("memory full: ")
                 && error
                     .contains("under maxmemory-policy noeviction, so Redis refuses writes (OOM)")
                 && error.contains("of maxmemory 1.00M"),
-            "{c}"
+            "{error}"
         );
-        assert_eq!(c["details"]["maxmemory_policy"], "noeviction", "{c}");
-        assert_eq!(c["details"]["maxmemory_bytes"], 1_048_576, "{c}");
+        let details = &h["components"][name]["details"];
+        assert_eq!(details["maxmemory_policy"], "noeviction", "{details}");
+        assert_eq!(details["maxmemory_bytes"], 1_048_576, "{details}");
     }
 
     // An eviction policy: Redis makes room by itself (on the next command).
@@ -650,35 +680,23 @@ async fn a_full_redis_that_refuses_writes_is_degraded() {
         &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
     )
     .await;
-    let (_, h) = dw
-        .wait_health(
-            "a full cache that evicts",
-            Duration::from_secs(10),
-            |_, h| h["components"]["plain"]["status"] == "healthy",
-        )
-        .await;
+    let h = wait_status(&dw, "plain", "healthy").await;
     assert_eq!(
         h["components"]["plain"]["details"]["maxmemory_policy"],
         "allkeys-lru"
     );
-    let watched = &h["components"]["watched"];
-    assert_eq!(watched["status"], "degraded", "{watched}");
-    let error = watched["error"].as_str().unwrap_or_default();
+    assert_eq!(status_of(&h, "watched"), "degraded", "{h}");
+    let error = error_of(&h, "watched");
     assert!(
         error.starts_with("memory ")
             && error.contains("% of maxmemory (")
             && error.contains("above 50.0% (maxmemory-policy allkeys-lru)"),
-        "{watched}"
+        "{error}"
     );
 
     // Room again: healthy.
     cmd(&mut c, &["CONFIG", "SET", "maxmemory", "0"]).await;
-    dw.wait_health(
-        "healthy with no limit",
-        Duration::from_secs(10),
-        |code, h| code == 200 && h["components"]["watched"]["status"] == "healthy",
-    )
-    .await;
+    wait_status(&dw, "watched", "healthy").await;
 }
 
 /// A Redis that holds queues and evicts any key (`allkeys-*`) can drop
@@ -688,26 +706,21 @@ async fn a_full_redis_that_refuses_writes_is_degraded() {
 async fn evictions_where_queues_live_are_degraded() {
     let server = RedisServer::start(None);
     let mut c = server.conn().await;
-    let probe = |name: &str, extra: &str| {
-        format!(
-            "  - name: {name}\n    kind: redis\n    url: {}\n    interval: 1s\n    timeout: 500ms\n    jitter: 0s\n{extra}",
-            server.url()
-        )
-    };
     let yaml = format!(
         "probes:\n{}{}",
-        probe("cache", ""),
-        probe(
+        probe_of(&server, "cache", "1s", ""),
+        probe_of(
+            &server,
             "jobs",
+            "1s",
             "    queues:\n      - { name: mail, type: list, key: mail }\n"
         )
     );
     let dw = Depwatch::start(&yaml).await;
-    let status = |h: &serde_json::Value, name: &str| h["components"][name]["status"].clone();
     // Checked once (the eviction count noted): the details are there.
     dw.wait_health("both healthy", Duration::from_secs(10), |_, h| {
         ["cache", "jobs"].iter().all(|n| {
-            status(h, n) == "healthy"
+            status_of(h, n) == "healthy"
                 && h["components"][*n]["details"]["rejected_connections"].is_number()
         })
     })
@@ -724,24 +737,16 @@ async fn evictions_where_queues_live_are_degraded() {
     cmd(&mut c, &["CONFIG", "SET", "maxmemory", "1mb"]).await;
     // The next command makes room.
     cmd(&mut c, &["PING"]).await;
-    let (_, h) = dw
-        .wait_health("the evictions told", Duration::from_secs(10), |_, h| {
-            status(h, "jobs") == "degraded"
-        })
-        .await;
-    let error = h["components"]["jobs"]["error"]
-        .as_str()
-        .unwrap_or_default();
+    let h = wait_status(&dw, "jobs", "degraded").await;
+    let error = error_of(&h, "jobs");
     assert!(
         error.starts_with("Redis evicted ")
             && error.contains("keys since the last check under maxmemory-policy allkeys-lru: queue keys can be among them"),
         "{error}"
     );
-    assert_eq!(status(&h, "cache"), "healthy", "{h}");
-    dw.wait_health("told once", Duration::from_secs(10), |_, h| {
-        status(h, "jobs") == "healthy"
-    })
-    .await;
+    assert_eq!(status_of(&h, "cache"), "healthy", "{h}");
+    // Told once.
+    wait_status(&dw, "jobs", "healthy").await;
 }
 
 /// A failed save (Redis then refuses writes with MISCONF under its
@@ -756,27 +761,15 @@ async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
         &["--dir", "/proc", "--enable-protected-configs", "yes"],
     );
     let mut c = server.conn().await;
-    let yaml = format!(
-        "probes:\n  - name: cache\n    kind: redis\n    url: {}\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n",
-        server.url()
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let status = |h: &serde_json::Value| h["components"]["cache"]["status"].clone();
-    dw.wait_health("healthy", Duration::from_secs(10), |_, h| {
-        status(h) == "healthy"
-    })
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        probe_of(&server, "cache", "200ms", "")
+    ))
     .await;
+    wait_status(&dw, "cache", "healthy").await;
 
     cmd(&mut c, &["BGSAVE"]).await;
-    let (_, h) = dw
-        .wait_health("a failed save", Duration::from_secs(10), |_, h| {
-            status(h) == "degraded"
-        })
-        .await;
-    let error = h["components"]["cache"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let error = error_of(&wait_status(&dw, "cache", "degraded").await, "cache");
     assert!(
         error.starts_with("the last RDB save failed (rdb_last_bgsave_status:err)")
             && error.contains("refuses writes (MISCONF)"),
@@ -789,24 +782,12 @@ async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
     )
     .await;
     cmd(&mut c, &["BGSAVE"]).await;
-    dw.wait_health("saved again", Duration::from_secs(10), |_, h| {
-        status(h) == "healthy"
-    })
-    .await;
+    wait_status(&dw, "cache", "healthy").await;
 
     let gone = free_port();
     cmd(&mut c, &["REPLICAOF", "127.0.0.1", &gone.to_string()]).await;
-    let (_, h) = dw
-        .wait_health(
-            "a replica without its master",
-            Duration::from_secs(10),
-            |_, h| status(h) == "degraded",
-        )
-        .await;
-    let error = h["components"]["cache"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let h = wait_status(&dw, "cache", "degraded").await;
+    let error = error_of(&h, "cache");
     assert!(
         error.starts_with(&format!(
             "replica of 127.0.0.1:{gone} with its link to the master down"
@@ -815,10 +796,7 @@ async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
     );
     assert_eq!(h["components"]["cache"]["details"]["role"], "slave");
     cmd(&mut c, &["REPLICAOF", "NO", "ONE"]).await;
-    dw.wait_health("a primary again", Duration::from_secs(10), |_, h| {
-        status(h) == "healthy"
-    })
-    .await;
+    wait_status(&dw, "cache", "healthy").await;
 }
 
 /// A Redis at `maxclients` refuses the service's new connections while
@@ -828,37 +806,23 @@ async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
 async fn a_redis_at_maxclients_is_degraded() {
     let server = RedisServer::start(None);
     let mut c = server.conn().await;
-    let yaml = format!(
-        "probes:\n  - name: cache\n    kind: redis\n    url: {}\n    interval: 200ms\n    timeout: 150ms\n    jitter: 0s\n",
-        server.url()
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let status = |h: &serde_json::Value| h["components"]["cache"]["status"].clone();
-    let error = |h: &serde_json::Value| {
-        h["components"]["cache"]["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    dw.wait_health("healthy", Duration::from_secs(10), |_, h| {
-        status(h) == "healthy"
-    })
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        probe_of(&server, "cache", "200ms", "")
+    ))
     .await;
+    wait_status(&dw, "cache", "healthy").await;
     // depwatch's connection and this one: no room for a third.
     cmd(&mut c, &["CONFIG", "SET", "maxclients", "2"]).await;
-    let (_, h) = dw
-        .wait_health("at maxclients", Duration::from_secs(10), |_, h| {
-            status(h) == "degraded"
-        })
-        .await;
+    let h = wait_status(&dw, "cache", "degraded").await;
     assert!(
-        error(&h).starts_with(
+        error_of(&h, "cache").starts_with(
             "at maxclients: 2 clients connected of 2, so Redis refuses new connections"
         ),
         "{h}"
     );
     assert_eq!(h["components"]["cache"]["details"]["maxclients"], 2);
-    // A third client is refused; with room again, the refusal is told once.
+    // A third client is refused; the next check tells it, once.
     let third = ::redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -871,17 +835,15 @@ async fn a_redis_at_maxclients_is_degraded() {
         Err(_) => true,
     };
     assert!(refused, "a client past maxclients");
-    let (_, h) = dw
+    let h = dw
         .wait_health("the refusal told", Duration::from_secs(10), |_, h| {
-            error(h).contains("; it refused 1 connection since the last check")
+            error_of(h, "cache").contains("; it refused 1 connection since the last check")
         })
-        .await;
-    assert_eq!(status(&h), "degraded");
+        .await
+        .1;
+    assert_eq!(status_of(&h, "cache"), "degraded");
     cmd(&mut c, &["CONFIG", "SET", "maxclients", "100"]).await;
-    dw.wait_health("healthy again", Duration::from_secs(10), |_, h| {
-        status(h) == "healthy"
-    })
-    .await;
+    wait_status(&dw, "cache", "healthy").await;
 }
 
 /// Pointed at the wrong port, the check says what it met in one line: a
