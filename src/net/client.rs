@@ -7,11 +7,8 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -22,13 +19,14 @@ use hyper::{Method, Request as HttpRequest, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::connect::connect_first;
 use super::error::NetError;
 use super::lookup::{Failed, Lookups};
 use super::target::{Refused, Target, TargetPattern, port_of};
 use super::tls::{Identity, Trust};
+use super::wire::{MAX_INFORMATIONAL, Plain, Wire};
+pub use super::wire::{Phase, Timings};
 use crate::probe::core::{CheckError, Reason};
 use crate::util::text::with_causes;
 
@@ -39,12 +37,6 @@ const MAX_CONNECT_HEAD: usize = 8 * 1024;
 /// partners that browsers and curl read: many `Set-Cookie` or `Link`
 /// lines). The head as a whole stays within hyper's ~400 KiB buffer.
 const MAX_HEADERS: usize = 1000;
-
-/// The most informational answers (`100 Continue`, `103 Early Hints`)
-/// read before the answer. hyper parses every one it has read before it
-/// reads again, so a partner that sends them in a loop would keep a check
-/// busy past its timeout (and the checks thread with it).
-const MAX_INFORMATIONAL: u32 = 32;
 
 /// What to send and how: everything of an http probe's configuration but
 /// what it expects of the answer.
@@ -140,89 +132,6 @@ pub fn basic_auth(user: &str, password: &str) -> Option<HeaderValue> {
     let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
     v.set_sensitive(true);
     Some(v)
-}
-
-/// What one request measured, filled as it goes (a timeout keeps what was
-/// reached).
-#[derive(Default)]
-pub struct Timings {
-    pub dns: Duration,
-    pub connect: Duration,
-    pub tls: Duration,
-    pub first_byte: Duration,
-    pub transfer: Duration,
-    /// The last answer's status (0: none came).
-    pub status: u16,
-    /// The peer certificate's notAfter (Unix seconds), also when it failed
-    /// verification.
-    pub cert_not_after: Option<i64>,
-    pub tls_version: Option<&'static str>,
-    pub redirects: u32,
-    pub body_bytes: usize,
-    /// The last URL asked, without its query.
-    pub final_url: Option<Arc<str>>,
-    /// The phase under way and when it began (`None` between phases).
-    at: Option<(Phase, Instant)>,
-    /// What the last connection has read, and how much of it before its
-    /// answer's head began: what of the head a timeout cut.
-    wire: Option<Arc<Wire>>,
-    head_from: u64,
-}
-
-/// What a check's connection has read, shared with it ([`Plain`]).
-#[derive(Default)]
-struct Wire {
-    /// Informational answers (hyper's callback counts them): past
-    /// [`MAX_INFORMATIONAL`], nothing more is read.
-    informational: AtomicU32,
-    bytes: AtomicU64,
-}
-
-/// A phase of a request (the `phase` of `depwatch_http_phase_duration_seconds`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Dns,
-    Connect,
-    Tls,
-    FirstByte,
-    Transfer,
-}
-
-impl Timings {
-    fn begin(&mut self, phase: Phase) {
-        self.at = Some((phase, Instant::now()));
-    }
-
-    /// Counts the phase under way into its time.
-    fn end(&mut self) {
-        if let Some((phase, since)) = self.at.take() {
-            *match phase {
-                Phase::Dns => &mut self.dns,
-                Phase::Connect => &mut self.connect,
-                Phase::Tls => &mut self.tls,
-                Phase::FirstByte => &mut self.first_byte,
-                Phase::Transfer => &mut self.transfer,
-            } += since.elapsed();
-        }
-    }
-
-    /// For a request that a timeout dropped: the phase it was in, with the
-    /// time spent in it counted.
-    pub fn cut(&mut self) -> Option<Phase> {
-        let phase = self.at.map(|(p, _)| p);
-        self.end();
-        phase
-    }
-
-    /// The bytes of the answer's head read so far (as they came over the
-    /// wire, encrypted for https).
-    pub fn head_bytes(&self) -> u64 {
-        self.wire.as_ref().map_or(0, |w| {
-            w.bytes
-                .load(Ordering::Relaxed)
-                .saturating_sub(self.head_from)
-        })
-    }
 }
 
 /// An HTTP answer, its body read in full (within the limit).
@@ -770,60 +679,6 @@ const PRESIZE_MAX: u64 = 64 << 10;
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// A check's TCP connection. Its one request says `Connection: close`, so
-/// hyper half-closes it once the answer is in; the connection is dropped
-/// right after, and the close sends the same FIN: the `shutdown` call before
-/// it would be one more system call per check for nothing. A TLS layer above
-/// still sends its close_notify. Beside it, what it has read ([`Wire`]).
-struct Plain(TcpStream, Arc<Wire>);
-
-impl AsyncRead for Plain {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.1.informational.load(Ordering::Relaxed) > MAX_INFORMATIONAL {
-            return Poll::Ready(Err(io::Error::other("too many informational answers")));
-        }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.0).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        self.1.bytes.fetch_add(n, Ordering::Relaxed);
-        read
-    }
-}
-
-impl AsyncWrite for Plain {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 /// Opens a CONNECT tunnel through an HTTP proxy.
 async fn connect_tunnel(

@@ -1,8 +1,9 @@
 //! Talking to other services over the network, shared by the probes that
 //! do (`http`, storage's `source: http`) so that no probe is another's
 //! library: the HTTP client (`client`), where its requests go (`target`),
-//! its TLS trust and identity (`tls`), and the certificate reader that
-//! tells when a peer's certificate expires (`cert`).
+//! its TLS trust and identity (`tls`), what a check's connection measured
+//! and read (`wire`), and the certificate reader that tells when a peer's
+//! certificate expires (`cert`).
 
 pub mod cert;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod lookup;
 pub mod target;
 pub mod tls;
+mod wire;
 
 pub use client::{Answer, Client, Proxy, Request, Timings, basic_auth};
 pub use error::NetError;
