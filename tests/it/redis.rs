@@ -601,6 +601,17 @@ fn probe_of(server: &RedisServer, name: &str, interval: &str, extra: &str) -> St
     )
 }
 
+/// depwatch with one probe of `server`, `cache`, once it is healthy.
+async fn watch_healthy(server: &RedisServer) -> Depwatch {
+    let dw = Depwatch::start(&format!(
+        "probes:\n{}",
+        probe_of(server, "cache", "200ms", "")
+    ))
+    .await;
+    wait_status(&dw, "cache", "healthy").await;
+    dw
+}
+
 /// Component `name`'s status in a health answer.
 fn status_of(h: &serde_json::Value, name: &str) -> String {
     h["components"][name]["status"]
@@ -761,12 +772,7 @@ async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
         &["--dir", "/proc", "--enable-protected-configs", "yes"],
     );
     let mut c = server.conn().await;
-    let dw = Depwatch::start(&format!(
-        "probes:\n{}",
-        probe_of(&server, "cache", "200ms", "")
-    ))
-    .await;
-    wait_status(&dw, "cache", "healthy").await;
+    let dw = watch_healthy(&server).await;
 
     cmd(&mut c, &["BGSAVE"]).await;
     let error = error_of(&wait_status(&dw, "cache", "degraded").await, "cache");
@@ -806,12 +812,7 @@ async fn a_failed_save_and_a_replica_without_its_master_are_degraded() {
 async fn a_redis_at_maxclients_is_degraded() {
     let server = RedisServer::start(None);
     let mut c = server.conn().await;
-    let dw = Depwatch::start(&format!(
-        "probes:\n{}",
-        probe_of(&server, "cache", "200ms", "")
-    ))
-    .await;
-    wait_status(&dw, "cache", "healthy").await;
+    let dw = watch_healthy(&server).await;
     // depwatch's connection and this one: no room for a third.
     cmd(&mut c, &["CONFIG", "SET", "maxclients", "2"]).await;
     let h = wait_status(&dw, "cache", "degraded").await;
