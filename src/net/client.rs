@@ -320,6 +320,9 @@ impl Client {
             }
             url = std::borrow::Cow::Owned(next);
             t.redirects += 1;
+            // The next hop's answer, or none: a 3xx is not the status of a
+            // hop that could not connect (the error names the redirect).
+            t.status = 0;
             if code == StatusCode::SEE_OTHER
                 || ((code == StatusCode::MOVED_PERMANENTLY || code == StatusCode::FOUND)
                     && method == Method::POST)
@@ -596,7 +599,22 @@ impl Client {
         }
         t.end();
         t.body_bytes = buf.len();
-        let body = inflated(&parts.headers, buf, limit)?;
+        let body = match content_coding(&parts.headers) {
+            None => buf,
+            // About a millisecond a MiB: past a few hundred KiB, on a
+            // blocking thread, not in the way of every other check.
+            Some(coding) if buf.len() > INFLATE_INLINE_MAX => {
+                tokio::task::spawn_blocking(move || inflated(&coding, buf, limit))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(CheckError::new(
+                            Reason::Internal,
+                            format!("inflating the body: {e}"),
+                        ))
+                    })?
+            }
+            Some(coding) => inflated(&coding, buf, limit)?,
+        };
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,
@@ -635,14 +653,26 @@ fn plain_text_answer(e: &std::io::Error) -> bool {
 /// deflate, which `expect:` would otherwise read as binary. At most `limit`
 /// bytes once inflated (a small body may inflate to a great deal); other
 /// codings are left as they came (the expectation says which).
-fn inflated(headers: &hyper::HeaderMap, body: Vec<u8>, limit: u64) -> Result<Vec<u8>, CheckError> {
-    use std::io::Read;
+/// The compressed body this client inflates above this size does so on a
+/// blocking thread.
+const INFLATE_INLINE_MAX: usize = 128 << 10;
+
+/// The answer's Content-Encoding, lower case, when it is one this client
+/// inflates (gzip, x-gzip, deflate).
+fn content_coding(headers: &hyper::HeaderMap) -> Option<String> {
     let coding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    if body.is_empty() || !matches!(coding.as_str(), "gzip" | "x-gzip" | "deflate") {
+        .get(header::CONTENT_ENCODING)?
+        .to_str()
+        .ok()?
+        .trim()
+        .to_ascii_lowercase();
+    matches!(coding.as_str(), "gzip" | "x-gzip" | "deflate").then_some(coding)
+}
+
+/// `body` inflated from `coding` (see [`content_coding`]), up to `limit`.
+fn inflated(coding: &str, body: Vec<u8>, limit: u64) -> Result<Vec<u8>, CheckError> {
+    use std::io::Read;
+    if body.is_empty() {
         return Ok(body);
     }
     let read = |r: &mut dyn Read| {
@@ -651,7 +681,7 @@ fn inflated(headers: &hyper::HeaderMap, body: Vec<u8>, limit: u64) -> Result<Vec
             .read_to_end(&mut out)
             .map(|_| out)
     };
-    let out = match coding.as_str() {
+    let out = match coding {
         "deflate" => read(&mut flate2::read::ZlibDecoder::new(&body[..]))
             // Some servers send deflate without its zlib wrapper.
             .or_else(|_| read(&mut flate2::read::DeflateDecoder::new(&body[..]))),

@@ -93,6 +93,10 @@ fn partner_routes() -> Router {
             }),
         )
         .route(
+            "/large-gzip",
+            get(|| async { coded("gzip", LARGE.get_or_init(large_json).clone()) }),
+        )
+        .route(
             "/corrupt",
             get(|| async { coded("gzip", b"\x1f\x8bnot really gzip".to_vec()) }),
         )
@@ -104,6 +108,26 @@ fn partner_routes() -> Router {
 
 /// 2 MiB of spaces in a few kilobytes, made once (before the check that reads it).
 static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// A gzip JSON answer past the sizes the checks thread inflates (128 KiB)
+/// and judges (256 KiB) itself, made once.
+static LARGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+fn large_json() -> Vec<u8> {
+    // Digits that do not repeat: about 2.3 bits each once compressed.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let pad: String = (0..1_200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'0' + (x % 10) as u8)
+        })
+        .collect();
+    let body = gzip(format!(r#"{{"status":"ok","pad":"{pad}"}}"#).as_bytes());
+    assert!(body.len() > 128 << 10, "{} bytes compressed", body.len());
+    body
+}
 
 fn coded(coding: &'static str, body: Vec<u8>) -> axum::response::Response {
     (
@@ -617,6 +641,21 @@ async fn compressed_answers_nobody_asked_for() {
         let (_dw, _m, c) = check_once(&format!("http://127.0.0.1:{port}/{path}"), json_ok).await;
         assert_eq!(c["status"], "healthy", "{path}: {c}");
     }
+    // Inflated and judged on a blocking thread, as meant.
+    LARGE.get_or_init(large_json);
+    let (_dw, _m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/large-gzip"),
+        "expect: { body_json: { \"/status\": \"ok\" }, max_body_bytes: 2MiB }",
+    )
+    .await;
+    assert_eq!(c["status"], "healthy", "{c}");
+    let (_dw, m, c) = check_once(
+        &format!("http://127.0.0.1:{port}/large-gzip"),
+        "expect: { body_json: { \"/status\": \"degraded\" }, max_body_bytes: 2MiB }",
+    )
+    .await;
+    assert_failed(&m, &c, "expectation", "200");
+    assert_eq!(c["error"], "JSON /status is \"ok\", expected \"degraded\"");
     BOMB.get_or_init(|| gzip(&vec![b' '; 2 << 20]));
     let (_dw, m, c) = check_once(
         &format!("http://127.0.0.1:{port}/bomb"),
@@ -836,7 +875,7 @@ async fn secrets_stay_out_of_metrics_health_and_logs() {
 #[test]
 fn config_errors_name_the_key() {
     let (dir, _, path) = write_config(
-        "probes:\n  - name: p\n    kind: http\n    url: ftp://x\n    expect: { status: [\"9xx\"], max_body_bytes: 0 }\n    bearer_token: a\n    basic_auth: { username: u, password: p }\n    follow_redirects: false\n    follow_redirects_with_credentials: true\nmodules:\n  open:\n    method: GET\n",
+        "probes:\n  - name: p\n    kind: http\n    url: ftp://x\n    expect: { status: [\"9xx\"], max_body_bytes: 0 }\n    bearer_token: a\n    basic_auth: { username: u, password: p }\n    follow_redirects: false\n    follow_redirects_with_credentials: true\n  - name: q\n    kind: http\n    url: http://127.0.0.1:1/\n    expect: { max_body_bytes: 1GiB }\nmodules:\n  open:\n    method: GET\n",
     );
     let (code, out) = check_config(&path, &[]);
     drop(dir);
@@ -845,6 +884,7 @@ fn config_errors_name_the_key() {
         "probes[0].url: invalid url: unsupported scheme `ftp`",
         "probes[0].expect.status[0]: `9xx` is not a status code or class",
         "probes[0].expect.max_body_bytes: max_body_bytes must be above zero",
+        "probes[1].expect.max_body_bytes: max_body_bytes is 1073741824 bytes, above the most depwatch reads (64 MiB)",
         "probes[0].basic_auth: both bearer_token and basic_auth are set",
         "probes[0].follow_redirects_with_credentials: follow_redirects_with_credentials is set but follow_redirects is false",
         "modules.open: missing required key `allowed_targets`",
@@ -1795,7 +1835,9 @@ async fn a_failure_after_a_redirect_names_where_it_was_sent() {
     );
     let (port, _srv) = raw_partner(answer.into_bytes().leak()).await;
     let (dw, m, c) = check_once(&format!("http://127.0.0.1:{port}/health"), "").await;
-    assert_failed(&m, &c, "connect", "307");
+    // The 307 was not the failed hop's answer: there was none.
+    assert_failed(&m, &c, "connect", "none");
+    assert_eq!(m.value("depwatch_http_status_code", &[P]), 0.0);
     let error = c["error"].as_str().unwrap_or_default();
     assert!(
         error.starts_with(&format!(

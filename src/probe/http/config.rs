@@ -23,6 +23,9 @@ use crate::net::tls::{Identity, usable_roots};
 use crate::net::{Proxy, Request, Target, basic_auth};
 
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+/// The largest `max_body_bytes`: a body is held whole, and inflated and
+/// judged, at every check.
+const MAX_MAX_BODY: u64 = 64 * 1024 * 1024;
 const DEFAULT_MAX_REDIRECTS: u32 = 5;
 const DEFAULT_CERT_WARN: Duration = Duration::from_secs(14 * 86_400);
 const DEFAULT_CERT_CRITICAL: Duration = Duration::from_secs(2 * 86_400);
@@ -486,6 +489,17 @@ fn parse_expect(raw: RawExpect, at: &str, c: &Checker, ok: &mut bool) -> (Expect
             "max_body_bytes",
             "max_body_bytes must be above zero".into(),
             "e.g. 64KiB",
+        );
+    } else if max_body_bytes > MAX_MAX_BODY {
+        problem(
+            "max_body_bytes",
+            format!(
+                "max_body_bytes is {max_body_bytes} bytes, above the most depwatch reads \
+                 ({} MiB)",
+                MAX_MAX_BODY >> 20
+            ),
+            "the whole body is read into memory at every check: check a smaller resource \
+             (a health endpoint), or expect only the status and headers of a HEAD request",
         );
     }
     let expect = Expect {

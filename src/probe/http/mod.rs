@@ -34,6 +34,10 @@ pub use module::Module;
 /// The default buckets of the check duration: partner APIs over the network.
 pub const BUCKETS: &[f64] = crate::probe::core::API_BUCKETS;
 
+/// The largest body judged on the checks thread (about a millisecond of
+/// JSON parsing); a larger one is judged on a blocking thread.
+const JUDGE_INLINE_MAX: usize = 256 << 10;
+
 // --------------------------------------------------------------- metrics --
 
 /// The HTTP status of a failed request as a label: the code, or `none`
@@ -154,6 +158,9 @@ impl Metrics {
 
 pub struct HttpProbe {
     spec: Spec,
+    /// `spec.expect`, shared with the blocking thread that judges a large
+    /// body.
+    expect: Arc<Expect>,
     client: Client,
     label: ComponentOnly,
     metrics: Arc<Metrics>,
@@ -207,6 +214,7 @@ pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<Http
     })?;
     Ok(HttpProbe {
         spec: spec.clone(),
+        expect: Arc::new(spec.expect.clone()),
         client,
         label: ComponentOnly {
             component: name.into(),
@@ -363,9 +371,27 @@ struct Phases {
 }
 
 impl HttpProbe {
-    fn evaluate(&self, a: &Answer, t: &Timings, total: Duration) -> CheckResult {
+    /// The answer against `expect`: a large body (JSON parsed, regexes run
+    /// over it) on a blocking thread, so that the checks thread does not
+    /// stop every other check for the time it takes.
+    async fn judge(&self, a: Answer) -> Result<(), (Reason, String)> {
+        if a.body.len() <= JUDGE_INLINE_MAX {
+            return self.expect.judge(&a);
+        }
+        let expect = self.expect.clone();
+        tokio::task::spawn_blocking(move || expect.judge(&a))
+            .await
+            .unwrap_or_else(|e| Err((Reason::Internal, format!("judging the answer: {e}"))))
+    }
+
+    fn evaluate(
+        &self,
+        judged: Result<(), (Reason, String)>,
+        t: &Timings,
+        total: Duration,
+    ) -> CheckResult {
         let spec = &self.spec;
-        if let Err((reason, msg)) = spec.expect.judge(a) {
+        if let Err((reason, msg)) = judged {
             let mut err = CheckError::new(reason, msg);
             err.details = self.details(t, total);
             return Err(err);
@@ -411,7 +437,10 @@ impl Probe for HttpProbe {
             let answer = self.client.send(&mut rec.t).await;
             let total = rec.started.elapsed();
             let mut result = match answer {
-                Ok(a) => self.evaluate(&a, &rec.t, total),
+                Ok(a) => {
+                    let judged = self.judge(a).await;
+                    self.evaluate(judged, &rec.t, total)
+                }
                 Err(mut e) => {
                     e.details = self.details(&rec.t, total);
                     Err(e)
