@@ -363,7 +363,9 @@ async fn redis_cache_counters_and_queues() {
     );
     // A key of another type: that queue is reported, the others still read.
     assert!(
-        err.contains("queue wrongtype: cannot read it:") && err.contains("WRONGTYPE"),
+        err.contains(
+            "queue wrongtype: cannot read it: key cached is a string where a list queue needs a list"
+        ),
         "{err}"
     );
     // A queue without the key every queue of its layout has (a typo in its
@@ -1174,4 +1176,273 @@ async fn rediss_with_a_private_ca() {
         })
         .await;
     assert_eq!(h["components"]["untrusted"]["reason"], "tls", "{h}");
+}
+
+/// Waits until every component in `names` has been checked; the answer.
+async fn all_checked(dw: &Depwatch, names: &[&str]) -> serde_json::Value {
+    dw.wait_health("every probe checked", Duration::from_secs(10), |_, h| {
+        names
+            .iter()
+            .all(|n| !h["components"][n]["checked_at"].is_null())
+    })
+    .await
+    .1
+}
+
+/// Keys that exist with another type (another program's key of the same
+/// name), a stream that does not exist, and ACL users that may not read the
+/// queue's keys or load the script: each queue's message names the key at
+/// fault and the fix, instead of a line number of the script or an empty
+/// stream.
+#[tokio::test]
+async fn queue_keys_that_cannot_be_read_name_the_key_and_the_fix() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    cmd(&mut c, &["SET", "cached", "v"]).await;
+    cmd(&mut c, &["RPUSH", "a-list", "x", "y"]).await;
+    make_bullmq_queue(&server.url(), "bull:clash");
+    cmd(&mut c, &["SET", "bull:clash:wait", "not a list"]).await;
+    make_bullmq_queue(&server.url(), "bull:q1");
+    cmd(&mut c, &["RPUSH", "bull:q1:wait", "1"]).await;
+    cmd(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "elsewhere",
+            "on",
+            ">pw",
+            "~other:*",
+            "+@all",
+        ],
+    )
+    .await;
+    let mut yaml = String::from("probes:\n");
+    yaml.push_str(&probe_of(
+        &server,
+        "jobs",
+        "300ms",
+        "    queues:\n      - { name: strings, type: list, key: cached }\n      - { name: events, type: stream, key: a-list }\n      - { name: clash, type: bullmq }\n      - { name: typo, type: stream, key: evnets }\n      - { name: fine, type: list, key: a-list }\n",
+    ));
+    yaml.push_str(&format!(
+        "  - name: elsewhere\n    kind: redis\n    url: redis://elsewhere:pw@127.0.0.1:{}/0\n    interval: 300ms\n    timeout: 250ms\n    queues: [ {{ name: q1, type: bullmq }}, {{ name: mail, type: list, key: mail }} ]\n",
+        server.port
+    ));
+    // A user that may run the script but not load it, on a server where
+    // nobody else loads it: NOSCRIPT is what Redis answers.
+    let bare = RedisServer::start(None);
+    let mut b = bare.conn().await;
+    make_bullmq_queue(&bare.url(), "bull:q1");
+    cmd(
+        &mut b,
+        &[
+            "ACL", "SETUSER", "no-load", "on", ">pw", "~*", "-@all", "+@read", "+ping", "+info",
+            "+evalsha",
+        ],
+    )
+    .await;
+    yaml.push_str(&format!(
+        "  - name: no-load\n    kind: redis\n    url: redis://no-load:pw@127.0.0.1:{}/0\n    interval: 300ms\n    timeout: 250ms\n    queues: [ {{ name: q1, type: bullmq }} ]\n",
+        bare.port
+    ));
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs", "elsewhere", "no-load"]).await;
+    assert_eq!(status_of(&h, "jobs"), "degraded", "{h}");
+    let err = error_of(&h, "jobs");
+    for want in [
+        "queue strings: cannot read it: key cached is a string where a list queue needs a list (check the queue's key and type: it names a key of something else)",
+        "queue events: cannot read it: key a-list is a list where a stream queue needs a stream (check the queue's key and type",
+        "queue clash: cannot read it: key bull:clash:wait is a string where the bullmq queue keeps a list (check the queue's prefix and name",
+        "queue typo: no such stream: evnets does not exist (a stream stays when emptied, and XGROUP CREATE … MKSTREAM makes one; check the queue's key)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in: {err}");
+    }
+    assert!(!err.contains("user_script"), "{err}");
+    assert_eq!(
+        h["components"]["jobs"]["details"]["queues"]["fine"]["waiting"],
+        2
+    );
+    let m = dw.metrics().await;
+    assert!(
+        m.matching("depwatch_queue_jobs", &[("queue", "events")])
+            .is_empty(),
+        "a list read as an empty stream"
+    );
+    let err = error_of(&h, "elsewhere");
+    for want in [
+        "queue q1: cannot read it: this Redis user may not read bull:q1:meta (grant read access to the queue's keys: ACL SETUSER USER %R~bull:q1:*)",
+        "queue mail: cannot read it: this Redis user may not read mail (grant read access to the queue's keys: ACL SETUSER USER %R~mail)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in: {err}");
+    }
+    let err = error_of(&h, "no-load");
+    assert!(
+        err.starts_with("queue q1: cannot read it: NOSCRIPT") && err.ends_with(SCRIPT_HINT),
+        "{err}"
+    );
+    dw.assert_never_shown(&["pw@"]).await;
+}
+
+/// Streams whose consumer groups Redis gives no lag for (an entry deleted
+/// in the middle, a group set to an arbitrary ID), or more lag than the
+/// stream holds (trimmed before the group read it): waiting is what the
+/// stream still holds after each group's last delivered entry.
+#[tokio::test]
+async fn stream_lag_after_deletes_and_trims() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let mut ids = Vec::new();
+    for key in ["deleted", "trimmed"] {
+        for i in 0..6 {
+            let id: String = ::redis::cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if key == "deleted" {
+                ids.push(id);
+            }
+        }
+        cmd(&mut c, &["XGROUP", "CREATE", key, "g", "0"]).await;
+        cmd(
+            &mut c,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "2",
+                "STREAMS",
+                key,
+                ">",
+            ],
+        )
+        .await;
+    }
+    // Four undelivered; one of them deleted: Redis no longer knows the lag.
+    cmd(&mut c, &["XDEL", "deleted", &ids[4]]).await;
+    // A group that starts after the fourth entry: two after it, one deleted.
+    cmd(&mut c, &["XGROUP", "CREATE", "deleted", "late", &ids[3]]).await;
+    // Four undelivered, but only the newest entry is still there.
+    cmd(&mut c, &["XTRIM", "trimmed", "MAXLEN", "1"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: deleted, type: stream, key: deleted }\n      - { name: trimmed, type: stream, key: trimmed }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    assert_eq!(q["deleted"]["groups"]["g"]["lag"], 3, "{q}");
+    assert_eq!(q["deleted"]["groups"]["g"]["lag_counted"], true, "{q}");
+    assert_eq!(q["deleted"]["groups"]["late"]["lag"], 1, "{q}");
+    assert_eq!(q["deleted"]["waiting"], 4, "{q}");
+    assert_eq!(q["trimmed"]["groups"]["g"]["lag"], 1, "{q}");
+    assert_eq!(q["trimmed"]["waiting"], 1, "{q}");
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value(
+            "depwatch_redis_stream_group_lag",
+            &[("component", "jobs"), ("queue", "deleted"), ("group", "g")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m.value(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "jobs"),
+                ("queue", "trimmed"),
+                ("state", "waiting")
+            ]
+        ),
+        1.0
+    );
+}
+
+/// The oldest waiting job where it hides: a low priority starved behind
+/// newer high-priority jobs, a delayed (repeatable) job long past its time
+/// that no worker promotes, and a wait list whose oldest entry has lost its
+/// job hash. Each is the age that `stuck_after` judges.
+#[tokio::test]
+async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    // Prioritized: score = priority * 2^32 + a counter.
+    let b = "bull:prio";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 600, None).await;
+    job(&mut c, b, "2", 10, None).await;
+    job(&mut c, b, "3", 5, None).await;
+    let score = |prio: u64, n: u64| (prio * (1 << 32) + n).to_string();
+    cmd(
+        &mut c,
+        &[
+            "ZADD",
+            &format!("{b}:prioritized"),
+            &score(5, 1),
+            "1",
+            &score(1, 2),
+            "2",
+            &score(1, 3),
+            "3",
+        ],
+    )
+    .await;
+    // Delayed: score = due time (ms) * 0x1000 + a counter; due 15 min ago.
+    let b = "bull:cron";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 3600, None).await;
+    job(&mut c, b, "2", 60, None).await;
+    let due = |ago_s: i64| ((now_ms() - ago_s * 1000) * 4096).to_string();
+    cmd(
+        &mut c,
+        &[
+            "ZADD",
+            &format!("{b}:delayed"),
+            &due(900),
+            "1",
+            &due(-600),
+            "2",
+        ],
+    )
+    .await;
+    // Wait: job 1 (120 s) next to the right end, whose hash is gone.
+    let b = "bull:lost";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 120, None).await;
+    job(&mut c, b, "2", 30, None).await;
+    cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "gone", "1", "2"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: prio, type: bullmq, stuck_after: 5m }\n      - { name: cron, type: bullmq, stuck_after: 5m }\n      - { name: lost, type: bullmq }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    let age = |name: &str| q[name]["oldest_waiting_age_seconds"].as_f64().unwrap();
+    assert!((599.0..=630.0).contains(&age("prio")), "{q}");
+    assert!((899.0..=930.0).contains(&age("cron")), "{q}");
+    assert!((119.0..=150.0).contains(&age("lost")), "{q}");
+    assert_eq!(q["cron"]["delayed"], 2, "{q}");
+    assert_eq!(q["cron"]["delayed_due"], 1, "{q}");
+    let err = error_of(&h, "jobs");
+    assert!(
+        err.contains("queue prio: oldest waiting job is 10m")
+            && err.contains("queue cron: oldest waiting job is 15m"),
+        "{err}"
+    );
 }

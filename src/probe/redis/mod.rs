@@ -219,8 +219,9 @@ impl RedisProbe {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("PING").cmd("INFO");
+        let sent_ms = u64::try_from(crate::util::time::unix_ms(SystemTime::now())).unwrap_or(0);
         self.queues
-            .add_reads(&mut pipe, &targets, self.spec.max_active_scan);
+            .add_reads(&mut pipe, &targets, self.spec.max_active_scan, sent_ms);
         if !targets.is_empty() {
             // Measures the lookups of the queue reads, kept out of the hit rate.
             pipe.cmd("INFO").arg("stats");
@@ -278,8 +279,14 @@ impl RedisProbe {
         {
             self.cache.count_own(info, &parse_info(&after));
         }
-        self.queues
-            .record(&targets, replies, now_ms, &self.secrets(), &mut out);
+        self.queues.record(
+            &targets,
+            replies,
+            now_ms,
+            self.spec.max_active_scan,
+            &self.secrets(),
+            &mut out,
+        );
         Ok(out)
     }
 }

@@ -188,7 +188,15 @@ impl Queues {
 
     /// Adds the script calls that read `targets` (one answer each) to the
     /// check's pipeline.
-    pub(super) fn add_reads(&self, pipe: &mut Pipeline, targets: &[Target], max_active_scan: u32) {
+    /// `now_ms` is depwatch's clock, against which the script finds the
+    /// delayed jobs that are due.
+    pub(super) fn add_reads(
+        &self,
+        pipe: &mut Pipeline,
+        targets: &[Target],
+        max_active_scan: u32,
+        now_ms: u64,
+    ) {
         if !targets.is_empty() {
             // Loading is idempotent and keeps the same round trip: a restarted
             // or flushed server has the script again before it is called.
@@ -200,7 +208,8 @@ impl Queues {
                 .arg(0)
                 .arg(t.spec.type_.as_str())
                 .arg(&t.arg)
-                .arg(max_active_scan);
+                .arg(max_active_scan)
+                .arg(now_ms);
         }
     }
 
@@ -212,17 +221,20 @@ impl Queues {
         targets: &[Target],
         replies: Vec<RValue>,
         now_ms: f64,
+        max_scan: u32,
         secrets: &[&str],
         out: &mut Outcome,
     ) {
         let mut snaps = Vec::with_capacity(targets.len());
         for (t, reply) in targets.iter().zip(replies) {
-            match snapshot(t, reply, now_ms, secrets) {
+            match snapshot(t, reply, now_ms, max_scan, secrets) {
                 Ok(s) => {
                     t.spec.thresholds.judge(&s, out);
                     snaps.push(s);
                 }
-                Err(e @ QueueReadError::Missing { .. }) => {
+                Err(
+                    e @ (QueueReadError::Missing { .. } | QueueReadError::MissingStream { .. }),
+                ) => {
                     out.raise(Status::Degraded, format!("queue {}: {e}", t.name));
                 }
                 Err(e) => out.raise(
@@ -361,6 +373,76 @@ enum QueueReadError {
         layout: &'static str,
         marker: String,
     },
+    /// A stream queue's key does not exist (an empty stream still does).
+    #[error(
+        "no such stream: {key} does not exist (a stream stays when emptied, and XGROUP CREATE … MKSTREAM makes one; check the queue's key)"
+    )]
+    MissingStream { key: String },
+    /// A key the queue is read from holds another type.
+    #[error(
+        "key {key} is a {is} where {what} a {want} (check the queue's {config}: it names a key of something else)"
+    )]
+    WrongType {
+        key: String,
+        is: String,
+        want: String,
+        what: String,
+        config: &'static str,
+    },
+    /// The ACL user may not read one of the queue's keys.
+    #[error(
+        "this Redis user may not read {key} (grant read access to the queue's keys: ACL SETUSER USER %R~{pattern})"
+    )]
+    KeyDenied { key: String, pattern: String },
+    /// Another error reading one key, scrubbed.
+    #[error("reading {key}: {text}")]
+    Key { key: String, text: String },
+}
+
+/// The script's answer about a key it could not read:
+/// `['fault', key, error, its type, the type expected]`.
+fn fault(t: &Target, items: &[RValue], secrets: &[&str]) -> QueueReadError {
+    let text = |i: usize| {
+        items
+            .get(i)
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            .unwrap_or_default()
+    };
+    let (key, error, is, want) = (text(1), scrub(&text(2), secrets), text(3), text(4));
+    let bull = t.spec.type_.is_bull();
+    if error.starts_with("WRONGTYPE") {
+        let what = match bull {
+            true => format!("the {} queue keeps", t.spec.type_.as_str()),
+            false => format!("a {} queue needs", t.spec.type_.as_str()),
+        };
+        return QueueReadError::WrongType {
+            key,
+            is: if is.is_empty() {
+                "key of another type".into()
+            } else {
+                is
+            },
+            want,
+            what,
+            config: if bull {
+                "prefix and name"
+            } else {
+                "key and type"
+            },
+        };
+    }
+    if error.contains("can't run this command") {
+        return QueueReadError::Denied(format!("reading {key}: {error}"));
+    }
+    if error.contains("NOPERM") || error.contains("can't access") {
+        let pattern = if bull {
+            format!("{}:*", glob_escape(&t.arg))
+        } else {
+            glob_escape(&t.arg)
+        };
+        return QueueReadError::KeyDenied { key, pattern };
+    }
+    QueueReadError::Key { key, text: error }
 }
 
 /// The script's answer for one queue as a snapshot.
@@ -368,9 +450,16 @@ fn snapshot(
     t: &Target,
     reply: RValue,
     now_ms: f64,
+    max_scan: u32,
     secrets: &[&str],
 ) -> Result<Snapshot, QueueReadError> {
     if let RValue::ServerError(e) = reply {
+        if e.kind() == Some(redis::ServerErrorKind::NoScript) {
+            // The same pipeline loaded it first: this user may not.
+            return Err(QueueReadError::Denied(
+                "NOSCRIPT: the script is not loaded and this Redis user may not load it".into(),
+            ));
+        }
         let no_perm = e.kind() == Some(redis::ServerErrorKind::NoPerm);
         let text = scrub(&redis::RedisError::from(e).to_string(), secrets);
         // An ACL user without the scripting commands, or without the
@@ -383,6 +472,30 @@ fn snapshot(
     let RValue::Array(items) = reply else {
         return Err(QueueReadError::Unexpected);
     };
+    let tag = match items.first() {
+        Some(RValue::BulkString(b)) => b.as_slice(),
+        _ => &[],
+    };
+    if tag == b"fault" {
+        return Err(fault(t, &items, secrets));
+    }
+    if tag == b"missing" {
+        let marker = items
+            .get(1)
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            .unwrap_or_default();
+        return Err(match t.spec.type_ {
+            QueueType::Bullmq => QueueReadError::Missing {
+                layout: "BullMQ",
+                marker,
+            },
+            QueueType::Bull => QueueReadError::Missing {
+                layout: "Bull",
+                marker,
+            },
+            _ => QueueReadError::MissingStream { key: marker },
+        });
+    }
     let int = |i: usize| -> i64 {
         items
             .get(i)
@@ -401,25 +514,49 @@ fn snapshot(
         }
         QueueType::Stream => {
             let len = n(0);
-            let groups = match items.get(1) {
+            let array = |i: usize| match items.get(i) {
                 Some(RValue::Array(g)) => g.as_slice(),
                 _ => &[],
             };
+            let (groups, counted) = (array(1), array(2));
             let mut lag_sum = 0;
             let mut pending_sum = 0;
             let mut gs = Map::new();
-            for g in groups.iter().take(MAX_GROUPS) {
+            for (i, g) in groups.iter().enumerate().take(MAX_GROUPS) {
                 let f = pairs(g);
                 let name = f.get("name").cloned().unwrap_or_default();
                 let pending = f
                     .get("pending")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0u64);
-                // No lag (Redis < 7, or a trimmed stream): all entries may wait.
-                let lag = f.get("lag").and_then(|v| v.parse().ok());
-                lag_sum += lag.unwrap_or(0u64);
+                let mut group = json!({ "pending": pending });
+                // Redis counts lag as entries added minus entries read, so
+                // entries trimmed before the group read them count too: none
+                // can wait that the stream no longer holds.
+                let lag = match f.get("lag").and_then(|v| v.parse::<u64>().ok()) {
+                    Some(lag) => Some(lag.min(len)),
+                    // No lag from Redis (entries deleted in the middle, a
+                    // group set to an arbitrary ID, Redis < 7): the script
+                    // counted the entries after the last delivered one, up
+                    // to max_active_scan.
+                    None => {
+                        let c = counted
+                            .get(i)
+                            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                            .and_then(|c| u64::try_from(c).ok());
+                        if let Some(c) = c {
+                            group["lag_counted"] = json!(true);
+                            if c >= u64::from(max_scan) {
+                                group["lag_at_least"] = json!(true);
+                            }
+                        }
+                        c
+                    }
+                };
+                group["lag"] = json!(lag);
+                lag_sum += lag.unwrap_or(0);
                 pending_sum += pending;
-                gs.insert(name, json!({ "pending": pending, "lag": lag }));
+                gs.insert(name, group);
             }
             let waiting = if groups.is_empty() { len } else { lag_sum };
             s.counts = vec![
@@ -430,18 +567,7 @@ fn snapshot(
             s.extra.insert("groups".into(), Value::Object(gs));
         }
         QueueType::Bullmq | QueueType::Bull => {
-            if let [RValue::BulkString(tag), marker] = items.as_slice()
-                && tag.as_slice() == b"missing"
-            {
-                return Err(QueueReadError::Missing {
-                    layout: match t.spec.type_ {
-                        QueueType::Bullmq => "BullMQ",
-                        _ => "Bull",
-                    },
-                    marker: redis::from_redis_value::<String>(marker.clone()).unwrap_or_default(),
-                });
-            }
-            if items.len() < 13 {
+            if items.len() < 15 {
                 return Err(QueueReadError::UnexpectedFromScript);
             }
             let paused = int(8) == 1;
@@ -464,7 +590,12 @@ fn snapshot(
             s.counts.push((JobState::Completed, n(6)));
             s.counts.push((JobState::Failed, n(7)));
             s.paused = Some(paused);
-            s.oldest_waiting_age = Some(age(int(9)).unwrap_or(0.0));
+            // A delayed job past its time waits as much as a waiting one:
+            // for a worker to promote it (none left: it never runs).
+            let overdue = age(int(14)).filter(|_| n(13) > 0);
+            let waited = age(int(9)).into_iter().chain(overdue).reduce(f64::max);
+            s.oldest_waiting_age = Some(waited.unwrap_or(0.0));
+            s.extra.insert("delayed_due".into(), json!(n(13)));
             s.oldest_active_age = Some(age(int(10)).unwrap_or(0.0));
             s.stalled = Some(n(11));
             if n(12) < n(1) {
