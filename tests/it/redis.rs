@@ -1446,3 +1446,62 @@ async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
         "{err}"
     );
 }
+
+/// BullMQ 5 pauses a queue with `meta.paused` and may leave its jobs in
+/// `wait` (not `paused`): they are paused, not a backlog, and not stuck,
+/// prioritized ones included. A `SCRIPT FLUSH` between checks does not stop
+/// the queues from being read.
+#[tokio::test]
+async fn a_paused_bullmq_queue_and_a_flushed_script_cache() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let b = "bull:held";
+    make_bullmq_queue(&server.url(), b);
+    cmd(&mut c, &["HSET", &format!("{b}:meta"), "paused", "1"]).await;
+    job(&mut c, b, "1", 900, None).await;
+    job(&mut c, b, "2", 600, None).await;
+    job(&mut c, b, "3", 600, None).await;
+    cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "1", "2"]).await;
+    cmd(
+        &mut c,
+        &["ZADD", &format!("{b}:prioritized"), "4294967297", "3"],
+    )
+    .await;
+    cmd(&mut c, &["RPUSH", "mail", "a"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "200ms",
+            "    queues:\n      - { name: held, type: bullmq, degraded_above: 0, stuck_after: 5m }\n      - { name: mail, type: list, key: mail }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = wait_status(&dw, "jobs", "healthy").await;
+    let q = &h["components"]["jobs"]["details"]["queues"]["held"];
+    assert_eq!(q["paused"], true, "{q}");
+    assert_eq!(q["waiting"], 0, "{q}");
+    assert_eq!(
+        dw.metrics().await.value(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "jobs"),
+                ("queue", "held"),
+                ("state", "paused")
+            ]
+        ),
+        2.0
+    );
+    assert_eq!(q["prioritized"], 1, "{q}");
+    cmd(&mut c, &["SCRIPT", "FLUSH"]).await;
+    cmd(&mut c, &["RPUSH", "mail", "b"]).await;
+    let (_, h) = dw
+        .wait_health(
+            "mail read after the flush",
+            Duration::from_secs(10),
+            |_, h| h["components"]["jobs"]["details"]["queues"]["mail"]["waiting"] == 2,
+        )
+        .await;
+    assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
+}
