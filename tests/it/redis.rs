@@ -1050,6 +1050,7 @@ async fn redis_config_errors_name_the_key() {
       - { type: list }
       - { name: x, type: zset, key: z, state: sleeping }
       - { name: y, type: kafka, key: k }
+      - { name: z, type: list, key: z, stuck_after: 10m }
 "#,
     );
     let (code, out) = check_config(&path, &[]);
@@ -1062,6 +1063,7 @@ async fn redis_config_errors_name_the_key() {
         "probes[0].queues[1]: a list queue needs a `key`",
         "probes[0].queues[2].state: unknown state `sleeping`",
         "probes[0].queues[3].type: unknown queue type `kafka`",
+        "probes[0].queues[4].stuck_after: `stuck_after` does not apply to list queues: their items carry no time (remove it and watch the depth with degraded_above / unhealthy_above)",
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
@@ -1504,4 +1506,67 @@ async fn a_paused_bullmq_queue_and_a_flushed_script_cache() {
         )
         .await;
     assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
+}
+
+/// A stream whose consumers stopped: the first entry a group has not been
+/// given is as old as its ID says, and the entry a consumer took and never
+/// acknowledged has been with it for as long as XPENDING's idle time.
+/// `stuck_after` judges both, as for BullMQ.
+#[tokio::test]
+async fn stream_ages_come_from_entry_ids_and_pending_idle_time() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let now = now_ms();
+    let id = |ago_s: i64| format!("{}-0", now - ago_s * 1000);
+    for (i, ago) in [900, 800, 700].into_iter().enumerate() {
+        cmd(&mut c, &["XADD", "events", &id(ago), "n", &i.to_string()]).await;
+    }
+    cmd(&mut c, &["XGROUP", "CREATE", "events", "g", "0"]).await;
+    cmd(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "events",
+            ">",
+        ],
+    )
+    .await;
+    // Delivered 400 s ago: XCLAIM sets the idle time an entry has had.
+    let first = id(900);
+    cmd(
+        &mut c,
+        &["XCLAIM", "events", "g", "c", "0", &first, "IDLE", "400000"],
+    )
+    .await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: events, type: stream, key: events, stuck_after: 5m }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    let q = &h["components"]["jobs"]["details"]["queues"]["events"];
+    let waited = q["oldest_waiting_age_seconds"].as_f64().unwrap();
+    assert!((799.0..=830.0).contains(&waited), "{q}");
+    let running = q["oldest_active_age_seconds"].as_f64().unwrap();
+    assert!((399.0..=430.0).contains(&running), "{q}");
+    let err = error_of(&h, "jobs");
+    assert!(
+        err.contains("queue events: oldest waiting job is 80")
+            && err.contains("queue events: oldest active job has run for 40"),
+        "{err}"
+    );
+    let m = dw.metrics().await;
+    let l = [("component", "jobs"), ("queue", "events")];
+    assert!(m.value("depwatch_queue_oldest_active_age_seconds", &l) >= 399.0);
 }

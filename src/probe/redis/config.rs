@@ -241,6 +241,18 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
         return None;
     };
     let thresholds = Thresholds::parse(q.degraded_above, q.unhealthy_above, q.stuck_after, at, c);
+    // A list or zset holds bare items: nothing tells how long one waited,
+    // and a threshold that is never judged would pass for a guard.
+    if q.stuck_after.is_some() && matches!(type_, QueueType::List | QueueType::Zset) {
+        c.problem(
+            &format!("{at}.stuck_after"),
+            format!(
+                "`stuck_after` does not apply to {} queues: their items carry no time",
+                type_.as_str()
+            ),
+            "remove it and watch the depth with degraded_above / unhealthy_above",
+        );
+    }
     let state = match q.state.as_deref() {
         None => JobState::Waiting,
         Some(s) => match JobState::from_name(s) {

@@ -43,17 +43,31 @@ local function stream()
   -- Redis gives no lag after entries were deleted in the middle of the
   -- stream or for a group set to an arbitrary ID (and none before 7.0):
   -- count the entries after the group's last delivered one instead.
-  local counted = {}
-  for i, g in ipairs(groups) do
-    local lag, last = false, nil
+  -- For the ages: the first entry not yet delivered to each group (its ID
+  -- holds the time it was added) and how long the group's oldest pending
+  -- entry has been with its consumer (idle ms).
+  -- As many groups as depwatch shows (MAX_GROUPS in queues.rs).
+  local counted, next_ids, idles = {}, {}, {}
+  for i = 1, math.min(#groups, 50) do
+    local g = groups[i]
+    local lag, last, name = false, nil, nil
     for j = 1, #g - 1, 2 do
       if g[j] == 'lag' then lag = g[j + 1] end
       if g[j] == 'last-delivered-id' then last = g[j + 1] end
+      if g[j] == 'name' then name = g[j + 1] end
     end
-    counted[i] = -1
+    counted[i], next_ids[i], idles[i] = -1, '', -1
     if not lag and last then counted[i] = after(base, last) end
+    if last and lag ~= 0 then
+      local n = redis.pcall('XRANGE', base, '(' .. last, '+', 'COUNT', 1)
+      if type(n) == 'table' and not n.err and n[1] then next_ids[i] = n[1][1] end
+    end
+    if name then
+      local pending = call(base, 'stream', 'XPENDING', base, name, '-', '+', 1)
+      if pending[1] then idles[i] = pending[1][3] end
+    end
   end
-  return { call(base, 'stream', 'XLEN', base), groups, counted }
+  return { call(base, 'stream', 'XLEN', base), groups, counted, next_ids, idles }
 end
 
 local function main()

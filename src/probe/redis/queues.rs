@@ -518,7 +518,9 @@ fn snapshot(
                 Some(RValue::Array(g)) => g.as_slice(),
                 _ => &[],
             };
-            let (groups, counted) = (array(1), array(2));
+            let (groups, counted, next_ids, idles) = (array(1), array(2), array(3), array(4));
+            let mut waited: Option<f64> = None;
+            let mut running: Option<f64> = None;
             let mut lag_sum = 0;
             let mut pending_sum = 0;
             let mut gs = Map::new();
@@ -554,6 +556,22 @@ fn snapshot(
                     }
                 };
                 group["lag"] = json!(lag);
+                if let Some(a) = next_ids
+                    .get(i)
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                    .and_then(|id| entry_ms(&id))
+                    .map(|ms| ((now_ms - ms) / 1000.0).max(0.0))
+                {
+                    waited = Some(waited.map_or(a, |w| w.max(a)));
+                }
+                if let Some(idle) = idles
+                    .get(i)
+                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                    .filter(|ms| *ms >= 0)
+                {
+                    let a = idle as f64 / 1000.0;
+                    running = Some(running.map_or(a, |r| r.max(a)));
+                }
                 lag_sum += lag.unwrap_or(0);
                 pending_sum += pending;
                 gs.insert(name, group);
@@ -563,6 +581,11 @@ fn snapshot(
                 (JobState::Waiting, waiting),
                 (JobState::Active, pending_sum),
             ];
+            // Ages need a group: without one, nothing tells what was read.
+            if !groups.is_empty() {
+                s.oldest_waiting_age = Some(waited.unwrap_or(0.0));
+                s.oldest_active_age = Some(running.unwrap_or(0.0));
+            }
             s.extra.insert("length".into(), json!(len));
             s.extra.insert("groups".into(), Value::Object(gs));
         }
@@ -604,6 +627,14 @@ fn snapshot(
         }
     }
     Ok(s)
+}
+
+/// The time (ms since the epoch) in a stream entry ID that Redis made
+/// (`XADD key *`); `None` for an ID written by hand (`1-1`), whose first
+/// part is no time: one before 2001 is taken as such.
+fn entry_ms(id: &str) -> Option<f64> {
+    let ms: u64 = id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()?;
+    (ms >= 1_000_000_000_000).then_some(ms as f64)
 }
 
 /// A flat `[k1, v1, k2, v2…]` reply (or a RESP3 map) as text pairs.
@@ -652,6 +683,13 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_ids_made_by_redis_carry_their_time() {
+        assert_eq!(entry_ms("1796672833208-0"), Some(1_796_672_833_208.0));
+        assert_eq!(entry_ms("1-1"), None);
+        assert_eq!(entry_ms("not-an-id"), None);
+    }
 
     #[test]
     fn glob_is_escaped() {
