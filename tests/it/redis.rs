@@ -1279,7 +1279,10 @@ async fn queue_keys_that_cannot_be_read_name_the_key_and_the_fix() {
     }
     let err = error_of(&h, "no-load");
     assert!(
-        err.starts_with("queue q1: cannot read it: NOSCRIPT") && err.ends_with(SCRIPT_HINT),
+        err.starts_with(
+            "queue q1: cannot read it: NOSCRIPT: the script is not loaded, and loading it failed: "
+        ) && err.contains("'script|load'")
+            && err.ends_with(SCRIPT_HINT),
         "{err}"
     );
     dw.assert_never_shown(&["pw@"]).await;

@@ -200,7 +200,8 @@ impl Queues {
         if !targets.is_empty() {
             // Loading is idempotent and keeps the same round trip: a restarted
             // or flushed server has the script again before it is called.
-            pipe.cmd("SCRIPT").arg("LOAD").arg(SCRIPT).ignore();
+            // Its answer comes first: it tells why a call found no script.
+            pipe.cmd("SCRIPT").arg("LOAD").arg(SCRIPT);
         }
         for t in targets {
             pipe.cmd("EVALSHA")
@@ -213,7 +214,8 @@ impl Queues {
         }
     }
 
-    /// The script's answers (one per target, in order): snapshots judged
+    /// `SCRIPT LOAD`'s answer, then the script's answers (one per target,
+    /// in order; nothing at all without targets): snapshots judged
     /// against the thresholds, published, and shown in the details.
     /// `secrets` are scrubbed from server errors.
     pub(super) fn record(
@@ -226,8 +228,24 @@ impl Queues {
         out: &mut Outcome,
     ) {
         let mut snaps = Vec::with_capacity(targets.len());
+        let mut replies = replies.into_iter();
+        let load_error = match targets.is_empty() {
+            true => None,
+            false => match replies.next() {
+                Some(RValue::ServerError(e)) => {
+                    Some(scrub(&redis::RedisError::from(e).to_string(), secrets))
+                }
+                _ => None,
+            },
+        };
+        let read = Read {
+            now_ms,
+            max_scan,
+            load_error: load_error.as_deref(),
+            secrets,
+        };
         for (t, reply) in targets.iter().zip(replies) {
-            match snapshot(t, reply, now_ms, max_scan, secrets) {
+            match snapshot(t, reply, &read) {
                 Ok(s) => {
                     t.spec.thresholds.judge(&s, out);
                     snaps.push(s);
@@ -445,20 +463,40 @@ fn fault(t: &Target, items: &[RValue], secrets: &[&str]) -> QueueReadError {
     QueueReadError::Key { key, text: error }
 }
 
-/// The script's answer for one queue as a snapshot.
-fn snapshot(
-    t: &Target,
-    reply: RValue,
+/// What reading every queue of one check shares.
+struct Read<'a> {
+    /// depwatch's clock when the answers came.
     now_ms: f64,
     max_scan: u32,
-    secrets: &[&str],
-) -> Result<Snapshot, QueueReadError> {
+    /// Why `SCRIPT LOAD` failed, if it did.
+    load_error: Option<&'a str>,
+    /// Scrubbed from server errors.
+    secrets: &'a [&'a str],
+}
+
+/// The script's answer for one queue as a snapshot.
+fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapshot, QueueReadError> {
+    let Read {
+        now_ms,
+        max_scan,
+        secrets,
+        ..
+    } = *read;
     if let RValue::ServerError(e) = reply {
         if e.kind() == Some(redis::ServerErrorKind::NoScript) {
-            // The same pipeline loaded it first: this user may not.
-            return Err(QueueReadError::Denied(
-                "NOSCRIPT: the script is not loaded and this Redis user may not load it".into(),
-            ));
+            // The same pipeline loaded it just before: either loading
+            // failed (most often a user without +script|load), or someone
+            // flushed the script cache in between.
+            return Err(match read.load_error {
+                Some(why) => QueueReadError::Denied(format!(
+                    "NOSCRIPT: the script is not loaded, and loading it failed: {why}"
+                )),
+                None => QueueReadError::Server(
+                    "NOSCRIPT: the script cache was flushed between loading the script and \
+                     calling it (SCRIPT FLUSH); the next check loads it again"
+                        .into(),
+                ),
+            });
         }
         let no_perm = e.kind() == Some(redis::ServerErrorKind::NoPerm);
         let text = scrub(&redis::RedisError::from(e).to_string(), secrets);
