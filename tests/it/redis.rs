@@ -1573,3 +1573,52 @@ async fn stream_ages_come_from_entry_ids_and_pending_idle_time() {
     let l = [("component", "jobs"), ("queue", "events")];
     assert!(m.value("depwatch_queue_oldest_active_age_seconds", &l) >= 399.0);
 }
+
+/// Bull 3 and BullMQ share a prefix during a migration, and both keep an
+/// `:id` counter: a queue given the other library's type is told so (read
+/// as Bull, a BullMQ queue would lose its prioritized jobs), and Bull's
+/// discovery leaves BullMQ's queues out.
+#[tokio::test]
+async fn bull_and_bullmq_queues_are_told_apart() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    make_bullmq_queue(&server.url(), "bull:mq");
+    cmd(&mut c, &["SET", "bull:mq:id", "7"]).await;
+    job(&mut c, "bull:mq", "7", 30, None).await;
+    cmd(&mut c, &["ZADD", "bull:mq:prioritized", "4294967303", "7"]).await;
+    cmd(&mut c, &["SET", "bull:b3:id", "1"]).await;
+    job(&mut c, "bull:b3", "1", 30, None).await;
+    cmd(&mut c, &["LPUSH", "bull:b3:wait", "1"]).await;
+    let yaml = format!(
+        "probes:\n{}{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: mq, type: bull }\n      - { name: b3, type: bullmq }\n"
+        ),
+        probe_of(
+            &server,
+            "found",
+            "300ms",
+            "    queues:\n      - { type: bull, discover: true }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs", "found"]).await;
+    let err = error_of(&h, "jobs");
+    for want in [
+        "queue mq: bull:mq:meta is BullMQ's (opts.maxLenEvents or a bullmq version in it): read as Bull, its prioritized and waiting-children jobs would be missed (write `type: bullmq`)",
+        "queue b3: no such BullMQ queue: bull:b3:meta does not exist, but bull:b3:id does: a Bull (v3) queue (write `type: bull`)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in: {err}");
+    }
+    let found = &h["components"]["found"]["details"]["queues"];
+    assert_eq!(found["b3"]["waiting"], 1, "{found}");
+    assert!(found.get("mq").is_none(), "{found}");
+    let m = dw.metrics().await;
+    assert!(
+        m.matching("depwatch_queue_jobs", &[("component", "jobs")])
+            .is_empty()
+    );
+}

@@ -70,6 +70,12 @@ local function stream()
   return { call(base, 'stream', 'XLEN', base), groups, counted, next_ids, idles }
 end
 
+-- Whether a meta hash is BullMQ's (Bull 3 keeps only `paused` there).
+local function is_bullmq(meta)
+  local v = call(meta, 'hash', 'HMGET', meta, 'opts.maxLenEvents', 'version')
+  return v[1] ~= false or (v[2] ~= false and string.sub(v[2], 1, 6) == 'bullmq')
+end
+
 local function main()
   if kind == 'list' then
     return { call(base, 'list', 'LLEN', base) }
@@ -84,7 +90,16 @@ local function main()
   -- without it there is no such queue, whatever its lists would count.
   local marker = p .. (kind == 'bullmq' and 'meta' or 'id')
   if call(marker, 'any', 'EXISTS', marker) == 0 then
+    -- A Bull 3 queue has its id counter and no meta hash (but when paused).
+    if kind == 'bullmq' and call(p .. 'id', 'any', 'EXISTS', p .. 'id') == 1 then
+      return { 'missing', marker, p .. 'id' }
+    end
     return { 'missing', marker }
+  end
+  -- BullMQ keeps an id counter too: a BullMQ queue read as Bull would miss
+  -- its prioritized and waiting-children jobs. Its meta hash tells.
+  if kind == 'bull' and is_bullmq(p .. 'meta') then
+    return { 'layout', p .. 'meta' }
   end
   local function llen(k) return call(p .. k, 'list', 'LLEN', p .. k) end
   local function zcard(k) return call(p .. k, 'zset', 'ZCARD', p .. k) end

@@ -251,7 +251,10 @@ impl Queues {
                     snaps.push(s);
                 }
                 Err(
-                    e @ (QueueReadError::Missing { .. } | QueueReadError::MissingStream { .. }),
+                    e @ (QueueReadError::Missing { .. }
+                    | QueueReadError::MissingStream { .. }
+                    | QueueReadError::BullNotBullmq { .. }
+                    | QueueReadError::BullmqNotBull { .. }),
                 ) => {
                     out.raise(Status::Degraded, format!("queue {}: {e}", t.name));
                 }
@@ -364,6 +367,33 @@ async fn discover(
             break;
         }
     }
+    if q.type_ == QueueType::Bull && !found.is_empty() {
+        // BullMQ keeps an `:id` counter too: its queues are not Bull's.
+        let mut pipe = redis::pipe();
+        // A meta key of another type is no BullMQ queue's: it stays.
+        pipe.ignore_errors();
+        for name in &found {
+            pipe.cmd("HMGET")
+                .arg(format!("{head}{name}:meta"))
+                .arg("opts.maxLenEvents")
+                .arg("version");
+        }
+        let metas: Vec<RValue> = pipe.query_async(conn).await?;
+        let bullmq = |meta: &RValue| {
+            let Ok((events, version)) =
+                redis::from_redis_value::<(Option<String>, Option<String>)>(meta.clone())
+            else {
+                return false;
+            };
+            events.is_some() || version.is_some_and(|v| v.starts_with("bullmq"))
+        };
+        found = found
+            .into_iter()
+            .zip(metas)
+            .filter(|(_, m)| !bullmq(m))
+            .map(|(name, _)| name)
+            .collect();
+    }
     let overflow = found.len() > max;
     Ok((found.into_iter().take(max).collect(), overflow))
 }
@@ -391,6 +421,16 @@ enum QueueReadError {
         layout: &'static str,
         marker: String,
     },
+    /// `type: bullmq` for a Bull 3 queue: its id counter, no meta hash.
+    #[error(
+        "no such BullMQ queue: {marker} does not exist, but {id} does: a Bull (v3) queue (write `type: bull`)"
+    )]
+    BullNotBullmq { marker: String, id: String },
+    /// `type: bull` for a BullMQ queue (BullMQ keeps an id counter too).
+    #[error(
+        "{meta} is BullMQ's (opts.maxLenEvents or a bullmq version in it): read as Bull, its prioritized and waiting-children jobs would be missed (write `type: bullmq`)"
+    )]
+    BullmqNotBull { meta: String },
     /// A stream queue's key does not exist (an empty stream still does).
     #[error(
         "no such stream: {key} does not exist (a stream stays when emptied, and XGROUP CREATE … MKSTREAM makes one; check the queue's key)"
@@ -517,11 +557,21 @@ fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapshot, QueueRea
     if tag == b"fault" {
         return Err(fault(t, &items, secrets));
     }
-    if tag == b"missing" {
-        let marker = items
-            .get(1)
+    let text = |i: usize| {
+        items
+            .get(i)
             .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            .unwrap_or_default();
+    };
+    if tag == b"layout" {
+        return Err(QueueReadError::BullmqNotBull {
+            meta: text(1).unwrap_or_default(),
+        });
+    }
+    if tag == b"missing" {
+        let marker = text(1).unwrap_or_default();
+        if let Some(id) = text(2) {
+            return Err(QueueReadError::BullNotBullmq { marker, id });
+        }
         return Err(match t.spec.type_ {
             QueueType::Bullmq => QueueReadError::Missing {
                 layout: "BullMQ",
