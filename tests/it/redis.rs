@@ -1051,6 +1051,7 @@ async fn redis_config_errors_name_the_key() {
       - { name: x, type: zset, key: z, state: sleeping }
       - { name: y, type: kafka, key: k }
       - { name: z, type: list, key: z, stuck_after: 10m }
+      - { name: w, type: list, key: w, groups: [g] }
 "#,
     );
     let (code, out) = check_config(&path, &[]);
@@ -1064,6 +1065,7 @@ async fn redis_config_errors_name_the_key() {
         "probes[0].queues[2].state: unknown state `sleeping`",
         "probes[0].queues[3].type: unknown queue type `kafka`",
         "probes[0].queues[4].stuck_after: `stuck_after` does not apply to list queues: their items carry no time (remove it and watch the depth with degraded_above / unhealthy_above)",
+        "probes[0].queues[5].groups: `groups` does not apply to list queues (consumer groups belong to streams: remove the key)",
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
@@ -1620,5 +1622,42 @@ async fn bull_and_bullmq_queues_are_told_apart() {
     assert!(
         m.matching("depwatch_queue_jobs", &[("component", "jobs")])
             .is_empty()
+    );
+}
+
+/// A stream deleted and made again by a producer's XADD has lost its
+/// consumer groups: the consumers get NOGROUP while entries pile up. With
+/// the groups named in `groups:`, the missing one is told, with the fix.
+#[tokio::test]
+async fn a_stream_without_its_consumer_group_is_told() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    cmd(
+        &mut c,
+        &["XGROUP", "CREATE", "orders", "billing", "$", "MKSTREAM"],
+    )
+    .await;
+    cmd(&mut c, &["XADD", "orders", "*", "n", "1"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "200ms",
+            "    queues:\n      - { name: orders, type: stream, key: orders, groups: [billing] }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    wait_status(&dw, "jobs", "healthy").await;
+    cmd(&mut c, &["DEL", "orders"]).await;
+    cmd(&mut c, &["XADD", "orders", "*", "n", "2"]).await;
+    let h = wait_status(&dw, "jobs", "degraded").await;
+    assert_eq!(
+        error_of(&h, "jobs"),
+        "queue orders: consumer group billing does not exist on stream orders (its consumers get NOGROUP: create it with XGROUP CREATE orders billing $ MKSTREAM, or check the group's name)"
+    );
+    assert_eq!(
+        h["components"]["jobs"]["details"]["queues"]["orders"]["waiting"],
+        1
     );
 }

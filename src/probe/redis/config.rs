@@ -48,6 +48,8 @@ struct RawQueue {
     degraded_above: Option<u64>,
     unhealthy_above: Option<u64>,
     stuck_after: Option<Dur>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +101,8 @@ pub struct QueueSpec {
     /// list/zset: the state its items are in.
     pub state: JobState,
     pub thresholds: Thresholds,
+    /// stream: the consumer groups that must exist on it.
+    pub groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -275,6 +279,20 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
             }
         },
     };
+    if !q.groups.is_empty() && type_ != QueueType::Stream {
+        c.problem(
+            &format!("{at}.groups"),
+            format!("`groups` does not apply to {} queues", type_.as_str()),
+            "consumer groups belong to streams: remove the key",
+        );
+    }
+    if q.groups.iter().any(String::is_empty) {
+        c.problem(
+            &format!("{at}.groups"),
+            "a consumer group name is empty",
+            "write the names the consumers pass to XREADGROUP GROUP",
+        );
+    }
     if type_.is_bull() {
         if q.key.is_some() {
             c.problem(
@@ -307,6 +325,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
                 discover: Some(max),
                 state,
                 thresholds,
+                groups: Vec::new(),
             });
         }
         let Some(name) = q.name else {
@@ -331,6 +350,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
             discover: None,
             state,
             thresholds,
+            groups: Vec::new(),
         });
     }
     for (set, key) in [
@@ -361,5 +381,6 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
         discover: None,
         state,
         thresholds,
+        groups: q.groups,
     })
 }

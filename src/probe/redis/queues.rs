@@ -248,6 +248,7 @@ impl Queues {
             match snapshot(t, reply, &read) {
                 Ok(s) => {
                     t.spec.thresholds.judge(&s, out);
+                    missing_groups(t, &s, out);
                     snaps.push(s);
                 }
                 Err(
@@ -323,6 +324,30 @@ impl Queues {
             });
         }
         self.publisher.forget();
+    }
+}
+
+/// A stream's configured consumer groups that it does not have: their
+/// consumers get NOGROUP (a stream deleted and made again by XADD loses
+/// its groups), while the entries pile up.
+fn missing_groups(t: &Target, s: &Snapshot, out: &mut Outcome) {
+    // Past MAX_GROUPS the details do not name every group: no verdict.
+    let Some(Value::Object(have)) = s
+        .extra
+        .get("groups")
+        .filter(|g| g.as_object().is_some_and(|g| g.len() < MAX_GROUPS))
+    else {
+        return;
+    };
+    for g in t.spec.groups.iter().filter(|g| !have.contains_key(*g)) {
+        let key = &t.spec.key;
+        out.raise(
+            Status::Degraded,
+            format!(
+                "queue {}: consumer group {g} does not exist on stream {key} (its consumers get NOGROUP: create it with XGROUP CREATE {key} {g} $ MKSTREAM, or check the group's name)",
+                t.name
+            ),
+        );
     }
 }
 
