@@ -40,13 +40,13 @@ local function stream()
     error('WRONGTYPE')
   end
   local groups = call(base, 'stream', 'XINFO', 'GROUPS', base)
-  -- Redis gives no lag after entries were deleted in the middle of the
-  -- stream or for a group set to an arbitrary ID (and none before 7.0):
-  -- count the entries after the group's last delivered one instead.
-  -- For the ages: the first entry not yet delivered to each group (its ID
-  -- holds the time it was added) and how long the group's oldest pending
-  -- entry has been with its consumer (idle ms).
-  -- As many groups as depwatch shows (MAX_GROUPS in queues.rs).
+  -- Per group, as many as depwatch shows (MAX_GROUPS in queues.rs):
+  -- - where Redis gives no lag (entries deleted in the middle of the stream,
+  --   a group set to an arbitrary ID, Redis before 7.0), the entries after
+  --   its last delivered one, counted;
+  -- - for the ages, the first entry not yet delivered (its ID holds the
+  --   time it was added) and how long the oldest pending entry has been
+  --   with its consumer (idle ms).
   local counted, next_ids, idles = {}, {}, {}
   for i = 1, math.min(#groups, 50) do
     local g = groups[i]
