@@ -1661,3 +1661,39 @@ async fn a_stream_without_its_consumer_group_is_told() {
         1
     );
 }
+
+/// Redis restarted between two checks (an upgrade, a failover to the same
+/// address): it answers again by the next check, so that check succeeds on
+/// a new connection instead of failing on the one the restart closed.
+#[tokio::test]
+async fn a_redis_restarted_between_checks_is_read_on_a_new_connection() {
+    let mut server = RedisServer::start(None);
+    let port = server.port;
+    make_bullmq_queue(&server.url(), "bull:q1");
+    let token = "admin-token-123456";
+    let yaml = format!(
+        "auth:\n  admin_token: {token}\nprobes:\n  - name: jobs\n    kind: redis\n    url: {}\n    interval: 1h\n    timeout: 5s\n    queues: [ {{ name: q1, type: bullmq }} ]\n",
+        server.url()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (code, body) = dw.post("/api/admin/probes/jobs/run", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    wait_status(&dw, "jobs", "healthy").await;
+    server.proc.kill();
+    let server = RedisServer::start_on(port, None);
+    make_bullmq_queue(&server.url(), "bull:q1");
+    let (code, body) = dw.post("/api/admin/probes/jobs/run", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, h) = dw.health("").await;
+    let jobs = &h["components"]["jobs"];
+    assert_eq!(jobs["status"], "healthy", "{jobs}");
+    assert_eq!(jobs["consecutive_failures"], 0, "{jobs}");
+    let m = dw.metrics().await;
+    assert!(
+        m.matching("depwatch_check_failures_total", &[("component", "jobs")])
+            .iter()
+            .all(|(_, v)| *v == 0.0),
+        "{}",
+        m.text
+    );
+}

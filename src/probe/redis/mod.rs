@@ -301,11 +301,20 @@ impl Probe for RedisProbe {
             let mut slot = self.conn.lock().await;
             // Taken out while in use: a check cut short by its timeout leaves
             // the slot empty, so the next check starts on a fresh connection.
-            let mut conn = match slot.take() {
-                Some(c) => c,
-                None => self.connection().await?,
+            let (mut conn, reused) = match slot.take() {
+                Some(c) => (c, true),
+                None => (self.connection().await?, false),
             };
-            let result = self.run(&mut conn).await;
+            let mut result = self.run(&mut conn).await;
+            // A connection kept from the check before may have been closed
+            // since (Redis restarted, a failover, an idle timeout): what
+            // that says is about the past. Redis as it is now answers on a
+            // new one, once.
+            if reused && matches!(&result, Err(e) if e.reason == Reason::Connect) {
+                tracing::debug!(component = %self.component, "Redis connection closed since the last check: reconnecting.");
+                conn = self.connection().await?;
+                result = self.run(&mut conn).await;
+            }
             let broken = matches!(&result, Err(e) if matches!(e.reason, Reason::Connect | Reason::Timeout | Reason::Auth));
             if !broken {
                 *slot = Some(conn);
