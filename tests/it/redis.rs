@@ -1428,13 +1428,21 @@ async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
     job(&mut c, b, "1", 120, None).await;
     job(&mut c, b, "2", 30, None).await;
     cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "gone", "1", "2"]).await;
+    // LIFO jobs are pushed to the right end, where workers take: the oldest
+    // (400 s) starves at the left end.
+    let b = "bull:lifo";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 400, None).await;
+    job(&mut c, b, "2", 200, None).await;
+    job(&mut c, b, "3", 10, None).await;
+    cmd(&mut c, &["RPUSH", &format!("{b}:wait"), "1", "2", "3"]).await;
     let yaml = format!(
         "probes:\n{}",
         probe_of(
             &server,
             "jobs",
             "300ms",
-            "    queues:\n      - { name: prio, type: bullmq, stuck_after: 5m }\n      - { name: cron, type: bullmq, stuck_after: 5m }\n      - { name: lost, type: bullmq }\n"
+            "    queues:\n      - { name: prio, type: bullmq, stuck_after: 5m }\n      - { name: cron, type: bullmq, stuck_after: 5m }\n      - { name: lost, type: bullmq }\n      - { name: lifo, type: bullmq }\n"
         )
     );
     let dw = Depwatch::start(&yaml).await;
@@ -1444,6 +1452,7 @@ async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
     assert!((599.0..=630.0).contains(&age("prio")), "{q}");
     assert!((899.0..=930.0).contains(&age("cron")), "{q}");
     assert!((119.0..=150.0).contains(&age("lost")), "{q}");
+    assert!((399.0..=430.0).contains(&age("lifo")), "{q}");
     assert_eq!(q["cron"]["delayed"], 2, "{q}");
     assert_eq!(q["cron"]["delayed_due"], 1, "{q}");
     let err = error_of(&h, "jobs");

@@ -133,18 +133,27 @@ local function main()
   end
 
   -- The oldest job of a list is at its right end (producers LPUSH, workers
-  -- take from the right); BullMQ 4 may leave a "0:<delay>" marker there.
-  -- A job there without a readable time (its hash removed or evicted) does
-  -- not hide the others: the next ones are looked at, a few at most.
-  local function oldest(list, field)
-    local ids = call(list, 'list', 'LRANGE', list, -10, -1)
-    for i = #ids, 1, -1 do
+  -- take from the right), but a LIFO job is pushed to the right: in a LIFO
+  -- queue the oldest, the one that starves, is at the left end. Both ends,
+  -- then. BullMQ 4 may leave a "0:<delay>" marker there. A job without a
+  -- readable time (its hash removed or evicted) does not hide the others:
+  -- the next ones are looked at, a few at most from each end.
+  local function first_stamp(ids, from, to, step, field)
+    for i = from, to, step do
       if string.sub(ids[i], 1, 2) ~= '0:' then
         local ts = stamp(ids[i], field)
         if ts >= 0 then return ts end
       end
     end
     return -1
+  end
+  local function oldest(list, field)
+    local right = call(list, 'list', 'LRANGE', list, -10, -1)
+    local left = call(list, 'list', 'LRANGE', list, 0, 9)
+    local a = first_stamp(right, #right, 1, -1, field)
+    local b = first_stamp(left, 1, #left, 1, field)
+    if a < 0 or (b >= 0 and b < a) then return b end
+    return a
   end
 
   local oldest_wait = -1
