@@ -1706,3 +1706,63 @@ async fn a_redis_restarted_between_checks_is_read_on_a_new_connection() {
         m.text
     );
 }
+
+/// Names as real deployments write them: a hash-tagged prefix (Redis
+/// Cluster style, `{bull}`), spaces, non-ASCII, glob characters. Configured
+/// and discovered queues are read, and their names are the label values.
+#[tokio::test]
+async fn queue_names_with_hash_tags_spaces_and_unicode() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    for (key, n) in [
+        ("{bull}:sync orders", 2),
+        ("{bull}:courriels-été", 1),
+        ("{bull}:a*b[1]", 3),
+    ] {
+        make_bullmq_queue(&server.url(), key);
+        for i in 0..n {
+            let id = i.to_string();
+            job(&mut c, key, &id, 5, None).await;
+            cmd(&mut c, &["LPUSH", &format!("{key}:wait"), &id]).await;
+        }
+    }
+    cmd(&mut c, &["RPUSH", "jobs:{mail} été", "x"]).await;
+    let yaml = format!(
+        "probes:\n{}{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: \"sync orders\", type: bullmq, prefix: \"{bull}\" }\n      - { name: mail, type: list, key: \"jobs:{mail} été\" }\n"
+        ),
+        probe_of(
+            &server,
+            "found",
+            "300ms",
+            "    queues:\n      - { type: bullmq, prefix: \"{bull}\", discover: true }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs", "found"]).await;
+    assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    assert_eq!(q["sync orders"]["waiting"], 2, "{q}");
+    assert_eq!(q["mail"]["waiting"], 1, "{q}");
+    let found = &h["components"]["found"]["details"]["queues"];
+    assert_eq!(found["courriels-été"]["waiting"], 1, "{found}");
+    assert_eq!(found["a*b[1]"]["waiting"], 3, "{found}");
+    assert_eq!(found["sync orders"]["waiting"], 2, "{found}");
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "found"),
+                ("queue", "courriels-été"),
+                ("state", "waiting")
+            ]
+        ),
+        1.0
+    );
+    promtool_check_metrics(&m.text);
+}
