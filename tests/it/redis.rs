@@ -1766,3 +1766,46 @@ async fn queue_names_with_hash_tags_spaces_and_unicode() {
     );
     promtool_check_metrics(&m.text);
 }
+
+/// Queues read from a read-only replica (the usual place for a monitor):
+/// the script only reads, so the replica runs it, and the numbers are the
+/// master's.
+#[tokio::test]
+async fn queues_are_read_from_a_read_only_replica() {
+    let master = RedisServer::start_with(free_port(), None, &["--repl-diskless-sync-delay", "0"]);
+    make_bullmq_queue(&master.url(), "bull:q1");
+    let mut m = master.conn().await;
+    job(&mut m, "bull:q1", "1", 60, None).await;
+    cmd(&mut m, &["LPUSH", "bull:q1:wait", "1"]).await;
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(
+        free_port(),
+        None,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--replica-read-only",
+            "yes",
+        ],
+    );
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &replica,
+            "jobs",
+            "200ms",
+            "    queues: [ { name: q1, type: bullmq, stuck_after: 1h } ]\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health(
+            "the replica synced and read",
+            Duration::from_secs(10),
+            |_, h| h["components"]["jobs"]["details"]["queues"]["q1"]["waiting"] == 1,
+        )
+        .await;
+    assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
+    assert_eq!(h["components"]["jobs"]["details"]["role"], "slave", "{h}");
+}
