@@ -13,6 +13,9 @@ pub struct RedisServer {
     pub proc: Proc,
     pub port: u16,
     pass: Option<String>,
+    /// Its working directory: a replica writes the RDB of its sync there,
+    /// and a server started where one lies loads it.
+    _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -27,8 +30,12 @@ impl RedisServer {
     /// With more `redis-server` arguments.
     pub fn start_with(port: u16, pass: Option<&str>, more: &[&str]) -> RedisServer {
         let bin = require("redis-server", "apt-get install redis-server");
+        let dir = tempfile::tempdir().expect("a directory for redis-server");
         let mut cmd = Command::new(bin);
+        cmd.current_dir(dir.path());
         cmd.args([
+            "--dir",
+            dir.path().to_str().expect("a UTF-8 temporary path"),
             "--port",
             &port.to_string(),
             "--bind",
@@ -49,6 +56,7 @@ impl RedisServer {
             proc,
             port,
             pass: pass.map(str::to_string),
+            _dir: dir,
         }
     }
 
@@ -1669,6 +1677,24 @@ async fn a_stream_without_its_consumer_group_is_told() {
         h["components"]["jobs"]["details"]["queues"]["orders"]["waiting"],
         1
     );
+    // Deleted for good: told, and none of its series stays behind.
+    cmd(&mut c, &["DEL", "orders"]).await;
+    dw.wait_health(
+        "the stream told missing",
+        Duration::from_secs(10),
+        |_, h| {
+            error_of(h, "jobs").starts_with("queue orders: no such stream: orders does not exist")
+        },
+    )
+    .await;
+    let m = dw.metrics().await;
+    for family in ["depwatch_redis_stream_length", "depwatch_queue_jobs"] {
+        assert!(
+            m.matching(family, &[("queue", "orders")]).is_empty(),
+            "{family}: {}",
+            m.text
+        );
+    }
 }
 
 /// Redis restarted between two checks (an upgrade, a failover to the same

@@ -90,6 +90,8 @@ pub(super) struct Queues {
     script: redis::Script,
     discovered: Mutex<Option<Discovered>>,
     groups: Mutex<BTreeSet<GroupLabels>>,
+    /// The streams whose length is published.
+    streams: Mutex<BTreeSet<String>>,
     gate: SeriesGate,
 }
 
@@ -107,6 +109,7 @@ impl Queues {
             script: redis::Script::new(SCRIPT),
             discovered: Mutex::new(None),
             groups: Mutex::new(BTreeSet::new()),
+            streams: Mutex::new(BTreeSet::new()),
             gate,
         }
     }
@@ -279,17 +282,18 @@ impl Queues {
     fn publish_groups(&self, snaps: &[Snapshot]) {
         let m = &self.families;
         let mut now = BTreeSet::new();
+        let mut streams = BTreeSet::new();
         for s in snaps {
             let Some(Value::Object(groups)) = s.extra.get("groups") else {
                 continue;
             };
             if let Some(len) = s.extra.get("length").and_then(Value::as_i64) {
-                m.stream_length
-                    .get_or_create(&queue::QueueLabels {
-                        component: self.component.clone(),
-                        queue: s.queue.clone(),
-                    })
-                    .set(len);
+                let l = queue::QueueLabels {
+                    component: self.component.clone(),
+                    queue: s.queue.clone(),
+                };
+                m.stream_length.get_or_create(&l).set(len);
+                streams.insert(l.queue);
             }
             for (g, v) in groups {
                 let l = GroupLabels {
@@ -312,6 +316,16 @@ impl Queues {
             m.group_lag.remove(gone);
         }
         *known = now;
+        // A stream that could not be read (deleted, another type) has no
+        // length to show, as it has no jobs series.
+        let mut known = lock(&self.streams);
+        for gone in known.difference(&streams) {
+            m.stream_length.remove(&queue::QueueLabels {
+                component: self.component.clone(),
+                queue: gone.clone(),
+            });
+        }
+        *known = streams;
     }
 
     /// Removes the component's queue and stream series.
