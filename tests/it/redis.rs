@@ -1835,3 +1835,72 @@ async fn queues_are_read_from_a_read_only_replica() {
     assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
     assert_eq!(h["components"]["jobs"]["details"]["role"], "slave", "{h}");
 }
+
+/// A BullMQ queue whose workers are rate limited (`rateLimit(ms)` after a
+/// partner's 429 writes MAX_SAFE_INTEGER into `:limiter`; a global limit
+/// keeps its `max` in `meta`): the old waiting job is still judged, and the
+/// message says why the jobs wait and for how long.
+#[tokio::test]
+async fn a_rate_limited_bullmq_queue_says_so() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    for b in ["bull:throttled", "bull:global", "bull:under"] {
+        make_bullmq_queue(&server.url(), b);
+        job(&mut c, b, "1", 1200, None).await;
+        cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "1"]).await;
+    }
+    cmd(
+        &mut c,
+        &[
+            "SET",
+            "bull:throttled:limiter",
+            "9007199254740991",
+            "PX",
+            "600000",
+        ],
+    )
+    .await;
+    for b in ["bull:global", "bull:under"] {
+        cmd(
+            &mut c,
+            &[
+                "HSET",
+                &format!("{b}:meta"),
+                "max",
+                "5",
+                "duration",
+                "60000",
+            ],
+        )
+        .await;
+    }
+    cmd(&mut c, &["SET", "bull:global:limiter", "5", "PX", "60000"]).await;
+    cmd(&mut c, &["SET", "bull:under:limiter", "2", "PX", "60000"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: throttled, type: bullmq, stuck_after: 10m }\n      - { name: global, type: bullmq }\n      - { name: under, type: bullmq }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    assert_eq!(status_of(&h, "jobs"), "degraded", "{h}");
+    let err = error_of(&h, "jobs");
+    assert!(
+        err.contains("queue throttled: oldest waiting job is 20m old, stuck after 10m")
+            && err.contains("queue throttled: rate limited for another 10m (BullMQ's limiter): its workers take no job until then"),
+        "{err}"
+    );
+    assert!(
+        err.contains("queue global: rate limited for another 1m"),
+        "{err}"
+    );
+    assert!(!err.contains("queue under"), "{err}");
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    let secs = q["throttled"]["rate_limited_for_seconds"].as_f64().unwrap();
+    assert!((590.0..=600.0).contains(&secs), "{q}");
+    assert!(q["under"].get("rate_limited_for_seconds").is_none(), "{q}");
+}

@@ -193,6 +193,22 @@ local function main()
     end
   end
 
+  -- Rate limited (BullMQ): the limiter counter has reached its limit, the
+  -- global one kept in meta (`max`) or the MAX_SAFE_INTEGER that
+  -- rateLimit(ms) writes (a partner's 429, say); its TTL is how long the
+  -- workers wait. A limit given to the workers alone is not in Redis.
+  local limited_ms = -1
+  if kind == 'bullmq' then
+    local key = p .. 'limiter'
+    local count = tonumber(call(key, 'string', 'GET', key))
+    if count then
+      local max = tonumber(call(p .. 'meta', 'hash', 'HGET', p .. 'meta', 'max'))
+      if count >= 9007199254740991 or (max and count >= max) then
+        limited_ms = call(key, 'string', 'PTTL', key)
+      end
+    end
+  end
+
   local oldest_active = -1
   if active > 0 then oldest_active = oldest(p .. 'active', 'processedOn') end
 
@@ -219,7 +235,7 @@ local function main()
   end
 
   return { wait, active, paused, delayed, prioritized, children, completed, failed,
-    flag, oldest_wait, oldest_active, stalled, scanned, due, due_at }
+    flag, oldest_wait, oldest_active, stalled, scanned, due, due_at, limited_ms }
 end
 
 local ok, answer = pcall(main)

@@ -252,6 +252,7 @@ impl Queues {
                 Ok(s) => {
                     t.spec.thresholds.judge(&s, out);
                     missing_groups(t, &s, out);
+                    rate_limited(&s, out);
                     snaps.push(s);
                 }
                 Err(
@@ -338,6 +339,26 @@ impl Queues {
             });
         }
         self.publisher.forget();
+    }
+}
+
+/// Says so when a BullMQ queue is rate limited: its jobs wait on purpose,
+/// which explains a backlog or an old waiting job (judged all the same:
+/// a partner that throttles for an hour stalls the work for an hour).
+fn rate_limited(s: &Snapshot, out: &mut Outcome) {
+    if let Some(secs) = s
+        .extra
+        .get("rate_limited_for_seconds")
+        .and_then(Value::as_f64)
+    {
+        out.raise(
+            Status::Healthy,
+            format!(
+                "queue {}: rate limited for another {} (BullMQ's limiter): its workers take no job until then",
+                s.queue,
+                crate::config::units::format_duration(std::time::Duration::from_secs_f64(secs.ceil()))
+            ),
+        );
     }
 }
 
@@ -717,7 +738,7 @@ fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapshot, QueueRea
             s.extra.insert("groups".into(), Value::Object(gs));
         }
         QueueType::Bullmq | QueueType::Bull => {
-            if items.len() < 15 {
+            if items.len() < 16 {
                 return Err(QueueReadError::UnexpectedFromScript);
             }
             let paused = int(8) == 1;
@@ -746,6 +767,12 @@ fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapshot, QueueRea
             let waited = age(int(9)).into_iter().chain(overdue).reduce(f64::max);
             s.oldest_waiting_age = Some(waited.unwrap_or(0.0));
             s.extra.insert("delayed_due".into(), json!(n(13)));
+            if int(15) > 0 {
+                s.extra.insert(
+                    "rate_limited_for_seconds".into(),
+                    json!((int(15) as f64 / 100.0).round() / 10.0),
+                );
+            }
             s.oldest_active_age = Some(age(int(10)).unwrap_or(0.0));
             s.stalled = Some(n(11));
             if n(12) < n(1) {
