@@ -5,7 +5,9 @@
 //! queues are watched. Only queue discovery (`discover: true`, SCAN, never
 //! KEYS) adds round trips, and only when the discovered list is refreshed
 //! (`discover_every`). The connection is opened lazily and reopened after a
-//! connection error or a check cut short by its timeout.
+//! connection error or a check cut short by its timeout; one kept from the
+//! check before that turns out closed (Redis restarted) is replaced within
+//! the check, which then sends its pipeline again.
 //!
 //! This file owns the probe: the connection, the check's pipeline and what
 //! its errors mean. `config.rs` parses the keys, `cache.rs` turns INFO into
