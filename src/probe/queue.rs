@@ -159,8 +159,13 @@ impl Snapshot {
             .sum()
     }
 
-    /// Jobs ready to run that no worker took yet.
+    /// Jobs ready to run that no worker took yet. A paused queue has none:
+    /// its waiting jobs are counted as paused, and its prioritized ones
+    /// (BullMQ leaves them in their set) wait on purpose too.
     pub fn backlog(&self) -> u64 {
+        if self.paused == Some(true) {
+            return self.count(JobState::Waiting);
+        }
         self.count(JobState::Waiting) + self.count(JobState::Prioritized)
     }
 
@@ -416,6 +421,21 @@ mod tests {
         assert_eq!(level(&t, &snap(1, 61.0, false)), Status::Degraded);
         // Paused on purpose: waiting is not stuck.
         assert_eq!(level(&t, &snap(1, 61.0, true)), Status::Healthy);
+    }
+
+    #[test]
+    fn a_paused_queue_with_prioritized_jobs_has_no_backlog() {
+        let t = Thresholds {
+            degraded_above: Some(10),
+            ..Thresholds::default()
+        };
+        let mut s = snap(0, 0.0, true);
+        s.counts.push((JobState::Paused, 40));
+        s.counts.push((JobState::Prioritized, 50));
+        assert_eq!(s.backlog(), 0);
+        assert_eq!(level(&t, &s), Status::Healthy);
+        s.paused = Some(false);
+        assert_eq!(level(&t, &s), Status::Degraded);
     }
 
     #[test]

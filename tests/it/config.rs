@@ -769,7 +769,7 @@ async fn hostile_reloads_keep_the_daemon_and_its_configuration() {
         (
             "an out-of-range stuck_after",
             format!(
-                "{PROBE}  - name: q\n    kind: redis\n    url: redis://127.0.0.1:1\n    queues:\n      - {{type: list, key: jobs, stuck_after: 9999999999999999d}}\n"
+                "{PROBE}  - name: q\n    kind: redis\n    url: redis://127.0.0.1:1\n    queues:\n      - {{type: bullmq, name: jobs, stuck_after: 9999999999999999d}}\n"
             ),
         ),
         ("an alias bomb", format!("{bomb}{PROBE}")),

@@ -13,6 +13,9 @@ pub struct RedisServer {
     pub proc: Proc,
     pub port: u16,
     pass: Option<String>,
+    /// Its working directory: a replica writes the RDB of its sync there,
+    /// and a server started where one lies loads it.
+    _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -27,8 +30,12 @@ impl RedisServer {
     /// With more `redis-server` arguments.
     pub fn start_with(port: u16, pass: Option<&str>, more: &[&str]) -> RedisServer {
         let bin = require("redis-server", "apt-get install redis-server");
+        let dir = tempfile::tempdir().expect("a directory for redis-server");
         let mut cmd = Command::new(bin);
+        cmd.current_dir(dir.path());
         cmd.args([
+            "--dir",
+            dir.path().to_str().expect("a UTF-8 temporary path"),
             "--port",
             &port.to_string(),
             "--bind",
@@ -49,6 +56,7 @@ impl RedisServer {
             proc,
             port,
             pass: pass.map(str::to_string),
+            _dir: dir,
         }
     }
 
@@ -363,7 +371,9 @@ async fn redis_cache_counters_and_queues() {
     );
     // A key of another type: that queue is reported, the others still read.
     assert!(
-        err.contains("queue wrongtype: cannot read it:") && err.contains("WRONGTYPE"),
+        err.contains(
+            "queue wrongtype: cannot read it: key cached is a string where a list queue needs a list"
+        ),
         "{err}"
     );
     // A queue without the key every queue of its layout has (a typo in its
@@ -1048,6 +1058,8 @@ async fn redis_config_errors_name_the_key() {
       - { type: list }
       - { name: x, type: zset, key: z, state: sleeping }
       - { name: y, type: kafka, key: k }
+      - { name: z, type: list, key: z, stuck_after: 10m }
+      - { name: w, type: list, key: w, groups: [g] }
 "#,
     );
     let (code, out) = check_config(&path, &[]);
@@ -1060,6 +1072,8 @@ async fn redis_config_errors_name_the_key() {
         "probes[0].queues[1]: a list queue needs a `key`",
         "probes[0].queues[2].state: unknown state `sleeping`",
         "probes[0].queues[3].type: unknown queue type `kafka`",
+        "probes[0].queues[4].stuck_after: `stuck_after` does not apply to list queues: their items carry no time (remove it and watch the depth with degraded_above / unhealthy_above)",
+        "probes[0].queues[5].groups: `groups` does not apply to list queues (consumer groups belong to streams: remove the key)",
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
@@ -1174,4 +1188,719 @@ async fn rediss_with_a_private_ca() {
         })
         .await;
     assert_eq!(h["components"]["untrusted"]["reason"], "tls", "{h}");
+}
+
+/// Waits until every component in `names` has been checked; the answer.
+async fn all_checked(dw: &Depwatch, names: &[&str]) -> serde_json::Value {
+    dw.wait_health("every probe checked", Duration::from_secs(10), |_, h| {
+        names
+            .iter()
+            .all(|n| !h["components"][n]["checked_at"].is_null())
+    })
+    .await
+    .1
+}
+
+/// Keys that exist with another type (another program's key of the same
+/// name), a stream that does not exist, and ACL users that may not read the
+/// queue's keys or load the script: each queue's message names the key at
+/// fault and the fix, instead of a line number of the script or an empty
+/// stream.
+#[tokio::test]
+async fn queue_keys_that_cannot_be_read_name_the_key_and_the_fix() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    cmd(&mut c, &["SET", "cached", "v"]).await;
+    cmd(&mut c, &["RPUSH", "a-list", "x", "y"]).await;
+    make_bullmq_queue(&server.url(), "bull:clash");
+    cmd(&mut c, &["SET", "bull:clash:wait", "not a list"]).await;
+    make_bullmq_queue(&server.url(), "bull:q1");
+    cmd(&mut c, &["RPUSH", "bull:q1:wait", "1"]).await;
+    cmd(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "elsewhere",
+            "on",
+            ">pw",
+            "~other:*",
+            "+@all",
+        ],
+    )
+    .await;
+    let mut yaml = String::from("probes:\n");
+    yaml.push_str(&probe_of(
+        &server,
+        "jobs",
+        "300ms",
+        "    queues:\n      - { name: strings, type: list, key: cached }\n      - { name: events, type: stream, key: a-list }\n      - { name: clash, type: bullmq }\n      - { name: typo, type: stream, key: evnets }\n      - { name: fine, type: list, key: a-list }\n",
+    ));
+    yaml.push_str(&format!(
+        "  - name: elsewhere\n    kind: redis\n    url: redis://elsewhere:pw@127.0.0.1:{}/0\n    interval: 300ms\n    timeout: 250ms\n    queues: [ {{ name: q1, type: bullmq }}, {{ name: mail, type: list, key: mail }} ]\n",
+        server.port
+    ));
+    // A user that may run the script but not load it, on a server where
+    // nobody else loads it: NOSCRIPT is what Redis answers.
+    let bare = RedisServer::start(None);
+    let mut b = bare.conn().await;
+    make_bullmq_queue(&bare.url(), "bull:q1");
+    cmd(
+        &mut b,
+        &[
+            "ACL", "SETUSER", "no-load", "on", ">pw", "~*", "-@all", "+@read", "+ping", "+info",
+            "+evalsha",
+        ],
+    )
+    .await;
+    yaml.push_str(&format!(
+        "  - name: no-load\n    kind: redis\n    url: redis://no-load:pw@127.0.0.1:{}/0\n    interval: 300ms\n    timeout: 250ms\n    queues: [ {{ name: q1, type: bullmq }} ]\n",
+        bare.port
+    ));
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs", "elsewhere", "no-load"]).await;
+    assert_eq!(status_of(&h, "jobs"), "degraded", "{h}");
+    let err = error_of(&h, "jobs");
+    for want in [
+        "queue strings: cannot read it: key cached is a string where a list queue needs a list (check the queue's key and type: it names a key of something else)",
+        "queue events: cannot read it: key a-list is a list where a stream queue needs a stream (check the queue's key and type",
+        "queue clash: cannot read it: key bull:clash:wait is a string where the bullmq queue keeps a list (check the queue's prefix and name",
+        "queue typo: no such stream: evnets does not exist (a stream stays when emptied, and XGROUP CREATE … MKSTREAM makes one; check the queue's key)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in: {err}");
+    }
+    assert!(!err.contains("user_script"), "{err}");
+    assert_eq!(
+        h["components"]["jobs"]["details"]["queues"]["fine"]["waiting"],
+        2
+    );
+    let m = dw.metrics().await;
+    assert!(
+        m.matching("depwatch_queue_jobs", &[("queue", "events")])
+            .is_empty(),
+        "a list read as an empty stream"
+    );
+    let err = error_of(&h, "elsewhere");
+    for want in [
+        "queue q1: cannot read it: this Redis user may not read bull:q1:meta (grant read access to the queue's keys: ACL SETUSER USER %R~bull:q1:*)",
+        "queue mail: cannot read it: this Redis user may not read mail (grant read access to the queue's keys: ACL SETUSER USER %R~mail)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in: {err}");
+    }
+    let err = error_of(&h, "no-load");
+    assert!(
+        err.starts_with(
+            "queue q1: cannot read it: NOSCRIPT: the script is not loaded, and loading it failed: "
+        ) && err.contains("'script|load'")
+            && err.ends_with(SCRIPT_HINT),
+        "{err}"
+    );
+    dw.assert_never_shown(&["pw@"]).await;
+}
+
+/// Streams whose consumer groups Redis gives no lag for (an entry deleted
+/// in the middle, a group set to an arbitrary ID), or more lag than the
+/// stream holds (trimmed before the group read it): waiting is what the
+/// stream still holds after each group's last delivered entry.
+#[tokio::test]
+async fn stream_lag_after_deletes_and_trims() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let mut ids = Vec::new();
+    for key in ["deleted", "trimmed"] {
+        for i in 0..6 {
+            let id: String = ::redis::cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if key == "deleted" {
+                ids.push(id);
+            }
+        }
+        cmd(&mut c, &["XGROUP", "CREATE", key, "g", "0"]).await;
+        cmd(
+            &mut c,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "2",
+                "STREAMS",
+                key,
+                ">",
+            ],
+        )
+        .await;
+    }
+    // Four undelivered; one of them deleted: Redis no longer knows the lag.
+    cmd(&mut c, &["XDEL", "deleted", &ids[4]]).await;
+    // A group that starts after the fourth entry: two after it, one deleted.
+    cmd(&mut c, &["XGROUP", "CREATE", "deleted", "late", &ids[3]]).await;
+    // Four undelivered, but only the newest entry is still there.
+    cmd(&mut c, &["XTRIM", "trimmed", "MAXLEN", "1"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: deleted, type: stream, key: deleted }\n      - { name: trimmed, type: stream, key: trimmed }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    assert_eq!(q["deleted"]["groups"]["g"]["lag"], 3, "{q}");
+    assert_eq!(q["deleted"]["groups"]["g"]["lag_counted"], true, "{q}");
+    assert_eq!(q["deleted"]["groups"]["late"]["lag"], 1, "{q}");
+    assert_eq!(q["deleted"]["waiting"], 4, "{q}");
+    assert_eq!(q["trimmed"]["groups"]["g"]["lag"], 1, "{q}");
+    assert_eq!(q["trimmed"]["waiting"], 1, "{q}");
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value(
+            "depwatch_redis_stream_group_lag",
+            &[("component", "jobs"), ("queue", "deleted"), ("group", "g")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m.value(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "jobs"),
+                ("queue", "trimmed"),
+                ("state", "waiting")
+            ]
+        ),
+        1.0
+    );
+}
+
+/// The oldest waiting job where it hides: a low priority starved behind
+/// newer high-priority jobs, a delayed (repeatable) job long past its time
+/// that no worker promotes, and a wait list whose oldest entry has lost its
+/// job hash. Each is the age that `stuck_after` judges.
+#[tokio::test]
+async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    // Prioritized: score = priority * 2^32 + a counter.
+    let b = "bull:prio";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 600, None).await;
+    job(&mut c, b, "2", 10, None).await;
+    job(&mut c, b, "3", 5, None).await;
+    let score = |prio: u64, n: u64| (prio * (1 << 32) + n).to_string();
+    cmd(
+        &mut c,
+        &[
+            "ZADD",
+            &format!("{b}:prioritized"),
+            &score(5, 1),
+            "1",
+            &score(1, 2),
+            "2",
+            &score(1, 3),
+            "3",
+        ],
+    )
+    .await;
+    // Delayed: score = due time (ms) * 0x1000 + a counter; due 15 min ago.
+    let b = "bull:cron";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 3600, None).await;
+    job(&mut c, b, "2", 60, None).await;
+    let due = |ago_s: i64| ((now_ms() - ago_s * 1000) * 4096).to_string();
+    cmd(
+        &mut c,
+        &[
+            "ZADD",
+            &format!("{b}:delayed"),
+            &due(900),
+            "1",
+            &due(-600),
+            "2",
+        ],
+    )
+    .await;
+    // Wait: job 1 (120 s) next to the right end, whose hash is gone.
+    let b = "bull:lost";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 120, None).await;
+    job(&mut c, b, "2", 30, None).await;
+    cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "gone", "1", "2"]).await;
+    // LIFO jobs are pushed to the right end, where workers take: the oldest
+    // (400 s) starves at the left end.
+    let b = "bull:lifo";
+    make_bullmq_queue(&server.url(), b);
+    job(&mut c, b, "1", 400, None).await;
+    job(&mut c, b, "2", 200, None).await;
+    job(&mut c, b, "3", 10, None).await;
+    cmd(&mut c, &["RPUSH", &format!("{b}:wait"), "1", "2", "3"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: prio, type: bullmq, stuck_after: 5m }\n      - { name: cron, type: bullmq, stuck_after: 5m }\n      - { name: lost, type: bullmq }\n      - { name: lifo, type: bullmq }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    let age = |name: &str| q[name]["oldest_waiting_age_seconds"].as_f64().unwrap();
+    assert!((599.0..=630.0).contains(&age("prio")), "{q}");
+    assert!((899.0..=930.0).contains(&age("cron")), "{q}");
+    assert!((119.0..=150.0).contains(&age("lost")), "{q}");
+    assert!((399.0..=430.0).contains(&age("lifo")), "{q}");
+    assert_eq!(q["cron"]["delayed"], 2, "{q}");
+    assert_eq!(q["cron"]["delayed_due"], 1, "{q}");
+    let err = error_of(&h, "jobs");
+    assert!(
+        err.contains("queue prio: oldest waiting job is 10m")
+            && err.contains("queue cron: oldest waiting job is 15m"),
+        "{err}"
+    );
+}
+
+/// BullMQ 5 pauses a queue with `meta.paused` and may leave its jobs in
+/// `wait` (not `paused`): they are paused, not a backlog, and not stuck,
+/// prioritized ones included. A `SCRIPT FLUSH` between checks does not stop
+/// the queues from being read.
+#[tokio::test]
+async fn a_paused_bullmq_queue_and_a_flushed_script_cache() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let b = "bull:held";
+    make_bullmq_queue(&server.url(), b);
+    cmd(&mut c, &["HSET", &format!("{b}:meta"), "paused", "1"]).await;
+    job(&mut c, b, "1", 900, None).await;
+    job(&mut c, b, "2", 600, None).await;
+    job(&mut c, b, "3", 600, None).await;
+    cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "1", "2"]).await;
+    cmd(
+        &mut c,
+        &["ZADD", &format!("{b}:prioritized"), "4294967297", "3"],
+    )
+    .await;
+    cmd(&mut c, &["RPUSH", "mail", "a"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "200ms",
+            "    queues:\n      - { name: held, type: bullmq, degraded_above: 0, stuck_after: 5m }\n      - { name: mail, type: list, key: mail }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = wait_status(&dw, "jobs", "healthy").await;
+    let q = &h["components"]["jobs"]["details"]["queues"]["held"];
+    assert_eq!(q["paused"], true, "{q}");
+    assert_eq!(q["waiting"], 0, "{q}");
+    assert_eq!(
+        dw.metrics().await.value(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "jobs"),
+                ("queue", "held"),
+                ("state", "paused")
+            ]
+        ),
+        2.0
+    );
+    assert_eq!(q["prioritized"], 1, "{q}");
+    cmd(&mut c, &["SCRIPT", "FLUSH"]).await;
+    cmd(&mut c, &["RPUSH", "mail", "b"]).await;
+    let (_, h) = dw
+        .wait_health(
+            "mail read after the flush",
+            Duration::from_secs(10),
+            |_, h| h["components"]["jobs"]["details"]["queues"]["mail"]["waiting"] == 2,
+        )
+        .await;
+    assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
+}
+
+/// A stream whose consumers stopped: the first entry a group has not been
+/// given is as old as its ID says, and the entry a consumer took and never
+/// acknowledged has been with it for as long as XPENDING's idle time.
+/// `stuck_after` judges both, as for BullMQ.
+#[tokio::test]
+async fn stream_ages_come_from_entry_ids_and_pending_idle_time() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let now = now_ms();
+    let id = |ago_s: i64| format!("{}-0", now - ago_s * 1000);
+    for (i, ago) in [900, 800, 700].into_iter().enumerate() {
+        cmd(&mut c, &["XADD", "events", &id(ago), "n", &i.to_string()]).await;
+    }
+    cmd(&mut c, &["XGROUP", "CREATE", "events", "g", "0"]).await;
+    cmd(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "events",
+            ">",
+        ],
+    )
+    .await;
+    // Delivered 400 s ago: XCLAIM sets the idle time an entry has had.
+    let first = id(900);
+    cmd(
+        &mut c,
+        &["XCLAIM", "events", "g", "c", "0", &first, "IDLE", "400000"],
+    )
+    .await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: events, type: stream, key: events, stuck_after: 5m }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    let q = &h["components"]["jobs"]["details"]["queues"]["events"];
+    let waited = q["oldest_waiting_age_seconds"].as_f64().unwrap();
+    assert!((799.0..=830.0).contains(&waited), "{q}");
+    let running = q["oldest_active_age_seconds"].as_f64().unwrap();
+    assert!((399.0..=430.0).contains(&running), "{q}");
+    let err = error_of(&h, "jobs");
+    assert!(
+        err.contains("queue events: oldest waiting job is 80")
+            && err.contains("queue events: oldest active job has run for 40"),
+        "{err}"
+    );
+    let m = dw.metrics().await;
+    let l = [("component", "jobs"), ("queue", "events")];
+    assert!(m.value("depwatch_queue_oldest_active_age_seconds", &l) >= 399.0);
+}
+
+/// Bull 3 and BullMQ share a prefix during a migration, and both keep an
+/// `:id` counter: a queue given the other library's type is told so (read
+/// as Bull, a BullMQ queue would lose its prioritized jobs), and Bull's
+/// discovery leaves BullMQ's queues out.
+#[tokio::test]
+async fn bull_and_bullmq_queues_are_told_apart() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    make_bullmq_queue(&server.url(), "bull:mq");
+    cmd(&mut c, &["SET", "bull:mq:id", "7"]).await;
+    job(&mut c, "bull:mq", "7", 30, None).await;
+    cmd(&mut c, &["ZADD", "bull:mq:prioritized", "4294967303", "7"]).await;
+    cmd(&mut c, &["SET", "bull:b3:id", "1"]).await;
+    job(&mut c, "bull:b3", "1", 30, None).await;
+    cmd(&mut c, &["LPUSH", "bull:b3:wait", "1"]).await;
+    let yaml = format!(
+        "probes:\n{}{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: mq, type: bull }\n      - { name: b3, type: bullmq }\n"
+        ),
+        probe_of(
+            &server,
+            "found",
+            "300ms",
+            "    queues:\n      - { type: bull, discover: true }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs", "found"]).await;
+    let err = error_of(&h, "jobs");
+    for want in [
+        "queue mq: bull:mq:meta is BullMQ's (opts.maxLenEvents or a bullmq version in it): read as Bull, its prioritized and waiting-children jobs would be missed (write `type: bullmq`)",
+        "queue b3: no such BullMQ queue: bull:b3:meta does not exist, but bull:b3:id does: a Bull (v3) queue (write `type: bull`)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in: {err}");
+    }
+    let found = &h["components"]["found"]["details"]["queues"];
+    assert_eq!(found["b3"]["waiting"], 1, "{found}");
+    assert!(found.get("mq").is_none(), "{found}");
+    let m = dw.metrics().await;
+    assert!(
+        m.matching("depwatch_queue_jobs", &[("component", "jobs")])
+            .is_empty()
+    );
+}
+
+/// A stream deleted and made again by a producer's XADD has lost its
+/// consumer groups: the consumers get NOGROUP while entries pile up. With
+/// the groups named in `groups:`, the missing one is told, with the fix.
+#[tokio::test]
+async fn a_stream_without_its_consumer_group_is_told() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    cmd(
+        &mut c,
+        &["XGROUP", "CREATE", "orders", "billing", "$", "MKSTREAM"],
+    )
+    .await;
+    cmd(&mut c, &["XADD", "orders", "*", "n", "1"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "200ms",
+            "    queues:\n      - { name: orders, type: stream, key: orders, groups: [billing] }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    wait_status(&dw, "jobs", "healthy").await;
+    cmd(&mut c, &["DEL", "orders"]).await;
+    cmd(&mut c, &["XADD", "orders", "*", "n", "2"]).await;
+    let h = wait_status(&dw, "jobs", "degraded").await;
+    assert_eq!(
+        error_of(&h, "jobs"),
+        "queue orders: consumer group billing does not exist on stream orders (its consumers get NOGROUP: create it with XGROUP CREATE orders billing $ MKSTREAM, or check the group's name)"
+    );
+    assert_eq!(
+        h["components"]["jobs"]["details"]["queues"]["orders"]["waiting"],
+        1
+    );
+    // Deleted for good: told, and none of its series stays behind.
+    cmd(&mut c, &["DEL", "orders"]).await;
+    dw.wait_health(
+        "the stream told missing",
+        Duration::from_secs(10),
+        |_, h| {
+            error_of(h, "jobs").starts_with("queue orders: no such stream: orders does not exist")
+        },
+    )
+    .await;
+    let m = dw.metrics().await;
+    for family in ["depwatch_redis_stream_length", "depwatch_queue_jobs"] {
+        assert!(
+            m.matching(family, &[("queue", "orders")]).is_empty(),
+            "{family}: {}",
+            m.text
+        );
+    }
+}
+
+/// Redis restarted between two checks (an upgrade, a failover to the same
+/// address): it answers again by the next check, so that check succeeds on
+/// a new connection instead of failing on the one the restart closed.
+#[tokio::test]
+async fn a_redis_restarted_between_checks_is_read_on_a_new_connection() {
+    let mut server = RedisServer::start(None);
+    let port = server.port;
+    make_bullmq_queue(&server.url(), "bull:q1");
+    let token = "admin-token-123456";
+    let yaml = format!(
+        "auth:\n  admin_token: {token}\nprobes:\n  - name: jobs\n    kind: redis\n    url: {}\n    interval: 1h\n    timeout: 5s\n    queues: [ {{ name: q1, type: bullmq }} ]\n",
+        server.url()
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (code, body) = dw.post("/api/admin/probes/jobs/run", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    wait_status(&dw, "jobs", "healthy").await;
+    server.proc.kill();
+    let server = RedisServer::start_on(port, None);
+    make_bullmq_queue(&server.url(), "bull:q1");
+    let (code, body) = dw.post("/api/admin/probes/jobs/run", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, h) = dw.health("").await;
+    let jobs = &h["components"]["jobs"];
+    assert_eq!(jobs["status"], "healthy", "{jobs}");
+    assert_eq!(jobs["consecutive_failures"], 0, "{jobs}");
+    let m = dw.metrics().await;
+    assert!(
+        m.matching("depwatch_check_failures_total", &[("component", "jobs")])
+            .iter()
+            .all(|(_, v)| *v == 0.0),
+        "{}",
+        m.text
+    );
+}
+
+/// Names as real deployments write them: a hash-tagged prefix (Redis
+/// Cluster style, `{bull}`), spaces, non-ASCII, glob characters. Configured
+/// and discovered queues are read, and their names are the label values.
+#[tokio::test]
+async fn queue_names_with_hash_tags_spaces_and_unicode() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    for (key, n) in [
+        ("{bull}:sync orders", 2),
+        ("{bull}:courriels-été", 1),
+        ("{bull}:a*b[1]", 3),
+    ] {
+        make_bullmq_queue(&server.url(), key);
+        for i in 0..n {
+            let id = i.to_string();
+            job(&mut c, key, &id, 5, None).await;
+            cmd(&mut c, &["LPUSH", &format!("{key}:wait"), &id]).await;
+        }
+    }
+    cmd(&mut c, &["RPUSH", "jobs:{mail} été", "x"]).await;
+    let yaml = format!(
+        "probes:\n{}{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: \"sync orders\", type: bullmq, prefix: \"{bull}\" }\n      - { name: mail, type: list, key: \"jobs:{mail} été\" }\n"
+        ),
+        probe_of(
+            &server,
+            "found",
+            "300ms",
+            "    queues:\n      - { type: bullmq, prefix: \"{bull}\", discover: true }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs", "found"]).await;
+    assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    assert_eq!(q["sync orders"]["waiting"], 2, "{q}");
+    assert_eq!(q["mail"]["waiting"], 1, "{q}");
+    let found = &h["components"]["found"]["details"]["queues"];
+    assert_eq!(found["courriels-été"]["waiting"], 1, "{found}");
+    assert_eq!(found["a*b[1]"]["waiting"], 3, "{found}");
+    assert_eq!(found["sync orders"]["waiting"], 2, "{found}");
+    let m = dw.metrics().await;
+    assert_eq!(
+        m.value(
+            "depwatch_queue_jobs",
+            &[
+                ("component", "found"),
+                ("queue", "courriels-été"),
+                ("state", "waiting")
+            ]
+        ),
+        1.0
+    );
+    promtool_check_metrics(&m.text);
+}
+
+/// Queues read from a read-only replica (the usual place for a monitor):
+/// the script only reads, so the replica runs it, and the numbers are the
+/// master's.
+#[tokio::test]
+async fn queues_are_read_from_a_read_only_replica() {
+    let master = RedisServer::start_with(free_port(), None, &["--repl-diskless-sync-delay", "0"]);
+    make_bullmq_queue(&master.url(), "bull:q1");
+    let mut m = master.conn().await;
+    job(&mut m, "bull:q1", "1", 60, None).await;
+    cmd(&mut m, &["LPUSH", "bull:q1:wait", "1"]).await;
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(
+        free_port(),
+        None,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--replica-read-only",
+            "yes",
+        ],
+    );
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &replica,
+            "jobs",
+            "200ms",
+            "    queues: [ { name: q1, type: bullmq, stuck_after: 1h } ]\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let (_, h) = dw
+        .wait_health(
+            "the replica synced and read",
+            Duration::from_secs(10),
+            |_, h| h["components"]["jobs"]["details"]["queues"]["q1"]["waiting"] == 1,
+        )
+        .await;
+    assert_eq!(status_of(&h, "jobs"), "healthy", "{h}");
+    assert_eq!(h["components"]["jobs"]["details"]["role"], "slave", "{h}");
+}
+
+/// A BullMQ queue whose workers are rate limited (`rateLimit(ms)` after a
+/// partner's 429 writes MAX_SAFE_INTEGER into `:limiter`; a global limit
+/// keeps its `max` in `meta`): the old waiting job is still judged, and the
+/// message says why the jobs wait and for how long.
+#[tokio::test]
+async fn a_rate_limited_bullmq_queue_says_so() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    for b in ["bull:throttled", "bull:global", "bull:under"] {
+        make_bullmq_queue(&server.url(), b);
+        job(&mut c, b, "1", 1200, None).await;
+        cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "1"]).await;
+    }
+    cmd(
+        &mut c,
+        &[
+            "SET",
+            "bull:throttled:limiter",
+            "9007199254740991",
+            "PX",
+            "600000",
+        ],
+    )
+    .await;
+    for b in ["bull:global", "bull:under"] {
+        cmd(
+            &mut c,
+            &[
+                "HSET",
+                &format!("{b}:meta"),
+                "max",
+                "5",
+                "duration",
+                "60000",
+            ],
+        )
+        .await;
+    }
+    cmd(&mut c, &["SET", "bull:global:limiter", "5", "PX", "60000"]).await;
+    cmd(&mut c, &["SET", "bull:under:limiter", "2", "PX", "60000"]).await;
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(
+            &server,
+            "jobs",
+            "300ms",
+            "    queues:\n      - { name: throttled, type: bullmq, stuck_after: 10m }\n      - { name: global, type: bullmq }\n      - { name: under, type: bullmq }\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    assert_eq!(status_of(&h, "jobs"), "degraded", "{h}");
+    let err = error_of(&h, "jobs");
+    assert!(
+        err.contains("queue throttled: oldest waiting job is 20m old, stuck after 10m")
+            && err.contains("queue throttled: rate limited for another 10m (BullMQ's limiter): its workers take no job until then"),
+        "{err}"
+    );
+    assert!(
+        err.contains("queue global: rate limited for another 1m"),
+        "{err}"
+    );
+    assert!(!err.contains("queue under"), "{err}");
+    let q = &h["components"]["jobs"]["details"]["queues"];
+    let secs = q["throttled"]["rate_limited_for_seconds"].as_f64().unwrap();
+    assert!((590.0..=600.0).contains(&secs), "{q}");
+    assert!(q["under"].get("rate_limited_for_seconds").is_none(), "{q}");
 }

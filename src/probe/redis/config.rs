@@ -48,6 +48,8 @@ struct RawQueue {
     degraded_above: Option<u64>,
     unhealthy_above: Option<u64>,
     stuck_after: Option<Dur>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +101,8 @@ pub struct QueueSpec {
     /// list/zset: the state its items are in.
     pub state: JobState,
     pub thresholds: Thresholds,
+    /// stream: the consumer groups that must exist on it.
+    pub groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -241,6 +245,18 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
         return None;
     };
     let thresholds = Thresholds::parse(q.degraded_above, q.unhealthy_above, q.stuck_after, at, c);
+    // A list or zset holds bare items: nothing tells how long one waited,
+    // and a threshold that is never judged would pass for a guard.
+    if q.stuck_after.is_some() && matches!(type_, QueueType::List | QueueType::Zset) {
+        c.problem(
+            &format!("{at}.stuck_after"),
+            format!(
+                "`stuck_after` does not apply to {} queues: their items carry no time",
+                type_.as_str()
+            ),
+            "remove it and watch the depth with degraded_above / unhealthy_above",
+        );
+    }
     let state = match q.state.as_deref() {
         None => JobState::Waiting,
         Some(s) => match JobState::from_name(s) {
@@ -263,6 +279,20 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
             }
         },
     };
+    if !q.groups.is_empty() && type_ != QueueType::Stream {
+        c.problem(
+            &format!("{at}.groups"),
+            format!("`groups` does not apply to {} queues", type_.as_str()),
+            "consumer groups belong to streams: remove the key",
+        );
+    }
+    if q.groups.iter().any(String::is_empty) {
+        c.problem(
+            &format!("{at}.groups"),
+            "a consumer group name is empty",
+            "write the names the consumers pass to XREADGROUP GROUP",
+        );
+    }
     if type_.is_bull() {
         if q.key.is_some() {
             c.problem(
@@ -295,6 +325,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
                 discover: Some(max),
                 state,
                 thresholds,
+                groups: Vec::new(),
             });
         }
         let Some(name) = q.name else {
@@ -319,6 +350,7 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
             discover: None,
             state,
             thresholds,
+            groups: Vec::new(),
         });
     }
     for (set, key) in [
@@ -349,5 +381,6 @@ fn parse_queue(q: RawQueue, at: &str, c: &Checker) -> Option<QueueSpec> {
         discover: None,
         state,
         thresholds,
+        groups: q.groups,
     })
 }

@@ -5,7 +5,9 @@
 //! queues are watched. Only queue discovery (`discover: true`, SCAN, never
 //! KEYS) adds round trips, and only when the discovered list is refreshed
 //! (`discover_every`). The connection is opened lazily and reopened after a
-//! connection error or a check cut short by its timeout.
+//! connection error or a check cut short by its timeout; one kept from the
+//! check before that turns out closed (Redis restarted) is replaced within
+//! the check, which then sends its pipeline again.
 //!
 //! This file owns the probe: the connection, the check's pipeline and what
 //! its errors mean. `config.rs` parses the keys, `cache.rs` turns INFO into
@@ -219,8 +221,9 @@ impl RedisProbe {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("PING").cmd("INFO");
+        let sent_ms = u64::try_from(crate::util::time::unix_ms(SystemTime::now())).unwrap_or(0);
         self.queues
-            .add_reads(&mut pipe, &targets, self.spec.max_active_scan);
+            .add_reads(&mut pipe, &targets, self.spec.max_active_scan, sent_ms);
         if !targets.is_empty() {
             // Measures the lookups of the queue reads, kept out of the hit rate.
             pipe.cmd("INFO").arg("stats");
@@ -278,8 +281,14 @@ impl RedisProbe {
         {
             self.cache.count_own(info, &parse_info(&after));
         }
-        self.queues
-            .record(&targets, replies, now_ms, &self.secrets(), &mut out);
+        self.queues.record(
+            &targets,
+            replies,
+            now_ms,
+            self.spec.max_active_scan,
+            &self.secrets(),
+            &mut out,
+        );
         Ok(out)
     }
 }
@@ -294,11 +303,20 @@ impl Probe for RedisProbe {
             let mut slot = self.conn.lock().await;
             // Taken out while in use: a check cut short by its timeout leaves
             // the slot empty, so the next check starts on a fresh connection.
-            let mut conn = match slot.take() {
-                Some(c) => c,
-                None => self.connection().await?,
+            let (mut conn, reused) = match slot.take() {
+                Some(c) => (c, true),
+                None => (self.connection().await?, false),
             };
-            let result = self.run(&mut conn).await;
+            let mut result = self.run(&mut conn).await;
+            // A connection kept from the check before may have been closed
+            // since (Redis restarted, a failover, an idle timeout): what
+            // that says is about the past. Redis as it is now answers on a
+            // new one, once.
+            if reused && matches!(&result, Err(e) if e.reason == Reason::Connect) {
+                tracing::debug!(component = %self.component, "Redis connection closed since the last check: reconnecting.");
+                conn = self.connection().await?;
+                result = self.run(&mut conn).await;
+            }
             let broken = matches!(&result, Err(e) if matches!(e.reason, Reason::Connect | Reason::Timeout | Reason::Auth));
             if !broken {
                 *slot = Some(conn);

@@ -90,6 +90,8 @@ pub(super) struct Queues {
     script: redis::Script,
     discovered: Mutex<Option<Discovered>>,
     groups: Mutex<BTreeSet<GroupLabels>>,
+    /// The streams whose length is published.
+    streams: Mutex<BTreeSet<String>>,
     gate: SeriesGate,
 }
 
@@ -107,6 +109,7 @@ impl Queues {
             script: redis::Script::new(SCRIPT),
             discovered: Mutex::new(None),
             groups: Mutex::new(BTreeSet::new()),
+            streams: Mutex::new(BTreeSet::new()),
             gate,
         }
     }
@@ -188,11 +191,20 @@ impl Queues {
 
     /// Adds the script calls that read `targets` (one answer each) to the
     /// check's pipeline.
-    pub(super) fn add_reads(&self, pipe: &mut Pipeline, targets: &[Target], max_active_scan: u32) {
+    /// `now_ms` is depwatch's clock, against which the script finds the
+    /// delayed jobs that are due.
+    pub(super) fn add_reads(
+        &self,
+        pipe: &mut Pipeline,
+        targets: &[Target],
+        max_active_scan: u32,
+        now_ms: u64,
+    ) {
         if !targets.is_empty() {
             // Loading is idempotent and keeps the same round trip: a restarted
             // or flushed server has the script again before it is called.
-            pipe.cmd("SCRIPT").arg("LOAD").arg(SCRIPT).ignore();
+            // Its answer comes first: it tells why a call found no script.
+            pipe.cmd("SCRIPT").arg("LOAD").arg(SCRIPT);
         }
         for t in targets {
             pipe.cmd("EVALSHA")
@@ -200,11 +212,13 @@ impl Queues {
                 .arg(0)
                 .arg(t.spec.type_.as_str())
                 .arg(&t.arg)
-                .arg(max_active_scan);
+                .arg(max_active_scan)
+                .arg(now_ms);
         }
     }
 
-    /// The script's answers (one per target, in order): snapshots judged
+    /// `SCRIPT LOAD`'s answer, then the script's answers (one per target,
+    /// in order; nothing at all without targets): snapshots judged
     /// against the thresholds, published, and shown in the details.
     /// `secrets` are scrubbed from server errors.
     pub(super) fn record(
@@ -212,17 +226,41 @@ impl Queues {
         targets: &[Target],
         replies: Vec<RValue>,
         now_ms: f64,
+        max_scan: u32,
         secrets: &[&str],
         out: &mut Outcome,
     ) {
         let mut snaps = Vec::with_capacity(targets.len());
+        let mut replies = replies.into_iter();
+        let load_error = match targets.is_empty() {
+            true => None,
+            false => match replies.next() {
+                Some(RValue::ServerError(e)) => {
+                    Some(scrub(&redis::RedisError::from(e).to_string(), secrets))
+                }
+                _ => None,
+            },
+        };
+        let read = Read {
+            now_ms,
+            max_scan,
+            load_error: load_error.as_deref(),
+            secrets,
+        };
         for (t, reply) in targets.iter().zip(replies) {
-            match snapshot(t, reply, now_ms, secrets) {
+            match snapshot(t, reply, &read) {
                 Ok(s) => {
                     t.spec.thresholds.judge(&s, out);
+                    missing_groups(t, &s, out);
+                    rate_limited(&s, out);
                     snaps.push(s);
                 }
-                Err(e @ QueueReadError::Missing { .. }) => {
+                Err(
+                    e @ (QueueReadError::Missing { .. }
+                    | QueueReadError::MissingStream { .. }
+                    | QueueReadError::BullNotBullmq { .. }
+                    | QueueReadError::BullmqNotBull { .. }),
+                ) => {
                     out.raise(Status::Degraded, format!("queue {}: {e}", t.name));
                 }
                 Err(e) => out.raise(
@@ -245,17 +283,18 @@ impl Queues {
     fn publish_groups(&self, snaps: &[Snapshot]) {
         let m = &self.families;
         let mut now = BTreeSet::new();
+        let mut streams = BTreeSet::new();
         for s in snaps {
             let Some(Value::Object(groups)) = s.extra.get("groups") else {
                 continue;
             };
             if let Some(len) = s.extra.get("length").and_then(Value::as_i64) {
-                m.stream_length
-                    .get_or_create(&queue::QueueLabels {
-                        component: self.component.clone(),
-                        queue: s.queue.clone(),
-                    })
-                    .set(len);
+                let l = queue::QueueLabels {
+                    component: self.component.clone(),
+                    queue: s.queue.clone(),
+                };
+                m.stream_length.get_or_create(&l).set(len);
+                streams.insert(l.queue);
             }
             for (g, v) in groups {
                 let l = GroupLabels {
@@ -278,6 +317,16 @@ impl Queues {
             m.group_lag.remove(gone);
         }
         *known = now;
+        // A stream that could not be read (deleted, another type) has no
+        // length to show, as it has no jobs series.
+        let mut known = lock(&self.streams);
+        for gone in known.difference(&streams) {
+            m.stream_length.remove(&queue::QueueLabels {
+                component: self.component.clone(),
+                queue: gone.clone(),
+            });
+        }
+        *known = streams;
     }
 
     /// Removes the component's queue and stream series.
@@ -290,6 +339,50 @@ impl Queues {
             });
         }
         self.publisher.forget();
+    }
+}
+
+/// Says so when a BullMQ queue is rate limited: its jobs wait on purpose,
+/// which explains a backlog or an old waiting job (judged all the same:
+/// a partner that throttles for an hour stalls the work for an hour).
+fn rate_limited(s: &Snapshot, out: &mut Outcome) {
+    if let Some(secs) = s
+        .extra
+        .get("rate_limited_for_seconds")
+        .and_then(Value::as_f64)
+    {
+        out.raise(
+            Status::Healthy,
+            format!(
+                "queue {}: rate limited for another {} (BullMQ's limiter): its workers take no job until then",
+                s.queue,
+                crate::config::units::format_duration(std::time::Duration::from_secs_f64(secs.ceil()))
+            ),
+        );
+    }
+}
+
+/// A stream's configured consumer groups that it does not have: their
+/// consumers get NOGROUP (a stream deleted and made again by XADD loses
+/// its groups), while the entries pile up.
+fn missing_groups(t: &Target, s: &Snapshot, out: &mut Outcome) {
+    // Past MAX_GROUPS the details do not name every group: no verdict.
+    let Some(Value::Object(have)) = s
+        .extra
+        .get("groups")
+        .filter(|g| g.as_object().is_some_and(|g| g.len() < MAX_GROUPS))
+    else {
+        return;
+    };
+    for g in t.spec.groups.iter().filter(|g| !have.contains_key(*g)) {
+        let key = &t.spec.key;
+        out.raise(
+            Status::Degraded,
+            format!(
+                "queue {}: consumer group {g} does not exist on stream {key} (its consumers get NOGROUP: create it with XGROUP CREATE {key} {g} $ MKSTREAM, or check the group's name)",
+                t.name
+            ),
+        );
     }
 }
 
@@ -334,6 +427,33 @@ async fn discover(
             break;
         }
     }
+    if q.type_ == QueueType::Bull && !found.is_empty() {
+        // BullMQ keeps an `:id` counter too: its queues are not Bull's.
+        let mut pipe = redis::pipe();
+        // A meta key of another type is no BullMQ queue's: it stays.
+        pipe.ignore_errors();
+        for name in &found {
+            pipe.cmd("HMGET")
+                .arg(format!("{head}{name}:meta"))
+                .arg("opts.maxLenEvents")
+                .arg("version");
+        }
+        let metas: Vec<RValue> = pipe.query_async(conn).await?;
+        let bullmq = |meta: &RValue| {
+            let Ok((events, version)) =
+                redis::from_redis_value::<(Option<String>, Option<String>)>(meta.clone())
+            else {
+                return false;
+            };
+            events.is_some() || version.is_some_and(|v| v.starts_with("bullmq"))
+        };
+        found = found
+            .into_iter()
+            .zip(metas)
+            .filter(|(_, m)| !bullmq(m))
+            .map(|(name, _)| name)
+            .collect();
+    }
     let overflow = found.len() > max;
     Ok((found.into_iter().take(max).collect(), overflow))
 }
@@ -361,16 +481,123 @@ enum QueueReadError {
         layout: &'static str,
         marker: String,
     },
+    /// `type: bullmq` for a Bull 3 queue: its id counter, no meta hash.
+    #[error(
+        "no such BullMQ queue: {marker} does not exist, but {id} does: a Bull (v3) queue (write `type: bull`)"
+    )]
+    BullNotBullmq { marker: String, id: String },
+    /// `type: bull` for a BullMQ queue (BullMQ keeps an id counter too).
+    #[error(
+        "{meta} is BullMQ's (opts.maxLenEvents or a bullmq version in it): read as Bull, its prioritized and waiting-children jobs would be missed (write `type: bullmq`)"
+    )]
+    BullmqNotBull { meta: String },
+    /// A stream queue's key does not exist (an empty stream still does).
+    #[error(
+        "no such stream: {key} does not exist (a stream stays when emptied, and XGROUP CREATE … MKSTREAM makes one; check the queue's key)"
+    )]
+    MissingStream { key: String },
+    /// A key the queue is read from holds another type.
+    #[error(
+        "key {key} is a {is} where {what} a {want} (check the queue's {config}: it names a key of something else)"
+    )]
+    WrongType {
+        key: String,
+        is: String,
+        want: String,
+        what: String,
+        config: &'static str,
+    },
+    /// The ACL user may not read one of the queue's keys.
+    #[error(
+        "this Redis user may not read {key} (grant read access to the queue's keys: ACL SETUSER USER %R~{pattern})"
+    )]
+    KeyDenied { key: String, pattern: String },
+    /// Another error reading one key, scrubbed.
+    #[error("reading {key}: {text}")]
+    Key { key: String, text: String },
+}
+
+/// The script's answer about a key it could not read:
+/// `['fault', key, error, its type, the type expected]`.
+fn fault(t: &Target, items: &[RValue], secrets: &[&str]) -> QueueReadError {
+    let text = |i: usize| {
+        items
+            .get(i)
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            .unwrap_or_default()
+    };
+    let (key, error, is, want) = (text(1), scrub(&text(2), secrets), text(3), text(4));
+    let bull = t.spec.type_.is_bull();
+    if error.starts_with("WRONGTYPE") {
+        let what = match bull {
+            true => format!("the {} queue keeps", t.spec.type_.as_str()),
+            false => format!("a {} queue needs", t.spec.type_.as_str()),
+        };
+        return QueueReadError::WrongType {
+            key,
+            is: if is.is_empty() {
+                "key of another type".into()
+            } else {
+                is
+            },
+            want,
+            what,
+            config: if bull {
+                "prefix and name"
+            } else {
+                "key and type"
+            },
+        };
+    }
+    if error.contains("can't run this command") {
+        return QueueReadError::Denied(format!("reading {key}: {error}"));
+    }
+    if error.contains("NOPERM") || error.contains("can't access") {
+        let pattern = if bull {
+            format!("{}:*", glob_escape(&t.arg))
+        } else {
+            glob_escape(&t.arg)
+        };
+        return QueueReadError::KeyDenied { key, pattern };
+    }
+    QueueReadError::Key { key, text: error }
+}
+
+/// What reading every queue of one check shares.
+struct Read<'a> {
+    /// depwatch's clock when the answers came.
+    now_ms: f64,
+    max_scan: u32,
+    /// Why `SCRIPT LOAD` failed, if it did.
+    load_error: Option<&'a str>,
+    /// Scrubbed from server errors.
+    secrets: &'a [&'a str],
 }
 
 /// The script's answer for one queue as a snapshot.
-fn snapshot(
-    t: &Target,
-    reply: RValue,
-    now_ms: f64,
-    secrets: &[&str],
-) -> Result<Snapshot, QueueReadError> {
+fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapshot, QueueReadError> {
+    let Read {
+        now_ms,
+        max_scan,
+        secrets,
+        ..
+    } = *read;
     if let RValue::ServerError(e) = reply {
+        if e.kind() == Some(redis::ServerErrorKind::NoScript) {
+            // The same pipeline loaded it just before: either loading
+            // failed (most often a user without +script|load), or someone
+            // flushed the script cache in between.
+            return Err(match read.load_error {
+                Some(why) => QueueReadError::Denied(format!(
+                    "NOSCRIPT: the script is not loaded, and loading it failed: {why}"
+                )),
+                None => QueueReadError::Server(
+                    "NOSCRIPT: the script cache was flushed between loading the script and \
+                     calling it (SCRIPT FLUSH); the next check loads it again"
+                        .into(),
+                ),
+            });
+        }
         let no_perm = e.kind() == Some(redis::ServerErrorKind::NoPerm);
         let text = scrub(&redis::RedisError::from(e).to_string(), secrets);
         // An ACL user without the scripting commands, or without the
@@ -383,6 +610,40 @@ fn snapshot(
     let RValue::Array(items) = reply else {
         return Err(QueueReadError::Unexpected);
     };
+    let tag = match items.first() {
+        Some(RValue::BulkString(b)) => b.as_slice(),
+        _ => &[],
+    };
+    if tag == b"fault" {
+        return Err(fault(t, &items, secrets));
+    }
+    let text = |i: usize| {
+        items
+            .get(i)
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+    };
+    if tag == b"layout" {
+        return Err(QueueReadError::BullmqNotBull {
+            meta: text(1).unwrap_or_default(),
+        });
+    }
+    if tag == b"missing" {
+        let marker = text(1).unwrap_or_default();
+        if let Some(id) = text(2) {
+            return Err(QueueReadError::BullNotBullmq { marker, id });
+        }
+        return Err(match t.spec.type_ {
+            QueueType::Bullmq => QueueReadError::Missing {
+                layout: "BullMQ",
+                marker,
+            },
+            QueueType::Bull => QueueReadError::Missing {
+                layout: "Bull",
+                marker,
+            },
+            _ => QueueReadError::MissingStream { key: marker },
+        });
+    }
     let int = |i: usize| -> i64 {
         items
             .get(i)
@@ -401,47 +662,83 @@ fn snapshot(
         }
         QueueType::Stream => {
             let len = n(0);
-            let groups = match items.get(1) {
+            let array = |i: usize| match items.get(i) {
                 Some(RValue::Array(g)) => g.as_slice(),
                 _ => &[],
             };
+            let (groups, counted, next_ids, idles) = (array(1), array(2), array(3), array(4));
+            let mut waited: Option<f64> = None;
+            let mut running: Option<f64> = None;
             let mut lag_sum = 0;
             let mut pending_sum = 0;
             let mut gs = Map::new();
-            for g in groups.iter().take(MAX_GROUPS) {
+            for (i, g) in groups.iter().enumerate().take(MAX_GROUPS) {
                 let f = pairs(g);
                 let name = f.get("name").cloned().unwrap_or_default();
                 let pending = f
                     .get("pending")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0u64);
-                // No lag (Redis < 7, or a trimmed stream): all entries may wait.
-                let lag = f.get("lag").and_then(|v| v.parse().ok());
-                lag_sum += lag.unwrap_or(0u64);
+                let mut group = json!({ "pending": pending });
+                // Redis counts lag as entries added minus entries read, so
+                // entries trimmed before the group read them count too: none
+                // can wait that the stream no longer holds.
+                let lag = match f.get("lag").and_then(|v| v.parse::<u64>().ok()) {
+                    Some(lag) => Some(lag.min(len)),
+                    // No lag from Redis (entries deleted in the middle, a
+                    // group set to an arbitrary ID, Redis < 7): the script
+                    // counted the entries after the last delivered one, up
+                    // to max_active_scan.
+                    None => {
+                        let c = counted
+                            .get(i)
+                            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                            .and_then(|c| u64::try_from(c).ok());
+                        if let Some(c) = c {
+                            group["lag_counted"] = json!(true);
+                            if c >= u64::from(max_scan) {
+                                group["lag_at_least"] = json!(true);
+                            }
+                        }
+                        c
+                    }
+                };
+                group["lag"] = json!(lag);
+                if let Some(a) = next_ids
+                    .get(i)
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                    .and_then(|id| entry_ms(&id))
+                    .map(|ms| ((now_ms - ms) / 1000.0).max(0.0))
+                {
+                    waited = Some(waited.map_or(a, |w| w.max(a)));
+                }
+                if let Some(idle) = idles
+                    .get(i)
+                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                    .filter(|ms| *ms >= 0)
+                {
+                    let a = idle as f64 / 1000.0;
+                    running = Some(running.map_or(a, |r| r.max(a)));
+                }
+                lag_sum += lag.unwrap_or(0);
                 pending_sum += pending;
-                gs.insert(name, json!({ "pending": pending, "lag": lag }));
+                gs.insert(name, group);
             }
             let waiting = if groups.is_empty() { len } else { lag_sum };
             s.counts = vec![
                 (JobState::Waiting, waiting),
                 (JobState::Active, pending_sum),
             ];
+            // Ages need a group: without one, nothing tells what was read.
+            if !groups.is_empty() {
+                s.oldest_waiting_age = Some(waited.unwrap_or(0.0));
+                s.oldest_active_age = Some(running.unwrap_or(0.0));
+            }
             s.extra.insert("length".into(), json!(len));
             s.extra.insert("groups".into(), Value::Object(gs));
         }
         QueueType::Bullmq | QueueType::Bull => {
-            if let [RValue::BulkString(tag), marker] = items.as_slice()
-                && tag.as_slice() == b"missing"
-            {
-                return Err(QueueReadError::Missing {
-                    layout: match t.spec.type_ {
-                        QueueType::Bullmq => "BullMQ",
-                        _ => "Bull",
-                    },
-                    marker: redis::from_redis_value::<String>(marker.clone()).unwrap_or_default(),
-                });
-            }
-            if items.len() < 13 {
+            if items.len() < 16 {
                 return Err(QueueReadError::UnexpectedFromScript);
             }
             let paused = int(8) == 1;
@@ -464,7 +761,18 @@ fn snapshot(
             s.counts.push((JobState::Completed, n(6)));
             s.counts.push((JobState::Failed, n(7)));
             s.paused = Some(paused);
-            s.oldest_waiting_age = Some(age(int(9)).unwrap_or(0.0));
+            // A delayed job past its time waits as much as a waiting one:
+            // for a worker to promote it (none left: it never runs).
+            let overdue = age(int(14)).filter(|_| n(13) > 0);
+            let waited = age(int(9)).into_iter().chain(overdue).reduce(f64::max);
+            s.oldest_waiting_age = Some(waited.unwrap_or(0.0));
+            s.extra.insert("delayed_due".into(), json!(n(13)));
+            if int(15) > 0 {
+                s.extra.insert(
+                    "rate_limited_for_seconds".into(),
+                    json!((int(15) as f64 / 100.0).round() / 10.0),
+                );
+            }
             s.oldest_active_age = Some(age(int(10)).unwrap_or(0.0));
             s.stalled = Some(n(11));
             if n(12) < n(1) {
@@ -473,6 +781,14 @@ fn snapshot(
         }
     }
     Ok(s)
+}
+
+/// The time (ms since the epoch) in a stream entry ID that Redis made
+/// (`XADD key *`); `None` for an ID written by hand (`1-1`), whose first
+/// part is no time: one before 2001 is taken as such.
+fn entry_ms(id: &str) -> Option<f64> {
+    let ms: u64 = id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()?;
+    (ms >= 1_000_000_000_000).then_some(ms as f64)
 }
 
 /// A flat `[k1, v1, k2, v2…]` reply (or a RESP3 map) as text pairs.
@@ -521,6 +837,13 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_ids_made_by_redis_carry_their_time() {
+        assert_eq!(entry_ms("1796672833208-0"), Some(1_796_672_833_208.0));
+        assert_eq!(entry_ms("1-1"), None);
+        assert_eq!(entry_ms("not-an-id"), None);
+    }
 
     #[test]
     fn glob_is_escaped() {
