@@ -147,11 +147,26 @@ local function main()
     end
     return -1
   end
-  local function oldest(list, field)
-    local right = call(list, 'list', 'LRANGE', list, -10, -1)
-    local left = call(list, 'list', 'LRANGE', list, 0, 9)
-    local a = first_stamp(right, #right, 1, -1, field)
-    local b = first_stamp(left, 1, #left, 1, field)
+  -- One end's first readable time: its end item, and the next nine only
+  -- when that one has none (each item read costs the script a string).
+  local function end_stamp(list, field, right)
+    for _, span in ipairs({ { 0, 0 }, { 1, 9 } }) do
+      local ids
+      if right then
+        ids = call(list, 'list', 'LRANGE', list, -1 - span[2], -1 - span[1])
+      else
+        ids = call(list, 'list', 'LRANGE', list, span[1], span[2])
+      end
+      local ts
+      if right then ts = first_stamp(ids, #ids, 1, -1, field) else ts = first_stamp(ids, 1, #ids, 1, field) end
+      if ts >= 0 or #ids < span[2] - span[1] + 1 then return ts end
+    end
+    return -1
+  end
+  local function oldest(list, field, len)
+    local a = end_stamp(list, field, true)
+    if len <= 1 then return a end
+    local b = end_stamp(list, field, false)
     if a < 0 or (b >= 0 and b < a) then return b end
     return a
   end
@@ -160,8 +175,8 @@ local function main()
   local function older(ts)
     if ts >= 0 and (oldest_wait < 0 or ts < oldest_wait) then oldest_wait = ts end
   end
-  if wait > 0 then older(oldest(p .. 'wait', 'timestamp')) end
-  if paused > 0 then older(oldest(p .. 'paused', 'timestamp')) end
+  if wait > 0 then older(oldest(p .. 'wait', 'timestamp', wait)) end
+  if paused > 0 then older(oldest(p .. 'paused', 'timestamp', paused)) end
   -- Prioritized scores are priority * 2^32 + a counter: the first job of a
   -- priority is its oldest, and the lowest priorities (highest scores) are
   -- the ones that starve. Their first jobs, from the lowest priority up, a
@@ -210,7 +225,7 @@ local function main()
   end
 
   local oldest_active = -1
-  if active > 0 then oldest_active = oldest(p .. 'active', 'processedOn') end
+  if active > 0 then oldest_active = oldest(p .. 'active', 'processedOn', active) end
 
   -- Stalled: an active job whose lock key expired (its worker is gone).
   -- EXISTS takes many keys and counts those present: one call per 500 jobs.
