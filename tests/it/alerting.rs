@@ -768,6 +768,49 @@ async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
     );
 }
 
+#[tokio::test]
+async fn a_webhook_post_without_the_token_is_refused_and_counted() {
+    // An Alertmanager without `http_config.authorization`: every heartbeat
+    // is refused, and the operator's sign of it is this counter.
+    let token = "admin-token-123";
+    let dw = Depwatch::start(&format!(
+        "auth:\n  admin_token: {token}\nalerting:\n  heartbeat_timeout: 1h\n  scrape_watchdog: 1h\n{SELF_PROBE}"
+    ))
+    .await;
+    let body = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "depwatch", "groupKey": "{}",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Watchdog"}, "annotations": {},
+                    "startsAt": "2026-11-28T00:00:00Z", "fingerprint": "w"}]
+    })
+    .to_string();
+    let url = dw.url("/api/alertmanager/webhook");
+    let post = |auth: Option<&'static str>| {
+        let mut r = dw.client.post(&url).body(body.clone());
+        if let Some(t) = auth {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let failures =
+        |m: &Metrics| m.value("depwatch_http_auth_failures_total", &[("group", "webhook")]);
+    assert_eq!(failures(&dw.metrics().await), 0.0);
+    assert_eq!(post(None).await, 401);
+    assert_eq!(
+        failures(&dw.metrics().await),
+        1.0,
+        "a missing token is not counted"
+    );
+    assert_eq!(post(Some("wrong-token")).await, 401);
+    assert_eq!(
+        failures(&dw.metrics().await),
+        2.0,
+        "a wrong token is not counted"
+    );
+    assert_eq!(post(Some(token)).await, 200);
+    assert_eq!(failures(&dw.metrics().await), 2.0);
+    assert!(alerting_health(&dw).await["last_heartbeat"].is_string());
+}
+
 /// A real Alertmanager on a free port with `config`, killed on drop.
 fn alertmanager(dir: &std::path::Path, port: u16, config: &str) -> Proc {
     let bin = require(
