@@ -228,7 +228,8 @@ impl Book {
                         return out;
                     };
                     inc.resolved_ms = Some(now);
-                    if inc.notify {
+                    // `mode: off` set by a reload meanwhile: no email at all.
+                    if inc.notify && p.mode != Mode::Off {
                         out.push(Intent {
                             kind: EmailKind::Resolved,
                             incident: id,
@@ -359,13 +360,17 @@ impl Book {
             }
             let inc = &self.incidents[&id];
             let all_resolved = inc.open_members().next().is_none();
+            // A reload may have set `mode: off` while this incident was
+            // open: it is still tracked (and resolves), but emails nothing
+            // more; back to another mode, it carries on where it was.
+            let quiet = p.mode == Mode::Off;
             if inc.notify && !inc.fired {
                 if all_resolved {
                     // Recovered within group_wait: nothing to tell.
                     if let Some(inc) = self.get_mut(id) {
                         inc.resolved_ms = Some(now);
                     }
-                } else if now - inc.opened_ms >= ms(p.group_wait) {
+                } else if !quiet && now - inc.opened_ms >= ms(p.group_wait) {
                     if let Some(inc) = self.get_mut(id) {
                         inc.fired = true;
                         inc.last_email_ms = Some(now);
@@ -376,7 +381,7 @@ impl Book {
                     });
                 }
             } else if all_resolved {
-                let fired = inc.fired && inc.notify;
+                let fired = inc.fired && inc.notify && !quiet;
                 if let Some(inc) = self.get_mut(id) {
                     inc.resolved_ms = Some(now);
                 }
@@ -388,6 +393,7 @@ impl Book {
                 }
             } else if inc.fired
                 && inc.notify
+                && !quiet
                 && let Some(every) = p.repeat_interval
                 && now - inc.last_email_ms.unwrap_or(inc.opened_ms) >= ms(every)
             {
@@ -520,6 +526,47 @@ mod tests {
             b.pipeline(0, true, false, &r, &policy(Mode::Off))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn mode_off_by_a_reload_silences_the_open_incidents() {
+        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
+        let (on, off) = (policy(Mode::Always), policy(Mode::Off));
+        let mut b = Book::new(vec![], 1);
+        assert!(b.components(0, &[obs("a", true)], false, &on).is_empty());
+        assert_eq!(
+            k(b.components(10_000, &[obs("a", true)], false, &on)),
+            vec![EmailKind::Firing]
+        );
+        // Off: no reminder when one is due, no resolution either.
+        assert!(
+            b.components(80_000, &[obs("a", true)], false, &off)
+                .is_empty()
+        );
+        assert!(
+            b.components(90_000, &[obs("a", false)], false, &off)
+                .is_empty()
+        );
+        assert_eq!(b.open().count(), 0);
+        // An incident still in group_wait when off comes fires nothing.
+        b.components(100_000, &[obs("b", true)], false, &on);
+        assert!(
+            b.components(120_000, &[obs("b", true)], false, &off)
+                .is_empty()
+        );
+        // Back on, it carries on: the firing email it owes.
+        assert_eq!(
+            k(b.components(121_000, &[obs("b", true)], false, &on)),
+            vec![EmailKind::Firing]
+        );
+        // The pipeline: down under always, resolved under off: silent.
+        let r = vec!["no scrape".to_string()];
+        assert_eq!(
+            k(b.pipeline(0, true, false, &r, &on)),
+            vec![EmailKind::Watchdog]
+        );
+        assert!(b.pipeline(1, false, true, &[], &off).is_empty());
+        assert!(b.open().all(|i| i.scope != Scope::Pipeline));
     }
 
     #[test]
