@@ -442,6 +442,7 @@ impl Engine {
                 .collect(),
             held_back,
             runbook: cfg.runbook_url.clone(),
+            cap: None,
             alert_runbooks,
             page_url: Some(format!("http://{}/", rt.config.listen)),
             uncoordinated: None,
@@ -459,6 +460,7 @@ impl Engine {
         role: super::coord::Role,
     ) {
         let a = &self.shared.alert;
+        let cap;
         {
             let mut recent = a.recent.lock().unwrap_or_else(|e| e.into_inner());
             while recent.front().is_some_and(|t| now - t >= 3_600_000) {
@@ -477,9 +479,18 @@ impl Engine {
                 return;
             }
             recent.push_back(now);
+            // This one fills the hour: it says so, since the emails held
+            // back after it cannot (the next one sent counts them).
+            cap = (recent.len() >= cfg.max_per_hour as usize).then(|| {
+                (
+                    cfg.max_per_hour,
+                    recent.front().map_or(now, |t| t + 3_600_000),
+                )
+            });
         }
         let held_back = std::mem::take(&mut a.lock().held_back);
         let mut view = self.view(cfg, rt, held_back);
+        view.cap = cap;
         view.uncoordinated = a.coord.uncoordinated_note();
         let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
             return;

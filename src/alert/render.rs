@@ -36,6 +36,9 @@ pub struct View {
     pub components: Vec<CompView>,
     /// Emails not sent because of `max_per_hour` since the last one.
     pub held_back: u64,
+    /// This email is the last `max_per_hour` allows: (max_per_hour, when
+    /// the next may go, ms).
+    pub cap: Option<(u32, i64)>,
     pub runbook: String,
     /// component → `runbook_url` of the alert Alertmanager has for it.
     pub alert_runbooks: BTreeMap<String, String>,
@@ -432,6 +435,14 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
         doc.notes.push(format!(
             "{} email(s) were held back by max_per_hour since the last one: see the status page.",
             v.held_back
+        ));
+    }
+    if let Some((max, until)) = v.cap {
+        doc.notes.push(format!(
+            "This is the last email max_per_hour ({max}) allows this hour: until {}, \
+             new incidents, reminders and resolutions are not emailed (the status page \
+             has them; the next email says how many were held back).",
+            at(until)
         ));
     }
     if let Some(note) = &v.uncoordinated {

@@ -581,7 +581,16 @@ async fn max_per_hour_holds_emails_back_and_counts_them() {
     })
     .await;
     assert!(dw.log().contains("max_per_hour reached"));
-    assert_eq!(smtp.mails().len(), 1);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    // The one email says it is the last this hour, in both parts.
+    let note = "This is the last email max_per_hour (1) allows this hour: until ";
+    assert!(mails[0].text().contains(note), "{}", mails[0].text());
+    assert!(
+        mails[0].view["html"].as_str().unwrap().contains(note),
+        "{}",
+        mails[0].view["html"]
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1/localhost it signed: (ca pem, cert pem, key pem).
