@@ -91,9 +91,17 @@ pub(super) async fn sender(
             Ok(email::Delivered {
                 reply,
                 refused: partly,
+                owed,
             }) => {
-                shared.store.alert_email_sent(head.id, now, reply.clone());
-                tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
+                if owed.is_empty() {
+                    shared.store.alert_email_sent(head.id, now, reply.clone());
+                    tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
+                } else {
+                    // Taken for some; those refused for now are retried
+                    // alone (stored, so a restart owes them only).
+                    tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, owed = ?owed, "Alert email sent to some recipients; retrying the others.");
+                    shared.store.alert_email_recipients(head.id, &owed);
+                }
                 if let Some(e) = partly {
                     // Sent, but not to everyone: counted and shown as a failure.
                     a.metrics.failure(head.kind);
@@ -103,10 +111,17 @@ pub(super) async fn sender(
                 let last = json!({
                     "kind": head.kind.as_str(), "subject": head.subject, "reply": reply, "at": at,
                 });
-                a.coord.publish_sent(&head.message_id, &last);
                 a.lock().last_email = Some(last.clone());
-                q.pop_front();
-                attempt = 0;
+                let retry = !owed.is_empty();
+                if retry {
+                    if let Some(h) = q.front_mut() {
+                        h.to = owed;
+                    }
+                } else {
+                    a.coord.publish_sent(&head.message_id, &last);
+                    q.pop_front();
+                    attempt = 0;
+                }
                 if let Some((m, e)) = refused.take() {
                     tracing::error!(kind = m.kind.as_str(), subject = %m.subject, error = %e.message, "Alert email given up: the server refuses this message and took the next one.");
                     shared
@@ -115,6 +130,13 @@ pub(super) async fn sender(
                     // Out of the shared outbox too (a peer taking over would
                     // try it again); the email sent stays the last one.
                     a.coord.publish_sent(&m.message_id, &last);
+                }
+                if retry {
+                    let wait = email::backoff(attempt);
+                    attempt += 1;
+                    if stopped(&mut stop, wait).await {
+                        return;
+                    }
                 }
             }
             Err(e) => {
@@ -196,11 +218,13 @@ pub async fn send_test(
             email::Delivered {
                 reply,
                 refused: None,
+                ..
             } => Ok(reply),
             // A test is for finding what is wrong: a recipient refused is.
             email::Delivered {
                 reply,
                 refused: Some(mut e),
+                ..
             } => {
                 e.message = format!("{} (the others: {reply})", e.message);
                 Err(e)

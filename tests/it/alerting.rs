@@ -557,6 +557,55 @@ async fn a_recipient_refused_for_good_does_not_keep_the_email_from_the_others() 
 }
 
 #[tokio::test]
+async fn a_mailbox_full_for_a_while_does_not_hold_the_email_back_from_the_others() {
+    // busy@ is over quota for its first two RCPTs: oncall@ gets the email
+    // at once, busy@ alone once its mailbox takes mail; each exactly once.
+    let smtp = Smtp::start(&["--defer-rcpt", "busy@example.com:2"]);
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n"
+        )
+        .replace(
+            "to: [oncall@example.com]",
+            "to: [busy@example.com, oncall@example.com]"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let w = smtp.wait_kind("watchdog", 2).await;
+    assert_eq!(
+        w[0].view["rcpt_tos"],
+        serde_json::json!(["oncall@example.com"]),
+        "the others waited for the full mailbox"
+    );
+    assert_eq!(
+        w[1].view["rcpt_tos"],
+        serde_json::json!(["busy@example.com"])
+    );
+    assert_eq!(w[0].header("message-id"), w[1].header("message-id"));
+    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    let message = a["last_error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("delivered to 1 of 2 recipients; refused for busy@example.com")
+            && message.contains("452")
+            && message.contains("retrying busy@example.com alone"),
+        "{a}"
+    );
+    assert_eq!(a["last_error"]["reason"], "transient", "{a}");
+    // Nothing more: a later email (a scrape resolves the pipeline) goes
+    // to both at once, and the watchdog one is not sent again.
+    dw.metrics().await;
+    let r = smtp.wait_kind("resolved", 1).await.remove(0);
+    assert_eq!(
+        r.view["rcpt_tos"],
+        serde_json::json!(["busy@example.com", "oncall@example.com"])
+    );
+    assert_eq!(smtp.of_kind("watchdog").len(), 2);
+}
+
+#[tokio::test]
 async fn max_per_hour_holds_emails_back_and_counts_them() {
     let smtp = Smtp::start(&[]);
     let dead = free_port();
