@@ -48,9 +48,9 @@ pub(super) async fn sender(
             q.push_back(m);
         }
         a.lock().queued = q.len() + usize::from(refused.is_some());
-        let Some(head) = q.front().cloned() else {
+        if q.is_empty() {
             continue;
-        };
+        }
         let rt = shared.current();
         let Some(ecfg) = rt.config.alerting.as_ref().and_then(|c| c.email.clone()) else {
             // Email was removed by a reload: keep the outbox until it is back.
@@ -60,6 +60,13 @@ pub(super) async fn sender(
             continue;
         };
         drop(rt);
+        let head = match q.front_mut() {
+            Some(h) => {
+                follow_config(h, &ecfg);
+                h.clone()
+            }
+            None => continue,
+        };
         match a.coord.gate().await {
             super::coord::Gate::Send => {}
             super::coord::Gate::Wait => {
@@ -162,6 +169,23 @@ pub(super) async fn sender(
             }
         }
     }
+}
+
+/// Points a queued email's envelope at the configuration in force. A
+/// queue the server refuses for its addresses (a typo in `to`, a `from` it
+/// will not relay for) would otherwise stay blocked after the fix and the
+/// reload, every email in it keeping the addresses it was queued with.
+/// Those still owed it who are still configured keep it; if none of them
+/// is, it goes to the configured recipients. (The message's own `From:`
+/// and `To:` headers stay as written.)
+fn follow_config(m: &mut Outgoing, ecfg: &super::config::EmailConfig) {
+    let (from, to) = email::envelope_of(ecfg);
+    let kept: Vec<String> = m.to.iter().filter(|a| to.contains(a)).cloned().collect();
+    if m.from != from || kept.len() != m.to.len() {
+        tracing::info!(kind = m.kind.as_str(), subject = %m.subject, from = %from, to = ?if kept.is_empty() { &to } else { &kept }, "Queued alert email sent to the addresses configured now.");
+    }
+    m.from = from;
+    m.to = if kept.is_empty() { to } else { kept };
 }
 
 /// The outbox's last error as `/api/health` shows it.

@@ -606,6 +606,37 @@ async fn a_mailbox_full_for_a_while_does_not_hold_the_email_back_from_the_others
 }
 
 #[tokio::test]
+async fn fixing_a_refused_recipient_and_reloading_unblocks_the_queued_email() {
+    // A typo in `to`: the server refuses it, the watchdog email waits.
+    let smtp = Smtp::start(&["--refuse-rcpt", "oncal@example.com"]);
+    let alert = alerting(
+        smtp.port,
+        "  scrape_watchdog: 1s\n",
+        "    starttls: never\n",
+    );
+    let typo = alert.replace("to: [oncall@example.com]", "to: [oncal@example.com]");
+    let dw = Depwatch::start(&format!("{typo}{SELF_PROBE}")).await;
+    let a = wait_alerting(&dw, "the recipient refused", |a| {
+        a["last_error"]["reason"] == "rejected"
+    })
+    .await;
+    assert!(
+        a["last_error"]["message"].as_str().unwrap().contains("550"),
+        "{a}"
+    );
+    // Fixed and reloaded: the email queued before goes to the fixed address.
+    dw.rewrite_config(&format!("{alert}{SELF_PROBE}"));
+    dw.proc.signal("HUP");
+    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
+    assert_eq!(
+        w.view["rcpt_tos"],
+        serde_json::json!(["oncall@example.com"])
+    );
+    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    assert_eq!(smtp.of_kind("watchdog").len(), 1);
+}
+
+#[tokio::test]
 async fn max_per_hour_holds_emails_back_and_counts_them() {
     let smtp = Smtp::start(&[]);
     let dead = free_port();
