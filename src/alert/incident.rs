@@ -221,6 +221,21 @@ impl Book {
                 }
             }
             Some(id) => {
+                // Opened without email (no `email:` section then) and a
+                // reload added one: the outage is told now, once.
+                if down
+                    && !self.incidents[&id].notify
+                    && p.can_email
+                    && p.mode != Mode::Off
+                    && let Some(inc) = self.get_mut(id)
+                {
+                    inc.notify = true;
+                    inc.last_email_ms = Some(now);
+                    out.push(Intent {
+                        kind: EmailKind::Watchdog,
+                        incident: id,
+                    });
+                }
                 let changed = self.incidents[&id].reasons.iter().collect::<BTreeSet<_>>()
                     != reasons.iter().collect::<BTreeSet<_>>();
                 if !down && confirmed_ok {
@@ -346,6 +361,17 @@ impl Book {
             .map(|i| i.id)
             .collect();
         for id in ids {
+            // Opened unemailed (fallback with the pipeline up, or no
+            // `email:` then) and a reload set `mode: always`, which emails
+            // every incident: this one is owed its firing email (group_wait
+            // is over), then reminders and its resolution.
+            if p.mode == Mode::Always
+                && p.can_email
+                && !self.incidents[&id].notify
+                && let Some(inc) = self.get_mut(id)
+            {
+                inc.notify = true;
+            }
             let inc = &self.incidents[&id];
             if inc
                 .open_members()
@@ -567,6 +593,50 @@ mod tests {
         );
         assert!(b.pipeline(1, false, true, &[], &off).is_empty());
         assert!(b.open().all(|i| i.scope != Scope::Pipeline));
+    }
+
+    #[test]
+    fn mode_always_by_a_reload_emails_the_incidents_already_open() {
+        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
+        let mut b = Book::new(vec![], 1);
+        // Fallback, pipeline up: tracked, not emailed.
+        let fallback = policy(Mode::Fallback);
+        assert!(
+            b.components(0, &[obs("a", true)], false, &fallback)
+                .is_empty()
+        );
+        assert!(
+            b.components(20_000, &[obs("a", true)], false, &fallback)
+                .is_empty()
+        );
+        // Always (Alertmanager retired): its firing email, once.
+        let always = policy(Mode::Always);
+        assert_eq!(
+            k(b.components(21_000, &[obs("a", true)], false, &always)),
+            vec![EmailKind::Firing]
+        );
+        assert!(
+            b.components(22_000, &[obs("a", true)], false, &always)
+                .is_empty()
+        );
+        assert_eq!(
+            k(b.components(23_000, &[obs("a", false)], false, &always)),
+            vec![EmailKind::Resolved]
+        );
+        // The pipeline down before `email:` was configured: told once it is.
+        let mut mute = policy(Mode::Fallback);
+        mute.can_email = false;
+        let r = vec!["no scrape".to_string()];
+        assert!(b.pipeline(0, true, false, &r, &mute).is_empty());
+        assert_eq!(
+            k(b.pipeline(1, true, false, &r, &fallback)),
+            vec![EmailKind::Watchdog]
+        );
+        assert!(b.pipeline(2, true, false, &r, &fallback).is_empty());
+        assert_eq!(
+            k(b.pipeline(3, false, true, &[], &fallback)),
+            vec![EmailKind::Resolved]
+        );
     }
 
     #[test]
