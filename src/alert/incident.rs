@@ -2,7 +2,7 @@
 //! (`repeat_interval`) and resolution. Pure bookkeeping over observations;
 //! the caller renders, caps, queues and persists what it decides.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -275,18 +275,23 @@ impl Book {
         p: &Policy,
     ) -> Vec<Intent> {
         let mut out = Vec::new();
-        let open_of = |book: &Book, name: &str| {
-            book.incidents
-                .values()
-                .find(|i| {
-                    i.is_open()
-                        && i.scope == Scope::Components
-                        && i.open_members().any(|m| m.component == name)
-                })
-                .map(|i| i.id)
-        };
+        // Where each failing component is, looked up once per tick: an
+        // outage of thousands must not cost a scan of every member per
+        // component (seconds per tick, on the runtime that serves scrapes).
+        let mut at: HashMap<String, (i64, usize)> = HashMap::new();
+        for i in self
+            .incidents
+            .values()
+            .filter(|i| i.is_open() && i.scope == Scope::Components)
+        {
+            for (n, m) in i.members.iter().enumerate() {
+                if m.resolved_ms.is_none() {
+                    at.entry(m.component.clone()).or_insert((i.id, n));
+                }
+            }
+        }
         for o in obs {
-            let open = open_of(self, &o.component);
+            let open = at.get(&o.component).copied();
             match open {
                 None if o.unhealthy => {
                     let notify = p.can_email
@@ -318,36 +323,28 @@ impl Book {
                                 .map(|i| i.id)
                         })
                         .flatten();
-                    match group.and_then(|id| self.get_mut(id)) {
-                        Some(inc) => inc.members.push(member),
-                        None => self
-                            .create(Scope::Components, now, notify)
-                            .members
-                            .push(member),
-                    }
+                    let inc = match group.and_then(|id| self.get_mut(id)) {
+                        Some(inc) => inc,
+                        None => self.create(Scope::Components, now, notify),
+                    };
+                    inc.members.push(member);
+                    at.insert(o.component.clone(), (inc.id, inc.members.len() - 1));
                 }
-                Some(id) if o.recovered => {
-                    if let Some(inc) = self.get_mut(id) {
-                        for m in inc.members.iter_mut() {
-                            if m.component == o.component && m.resolved_ms.is_none() {
-                                m.resolved_ms = Some(now);
-                            }
-                        }
+                Some((id, n)) if o.recovered => {
+                    if let Some(m) = self.get_mut(id).and_then(|i| i.members.get_mut(n)) {
+                        m.resolved_ms = Some(now);
                     }
+                    at.remove(&o.component);
                 }
-                Some(id) if o.unhealthy => {
+                Some((id, n)) if o.unhealthy => {
                     // Keep the latest reason and error for the reminders.
-                    let inc = &self.incidents[&id];
-                    let stale = inc.open_members().any(|m| {
-                        m.component == o.component && (m.reason != o.reason || m.error != o.error)
-                    });
-                    if stale && let Some(inc) = self.get_mut(id) {
-                        for m in inc.members.iter_mut() {
-                            if m.component == o.component && m.resolved_ms.is_none() {
-                                m.reason = o.reason.clone();
-                                m.error = o.error.clone();
-                            }
-                        }
+                    let stale = self.incidents[&id]
+                        .members
+                        .get(n)
+                        .is_some_and(|m| m.reason != o.reason || m.error != o.error);
+                    if stale && let Some(m) = self.get_mut(id).and_then(|i| i.members.get_mut(n)) {
+                        m.reason = o.reason.clone();
+                        m.error = o.error.clone();
                     }
                 }
                 _ => {}
@@ -637,6 +634,36 @@ mod tests {
             k(b.pipeline(3, false, true, &[], &fallback)),
             vec![EmailKind::Resolved]
         );
+    }
+
+    #[test]
+    fn an_outage_of_ten_thousand_components_is_a_short_tick() {
+        // A partition fails 10,000 components at once: every tick looks
+        // each one up, then they recover. Scanning the members per
+        // component took 5.6 s a tick (debug build), on the runtime that
+        // serves the scrapes; found by name, it is milliseconds.
+        let p = policy(Mode::Always);
+        let all = |unhealthy: bool| -> Vec<Obs> {
+            (0..10_000)
+                .map(|n| obs(&format!("api-{n:05}"), unhealthy))
+                .collect()
+        };
+        let (down, up) = (all(true), all(false));
+        let mut b = Book::new(vec![], 1);
+        b.components(0, &down, false, &p);
+        let started = std::time::Instant::now();
+        let out = b.components(10_000, &down, false, &p);
+        assert_eq!(out.len(), 1, "one firing email for the 10,000");
+        assert_eq!(b.open().count(), 1);
+        let resolved = b.components(20_000, &up, false, &p);
+        assert_eq!(resolved[0].kind, EmailKind::Resolved);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let inc = &b.incidents[&out[0].incident];
+        assert!(inc.members.iter().all(|m| m.resolved_ms == Some(20_000)));
     }
 
     #[test]
