@@ -481,6 +481,40 @@ async fn smtp_down_counts_failures_retries_and_delivers_once_back() {
 }
 
 #[tokio::test]
+async fn an_email_queued_when_depwatch_is_killed_is_sent_once_after_the_restart() {
+    let mut smtp = Smtp::stopped(&[]);
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nstate_dir: {}\n{}{SELF_PROBE}",
+        free_port(),
+        state.path().display(),
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n"
+        )
+    );
+    let mut dw = Depwatch::start(&yaml).await;
+    wait_alerting(&dw, "the watchdog email failing", |a| {
+        a["last_error"]["kind"] == "watchdog" && a["queued_emails"] == 1
+    })
+    .await;
+    dw.proc.signal("KILL");
+    let _ = dw.proc.child.wait();
+    smtp.restart();
+    dw = Depwatch::start(&yaml).await;
+    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
+    assert!(w.subject().contains("pipeline down"), "{}", w.subject());
+    // The outage goes on past the restart (no scrape for 1s again): the
+    // same incident, no second watchdog email; a scrape resolves it.
+    wait_alerting(&dw, "the pipeline down again", |a| a["pipeline"] == "down").await;
+    dw.metrics().await;
+    let r = smtp.wait_kind("resolved", 1).await.remove(0);
+    assert_eq!(r.header("in-reply-to"), w.header("message-id"));
+    assert_eq!(smtp.of_kind("watchdog").len(), 1);
+}
+
+#[tokio::test]
 async fn a_message_the_server_refuses_for_good_does_not_hold_back_the_next() {
     // The server refuses the watchdog email (its content), takes the rest.
     let smtp = Smtp::start(&["--refuse", "pipeline down"]);
