@@ -315,6 +315,7 @@ impl Engine {
             can_email: email_cfg.is_some(),
             group_wait: cfg.group_wait,
             repeat_interval: email_cfg.map(|e| e.repeat_interval),
+            down_since: reasons.iter().map(|r| r.since_ms).min(),
         };
         let texts: Vec<String> = reasons.iter().map(|r| r.message.clone()).collect();
         let mut intents = self.book.pipeline(now, down, confirmed, &texts, &policy);

@@ -121,6 +121,10 @@ pub struct Policy {
     pub can_email: bool,
     pub group_wait: Duration,
     pub repeat_interval: Option<Duration>,
+    /// While the pipeline is down: since when (ms), i.e. when it last
+    /// worked. A component that failed after that never reached
+    /// Alertmanager through it.
+    pub down_since: Option<i64>,
 }
 
 /// Every incident known (open ones, and those closed during this run).
@@ -266,6 +270,48 @@ impl Book {
         out
     }
 
+    /// `mode: fallback`: incidents opened unemailed because the pipeline
+    /// still looked up, though it had already stopped working (a partition
+    /// that cuts Prometheus off and fails the components together: the
+    /// scrape watchdog tells only `scrape_watchdog` later). Alertmanager
+    /// never had them, so they are emailed now, together in one incident
+    /// as if grouped; their group_wait is over, it fires at once.
+    fn adopt_unreported(&mut self, now: i64, p: &Policy) {
+        let Some(since) = p.down_since else {
+            return;
+        };
+        if p.mode != Mode::Fallback || !p.can_email {
+            return;
+        }
+        let ids: Vec<i64> = self
+            .open()
+            .filter(|i| {
+                i.scope == Scope::Components && !i.notify && !i.fired && i.opened_ms >= since
+            })
+            .map(|i| i.id)
+            .collect();
+        let Some((&host, rest)) = ids.split_first() else {
+            return;
+        };
+        let mut moved = Vec::new();
+        for id in rest {
+            if let Some(inc) = self.get_mut(*id) {
+                moved.extend(
+                    inc.members
+                        .iter()
+                        .filter(|m| m.resolved_ms.is_none())
+                        .cloned(),
+                );
+                // Its members live on in the host: this one ends unannounced.
+                inc.resolved_ms = Some(now);
+            }
+        }
+        if let Some(inc) = self.get_mut(host) {
+            inc.notify = true;
+            inc.members.extend(moved);
+        }
+    }
+
     /// Components: opens, groups, reminds and resolves.
     pub fn components(
         &mut self,
@@ -357,6 +403,7 @@ impl Book {
             .filter(|i| i.scope == Scope::Components)
             .map(|i| i.id)
             .collect();
+        self.adopt_unreported(now, p);
         for id in ids {
             // Opened unemailed (fallback with the pipeline up, or no
             // `email:` then) and a reload set `mode: always`, which emails
@@ -456,6 +503,7 @@ mod tests {
             can_email: true,
             group_wait: Duration::from_secs(10),
             repeat_interval: Some(Duration::from_secs(60)),
+            down_since: None,
         }
     }
 
@@ -664,6 +712,44 @@ mod tests {
         );
         let inc = &b.incidents[&out[0].incident];
         assert!(inc.members.iter().all(|m| m.resolved_ms == Some(20_000)));
+    }
+
+    #[test]
+    fn fallback_emails_the_failures_the_pipeline_never_carried() {
+        // A partition: the last scrape at 1_000, then jobs and cache fail
+        // (2_000, 3_000) while the pipeline still looks up (the scrape
+        // watchdog needs its time); db had failed before, Alertmanager has it.
+        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
+        let up = policy(Mode::Fallback);
+        let mut b = Book::new(vec![], 1);
+        b.components(0, &[obs("db", true)], false, &up);
+        b.components(2_000, &[obs("db", true), obs("jobs", true)], false, &up);
+        let all = [obs("db", true), obs("jobs", true), obs("cache", true)];
+        assert!(b.components(3_000, &all, false, &up).is_empty());
+        // Found down at 301_000, down since the last scrape: one email for
+        // jobs and cache together, none for db.
+        let down = Policy {
+            down_since: Some(1_000),
+            ..policy(Mode::Fallback)
+        };
+        let out = b.components(301_000, &all, true, &down);
+        assert_eq!(k(out.clone()), vec![EmailKind::Firing]);
+        let inc = &b.incidents[&out[0].incident];
+        let names: Vec<&str> = inc.open_members().map(|m| m.component.as_str()).collect();
+        assert_eq!(names, ["jobs", "cache"]);
+        assert!(b.components(302_000, &all, true, &down).is_empty());
+        assert_eq!(b.open().filter(|i| i.notify).count(), 1);
+        assert_eq!(
+            b.open().filter(|i| !i.notify).count(),
+            1,
+            "db stays Alertmanager's"
+        );
+        // Both recover: one resolution.
+        let back = [obs("db", true), obs("jobs", false), obs("cache", false)];
+        assert_eq!(
+            k(b.components(303_000, &back, true, &down)),
+            vec![EmailKind::Resolved]
+        );
     }
 
     #[test]

@@ -162,6 +162,7 @@ mod tests {
             can_email: true,
             group_wait: std::time::Duration::ZERO,
             repeat_interval: None,
+            down_since: Some(0),
         };
         let o = crate::alert::incident::Obs {
             component: "a".into(),
