@@ -515,6 +515,35 @@ async fn an_email_queued_when_depwatch_is_killed_is_sent_once_after_the_restart(
 }
 
 #[tokio::test]
+async fn a_server_stuck_mid_data_is_cut_off_by_send_timeout_and_the_email_retried() {
+    let smtp = Smtp::start(&["--hang-data", "1"]);
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n    send_timeout: 1s\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let a = wait_alerting(&dw, "the delivery cut off", |a| {
+        a["last_error"]["reason"] == "timeout"
+    })
+    .await;
+    assert!(
+        a["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no delivery within send_timeout 1s"),
+        "{a}"
+    );
+    let w = smtp.wait_kind("watchdog", 1).await;
+    assert_eq!(w.len(), 1);
+    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    assert_eq!(smtp.of_kind("watchdog").len(), 1);
+}
+
+#[tokio::test]
 async fn a_message_the_server_refuses_for_good_does_not_hold_back_the_next() {
     // The server refuses the watchdog email (its content), takes the rest.
     let smtp = Smtp::start(&["--refuse", "pipeline down"]);
