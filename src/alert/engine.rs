@@ -506,7 +506,13 @@ impl Engine {
             runbook: cfg.runbook_url.clone(),
             cap: None,
             alert_runbooks,
-            page_url: Some(format!("http://{}/", rt.config.listen)),
+            page_url: Some(cfg.page_url.clone().unwrap_or_else(|| {
+                page_url(
+                    rt.config.listen,
+                    crate::util::sync::read(&self.shared.tls).is_some(),
+                    &a.host,
+                )
+            })),
             uncoordinated: None,
         }
     }
@@ -600,6 +606,18 @@ impl Engine {
     }
 }
 
+/// The status page's address from `listen` when `alerting.page_url` is not
+/// set: a wildcard address (`0.0.0.0`, `::`, as in a container) is no link
+/// anyone can open, the host's name is the best guess.
+fn page_url(listen: std::net::SocketAddr, tls: bool, host: &str) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if listen.ip().is_unspecified() {
+        format!("{scheme}://{host}:{}/", listen.port())
+    } else {
+        format!("{scheme}://{listen}/")
+    }
+}
+
 fn at_ms(ms: i64) -> String {
     crate::util::time::rfc3339_ms(ms)
 }
@@ -688,6 +706,27 @@ pub(super) async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::R
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_status_page_link_is_one_a_person_can_open() {
+        let at = |s: &str| s.parse().unwrap();
+        assert_eq!(
+            page_url(at("0.0.0.0:9877"), false, "web-1"),
+            "http://web-1:9877/"
+        );
+        assert_eq!(
+            page_url(at("[::]:9877"), true, "web-1"),
+            "https://web-1:9877/"
+        );
+        assert_eq!(
+            page_url(at("10.0.0.5:9877"), true, "web-1"),
+            "https://10.0.0.5:9877/"
+        );
+        assert_eq!(
+            page_url(at("[::1]:9877"), false, "web-1"),
+            "http://[::1]:9877/"
+        );
+    }
+
     fn cfg() -> AlertingConfig {
         AlertingConfig {
             mode: Mode::Fallback,
@@ -700,6 +739,7 @@ mod tests {
             max_per_hour: 20,
             coordination: None,
             runbook_url: "docs/runbook.md".into(),
+            page_url: None,
             email: None,
         }
     }

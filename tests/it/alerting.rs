@@ -707,7 +707,7 @@ async fn max_per_hour_holds_emails_back_and_counts_them() {
         "{}{SELF_PROBE}{}",
         alerting(
             smtp.port,
-            "  mode: always\n  scrape_watchdog: 1s\n  max_per_hour: 1\n",
+            "  mode: always\n  scrape_watchdog: 1s\n  max_per_hour: 1\n  page_url: https://depwatch.example/status/\n",
             "    starttls: never\n"
         ),
         redis_probe(dead)
@@ -726,6 +726,11 @@ async fn max_per_hour_holds_emails_back_and_counts_them() {
     assert!(dw.log().contains("max_per_hour reached"));
     let mails = smtp.mails();
     assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].text().contains("https://depwatch.example/status/"),
+        "{}",
+        mails[0].text()
+    );
     // The one email says it is the last this hour, in both parts.
     let note = "This is the last email max_per_hour (1) allows this hour: until ";
     assert!(mails[0].text().contains(note), "{}", mails[0].text());
