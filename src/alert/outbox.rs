@@ -86,6 +86,29 @@ pub(super) async fn sender(
                 continue;
             }
         }
+        // After an SMTP outage the queue holds every reminder decided
+        // meanwhile: the newest (or the resolution) says what is true now,
+        // the older ones would arrive as a burst of stale "still unhealthy".
+        if head.kind == EmailKind::Reminder
+            && head.incident.is_some()
+            && q.iter().skip(1).any(|m| {
+                m.incident == head.incident
+                    && matches!(m.kind, EmailKind::Reminder | EmailKind::Resolved)
+            })
+        {
+            tracing::info!(kind = head.kind.as_str(), subject = %head.subject, "Alert email dropped: a later one about the same incident is queued.");
+            shared.store.alert_email_sent(
+                head.id,
+                now_ms(),
+                "superseded: a later email about this incident was queued".into(),
+            );
+            let last = a.lock().last_email.clone();
+            if let Some(last) = last {
+                a.coord.publish_sent(&head.message_id, &last);
+            }
+            q.pop_front();
+            continue;
+        }
         a.metrics.attempt(head.kind);
         shared.store.alert_email_attempt(head.id);
         let result = tokio::select! {

@@ -544,6 +544,46 @@ async fn a_server_stuck_mid_data_is_cut_off_by_send_timeout_and_the_email_retrie
 }
 
 #[tokio::test]
+async fn reminders_queued_during_an_smtp_outage_are_not_sent_after_the_resolution() {
+    // SMTP down while jobs fails, is reminded of several times, recovers:
+    // once the server is back, firing then resolved, no stale reminders.
+    let mut smtp = Smtp::stopped(&[]);
+    let redis_port = free_port();
+    let redis = crate::redis::RedisServer::start_on(redis_port, None);
+    let yaml = format!(
+        "{}{SELF_PROBE}{}",
+        alerting(
+            smtp.port,
+            "  mode: always\n  scrape_watchdog: 1h\n",
+            "    starttls: never\n    repeat_interval: 1s\n"
+        ),
+        redis_probe(redis_port)
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let _scraper = Scraper::start(dw.url("/metrics"));
+    wait_alerting(&dw, "jobs checked", |_| true).await;
+    drop(redis);
+    wait_alerting(&dw, "reminders queued behind the firing email", |a| {
+        a["queued_emails"].as_u64().is_some_and(|n| n >= 3)
+    })
+    .await;
+    let _redis = crate::redis::RedisServer::start_on(redis_port, None);
+    wait_alerting(&dw, "the incident resolved", |a| {
+        a["open_incidents"].as_array().is_some_and(|l| l.is_empty())
+    })
+    .await;
+    smtp.restart();
+    smtp.wait_kind("resolved", 1).await;
+    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    let kinds: Vec<String> = smtp.mails().iter().map(Mail::kind).collect();
+    assert_eq!(kinds, ["firing", "resolved"]);
+    assert!(
+        dw.log()
+            .contains("a later one about the same incident is queued")
+    );
+}
+
+#[tokio::test]
 async fn a_message_the_server_refuses_for_good_does_not_hold_back_the_next() {
     // The server refuses the watchdog email (its content), takes the rest.
     let smtp = Smtp::start(&["--refuse", "pipeline down"]);
