@@ -59,6 +59,8 @@ pub struct AlertingConfig {
     pub coordination: Option<Coordination>,
     /// Where the runbook lives: links are `{runbook_url}#section`.
     pub runbook_url: String,
+    /// The status page as on-call reaches it (`None`: from `listen`).
+    pub page_url: Option<String>,
     pub email: Option<EmailConfig>,
 }
 
@@ -114,6 +116,7 @@ struct Raw {
     coordination_group: Option<String>,
     instance: Option<String>,
     runbook_url: Option<String>,
+    page_url: Option<String>,
     email: Option<RawEmail>,
 }
 
@@ -250,6 +253,19 @@ pub fn parse(c: &Checker) -> Option<AlertingConfig> {
         },
         &dur,
     );
+    let page_url = raw
+        .page_url
+        .and_then(|u| match crate::net::target::Target::parse(&u) {
+            Ok(_) => Some(u),
+            Err(e) => {
+                c.problem(
+                "alerting.page_url",
+                format!("invalid page_url: {e}"),
+                "the status page's address as on-call opens it, e.g. https://depwatch.example.com/",
+            );
+                None
+            }
+        });
     let email = raw.email.and_then(|e| email(c, e));
     Some(AlertingConfig {
         mode,
@@ -262,6 +278,7 @@ pub fn parse(c: &Checker) -> Option<AlertingConfig> {
         max_per_hour,
         coordination,
         runbook_url: raw.runbook_url.unwrap_or_else(|| "docs/runbook.md".into()),
+        page_url,
         email,
     })
 }

@@ -3,6 +3,7 @@
 //! message builder (text + HTML, threading headers); and failure reasons
 //! that never carry the password or the SMTP transcript.
 
+use std::fmt::Write;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
@@ -225,16 +226,20 @@ pub async fn greets(cfg: &EmailConfig) -> Result<(), SendError> {
 pub struct Delivered {
     pub reply: String,
     pub refused: Option<SendError>,
+    /// Recipients the server refused for now (4xx: mailbox full or busy,
+    /// greylisting): still owed the message, to be retried alone.
+    pub owed: Vec<String>,
 }
 
 /// Delivers one stored message; answers the server's reply.
 ///
-/// A server that refuses one recipient for good (`550` no such user: a
-/// colleague who left) makes lettre abandon the whole transaction; the
-/// others would never get an alert, the message retried forever. So a
-/// permanent refusal of a message to several recipients is followed by one
-/// transaction per recipient: those the server takes get it, and the
-/// refusals are answered beside the reply.
+/// A server that refuses one recipient (`550` no such user: a colleague
+/// who left; `452` a mailbox over quota) makes lettre abandon the whole
+/// transaction; the others would get no alert, or only once that one
+/// mailbox takes mail again. So a refusal of a message to several
+/// recipients is followed by one transaction per recipient: those the
+/// server takes get it, the refusals are answered beside the reply, and
+/// those refused for now are `owed` (the sender retries them alone).
 pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<Delivered, SendError> {
     let t = transport(cfg)?;
     let address = |a: &str, key: &str| {
@@ -251,11 +256,14 @@ pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<Delivered, Sen
         .collect::<Result<Vec<_>, _>>()?;
     let all = send(cfg, &t, &from, to.clone(), &out.body).await;
     match all {
-        Err(e) if e.reason == FailReason::Rejected && to.len() > 1 => {}
+        Err(e)
+            if matches!(e.reason, FailReason::Rejected | FailReason::Transient) && to.len() > 1 => {
+        }
         other => {
             return other.map(|reply| Delivered {
                 reply,
                 refused: None,
+                owed: Vec::new(),
             });
         }
     }
@@ -268,15 +276,32 @@ pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<Delivered, Sen
         }
     }
     let Some(reply) = replies.into_iter().next() else {
-        // Refused for every recipient alone too: the message itself.
-        return Err(refused.remove(0).1);
+        // Refused for every recipient alone too: the message itself (or
+        // the server, for now: a temporary refusal first, retried whole).
+        let at = refused
+            .iter()
+            .position(|(_, e)| e.reason != FailReason::Rejected)
+            .unwrap_or(0);
+        return Err(refused.swap_remove(at).1);
     };
+    let owed: Vec<String> = refused
+        .iter()
+        .filter(|(_, e)| e.reason != FailReason::Rejected)
+        .map(|(a, _)| a.to_string())
+        .collect();
     let reason = refused[0].1.reason;
-    let message = refused
+    let mut message = refused
         .iter()
         .map(|(a, e)| format!("{a}: {}", e.message))
         .collect::<Vec<_>>()
         .join("; ");
+    if !owed.is_empty() {
+        let _ = write!(
+            message,
+            " (retrying {} alone until the server takes it)",
+            owed.join(", ")
+        );
+    }
     Ok(Delivered {
         reply,
         refused: Some(SendError {
@@ -287,6 +312,7 @@ pub async fn deliver(cfg: &EmailConfig, out: &Outgoing) -> Result<Delivered, Sen
                 out.to.len()
             ),
         }),
+        owed,
     })
 }
 

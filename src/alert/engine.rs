@@ -32,17 +32,106 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>, d: Duration) -> bo
     }
 }
 
-fn ago_text(now: i64, ms: Option<i64>) -> String {
+/// `ms`: when the signal was last seen (wall clock, as it said then);
+/// `age`: how long ago that was (monotonic clock).
+fn ago_text(ms: Option<i64>, age: Duration) -> String {
     match ms {
         None => "never since depwatch started".into(),
         Some(t) => format!(
             "last {} ago, at {}",
-            crate::config::units::format_duration(Duration::from_secs(
-                ((now - t).max(0) / 1000) as u64
-            )),
+            crate::config::units::format_duration(Duration::from_secs(age.as_secs())),
             crate::util::time::rfc3339_ms(t)
         ),
     }
+}
+
+/// A watched signal (the last scrape, the last heartbeat) timed on the
+/// monotonic clock from when the engine saw it change: a step of the wall
+/// clock (NTP correcting a bad clock, a VM restored from a snapshot) then
+/// neither fakes an outage (forward: "no scrape for 1h" right after one)
+/// nor hides one (back: the last scrape "in the future" for an hour).
+struct Seen {
+    /// The signal's wall-clock time (ms) as last seen.
+    value: Option<i64>,
+    at: tokio::time::Instant,
+}
+
+impl Seen {
+    fn new(at: tokio::time::Instant) -> Seen {
+        Seen { value: None, at }
+    }
+
+    /// Notes the signal's current value; answers how long ago it last
+    /// changed (since the start when it never did).
+    fn age(&mut self, value: Option<i64>, now: tokio::time::Instant) -> Duration {
+        if value.is_some() && value != self.value {
+            self.value = value;
+            self.at = now;
+        }
+        now.saturating_duration_since(self.at)
+    }
+
+    /// Seen at least once since the start.
+    fn seen(&self) -> bool {
+        self.value.is_some()
+    }
+}
+
+/// What the watchdog reads on one tick: each signal's last wall time and
+/// its age on the monotonic clock.
+struct Signals<'a> {
+    /// Wall clock now (ms): only to say since when, never to measure.
+    now: i64,
+    scrape: (Option<i64>, Duration),
+    heartbeat: (Option<i64>, Duration),
+    am: &'a super::state::AmState,
+}
+
+/// Why the pipeline is down, if it is (empty: it is not).
+fn watchdog(cfg: &AlertingConfig, s: &Signals<'_>) -> Vec<Reason> {
+    let fmt = crate::config::units::format_duration;
+    let since = |age: Duration| s.now - age.as_millis().min(i64::MAX as u128) as i64;
+    let mut reasons = Vec::new();
+    let (last_scrape, scrape_age) = s.scrape;
+    if scrape_age >= cfg.scrape_watchdog {
+        reasons.push(Reason {
+            check: "scrape",
+            message: format!(
+                "no scrape of /metrics for {} ({}): Prometheus is gone or cannot reach depwatch",
+                fmt(cfg.scrape_watchdog),
+                ago_text(last_scrape, scrape_age)
+            ),
+            since_ms: since(scrape_age),
+        });
+    }
+    if let Some(url) = &cfg.alertmanager_url
+        && s.am.failures >= cfg.failure_threshold
+    {
+        reasons.push(Reason {
+            check: "alertmanager",
+            message: format!(
+                "Alertmanager at {url} is unhealthy: {} ({} failed checks in a row)",
+                s.am.error.as_deref().unwrap_or("no answer"),
+                s.am.failures
+            ),
+            since_ms: s.am.first_failure_ms.unwrap_or(s.now),
+        });
+    }
+    let (last_heartbeat, heartbeat_age) = s.heartbeat;
+    if let Some(timeout) = cfg.heartbeat_timeout
+        && heartbeat_age >= timeout
+    {
+        reasons.push(Reason {
+            check: "heartbeat",
+            message: format!(
+                "no Watchdog notification from Alertmanager for {} ({}): rules → Prometheus → Alertmanager → notifications is broken",
+                fmt(timeout),
+                ago_text(last_heartbeat, heartbeat_age)
+            ),
+            since_ms: since(heartbeat_age),
+        });
+    }
+    reasons
 }
 
 struct Engine {
@@ -57,6 +146,9 @@ struct Engine {
     reminded: Vec<i64>,
     /// The open incidents as last written to the HA coordinator.
     published: String,
+    /// The last scrape and the last heartbeat, timed on the monotonic clock.
+    scrape: Seen,
+    heartbeat: Seen,
 }
 
 pub(super) async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>, port: u16) {
@@ -121,6 +213,8 @@ pub(super) async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
         told_pipeline: None,
         told_open,
         reminded: Vec::new(),
+        scrape: Seen::new(tokio::time::Instant::now()),
+        heartbeat: Seen::new(tokio::time::Instant::now()),
     };
     loop {
         e.tick();
@@ -195,56 +289,23 @@ impl Engine {
             a.metrics.set_sender(None);
             return;
         };
-        let fmt = crate::config::units::format_duration;
         let (reasons, confirmed) = {
             let i = a.lock();
-            let mut reasons = Vec::new();
-            let scrape_ref = last_scrape.unwrap_or(a.started_ms).max(a.started_ms);
-            if now - scrape_ref >= cfg.scrape_watchdog.as_millis() as i64 {
-                reasons.push(Reason {
-                    check: "scrape",
-                    message: format!(
-                        "no scrape of /metrics for {} ({}): Prometheus is gone or cannot reach depwatch",
-                        fmt(cfg.scrape_watchdog),
-                        ago_text(now, last_scrape)
-                    ),
-                    since_ms: scrape_ref,
-                });
-            }
-            if let Some(url) = &cfg.alertmanager_url
-                && i.am.failures >= cfg.failure_threshold
-            {
-                reasons.push(Reason {
-                    check: "alertmanager",
-                    message: format!(
-                        "Alertmanager at {url} is unhealthy: {} ({} failed checks in a row)",
-                        i.am.error.as_deref().unwrap_or("no answer"),
-                        i.am.failures
-                    ),
-                    since_ms: i.am.first_failure_ms.unwrap_or(now),
-                });
-            }
-            if let Some(timeout) = cfg.heartbeat_timeout {
-                let hb_ref = i
-                    .last_heartbeat_ms
-                    .unwrap_or(a.started_ms)
-                    .max(a.started_ms);
-                if now - hb_ref >= timeout.as_millis() as i64 {
-                    reasons.push(Reason {
-                        check: "heartbeat",
-                        message: format!(
-                            "no Watchdog notification from Alertmanager for {} ({}): rules → Prometheus → Alertmanager → notifications is broken",
-                            fmt(timeout),
-                            ago_text(now, i.last_heartbeat_ms)
-                        ),
-                        since_ms: hb_ref,
-                    });
-                }
-            }
-            let confirmed = last_scrape.is_some_and(|t| t >= a.started_ms)
+            let mono = tokio::time::Instant::now();
+            let signals = Signals {
+                now,
+                scrape: (last_scrape, self.scrape.age(last_scrape, mono)),
+                heartbeat: (
+                    i.last_heartbeat_ms,
+                    self.heartbeat.age(i.last_heartbeat_ms, mono),
+                ),
+                am: &i.am,
+            };
+            let reasons = watchdog(cfg, &signals);
+            // Seen since this start, whatever the wall clock said then.
+            let confirmed = self.scrape.seen()
                 && (cfg.alertmanager_url.is_none() || i.am.healthy == Some(true))
-                && (cfg.heartbeat_timeout.is_none()
-                    || i.last_heartbeat_ms.is_some_and(|t| t >= a.started_ms));
+                && (cfg.heartbeat_timeout.is_none() || self.heartbeat.seen());
             (reasons, confirmed)
         };
         let down = !reasons.is_empty();
@@ -254,6 +315,7 @@ impl Engine {
             can_email: email_cfg.is_some(),
             group_wait: cfg.group_wait,
             repeat_interval: email_cfg.map(|e| e.repeat_interval),
+            down_since: reasons.iter().map(|r| r.since_ms).min(),
         };
         let texts: Vec<String> = reasons.iter().map(|r| r.message.clone()).collect();
         let mut intents = self.book.pipeline(now, down, confirmed, &texts, &policy);
@@ -442,8 +504,15 @@ impl Engine {
                 .collect(),
             held_back,
             runbook: cfg.runbook_url.clone(),
+            cap: None,
             alert_runbooks,
-            page_url: Some(format!("http://{}/", rt.config.listen)),
+            page_url: Some(cfg.page_url.clone().unwrap_or_else(|| {
+                page_url(
+                    rt.config.listen,
+                    crate::util::sync::read(&self.shared.tls).is_some(),
+                    &a.host,
+                )
+            })),
             uncoordinated: None,
         }
     }
@@ -459,6 +528,7 @@ impl Engine {
         role: super::coord::Role,
     ) {
         let a = &self.shared.alert;
+        let cap;
         {
             let mut recent = a.recent.lock().unwrap_or_else(|e| e.into_inner());
             while recent.front().is_some_and(|t| now - t >= 3_600_000) {
@@ -477,9 +547,18 @@ impl Engine {
                 return;
             }
             recent.push_back(now);
+            // This one fills the hour: it says so, since the emails held
+            // back after it cannot (the next one sent counts them).
+            cap = (recent.len() >= cfg.max_per_hour as usize).then(|| {
+                (
+                    cfg.max_per_hour,
+                    recent.front().map_or(now, |t| t + 3_600_000),
+                )
+            });
         }
         let held_back = std::mem::take(&mut a.lock().held_back);
         let mut view = self.view(cfg, rt, held_back);
+        view.cap = cap;
         view.uncoordinated = a.coord.uncoordinated_note();
         let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
             return;
@@ -524,6 +603,18 @@ impl Engine {
             a.coord.publish_queued(&out, now);
         }
         a.enqueue(out);
+    }
+}
+
+/// The status page's address from `listen` when `alerting.page_url` is not
+/// set: a wildcard address (`0.0.0.0`, `::`, as in a container) is no link
+/// anyone can open, the host's name is the best guess.
+fn page_url(listen: std::net::SocketAddr, tls: bool, host: &str) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if listen.ip().is_unspecified() {
+        format!("{scheme}://{host}:{}/", listen.port())
+    } else {
+        format!("{scheme}://{listen}/")
     }
 }
 
@@ -608,5 +699,109 @@ pub(super) async fn alertmanager_checker(shared: Arc<Shared>, mut stop: watch::R
         if stopped(&mut stop, every).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_page_link_is_one_a_person_can_open() {
+        let at = |s: &str| s.parse().unwrap();
+        assert_eq!(
+            page_url(at("0.0.0.0:9877"), false, "web-1"),
+            "http://web-1:9877/"
+        );
+        assert_eq!(
+            page_url(at("[::]:9877"), true, "web-1"),
+            "https://web-1:9877/"
+        );
+        assert_eq!(
+            page_url(at("10.0.0.5:9877"), true, "web-1"),
+            "https://10.0.0.5:9877/"
+        );
+        assert_eq!(
+            page_url(at("[::1]:9877"), false, "web-1"),
+            "http://[::1]:9877/"
+        );
+    }
+
+    fn cfg() -> AlertingConfig {
+        AlertingConfig {
+            mode: Mode::Fallback,
+            alertmanager_url: None,
+            check_interval: Duration::from_secs(15),
+            failure_threshold: 3,
+            scrape_watchdog: Duration::from_secs(300),
+            heartbeat_timeout: Some(Duration::from_secs(300)),
+            group_wait: Duration::from_secs(30),
+            max_per_hour: 20,
+            coordination: None,
+            runbook_url: "docs/runbook.md".into(),
+            page_url: None,
+            email: None,
+        }
+    }
+
+    fn checks(r: &[Reason]) -> Vec<&str> {
+        r.iter().map(|r| r.check).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_of_the_wall_clock_neither_fakes_nor_hides_an_outage() {
+        let (cfg, am) = (cfg(), Default::default());
+        let t = 1_800_000_000_000;
+        let (mut scrape, mut heartbeat) = (
+            Seen::new(tokio::time::Instant::now()),
+            Seen::new(tokio::time::Instant::now()),
+        );
+        let mono = tokio::time::Instant::now();
+        let mut at = |now: i64, mono, seen: Option<i64>| {
+            let s = Signals {
+                now,
+                scrape: (seen, scrape.age(seen, mono)),
+                heartbeat: (seen, heartbeat.age(seen, mono)),
+                am: &am,
+            };
+            checks(&watchdog(&cfg, &s))
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        // Scraped and notified at t; a second later the clock steps an
+        // hour forward (NTP): nothing is late, the pipeline is fine.
+        assert!(at(t, mono, Some(t)).is_empty());
+        let second = mono + Duration::from_secs(1);
+        assert!(at(t + 3_600_000, second, Some(t)).is_empty());
+        // Then nothing for 5 minutes: down, however the clock stepped back
+        // meanwhile (the last scrape "in the future").
+        let later = mono + Duration::from_secs(301);
+        assert_eq!(at(t - 3_600_000, later, Some(t)), ["scrape", "heartbeat"]);
+        // A new scrape and heartbeat (their times from the stepped-back
+        // clock): fine again.
+        assert!(at(t - 3_599_000, later, Some(t - 3_599_000)).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_never_seen_counts_from_the_start() {
+        let (cfg, am) = (cfg(), Default::default());
+        let start = tokio::time::Instant::now();
+        let mut scrape = Seen::new(start);
+        let mut s = |mono| Signals {
+            now: 0,
+            scrape: (None, scrape.age(None, mono)),
+            heartbeat: (None, Duration::ZERO),
+            am: &am,
+        };
+        assert!(watchdog(&cfg, &s(start + Duration::from_secs(299))).is_empty());
+        let r = watchdog(&cfg, &s(start + Duration::from_secs(300)));
+        assert_eq!(checks(&r), ["scrape"]);
+        assert!(
+            r[0].message.contains("never since depwatch started"),
+            "{}",
+            r[0].message
+        );
+        assert!(!scrape.seen());
     }
 }

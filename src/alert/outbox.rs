@@ -48,9 +48,9 @@ pub(super) async fn sender(
             q.push_back(m);
         }
         a.lock().queued = q.len() + usize::from(refused.is_some());
-        let Some(head) = q.front().cloned() else {
+        if q.is_empty() {
             continue;
-        };
+        }
         let rt = shared.current();
         let Some(ecfg) = rt.config.alerting.as_ref().and_then(|c| c.email.clone()) else {
             // Email was removed by a reload: keep the outbox until it is back.
@@ -60,6 +60,13 @@ pub(super) async fn sender(
             continue;
         };
         drop(rt);
+        let head = match q.front_mut() {
+            Some(h) => {
+                follow_config(h, &ecfg);
+                h.clone()
+            }
+            None => continue,
+        };
         match a.coord.gate().await {
             super::coord::Gate::Send => {}
             super::coord::Gate::Wait => {
@@ -79,6 +86,29 @@ pub(super) async fn sender(
                 continue;
             }
         }
+        // After an SMTP outage the queue holds every reminder decided
+        // meanwhile: the newest (or the resolution) says what is true now,
+        // the older ones would arrive as a burst of stale "still unhealthy".
+        if head.kind == EmailKind::Reminder
+            && head.incident.is_some()
+            && q.iter().skip(1).any(|m| {
+                m.incident == head.incident
+                    && matches!(m.kind, EmailKind::Reminder | EmailKind::Resolved)
+            })
+        {
+            tracing::info!(kind = head.kind.as_str(), subject = %head.subject, "Alert email dropped: a later one about the same incident is queued.");
+            shared.store.alert_email_sent(
+                head.id,
+                now_ms(),
+                "superseded: a later email about this incident was queued".into(),
+            );
+            let last = a.lock().last_email.clone();
+            if let Some(last) = last {
+                a.coord.publish_sent(&head.message_id, &last);
+            }
+            q.pop_front();
+            continue;
+        }
         a.metrics.attempt(head.kind);
         shared.store.alert_email_attempt(head.id);
         let result = tokio::select! {
@@ -91,9 +121,17 @@ pub(super) async fn sender(
             Ok(email::Delivered {
                 reply,
                 refused: partly,
+                owed,
             }) => {
-                shared.store.alert_email_sent(head.id, now, reply.clone());
-                tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
+                if owed.is_empty() {
+                    shared.store.alert_email_sent(head.id, now, reply.clone());
+                    tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
+                } else {
+                    // Taken for some; those refused for now are retried
+                    // alone (stored, so a restart owes them only).
+                    tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, owed = ?owed, "Alert email sent to some recipients; retrying the others.");
+                    shared.store.alert_email_recipients(head.id, &owed);
+                }
                 if let Some(e) = partly {
                     // Sent, but not to everyone: counted and shown as a failure.
                     a.metrics.failure(head.kind);
@@ -103,10 +141,17 @@ pub(super) async fn sender(
                 let last = json!({
                     "kind": head.kind.as_str(), "subject": head.subject, "reply": reply, "at": at,
                 });
-                a.coord.publish_sent(&head.message_id, &last);
                 a.lock().last_email = Some(last.clone());
-                q.pop_front();
-                attempt = 0;
+                let retry = !owed.is_empty();
+                if retry {
+                    if let Some(h) = q.front_mut() {
+                        h.to = owed;
+                    }
+                } else {
+                    a.coord.publish_sent(&head.message_id, &last);
+                    q.pop_front();
+                    attempt = 0;
+                }
                 if let Some((m, e)) = refused.take() {
                     tracing::error!(kind = m.kind.as_str(), subject = %m.subject, error = %e.message, "Alert email given up: the server refuses this message and took the next one.");
                     shared
@@ -115,6 +160,13 @@ pub(super) async fn sender(
                     // Out of the shared outbox too (a peer taking over would
                     // try it again); the email sent stays the last one.
                     a.coord.publish_sent(&m.message_id, &last);
+                }
+                if retry {
+                    let wait = email::backoff(attempt);
+                    attempt += 1;
+                    if stopped(&mut stop, wait).await {
+                        return;
+                    }
                 }
             }
             Err(e) => {
@@ -140,6 +192,23 @@ pub(super) async fn sender(
             }
         }
     }
+}
+
+/// Points a queued email's envelope at the configuration in force. A
+/// queue the server refuses for its addresses (a typo in `to`, a `from` it
+/// will not relay for) would otherwise stay blocked after the fix and the
+/// reload, every email in it keeping the addresses it was queued with.
+/// Those still owed it who are still configured keep it; if none of them
+/// is, it goes to the configured recipients. (The message's own `From:`
+/// and `To:` headers stay as written.)
+fn follow_config(m: &mut Outgoing, ecfg: &super::config::EmailConfig) {
+    let (from, to) = email::envelope_of(ecfg);
+    let kept: Vec<String> = m.to.iter().filter(|a| to.contains(a)).cloned().collect();
+    if m.from != from || kept.len() != m.to.len() {
+        tracing::info!(kind = m.kind.as_str(), subject = %m.subject, from = %from, to = ?if kept.is_empty() { &to } else { &kept }, "Queued alert email sent to the addresses configured now.");
+    }
+    m.from = from;
+    m.to = if kept.is_empty() { to } else { kept };
 }
 
 /// The outbox's last error as `/api/health` shows it.
@@ -196,11 +265,13 @@ pub async fn send_test(
             email::Delivered {
                 reply,
                 refused: None,
+                ..
             } => Ok(reply),
             // A test is for finding what is wrong: a recipient refused is.
             email::Delivered {
                 reply,
                 refused: Some(mut e),
+                ..
             } => {
                 e.message = format!("{} (the others: {reply})", e.message);
                 Err(e)

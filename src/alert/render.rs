@@ -36,6 +36,9 @@ pub struct View {
     pub components: Vec<CompView>,
     /// Emails not sent because of `max_per_hour` since the last one.
     pub held_back: u64,
+    /// This email is the last `max_per_hour` allows: (max_per_hour, when
+    /// the next may go, ms).
+    pub cap: Option<(u32, i64)>,
     pub runbook: String,
     /// component → `runbook_url` of the alert Alertmanager has for it.
     pub alert_runbooks: BTreeMap<String, String>,
@@ -98,6 +101,12 @@ impl Doc {
                 .max()
                 .unwrap_or(0);
             for (k, v) in rows {
+                // A value's own line breaks (an error quoting a partner's
+                // answer, an annotation from Alertmanager) stay indented
+                // under it: it cannot pass for a row or a section of its
+                // own ("Status  healthy"); other control characters go.
+                let pad = if k.is_empty() { 4 } else { w + 4 };
+                let v = one_value(v, pad);
                 if k.is_empty() {
                     let _ = writeln!(t, "  {v}");
                 } else {
@@ -131,6 +140,23 @@ impl Doc {
         h.push_str("</body></html>\n");
         h
     }
+}
+
+/// `v` for the text part: each line after the first indented by `pad`,
+/// carriage returns and other control characters (tabs aside) removed.
+fn one_value(v: &str, pad: usize) -> String {
+    if !v.chars().any(char::is_control) {
+        return v.to_string();
+    }
+    let mut out = String::with_capacity(v.len());
+    for (i, line) in v.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.extend(line.chars().filter(|c| !c.is_control() || *c == '\t'));
+    }
+    out
 }
 
 fn runbook(v: &View, anchor: &str, component: Option<&str>) -> String {
@@ -434,6 +460,14 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
             v.held_back
         ));
     }
+    if let Some((max, until)) = v.cap {
+        doc.notes.push(format!(
+            "This is the last email max_per_hour ({max}) allows this hour: until {}, \
+             new incidents, reminders and resolutions are not emailed (the status page \
+             has them; the next email says how many were held back).",
+            at(until)
+        ));
+    }
     if let Some(note) = &v.uncoordinated {
         doc.notes.push(note.clone());
     }
@@ -528,6 +562,41 @@ mod tests {
             r.subject,
             "[RESOLVED] orders-db recovered — depwatch on web-1"
         );
+    }
+
+    #[test]
+    fn line_breaks_in_a_value_cannot_forge_rows_in_either_part() {
+        // An error quoting a partner's answer, and a runbook_url annotation
+        // from Alertmanager, with line breaks and markup of their own.
+        let mut i = incident();
+        i.members[0].error =
+            Some("bad gateway\r\nStatus   healthy\n\nAll clear\u{7}<script>x</script>".into());
+        let v = View {
+            host: "web-1".into(),
+            mode: "fallback",
+            pipeline: "down",
+            runbook: "docs/runbook.md".into(),
+            alert_runbooks: [(
+                "orders-db".to_string(),
+                "https://x/rb\nPipeline  ok".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let r = render(EmailKind::Firing, Some(&i), &v, 61_000);
+        for forged in ["Status   healthy", "All clear", "Pipeline  ok"] {
+            let line = r
+                .text
+                .lines()
+                .find(|l| l.contains(forged))
+                .unwrap_or_else(|| panic!("{forged} missing:\n{}", r.text));
+            // Under its row's value column, not at a row's or section's place.
+            assert!(line.starts_with("    "), "{line:?}\n{}", r.text);
+        }
+        assert!(!r.text.contains('\r') && !r.text.contains('\u{7}'));
+        assert!(r.html.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(!r.html.contains("<script>"));
+        assert!(r.html.contains("href=\"https://x/rb\nPipeline  ok\""));
     }
 
     fn component(name: &str, status: &str) -> CompView {

@@ -129,6 +129,16 @@ impl Store {
         });
     }
 
+    /// The recipients an email is still owed to (the others took it).
+    pub fn alert_email_recipients(&self, id: i64, to: &[String]) {
+        let to = serde_json::to_string(to).unwrap_or_default();
+        self.write("alert email recipients", move |c| {
+            c.prepare_cached("UPDATE alert_emails SET rcpt_to = ?2 WHERE id = ?1")?
+                .execute(params![id, to])
+                .map(drop)
+        });
+    }
+
     pub fn alert_email_sent(&self, id: i64, now_ms: i64, reply: String) {
         self.write("alert email sent", move |c| {
             c.prepare_cached("UPDATE alert_emails SET sent_ms = ?2, reply = ?3 WHERE id = ?1")?
@@ -152,6 +162,7 @@ mod tests {
             can_email: true,
             group_wait: std::time::Duration::ZERO,
             repeat_interval: None,
+            down_since: Some(0),
         };
         let o = crate::alert::incident::Obs {
             component: "a".into(),

@@ -73,7 +73,14 @@ pub async fn receive(
         .level(crate::config::web::Group::Webhook)
         == crate::config::web::Level::Public
     {
-        authorize(&s, &headers, false)?;
+        // The access guard let this request through as anonymous: its
+        // refusal here is counted like the guard's own, so that a
+        // misconfigured Alertmanager (no `http_config.authorization`) shows
+        // in `depwatch_http_auth_failures_total{group="webhook"}`.
+        if let Err(e) = authorize(&s, &headers, false) {
+            s.metrics.access.refused(crate::config::web::Group::Webhook);
+            return Err(e);
+        }
     }
     let n = parse_payload(&body).map_err(ApiError::BadRequest)?;
     let (heartbeat, kept) = s.alert.on_webhook(n);

@@ -481,6 +481,109 @@ async fn smtp_down_counts_failures_retries_and_delivers_once_back() {
 }
 
 #[tokio::test]
+async fn an_email_queued_when_depwatch_is_killed_is_sent_once_after_the_restart() {
+    let mut smtp = Smtp::stopped(&[]);
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nstate_dir: {}\n{}{SELF_PROBE}",
+        free_port(),
+        state.path().display(),
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n"
+        )
+    );
+    let mut dw = Depwatch::start(&yaml).await;
+    wait_alerting(&dw, "the watchdog email failing", |a| {
+        a["last_error"]["kind"] == "watchdog" && a["queued_emails"] == 1
+    })
+    .await;
+    dw.proc.signal("KILL");
+    let _ = dw.proc.child.wait();
+    smtp.restart();
+    dw = Depwatch::start(&yaml).await;
+    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
+    assert!(w.subject().contains("pipeline down"), "{}", w.subject());
+    // The outage goes on past the restart (no scrape for 1s again): the
+    // same incident, no second watchdog email; a scrape resolves it.
+    wait_alerting(&dw, "the pipeline down again", |a| a["pipeline"] == "down").await;
+    dw.metrics().await;
+    let r = smtp.wait_kind("resolved", 1).await.remove(0);
+    assert_eq!(r.header("in-reply-to"), w.header("message-id"));
+    assert_eq!(smtp.of_kind("watchdog").len(), 1);
+}
+
+#[tokio::test]
+async fn a_server_stuck_mid_data_is_cut_off_by_send_timeout_and_the_email_retried() {
+    let smtp = Smtp::start(&["--hang-data", "1"]);
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n    send_timeout: 1s\n"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let a = wait_alerting(&dw, "the delivery cut off", |a| {
+        a["last_error"]["reason"] == "timeout"
+    })
+    .await;
+    assert!(
+        a["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no delivery within send_timeout 1s"),
+        "{a}"
+    );
+    let w = smtp.wait_kind("watchdog", 1).await;
+    assert_eq!(w.len(), 1);
+    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    assert_eq!(smtp.of_kind("watchdog").len(), 1);
+}
+
+#[tokio::test]
+async fn reminders_queued_during_an_smtp_outage_are_not_sent_after_the_resolution() {
+    // SMTP down while jobs fails, is reminded of several times, recovers:
+    // once the server is back, firing then resolved, no stale reminders.
+    let mut smtp = Smtp::stopped(&[]);
+    let redis_port = free_port();
+    let redis = crate::redis::RedisServer::start_on(redis_port, None);
+    let yaml = format!(
+        "{}{SELF_PROBE}{}",
+        alerting(
+            smtp.port,
+            "  mode: always\n  scrape_watchdog: 1h\n",
+            "    starttls: never\n    repeat_interval: 1s\n"
+        ),
+        redis_probe(redis_port)
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let _scraper = Scraper::start(dw.url("/metrics"));
+    wait_alerting(&dw, "jobs checked", |_| true).await;
+    drop(redis);
+    wait_alerting(&dw, "reminders queued behind the firing email", |a| {
+        a["queued_emails"].as_u64().is_some_and(|n| n >= 3)
+    })
+    .await;
+    let _redis = crate::redis::RedisServer::start_on(redis_port, None);
+    wait_alerting(&dw, "the incident resolved", |a| {
+        a["open_incidents"].as_array().is_some_and(|l| l.is_empty())
+    })
+    .await;
+    smtp.restart();
+    smtp.wait_kind("resolved", 1).await;
+    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    let kinds: Vec<String> = smtp.mails().iter().map(Mail::kind).collect();
+    assert_eq!(kinds, ["firing", "resolved"]);
+    assert!(
+        dw.log()
+            .contains("a later one about the same incident is queued")
+    );
+}
+
+#[tokio::test]
 async fn a_message_the_server_refuses_for_good_does_not_hold_back_the_next() {
     // The server refuses the watchdog email (its content), takes the rest.
     let smtp = Smtp::start(&["--refuse", "pipeline down"]);
@@ -557,6 +660,86 @@ async fn a_recipient_refused_for_good_does_not_keep_the_email_from_the_others() 
 }
 
 #[tokio::test]
+async fn a_mailbox_full_for_a_while_does_not_hold_the_email_back_from_the_others() {
+    // busy@ is over quota for its first two RCPTs: oncall@ gets the email
+    // at once, busy@ alone once its mailbox takes mail; each exactly once.
+    let smtp = Smtp::start(&["--defer-rcpt", "busy@example.com:2"]);
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n"
+        )
+        .replace(
+            "to: [oncall@example.com]",
+            "to: [busy@example.com, oncall@example.com]"
+        )
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let w = smtp.wait_kind("watchdog", 2).await;
+    assert_eq!(
+        w[0].view["rcpt_tos"],
+        serde_json::json!(["oncall@example.com"]),
+        "the others waited for the full mailbox"
+    );
+    assert_eq!(
+        w[1].view["rcpt_tos"],
+        serde_json::json!(["busy@example.com"])
+    );
+    assert_eq!(w[0].header("message-id"), w[1].header("message-id"));
+    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    let message = a["last_error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("delivered to 1 of 2 recipients; refused for busy@example.com")
+            && message.contains("452")
+            && message.contains("retrying busy@example.com alone"),
+        "{a}"
+    );
+    assert_eq!(a["last_error"]["reason"], "transient", "{a}");
+    // Nothing more: a later email (a scrape resolves the pipeline) goes
+    // to both at once, and the watchdog one is not sent again.
+    dw.metrics().await;
+    let r = smtp.wait_kind("resolved", 1).await.remove(0);
+    assert_eq!(
+        r.view["rcpt_tos"],
+        serde_json::json!(["busy@example.com", "oncall@example.com"])
+    );
+    assert_eq!(smtp.of_kind("watchdog").len(), 2);
+}
+
+#[tokio::test]
+async fn fixing_a_refused_recipient_and_reloading_unblocks_the_queued_email() {
+    // A typo in `to`: the server refuses it, the watchdog email waits.
+    let smtp = Smtp::start(&["--refuse-rcpt", "oncal@example.com"]);
+    let alert = alerting(
+        smtp.port,
+        "  scrape_watchdog: 1s\n",
+        "    starttls: never\n",
+    );
+    let typo = alert.replace("to: [oncall@example.com]", "to: [oncal@example.com]");
+    let dw = Depwatch::start(&format!("{typo}{SELF_PROBE}")).await;
+    let a = wait_alerting(&dw, "the recipient refused", |a| {
+        a["last_error"]["reason"] == "rejected"
+    })
+    .await;
+    assert!(
+        a["last_error"]["message"].as_str().unwrap().contains("550"),
+        "{a}"
+    );
+    // Fixed and reloaded: the email queued before goes to the fixed address.
+    dw.rewrite_config(&format!("{alert}{SELF_PROBE}"));
+    dw.proc.signal("HUP");
+    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
+    assert_eq!(
+        w.view["rcpt_tos"],
+        serde_json::json!(["oncall@example.com"])
+    );
+    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
+    assert_eq!(smtp.of_kind("watchdog").len(), 1);
+}
+
+#[tokio::test]
 async fn max_per_hour_holds_emails_back_and_counts_them() {
     let smtp = Smtp::start(&[]);
     let dead = free_port();
@@ -564,7 +747,7 @@ async fn max_per_hour_holds_emails_back_and_counts_them() {
         "{}{SELF_PROBE}{}",
         alerting(
             smtp.port,
-            "  mode: always\n  scrape_watchdog: 1s\n  max_per_hour: 1\n",
+            "  mode: always\n  scrape_watchdog: 1s\n  max_per_hour: 1\n  page_url: https://depwatch.example/status/\n",
             "    starttls: never\n"
         ),
         redis_probe(dead)
@@ -581,7 +764,21 @@ async fn max_per_hour_holds_emails_back_and_counts_them() {
     })
     .await;
     assert!(dw.log().contains("max_per_hour reached"));
-    assert_eq!(smtp.mails().len(), 1);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].text().contains("https://depwatch.example/status/"),
+        "{}",
+        mails[0].text()
+    );
+    // The one email says it is the last this hour, in both parts.
+    let note = "This is the last email max_per_hour (1) allows this hour: until ";
+    assert!(mails[0].text().contains(note), "{}", mails[0].text());
+    assert!(
+        mails[0].view["html"].as_str().unwrap().contains(note),
+        "{}",
+        mails[0].view["html"]
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1/localhost it signed: (ca pem, cert pem, key pem).
@@ -766,6 +963,49 @@ async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
         page.contains("ComponentUnhealthy"),
         "the status page lists Alertmanager's alerts"
     );
+}
+
+#[tokio::test]
+async fn a_webhook_post_without_the_token_is_refused_and_counted() {
+    // An Alertmanager without `http_config.authorization`: every heartbeat
+    // is refused, and the operator's sign of it is this counter.
+    let token = "admin-token-123";
+    let dw = Depwatch::start(&format!(
+        "auth:\n  admin_token: {token}\nalerting:\n  heartbeat_timeout: 1h\n  scrape_watchdog: 1h\n{SELF_PROBE}"
+    ))
+    .await;
+    let body = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "depwatch", "groupKey": "{}",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Watchdog"}, "annotations": {},
+                    "startsAt": "2026-11-28T00:00:00Z", "fingerprint": "w"}]
+    })
+    .to_string();
+    let url = dw.url("/api/alertmanager/webhook");
+    let post = |auth: Option<&'static str>| {
+        let mut r = dw.client.post(&url).body(body.clone());
+        if let Some(t) = auth {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let failures =
+        |m: &Metrics| m.value("depwatch_http_auth_failures_total", &[("group", "webhook")]);
+    assert_eq!(failures(&dw.metrics().await), 0.0);
+    assert_eq!(post(None).await, 401);
+    assert_eq!(
+        failures(&dw.metrics().await),
+        1.0,
+        "a missing token is not counted"
+    );
+    assert_eq!(post(Some("wrong-token")).await, 401);
+    assert_eq!(
+        failures(&dw.metrics().await),
+        2.0,
+        "a wrong token is not counted"
+    );
+    assert_eq!(post(Some(token)).await, 200);
+    assert_eq!(failures(&dw.metrics().await), 2.0);
+    assert!(alerting_health(&dw).await["last_heartbeat"].is_string());
 }
 
 /// A real Alertmanager on a free port with `config`, killed on drop.

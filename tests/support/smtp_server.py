@@ -7,14 +7,19 @@ Prints READY when it listens. Stops on SIGTERM/SIGINT.
 
   smtp_server.py --port P --dir D [--auth USER:PASSWORD] [--cert C --key K]
                  [--require-starttls] [--allow-plain-auth] [--refuse TEXT]
-                 [--refuse-rcpt ADDRESS]
+                 [--refuse-rcpt ADDRESS] [--defer-rcpt ADDRESS:N] [--hang-data N]
 
 --refuse TEXT answers `554 5.6.0` to every message whose bytes hold TEXT
 (a server refusing that message for its content or size) and takes the rest.
 --refuse-rcpt ADDRESS answers `550 5.1.1` to that recipient (a mailbox gone).
+--defer-rcpt ADDRESS:N answers `452 4.2.2` to that recipient the first N
+times (a mailbox over quota for a while), then takes it.
+--hang-data N never answers the first N messages' data (a server stuck
+mid-DATA; nothing is saved), then takes them.
 """
 
 import argparse
+import asyncio
 import logging
 import email
 import email.policy
@@ -30,20 +35,31 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Saver:
-    def __init__(self, directory, refuse=None, refuse_rcpt=None):
+    def __init__(self, directory, refuse=None, refuse_rcpt=None, defer_rcpt=None, hang_data=0):
         self.dir = directory
+        self.hang_left = hang_data
         self.refuse = refuse.encode() if refuse else None
         self.refuse_rcpt = refuse_rcpt
+        self.defer_rcpt, self.defer_left = None, 0
+        if defer_rcpt:
+            self.defer_rcpt, n = defer_rcpt.rsplit(":", 1)
+            self.defer_left = int(n)
         self.n = 0
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address == self.refuse_rcpt:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if address == self.defer_rcpt and self.defer_left > 0:
+            self.defer_left -= 1
+            return f"452 4.2.2 <{address}>: Mailbox full, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.hang_left > 0:
+            self.hang_left -= 1
+            await asyncio.sleep(3600)
         if self.refuse and self.refuse in envelope.original_content:
             return "554 5.6.0 Message refused: content not accepted here"
         with self.lock:
@@ -101,6 +117,8 @@ def main():
     p.add_argument("--allow-plain-auth", action="store_true")
     p.add_argument("--refuse")
     p.add_argument("--refuse-rcpt")
+    p.add_argument("--defer-rcpt")
+    p.add_argument("--hang-data", type=int, default=0)
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="smtp_server: %(levelname)s %(message)s")
     os.makedirs(a.dir, exist_ok=True)
@@ -115,7 +133,7 @@ def main():
         kwargs["authenticator"] = Auth(a.dir, user, password)
         kwargs["auth_required"] = True
         kwargs["auth_require_tls"] = not a.allow_plain_auth
-    c = Controller(Saver(a.dir, a.refuse, a.refuse_rcpt), hostname="127.0.0.1", port=a.port, **kwargs)
+    c = Controller(Saver(a.dir, a.refuse, a.refuse_rcpt, a.defer_rcpt, a.hang_data), hostname="127.0.0.1", port=a.port, **kwargs)
     c.start()
     print("READY", flush=True)
     done = threading.Event()
