@@ -1191,6 +1191,19 @@ async fn rediss_with_a_private_ca() {
 }
 
 /// Waits until every component in `names` has been checked; the answer.
+/// depwatch with one probe of `server`, `jobs` (every 300 ms), reading
+/// `queues` (the YAML lines of its `queues:`), once it has checked: the
+/// daemon and its `/api/health`.
+async fn queues_checked(server: &RedisServer, queues: &str) -> (Depwatch, serde_json::Value) {
+    let yaml = format!(
+        "probes:\n{}",
+        probe_of(server, "jobs", "300ms", &format!("    queues:\n{queues}"))
+    );
+    let dw = Depwatch::start(&yaml).await;
+    let h = all_checked(&dw, &["jobs"]).await;
+    (dw, h)
+}
+
 async fn all_checked(dw: &Depwatch, names: &[&str]) -> serde_json::Value {
     dw.wait_health("every probe checked", Duration::from_secs(10), |_, h| {
         names
@@ -1344,17 +1357,7 @@ async fn stream_lag_after_deletes_and_trims() {
     cmd(&mut c, &["XGROUP", "CREATE", "deleted", "late", &ids[3]]).await;
     // Four undelivered, but only the newest entry is still there.
     cmd(&mut c, &["XTRIM", "trimmed", "MAXLEN", "1"]).await;
-    let yaml = format!(
-        "probes:\n{}",
-        probe_of(
-            &server,
-            "jobs",
-            "300ms",
-            "    queues:\n      - { name: deleted, type: stream, key: deleted }\n      - { name: trimmed, type: stream, key: trimmed }\n"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let h = all_checked(&dw, &["jobs"]).await;
+    let (dw, h) = queues_checked(&server, "      - { name: deleted, type: stream, key: deleted }\n      - { name: trimmed, type: stream, key: trimmed }\n").await;
     let q = &h["components"]["jobs"]["details"]["queues"];
     assert_eq!(q["deleted"]["groups"]["g"]["lag"], 3, "{q}");
     assert_eq!(q["deleted"]["groups"]["g"]["lag_counted"], true, "{q}");
@@ -1444,17 +1447,7 @@ async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
     job(&mut c, b, "2", 200, None).await;
     job(&mut c, b, "3", 10, None).await;
     cmd(&mut c, &["RPUSH", &format!("{b}:wait"), "1", "2", "3"]).await;
-    let yaml = format!(
-        "probes:\n{}",
-        probe_of(
-            &server,
-            "jobs",
-            "300ms",
-            "    queues:\n      - { name: prio, type: bullmq, stuck_after: 5m }\n      - { name: cron, type: bullmq, stuck_after: 5m }\n      - { name: lost, type: bullmq }\n      - { name: lifo, type: bullmq }\n"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let h = all_checked(&dw, &["jobs"]).await;
+    let (_dw, h) = queues_checked(&server, "      - { name: prio, type: bullmq, stuck_after: 5m }\n      - { name: cron, type: bullmq, stuck_after: 5m }\n      - { name: lost, type: bullmq }\n      - { name: lifo, type: bullmq }\n").await;
     let q = &h["components"]["jobs"]["details"]["queues"];
     let age = |name: &str| q[name]["oldest_waiting_age_seconds"].as_f64().unwrap();
     assert!((599.0..=630.0).contains(&age("prio")), "{q}");
@@ -1566,17 +1559,11 @@ async fn stream_ages_come_from_entry_ids_and_pending_idle_time() {
         &["XCLAIM", "events", "g", "c", "0", &first, "IDLE", "400000"],
     )
     .await;
-    let yaml = format!(
-        "probes:\n{}",
-        probe_of(
-            &server,
-            "jobs",
-            "300ms",
-            "    queues:\n      - { name: events, type: stream, key: events, stuck_after: 5m }\n"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let h = all_checked(&dw, &["jobs"]).await;
+    let (dw, h) = queues_checked(
+        &server,
+        "      - { name: events, type: stream, key: events, stuck_after: 5m }\n",
+    )
+    .await;
     let q = &h["components"]["jobs"]["details"]["queues"]["events"];
     let waited = q["oldest_waiting_age_seconds"].as_f64().unwrap();
     assert!((799.0..=830.0).contains(&waited), "{q}");
@@ -1876,17 +1863,7 @@ async fn a_rate_limited_bullmq_queue_says_so() {
     }
     cmd(&mut c, &["SET", "bull:global:limiter", "5", "PX", "60000"]).await;
     cmd(&mut c, &["SET", "bull:under:limiter", "2", "PX", "60000"]).await;
-    let yaml = format!(
-        "probes:\n{}",
-        probe_of(
-            &server,
-            "jobs",
-            "300ms",
-            "    queues:\n      - { name: throttled, type: bullmq, stuck_after: 10m }\n      - { name: global, type: bullmq }\n      - { name: under, type: bullmq }\n"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let h = all_checked(&dw, &["jobs"]).await;
+    let (_dw, h) = queues_checked(&server, "      - { name: throttled, type: bullmq, stuck_after: 10m }\n      - { name: global, type: bullmq }\n      - { name: under, type: bullmq }\n").await;
     assert_eq!(status_of(&h, "jobs"), "degraded", "{h}");
     let err = error_of(&h, "jobs");
     assert!(
