@@ -25,6 +25,7 @@ pub mod outbox;
 pub mod render;
 pub mod state;
 pub mod store;
+pub mod watchdog;
 pub mod webhook;
 
 pub use metrics::AlertMetrics;

@@ -2,11 +2,13 @@
 //! do (`http`, storage's `source: http`) so that no probe is another's
 //! library: the HTTP client (`client`), where its requests go (`target`),
 //! its TLS trust and identity (`tls`), what a check's connection measured
-//! and read (`wire`), and the certificate reader that tells when a peer's
+//! and read (`wire`), the inflation of compressed answers (`coding`), and
+//! the certificate reader that tells when a peer's
 //! certificate expires (`cert`).
 
 pub mod cert;
 pub mod client;
+mod coding;
 pub mod connect;
 pub mod error;
 pub mod lookup;

@@ -1,7 +1,8 @@
 //! Redis job queues: which queues a check reads (the configured ones, and
 //! the ones discovery finds by SCAN every `discover_every`), the read-only
 //! Lua script (`queues.lua`) that reads one queue per call inside the
-//! check's single pipeline, its answers turned into queue snapshots, and the
+//! check's single pipeline, its answers turned into queue snapshots
+//! (`queues/reply.rs`, with the errors that name a key at fault), and the
 //! stream families (length, consumer groups' pending entries and lag).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,14 +15,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use redis::aio::MultiplexedConnection;
 use redis::{Pipeline, RedisResult, Value as RValue};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::config::{QueueSpec, QueueType, Spec};
 use crate::metrics::kit::SeriesGate;
 use crate::probe::core::{Outcome, Status};
-use crate::probe::queue::{self, JobState, Publisher, Snapshot};
+use crate::probe::queue::{self, Publisher, Snapshot};
 use crate::util::redact::scrub;
 use crate::util::sync::lock;
+
+mod reply;
+
+use reply::{QueueReadError, Read, snapshot};
 
 const SCRIPT: &str = include_str!("queues.lua");
 
@@ -458,372 +463,8 @@ async fn discover(
     Ok((found.into_iter().take(max).collect(), overflow))
 }
 
-/// Why one queue's answer could not be read.
-#[derive(Debug, thiserror::Error)]
-enum QueueReadError {
-    /// Redis' own error, with the connection's secrets scrubbed.
-    #[error("{0}")]
-    Server(String),
-    /// Redis' refusal of the script to this ACL user, scrubbed.
-    #[error(
-        "{0} (each queue is read by one read-only script: the user needs +evalsha +script|load and the read commands it runs, +@read)"
-    )]
-    Denied(String),
-    #[error("unexpected answer")]
-    Unexpected,
-    #[error("unexpected answer from the queue script")]
-    UnexpectedFromScript,
-    /// The queue's marker key (see `queues.lua`) does not exist.
-    #[error(
-        "no such {layout} queue: {marker} does not exist (every {layout} queue has it; check the queue's name and prefix)"
-    )]
-    Missing {
-        layout: &'static str,
-        marker: String,
-    },
-    /// `type: bullmq` for a Bull 3 queue: its id counter, no meta hash.
-    #[error(
-        "no such BullMQ queue: {marker} does not exist, but {id} does: a Bull (v3) queue (write `type: bull`)"
-    )]
-    BullNotBullmq { marker: String, id: String },
-    /// `type: bull` for a BullMQ queue (BullMQ keeps an id counter too).
-    #[error(
-        "{meta} is BullMQ's (opts.maxLenEvents or a bullmq version in it): read as Bull, its prioritized and waiting-children jobs would be missed (write `type: bullmq`)"
-    )]
-    BullmqNotBull { meta: String },
-    /// A stream queue's key does not exist (an empty stream still does).
-    #[error(
-        "no such stream: {key} does not exist (a stream stays when emptied, and XGROUP CREATE … MKSTREAM makes one; check the queue's key)"
-    )]
-    MissingStream { key: String },
-    /// A key the queue is read from holds another type.
-    #[error(
-        "key {key} is a {is} where {what} a {want} (check the queue's {config}: it names a key of something else)"
-    )]
-    WrongType {
-        key: String,
-        is: String,
-        want: String,
-        what: String,
-        config: &'static str,
-    },
-    /// The ACL user may not read one of the queue's keys.
-    #[error(
-        "this Redis user may not read {key} (grant read access to the queue's keys: ACL SETUSER USER %R~{pattern})"
-    )]
-    KeyDenied { key: String, pattern: String },
-    /// Another error reading one key, scrubbed.
-    #[error("reading {key}: {text}")]
-    Key { key: String, text: String },
-}
-
-/// The script's answer about a key it could not read:
-/// `['fault', key, error, its type, the type expected]`.
-fn fault(t: &Target, items: &[RValue], secrets: &[&str]) -> QueueReadError {
-    let text = |i: usize| {
-        items
-            .get(i)
-            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            .unwrap_or_default()
-    };
-    let (key, error, is, want) = (text(1), scrub(&text(2), secrets), text(3), text(4));
-    let bull = t.spec.type_.is_bull();
-    if error.starts_with("WRONGTYPE") {
-        let what = match bull {
-            true => format!("the {} queue keeps", t.spec.type_.as_str()),
-            false => format!("a {} queue needs", t.spec.type_.as_str()),
-        };
-        return QueueReadError::WrongType {
-            key,
-            is: if is.is_empty() {
-                "key of another type".into()
-            } else {
-                is
-            },
-            want,
-            what,
-            config: if bull {
-                "prefix and name"
-            } else {
-                "key and type"
-            },
-        };
-    }
-    if error.contains("can't run this command") {
-        return QueueReadError::Denied(format!("reading {key}: {error}"));
-    }
-    if error.contains("NOPERM") || error.contains("can't access") {
-        let pattern = if bull {
-            format!("{}:*", glob_escape(&t.arg))
-        } else {
-            glob_escape(&t.arg)
-        };
-        return QueueReadError::KeyDenied { key, pattern };
-    }
-    QueueReadError::Key { key, text: error }
-}
-
-/// What reading every queue of one check shares.
-struct Read<'a> {
-    /// depwatch's clock when the answers came.
-    now_ms: f64,
-    max_scan: u32,
-    /// Why `SCRIPT LOAD` failed, if it did.
-    load_error: Option<&'a str>,
-    /// Scrubbed from server errors.
-    secrets: &'a [&'a str],
-}
-
-/// The script's answer for one queue as a snapshot.
-fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapshot, QueueReadError> {
-    let Read {
-        now_ms,
-        max_scan,
-        secrets,
-        ..
-    } = *read;
-    if let RValue::ServerError(e) = reply {
-        if e.kind() == Some(redis::ServerErrorKind::NoScript) {
-            // The same pipeline loaded it just before: either loading
-            // failed (most often a user without +script|load), or someone
-            // flushed the script cache in between.
-            return Err(match read.load_error {
-                Some(why) => QueueReadError::Denied(format!(
-                    "NOSCRIPT: the script is not loaded, and loading it failed: {why}"
-                )),
-                None => QueueReadError::Server(
-                    "NOSCRIPT: the script cache was flushed between loading the script and \
-                     calling it (SCRIPT FLUSH); the next check loads it again"
-                        .into(),
-                ),
-            });
-        }
-        let no_perm = e.kind() == Some(redis::ServerErrorKind::NoPerm);
-        let text = scrub(&redis::RedisError::from(e).to_string(), secrets);
-        // An ACL user without the scripting commands, or without the
-        // commands the script runs (ACLs apply inside scripts too).
-        return Err(match no_perm || text.contains("can't run this command") {
-            true => QueueReadError::Denied(text),
-            false => QueueReadError::Server(text),
-        });
-    }
-    let RValue::Array(items) = reply else {
-        return Err(QueueReadError::Unexpected);
-    };
-    let tag = match items.first() {
-        Some(RValue::BulkString(b)) => b.as_slice(),
-        _ => &[],
-    };
-    if tag == b"fault" {
-        return Err(fault(t, &items, secrets));
-    }
-    let text = |i: usize| {
-        items
-            .get(i)
-            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-    };
-    if tag == b"layout" {
-        return Err(QueueReadError::BullmqNotBull {
-            meta: text(1).unwrap_or_default(),
-        });
-    }
-    if tag == b"missing" {
-        let marker = text(1).unwrap_or_default();
-        if let Some(id) = text(2) {
-            return Err(QueueReadError::BullNotBullmq { marker, id });
-        }
-        return Err(match t.spec.type_ {
-            QueueType::Bullmq => QueueReadError::Missing {
-                layout: "BullMQ",
-                marker,
-            },
-            QueueType::Bull => QueueReadError::Missing {
-                layout: "Bull",
-                marker,
-            },
-            _ => QueueReadError::MissingStream { key: marker },
-        });
-    }
-    let int = |i: usize| -> i64 {
-        items
-            .get(i)
-            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-            .unwrap_or(0)
-    };
-    let n = |i: usize| int(i).max(0) as u64;
-    let age = |ts: i64| (ts >= 0).then(|| ((now_ms - ts as f64) / 1000.0).max(0.0));
-    let mut s = Snapshot {
-        queue: t.name.clone(),
-        ..Snapshot::default()
-    };
-    match t.spec.type_ {
-        QueueType::List | QueueType::Zset => {
-            s.counts = vec![(t.spec.state, n(0))];
-        }
-        QueueType::Stream => {
-            let len = n(0);
-            let array = |i: usize| match items.get(i) {
-                Some(RValue::Array(g)) => g.as_slice(),
-                _ => &[],
-            };
-            let (groups, counted, next_ids, idles) = (array(1), array(2), array(3), array(4));
-            let mut waited: Option<f64> = None;
-            let mut running: Option<f64> = None;
-            let mut lag_sum = 0;
-            let mut pending_sum = 0;
-            let mut gs = Map::new();
-            for (i, g) in groups.iter().enumerate().take(MAX_GROUPS) {
-                let f = pairs(g);
-                let name = f.get("name").cloned().unwrap_or_default();
-                let pending = f
-                    .get("pending")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0u64);
-                let mut group = json!({ "pending": pending });
-                // Redis counts lag as entries added minus entries read, so
-                // entries trimmed before the group read them count too: none
-                // can wait that the stream no longer holds.
-                let lag = match f.get("lag").and_then(|v| v.parse::<u64>().ok()) {
-                    Some(lag) => Some(lag.min(len)),
-                    // No lag from Redis (entries deleted in the middle, a
-                    // group set to an arbitrary ID, Redis < 7): the script
-                    // counted the entries after the last delivered one, up
-                    // to max_active_scan.
-                    None => {
-                        let c = counted
-                            .get(i)
-                            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                            .and_then(|c| u64::try_from(c).ok());
-                        if let Some(c) = c {
-                            group["lag_counted"] = json!(true);
-                            if c >= u64::from(max_scan) {
-                                group["lag_at_least"] = json!(true);
-                            }
-                        }
-                        c
-                    }
-                };
-                group["lag"] = json!(lag);
-                if let Some(a) = next_ids
-                    .get(i)
-                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                    .and_then(|id| entry_ms(&id))
-                    .map(|ms| ((now_ms - ms) / 1000.0).max(0.0))
-                {
-                    waited = Some(waited.map_or(a, |w| w.max(a)));
-                }
-                if let Some(idle) = idles
-                    .get(i)
-                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                    .filter(|ms| *ms >= 0)
-                {
-                    let a = idle as f64 / 1000.0;
-                    running = Some(running.map_or(a, |r| r.max(a)));
-                }
-                lag_sum += lag.unwrap_or(0);
-                pending_sum += pending;
-                gs.insert(name, group);
-            }
-            let waiting = if groups.is_empty() { len } else { lag_sum };
-            s.counts = vec![
-                (JobState::Waiting, waiting),
-                (JobState::Active, pending_sum),
-            ];
-            // Ages need a group: without one, nothing tells what was read.
-            if !groups.is_empty() {
-                s.oldest_waiting_age = Some(waited.unwrap_or(0.0));
-                s.oldest_active_age = Some(running.unwrap_or(0.0));
-            }
-            s.extra.insert("length".into(), json!(len));
-            s.extra.insert("groups".into(), Value::Object(gs));
-        }
-        QueueType::Bullmq | QueueType::Bull => {
-            if items.len() < 16 {
-                return Err(QueueReadError::UnexpectedFromScript);
-            }
-            let paused = int(8) == 1;
-            let (wait, paused_n) = if paused {
-                // A paused queue's waiting jobs are not waiting for a worker.
-                (0, n(0) + n(2))
-            } else {
-                (n(0), n(2))
-            };
-            s.counts = vec![
-                (JobState::Waiting, wait),
-                (JobState::Active, n(1)),
-                (JobState::Paused, paused_n),
-                (JobState::Delayed, n(3)),
-            ];
-            if t.spec.type_ == QueueType::Bullmq {
-                s.counts.push((JobState::Prioritized, n(4)));
-                s.counts.push((JobState::WaitingChildren, n(5)));
-            }
-            s.counts.push((JobState::Completed, n(6)));
-            s.counts.push((JobState::Failed, n(7)));
-            s.paused = Some(paused);
-            // A delayed job past its time waits as much as a waiting one:
-            // for a worker to promote it (none left: it never runs).
-            let overdue = age(int(14)).filter(|_| n(13) > 0);
-            let waited = age(int(9)).into_iter().chain(overdue).reduce(f64::max);
-            s.oldest_waiting_age = Some(waited.unwrap_or(0.0));
-            s.extra.insert("delayed_due".into(), json!(n(13)));
-            if int(15) > 0 {
-                s.extra.insert(
-                    "rate_limited_for_seconds".into(),
-                    json!((int(15) as f64 / 100.0).round() / 10.0),
-                );
-            }
-            s.oldest_active_age = Some(age(int(10)).unwrap_or(0.0));
-            s.stalled = Some(n(11));
-            if n(12) < n(1) {
-                s.extra.insert("stalled_checked".into(), json!(n(12)));
-            }
-        }
-    }
-    Ok(s)
-}
-
-/// The time (ms since the epoch) in a stream entry ID that Redis made
-/// (`XADD key *`); `None` for an ID written by hand (`1-1`), whose first
-/// part is no time: one before 2001 is taken as such.
-fn entry_ms(id: &str) -> Option<f64> {
-    let ms: u64 = id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()?;
-    (ms >= 1_000_000_000_000).then_some(ms as f64)
-}
-
-/// A flat `[k1, v1, k2, v2…]` reply (or a RESP3 map) as text pairs.
-fn pairs(v: &RValue) -> BTreeMap<String, String> {
-    let text = |v: &RValue| match v {
-        RValue::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        RValue::SimpleString(s) => s.clone(),
-        RValue::Int(i) => i.to_string(),
-        _ => String::new(),
-    };
-    let mut out = BTreeMap::new();
-    match v {
-        RValue::Array(items) => {
-            for kv in items.chunks(2) {
-                if let [k, v] = kv
-                    && !matches!(v, RValue::Nil)
-                {
-                    out.insert(text(k), text(v));
-                }
-            }
-        }
-        RValue::Map(items) => {
-            for (k, v) in items {
-                if !matches!(v, RValue::Nil) {
-                    out.insert(text(k), text(v));
-                }
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
 /// Escapes the glob characters of a SCAN pattern.
-fn glob_escape(s: &str) -> String {
+pub(super) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
@@ -837,13 +478,6 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stream_ids_made_by_redis_carry_their_time() {
-        assert_eq!(entry_ms("1796672833208-0"), Some(1_796_672_833_208.0));
-        assert_eq!(entry_ms("1-1"), None);
-        assert_eq!(entry_ms("not-an-id"), None);
-    }
 
     #[test]
     fn glob_is_escaped() {
