@@ -95,7 +95,8 @@ impl std::ops::Deref for Spec {
 pub struct SpecData {
     /// What is sent, and how (its `url` is `None` in a module).
     pub request: Request,
-    pub expect: Expect,
+    /// Shared with the blocking thread that judges a large body.
+    pub expect: Arc<Expect>,
     pub slow_above: Option<Duration>,
     pub cert_expiry_warn: Duration,
     pub cert_expiry_critical: Duration,
@@ -374,7 +375,7 @@ fn parse_spec(
             insecure_skip_verify: raw.insecure_skip_verify,
             max_body,
         },
-        expect,
+        expect: Arc::new(expect),
         slow_above: raw.slow_above.map(|d| d.0),
         cert_expiry_warn,
         cert_expiry_critical,

@@ -158,9 +158,6 @@ impl Metrics {
 
 pub struct HttpProbe {
     spec: Spec,
-    /// `spec.expect`, shared with the blocking thread that judges a large
-    /// body.
-    expect: Arc<Expect>,
     client: Client,
     label: ComponentOnly,
     metrics: Arc<Metrics>,
@@ -214,7 +211,6 @@ pub fn build_with(spec: &Spec, name: &str, metrics: Arc<Metrics>) -> Result<Http
     })?;
     Ok(HttpProbe {
         spec: spec.clone(),
-        expect: Arc::new(spec.expect.clone()),
         client,
         label: ComponentOnly {
             component: name.into(),
@@ -376,9 +372,9 @@ impl HttpProbe {
     /// stop every other check for the time it takes.
     async fn judge(&self, a: Answer) -> Result<(), (Reason, String)> {
         if a.body.len() <= JUDGE_INLINE_MAX {
-            return self.expect.judge(&a);
+            return self.spec.expect.judge(&a);
         }
-        let expect = self.expect.clone();
+        let expect = self.spec.expect.clone();
         tokio::task::spawn_blocking(move || expect.judge(&a))
             .await
             .unwrap_or_else(|e| Err((Reason::Internal, format!("judging the answer: {e}"))))
