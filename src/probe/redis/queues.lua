@@ -5,7 +5,9 @@
 --   ARGV[2] the key (list, zset, stream) or "<prefix>:<queue>" (bull, bullmq)
 --   ARGV[3] how many items to look at one by one: active jobs for stalled
 --           ones, a stream group's entries when Redis cannot tell its lag
---   ARGV[4] depwatch's clock, ms since the epoch (delayed jobs that are due)
+--   ARGV[4] depwatch's clock, ms since the epoch (delayed jobs that are due:
+--           their times are the producers', not Redis's; a stream's ages
+--           are taken on Redis's own clock, which made its entry IDs)
 -- A key that cannot be read (another type, a user without access to it)
 -- answers { 'fault', key, error, its type, the type expected }, so that the
 -- message names the key instead of a line of this script.
@@ -67,7 +69,11 @@ local function stream()
       if pending[1] then idles[i] = pending[1][3] end
     end
   end
-  return { call(base, 'stream', 'XLEN', base), groups, counted, next_ids, idles }
+  -- Entry IDs hold Redis's clock: their ages are taken on it, not on
+  -- depwatch's host's (ms since the epoch).
+  local t = redis.call('TIME')
+  local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return { call(base, 'stream', 'XLEN', base), groups, counted, next_ids, idles, clock }
 end
 
 -- Whether a meta hash is BullMQ's (Bull 3 keeps only `paused` there).

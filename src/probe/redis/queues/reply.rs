@@ -221,6 +221,13 @@ pub(super) fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapsho
                 _ => &[],
             };
             let (groups, counted, next_ids, idles) = (array(1), array(2), array(3), array(4));
+            // Redis made the entry IDs with its own clock, which the script
+            // read: another host's clock (depwatch's) off by a minute would
+            // put a minute into every age, or hide one.
+            let clock = match int(5) {
+                ms if ms > 0 => ms as f64,
+                _ => now_ms,
+            };
             let mut waited: Option<f64> = None;
             let mut running: Option<f64> = None;
             let mut lag_sum = 0;
@@ -262,7 +269,7 @@ pub(super) fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapsho
                     .get(i)
                     .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
                     .and_then(|id| entry_ms(&id))
-                    .map(|ms| ((now_ms - ms) / 1000.0).max(0.0))
+                    .map(|ms| ((clock - ms) / 1000.0).max(0.0))
                 {
                     waited = Some(waited.map_or(a, |w| w.max(a)));
                 }
@@ -378,7 +385,67 @@ fn pairs(v: &RValue) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::config::QueueSpec;
     use super::*;
+
+    /// A stream's answer as the script gives it: one group `g` whose next
+    /// entry to deliver was added at `added_ms`, Redis's clock at `clock_ms`.
+    fn stream_reply(added_ms: i64, clock_ms: i64) -> RValue {
+        let bulk = |s: &str| RValue::BulkString(s.as_bytes().to_vec());
+        let group = RValue::Array(vec![
+            bulk("name"),
+            bulk("g"),
+            bulk("pending"),
+            RValue::Int(0),
+            bulk("lag"),
+            RValue::Int(1),
+        ]);
+        RValue::Array(vec![
+            RValue::Int(1),
+            RValue::Array(vec![group]),
+            RValue::Array(vec![RValue::Int(-1)]),
+            RValue::Array(vec![bulk(&format!("{added_ms}-0"))]),
+            RValue::Array(vec![RValue::Int(-1)]),
+            RValue::Int(clock_ms),
+        ])
+    }
+
+    #[test]
+    fn stream_ages_are_taken_on_the_clock_of_redis_that_made_the_ids() {
+        let spec = QueueSpec {
+            name: "events".into(),
+            type_: QueueType::Stream,
+            key: "events".into(),
+            discover: None,
+            state: JobState::Waiting,
+            thresholds: Default::default(),
+            groups: Vec::new(),
+        };
+        let t = Target {
+            name: "events".into(),
+            spec: &spec,
+            arg: "events".into(),
+        };
+        // Redis's clock is an hour behind depwatch's host; the entry was
+        // added 30 s ago by Redis's clock.
+        let redis_now = 1_796_672_833_208;
+        let depwatch_now = (redis_now + 3_600_000) as f64;
+        let read = Read {
+            now_ms: depwatch_now,
+            max_scan: 100,
+            load_error: None,
+            secrets: &[],
+        };
+        let s = snapshot(&t, stream_reply(redis_now - 30_000, redis_now), &read).unwrap();
+        assert_eq!(s.oldest_waiting_age, Some(30.0));
+        // An answer without Redis's clock (none read): depwatch's.
+        let mut old = stream_reply(redis_now - 30_000, redis_now);
+        if let RValue::Array(items) = &mut old {
+            items.truncate(5);
+        }
+        let s = snapshot(&t, old, &read).unwrap();
+        assert_eq!(s.oldest_waiting_age, Some(3630.0));
+    }
 
     #[test]
     fn stream_ids_made_by_redis_carry_their_time() {
