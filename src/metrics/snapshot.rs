@@ -4,8 +4,9 @@
 //! gzip form is compressed once, on the first scrape that asks for it.
 //! A large encoding built for a gzip scrape (Prometheus always asks for
 //! gzip) keeps only its compressed form: at 10,000 components that is
-//! 1.6 MB instead of 17. Once the last encoding was that large, the next
-//! one is compressed as it is written, whatever the scrape asked for: its
+//! 1.6 MB instead of 17. Once the last encoding was that large (or, for
+//! the first one, once its sample lines make it so), the next one is
+//! compressed as it is written, whatever the scrape asked for: its
 //! 16 MB of plain text never exist whole, and a scrape without gzip gets
 //! them inflated piece by piece as it reads. The two formats share what
 //! they learnt of the size (the first OpenMetrics scrape after a text one
@@ -51,6 +52,23 @@ fn generation() -> u64 {
 /// Above this size, an encoding built for a gzip scrape keeps only its
 /// compressed form.
 const KEEP_PLAIN_UP_TO: usize = 1 << 20;
+
+/// The fewest bytes a sample line of ours takes (`depwatch_up{component="a"} 1`
+/// and its newline): what makes a lower bound of an encoding's size.
+const LINE_BYTES_AT_LEAST: usize = 32;
+
+/// Whether the next encoding is compressed as it is written: when the last
+/// one was large, or, before any was built, when its sample lines alone
+/// (`lines`, asked only then) make it large. The first scrape at 10,000
+/// components built its 16 MB of plain text whole to compress it, which
+/// was the daemon's peak memory (84 MB before it, 101 MB at it).
+fn compress_as_written(last_len: usize, lines: impl FnOnce() -> usize) -> bool {
+    let size = match last_len {
+        0 => lines().saturating_mul(LINE_BYTES_AT_LEAST),
+        n => n,
+    };
+    size > KEEP_PLAIN_UP_TO
+}
 
 /// One encoding of the registry in one format: the plain text, the gzip
 /// form, or both (never neither).
@@ -179,7 +197,7 @@ impl Snapshots {
                 };
                 let last_len = self.last_len.load(Ordering::Relaxed);
                 let last_gzip_len = self.last_gzip_len.load(Ordering::Relaxed);
-                let s = if last_len > KEEP_PLAIN_UP_TO {
+                let s = if compress_as_written(last_len, || lines.sample_lines()) {
                     // Only the compressed form will be kept: compressed as
                     // it is written, the plain text never whole (a scrape
                     // without gzip inflates it as it reads).
@@ -328,12 +346,45 @@ mod tests {
         assert!(s.plain.get().is_some() && s.deflated().is_some());
     }
 
+    #[test]
+    fn a_first_encoding_is_compressed_as_it_is_written_when_its_lines_make_it_large() {
+        let (r, _snaps, lines, _up) = large();
+        let plain = encode(&r, &[&lines], Format::Text, 0).len();
+        assert!(plain > KEEP_PLAIN_UP_TO);
+        // The bound is below the real size, and says "large" for it.
+        let n = lines.sample_lines();
+        assert_eq!(n, 40_000);
+        assert!(n * LINE_BYTES_AT_LEAST <= plain, "{n} lines, {plain} bytes");
+        assert!(compress_as_written(0, || n));
+        // A small one, before any encoding and after.
+        assert!(!compress_as_written(0, || 150));
+        assert!(!compress_as_written(14_000, || unreachable!()));
+        // The last size, once known, decides.
+        assert!(compress_as_written(KEEP_PLAIN_UP_TO + 1, || 0));
+        // Histograms count their buckets, `+Inf`, sum and count.
+        let mut h = Lines::default();
+        let f = crate::metrics::lines::Histograms::<ComponentOnly>::default();
+        h.register("depwatch", "d", "D", f.clone());
+        let buckets: Arc<[f64]> = Arc::from([0.1, 1.0]);
+        f.get_or_create(
+            &ComponentOnly {
+                component: "a".into(),
+            },
+            &buckets,
+        )
+        .observe(0.5);
+        assert_eq!(h.sample_lines(), 5);
+    }
+
     #[tokio::test]
     async fn the_first_encoding_of_the_other_format_knows_the_size_and_the_stale_one_goes() {
         let (r, snaps, lines, _up) = large();
-        // A first scrape of the text format, without gzip: kept plain.
+        // A first scrape of the text format, without gzip: its lines say
+        // it is large, so it is compressed as it is written too (and read
+        // inflated).
         let text = snaps.get(&r, &lines, Format::Text, false).await;
-        assert!(text.len > KEEP_PLAIN_UP_TO && text.plain.get().is_some());
+        assert!(text.len > KEEP_PLAIN_UP_TO && text.plain.get().is_none());
+        assert!(text.deflated().is_some());
         assert!(snaps.slots[Format::Text as usize].lock().await.is_some());
         drop(text);
         // Then Prometheus' first scrape, after a change: OpenMetrics with

@@ -317,6 +317,8 @@ impl<S: LabelSet, M: Value> Lines<S, M> {
 pub trait Family: Send + Sync {
     fn metric_type(&self) -> MetricType;
     fn is_empty(&self) -> bool;
+    /// How many sample lines [`Family::write`] writes now.
+    fn sample_lines(&self) -> usize;
     /// Every series' sample lines, the family named `name`, each series'
     /// into [`Writer::samples`] (which may compress what came before).
     fn write(&self, name: &str, w: &mut Writer);
@@ -337,6 +339,10 @@ impl<S: LabelSet, M: Value> Family for Lines<S, M> {
 
     fn is_empty(&self) -> bool {
         read(&self.inner.series).map.is_empty()
+    }
+
+    fn sample_lines(&self) -> usize {
+        read(&self.inner.series).map.len()
     }
 
     fn write(&self, name: &str, w: &mut Writer) {
@@ -489,6 +495,12 @@ impl<S: LabelSet> Family for Histograms<S> {
         read(&self.inner.series).map.is_empty()
     }
 
+    fn sample_lines(&self) -> usize {
+        // Its buckets, `+Inf`, the sum and the count.
+        let series = read(&self.inner.series);
+        series.map.values().map(|h| h.bounds.len() + 3).sum()
+    }
+
     fn write(&self, name: &str, w: &mut Writer) {
         let series = read(&self.inner.series);
         let mut last = lock(&self.inner.last);
@@ -620,6 +632,14 @@ impl Registry {
             help: format!("{help}."),
             family: Box::new(family),
         });
+    }
+}
+
+impl Registry {
+    /// How many sample lines an encoding writes now: what sizes the first
+    /// one, before any was built.
+    pub fn sample_lines(&self) -> usize {
+        self.families.iter().map(|f| f.family.sample_lines()).sum()
     }
 }
 
