@@ -265,22 +265,50 @@ impl Engine {
         a.metrics.set_sender(Some(
             email_cfg.is_some() && cfg.mode != Mode::Off && role.sends(),
         ));
-        if let Some(ecfg) = email_cfg {
-            if role.sends() {
-                for intent in intents {
-                    self.queue(cfg, ecfg, intent, now, &rt, role);
+        // Every email decided is owed first; the owed ones go oldest first,
+        // as far as `max_per_hour` allows (the others wait, in the book
+        // and the store, for the hour to make room).
+        self.book.owe(&intents, now);
+        let fresh: std::collections::BTreeSet<i64> = intents.iter().map(|i| i.incident).collect();
+        let due = self.book.due(&policy);
+        match email_cfg {
+            Some(ecfg) if role.sends() => {
+                for intent in due {
+                    match self.queue(cfg, ecfg, intent, now, &rt, role) {
+                        Queued::Yes | Queued::Failed => {}
+                        Queued::HeldBack if fresh.contains(&intent.incident) => {
+                            let mut i = a.lock();
+                            i.held_back += 1;
+                            i.held_back_total += 1;
+                            tracing::warn!(
+                                kind = intent.kind.as_str(),
+                                incident = intent.incident,
+                                max_per_hour = cfg.max_per_hour,
+                                "Alert email held back: max_per_hour reached; it goes once the hour makes room."
+                            );
+                        }
+                        Queued::HeldBack => {}
+                    }
                 }
-            } else if !intents.is_empty() {
-                tracing::debug!(
-                    emails = intents.len(),
-                    role = role.as_str(),
-                    "Alert emails left to the HA leader."
-                );
+            }
+            _ => {
+                // Not the sender (the HA leader sends), or no `email:`:
+                // nothing is owed here.
+                if !due.is_empty() {
+                    tracing::debug!(
+                        emails = due.len(),
+                        role = role.as_str(),
+                        "Alert emails left to the HA leader."
+                    );
+                }
+                for intent in due {
+                    self.book.settle(intent.incident, None);
+                }
             }
         }
         if role == super::coord::Role::Leader {
             let snapshot = super::coord::SharedBook {
-                open: self.book.open().cloned().collect(),
+                open: self.book.kept().cloned().collect(),
                 next_incident: self.book.next_id,
             };
             if let Ok(json) = serde_json::to_string(&snapshot)
@@ -412,6 +440,7 @@ impl Engine {
                 )
             })),
             uncoordinated: None,
+            held_since: None,
         }
     }
 
@@ -424,8 +453,11 @@ impl Engine {
         now: i64,
         rt: &crate::component::Components,
         role: super::coord::Role,
-    ) {
+    ) -> Queued {
         let a = &self.shared.alert;
+        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
+            return Queued::Failed;
+        };
         let cap;
         {
             let mut recent = a.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -433,16 +465,7 @@ impl Engine {
                 recent.pop_front();
             }
             if recent.len() >= cfg.max_per_hour as usize {
-                let mut i = a.lock();
-                i.held_back += 1;
-                i.held_back_total += 1;
-                tracing::warn!(
-                    kind = intent.kind.as_str(),
-                    incident = intent.incident,
-                    max_per_hour = cfg.max_per_hour,
-                    "Alert email held back: max_per_hour reached."
-                );
-                return;
+                return Queued::HeldBack;
             }
             recent.push_back(now);
             // This one fills the hour: it says so, since the emails held
@@ -458,9 +481,7 @@ impl Engine {
         let mut view = self.view(cfg, rt, held_back);
         view.cap = cap;
         view.uncoordinated = a.coord.uncoordinated_note();
-        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
-            return;
-        };
+        view.held_since = inc.owed.map(|o| o.since_ms).filter(|t| *t < now);
         let rendered = render::render(intent.kind, Some(&inc), &view, now);
         let id = self.next_email;
         self.next_email += 1;
@@ -475,15 +496,11 @@ impl Engine {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "Cannot build the alert email.");
-                return;
+                self.book.settle(inc.id, None);
+                return Queued::Failed;
             }
         };
-        if let Some(i) = self.book.get_mut(inc.id) {
-            if i.thread.is_none() {
-                i.thread = Some(message_id.clone());
-            }
-            i.emails += 1;
-        }
+        self.book.settle(inc.id, Some((now, &message_id)));
         let (from, to) = email::envelope_of(ecfg);
         let out = Outgoing {
             id,
@@ -501,7 +518,18 @@ impl Engine {
             a.coord.publish_queued(&out, now);
         }
         a.enqueue(out);
+        Queued::Yes
     }
+}
+
+/// What became of an email owed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Queued {
+    Yes,
+    /// `max_per_hour` is reached: still owed.
+    HeldBack,
+    /// It could not be built: given up (logged).
+    Failed,
 }
 
 /// The status page's address from `listen` when `alerting.page_url` is not

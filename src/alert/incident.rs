@@ -58,6 +58,32 @@ pub struct Incident {
     pub last_email_ms: Option<i64>,
     pub emails: u32,
     pub resolved_ms: Option<i64>,
+    /// An email decided and not queued yet: `max_per_hour` held it back.
+    /// It goes once the cap allows, about the incident as it is then (a
+    /// closed incident is kept, in the book and the store, until it went).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed: Option<Owed>,
+}
+
+/// The email an incident is owed and since when (ms, wall clock: the
+/// oldest held goes first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owed {
+    pub kind: EmailKind,
+    pub since_ms: i64,
+}
+
+impl Owed {
+    /// What an incident is owed after `new` was decided on top of this:
+    /// a firing (or watchdog) email never sent stays owed through the
+    /// reminders (it tells the current state anyway); a resolution
+    /// replaces whatever was owed (it says it fired if that was never told).
+    fn merge(self, new: EmailKind) -> EmailKind {
+        match (self.kind, new) {
+            (EmailKind::Firing | EmailKind::Watchdog, EmailKind::Reminder) => self.kind,
+            _ => new,
+        }
+    }
 }
 
 impl Incident {
@@ -72,10 +98,16 @@ impl Incident {
     pub fn critical(&self) -> bool {
         self.scope == Scope::Pipeline || self.members.iter().any(|m| m.critical)
     }
+
+    /// Kept in the book (and loaded at start): open, or owed an email.
+    pub fn kept(&self) -> bool {
+        self.is_open() || self.owed.is_some()
+    }
 }
 
 /// Which email an incident needs now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EmailKind {
     Firing,
     Reminder,
@@ -161,13 +193,78 @@ impl Book {
             .iter()
             .filter_map(|id| self.incidents.get(id).cloned())
             .collect();
-        // Closed incidents are persisted once, then forgotten here.
-        self.incidents.retain(|_, i| i.is_open());
+        // Closed incidents are persisted once, then forgotten here (once
+        // the email they are owed went).
+        self.incidents.retain(|_, i| i.kept());
         out
     }
 
     pub fn open(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.values().filter(|i| i.is_open())
+    }
+
+    /// The open incidents and the closed ones still owed an email.
+    pub fn kept(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents.values().filter(|i| i.kept())
+    }
+
+    /// Notes the emails decided on a tick as owed (merged with what each
+    /// incident was owed already, see [`Owed::merge`]); the engine queues
+    /// them from [`Book::due`] and settles each one it queued.
+    pub fn owe(&mut self, intents: &[Intent], now: i64) {
+        for intent in intents {
+            if let Some(inc) = self.get_mut(intent.incident) {
+                inc.owed = Some(match inc.owed {
+                    Some(o) => Owed {
+                        kind: o.merge(intent.kind),
+                        since_ms: o.since_ms,
+                    },
+                    None => Owed {
+                        kind: intent.kind,
+                        since_ms: now,
+                    },
+                });
+            }
+        }
+    }
+
+    /// The emails owed, oldest first. Under `mode: off` (or without
+    /// `email:`) none is due: those of open incidents wait, those of
+    /// closed ones are dropped (off silences resolutions too).
+    pub fn due(&mut self, p: &Policy) -> Vec<Intent> {
+        let mut owed: Vec<(i64, i64, EmailKind)> = self
+            .incidents
+            .values()
+            .filter_map(|i| i.owed.map(|o| (o.since_ms, i.id, o.kind)))
+            .collect();
+        if p.mode == Mode::Off || !p.can_email {
+            for (_, id, _) in owed {
+                if !self.incidents[&id].is_open()
+                    && let Some(inc) = self.get_mut(id)
+                {
+                    inc.owed = None;
+                }
+            }
+            return Vec::new();
+        }
+        owed.sort_unstable();
+        owed.into_iter()
+            .map(|(_, incident, kind)| Intent { kind, incident })
+            .collect()
+    }
+
+    /// The email owed to `id` was queued (`now`), or given up (`None`).
+    pub fn settle(&mut self, id: i64, queued: Option<(i64, &str)>) {
+        if let Some(inc) = self.get_mut(id) {
+            inc.owed = None;
+            if let Some((now, message_id)) = queued {
+                inc.last_email_ms = Some(now);
+                inc.emails += 1;
+                if inc.thread.is_none() {
+                    inc.thread = Some(message_id.to_string());
+                }
+            }
+        }
     }
 
     pub fn get_mut(&mut self, id: i64) -> Option<&mut Incident> {
@@ -191,6 +288,7 @@ impl Book {
             last_email_ms: None,
             emails: 0,
             resolved_ms: None,
+            owed: None,
         })
     }
 
@@ -750,6 +848,85 @@ mod tests {
             k(b.components(303_000, &back, true, &down)),
             vec![EmailKind::Resolved]
         );
+    }
+
+    #[test]
+    fn an_email_held_back_is_owed_until_it_goes_and_tells_the_state_then() {
+        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
+        let p = policy(Mode::Always);
+        let mut b = Book::new(vec![], 1);
+        b.components(0, &[obs("a", true)], false, &p);
+        let fired = b.components(10_000, &[obs("a", true)], false, &p);
+        b.owe(&fired, 10_000);
+        let id = fired[0].incident;
+        // Held back (not settled): owed on every tick, nothing new decided.
+        assert!(
+            b.components(11_000, &[obs("a", true)], false, &p)
+                .is_empty()
+        );
+        assert_eq!(k(b.due(&p)), vec![EmailKind::Firing]);
+        // A reminder decided meanwhile: the firing email is still the one owed.
+        let r = b.components(70_000, &[obs("a", true)], false, &p);
+        assert_eq!(k(r.clone()), vec![EmailKind::Reminder]);
+        b.owe(&r, 70_000);
+        assert_eq!(k(b.due(&p)), vec![EmailKind::Firing]);
+        // Across a restart (the store keeps it as JSON).
+        let json: Vec<String> = b
+            .take_dirty()
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap())
+            .collect();
+        let restored = json
+            .iter()
+            .map(|j| serde_json::from_str(j).unwrap())
+            .collect();
+        let mut b = Book::new(restored, 1);
+        assert_eq!(
+            b.incidents[&id].owed,
+            Some(Owed {
+                kind: EmailKind::Firing,
+                since_ms: 10_000
+            })
+        );
+        // It recovers before the hour made room: the resolution replaces
+        // it, and the closed incident is kept until that went.
+        let r = b.components(80_000, &[obs("a", false)], false, &p);
+        assert_eq!(k(r.clone()), vec![EmailKind::Resolved]);
+        b.owe(&r, 80_000);
+        assert_eq!(b.take_dirty().len(), 1);
+        assert_eq!(b.open().count(), 0);
+        assert_eq!(b.kept().count(), 1);
+        assert_eq!(k(b.due(&p)), vec![EmailKind::Resolved]);
+        b.settle(id, Some((90_000, "<m@h>")));
+        assert!(b.due(&p).is_empty());
+        let last = b.take_dirty();
+        assert_eq!(last[0].emails, 1);
+        assert!(!last[0].kept(), "stored as done");
+        assert!(b.incidents.is_empty(), "forgotten once it went");
+    }
+
+    #[test]
+    fn held_back_emails_go_oldest_first_and_mode_off_drops_closed_ones() {
+        let p = policy(Mode::Always);
+        let mut b = Book::new(vec![], 1);
+        b.components(0, &[obs("a", true)], false, &p);
+        let a = b.components(10_000, &[obs("a", true)], false, &p);
+        b.owe(&a, 10_000);
+        b.components(20_000, &[obs("a", true), obs("b", true)], false, &p);
+        let bb = b.components(30_000, &[obs("a", true), obs("b", true)], false, &p);
+        b.owe(&bb, 30_000);
+        let due = b.due(&p);
+        assert_eq!(
+            due.iter().map(|i| i.incident).collect::<Vec<_>>(),
+            [a[0].incident, bb[0].incident]
+        );
+        // Off: nothing is due; b recovers (silently), its email is dropped,
+        // a's waits for a mode that emails.
+        let off = policy(Mode::Off);
+        b.components(40_000, &[obs("a", true), obs("b", false)], false, &off);
+        assert!(b.due(&off).is_empty());
+        assert_eq!(b.incidents[&bb[0].incident].owed, None);
+        assert_eq!(b.due(&p), vec![a[0]]);
     }
 
     #[test]

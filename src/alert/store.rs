@@ -88,7 +88,9 @@ impl Store {
         let Ok(state) = serde_json::to_string(inc) else {
             return;
         };
-        let (id, open) = (inc.id, inc.is_open());
+        // `open`: loaded at start. A closed incident still owed an email
+        // (held back by `max_per_hour`) is loaded too, until it went.
+        let (id, open) = (inc.id, inc.kept());
         self.write("alert incident", move |c| {
             c.prepare_cached(
                 "INSERT INTO alert_incidents (id, open, state, updated_ms) VALUES (?1, ?2, ?3, ?4)

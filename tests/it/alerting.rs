@@ -781,6 +781,75 @@ async fn max_per_hour_holds_emails_back_and_counts_them() {
     );
 }
 
+#[tokio::test]
+async fn an_email_held_back_by_max_per_hour_goes_once_the_hour_makes_room_even_after_a_restart() {
+    let smtp = Smtp::start(&[]);
+    let dead = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let mk = |max: u32| {
+        format!(
+            "listen: 127.0.0.1:{listen}\nstate_dir: {}\n{}{SELF_PROBE}{}",
+            state.path().display(),
+            alerting(
+                smtp.port,
+                &format!("  mode: always\n  scrape_watchdog: 1s\n  max_per_hour: {max}\n"),
+                "    starttls: never\n"
+            ),
+            redis_probe(dead)
+        )
+    };
+    let mut dw = Depwatch::start(&mk(1)).await;
+    // The watchdog and the firing email: one goes, the other is held back.
+    wait_alerting(&dw, "an email held back", |a| {
+        a["held_back"].as_u64().is_some_and(|n| n >= 1)
+    })
+    .await;
+    let first = wait_for("the one email", WAIT, || async {
+        smtp.mails().first().map(Mail::kind)
+    })
+    .await;
+    let held = if first == "watchdog" {
+        "firing"
+    } else {
+        "watchdog"
+    };
+    // Stopped, the hour passes (the outbox's times moved an hour back),
+    // started again: the email held back goes at once, about now.
+    dw.proc.signal("TERM");
+    let _ = dw.proc.child.wait();
+    let db = rusqlite::Connection::open(state.path().join("depwatch.db")).unwrap();
+    db.execute(
+        "UPDATE alert_emails SET created_ms = created_ms - 3600000",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    dw = Depwatch::start(&mk(1)).await;
+    let m = smtp.wait_kind(held, 1).await.remove(0);
+    if held == "firing" {
+        assert!(m.subject().contains("jobs unhealthy"), "{}", m.subject());
+    }
+    assert!(
+        m.text().contains("Held back by max_per_hour since"),
+        "{}",
+        m.text()
+    );
+    // Once: a later email (more room, then a scrape resolves the pipeline)
+    // comes after it, and nothing was sent twice.
+    std::fs::write(&dw.config_path, mk(10)).unwrap();
+    dw.proc.signal("HUP");
+    wait_for("the reload", WAIT, || async {
+        dw.log().contains("Configuration reloaded.").then_some(())
+    })
+    .await;
+    wait_alerting(&dw, "the pipeline down", |a| a["pipeline"] == "down").await;
+    dw.metrics().await;
+    smtp.wait_kind("resolved", 1).await;
+    let kinds: Vec<String> = smtp.mails().iter().map(Mail::kind).collect();
+    assert_eq!(kinds, [first.as_str(), held, "resolved"]);
+}
+
 /// A CA and a server certificate for 127.0.0.1/localhost it signed: (ca pem, cert pem, key pem).
 fn test_pki() -> (String, String, String) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
