@@ -938,6 +938,93 @@ async fn starttls_with_auth_works_and_a_wrong_password_is_an_auth_failure_withou
 }
 
 #[tokio::test]
+async fn a_refused_login_backs_off_and_a_reload_of_the_smtp_settings_retries_at_once() {
+    let smtp = Smtp::start(&["--auth", "alerts:right-pass-123", "--allow-plain-auth"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("pw");
+    let yaml = format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp.port,
+            "  scrape_watchdog: 1s\n",
+            &format!(
+                "    starttls: never\n    username: alerts\n    password_file: {}\n",
+                pw_file.display()
+            )
+        )
+    );
+    let (wrong1, wrong2, right) = ("Wr0ng-one-xyz", "Wr0ng-two-xyz", "right-pass-123");
+    std::fs::write(&pw_file, wrong1).unwrap();
+    let dw = Depwatch::start(&yaml).await;
+    let bad = |n: usize| {
+        let smtp = &smtp;
+        async move {
+            wait_for(&format!("{n} refused logins"), WAIT, || async {
+                (smtp.auth_log().matches(" bad\n").count() >= n).then_some(())
+            })
+            .await
+        }
+    };
+    bad(1).await;
+    let a = wait_alerting(&dw, "the refused login shown", |a| {
+        a["last_error"]["reason"] == "auth"
+    })
+    .await;
+    let e = &a["last_error"];
+    assert!(e["message"].as_str().unwrap().contains("535"), "{a}");
+    assert!(e["hint"].as_str().unwrap().contains("password"), "{a}");
+    // The next attempt in a minute, not in a second.
+    let at = |k: &str| chrono_ms(e[k].as_str().unwrap_or_else(|| panic!("no `{k}` in {a}")));
+    let wait = at("next_attempt") - at("at");
+    assert!((59_000..=61_000).contains(&wait), "{wait} ms: {a}");
+    assert_eq!(
+        dw.metrics()
+            .await
+            .value("depwatch_alert_email_backoff_seconds", &[]),
+        60.0
+    );
+    // Another wrong password, reloaded: tried at once (the same error is
+    // not logged again).
+    std::fs::write(&pw_file, wrong2).unwrap();
+    dw.proc.signal("HUP");
+    bad(2).await;
+    // The right one: delivered at once (and the resolution the scrape
+    // above brought, behind it).
+    std::fs::write(&pw_file, right).unwrap();
+    dw.proc.signal("HUP");
+    smtp.wait_kind("watchdog", 1).await;
+    let log = smtp.auth_log();
+    assert_eq!(log.matches(" bad\n").count(), 2, "{log}");
+    let dwlog = dw.log();
+    assert_eq!(
+        dwlog
+            .matches("Alert email refused; retrying less and less often.")
+            .count(),
+        1,
+        "{dwlog}"
+    );
+    assert!(
+        dwlog.contains("Alert emails are delivered again."),
+        "{dwlog}"
+    );
+    wait_for("the backoff cleared", WAIT, || async {
+        let m = dw.metrics().await;
+        (m.value("depwatch_alert_email_backoff_seconds", &[]) == 0.0).then_some(())
+    })
+    .await;
+    dw.assert_never_shown(&[wrong1, wrong2, right]).await;
+    for secret in [wrong1, wrong2, right] {
+        assert!(!dwlog.contains(secret), "{secret} in the log");
+    }
+}
+
+/// An RFC 3339 time of `/api/health` in ms since the epoch.
+fn chrono_ms(t: &str) -> i64 {
+    let t = humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test]
 async fn starttls_required_but_not_offered_sends_nothing_and_no_plaintext_auth() {
     let smtp = Smtp::start(&["--auth", "alerts:pw-not-to-be-sent", "--allow-plain-auth"]);
     let dir = tempfile::tempdir().unwrap();
