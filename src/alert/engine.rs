@@ -501,6 +501,12 @@ impl Engine {
             }
         };
         self.book.settle(inc.id, Some((now, &message_id)));
+        let settled = self
+            .book
+            .incidents
+            .get(&inc.id)
+            .cloned()
+            .unwrap_or_else(|| inc.clone());
         let (from, to) = email::envelope_of(ecfg);
         let out = Outgoing {
             id,
@@ -513,7 +519,9 @@ impl Engine {
             body: Arc::new(body),
         };
         tracing::info!(kind = intent.kind.as_str(), incident = inc.id, subject = %out.subject, "Alert email queued.");
-        self.shared.store.alert_email_put(&out, now);
+        // One write: a crash never keeps the email without the incident's
+        // state that decided it (sent again at start) or the reverse (lost).
+        self.shared.store.alert_email_queued(&out, &settled, now);
         if role == super::coord::Role::Leader {
             a.coord.publish_queued(&out, now);
         }
