@@ -70,7 +70,8 @@ pub struct Alerting {
     pub coord: super::coord::Coord,
     outbox: tokio::sync::mpsc::UnboundedSender<email::Outgoing>,
     outbox_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<email::Outgoing>>>,
-    /// Serializes the engine's email decisions with test emails (ids).
+    /// When the emails of the last hour were queued, for `max_per_hour`
+    /// (ms on the engine's monotonic clock, `incident::Now::mono`).
     pub recent: Mutex<VecDeque<i64>>,
 }
 

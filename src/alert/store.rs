@@ -191,6 +191,11 @@ fn insert_email(c: &rusqlite::Connection, e: &Outgoing, now_ms: i64) -> rusqlite
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::incident::Now;
+
+    fn at(ms: i64) -> Now {
+        Now { wall: ms, mono: ms }
+    }
 
     fn email(id: i64) -> Outgoing {
         Outgoing {
@@ -206,7 +211,7 @@ mod tests {
     }
 
     fn fired() -> Incident {
-        let mut b = crate::alert::incident::Book::new(vec![], 1);
+        let mut b = crate::alert::incident::Book::new(vec![], 1, at(0));
         let p = crate::alert::incident::Policy {
             mode: crate::alert::config::Mode::Always,
             can_email: true,
@@ -223,7 +228,7 @@ mod tests {
             reason: None,
             error: None,
         };
-        assert_eq!(b.components(1_000, &[o], false, &p).len(), 1);
+        assert_eq!(b.components(at(1_000), &[o], false, &p).len(), 1);
         b.take_dirty().remove(0)
     }
 
@@ -260,7 +265,7 @@ mod tests {
     async fn incidents_and_outbox_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let mut b = crate::alert::incident::Book::new(vec![], 1);
+        let mut b = crate::alert::incident::Book::new(vec![], 1, at(0));
         let p = crate::alert::incident::Policy {
             mode: crate::alert::config::Mode::Always,
             can_email: true,
@@ -277,7 +282,7 @@ mod tests {
             reason: None,
             error: None,
         };
-        b.components(1_000, &[o], true, &p);
+        b.components(at(1_000), &[o], true, &p);
         for i in b.take_dirty() {
             s.alert_incident_put(&i, 1_000);
         }
