@@ -183,6 +183,13 @@ impl Engine {
             self.adopt(adopted, now);
         }
         let role = a.coord.role();
+        a.expire_firing(
+            rt.config
+                .alerting
+                .as_ref()
+                .map_or(super::config::DEFAULT_FIRING_EXPIRY, |c| c.firing_expiry),
+            tokio::time::Instant::now(),
+        );
         let Some(cfg) = rt.config.alerting.as_ref() else {
             let mut i = a.lock();
             i.configured = false;

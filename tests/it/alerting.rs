@@ -1122,6 +1122,59 @@ async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
 }
 
 #[tokio::test]
+async fn an_alert_alertmanager_stops_notifying_leaves_the_firing_list_after_firing_expiry() {
+    // A route without `send_resolved`: a resolved alert is simply not
+    // notified again. `stale` is notified once; `live` keeps being
+    // notified (Alertmanager's repeat_interval): only `stale` expires.
+    let dw = Depwatch::start(&format!(
+        "alerting:\n  heartbeat_timeout: 1h\n  scrape_watchdog: 1h\n  firing_expiry: 2s\n{SELF_PROBE}"
+    ))
+    .await;
+    let url = dw.url("/api/alertmanager/webhook");
+    let body = |name: &str| {
+        serde_json::json!({
+            "version": "4", "status": "firing", "receiver": "depwatch", "groupKey": name,
+            "alerts": [{"status": "firing", "labels": {"alertname": name}, "annotations": {},
+                        "startsAt": "2026-11-28T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                        "fingerprint": name}]
+        })
+        .to_string()
+    };
+    let post = |name: &str| dw.client.post(&url).body(body(name)).send();
+    assert_eq!(post("stale").await.unwrap().status(), 200);
+    let names = |a: &Value| {
+        let mut n: Vec<String> = a["firing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["alertname"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let started = std::time::Instant::now();
+    let shown_both = std::cell::Cell::new(false);
+    let a = wait_for("the stale alert to expire", WAIT, || async {
+        let _ = post("live").await;
+        let a = alerting_health(&dw).await;
+        if names(&a) == ["live", "stale"] {
+            shown_both.set(true);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (names(&a) == ["live"]).then_some(a)
+    })
+    .await;
+    assert!(shown_both.get(), "both were listed first");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(a["firing"][0]["last_notified"].is_string(), "{a}");
+    assert!(
+        dw.log().contains("Alert dropped from alerting.firing"),
+        "{}",
+        dw.log()
+    );
+}
+
+#[tokio::test]
 async fn a_webhook_post_without_the_token_is_refused_and_counted() {
     // An Alertmanager without `http_config.authorization`: every heartbeat
     // is refused, and the operator's sign of it is this counter.
