@@ -353,6 +353,8 @@ impl Engine {
                     "emailed": i.notify,
                     "emails": i.emails,
                     "last_email_at": i.last_email_ms.map(at_ms),
+                    // The email `max_per_hour` holds back for it, if any.
+                    "held_back": i.owed.map(|o| o.kind.as_str()),
                 })
             })
             .collect();
@@ -470,9 +472,9 @@ impl Engine {
     ) -> Queued {
         let now = clock.wall;
         let a = &self.shared.alert;
-        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
+        if !self.book.incidents.contains_key(&intent.incident) {
             return Queued::Failed;
-        };
+        }
         let cap;
         {
             // When the emails of the last hour were queued, on the
@@ -497,6 +499,10 @@ impl Engine {
                 )
             });
         }
+        // Cloned only now: while the cap holds, every tick asks again.
+        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
+            return Queued::Failed;
+        };
         let held_back = std::mem::take(&mut a.lock().held_back);
         let mut view = self.view(cfg, rt, held_back);
         view.cap = cap;

@@ -814,6 +814,13 @@ async fn an_email_held_back_by_max_per_hour_goes_once_the_hour_makes_room_even_a
     } else {
         "watchdog"
     };
+    let a = wait_alerting(&dw, "the incident held back shown", |a| {
+        a["open_incidents"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|i| i["held_back"] == held))
+    })
+    .await;
+    assert_eq!(a["held_back"], 1, "{a}");
     // Stopped, the hour passes (the outbox's times moved an hour back),
     // started again: the email held back goes at once, about now.
     dw.proc.signal("TERM");
