@@ -145,6 +145,9 @@ impl Engine {
                 if !book.open.iter().any(|b| b.id == inc.id) {
                     let mut closed = inc.clone();
                     closed.resolved_ms = Some(now);
+                    // The shared book is the one in force: nothing of
+                    // this one is owed any more.
+                    closed.owed = None;
                     self.shared.store.alert_incident_put(&closed, now);
                 }
             }
