@@ -54,6 +54,10 @@ pub struct AlertingConfig {
     /// `None`: no heartbeat expected (no Alertmanager configured).
     pub heartbeat_timeout: Option<Duration>,
     pub group_wait: Duration,
+    /// An alert Alertmanager notified (not the Watchdog) leaves
+    /// `alerting.firing` when no notification carried it for this long:
+    /// a route without `send_resolved` never says it resolved.
+    pub firing_expiry: Duration,
     pub max_per_hour: u32,
     /// HA pairs: elect one sender through Redis (`None`: this one sends alone).
     pub coordination: Option<Coordination>,
@@ -110,6 +114,7 @@ struct Raw {
     scrape_watchdog: Option<Dur>,
     heartbeat_timeout: Option<Dur>,
     group_wait: Option<Dur>,
+    firing_expiry: Option<Dur>,
     max_per_hour: Option<u32>,
     coordination: Option<Secret>,
     coordination_lease: Option<Dur>,
@@ -138,6 +143,8 @@ struct RawEmail {
 }
 
 const MIN: Duration = Duration::from_millis(100);
+/// `firing_expiry` by default: 4h30m.
+pub const DEFAULT_FIRING_EXPIRY: Duration = Duration::from_secs(4 * 3600 + 1800);
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Parses `alerting:` when present.
@@ -227,6 +234,15 @@ pub fn parse(c: &Checker) -> Option<AlertingConfig> {
         Duration::ZERO,
         Duration::from_secs(3600),
     );
+    // Above Alertmanager's default repeat_interval (4h), by more than its
+    // group_interval: a firing alert is notified again before it expires.
+    let firing_expiry = dur(
+        "firing_expiry",
+        raw.firing_expiry,
+        DEFAULT_FIRING_EXPIRY,
+        Duration::from_secs(1),
+        30 * DAY,
+    );
     let failure_threshold = raw.failure_threshold.unwrap_or(3);
     if !(1..=100).contains(&failure_threshold) {
         c.problem(
@@ -275,6 +291,7 @@ pub fn parse(c: &Checker) -> Option<AlertingConfig> {
         scrape_watchdog,
         heartbeat_timeout,
         group_wait,
+        firing_expiry,
         max_per_hour,
         coordination,
         runbook_url: raw.runbook_url.unwrap_or_else(|| "docs/runbook.md".into()),

@@ -43,6 +43,26 @@ pub enum FailReason {
 }
 
 impl FailReason {
+    /// A failure retrying will not fix (until the configuration or the
+    /// server changes): a refused login (`535`, `534`, `530`, `538`) or a
+    /// refusal for good (`5xx`). A mail server may lock an account that
+    /// keeps failing its login: these are retried less and less often.
+    pub fn for_good(self) -> bool {
+        matches!(self, FailReason::Auth | FailReason::Rejected)
+    }
+
+    /// What to do about a failure [`FailReason::for_good`].
+    pub fn hint(self) -> &'static str {
+        match self {
+            FailReason::Auth => {
+                "check alerting.email.username and password (or password_file), then reload: a change of alerting.email is retried at once"
+            }
+            _ => {
+                "check alerting.email.from and to and what the server accepts from depwatch, then reload: a change of alerting.email is retried at once"
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailReason::Config => "config",
@@ -423,4 +443,37 @@ pub fn envelope_of(cfg: &EmailConfig) -> (String, Vec<String>) {
 /// Backoff between retries of the head of the queue: 1s, 2s, 4s … 60s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+}
+
+/// Backoff after the `n`th failure in a row that retrying cannot fix
+/// ([`FailReason::for_good`]), from 0: 1 min, 2, 4 … 1 h.
+pub fn backoff_refused(n: u32) -> Duration {
+    Duration::from_secs(60 << n.min(6)).min(Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_back_off_to_an_hour_and_other_failures_to_a_minute() {
+        let mins = |n| backoff_refused(n).as_secs() / 60;
+        assert_eq!(
+            (0..8).map(mins).collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 60, 60]
+        );
+        assert_eq!(backoff_refused(u32::MAX), Duration::from_secs(3600));
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(10), Duration::from_secs(60));
+        assert!(FailReason::Auth.for_good() && FailReason::Rejected.for_good());
+        for r in [
+            FailReason::Connect,
+            FailReason::Transient,
+            FailReason::Timeout,
+            FailReason::Tls,
+            FailReason::Config,
+        ] {
+            assert!(!r.for_good(), "{r:?}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::config::{AlertingConfig, Mode};
 use super::email::{self, Outgoing};
-use super::incident::{Book, Incident, Intent, Obs, Policy};
+use super::incident::{Book, Incident, Intent, Now, Obs, Policy};
 use super::render::{self, CompView, View, now_ms};
 use super::watchdog::{Seen, Signals, watchdog};
 use crate::http::shared::Shared;
@@ -47,6 +47,9 @@ struct Engine {
     /// The last scrape and the last heartbeat, timed on the monotonic clock.
     scrape: Seen,
     heartbeat: Seen,
+    /// The origin of [`Now::mono`]: the book's waits and the cap's hour
+    /// are measured on the monotonic clock, like the watchdog's.
+    origin: tokio::time::Instant,
 }
 
 pub(super) async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>, port: u16) {
@@ -66,6 +69,7 @@ pub(super) async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>
 }
 
 pub(super) async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let origin = tokio::time::Instant::now();
     let saved = match shared.store.alert_load(now_ms()).await {
         Ok(s) => s,
         Err(e) => {
@@ -91,17 +95,18 @@ pub(super) async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
     for e in saved.unsent {
         a.enqueue(e);
     }
+    let start = clock(origin);
     a.recent
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .extend(saved.recent_ms);
+        .extend(saved.recent_ms.iter().map(|t| start.mono_of(*t)));
     if let Some((kind, subject, at, reply)) = saved.last_sent {
         a.lock().last_email = Some(json!({
             "kind": kind, "subject": subject, "reply": reply,
             "at": crate::util::time::rfc3339_ms(at),
         }));
     }
-    let book = Book::new(saved.open, saved.next_incident);
+    let book = Book::new(saved.open, saved.next_incident, start);
     let told_open = book.incidents.keys().map(|id| (*id, true)).collect();
     let mut e = Engine {
         shared: shared.clone(),
@@ -113,6 +118,7 @@ pub(super) async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
         reminded: Vec::new(),
         scrape: Seen::new(tokio::time::Instant::now()),
         heartbeat: Seen::new(tokio::time::Instant::now()),
+        origin,
     };
     loop {
         e.tick();
@@ -139,10 +145,13 @@ impl Engine {
                 if !book.open.iter().any(|b| b.id == inc.id) {
                     let mut closed = inc.clone();
                     closed.resolved_ms = Some(now);
+                    // The shared book is the one in force: nothing of
+                    // this one is owed any more.
+                    closed.owed = None;
                     self.shared.store.alert_incident_put(&closed, now);
                 }
             }
-            self.book = Book::new(book.open, next);
+            self.book = Book::new(book.open, next, clock(self.origin));
             for inc in self.book.open() {
                 self.shared.store.alert_incident_put(inc, now);
             }
@@ -167,7 +176,8 @@ impl Engine {
         let rt = self.shared.current();
         let shared = self.shared.clone();
         let a = &shared.alert;
-        let now = now_ms();
+        let clock = clock(self.origin);
+        let now = clock.wall;
         let last_scrape = {
             let s = self.shared.metrics.last_scrape.get();
             (s > 0.0).then_some((s * 1000.0) as i64)
@@ -176,6 +186,13 @@ impl Engine {
             self.adopt(adopted, now);
         }
         let role = a.coord.role();
+        a.expire_firing(
+            rt.config
+                .alerting
+                .as_ref()
+                .map_or(super::config::DEFAULT_FIRING_EXPIRY, |c| c.firing_expiry),
+            tokio::time::Instant::now(),
+        );
         let Some(cfg) = rt.config.alerting.as_ref() else {
             let mut i = a.lock();
             i.configured = false;
@@ -213,10 +230,10 @@ impl Engine {
             can_email: email_cfg.is_some(),
             group_wait: cfg.group_wait,
             repeat_interval: email_cfg.map(|e| e.repeat_interval),
-            down_since: reasons.iter().map(|r| r.since_ms).min(),
+            down_since: reasons.iter().map(|r| clock.mono_of(r.since_ms)).min(),
         };
         let texts: Vec<String> = reasons.iter().map(|r| r.message.clone()).collect();
-        let mut intents = self.book.pipeline(now, down, confirmed, &texts, &policy);
+        let mut intents = self.book.pipeline(clock, down, confirmed, &texts, &policy);
         let obs: Vec<Obs> = rt
             .components
             .iter()
@@ -233,7 +250,7 @@ impl Engine {
                 }
             })
             .collect();
-        intents.extend(self.book.components(now, &obs, down, &policy));
+        intents.extend(self.book.components(clock, &obs, down, &policy));
         self.reminded.extend(
             intents
                 .iter()
@@ -265,22 +282,50 @@ impl Engine {
         a.metrics.set_sender(Some(
             email_cfg.is_some() && cfg.mode != Mode::Off && role.sends(),
         ));
-        if let Some(ecfg) = email_cfg {
-            if role.sends() {
-                for intent in intents {
-                    self.queue(cfg, ecfg, intent, now, &rt, role);
+        // Every email decided is owed first; the owed ones go oldest first,
+        // as far as `max_per_hour` allows (the others wait, in the book
+        // and the store, for the hour to make room).
+        self.book.owe(&intents, clock);
+        let fresh: std::collections::BTreeSet<i64> = intents.iter().map(|i| i.incident).collect();
+        let due = self.book.due(&policy);
+        match email_cfg {
+            Some(ecfg) if role.sends() => {
+                for intent in due {
+                    match self.queue(cfg, ecfg, intent, clock, &rt, role) {
+                        Queued::Yes | Queued::Failed => {}
+                        Queued::HeldBack if fresh.contains(&intent.incident) => {
+                            let mut i = a.lock();
+                            i.held_back += 1;
+                            i.held_back_total += 1;
+                            tracing::warn!(
+                                kind = intent.kind.as_str(),
+                                incident = intent.incident,
+                                max_per_hour = cfg.max_per_hour,
+                                "Alert email held back: max_per_hour reached; it goes once the hour makes room."
+                            );
+                        }
+                        Queued::HeldBack => {}
+                    }
                 }
-            } else if !intents.is_empty() {
-                tracing::debug!(
-                    emails = intents.len(),
-                    role = role.as_str(),
-                    "Alert emails left to the HA leader."
-                );
+            }
+            _ => {
+                // Not the sender (the HA leader sends), or no `email:`:
+                // nothing is owed here.
+                if !due.is_empty() {
+                    tracing::debug!(
+                        emails = due.len(),
+                        role = role.as_str(),
+                        "Alert emails left to the HA leader."
+                    );
+                }
+                for intent in due {
+                    self.book.settle(intent.incident, None);
+                }
             }
         }
         if role == super::coord::Role::Leader {
             let snapshot = super::coord::SharedBook {
-                open: self.book.open().cloned().collect(),
+                open: self.book.kept().cloned().collect(),
                 next_incident: self.book.next_id,
             };
             if let Ok(json) = serde_json::to_string(&snapshot)
@@ -311,6 +356,8 @@ impl Engine {
                     "emailed": i.notify,
                     "emails": i.emails,
                     "last_email_at": i.last_email_ms.map(at_ms),
+                    // The email `max_per_hour` holds back for it, if any.
+                    "held_back": i.owed.map(|o| o.kind.as_str()),
                 })
             })
             .collect();
@@ -412,6 +459,7 @@ impl Engine {
                 )
             })),
             uncoordinated: None,
+            held_since: None,
         }
     }
 
@@ -421,46 +469,48 @@ impl Engine {
         cfg: &AlertingConfig,
         ecfg: &super::config::EmailConfig,
         intent: Intent,
-        now: i64,
+        clock: Now,
         rt: &crate::component::Components,
         role: super::coord::Role,
-    ) {
+    ) -> Queued {
+        let now = clock.wall;
         let a = &self.shared.alert;
+        if !self.book.incidents.contains_key(&intent.incident) {
+            return Queued::Failed;
+        }
         let cap;
         {
+            // When the emails of the last hour were queued, on the
+            // monotonic clock: a step of the wall clock neither frees nor
+            // blocks the cap.
             let mut recent = a.recent.lock().unwrap_or_else(|e| e.into_inner());
-            while recent.front().is_some_and(|t| now - t >= 3_600_000) {
+            while recent.front().is_some_and(|t| clock.mono - t >= 3_600_000) {
                 recent.pop_front();
             }
             if recent.len() >= cfg.max_per_hour as usize {
-                let mut i = a.lock();
-                i.held_back += 1;
-                i.held_back_total += 1;
-                tracing::warn!(
-                    kind = intent.kind.as_str(),
-                    incident = intent.incident,
-                    max_per_hour = cfg.max_per_hour,
-                    "Alert email held back: max_per_hour reached."
-                );
-                return;
+                return Queued::HeldBack;
             }
-            recent.push_back(now);
+            recent.push_back(clock.mono);
             // This one fills the hour: it says so, since the emails held
             // back after it cannot (the next one sent counts them).
             cap = (recent.len() >= cfg.max_per_hour as usize).then(|| {
                 (
                     cfg.max_per_hour,
-                    recent.front().map_or(now, |t| t + 3_600_000),
+                    recent
+                        .front()
+                        .map_or(now, |t| now + (t + 3_600_000 - clock.mono)),
                 )
             });
         }
+        // Cloned only now: while the cap holds, every tick asks again.
+        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
+            return Queued::Failed;
+        };
         let held_back = std::mem::take(&mut a.lock().held_back);
         let mut view = self.view(cfg, rt, held_back);
         view.cap = cap;
         view.uncoordinated = a.coord.uncoordinated_note();
-        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
-            return;
-        };
+        view.held_since = inc.owed.map(|o| o.since_ms).filter(|t| *t < now);
         let rendered = render::render(intent.kind, Some(&inc), &view, now);
         let id = self.next_email;
         self.next_email += 1;
@@ -475,15 +525,17 @@ impl Engine {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "Cannot build the alert email.");
-                return;
+                self.book.settle(inc.id, None);
+                return Queued::Failed;
             }
         };
-        if let Some(i) = self.book.get_mut(inc.id) {
-            if i.thread.is_none() {
-                i.thread = Some(message_id.clone());
-            }
-            i.emails += 1;
-        }
+        self.book.settle(inc.id, Some((clock, &message_id)));
+        let settled = self
+            .book
+            .incidents
+            .get(&inc.id)
+            .cloned()
+            .unwrap_or_else(|| inc.clone());
         let (from, to) = email::envelope_of(ecfg);
         let out = Outgoing {
             id,
@@ -496,12 +548,25 @@ impl Engine {
             body: Arc::new(body),
         };
         tracing::info!(kind = intent.kind.as_str(), incident = inc.id, subject = %out.subject, "Alert email queued.");
-        self.shared.store.alert_email_put(&out, now);
+        // One write: a crash never keeps the email without the incident's
+        // state that decided it (sent again at start) or the reverse (lost).
+        self.shared.store.alert_email_queued(&out, &settled, now);
         if role == super::coord::Role::Leader {
             a.coord.publish_queued(&out, now);
         }
         a.enqueue(out);
+        Queued::Yes
     }
+}
+
+/// What became of an email owed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Queued {
+    Yes,
+    /// `max_per_hour` is reached: still owed.
+    HeldBack,
+    /// It could not be built: given up (logged).
+    Failed,
 }
 
 /// The status page's address from `listen` when `alerting.page_url` is not
@@ -513,6 +578,14 @@ fn page_url(listen: std::net::SocketAddr, tls: bool, host: &str) -> String {
         format!("{scheme}://{host}:{}/", listen.port())
     } else {
         format!("{scheme}://{listen}/")
+    }
+}
+
+/// Now on both clocks (see [`Now`]); `mono` counts from `origin`.
+fn clock(origin: tokio::time::Instant) -> Now {
+    Now {
+        wall: now_ms(),
+        mono: origin.elapsed().as_millis().min(i64::MAX as u128) as i64,
     }
 }
 

@@ -58,6 +58,32 @@ pub struct Incident {
     pub last_email_ms: Option<i64>,
     pub emails: u32,
     pub resolved_ms: Option<i64>,
+    /// An email decided and not queued yet: `max_per_hour` held it back.
+    /// It goes once the cap allows, about the incident as it is then (a
+    /// closed incident is kept, in the book and the store, until it went).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed: Option<Owed>,
+}
+
+/// The email an incident is owed and since when (ms, wall clock: the
+/// oldest held goes first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owed {
+    pub kind: EmailKind,
+    pub since_ms: i64,
+}
+
+impl Owed {
+    /// What an incident is owed after `new` was decided on top of this:
+    /// a firing (or watchdog) email never sent stays owed through the
+    /// reminders (it tells the current state anyway); a resolution
+    /// replaces whatever was owed (it says it fired if that was never told).
+    fn merge(self, new: EmailKind) -> EmailKind {
+        match (self.kind, new) {
+            (EmailKind::Firing | EmailKind::Watchdog, EmailKind::Reminder) => self.kind,
+            _ => new,
+        }
+    }
 }
 
 impl Incident {
@@ -72,10 +98,16 @@ impl Incident {
     pub fn critical(&self) -> bool {
         self.scope == Scope::Pipeline || self.members.iter().any(|m| m.critical)
     }
+
+    /// Kept in the book (and loaded at start): open, or owed an email.
+    pub fn kept(&self) -> bool {
+        self.is_open() || self.owed.is_some()
+    }
 }
 
 /// Which email an incident needs now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EmailKind {
     Firing,
     Reminder,
@@ -115,15 +147,43 @@ pub struct Intent {
     pub incident: i64,
 }
 
+/// A moment on both clocks. `wall` (ms since the epoch) is what incidents
+/// record, emails show and the store keeps; `mono` (ms on the monotonic
+/// clock, from any origin fixed for the run) is what every wait is measured
+/// on (`group_wait`, reminders), so a step of the wall clock (NTP, a VM
+/// restored from a snapshot) neither hastens nor delays an email. Across a
+/// restart only wall times exist: [`Book::new`] places the restored
+/// incidents on this run's monotonic clock by their wall-clock ages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub wall: i64,
+    pub mono: i64,
+}
+
+impl Now {
+    /// Where the wall time `ms` falls on this run's monotonic clock (a time
+    /// "in the future", after the clock stepped back, counts as now).
+    pub fn mono_of(self, ms: i64) -> i64 {
+        self.mono - (self.wall - ms).max(0)
+    }
+}
+
+/// An incident's moments on the monotonic clock (see [`Now`]).
+#[derive(Clone, Copy, Debug)]
+struct Timers {
+    opened: i64,
+    emailed: Option<i64>,
+}
+
 /// What one tick needs to know besides the components.
 pub struct Policy {
     pub mode: Mode,
     pub can_email: bool,
     pub group_wait: Duration,
     pub repeat_interval: Option<Duration>,
-    /// While the pipeline is down: since when (ms), i.e. when it last
-    /// worked. A component that failed after that never reached
-    /// Alertmanager through it.
+    /// While the pipeline is down: since when (ms on the monotonic clock,
+    /// [`Now::mono`]), i.e. when it last worked. A component that failed
+    /// after that never reached Alertmanager through it.
     pub down_since: Option<i64>,
 }
 
@@ -134,6 +194,8 @@ pub struct Book {
     pub next_id: i64,
     /// Changed since the last [`Book::take_dirty`]: to persist.
     dirty: BTreeSet<i64>,
+    /// Each incident's moments on the monotonic clock.
+    timers: HashMap<i64, Timers>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -141,17 +203,52 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Book {
-    pub fn new(open: Vec<Incident>, next_id: i64) -> Book {
+    /// A book of the incidents restored (`open`, from the store or an HA
+    /// peer), placed on this run's monotonic clock by their wall times.
+    pub fn new(open: Vec<Incident>, next_id: i64, now: Now) -> Book {
         let next_id = open
             .iter()
             .map(|i| i.id + 1)
             .max()
             .unwrap_or(1)
             .max(next_id);
+        let timers = open
+            .iter()
+            .map(|i| {
+                let t = Timers {
+                    opened: now.mono_of(i.opened_ms),
+                    emailed: i.last_email_ms.map(|t| now.mono_of(t)),
+                };
+                (i.id, t)
+            })
+            .collect();
         Book {
             incidents: open.into_iter().map(|i| (i.id, i)).collect(),
             next_id,
             dirty: BTreeSet::new(),
+            timers,
+        }
+    }
+
+    /// How long ago incident `id` opened (monotonic ms).
+    fn since_opened(&self, id: i64, now: Now) -> i64 {
+        self.timers.get(&id).map_or(0, |t| now.mono - t.opened)
+    }
+
+    /// How long ago incident `id` was last emailed, or opened (monotonic ms).
+    fn since_emailed(&self, id: i64, now: Now) -> i64 {
+        self.timers
+            .get(&id)
+            .map_or(0, |t| now.mono - t.emailed.unwrap_or(t.opened))
+    }
+
+    /// Incident `id` is emailed now (decided, or queued after being owed).
+    fn emailed(&mut self, id: i64, now: Now) {
+        if let Some(inc) = self.get_mut(id) {
+            inc.last_email_ms = Some(now.wall);
+        }
+        if let Some(t) = self.timers.get_mut(&id) {
+            t.emailed = Some(now.mono);
         }
     }
 
@@ -161,8 +258,11 @@ impl Book {
             .iter()
             .filter_map(|id| self.incidents.get(id).cloned())
             .collect();
-        // Closed incidents are persisted once, then forgotten here.
-        self.incidents.retain(|_, i| i.is_open());
+        // Closed incidents are persisted once, then forgotten here (once
+        // the email they are owed went).
+        self.incidents.retain(|_, i| i.kept());
+        let incidents = &self.incidents;
+        self.timers.retain(|id, _| incidents.contains_key(id));
         out
     }
 
@@ -170,19 +270,92 @@ impl Book {
         self.incidents.values().filter(|i| i.is_open())
     }
 
+    /// The open incidents and the closed ones still owed an email.
+    pub fn kept(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents.values().filter(|i| i.kept())
+    }
+
+    /// Notes the emails decided on a tick as owed (merged with what each
+    /// incident was owed already, see [`Owed::merge`]); the engine queues
+    /// them from [`Book::due`] and settles each one it queued.
+    pub fn owe(&mut self, intents: &[Intent], now: Now) {
+        for intent in intents {
+            if let Some(inc) = self.get_mut(intent.incident) {
+                inc.owed = Some(match inc.owed {
+                    Some(o) => Owed {
+                        kind: o.merge(intent.kind),
+                        since_ms: o.since_ms,
+                    },
+                    None => Owed {
+                        kind: intent.kind,
+                        since_ms: now.wall,
+                    },
+                });
+            }
+        }
+    }
+
+    /// The emails owed, oldest first. Under `mode: off` (or without
+    /// `email:`) none is due: those of open incidents wait, those of
+    /// closed ones are dropped (off silences resolutions too).
+    pub fn due(&mut self, p: &Policy) -> Vec<Intent> {
+        let mut owed: Vec<(i64, i64, EmailKind)> = self
+            .incidents
+            .values()
+            .filter_map(|i| i.owed.map(|o| (o.since_ms, i.id, o.kind)))
+            .collect();
+        if p.mode == Mode::Off || !p.can_email {
+            for (_, id, _) in owed {
+                if !self.incidents[&id].is_open()
+                    && let Some(inc) = self.get_mut(id)
+                {
+                    inc.owed = None;
+                }
+            }
+            return Vec::new();
+        }
+        owed.sort_unstable();
+        owed.into_iter()
+            .map(|(_, incident, kind)| Intent { kind, incident })
+            .collect()
+    }
+
+    /// The email owed to `id` was queued (`now`), or given up (`None`).
+    pub fn settle(&mut self, id: i64, queued: Option<(Now, &str)>) {
+        if let Some(inc) = self.get_mut(id) {
+            inc.owed = None;
+            if let Some((_, message_id)) = queued {
+                inc.emails += 1;
+                if inc.thread.is_none() {
+                    inc.thread = Some(message_id.to_string());
+                }
+            }
+        }
+        if let Some((now, _)) = queued {
+            self.emailed(id, now);
+        }
+    }
+
     pub fn get_mut(&mut self, id: i64) -> Option<&mut Incident> {
         self.dirty.insert(id);
         self.incidents.get_mut(&id)
     }
 
-    fn create(&mut self, scope: Scope, now: i64, notify: bool) -> &mut Incident {
+    fn create(&mut self, scope: Scope, now: Now, notify: bool) -> &mut Incident {
         let id = self.next_id;
         self.next_id += 1;
         self.dirty.insert(id);
+        self.timers.insert(
+            id,
+            Timers {
+                opened: now.mono,
+                emailed: None,
+            },
+        );
         self.incidents.entry(id).or_insert(Incident {
             id,
             scope,
-            opened_ms: now,
+            opened_ms: now.wall,
             notify,
             members: Vec::new(),
             reasons: Vec::new(),
@@ -191,6 +364,7 @@ impl Book {
             last_email_ms: None,
             emails: 0,
             resolved_ms: None,
+            owed: None,
         })
     }
 
@@ -199,7 +373,7 @@ impl Book {
     /// working since start, so a restart does not close an open outage).
     pub fn pipeline(
         &mut self,
-        now: i64,
+        now: Now,
         down: bool,
         confirmed_ok: bool,
         reasons: &[String],
@@ -216,11 +390,12 @@ impl Book {
                 let inc = self.create(Scope::Pipeline, now, p.can_email);
                 inc.reasons = reasons.to_vec();
                 inc.fired = true;
-                inc.last_email_ms = Some(now);
-                if inc.notify {
+                let (id, notify) = (inc.id, inc.notify);
+                self.emailed(id, now);
+                if notify {
                     out.push(Intent {
                         kind: EmailKind::Watchdog,
-                        incident: inc.id,
+                        incident: id,
                     });
                 }
             }
@@ -234,7 +409,7 @@ impl Book {
                     && let Some(inc) = self.get_mut(id)
                 {
                     inc.notify = true;
-                    inc.last_email_ms = Some(now);
+                    self.emailed(id, now);
                     out.push(Intent {
                         kind: EmailKind::Watchdog,
                         incident: id,
@@ -246,7 +421,7 @@ impl Book {
                     let Some(inc) = self.get_mut(id) else {
                         return out;
                     };
-                    inc.resolved_ms = Some(now);
+                    inc.resolved_ms = Some(now.wall);
                     // `mode: off` set by a reload meanwhile: no email at all.
                     if inc.notify && p.mode != Mode::Off {
                         out.push(Intent {
@@ -276,7 +451,7 @@ impl Book {
     /// scrape watchdog tells only `scrape_watchdog` later). Alertmanager
     /// never had them, so they are emailed now, together in one incident
     /// as if grouped; their group_wait is over, it fires at once.
-    fn adopt_unreported(&mut self, now: i64, p: &Policy) {
+    fn adopt_unreported(&mut self, now: Now, p: &Policy) {
         let Some(since) = p.down_since else {
             return;
         };
@@ -286,7 +461,10 @@ impl Book {
         let ids: Vec<i64> = self
             .open()
             .filter(|i| {
-                i.scope == Scope::Components && !i.notify && !i.fired && i.opened_ms >= since
+                i.scope == Scope::Components
+                    && !i.notify
+                    && !i.fired
+                    && self.timers.get(&i.id).is_some_and(|t| t.opened >= since)
             })
             .map(|i| i.id)
             .collect();
@@ -303,7 +481,7 @@ impl Book {
                         .cloned(),
                 );
                 // Its members live on in the host: this one ends unannounced.
-                inc.resolved_ms = Some(now);
+                inc.resolved_ms = Some(now.wall);
             }
         }
         if let Some(inc) = self.get_mut(host) {
@@ -315,7 +493,7 @@ impl Book {
     /// Components: opens, groups, reminds and resolves.
     pub fn components(
         &mut self,
-        now: i64,
+        now: Now,
         obs: &[Obs],
         pipeline_down: bool,
         p: &Policy,
@@ -350,7 +528,7 @@ impl Book {
                         component: o.component.clone(),
                         kind: o.kind.clone(),
                         critical: o.critical,
-                        since_ms: now,
+                        since_ms: now.wall,
                         reason: o.reason.clone(),
                         error: o.error.clone(),
                         resolved_ms: None,
@@ -364,7 +542,7 @@ impl Book {
                                         && i.scope == Scope::Components
                                         && i.notify
                                         && !i.fired
-                                        && now - i.opened_ms < ms(p.group_wait).max(1)
+                                        && self.since_opened(i.id, now) < ms(p.group_wait).max(1)
                                 })
                                 .map(|i| i.id)
                         })
@@ -378,7 +556,7 @@ impl Book {
                 }
                 Some((id, n)) if o.recovered => {
                     if let Some(m) = self.get_mut(id).and_then(|i| i.members.get_mut(n)) {
-                        m.resolved_ms = Some(now);
+                        m.resolved_ms = Some(now.wall);
                     }
                     at.remove(&o.component);
                 }
@@ -424,7 +602,7 @@ impl Book {
             {
                 for m in inc.members.iter_mut() {
                     if !names.contains(m.component.as_str()) && m.resolved_ms.is_none() {
-                        m.resolved_ms = Some(now);
+                        m.resolved_ms = Some(now.wall);
                     }
                 }
             }
@@ -438,13 +616,13 @@ impl Book {
                 if all_resolved {
                     // Recovered within group_wait: nothing to tell.
                     if let Some(inc) = self.get_mut(id) {
-                        inc.resolved_ms = Some(now);
+                        inc.resolved_ms = Some(now.wall);
                     }
-                } else if !quiet && now - inc.opened_ms >= ms(p.group_wait) {
+                } else if !quiet && self.since_opened(id, now) >= ms(p.group_wait) {
                     if let Some(inc) = self.get_mut(id) {
                         inc.fired = true;
-                        inc.last_email_ms = Some(now);
                     }
+                    self.emailed(id, now);
                     out.push(Intent {
                         kind: EmailKind::Firing,
                         incident: id,
@@ -453,7 +631,7 @@ impl Book {
             } else if all_resolved {
                 let fired = inc.fired && inc.notify && !quiet;
                 if let Some(inc) = self.get_mut(id) {
-                    inc.resolved_ms = Some(now);
+                    inc.resolved_ms = Some(now.wall);
                 }
                 if fired {
                     out.push(Intent {
@@ -465,12 +643,11 @@ impl Book {
                 && inc.notify
                 && !quiet
                 && let Some(every) = p.repeat_interval
-                && now - inc.last_email_ms.unwrap_or(inc.opened_ms) >= ms(every)
+                && self.since_emailed(id, now) >= ms(every)
             {
-                // Marked now: a reminder held back by the cap waits a whole interval.
-                if let Some(inc) = self.get_mut(id) {
-                    inc.last_email_ms = Some(now);
-                }
+                // Marked now; if the cap holds it back, it is owed (and the
+                // next one counts from when it went).
+                self.emailed(id, now);
                 out.push(Intent {
                     kind: EmailKind::Reminder,
                     incident: id,
@@ -482,285 +659,4 @@ impl Book {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn obs(name: &str, unhealthy: bool) -> Obs {
-        Obs {
-            component: name.into(),
-            kind: "redis".into(),
-            critical: true,
-            unhealthy,
-            recovered: !unhealthy,
-            reason: unhealthy.then(|| "connect".into()),
-            error: unhealthy.then(|| "refused".into()),
-        }
-    }
-
-    fn policy(mode: Mode) -> Policy {
-        Policy {
-            mode,
-            can_email: true,
-            group_wait: Duration::from_secs(10),
-            repeat_interval: Some(Duration::from_secs(60)),
-            down_since: None,
-        }
-    }
-
-    #[test]
-    fn fallback_emails_only_while_the_pipeline_is_down() {
-        let mut b = Book::new(vec![], 1);
-        let p = policy(Mode::Fallback);
-        // Pipeline up: an incident, never emailed.
-        assert!(b.components(0, &[obs("a", true)], false, &p).is_empty());
-        assert!(b.components(20_000, &[obs("a", true)], true, &p).is_empty());
-        assert!(
-            b.components(30_000, &[obs("a", false)], true, &p)
-                .is_empty()
-        );
-        // Pipeline down: firing after group_wait, reminder, resolved.
-        assert!(b.components(40_000, &[obs("a", true)], true, &p).is_empty());
-        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
-        assert_eq!(
-            k(b.components(50_000, &[obs("a", true)], true, &p)),
-            vec![EmailKind::Firing]
-        );
-        let id = b.open().next().unwrap().id;
-        b.get_mut(id).unwrap().last_email_ms = Some(50_000);
-        assert!(
-            b.components(100_000, &[obs("a", true)], true, &p)
-                .is_empty()
-        );
-        assert_eq!(
-            k(b.components(110_000, &[obs("a", true)], true, &p)),
-            vec![EmailKind::Reminder]
-        );
-        assert_eq!(
-            k(b.components(120_000, &[obs("a", false)], true, &p)),
-            vec![EmailKind::Resolved]
-        );
-        assert_eq!(b.open().count(), 0);
-    }
-
-    #[test]
-    fn failures_within_group_wait_share_one_email() {
-        let mut b = Book::new(vec![], 1);
-        let p = policy(Mode::Always);
-        b.components(0, &[obs("a", true), obs("b", false)], false, &p);
-        b.components(5_000, &[obs("a", true), obs("b", true)], false, &p);
-        let out = b.components(10_000, &[obs("a", true), obs("b", true)], false, &p);
-        assert_eq!(out.len(), 1);
-        let inc = &b.incidents[&out[0].incident];
-        assert_eq!(inc.members.len(), 2);
-        // A later failure opens its own incident.
-        b.components(
-            11_000,
-            &[obs("a", true), obs("b", true), obs("c", true)],
-            false,
-            &p,
-        );
-        assert_eq!(b.open().count(), 2);
-    }
-
-    #[test]
-    fn a_flap_within_group_wait_sends_nothing() {
-        let mut b = Book::new(vec![], 1);
-        let p = policy(Mode::Always);
-        b.components(0, &[obs("a", true)], false, &p);
-        assert!(
-            b.components(2_000, &[obs("a", false)], false, &p)
-                .is_empty()
-        );
-        assert!(
-            b.components(20_000, &[obs("a", false)], false, &p)
-                .is_empty()
-        );
-        assert_eq!(b.open().count(), 0);
-    }
-
-    #[test]
-    fn pipeline_resolves_only_when_confirmed() {
-        let mut b = Book::new(vec![], 1);
-        let p = policy(Mode::Fallback);
-        let r = vec!["no scrape".to_string()];
-        let out = b.pipeline(0, true, false, &r, &p);
-        assert_eq!(out[0].kind, EmailKind::Watchdog);
-        assert!(b.pipeline(1, true, false, &r, &p).is_empty());
-        assert!(b.pipeline(2, false, false, &[], &p).is_empty());
-        assert_eq!(
-            b.pipeline(3, false, true, &[], &p)[0].kind,
-            EmailKind::Resolved
-        );
-        // Off: nothing at all.
-        let mut b = Book::new(vec![], 1);
-        assert!(
-            b.pipeline(0, true, false, &r, &policy(Mode::Off))
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn mode_off_by_a_reload_silences_the_open_incidents() {
-        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
-        let (on, off) = (policy(Mode::Always), policy(Mode::Off));
-        let mut b = Book::new(vec![], 1);
-        assert!(b.components(0, &[obs("a", true)], false, &on).is_empty());
-        assert_eq!(
-            k(b.components(10_000, &[obs("a", true)], false, &on)),
-            vec![EmailKind::Firing]
-        );
-        // Off: no reminder when one is due, no resolution either.
-        assert!(
-            b.components(80_000, &[obs("a", true)], false, &off)
-                .is_empty()
-        );
-        assert!(
-            b.components(90_000, &[obs("a", false)], false, &off)
-                .is_empty()
-        );
-        assert_eq!(b.open().count(), 0);
-        // An incident still in group_wait when off comes fires nothing.
-        b.components(100_000, &[obs("b", true)], false, &on);
-        assert!(
-            b.components(120_000, &[obs("b", true)], false, &off)
-                .is_empty()
-        );
-        // Back on, it carries on: the firing email it owes.
-        assert_eq!(
-            k(b.components(121_000, &[obs("b", true)], false, &on)),
-            vec![EmailKind::Firing]
-        );
-        // The pipeline: down under always, resolved under off: silent.
-        let r = vec!["no scrape".to_string()];
-        assert_eq!(
-            k(b.pipeline(0, true, false, &r, &on)),
-            vec![EmailKind::Watchdog]
-        );
-        assert!(b.pipeline(1, false, true, &[], &off).is_empty());
-        assert!(b.open().all(|i| i.scope != Scope::Pipeline));
-    }
-
-    #[test]
-    fn mode_always_by_a_reload_emails_the_incidents_already_open() {
-        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
-        let mut b = Book::new(vec![], 1);
-        // Fallback, pipeline up: tracked, not emailed.
-        let fallback = policy(Mode::Fallback);
-        assert!(
-            b.components(0, &[obs("a", true)], false, &fallback)
-                .is_empty()
-        );
-        assert!(
-            b.components(20_000, &[obs("a", true)], false, &fallback)
-                .is_empty()
-        );
-        // Always (Alertmanager retired): its firing email, once.
-        let always = policy(Mode::Always);
-        assert_eq!(
-            k(b.components(21_000, &[obs("a", true)], false, &always)),
-            vec![EmailKind::Firing]
-        );
-        assert!(
-            b.components(22_000, &[obs("a", true)], false, &always)
-                .is_empty()
-        );
-        assert_eq!(
-            k(b.components(23_000, &[obs("a", false)], false, &always)),
-            vec![EmailKind::Resolved]
-        );
-        // The pipeline down before `email:` was configured: told once it is.
-        let mut mute = policy(Mode::Fallback);
-        mute.can_email = false;
-        let r = vec!["no scrape".to_string()];
-        assert!(b.pipeline(0, true, false, &r, &mute).is_empty());
-        assert_eq!(
-            k(b.pipeline(1, true, false, &r, &fallback)),
-            vec![EmailKind::Watchdog]
-        );
-        assert!(b.pipeline(2, true, false, &r, &fallback).is_empty());
-        assert_eq!(
-            k(b.pipeline(3, false, true, &[], &fallback)),
-            vec![EmailKind::Resolved]
-        );
-    }
-
-    #[test]
-    fn an_outage_of_ten_thousand_components_is_a_short_tick() {
-        // A partition fails 10,000 components at once: every tick looks
-        // each one up, then they recover. Scanning the members per
-        // component took 5.6 s a tick (debug build), on the runtime that
-        // serves the scrapes; found by name, it is milliseconds.
-        let p = policy(Mode::Always);
-        let all = |unhealthy: bool| -> Vec<Obs> {
-            (0..10_000)
-                .map(|n| obs(&format!("api-{n:05}"), unhealthy))
-                .collect()
-        };
-        let (down, up) = (all(true), all(false));
-        let mut b = Book::new(vec![], 1);
-        b.components(0, &down, false, &p);
-        let started = std::time::Instant::now();
-        let out = b.components(10_000, &down, false, &p);
-        assert_eq!(out.len(), 1, "one firing email for the 10,000");
-        assert_eq!(b.open().count(), 1);
-        let resolved = b.components(20_000, &up, false, &p);
-        assert_eq!(resolved[0].kind, EmailKind::Resolved);
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
-        let inc = &b.incidents[&out[0].incident];
-        assert!(inc.members.iter().all(|m| m.resolved_ms == Some(20_000)));
-    }
-
-    #[test]
-    fn fallback_emails_the_failures_the_pipeline_never_carried() {
-        // A partition: the last scrape at 1_000, then jobs and cache fail
-        // (2_000, 3_000) while the pipeline still looks up (the scrape
-        // watchdog needs its time); db had failed before, Alertmanager has it.
-        let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
-        let up = policy(Mode::Fallback);
-        let mut b = Book::new(vec![], 1);
-        b.components(0, &[obs("db", true)], false, &up);
-        b.components(2_000, &[obs("db", true), obs("jobs", true)], false, &up);
-        let all = [obs("db", true), obs("jobs", true), obs("cache", true)];
-        assert!(b.components(3_000, &all, false, &up).is_empty());
-        // Found down at 301_000, down since the last scrape: one email for
-        // jobs and cache together, none for db.
-        let down = Policy {
-            down_since: Some(1_000),
-            ..policy(Mode::Fallback)
-        };
-        let out = b.components(301_000, &all, true, &down);
-        assert_eq!(k(out.clone()), vec![EmailKind::Firing]);
-        let inc = &b.incidents[&out[0].incident];
-        let names: Vec<&str> = inc.open_members().map(|m| m.component.as_str()).collect();
-        assert_eq!(names, ["jobs", "cache"]);
-        assert!(b.components(302_000, &all, true, &down).is_empty());
-        assert_eq!(b.open().filter(|i| i.notify).count(), 1);
-        assert_eq!(
-            b.open().filter(|i| !i.notify).count(),
-            1,
-            "db stays Alertmanager's"
-        );
-        // Both recover: one resolution.
-        let back = [obs("db", true), obs("jobs", false), obs("cache", false)];
-        assert_eq!(
-            k(b.components(303_000, &back, true, &down)),
-            vec![EmailKind::Resolved]
-        );
-    }
-
-    #[test]
-    fn a_restored_book_keeps_its_ids_and_incidents() {
-        let mut b = Book::new(vec![], 7);
-        let p = policy(Mode::Always);
-        b.components(0, &[obs("a", true)], false, &p);
-        let saved = b.take_dirty();
-        let mut b2 = Book::new(saved, 1);
-        assert_eq!(b2.next_id, 8);
-        assert!(b2.components(10_000, &[obs("a", true)], false, &p).len() == 1);
-        assert_eq!(b2.open().count(), 1);
-    }
-}
+mod tests;

@@ -61,6 +61,9 @@ impl prometheus_client::collector::Collector for Optional {
 pub struct AlertMetrics {
     optional: Optional,
     pub incidents_open: Gauge,
+    /// Seconds until the next attempt at the head of the outbox after a
+    /// failure (0: not failing).
+    backoff: Gauge,
     emails: Family<KindLabel, Counter>,
     failures: Family<KindLabel, Counter>,
 }
@@ -73,6 +76,7 @@ impl AlertMetrics {
                 sender: Arc::new(AtomicI64::new(ABSENT)),
             },
             incidents_open: Gauge::default(),
+            backoff: Gauge::default(),
             emails: Family::default(),
             failures: Family::default(),
         };
@@ -81,6 +85,11 @@ impl AlertMetrics {
             "alert_incidents_open",
             "Open incidents (components unhealthy, pipeline down)",
             m.incidents_open.clone(),
+        );
+        r.register(
+            "alert_email_backoff_seconds",
+            "How long the outbox waits before its next attempt after a failed one (0: email works); up to 1h when the server refuses the login or the message for good",
+            m.backoff.clone(),
         );
         r.register(
             "alert_emails",
@@ -110,6 +119,13 @@ impl AlertMetrics {
     pub fn set_sender(&self, sends: Option<bool>) {
         let v = sends.map_or(ABSENT, i64::from);
         if self.optional.sender.swap(v, Ordering::Relaxed) != v {
+            crate::metrics::snapshot::changed();
+        }
+    }
+
+    pub fn set_backoff(&self, wait: std::time::Duration) {
+        let v = wait.as_secs() as i64;
+        if self.backoff.set(v) != v {
             crate::metrics::snapshot::changed();
         }
     }

@@ -27,6 +27,12 @@ pub(super) async fn sender(
     let a = &shared.alert;
     let mut q: VecDeque<Outgoing> = VecDeque::new();
     let mut attempt = 0u32;
+    // Failures in a row that retrying cannot fix (a refused login, a
+    // refusal for good): these wait far longer (`email::backoff_refused`).
+    let mut refusals = 0u32;
+    // The failure last logged: a failure is logged when it changes, not on
+    // every attempt.
+    let mut logged: Option<(email::FailReason, String)> = None;
     // A message the server refused for good (5xx), set aside while the
     // next one is tried: if the server takes that one, it refuses this
     // message itself (its size, its content) and retrying cannot help, so
@@ -123,6 +129,11 @@ pub(super) async fn sender(
                 refused: partly,
                 owed,
             }) => {
+                refusals = 0;
+                a.metrics.set_backoff(Duration::ZERO);
+                if logged.take().is_some() {
+                    tracing::info!("Alert emails are delivered again.");
+                }
                 if owed.is_empty() {
                     shared.store.alert_email_sent(head.id, now, reply.clone());
                     tracing::info!(kind = head.kind.as_str(), subject = %head.subject, reply = %reply, attempts = attempt + 1, "Alert email sent.");
@@ -171,13 +182,30 @@ pub(super) async fn sender(
             }
             Err(e) => {
                 a.metrics.failure(head.kind);
-                let wait = email::backoff(attempt);
-                if attempt == 0 {
-                    tracing::warn!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed; retrying.");
+                let for_good = e.reason.for_good();
+                let wait = if for_good {
+                    email::backoff_refused(refusals)
                 } else {
-                    tracing::debug!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed again.");
+                    email::backoff(attempt)
+                };
+                let next = crate::util::time::rfc3339(std::time::SystemTime::now() + wait);
+                let key = (e.reason, e.message.clone());
+                if logged.as_ref() != Some(&key) {
+                    if for_good {
+                        tracing::error!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, hint = e.reason.hint(), "Alert email refused; retrying less and less often.");
+                    } else {
+                        tracing::warn!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed; retrying.");
+                    }
+                    logged = Some(key);
+                } else {
+                    tracing::debug!(kind = head.kind.as_str(), reason = e.reason.as_str(), retry_in = ?wait, "Alert email failed again.");
                 }
-                a.lock().last_error = Some(failure(&head, &e, &at, attempt + 1));
+                let mut shown = failure(&head, &e, &at, attempt + 1);
+                shown["next_attempt"] = json!(next);
+                if for_good {
+                    shown["hint"] = json!(e.reason.hint());
+                }
+                a.lock().last_error = Some(shown);
                 if e.reason == email::FailReason::Rejected && refused.is_none() && q.len() > 1 {
                     refused = q.pop_front().map(|m| (m, e));
                     continue;
@@ -186,8 +214,77 @@ pub(super) async fn sender(
                     q.push_front(m);
                 }
                 attempt += 1;
-                if stopped(&mut stop, wait).await {
-                    return;
+                if for_good {
+                    refusals += 1;
+                } else {
+                    refusals = 0;
+                }
+                a.metrics.set_backoff(wait);
+                // A refusal of one message may be that message's: another
+                // one queued meanwhile is tried (see `refused`). A refused
+                // login is not retried for new emails.
+                let on_new = e.reason == email::FailReason::Rejected;
+                match pause(&shared, &mut stop, &mut rx, &mut q, &ecfg, wait, on_new).await {
+                    Pause::Stop => return,
+                    Pause::Elapsed | Pause::Queued => {}
+                    Pause::Changed => {
+                        tracing::info!("alerting.email changed: retrying the alert emails now.");
+                        (attempt, refusals) = (0, 0);
+                        a.metrics.set_backoff(Duration::ZERO);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why [`pause`] ended.
+enum Pause {
+    Stop,
+    Elapsed,
+    /// `alerting.email` changed (a reload): the fix may be in it.
+    Changed,
+    /// Another email was queued (only when asked to wake for one).
+    Queued,
+}
+
+/// Waits `wait` before the next attempt, or less: until `alerting.email`
+/// differs from `ecfg` (looked at every 250 ms: a reload swaps the whole
+/// configuration, nothing announces it) or, with `on_new`, until another
+/// email is queued (taken into `q`).
+async fn pause(
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    q: &mut VecDeque<Outgoing>,
+    ecfg: &super::config::EmailConfig,
+    wait: Duration,
+    on_new: bool,
+) -> Pause {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        if *stop.borrow() {
+            return Pause::Stop;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Pause::Elapsed;
+        }
+        let slice = (until - now).min(Duration::from_millis(250));
+        tokio::select! {
+            _ = stop.changed() => return Pause::Stop,
+            m = rx.recv(), if on_new => match m {
+                Some(m) => {
+                    q.push_back(m);
+                    return Pause::Queued;
+                }
+                None => return Pause::Stop,
+            },
+            _ = tokio::time::sleep(slice) => {
+                let rt = shared.current();
+                let now_cfg = rt.config.alerting.as_ref().and_then(|c| c.email.as_ref());
+                if now_cfg.is_some_and(|c| c != ecfg) {
+                    return Pause::Changed;
                 }
             }
         }

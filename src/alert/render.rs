@@ -47,6 +47,9 @@ pub struct View {
     /// Set while an HA peer cannot reach the coordinator: this email may
     /// come from every peer.
     pub uncoordinated: Option<String>,
+    /// This email was decided then (ms) and held back by `max_per_hour`
+    /// until now: it tells the incident as it is now.
+    pub held_since: Option<i64>,
 }
 
 pub struct Rendered {
@@ -62,6 +65,22 @@ fn at(ms: i64) -> String {
 fn ago(now: i64, ms: i64) -> String {
     let secs = ((now - ms).max(0) / 1000) as u64;
     crate::config::units::format_duration(std::time::Duration::from_secs(secs))
+}
+
+/// A resolution sent for an incident nothing was sent about: its firing
+/// (or watchdog) email was held back by `max_per_hour` until it was over.
+fn untold(i: &Incident) -> String {
+    if i.emails > 0 {
+        return String::new();
+    }
+    match i.resolved_ms {
+        Some(end) => format!(
+            " It failed at {} and recovered at {}; its first email was held back by max_per_hour, so this is the only one about it.",
+            at(i.opened_ms),
+            at(end)
+        ),
+        None => String::new(),
+    }
 }
 
 fn names(inc: &Incident, open_only: bool) -> String {
@@ -289,9 +308,10 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
             format!("[RESOLVED] alerting pipeline back — depwatch on {host}"),
             Doc {
                 headline: format!(
-                    "The alerting pipeline works again (down from {} for {}).",
+                    "The alerting pipeline works again (down from {} for {}).{}",
                     at(i.opened_ms),
-                    ago(now, i.opened_ms)
+                    ago(i.resolved_ms.unwrap_or(now), i.opened_ms),
+                    untold(i)
                 ),
                 sections: vec![(
                     "What was wrong".into(),
@@ -310,10 +330,11 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
             ),
             Doc {
                 headline: format!(
-                    "{} recovered (incident opened {}, lasted {}).",
+                    "{} recovered (incident opened {}, lasted {}).{}",
                     names(i, false),
                     at(i.opened_ms),
-                    ago(now, i.opened_ms)
+                    ago(i.resolved_ms.unwrap_or(now), i.opened_ms),
+                    untold(i)
                 ),
                 sections: vec![],
                 notes: vec![],
@@ -460,11 +481,19 @@ pub fn render(kind: EmailKind, inc: Option<&Incident>, v: &View, now: i64) -> Re
             v.held_back
         ));
     }
+    if let Some(since) = v.held_since {
+        doc.notes.push(format!(
+            "Held back by max_per_hour since {} ({} ago): this email tells the incident as it is now.",
+            at(since),
+            ago(now, since)
+        ));
+    }
     if let Some((max, until)) = v.cap {
         doc.notes.push(format!(
             "This is the last email max_per_hour ({max}) allows this hour: until {}, \
-             new incidents, reminders and resolutions are not emailed (the status page \
-             has them; the next email says how many were held back).",
+             new incidents, reminders and resolutions are held back (the status page \
+             has them); then each incident held back gets one email about how it is \
+             then, and the next email says how many were held back).",
             at(until)
         ));
     }
@@ -528,6 +557,7 @@ mod tests {
             thread: None,
             last_email_ms: None,
             emails: 0,
+            owed: None,
             resolved_ms: None,
         }
     }
@@ -562,6 +592,23 @@ mod tests {
             r.subject,
             "[RESOLVED] orders-db recovered — depwatch on web-1"
         );
+        assert!(!r.text.contains("held back"), "{}", r.text);
+        // Sent late (the hour's cap): it lasted until it was resolved, and
+        // when nothing was sent about it before, it says it failed too.
+        i.resolved_ms = Some(5_000);
+        let r = render(EmailKind::Resolved, Some(&i), &v, 3_600_000);
+        assert!(r.text.contains("lasted 4s"), "{}", r.text);
+        assert!(
+            r.text.contains("It failed at 1970-01-01T00:00:01")
+                && r.text.contains("recovered at 1970-01-01T00:00:05")
+                && r.text
+                    .contains("its first email was held back by max_per_hour"),
+            "{}",
+            r.text
+        );
+        i.emails = 1;
+        let r = render(EmailKind::Resolved, Some(&i), &v, 3_600_000);
+        assert!(!r.text.contains("It failed at"), "{}", r.text);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct FiringAlert {
     pub annotations: BTreeMap<String, String>,
     pub starts_at: String,
     pub received_ms: i64,
+    /// When a notification last carried it (monotonic: it expires by
+    /// `alerting.firing_expiry` after this).
+    pub seen: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -70,7 +73,8 @@ pub struct Alerting {
     pub coord: super::coord::Coord,
     outbox: tokio::sync::mpsc::UnboundedSender<email::Outgoing>,
     outbox_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<email::Outgoing>>>,
-    /// Serializes the engine's email decisions with test emails (ids).
+    /// When the emails of the last hour were queued, for `max_per_hour`
+    /// (ms on the engine's monotonic clock, `incident::Now::mono`).
     pub recent: Mutex<VecDeque<i64>>,
 }
 
@@ -198,6 +202,8 @@ struct FiringView<'a> {
     summary: Option<&'a String>,
     runbook_url: Option<&'a String>,
     starts_at: &'a str,
+    /// When a notification of Alertmanager last carried it.
+    last_notified: String,
     labels: &'a BTreeMap<String, String>,
 }
 
@@ -230,6 +236,7 @@ impl<'a> HealthView<'a> {
                     summary: a.annotations.get("summary"),
                     runbook_url: a.annotations.get("runbook_url"),
                     starts_at: &a.starts_at,
+                    last_notified: at(a.received_ms),
                     labels: &a.labels,
                 })
                 .collect(),

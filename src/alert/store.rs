@@ -85,40 +85,32 @@ impl Store {
     }
 
     pub fn alert_incident_put(&self, inc: &Incident, now_ms: i64) {
-        let Ok(state) = serde_json::to_string(inc) else {
+        let Some(row) = IncidentRow::of(inc) else {
             return;
         };
-        let (id, open) = (inc.id, inc.is_open());
-        self.write("alert incident", move |c| {
-            c.prepare_cached(
-                "INSERT INTO alert_incidents (id, open, state, updated_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET open = ?2, state = ?3, updated_ms = ?4",
-            )?
-            .execute(params![id, open, state, now_ms])
-            .map(drop)
+        self.write("alert incident", move |c| row.save(c, now_ms));
+    }
+
+    /// An email queued for an incident and the incident's state with it
+    /// (fired, its thread, the email counted, nothing owed any more), in
+    /// one write: the writer gives each write its own savepoint, so both
+    /// are committed or neither is. Apart, a crash between two batches
+    /// could keep the email without the state that decided it (sent again
+    /// after a restart) or the state without the email (never sent).
+    pub fn alert_email_queued(&self, e: &Outgoing, inc: &Incident, now_ms: i64) {
+        let Some(row) = IncidentRow::of(inc) else {
+            return;
+        };
+        let e = e.clone();
+        self.write("alert email queued", move |c| {
+            insert_email(c, &e, now_ms)?;
+            row.save(c, now_ms)
         });
     }
 
     pub fn alert_email_put(&self, e: &Outgoing, now_ms: i64) {
         let e = e.clone();
-        self.write("alert email", move |c| {
-            c.prepare_cached(
-                "INSERT INTO alert_emails (id, incident, kind, message_id, subject, mail_from, rcpt_to, body, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                e.id,
-                e.incident,
-                e.kind.as_str(),
-                e.message_id,
-                e.subject,
-                e.from,
-                serde_json::to_string(&e.to).unwrap_or_default(),
-                e.body.as_slice(),
-                now_ms
-            ])
-            .map(drop)
-        });
+        self.write("alert email", move |c| insert_email(c, &e, now_ms));
     }
 
     pub fn alert_email_attempt(&self, id: i64) {
@@ -148,15 +140,132 @@ impl Store {
     }
 }
 
+/// An incident as its row holds it.
+struct IncidentRow {
+    id: i64,
+    /// Loaded at start: open, or a closed incident still owed an email
+    /// (held back by `max_per_hour`) until that went.
+    open: bool,
+    state: String,
+}
+
+impl IncidentRow {
+    fn of(inc: &Incident) -> Option<IncidentRow> {
+        let state = serde_json::to_string(inc).ok()?;
+        Some(IncidentRow {
+            id: inc.id,
+            open: inc.kept(),
+            state,
+        })
+    }
+
+    fn save(&self, c: &rusqlite::Connection, now_ms: i64) -> rusqlite::Result<()> {
+        c.prepare_cached(
+            "INSERT INTO alert_incidents (id, open, state, updated_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET open = ?2, state = ?3, updated_ms = ?4",
+        )?
+        .execute(params![self.id, self.open, self.state, now_ms])
+        .map(drop)
+    }
+}
+
+fn insert_email(c: &rusqlite::Connection, e: &Outgoing, now_ms: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO alert_emails (id, incident, kind, message_id, subject, mail_from, rcpt_to, body, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        e.id,
+        e.incident,
+        e.kind.as_str(),
+        e.message_id,
+        e.subject,
+        e.from,
+        serde_json::to_string(&e.to).unwrap_or_default(),
+        e.body.as_slice(),
+        now_ms
+    ])
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::incident::Now;
+
+    fn at(ms: i64) -> Now {
+        Now { wall: ms, mono: ms }
+    }
+
+    fn email(id: i64) -> Outgoing {
+        Outgoing {
+            id,
+            incident: Some(1),
+            kind: EmailKind::Firing,
+            message_id: format!("<m{id}@h>"),
+            subject: "s".into(),
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into()],
+            body: Arc::new(b"body".to_vec()),
+        }
+    }
+
+    fn fired() -> Incident {
+        let mut b = crate::alert::incident::Book::new(vec![], 1, at(0));
+        let p = crate::alert::incident::Policy {
+            mode: crate::alert::config::Mode::Always,
+            can_email: true,
+            group_wait: std::time::Duration::ZERO,
+            repeat_interval: None,
+            down_since: None,
+        };
+        let o = crate::alert::incident::Obs {
+            component: "a".into(),
+            kind: "redis".into(),
+            critical: true,
+            unhealthy: true,
+            recovered: false,
+            reason: None,
+            error: None,
+        };
+        assert_eq!(b.components(at(1_000), &[o], false, &p).len(), 1);
+        b.take_dirty().remove(0)
+    }
+
+    #[tokio::test]
+    async fn an_email_and_its_incident_are_saved_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t = crate::util::time::unix_ms(std::time::SystemTime::now());
+        let inc = fired();
+        assert!(inc.fired);
+        // Both land.
+        s.alert_email_queued(&email(1), &inc, t);
+        s.flush().await.unwrap();
+        let saved = s.alert_load(t).await.unwrap();
+        assert_eq!((saved.open.len(), saved.unsent.len()), (1, 1));
+        // The email cannot be saved (its id is taken): the incident's new
+        // state is not saved either, so a restart neither loses the firing
+        // email (incident fired, no email) nor resends it.
+        let mut later = inc.clone();
+        later.id = 2;
+        s.alert_email_queued(&email(1), &later, t);
+        s.flush().await.unwrap();
+        assert_eq!(s.status_json()["write_failures"], 1, "{}", s.status_json());
+        let saved = s.alert_load(t).await.unwrap();
+        assert_eq!(
+            saved.open.iter().map(|i| i.id).collect::<Vec<_>>(),
+            [1],
+            "the incident was saved without its email"
+        );
+        assert_eq!(saved.unsent.len(), 1);
+    }
 
     #[tokio::test]
     async fn incidents_and_outbox_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let mut b = crate::alert::incident::Book::new(vec![], 1);
+        let mut b = crate::alert::incident::Book::new(vec![], 1, at(0));
         let p = crate::alert::incident::Policy {
             mode: crate::alert::config::Mode::Always,
             can_email: true,
@@ -173,7 +282,7 @@ mod tests {
             reason: None,
             error: None,
         };
-        b.components(1_000, &[o], true, &p);
+        b.components(at(1_000), &[o], true, &p);
         for i in b.take_dirty() {
             s.alert_incident_put(&i, 1_000);
         }

@@ -124,6 +124,7 @@ mod tests {
             scrape_watchdog: Duration::from_secs(300),
             heartbeat_timeout: Some(Duration::from_secs(300)),
             group_wait: Duration::from_secs(30),
+            firing_expiry: Duration::from_secs(3600),
             max_per_hour: 20,
             coordination: None,
             runbook_url: "docs/runbook.md".into(),

@@ -1,7 +1,9 @@
 //! `POST /api/alertmanager/webhook`: Alertmanager's webhook receiver
 //! (payload version 4). The always-firing `Watchdog` alert is the heartbeat
 //! of the pipeline; other alerts are kept as Alertmanager sees them and
-//! listed (`alerting.firing`), never emailed on their own.
+//! listed (`alerting.firing`), never emailed on their own; one that no
+//! notification carried for `alerting.firing_expiry` is dropped (a route
+//! without `send_resolved` never tells its resolution).
 //! `POST /api/admin/alerts/test`: a test email, answered with the server's reply.
 
 use std::collections::BTreeMap;
@@ -120,6 +122,7 @@ impl Alerting {
                         annotations: a.annotations,
                         starts_at: a.starts_at,
                         received_ms: now,
+                        seen: tokio::time::Instant::now(),
                     },
                 );
             } else {
@@ -133,6 +136,28 @@ impl Alerting {
             i.last_heartbeat_ms = Some(now);
         }
         (heartbeat, i.firing.len())
+    }
+}
+
+impl Alerting {
+    /// Drops the alerts no notification carried for `after` (at `now`):
+    /// Alertmanager re-sends a firing alert every `repeat_interval` of its
+    /// route, and a route without `send_resolved` sends no resolution, so
+    /// such an alert would otherwise stay listed for good.
+    pub fn expire_firing(&self, after: std::time::Duration, now: tokio::time::Instant) {
+        let mut i = self.lock();
+        i.firing.retain(|key, a| {
+            let keep = now.saturating_duration_since(a.seen) < after;
+            if !keep {
+                tracing::info!(
+                    alertname = a.labels.get("alertname").map_or("", String::as_str),
+                    fingerprint = %key,
+                    firing_expiry = %crate::config::units::format_duration(after),
+                    "Alert dropped from alerting.firing: no notification carried it for firing_expiry (its route may lack send_resolved)."
+                );
+            }
+            keep
+        });
     }
 }
 

@@ -1,7 +1,9 @@
 //! The email fallback and the pipeline watchdog against real servers: an
 //! SMTP server (aiosmtpd, `tests/support/smtp_server.py`: with and without
 //! AUTH, STARTTLS on a test certificate, every message saved whole),
-//! redis-server, Prometheus and Alertmanager. Intervals are short.
+//! redis-server, Prometheus and Alertmanager. Intervals are short. The
+//! sending itself (retries, refusals, `max_per_hour`, TLS and AUTH) is
+//! tested in `sending.rs`, with the helpers here.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -11,8 +13,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const INSTALL: &str = ".venv/bin/pip install -r scripts/requirements-test.txt";
-const WAIT: Duration = Duration::from_secs(30);
+pub const INSTALL: &str = ".venv/bin/pip install -r scripts/requirements-test.txt";
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The SMTP server of a test, killed on drop.
 pub struct Smtp {
@@ -144,7 +146,7 @@ pub fn alerting(smtp_port: u16, extra: &str, email_extra: &str) -> String {
 
 /// `depwatch send-test-email --config cfg`: its exit code and what it
 /// printed (stdout, then stderr).
-fn send_test_email(cfg: &std::path::Path) -> (Option<i32>, String) {
+pub fn send_test_email(cfg: &std::path::Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_depwatch"))
         .args(["send-test-email", "--config"])
         .arg(cfg)
@@ -155,7 +157,7 @@ fn send_test_email(cfg: &std::path::Path) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-const SELF_PROBE: &str = "probes:
+pub const SELF_PROBE: &str = "probes:
   - name: self
     kind: process
     self: true
@@ -163,7 +165,7 @@ const SELF_PROBE: &str = "probes:
     timeout: 400ms
 ";
 
-fn redis_probe(port: u16) -> String {
+pub fn redis_probe(port: u16) -> String {
     format!(
         "  - name: jobs
     kind: redis
@@ -360,7 +362,7 @@ async fn redis_outage_during_a_pipeline_outage_fires_reminds_resolves_and_surviv
     println!("---- a firing email as received ----\n{}", firing.raw);
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap()
         .trim()
@@ -368,10 +370,10 @@ fn hostname() -> String {
 }
 
 /// Scrapes depwatch every 200 ms, as a Prometheus would, until dropped.
-struct Scraper(tokio::task::JoinHandle<()>);
+pub struct Scraper(tokio::task::JoinHandle<()>);
 
 impl Scraper {
-    fn start(url: String) -> Scraper {
+    pub fn start(url: String) -> Scraper {
         Scraper(tokio::spawn(async move {
             let c = crate::support::http_client().build().unwrap();
             loop {
@@ -441,463 +443,6 @@ async fn mode_always_emails_with_a_healthy_pipeline_and_fallback_does_not() {
 }
 
 #[tokio::test]
-async fn smtp_down_counts_failures_retries_and_delivers_once_back() {
-    let mut smtp = Smtp::stopped(&[]);
-    let yaml = format!(
-        "{}{SELF_PROBE}",
-        alerting(
-            smtp.port,
-            "  scrape_watchdog: 1s\n",
-            "    starttls: never\n"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let a = wait_alerting(&dw, "a delivery failure", |a| !a["last_error"].is_null()).await;
-    assert_eq!(a["last_error"]["kind"], "watchdog", "{a}");
-    assert_eq!(a["last_error"]["reason"], "connect", "{a}");
-    wait_alerting(&dw, "a second attempt", |a| {
-        a["last_error"]["attempts"].as_u64().is_some_and(|n| n >= 2)
-    })
-    .await;
-    smtp.restart();
-    let w = smtp.wait_kind("watchdog", 1).await;
-    assert_eq!(w.len(), 1);
-    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    assert!(
-        a["last_email"]["subject"]
-            .as_str()
-            .unwrap()
-            .contains("pipeline down")
-    );
-    let (_, body) = dw.get("/metrics").await;
-    let m = Metrics::parse(&body);
-    assert!(
-        m.value(
-            "depwatch_alert_email_failures_total",
-            &[("kind", "watchdog")]
-        ) >= 2.0
-    );
-    assert!(m.value("depwatch_alert_emails_total", &[("kind", "watchdog")]) >= 3.0);
-}
-
-#[tokio::test]
-async fn an_email_queued_when_depwatch_is_killed_is_sent_once_after_the_restart() {
-    let mut smtp = Smtp::stopped(&[]);
-    let state = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:{}\nstate_dir: {}\n{}{SELF_PROBE}",
-        free_port(),
-        state.path().display(),
-        alerting(
-            smtp.port,
-            "  scrape_watchdog: 1s\n",
-            "    starttls: never\n"
-        )
-    );
-    let mut dw = Depwatch::start(&yaml).await;
-    wait_alerting(&dw, "the watchdog email failing", |a| {
-        a["last_error"]["kind"] == "watchdog" && a["queued_emails"] == 1
-    })
-    .await;
-    dw.proc.signal("KILL");
-    let _ = dw.proc.child.wait();
-    smtp.restart();
-    dw = Depwatch::start(&yaml).await;
-    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
-    assert!(w.subject().contains("pipeline down"), "{}", w.subject());
-    // The outage goes on past the restart (no scrape for 1s again): the
-    // same incident, no second watchdog email; a scrape resolves it.
-    wait_alerting(&dw, "the pipeline down again", |a| a["pipeline"] == "down").await;
-    dw.metrics().await;
-    let r = smtp.wait_kind("resolved", 1).await.remove(0);
-    assert_eq!(r.header("in-reply-to"), w.header("message-id"));
-    assert_eq!(smtp.of_kind("watchdog").len(), 1);
-}
-
-#[tokio::test]
-async fn a_server_stuck_mid_data_is_cut_off_by_send_timeout_and_the_email_retried() {
-    let smtp = Smtp::start(&["--hang-data", "1"]);
-    let yaml = format!(
-        "{}{SELF_PROBE}",
-        alerting(
-            smtp.port,
-            "  scrape_watchdog: 1s\n",
-            "    starttls: never\n    send_timeout: 1s\n"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let a = wait_alerting(&dw, "the delivery cut off", |a| {
-        a["last_error"]["reason"] == "timeout"
-    })
-    .await;
-    assert!(
-        a["last_error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no delivery within send_timeout 1s"),
-        "{a}"
-    );
-    let w = smtp.wait_kind("watchdog", 1).await;
-    assert_eq!(w.len(), 1);
-    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    assert_eq!(smtp.of_kind("watchdog").len(), 1);
-}
-
-#[tokio::test]
-async fn reminders_queued_during_an_smtp_outage_are_not_sent_after_the_resolution() {
-    // SMTP down while jobs fails, is reminded of several times, recovers:
-    // once the server is back, firing then resolved, no stale reminders.
-    let mut smtp = Smtp::stopped(&[]);
-    let redis_port = free_port();
-    let redis = crate::redis::RedisServer::start_on(redis_port, None);
-    let yaml = format!(
-        "{}{SELF_PROBE}{}",
-        alerting(
-            smtp.port,
-            "  mode: always\n  scrape_watchdog: 1h\n",
-            "    starttls: never\n    repeat_interval: 1s\n"
-        ),
-        redis_probe(redis_port)
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let _scraper = Scraper::start(dw.url("/metrics"));
-    wait_alerting(&dw, "jobs checked", |_| true).await;
-    drop(redis);
-    wait_alerting(&dw, "reminders queued behind the firing email", |a| {
-        a["queued_emails"].as_u64().is_some_and(|n| n >= 3)
-    })
-    .await;
-    let _redis = crate::redis::RedisServer::start_on(redis_port, None);
-    wait_alerting(&dw, "the incident resolved", |a| {
-        a["open_incidents"].as_array().is_some_and(|l| l.is_empty())
-    })
-    .await;
-    smtp.restart();
-    smtp.wait_kind("resolved", 1).await;
-    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    let kinds: Vec<String> = smtp.mails().iter().map(Mail::kind).collect();
-    assert_eq!(kinds, ["firing", "resolved"]);
-    assert!(
-        dw.log()
-            .contains("a later one about the same incident is queued")
-    );
-}
-
-#[tokio::test]
-async fn a_message_the_server_refuses_for_good_does_not_hold_back_the_next() {
-    // The server refuses the watchdog email (its content), takes the rest.
-    let smtp = Smtp::start(&["--refuse", "pipeline down"]);
-    let dead = free_port();
-    let alert = alerting(
-        smtp.port,
-        "  scrape_watchdog: 1s\n",
-        "    starttls: never\n",
-    );
-    let dw = Depwatch::start(&format!("{alert}{SELF_PROBE}")).await;
-    let a = wait_alerting(&dw, "the watchdog email refused", |a| {
-        a["last_error"]["reason"] == "rejected"
-    })
-    .await;
-    assert_eq!(a["last_error"]["kind"], "watchdog", "{a}");
-    assert!(
-        a["last_error"]["message"].as_str().unwrap().contains("554"),
-        "{a}"
-    );
-    // An incident after it: its email is not held back behind the refused one.
-    dw.rewrite_config(&format!("{alert}{SELF_PROBE}{}", redis_probe(dead)));
-    dw.proc.signal("HUP");
-    let f = smtp.wait_kind("firing", 1).await.remove(0);
-    assert!(f.subject().contains("jobs"), "{}", f.subject());
-    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    assert_eq!(a["last_email"]["kind"], "firing", "{a}");
-    assert!(dw.log().contains("Alert email given up"), "{}", dw.log());
-    assert!(smtp.of_kind("watchdog").is_empty());
-}
-
-#[tokio::test]
-async fn a_recipient_refused_for_good_does_not_keep_the_email_from_the_others() {
-    let smtp = Smtp::start(&["--refuse-rcpt", "gone@example.com"]);
-    let yaml = format!(
-        "{}{SELF_PROBE}",
-        alerting(
-            smtp.port,
-            "  scrape_watchdog: 1s\n",
-            "    starttls: never\n"
-        )
-        .replace(
-            "to: [oncall@example.com]",
-            "to: [gone@example.com, oncall@example.com]"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
-    assert_eq!(
-        w.view["rcpt_tos"],
-        serde_json::json!(["oncall@example.com"])
-    );
-    let a = wait_alerting(&dw, "the refusal shown", |a| !a["last_error"].is_null()).await;
-    let message = a["last_error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("delivered to 1 of 2 recipients; refused for gone@example.com")
-            && message.contains("550"),
-        "{a}"
-    );
-    assert_eq!(a["last_error"]["reason"], "rejected", "{a}");
-    assert_eq!(a["last_email"]["kind"], "watchdog", "{a}");
-    assert!(
-        dw.metrics().await.value(
-            "depwatch_alert_email_failures_total",
-            &[("kind", "watchdog")]
-        ) >= 1.0
-    );
-    // Sent once, not retried: the queue is empty.
-    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    assert_eq!(smtp.of_kind("watchdog").len(), 1, "{a}");
-    // A test email says so and fails.
-    let (code, out) = send_test_email(&dw.config_path);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("refused for gone@example.com"), "{out}");
-}
-
-#[tokio::test]
-async fn a_mailbox_full_for_a_while_does_not_hold_the_email_back_from_the_others() {
-    // busy@ is over quota for its first two RCPTs: oncall@ gets the email
-    // at once, busy@ alone once its mailbox takes mail; each exactly once.
-    let smtp = Smtp::start(&["--defer-rcpt", "busy@example.com:2"]);
-    let yaml = format!(
-        "{}{SELF_PROBE}",
-        alerting(
-            smtp.port,
-            "  scrape_watchdog: 1s\n",
-            "    starttls: never\n"
-        )
-        .replace(
-            "to: [oncall@example.com]",
-            "to: [busy@example.com, oncall@example.com]"
-        )
-    );
-    let dw = Depwatch::start(&yaml).await;
-    let w = smtp.wait_kind("watchdog", 2).await;
-    assert_eq!(
-        w[0].view["rcpt_tos"],
-        serde_json::json!(["oncall@example.com"]),
-        "the others waited for the full mailbox"
-    );
-    assert_eq!(
-        w[1].view["rcpt_tos"],
-        serde_json::json!(["busy@example.com"])
-    );
-    assert_eq!(w[0].header("message-id"), w[1].header("message-id"));
-    let a = wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    let message = a["last_error"]["message"].as_str().unwrap_or("");
-    assert!(
-        message.contains("delivered to 1 of 2 recipients; refused for busy@example.com")
-            && message.contains("452")
-            && message.contains("retrying busy@example.com alone"),
-        "{a}"
-    );
-    assert_eq!(a["last_error"]["reason"], "transient", "{a}");
-    // Nothing more: a later email (a scrape resolves the pipeline) goes
-    // to both at once, and the watchdog one is not sent again.
-    dw.metrics().await;
-    let r = smtp.wait_kind("resolved", 1).await.remove(0);
-    assert_eq!(
-        r.view["rcpt_tos"],
-        serde_json::json!(["busy@example.com", "oncall@example.com"])
-    );
-    assert_eq!(smtp.of_kind("watchdog").len(), 2);
-}
-
-#[tokio::test]
-async fn fixing_a_refused_recipient_and_reloading_unblocks_the_queued_email() {
-    // A typo in `to`: the server refuses it, the watchdog email waits.
-    let smtp = Smtp::start(&["--refuse-rcpt", "oncal@example.com"]);
-    let alert = alerting(
-        smtp.port,
-        "  scrape_watchdog: 1s\n",
-        "    starttls: never\n",
-    );
-    let typo = alert.replace("to: [oncall@example.com]", "to: [oncal@example.com]");
-    let dw = Depwatch::start(&format!("{typo}{SELF_PROBE}")).await;
-    let a = wait_alerting(&dw, "the recipient refused", |a| {
-        a["last_error"]["reason"] == "rejected"
-    })
-    .await;
-    assert!(
-        a["last_error"]["message"].as_str().unwrap().contains("550"),
-        "{a}"
-    );
-    // Fixed and reloaded: the email queued before goes to the fixed address.
-    dw.rewrite_config(&format!("{alert}{SELF_PROBE}"));
-    dw.proc.signal("HUP");
-    let w = smtp.wait_kind("watchdog", 1).await.remove(0);
-    assert_eq!(
-        w.view["rcpt_tos"],
-        serde_json::json!(["oncall@example.com"])
-    );
-    wait_alerting(&dw, "the queue drained", |a| a["queued_emails"] == 0).await;
-    assert_eq!(smtp.of_kind("watchdog").len(), 1);
-}
-
-#[tokio::test]
-async fn max_per_hour_holds_emails_back_and_counts_them() {
-    let smtp = Smtp::start(&[]);
-    let dead = free_port();
-    let yaml = format!(
-        "{}{SELF_PROBE}{}",
-        alerting(
-            smtp.port,
-            "  mode: always\n  scrape_watchdog: 1s\n  max_per_hour: 1\n  page_url: https://depwatch.example/status/\n",
-            "    starttls: never\n"
-        ),
-        redis_probe(dead)
-    );
-    let dw = Depwatch::start(&yaml).await;
-    // One email goes (the watchdog or the firing one); the other is held back.
-    let a = wait_alerting(&dw, "an email held back", |a| {
-        a["held_back"].as_u64().is_some_and(|n| n >= 1)
-    })
-    .await;
-    assert_eq!(a["pipeline"], "down");
-    wait_for("the one email", WAIT, || async {
-        (smtp.mails().len() == 1).then_some(())
-    })
-    .await;
-    assert!(dw.log().contains("max_per_hour reached"));
-    let mails = smtp.mails();
-    assert_eq!(mails.len(), 1);
-    assert!(
-        mails[0].text().contains("https://depwatch.example/status/"),
-        "{}",
-        mails[0].text()
-    );
-    // The one email says it is the last this hour, in both parts.
-    let note = "This is the last email max_per_hour (1) allows this hour: until ";
-    assert!(mails[0].text().contains(note), "{}", mails[0].text());
-    assert!(
-        mails[0].view["html"].as_str().unwrap().contains(note),
-        "{}",
-        mails[0].view["html"]
-    );
-}
-
-/// A CA and a server certificate for 127.0.0.1/localhost it signed: (ca pem, cert pem, key pem).
-fn test_pki() -> (String, String, String) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-        .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
-    p.subject_alt_names
-        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-    let cert = p.signed_by(&key, &ca).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
-#[tokio::test]
-async fn starttls_with_auth_works_and_a_wrong_password_is_an_auth_failure_without_leaks() {
-    let (ca, cert, key) = test_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let write = |n: &str, t: &str| {
-        let p = dir.path().join(n);
-        std::fs::write(&p, t).unwrap();
-        p.display().to_string()
-    };
-    let (ca_f, cert_f, key_f) = (
-        write("ca.pem", &ca),
-        write("cert.pem", &cert),
-        write("key.pem", &key),
-    );
-    let smtp = Smtp::start(&[
-        "--auth",
-        "alerts:s3cret-pass-word",
-        "--cert",
-        &cert_f,
-        "--key",
-        &key_f,
-        "--require-starttls",
-    ]);
-    let pw_file = write("pw", "s3cret-pass-word\n");
-    let token = "admin-token-123";
-    let yaml = |pw: &str| {
-        format!(
-            "auth:\n  admin_token: {token}\n{}{SELF_PROBE}",
-            alerting(
-                smtp.port,
-                "  scrape_watchdog: 1h\n",
-                &format!(
-                    "    ca_file: {ca_f}\n    username: alerts\n    {pw}\n    hello_name: depwatch.test\n"
-                )
-            )
-            .replace("smtp://127.0.0.1", "smtp://localhost")
-        )
-    };
-    // send-test-email through STARTTLS (required by default) and AUTH.
-    let (_d, _p, path) = write_config(&yaml(&format!("password_file: {pw_file}")));
-    let (code, text) = send_test_email(&path);
-    assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("sent: the server answered 250"), "{text}");
-    let m = smtp.wait_kind("test", 1).await.remove(0);
-    assert_eq!(m.view["tls"], true);
-    assert!(
-        smtp.auth_log().contains("alerts tls ok"),
-        "{}",
-        smtp.auth_log()
-    );
-
-    // Wrong password: an auth failure, counted, shown, the password nowhere.
-    let wrong = "Wr0ng-Pa55word-xyz";
-    let dw = Depwatch::start_with_env(
-        &yaml("password: ${SMTP_PASSWORD}"),
-        &[("SMTP_PASSWORD", wrong)],
-    )
-    .await;
-    let (code, body) = dw.post("/api/admin/alerts/test", Some(token)).await;
-    assert_eq!(code, 502, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["reason"], "auth", "{v}");
-    assert!(v["error"].as_str().unwrap().contains("535"), "{v}");
-    assert!(!body.contains(wrong));
-    let m = dw.metrics().await;
-    assert_eq!(
-        m.value("depwatch_alert_email_failures_total", &[("kind", "test")]),
-        1.0
-    );
-    dw.assert_never_shown(&[wrong]).await;
-    assert!(smtp.auth_log().contains("alerts tls bad"));
-}
-
-#[tokio::test]
-async fn starttls_required_but_not_offered_sends_nothing_and_no_plaintext_auth() {
-    let smtp = Smtp::start(&["--auth", "alerts:pw-not-to-be-sent", "--allow-plain-auth"]);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("dw.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "probes:\n  - name: self\n    kind: process\n    self: true\n{}",
-            alerting(
-                smtp.port,
-                "",
-                "    username: alerts\n    password: pw-not-to-be-sent\n"
-            )
-        ),
-    )
-    .unwrap();
-    let (code, text) = send_test_email(&cfg);
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("does not offer STARTTLS and starttls is required"),
-        "{text}"
-    );
-    assert!(text.contains("tls:"), "{text}");
-    assert!(!text.contains("pw-not-to-be-sent"));
-    assert_eq!(smtp.auth_log(), "", "AUTH was attempted in plaintext");
-    assert!(smtp.mails().is_empty());
-}
-
-#[tokio::test]
 async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
     let token = "admin-token-123";
     let dw = Depwatch::start(&format!(
@@ -962,6 +507,59 @@ async fn malformed_webhook_payloads_are_refused_without_a_state_change() {
     assert!(
         page.contains("ComponentUnhealthy"),
         "the status page lists Alertmanager's alerts"
+    );
+}
+
+#[tokio::test]
+async fn an_alert_alertmanager_stops_notifying_leaves_the_firing_list_after_firing_expiry() {
+    // A route without `send_resolved`: a resolved alert is simply not
+    // notified again. `stale` is notified once; `live` keeps being
+    // notified (Alertmanager's repeat_interval): only `stale` expires.
+    let dw = Depwatch::start(&format!(
+        "alerting:\n  heartbeat_timeout: 1h\n  scrape_watchdog: 1h\n  firing_expiry: 2s\n{SELF_PROBE}"
+    ))
+    .await;
+    let url = dw.url("/api/alertmanager/webhook");
+    let body = |name: &str| {
+        serde_json::json!({
+            "version": "4", "status": "firing", "receiver": "depwatch", "groupKey": name,
+            "alerts": [{"status": "firing", "labels": {"alertname": name}, "annotations": {},
+                        "startsAt": "2026-11-28T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                        "fingerprint": name}]
+        })
+        .to_string()
+    };
+    let post = |name: &str| dw.client.post(&url).body(body(name)).send();
+    assert_eq!(post("stale").await.unwrap().status(), 200);
+    let names = |a: &Value| {
+        let mut n: Vec<String> = a["firing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["alertname"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let started = std::time::Instant::now();
+    let shown_both = std::cell::Cell::new(false);
+    let a = wait_for("the stale alert to expire", WAIT, || async {
+        let _ = post("live").await;
+        let a = alerting_health(&dw).await;
+        if names(&a) == ["live", "stale"] {
+            shown_both.set(true);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (names(&a) == ["live"]).then_some(a)
+    })
+    .await;
+    assert!(shown_both.get(), "both were listed first");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(a["firing"][0]["last_notified"].is_string(), "{a}");
+    assert!(
+        dw.log().contains("Alert dropped from alerting.firing"),
+        "{}",
+        dw.log()
     );
 }
 
@@ -1164,66 +762,4 @@ async fn the_bundle_routes_the_watchdog_heartbeat_and_stopping_prometheus_breaks
         "{}",
         w.text()
     );
-}
-
-/// `send-test-email` to a port where no SMTP server answers (a server that
-/// waits for the client, one that speaks another protocol) fails within
-/// `timeout`, saying what answered, instead of after `send_timeout`.
-#[tokio::test]
-async fn a_test_email_to_a_port_that_is_not_smtp_fails_fast_and_says_so() {
-    use std::io::Write;
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let chatty = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let ports = [
-        silent.local_addr().unwrap().port(),
-        chatty.local_addr().unwrap().port(),
-    ];
-    // Each holds what it accepted until the test ends.
-    std::thread::spawn(move || {
-        let kept: Vec<_> = silent.incoming().take(1).collect();
-        std::thread::sleep(Duration::from_secs(30));
-        drop(kept);
-    });
-    std::thread::spawn(move || {
-        for mut c in chatty.incoming().take(1).flatten() {
-            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    for (port, want) in [
-        (
-            ports[0],
-            format!(
-                "timeout: 127.0.0.1:{} accepted the connection but sent no SMTP greeting within 1s",
-                ports[0]
-            ),
-        ),
-        (
-            ports[1],
-            format!(
-                "connect: 127.0.0.1:{} answered `HTTP/1.1 400 Bad Request`, not an SMTP greeting",
-                ports[1]
-            ),
-        ),
-    ] {
-        let cfg = dir.path().join(format!("dw-{port}.yml"));
-        let yaml = format!("probes: []\n{}", alerting(port, "", ""))
-            .replace("timeout: 3s", "timeout: 1s\n    send_timeout: 60s");
-        std::fs::write(&cfg, yaml).unwrap();
-        let started = std::time::Instant::now();
-        let (code, text) = send_test_email(&cfg);
-        assert_eq!(code, Some(1), "{text}");
-        assert!(text.contains(&want), "{text}");
-        assert!(
-            text.contains(
-                "(is it an SMTP server? smtp:// is usually port 587 or 25, smtps:// 465)"
-            ),
-            "{text}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{:?}",
-            started.elapsed()
-        );
-    }
 }

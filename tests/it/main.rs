@@ -23,6 +23,7 @@ mod scrape;
 mod secrets;
 mod security;
 mod security_tls;
+mod sending;
 mod series;
 mod server;
 mod storage;
