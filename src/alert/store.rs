@@ -286,20 +286,10 @@ mod tests {
         for i in b.take_dirty() {
             s.alert_incident_put(&i, 1_000);
         }
-        let mk = |id| Outgoing {
-            id,
-            incident: Some(1),
-            kind: EmailKind::Firing,
-            message_id: format!("<m{id}@h>"),
-            subject: "s".into(),
-            from: "a@b.c".into(),
-            to: vec!["d@e.f".into()],
-            body: Arc::new(b"body".to_vec()),
-        };
         // Real times: a reopen prunes sent rows older than MAX_RETENTION.
         let t = crate::util::time::unix_ms(std::time::SystemTime::now());
-        s.alert_email_put(&mk(1), t - 2_000);
-        s.alert_email_put(&mk(2), t - 1_000);
+        s.alert_email_put(&email(1), t - 2_000);
+        s.alert_email_put(&email(2), t - 1_000);
         s.alert_email_sent(1, t - 500, "250 ok".into());
         s.close().await.unwrap();
         drop(s);

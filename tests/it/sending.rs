@@ -188,18 +188,7 @@ async fn a_message_the_server_refuses_for_good_does_not_hold_back_the_next() {
 #[tokio::test]
 async fn a_recipient_refused_for_good_does_not_keep_the_email_from_the_others() {
     let smtp = Smtp::start(&["--refuse-rcpt", "gone@example.com"]);
-    let yaml = format!(
-        "{}{SELF_PROBE}",
-        alerting(
-            smtp.port,
-            "  scrape_watchdog: 1s\n",
-            "    starttls: never\n"
-        )
-        .replace(
-            "to: [oncall@example.com]",
-            "to: [gone@example.com, oncall@example.com]"
-        )
-    );
+    let yaml = with_a_second_recipient(smtp.port, "gone@example.com");
     let dw = Depwatch::start(&yaml).await;
     let w = smtp.wait_kind("watchdog", 1).await.remove(0);
     assert_eq!(
@@ -235,18 +224,7 @@ async fn a_mailbox_full_for_a_while_does_not_hold_the_email_back_from_the_others
     // busy@ is over quota for its first two RCPTs: oncall@ gets the email
     // at once, busy@ alone once its mailbox takes mail; each exactly once.
     let smtp = Smtp::start(&["--defer-rcpt", "busy@example.com:2"]);
-    let yaml = format!(
-        "{}{SELF_PROBE}",
-        alerting(
-            smtp.port,
-            "  scrape_watchdog: 1s\n",
-            "    starttls: never\n"
-        )
-        .replace(
-            "to: [oncall@example.com]",
-            "to: [busy@example.com, oncall@example.com]"
-        )
-    );
+    let yaml = with_a_second_recipient(smtp.port, "busy@example.com");
     let dw = Depwatch::start(&yaml).await;
     let w = smtp.wait_kind("watchdog", 2).await;
     assert_eq!(
@@ -691,4 +669,21 @@ async fn a_test_email_to_a_port_that_is_not_smtp_fails_fast_and_says_so() {
             started.elapsed()
         );
     }
+}
+
+/// The alerting of [`alerting`] with a 1 s scrape watchdog, its email to
+/// `first` and then to oncall@example.com, and depwatch watching itself.
+fn with_a_second_recipient(smtp_port: u16, first: &str) -> String {
+    format!(
+        "{}{SELF_PROBE}",
+        alerting(
+            smtp_port,
+            "  scrape_watchdog: 1s\n",
+            "    starttls: never\n"
+        )
+        .replace(
+            "to: [oncall@example.com]",
+            &format!("to: [{first}, oncall@example.com]")
+        )
+    )
 }
