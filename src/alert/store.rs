@@ -210,16 +210,20 @@ mod tests {
         }
     }
 
-    fn fired() -> Incident {
-        let mut b = crate::alert::incident::Book::new(vec![], 1, at(0));
-        let p = crate::alert::incident::Policy {
+    /// The book's policy for the tests: emails at once, no reminders.
+    fn policy(down_since: Option<i64>) -> crate::alert::incident::Policy {
+        crate::alert::incident::Policy {
             mode: crate::alert::config::Mode::Always,
             can_email: true,
             group_wait: std::time::Duration::ZERO,
             repeat_interval: None,
-            down_since: None,
-        };
-        let o = crate::alert::incident::Obs {
+            down_since,
+        }
+    }
+
+    /// A critical component `a` found unhealthy.
+    fn unhealthy() -> crate::alert::incident::Obs {
+        crate::alert::incident::Obs {
             component: "a".into(),
             kind: "redis".into(),
             critical: true,
@@ -227,7 +231,12 @@ mod tests {
             recovered: false,
             reason: None,
             error: None,
-        };
+        }
+    }
+
+    fn fired() -> Incident {
+        let mut b = crate::alert::incident::Book::new(vec![], 1, at(0));
+        let (o, p) = (unhealthy(), policy(None));
         assert_eq!(b.components(at(1_000), &[o], false, &p).len(), 1);
         b.take_dirty().remove(0)
     }
@@ -266,22 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let mut b = crate::alert::incident::Book::new(vec![], 1, at(0));
-        let p = crate::alert::incident::Policy {
-            mode: crate::alert::config::Mode::Always,
-            can_email: true,
-            group_wait: std::time::Duration::ZERO,
-            repeat_interval: None,
-            down_since: Some(0),
-        };
-        let o = crate::alert::incident::Obs {
-            component: "a".into(),
-            kind: "redis".into(),
-            critical: true,
-            unhealthy: true,
-            recovered: false,
-            reason: None,
-            error: None,
-        };
+        let (o, p) = (unhealthy(), policy(Some(0)));
         b.components(at(1_000), &[o], true, &p);
         for i in b.take_dirty() {
             s.alert_incident_put(&i, 1_000);
