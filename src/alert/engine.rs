@@ -50,7 +50,15 @@ struct Engine {
     /// The origin of [`Now::mono`]: the book's waits and the cap's hour
     /// are measured on the monotonic clock, like the watchdog's.
     origin: tokio::time::Instant,
+    /// Every component has had a result since this start (or
+    /// [`OWED_WAIT_AT_START`] passed): emails owed from before it may go.
+    results: bool,
 }
+
+/// How long, at most, emails owed from before a start wait for every
+/// component's first result: sent at the first tick, they showed every
+/// component as `unknown`. A check that hangs holds them no longer.
+const OWED_WAIT_AT_START: Duration = Duration::from_secs(30);
 
 pub(super) async fn coordinator(shared: Arc<Shared>, stop: watch::Receiver<bool>, port: u16) {
     let settings = {
@@ -119,6 +127,7 @@ pub(super) async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
         scrape: Seen::new(tokio::time::Instant::now()),
         heartbeat: Seen::new(tokio::time::Instant::now()),
         origin,
+        results: false,
     };
     loop {
         e.tick();
@@ -288,9 +297,17 @@ impl Engine {
         self.book.owe(&intents, clock);
         let fresh: std::collections::BTreeSet<i64> = intents.iter().map(|i| i.incident).collect();
         let due = self.book.due(&policy);
+        self.results = self.results
+            || self.origin.elapsed() >= OWED_WAIT_AT_START
+            || rt.components.iter().all(|c| c.latest().status.is_some());
         match email_cfg {
             Some(ecfg) if role.sends() => {
                 for intent in due {
+                    // Owed from before this start: after the components'
+                    // first results, which the email shows.
+                    if !self.results && !fresh.contains(&intent.incident) {
+                        continue;
+                    }
                     match self.queue(cfg, ecfg, intent, clock, &rt, role) {
                         Queued::Yes | Queued::Failed => {}
                         Queued::HeldBack if fresh.contains(&intent.incident) => {

@@ -391,6 +391,13 @@ async fn an_email_held_back_by_max_per_hour_goes_once_the_hour_makes_room_even_a
         "{}",
         m.text()
     );
+    // Sent after the components' first results since the start, which it
+    // shows (not `unknown`).
+    assert!(
+        !m.text().lines().any(|l| l.trim_end().ends_with(" unknown")),
+        "{}",
+        m.text()
+    );
     // Once: a later email (more room, then a scrape resolves the pipeline)
     // comes after it, and nothing was sent twice.
     std::fs::write(&dw.config_path, mk(10)).unwrap();
