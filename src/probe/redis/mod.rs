@@ -231,10 +231,7 @@ impl RedisProbe {
         let started = Instant::now();
         let replies: Vec<RValue> = pipe.query_async(conn).await.map_err(|e| self.error(&e))?;
         let rtt = started.elapsed();
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
+        let now_ms = crate::util::time::unix_now() * 1000.0;
         let mut replies = replies.into_iter();
         let bad = |what: &str| CheckError::new(Reason::BadResponse, what.to_string());
         match replies.next() {
@@ -327,6 +324,6 @@ impl Probe for RedisProbe {
 
     fn forget(&self) {
         self.cache.forget();
-        self.queues.forget(&self.spec);
+        self.queues.forget();
     }
 }

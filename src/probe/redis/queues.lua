@@ -25,12 +25,12 @@ local function call(key, want, ...)
   return v
 end
 
--- The entries of a stream after `id`, counted up to `maxscan` (-1: unknown).
-local function after(key, id)
-  if maxscan <= 0 then return -1 end
-  local v = redis.pcall('XRANGE', key, '(' .. id, '+', 'COUNT', maxscan)
-  if type(v) ~= 'table' or v.err then return -1 end
-  return #v
+-- The entries of a stream after `id`, up to `count`: how many (-1:
+-- unknown) and the first one's ID ('' when none).
+local function after(key, id, count)
+  local v = redis.pcall('XRANGE', key, '(' .. id, '+', 'COUNT', count)
+  if type(v) ~= 'table' or v.err then return -1, '' end
+  return #v, (v[1] and v[1][1]) or ''
 end
 
 local function stream()
@@ -59,10 +59,12 @@ local function stream()
       if g[j] == 'name' then name = g[j + 1] end
     end
     counted[i], next_ids[i], idles[i] = -1, '', -1
-    if not lag and last then counted[i] = after(base, last) end
-    if last and lag ~= 0 then
-      local n = redis.pcall('XRANGE', base, '(' .. last, '+', 'COUNT', 1)
-      if type(n) == 'table' and not n.err and n[1] then next_ids[i] = n[1][1] end
+    if last and not lag and maxscan > 0 then
+      -- One read for both: the count and the first entry not delivered.
+      counted[i], next_ids[i] = after(base, last, maxscan)
+    elseif last and lag ~= 0 then
+      local _, first = after(base, last, 1)
+      next_ids[i] = first
     end
     if name then
       local pending = call(base, 'stream', 'XPENDING', base, name, '-', '+', 1)

@@ -335,14 +335,9 @@ impl Queues {
     }
 
     /// Removes the component's queue and stream series.
-    pub(super) fn forget(&self, spec: &Spec) {
+    pub(super) fn forget(&self) {
+        // With no snapshot, every group and stream series published goes.
         self.publish_groups(&[]);
-        for s in spec.queues.iter().filter(|q| q.type_ == QueueType::Stream) {
-            self.families.stream_length.remove(&queue::QueueLabels {
-                component: self.component.clone(),
-                queue: s.name.clone(),
-            });
-        }
         self.publisher.forget();
     }
 }

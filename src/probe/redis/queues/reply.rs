@@ -74,12 +74,7 @@ pub(super) enum QueueReadError {
 /// The script's answer about a key it could not read:
 /// `['fault', key, error, its type, the type expected]`.
 fn fault(t: &Target, items: &[RValue], secrets: &[&str]) -> QueueReadError {
-    let text = |i: usize| {
-        items
-            .get(i)
-            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            .unwrap_or_default()
-    };
+    let text = |i: usize| at::<String>(items, i).unwrap_or_default();
     let (key, error, is, want) = (text(1), scrub(&text(2), secrets), text(3), text(4));
     let bull = t.spec.type_.is_bull();
     if error.starts_with("WRONGTYPE") {
@@ -171,11 +166,7 @@ pub(super) fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapsho
     if tag == b"fault" {
         return Err(fault(t, &items, secrets));
     }
-    let text = |i: usize| {
-        items
-            .get(i)
-            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-    };
+    let text = |i: usize| at::<String>(&items, i);
     if tag == b"layout" {
         return Err(QueueReadError::BullmqNotBull {
             meta: text(1).unwrap_or_default(),
@@ -198,12 +189,7 @@ pub(super) fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapsho
             _ => QueueReadError::MissingStream { key: marker },
         });
     }
-    let int = |i: usize| -> i64 {
-        items
-            .get(i)
-            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-            .unwrap_or(0)
-    };
+    let int = |i: usize| at::<i64>(&items, i).unwrap_or(0);
     let n = |i: usize| int(i).max(0) as u64;
     let age = |ts: i64| (ts >= 0).then(|| ((now_ms - ts as f64) / 1000.0).max(0.0));
     let mut s = Snapshot {
@@ -251,10 +237,7 @@ pub(super) fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapsho
                     // counted the entries after the last delivered one, up
                     // to max_active_scan.
                     None => {
-                        let c = counted
-                            .get(i)
-                            .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                            .and_then(|c| u64::try_from(c).ok());
+                        let c = at::<i64>(counted, i).and_then(|c| u64::try_from(c).ok());
                         if let Some(c) = c {
                             group["lag_counted"] = json!(true);
                             if c >= u64::from(max_scan) {
@@ -265,19 +248,13 @@ pub(super) fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapsho
                     }
                 };
                 group["lag"] = json!(lag);
-                if let Some(a) = next_ids
-                    .get(i)
-                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                if let Some(a) = at::<String>(next_ids, i)
                     .and_then(|id| entry_ms(&id))
                     .map(|ms| ((clock - ms) / 1000.0).max(0.0))
                 {
                     waited = Some(waited.map_or(a, |w| w.max(a)));
                 }
-                if let Some(idle) = idles
-                    .get(i)
-                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                    .filter(|ms| *ms >= 0)
-                {
+                if let Some(idle) = at::<i64>(idles, i).filter(|ms| *ms >= 0) {
                     let a = idle as f64 / 1000.0;
                     running = Some(running.map_or(a, |r| r.max(a)));
                 }
@@ -342,6 +319,13 @@ pub(super) fn snapshot(t: &Target, reply: RValue, read: &Read) -> Result<Snapsho
         }
     }
     Ok(s)
+}
+
+/// Item `i` of an answer as a `T`, if it is one.
+fn at<T: redis::FromRedisValue>(items: &[RValue], i: usize) -> Option<T> {
+    items
+        .get(i)
+        .and_then(|v| redis::from_redis_value::<T>(v.clone()).ok())
 }
 
 /// The time (ms since the epoch) in a stream entry ID that Redis made
