@@ -161,7 +161,9 @@ impl Engine {
                 }
             }
             self.book = Book::new(book.open, next, clock(self.origin));
-            for inc in self.book.open() {
+            // Closed ones that still owe an email too: saved, so that a
+            // crash of this leader does not lose what they owe.
+            for inc in self.book.kept() {
                 self.shared.store.alert_incident_put(inc, now);
             }
         }

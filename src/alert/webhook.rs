@@ -137,9 +137,7 @@ impl Alerting {
         }
         (heartbeat, i.firing.len())
     }
-}
 
-impl Alerting {
     /// Drops the alerts no notification carried for `after` (at `now`):
     /// Alertmanager re-sends a firing alert every `repeat_interval` of its
     /// route, and a route without `send_resolved` sends no resolution, so

@@ -20,6 +20,11 @@ fn obs(name: &str, unhealthy: bool) -> Obs {
     }
 }
 
+/// The kinds of the emails decided.
+fn kinds(v: Vec<Intent>) -> Vec<EmailKind> {
+    v.iter().map(|i| i.kind).collect()
+}
+
 fn policy(mode: Mode) -> Policy {
     Policy {
         mode,
@@ -49,9 +54,8 @@ fn fallback_emails_only_while_the_pipeline_is_down() {
         b.components(at(40_000), &[obs("a", true)], true, &p)
             .is_empty()
     );
-    let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
     assert_eq!(
-        k(b.components(at(50_000), &[obs("a", true)], true, &p)),
+        kinds(b.components(at(50_000), &[obs("a", true)], true, &p)),
         vec![EmailKind::Firing]
     );
     let id = b.open().next().unwrap().id;
@@ -61,11 +65,11 @@ fn fallback_emails_only_while_the_pipeline_is_down() {
             .is_empty()
     );
     assert_eq!(
-        k(b.components(at(110_000), &[obs("a", true)], true, &p)),
+        kinds(b.components(at(110_000), &[obs("a", true)], true, &p)),
         vec![EmailKind::Reminder]
     );
     assert_eq!(
-        k(b.components(at(120_000), &[obs("a", false)], true, &p)),
+        kinds(b.components(at(120_000), &[obs("a", false)], true, &p)),
         vec![EmailKind::Resolved]
     );
     assert_eq!(b.open().count(), 0);
@@ -130,7 +134,6 @@ fn pipeline_resolves_only_when_confirmed() {
 
 #[test]
 fn mode_off_by_a_reload_silences_the_open_incidents() {
-    let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
     let (on, off) = (policy(Mode::Always), policy(Mode::Off));
     let mut b = Book::new(vec![], 1, at(0));
     assert!(
@@ -138,7 +141,7 @@ fn mode_off_by_a_reload_silences_the_open_incidents() {
             .is_empty()
     );
     assert_eq!(
-        k(b.components(at(10_000), &[obs("a", true)], false, &on)),
+        kinds(b.components(at(10_000), &[obs("a", true)], false, &on)),
         vec![EmailKind::Firing]
     );
     // Off: no reminder when one is due, no resolution either.
@@ -159,13 +162,13 @@ fn mode_off_by_a_reload_silences_the_open_incidents() {
     );
     // Back on, it carries on: the firing email it owes.
     assert_eq!(
-        k(b.components(at(121_000), &[obs("b", true)], false, &on)),
+        kinds(b.components(at(121_000), &[obs("b", true)], false, &on)),
         vec![EmailKind::Firing]
     );
     // The pipeline: down under always, resolved under off: silent.
     let r = vec!["no scrape".to_string()];
     assert_eq!(
-        k(b.pipeline(at(0), true, false, &r, &on)),
+        kinds(b.pipeline(at(0), true, false, &r, &on)),
         vec![EmailKind::Watchdog]
     );
     assert!(b.pipeline(at(1), false, true, &[], &off).is_empty());
@@ -174,7 +177,6 @@ fn mode_off_by_a_reload_silences_the_open_incidents() {
 
 #[test]
 fn mode_always_by_a_reload_emails_the_incidents_already_open() {
-    let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
     let mut b = Book::new(vec![], 1, at(0));
     // Fallback, pipeline up: tracked, not emailed.
     let fallback = policy(Mode::Fallback);
@@ -189,7 +191,7 @@ fn mode_always_by_a_reload_emails_the_incidents_already_open() {
     // Always (Alertmanager retired): its firing email, once.
     let always = policy(Mode::Always);
     assert_eq!(
-        k(b.components(at(21_000), &[obs("a", true)], false, &always)),
+        kinds(b.components(at(21_000), &[obs("a", true)], false, &always)),
         vec![EmailKind::Firing]
     );
     assert!(
@@ -197,7 +199,7 @@ fn mode_always_by_a_reload_emails_the_incidents_already_open() {
             .is_empty()
     );
     assert_eq!(
-        k(b.components(at(23_000), &[obs("a", false)], false, &always)),
+        kinds(b.components(at(23_000), &[obs("a", false)], false, &always)),
         vec![EmailKind::Resolved]
     );
     // The pipeline down before `email:` was configured: told once it is.
@@ -206,12 +208,12 @@ fn mode_always_by_a_reload_emails_the_incidents_already_open() {
     let r = vec!["no scrape".to_string()];
     assert!(b.pipeline(at(0), true, false, &r, &mute).is_empty());
     assert_eq!(
-        k(b.pipeline(at(1), true, false, &r, &fallback)),
+        kinds(b.pipeline(at(1), true, false, &r, &fallback)),
         vec![EmailKind::Watchdog]
     );
     assert!(b.pipeline(at(2), true, false, &r, &fallback).is_empty());
     assert_eq!(
-        k(b.pipeline(at(3), false, true, &[], &fallback)),
+        kinds(b.pipeline(at(3), false, true, &[], &fallback)),
         vec![EmailKind::Resolved]
     );
 }
@@ -251,7 +253,6 @@ fn fallback_emails_the_failures_the_pipeline_never_carried() {
     // A partition: the last scrape at 1_000, then jobs and cache fail
     // (2_000, 3_000) while the pipeline still looks up (the scrape
     // watchdog needs its time); db had failed before, Alertmanager has it.
-    let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
     let up = policy(Mode::Fallback);
     let mut b = Book::new(vec![], 1, at(0));
     b.components(at(0), &[obs("db", true)], false, &up);
@@ -265,7 +266,7 @@ fn fallback_emails_the_failures_the_pipeline_never_carried() {
         ..policy(Mode::Fallback)
     };
     let out = b.components(at(301_000), &all, true, &down);
-    assert_eq!(k(out.clone()), vec![EmailKind::Firing]);
+    assert_eq!(kinds(out.clone()), vec![EmailKind::Firing]);
     let inc = &b.incidents[&out[0].incident];
     let names: Vec<&str> = inc.open_members().map(|m| m.component.as_str()).collect();
     assert_eq!(names, ["jobs", "cache"]);
@@ -279,14 +280,13 @@ fn fallback_emails_the_failures_the_pipeline_never_carried() {
     // Both recover: one resolution.
     let back = [obs("db", true), obs("jobs", false), obs("cache", false)];
     assert_eq!(
-        k(b.components(at(303_000), &back, true, &down)),
+        kinds(b.components(at(303_000), &back, true, &down)),
         vec![EmailKind::Resolved]
     );
 }
 
 #[test]
 fn an_email_held_back_is_owed_until_it_goes_and_tells_the_state_then() {
-    let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
     let p = policy(Mode::Always);
     let mut b = Book::new(vec![], 1, at(0));
     b.components(at(0), &[obs("a", true)], false, &p);
@@ -298,12 +298,12 @@ fn an_email_held_back_is_owed_until_it_goes_and_tells_the_state_then() {
         b.components(at(11_000), &[obs("a", true)], false, &p)
             .is_empty()
     );
-    assert_eq!(k(b.due(&p)), vec![EmailKind::Firing]);
+    assert_eq!(kinds(b.due(&p)), vec![EmailKind::Firing]);
     // A reminder decided meanwhile: the firing email is still the one owed.
     let r = b.components(at(70_000), &[obs("a", true)], false, &p);
-    assert_eq!(k(r.clone()), vec![EmailKind::Reminder]);
+    assert_eq!(kinds(r.clone()), vec![EmailKind::Reminder]);
     b.owe(&r, at(70_000));
-    assert_eq!(k(b.due(&p)), vec![EmailKind::Firing]);
+    assert_eq!(kinds(b.due(&p)), vec![EmailKind::Firing]);
     // Across a restart (the store keeps it as JSON).
     let json: Vec<String> = b
         .take_dirty()
@@ -325,12 +325,12 @@ fn an_email_held_back_is_owed_until_it_goes_and_tells_the_state_then() {
     // It recovers before the hour made room: the resolution replaces
     // it, and the closed incident is kept until that went.
     let r = b.components(at(80_000), &[obs("a", false)], false, &p);
-    assert_eq!(k(r.clone()), vec![EmailKind::Resolved]);
+    assert_eq!(kinds(r.clone()), vec![EmailKind::Resolved]);
     b.owe(&r, at(80_000));
     assert_eq!(b.take_dirty().len(), 1);
     assert_eq!(b.open().count(), 0);
     assert_eq!(b.kept().count(), 1);
-    assert_eq!(k(b.due(&p)), vec![EmailKind::Resolved]);
+    assert_eq!(kinds(b.due(&p)), vec![EmailKind::Resolved]);
     b.settle(id, Some((at(90_000), "<m@h>")));
     assert!(b.due(&p).is_empty());
     let last = b.take_dirty();
@@ -367,7 +367,6 @@ fn held_back_emails_go_oldest_first_and_mode_off_drops_closed_ones() {
 fn a_step_of_the_wall_clock_neither_hastens_nor_delays_group_wait_or_reminders() {
     // group_wait 10 s, repeat_interval 60 s; `mono` is the run's
     // monotonic clock, `wall` steps as NTP corrects it.
-    let k = |v: Vec<Intent>| v.iter().map(|i| i.kind).collect::<Vec<_>>();
     let p = policy(Mode::Always);
     let (t, hour) = (1_800_000_000_000, 3_600_000);
     let now = |wall: i64, mono: i64| Now { wall, mono };
@@ -380,7 +379,7 @@ fn a_step_of_the_wall_clock_neither_hastens_nor_delays_group_wait_or_reminders()
             .is_empty()
     );
     assert_eq!(
-        k(b.components(now(t + hour + 10_000, 10_000), &a(), false, &p)),
+        kinds(b.components(now(t + hour + 10_000, 10_000), &a(), false, &p)),
         vec![EmailKind::Firing]
     );
     // Then two hours back: the reminder is due 60 s after the firing
@@ -391,7 +390,7 @@ fn a_step_of_the_wall_clock_neither_hastens_nor_delays_group_wait_or_reminders()
             .is_empty()
     );
     assert_eq!(
-        k(b.components(now(back + 70_000, 70_000), &a(), false, &p)),
+        kinds(b.components(now(back + 70_000, 70_000), &a(), false, &p)),
         vec![EmailKind::Reminder]
     );
     let inc = b.open().next().unwrap().clone();
@@ -405,7 +404,7 @@ fn a_step_of_the_wall_clock_neither_hastens_nor_delays_group_wait_or_reminders()
             .is_empty()
     );
     assert_eq!(
-        k(b.components(now(back + 130_000, 30_005), &a(), false, &p)),
+        kinds(b.components(now(back + 130_000, 30_005), &a(), false, &p)),
         vec![EmailKind::Reminder]
     );
     // Restored with its last email "in the future" (the clock stepped
@@ -417,7 +416,7 @@ fn a_step_of_the_wall_clock_neither_hastens_nor_delays_group_wait_or_reminders()
             .is_empty()
     );
     assert_eq!(
-        k(b.components(now(back + 60_000, 60_000), &a(), false, &p)),
+        kinds(b.components(now(back + 60_000, 60_000), &a(), false, &p)),
         vec![EmailKind::Reminder]
     );
 }

@@ -633,9 +633,7 @@ impl Registry {
             family: Box::new(family),
         });
     }
-}
 
-impl Registry {
     /// How many sample lines an encoding writes now: what sizes the first
     /// one, before any was built.
     pub fn sample_lines(&self) -> usize {
