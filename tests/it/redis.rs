@@ -123,6 +123,20 @@ pub async fn job(
     cmd(c, &refs).await;
 }
 
+/// A BullMQ queue `base` (its meta hash) with a hash for each of `jobs`:
+/// (id, created seconds ago).
+async fn bullmq_jobs(
+    server: &RedisServer,
+    c: &mut ::redis::aio::MultiplexedConnection,
+    base: &str,
+    jobs: &[(&str, i64)],
+) {
+    make_bullmq_queue(&server.url(), base);
+    for (id, ago) in jobs {
+        job(c, base, id, *ago, None).await;
+    }
+}
+
 /// Makes the BullMQ queue `key` (`PREFIX:NAME`) exist as the service's
 /// `Queue` does when it starts: its meta hash. Blocking (between a Redis
 /// start and a check); a queue without it is reported as not existing.
@@ -1396,10 +1410,7 @@ async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
     let mut c = server.conn().await;
     // Prioritized: score = priority * 2^32 + a counter.
     let b = "bull:prio";
-    make_bullmq_queue(&server.url(), b);
-    job(&mut c, b, "1", 600, None).await;
-    job(&mut c, b, "2", 10, None).await;
-    job(&mut c, b, "3", 5, None).await;
+    bullmq_jobs(&server, &mut c, b, &[("1", 600), ("2", 10), ("3", 5)]).await;
     let score = |prio: u64, n: u64| (prio * (1 << 32) + n).to_string();
     cmd(
         &mut c,
@@ -1417,9 +1428,7 @@ async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
     .await;
     // Delayed: score = due time (ms) * 0x1000 + a counter; due 15 min ago.
     let b = "bull:cron";
-    make_bullmq_queue(&server.url(), b);
-    job(&mut c, b, "1", 3600, None).await;
-    job(&mut c, b, "2", 60, None).await;
+    bullmq_jobs(&server, &mut c, b, &[("1", 3600), ("2", 60)]).await;
     let due = |ago_s: i64| ((now_ms() - ago_s * 1000) * 4096).to_string();
     cmd(
         &mut c,
@@ -1435,17 +1444,12 @@ async fn the_oldest_waiting_job_behind_priorities_delays_and_lost_hashes() {
     .await;
     // Wait: job 1 (120 s) next to the right end, whose hash is gone.
     let b = "bull:lost";
-    make_bullmq_queue(&server.url(), b);
-    job(&mut c, b, "1", 120, None).await;
-    job(&mut c, b, "2", 30, None).await;
+    bullmq_jobs(&server, &mut c, b, &[("1", 120), ("2", 30)]).await;
     cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "gone", "1", "2"]).await;
     // LIFO jobs are pushed to the right end, where workers take: the oldest
     // (400 s) starves at the left end.
     let b = "bull:lifo";
-    make_bullmq_queue(&server.url(), b);
-    job(&mut c, b, "1", 400, None).await;
-    job(&mut c, b, "2", 200, None).await;
-    job(&mut c, b, "3", 10, None).await;
+    bullmq_jobs(&server, &mut c, b, &[("1", 400), ("2", 200), ("3", 10)]).await;
     cmd(&mut c, &["RPUSH", &format!("{b}:wait"), "1", "2", "3"]).await;
     let (_dw, h) = queues_checked(&server, "      - { name: prio, type: bullmq, stuck_after: 5m }\n      - { name: cron, type: bullmq, stuck_after: 5m }\n      - { name: lost, type: bullmq }\n      - { name: lifo, type: bullmq }\n").await;
     let q = &h["components"]["jobs"]["details"]["queues"];
@@ -1832,8 +1836,7 @@ async fn a_rate_limited_bullmq_queue_says_so() {
     let server = RedisServer::start(None);
     let mut c = server.conn().await;
     for b in ["bull:throttled", "bull:global", "bull:under"] {
-        make_bullmq_queue(&server.url(), b);
-        job(&mut c, b, "1", 1200, None).await;
+        bullmq_jobs(&server, &mut c, b, &[("1", 1200)]).await;
         cmd(&mut c, &["LPUSH", &format!("{b}:wait"), "1"]).await;
     }
     cmd(
