@@ -1400,6 +1400,47 @@ async fn stream_lag_after_deletes_and_trims() {
     );
 }
 
+/// A stream with more consumer groups than depwatch shows (50): the first
+/// 50 by name get series, each with its lag counted by the script where
+/// Redis has none (an entry deleted in the middle); the rest get none.
+#[tokio::test]
+async fn a_stream_shows_at_most_fifty_consumer_groups() {
+    let server = RedisServer::start(None);
+    let mut c = server.conn().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id: String = ::redis::cmd("XADD")
+            .arg("many")
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for g in 0..52 {
+        cmd(
+            &mut c,
+            &["XGROUP", "CREATE", "many", &format!("g{g:02}"), "0"],
+        )
+        .await;
+    }
+    cmd(&mut c, &["XDEL", "many", &ids[1]]).await;
+    let (dw, h) =
+        queues_checked(&server, "      - { name: many, type: stream, key: many }\n").await;
+    let groups = &h["components"]["jobs"]["details"]["queues"]["many"]["groups"];
+    let shown = groups.as_object().unwrap();
+    assert_eq!(shown.len(), 50, "{groups}");
+    assert_eq!(groups["g49"]["lag"], 3, "{groups}");
+    assert_eq!(groups["g49"]["lag_counted"], true, "{groups}");
+    assert!(groups.get("g50").is_none(), "{groups}");
+    let m = dw.metrics().await;
+    let lags = m.matching("depwatch_redis_stream_group_lag", &[("queue", "many")]);
+    assert_eq!(lags.len(), 50, "{lags:?}");
+    assert!(lags.iter().all(|(_, v)| *v == 3.0), "{lags:?}");
+}
+
 /// The oldest waiting job where it hides: a low priority starved behind
 /// newer high-priority jobs, a delayed (repeatable) job long past its time
 /// that no worker promotes, and a wait list whose oldest entry has lost its

@@ -8,11 +8,14 @@
 --   ARGV[4] depwatch's clock, ms since the epoch (delayed jobs that are due:
 --           their times are the producers', not Redis's; a stream's ages
 --           are taken on Redis's own clock, which made its entry IDs)
+--   ARGV[5] how many consumer groups of a stream to read (depwatch shows
+--           that many: MAX_GROUPS in queues.rs)
 -- A key that cannot be read (another type, a user without access to it)
 -- answers { 'fault', key, error, its type, the type expected }, so that the
 -- message names the key instead of a line of this script.
 local kind, base, maxscan = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = tonumber(ARGV[4]) or 0
+local maxgroups = tonumber(ARGV[5]) or 0
 
 local fault
 -- One read of `key`, which should be a `want`.
@@ -42,7 +45,7 @@ local function stream()
     error('WRONGTYPE')
   end
   local groups = call(base, 'stream', 'XINFO', 'GROUPS', base)
-  -- Per group, as many as depwatch shows (MAX_GROUPS in queues.rs):
+  -- Per group, as many as depwatch shows (ARGV[5]):
   -- - where Redis gives no lag (entries deleted in the middle of the stream,
   --   a group set to an arbitrary ID, Redis before 7.0), the entries after
   --   its last delivered one, counted;
@@ -50,7 +53,7 @@ local function stream()
   --   time it was added) and how long the oldest pending entry has been
   --   with its consumer (idle ms).
   local counted, next_ids, idles = {}, {}, {}
-  for i = 1, math.min(#groups, 50) do
+  for i = 1, math.min(#groups, maxgroups) do
     local g = groups[i]
     local lag, last, name = false, nil, nil
     for j = 1, #g - 1, 2 do

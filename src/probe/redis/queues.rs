@@ -218,7 +218,8 @@ impl Queues {
                 .arg(t.spec.type_.as_str())
                 .arg(&t.arg)
                 .arg(max_active_scan)
-                .arg(now_ms);
+                .arg(now_ms)
+                .arg(MAX_GROUPS);
         }
     }
 
