@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::config::{AlertingConfig, Mode};
 use super::email::{self, Outgoing};
-use super::incident::{Book, Incident, Intent, Now, Obs, Policy};
+use super::incident::{Book, Incident, Intent, Now, Obs, Policy, Scope};
 use super::render::{self, CompView, View, now_ms};
 use super::watchdog::{Seen, Signals, watchdog};
 use crate::http::shared::Shared;
@@ -53,6 +53,9 @@ struct Engine {
     /// Every component has had a result since this start (or
     /// [`OWED_WAIT_AT_START`] passed): emails owed from before it may go.
     results: bool,
+    /// This run has judged the pipeline: seen it working end to end, or
+    /// down by its timeouts. Until then its `ok` is only a start.
+    judged: bool,
 }
 
 /// How long, at most, emails owed from before a start wait for every
@@ -128,6 +131,7 @@ pub(super) async fn engine(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
         heartbeat: Seen::new(tokio::time::Instant::now()),
         origin,
         results: false,
+        judged: false,
     };
     loop {
         e.tick();
@@ -299,6 +303,7 @@ impl Engine {
         self.book.owe(&intents, clock);
         let fresh: std::collections::BTreeSet<i64> = intents.iter().map(|i| i.incident).collect();
         let due = self.book.due(&policy);
+        self.judged = self.judged || down || confirmed;
         self.results = self.results
             || self.origin.elapsed() >= OWED_WAIT_AT_START
             || rt.components.iter().all(|c| c.latest().status.is_some());
@@ -306,9 +311,18 @@ impl Engine {
             Some(ecfg) if role.sends() => {
                 for intent in due {
                     // Owed from before this start: after the components'
-                    // first results, which the email shows.
-                    if !self.results && !fresh.contains(&intent.incident) {
-                        continue;
+                    // first results, which the email shows; about the
+                    // pipeline, once this run has judged it (seen working,
+                    // or down by its timeouts), not the "ok" it starts at.
+                    if !fresh.contains(&intent.incident) {
+                        let pipeline = self
+                            .book
+                            .incidents
+                            .get(&intent.incident)
+                            .is_some_and(|i| i.scope == Scope::Pipeline);
+                        if !self.results || (pipeline && !self.judged) {
+                            continue;
+                        }
                     }
                     match self.queue(cfg, ecfg, intent, clock, &rt, role) {
                         Queued::Yes | Queued::Failed => {}
@@ -442,7 +456,10 @@ impl Engine {
         View {
             host: a.host.clone(),
             mode: cfg.mode.as_str(),
-            pipeline: i.pipeline,
+            pipeline: match i.pipeline {
+                "ok" if !self.judged => "not yet confirmed since the start",
+                p => p,
+            },
             reasons: i
                 .reasons
                 .iter()

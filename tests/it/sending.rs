@@ -392,12 +392,19 @@ async fn an_email_held_back_by_max_per_hour_goes_once_the_hour_makes_room_even_a
         m.text()
     );
     // Sent after the components' first results since the start, which it
-    // shows (not `unknown`).
+    // shows (not `unknown`), and after this run judged the pipeline (no
+    // scrape for scrape_watchdog: down, not the `ok` it starts at).
     assert!(
         !m.text().lines().any(|l| l.trim_end().ends_with(" unknown")),
         "{}",
         m.text()
     );
+    let state = m
+        .text()
+        .lines()
+        .find(|l| l.trim_start().starts_with("State "))
+        .map(|l| l.split_whitespace().last().unwrap_or_default().to_string());
+    assert_eq!(state.as_deref(), Some("down"), "{}", m.text());
     // Once: a later email (more room, then a scrape resolves the pipeline)
     // comes after it, and nothing was sent twice.
     std::fs::write(&dw.config_path, mk(10)).unwrap();
