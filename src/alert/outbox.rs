@@ -33,6 +33,8 @@ pub(super) async fn sender(
     // The failure last logged: a failure is logged when it changes, not on
     // every attempt.
     let mut logged: Option<(email::FailReason, String)> = None;
+    // A failure was logged since the last delivery: the next one says so.
+    let mut failing = false;
     // A message the server refused for good (5xx), set aside while the
     // next one is tried: if the server takes that one, it refuses this
     // message itself (its size, its content) and retrying cannot help, so
@@ -131,7 +133,8 @@ pub(super) async fn sender(
             }) => {
                 refusals = 0;
                 a.metrics.set_backoff(Duration::ZERO);
-                if logged.take().is_some() {
+                logged = None;
+                if std::mem::take(&mut failing) {
                     tracing::info!("Alert emails are delivered again.");
                 }
                 if owed.is_empty() {
@@ -197,6 +200,7 @@ pub(super) async fn sender(
                         tracing::warn!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed; retrying.");
                     }
                     logged = Some(key);
+                    failing = true;
                 } else {
                     tracing::debug!(kind = head.kind.as_str(), reason = e.reason.as_str(), retry_in = ?wait, "Alert email failed again.");
                 }
@@ -230,6 +234,9 @@ pub(super) async fn sender(
                     Pause::Changed => {
                         tracing::info!("alerting.email changed: retrying the alert emails now.");
                         (attempt, refusals) = (0, 0);
+                        // What the retry meets is news after a fix: a
+                        // refusal as before is logged again, at its level.
+                        logged = None;
                         a.metrics.set_backoff(Duration::ZERO);
                     }
                 }

@@ -553,8 +553,8 @@ async fn a_refused_login_backs_off_and_a_reload_of_the_smtp_settings_retries_at_
             .value("depwatch_alert_email_backoff_seconds", &[]),
         60.0
     );
-    // Another wrong password, reloaded: tried at once (the same error is
-    // not logged again).
+    // Another wrong password, reloaded: tried at once, and the refusal
+    // logged again (the reload meant to fix it; the log says it did not).
     std::fs::write(&pw_file, wrong2).unwrap();
     dw.proc.signal("HUP");
     bad(2).await;
@@ -570,7 +570,7 @@ async fn a_refused_login_backs_off_and_a_reload_of_the_smtp_settings_retries_at_
         dwlog
             .matches("Alert email refused; retrying less and less often.")
             .count(),
-        1,
+        2,
         "{dwlog}"
     );
     assert!(
