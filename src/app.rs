@@ -276,7 +276,7 @@ pub fn replay_log(
     config: &Config,
     probe: Option<&str>,
     files: &[PathBuf],
-) -> Result<String, probe::log::replay::ReplayError> {
+) -> Result<probe::log::replay::Replayed, probe::log::replay::ReplayError> {
     let logs: Vec<(&str, &probe::log::Spec)> = config
         .probes
         .iter()

@@ -168,8 +168,11 @@ fn main() -> ExitCode {
             }
         };
         return match app::replay_log(&config, probe.as_deref(), files) {
-            Ok(text) => {
-                print!("{text}");
+            Ok(r) => {
+                print!("{}", r.metrics);
+                for n in &r.notes {
+                    eprintln!("depwatch replay-log: note: {n}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

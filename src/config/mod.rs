@@ -9,7 +9,7 @@ pub mod de;
 pub mod events;
 mod probes;
 mod refs;
-mod suggest;
+pub mod suggest;
 pub mod units;
 pub mod web;
 pub mod yaml;

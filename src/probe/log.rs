@@ -71,6 +71,8 @@ pub struct LogProbe {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Saves the offsets when the probe goes, should the tailer not get to.
     _checkpoint: Arc<Checkpointer>,
+    /// The fields never seen that were logged (rule, field): once each.
+    told: Mutex<Vec<(String, String)>>,
 }
 
 pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
@@ -139,6 +141,7 @@ pub fn build<F: FamiliesOf<Metrics> + ?Sized>(
         stop,
         task: Mutex::new(task),
         _checkpoint: checkpoint,
+        told: Mutex::new(Vec::new()),
     })
 }
 
@@ -289,7 +292,23 @@ async fn tail_task(
     store.committed().await;
 }
 
+/// Valid lines read before a field no line has is logged as a warning
+/// (in `/api/health` from the fifth).
+const WARN_UNSEEN_AFTER: u64 = 1000;
+
 impl LogProbe {
+    /// Logs, once each, the fields a rule tests that many lines never had.
+    fn warn_unseen(&self, unseen: &[rules::Unseen]) {
+        let mut told = lock(&self.told);
+        for u in unseen.iter().filter(|u| u.lines >= WARN_UNSEEN_AFTER) {
+            let key = (u.rule.clone(), u.field.clone());
+            if !told.contains(&key) {
+                tracing::warn!(component = %self.state.component, "{}", u.message());
+                told.push(key);
+            }
+        }
+    }
+
     fn report(&self) -> CheckResult {
         let now = Instant::now();
         // Held while the counts are read: they agree with the rules' numbers.
@@ -332,6 +351,7 @@ impl LogProbe {
         let mut degraded = Vec::new();
         let mut levels = Vec::new();
         let mut rules_d = Map::new();
+        let unseen = e.unseen();
         {
             for r in &mut e.rules {
                 let mut rd = Map::new();
@@ -346,6 +366,13 @@ impl LogProbe {
                 );
                 if r.overflowed > 0 {
                     rd.insert("label_overflows".into(), json!(r.overflowed));
+                }
+                let never: Vec<Value> = (unseen.iter())
+                    .filter(|u| u.rule == r.spec.metric)
+                    .map(|u| json!({ "field": u.field, "hint": u.hint }))
+                    .collect();
+                if !never.is_empty() {
+                    rd.insert("fields_never_seen".into(), Value::Array(never));
                 }
                 if r.bad_durations > 0 {
                     rd.insert("bad_durations".into(), json!(r.bad_durations));
@@ -381,6 +408,7 @@ impl LogProbe {
             }
         }
         drop(e);
+        self.warn_unseen(&unseen);
         d.insert("rules".into(), Value::Object(rules_d));
         if let Some(e) = error {
             let mut err = CheckError::new(Reason::Io, e);

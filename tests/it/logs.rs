@@ -582,6 +582,67 @@ async fn replay_log_prints_what_a_log_would_produce() {
         2.0
     );
     promtool_check_metrics(&m.text);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("note:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A misspelt field matches nothing: the replay says which, and the
+    // name the lines have.
+    let typo = SYNC_RULE.replace("{ message:", "{ mesage:");
+    std::fs::write(&cfg, config(logs.path(), "", &typo)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .args(["replay-log", "--config"])
+        .arg(&cfg)
+        .arg(&app)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "depwatch replay-log: note: rule sync_operations: its match tests `mesage`, which none \
+         of the 5 lines read has (a misspelt name matches nothing; did you mean `message`?)"
+    );
+}
+
+/// A running probe shows a `match:` field no line has in the rule's
+/// details (without degrading: a rare event's field may not have come yet).
+#[tokio::test]
+async fn a_match_field_no_line_has_is_shown_with_the_name_lines_have() {
+    let logs = LogDir::new();
+    let app = logs.file("app.log");
+    std::fs::write(&app, "").unwrap();
+    let typo = SYNC_RULE.replace("{ message:", "{ mesage:");
+    let dw = Depwatch::start(&config(logs.path(), "", &typo)).await;
+    watching(&dw).await;
+    append(&app, &lines(6, "success"));
+    let (_, h) = dw
+        .wait_health("the field told", WAIT, |_, h| {
+            h["components"]["app-log"]["details"]["rules"]["sync_operations"]["fields_never_seen"]
+                .is_array()
+        })
+        .await;
+    let c = &h["components"]["app-log"];
+    assert_eq!(c["status"], "healthy", "{c}");
+    assert_eq!(
+        c["details"]["rules"]["sync_operations"]["fields_never_seen"],
+        serde_json::json!([{ "field": "mesage", "hint": "did you mean `message`?" }]),
+        "{c}"
+    );
+    // After 1,000 lines, logged as a warning, once.
+    append(&app, &lines(1000, "success"));
+    let told = "rule sync_operations: its match tests `mesage`";
+    wait_for("the warning", WAIT, || async {
+        dw.log().contains(told).then_some(())
+    })
+    .await;
+    append(&app, &lines(10, "success"));
+    dw.wait_health("more lines read", WAIT, |_, h| {
+        h["components"]["app-log"]["details"]["lines"]["unmatched"] == 1016
+    })
+    .await;
+    assert_eq!(dw.log().matches(told).count(), 1, "{}", dw.log());
 }
 
 #[tokio::test]

@@ -33,10 +33,18 @@ pub enum ReplayError {
     Several(String),
 }
 
+/// What a replay produced.
+pub struct Replayed {
+    /// The metrics, in Prometheus' text format.
+    pub metrics: String,
+    /// What the lines say of the rules (a field no line has), for people.
+    pub notes: Vec<String>,
+}
+
 /// `depwatch replay-log`: runs a log probe's rules over files from their
 /// beginning to their end and returns the metrics (Prometheus text) they
 /// produce — to try rules on a sample, or to backfill a count.
-pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String, ReplayError> {
+pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<Replayed, ReplayError> {
     let state = Arc::new(ProbeState {
         component: component.to_string(),
         engine: Mutex::new(Engine::new(spec)),
@@ -77,16 +85,20 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<String,
             LineKind::Invalid => c.invalid.fetch_add(1, Ordering::Relaxed),
         };
     });
+    let notes = (lock(&state.engine).unseen().iter())
+        .map(|u| u.message())
+        .collect();
     let mut registry = Registry::default();
     registry
         .sub_registry_with_prefix("depwatch")
         .register_collector(Box::new(Replay(state)));
-    Ok(crate::metrics::exposition::encode(
+    let metrics = crate::metrics::exposition::encode(
         &registry,
         &[],
         crate::metrics::exposition::Format::Text,
         16 * 1024,
-    ))
+    );
+    Ok(Replayed { metrics, notes })
 }
 
 #[derive(Debug)]

@@ -260,6 +260,41 @@ pub struct Engine {
     key: Vec<u32>,
     time_slot: Option<usize>,
     pub rules: Vec<Rule>,
+    /// Valid lines read (JSON objects).
+    valid: u64,
+    /// Per slot: a line read had the field (any value, `null` too), or
+    /// it is not looked for (see [`Engine::unseen`]).
+    seen: Vec<bool>,
+    /// Slots no line has had yet: while any, lines are looked at for
+    /// them, and a line is kept now and then to suggest a name from.
+    unseen: usize,
+    sample: Option<String>,
+}
+
+/// A field a rule's `match:` tests for a value that no valid line read
+/// has had at all: most likely a misspelt name (or an event yet to come).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unseen {
+    pub rule: String,
+    pub field: String,
+    /// From the field names of a line read: the closest one, or the list.
+    pub hint: Option<String>,
+    pub lines: u64,
+}
+
+impl Unseen {
+    /// For people: the log, `replay-log`.
+    pub fn message(&self) -> String {
+        let hint = self
+            .hint
+            .as_ref()
+            .map_or(String::new(), |h| format!("; {h}"));
+        format!(
+            "rule {}: its match tests `{}`, which none of the {} lines read has (a misspelt name \
+             matches nothing{hint})",
+            self.rule, self.field, self.lines
+        )
+    }
 }
 
 /// A rule's `group_by` / `labels` entries as interned labels.
@@ -273,7 +308,7 @@ impl Engine {
     pub fn new(spec: &Spec) -> Self {
         let mut trie = Trie::new();
         let mut n = 0;
-        let rules = spec
+        let rules: Vec<Rule> = spec
             .rules
             .iter()
             .map(|r| Rule {
@@ -309,6 +344,14 @@ impl Engine {
             })
             .collect();
         let time_slot = spec.time_field.as_ref().map(|f| trie.slot(f, &mut n));
+        // Looked for: the fields `match:` tests for a value.
+        let mut seen = vec![true; n];
+        for r in &rules {
+            for (slot, t) in &r.conds {
+                seen[*slot] &= matches!(t, Test::Exists(false));
+            }
+        }
+        let unseen = seen.iter().filter(|s| !**s).count();
         Engine {
             trie,
             scanner: Scanner::default(),
@@ -316,6 +359,55 @@ impl Engine {
             key: Vec::new(),
             time_slot,
             rules,
+            valid: 0,
+            seen,
+            unseen,
+            sample: None,
+        }
+    }
+
+    /// The fields rules test for a value (`exists: false` asks for their
+    /// absence) that none of the valid lines read so far had, once there
+    /// were a few (one line is data, every line is the configuration).
+    pub fn unseen(&self) -> Vec<Unseen> {
+        let mut out = Vec::new();
+        if self.unseen == 0 || self.valid < 5 {
+            return out;
+        }
+        let names = self.sample.as_deref().map(field_names).unwrap_or_default();
+        let known: Vec<&str> = names.iter().map(String::as_str).collect();
+        for r in &self.rules {
+            for ((slot, t), (path, _)) in r.conds.iter().zip(&r.spec.matches) {
+                if self.seen[*slot] || matches!(t, Test::Exists(false)) {
+                    continue;
+                }
+                out.push(Unseen {
+                    rule: r.spec.metric.clone(),
+                    field: path.clone(),
+                    hint: (!known.is_empty())
+                        .then(|| crate::config::suggest::suggest(path, &known, "fields of a line")),
+                    lines: self.valid,
+                });
+            }
+        }
+        out
+    }
+
+    /// Notes the fields `spans` found, while some were never seen.
+    fn note_seen(&mut self, text: &str) {
+        self.valid += 1;
+        if self.unseen == 0 {
+            return;
+        }
+        for (seen, span) in self.seen.iter_mut().zip(&self.spans) {
+            if span.is_some() && !*seen {
+                *seen = true;
+                self.unseen -= 1;
+            }
+        }
+        // The first line, then one in 1,024: names to suggest from.
+        if self.unseen > 0 && self.valid % 1024 == 1 {
+            self.sample = Some(text.to_string());
         }
     }
 
@@ -343,6 +435,7 @@ impl Engine {
         {
             return LineKind::Invalid;
         }
+        self.note_seen(text);
         let spans = &self.spans;
         let get = |slot: usize| -> Option<Field<'_>> {
             spans[slot].and_then(|(a, b)| Field::from_raw(&text[a as usize..b as usize]))
@@ -481,6 +574,32 @@ impl Engine {
     }
 }
 
+/// The field names of a JSON line, nested ones as dotted paths (at most
+/// 200, three levels deep): what a misspelt name is compared with.
+fn field_names(line: &str) -> Vec<String> {
+    fn walk(v: &Value, prefix: &str, depth: usize, out: &mut Vec<String>) {
+        let Value::Object(m) = v else { return };
+        for (k, v) in m {
+            if out.len() >= 200 {
+                return;
+            }
+            let path = match prefix {
+                "" => k.clone(),
+                p => format!("{p}.{k}"),
+            };
+            if depth < 3 {
+                walk(v, &path, depth + 1, out);
+            }
+            out.push(path);
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        walk(&v, "", 1, &mut out);
+    }
+    out
+}
+
 /// A duration field in seconds: a number in the rule's unit, or a string
 /// holding a number (same unit) or a Go duration.
 pub fn duration_secs(f: &Field, unit: DurUnit) -> Option<f64> {
@@ -522,6 +641,44 @@ pub(super) mod tests {
         assert_eq!(e.line(b"{} trailing", now, 0.0), LineKind::Invalid);
         assert_eq!(e.line(b"\xff\xfe", now, 0.0), LineKind::Invalid);
         assert_eq!(e.rules[0].matched, 1);
+    }
+
+    /// A field `match:` tests that no line has reads as a misspelt name,
+    /// with the closest name of the lines: told after a few lines, not for
+    /// `exists: false` (absent is what it asks), gone once a line has it.
+    #[test]
+    fn a_match_field_no_line_has_is_named_with_the_closest_one() {
+        let mut e = engine(
+            "rules:\n  - metric: ops\n    match: { mesage: done, status: ok, error: { exists: false }, user.rle: admin }\n",
+        );
+        let now = Instant::now();
+        let l = br#"{"message":"done","status":"ok","user":{"role":"admin"}}"#;
+        for _ in 0..4 {
+            assert_eq!(e.line(l, now, 0.0), LineKind::Unmatched);
+            assert!(e.unseen().is_empty(), "one line is data");
+        }
+        assert_eq!(e.line(b"not json", now, 0.0), LineKind::Invalid);
+        assert!(e.unseen().is_empty(), "invalid lines do not count");
+        e.line(l, now, 0.0);
+        let u = e.unseen();
+        let fields: Vec<(&str, Option<&str>)> = (u.iter())
+            .map(|u| (u.field.as_str(), u.hint.as_deref()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("mesage", Some("did you mean `message`?")),
+                ("user.rle", Some("did you mean `user.role`?"))
+            ]
+        );
+        assert_eq!(
+            u[0].message(),
+            "rule ops: its match tests `mesage`, which none of the 5 lines read has (a misspelt \
+             name matches nothing; did you mean `message`?)"
+        );
+        // Once a line has it (null too), it was a rare field, not a typo.
+        e.line(br#"{"mesage":null,"user":{"rle":1}}"#, now, 0.0);
+        assert!(e.unseen().is_empty(), "{:?}", e.unseen());
     }
 
     #[test]
