@@ -550,6 +550,16 @@ async fn health_shows_latency_slowest_and_stuck_after() {
     .await;
 }
 
+/// `depwatch replay-log --config CFG FILE`, run to its end.
+fn replay_log(cfg: &Path, file: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_depwatch"))
+        .args(["replay-log", "--config"])
+        .arg(cfg)
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn replay_log_prints_what_a_log_would_produce() {
     let logs = LogDir::new();
@@ -560,12 +570,7 @@ async fn replay_log_prints_what_a_log_would_produce() {
     std::fs::write(&app, &text).unwrap();
     let cfg = logs.file("depwatch.yml");
     std::fs::write(&cfg, config(logs.path(), "", SYNC_RULE)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_depwatch"))
-        .args(["replay-log", "--config"])
-        .arg(&cfg)
-        .arg(&app)
-        .output()
-        .unwrap();
+    let out = replay_log(&cfg, &app);
     assert!(
         out.status.success(),
         "{}",
@@ -591,12 +596,7 @@ async fn replay_log_prints_what_a_log_would_produce() {
     // name the lines have.
     let typo = SYNC_RULE.replace("{ message:", "{ mesage:");
     std::fs::write(&cfg, config(logs.path(), "", &typo)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_depwatch"))
-        .args(["replay-log", "--config"])
-        .arg(&cfg)
-        .arg(&app)
-        .output()
-        .unwrap();
+    let out = replay_log(&cfg, &app);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

@@ -1325,6 +1325,18 @@ async fn queue_keys_that_cannot_be_read_name_the_key_and_the_fix() {
     dw.assert_never_shown(&["pw@"]).await;
 }
 
+/// Adds the entry `n: N` to stream `key`; its id.
+async fn xadd(c: &mut ::redis::aio::MultiplexedConnection, key: &str, n: i32) -> String {
+    ::redis::cmd("XADD")
+        .arg(key)
+        .arg("*")
+        .arg("n")
+        .arg(n)
+        .query_async(c)
+        .await
+        .unwrap()
+}
+
 /// Streams whose consumer groups Redis gives no lag for (an entry deleted
 /// in the middle, a group set to an arbitrary ID), or more lag than the
 /// stream holds (trimmed before the group read it): waiting is what the
@@ -1336,14 +1348,7 @@ async fn stream_lag_after_deletes_and_trims() {
     let mut ids = Vec::new();
     for key in ["deleted", "trimmed"] {
         for i in 0..6 {
-            let id: String = ::redis::cmd("XADD")
-                .arg(key)
-                .arg("*")
-                .arg("n")
-                .arg(i)
-                .query_async(&mut c)
-                .await
-                .unwrap();
+            let id = xadd(&mut c, key, i).await;
             if key == "deleted" {
                 ids.push(id);
             }
@@ -1409,15 +1414,7 @@ async fn a_stream_shows_at_most_fifty_consumer_groups() {
     let mut c = server.conn().await;
     let mut ids = Vec::new();
     for i in 0..4 {
-        let id: String = ::redis::cmd("XADD")
-            .arg("many")
-            .arg("*")
-            .arg("n")
-            .arg(i)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        ids.push(id);
+        ids.push(xadd(&mut c, "many", i).await);
     }
     for g in 0..52 {
         cmd(
