@@ -575,13 +575,18 @@ impl Engine {
 }
 
 /// The field names of a JSON line, nested ones as dotted paths (at most
-/// 200, three levels deep): what a misspelt name is compared with.
+/// 200, three levels deep): what a misspelt name is compared with. Names
+/// that could not be a rule's (control characters, over 64 bytes) are
+/// left out: a hint quotes them in depwatch's log.
 fn field_names(line: &str) -> Vec<String> {
     fn walk(v: &Value, prefix: &str, depth: usize, out: &mut Vec<String>) {
         let Value::Object(m) = v else { return };
         for (k, v) in m {
             if out.len() >= 200 {
                 return;
+            }
+            if k.len() > 64 || k.chars().any(char::is_control) {
+                continue;
             }
             let path = match prefix {
                 "" => k.clone(),
@@ -676,6 +681,12 @@ pub(super) mod tests {
             "rule ops: its match tests `mesage`, which none of the 5 lines read has (a misspelt \
              name matches nothing; did you mean `message`?)"
         );
+        // Names with control characters are never quoted.
+        let mut e2 = engine("rules:\n  - metric: ops\n    match: { \"a\": x }\n");
+        for _ in 0..5 {
+            e2.line(br#"{"b\n":1}"#, now, 0.0);
+        }
+        assert_eq!(e2.unseen()[0].hint, None, "{:?}", e2.unseen());
         // Once a line has it (null too), it was a rare field, not a typo.
         e.line(br#"{"mesage":null,"user":{"rle":1}}"#, now, 0.0);
         assert!(e.unseen().is_empty(), "{:?}", e.unseen());
