@@ -315,14 +315,16 @@ impl LogProbe {
         let mut e = lock(&self.state.engine);
         let c = &self.state.counts;
         let mut d = Map::new();
-        d.insert(
-            "lines".into(),
-            json!({
-                "matched": c.matched.load(Ordering::Relaxed),
-                "unmatched": c.unmatched.load(Ordering::Relaxed),
-                "invalid": c.invalid.load(Ordering::Relaxed),
-            }),
-        );
+        let mut lines = json!({
+            "matched": c.matched.load(Ordering::Relaxed),
+            "unmatched": c.unmatched.load(Ordering::Relaxed),
+            "invalid": c.invalid.load(Ordering::Relaxed),
+        });
+        if e.repaired > 0 {
+            // Counted above; bytes that were not UTF-8 read as U+FFFD.
+            lines["not_utf8"] = json!(e.repaired);
+        }
+        d.insert("lines".into(), lines);
         let (polled, error, matched_paths, matched_dir) = {
             let v = lock(&self.state.view);
             d.insert(

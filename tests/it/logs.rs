@@ -606,6 +606,40 @@ async fn replay_log_prints_what_a_log_would_produce() {
     );
 }
 
+/// A byte that is not UTF-8 inside a string (a Latin-1 name) costs only
+/// that character: the operation is counted, the line is told apart in
+/// the details; the same byte outside a string is no JSON.
+#[tokio::test]
+async fn a_latin1_byte_in_a_string_does_not_lose_the_line() {
+    let logs = LogDir::new();
+    let app = logs.file("app.log");
+    std::fs::write(&app, "").unwrap();
+    let dw = Depwatch::start(&config(logs.path(), "", SYNC_RULE)).await;
+    watching(&dw).await;
+    let mut bytes = br#"{"message":"Sync operation completed","user":"Jos"#.to_vec();
+    bytes.push(0xe9);
+    bytes.extend_from_slice(b"\",\"status\":\"success\",\"duration\":12}\n");
+    bytes.extend_from_slice(b"{\"message\":\"Sync operation completed\"} \xe9\n");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&app)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+    wait_total(&dw, "success", 1.0).await;
+    let (_, h) = dw
+        .wait_health("both lines read", WAIT, |_, h| {
+            h["components"]["app-log"]["details"]["lines"]["invalid"] == 1
+        })
+        .await;
+    let l = &h["components"]["app-log"]["details"]["lines"];
+    assert_eq!(
+        (l["matched"].as_u64(), l["not_utf8"].as_u64()),
+        (Some(1), Some(1)),
+        "{l}"
+    );
+}
+
 /// A running probe shows a `match:` field no line has in the rule's
 /// details (without degrading: a rare event's field may not have come yet).
 #[tokio::test]

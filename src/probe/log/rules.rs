@@ -262,6 +262,9 @@ pub struct Engine {
     pub rules: Vec<Rule>,
     /// Valid lines read (JSON objects).
     valid: u64,
+    /// Of those, lines with bytes that were not UTF-8 inside a string,
+    /// read with U+FFFD in their place.
+    pub repaired: u64,
     /// Per slot: a line read had the field (any value, `null` too), or
     /// it is not looked for (see [`Engine::unseen`]).
     seen: Vec<bool>,
@@ -360,6 +363,7 @@ impl Engine {
             time_slot,
             rules,
             valid: 0,
+            repaired: 0,
             seen,
             unseen,
             sample: None,
@@ -425,8 +429,12 @@ impl Engine {
 
     /// Processes one line (without its newline).
     pub fn line(&mut self, line: &[u8], now: Instant, unix_now: f64) -> LineKind {
-        let Ok(text) = std::str::from_utf8(line) else {
-            return LineKind::Invalid;
+        // A byte that is not UTF-8 (a Latin-1 name in a user agent) costs
+        // the line only the character: the rest of the line still counts.
+        // Outside a string it is no JSON, and the scan says so.
+        let text: Cow<'_, str> = match std::str::from_utf8(line) {
+            Ok(t) => Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(line),
         };
         if self
             .scanner
@@ -435,6 +443,10 @@ impl Engine {
         {
             return LineKind::Invalid;
         }
+        if let Cow::Owned(_) = text {
+            self.repaired += 1;
+        }
+        let text: &str = &text;
         self.note_seen(text);
         let spans = &self.spans;
         let get = |slot: usize| -> Option<Field<'_>> {
@@ -645,7 +657,20 @@ pub(super) mod tests {
         assert_eq!(e.line(b"[1,2]", now, 0.0), LineKind::Invalid);
         assert_eq!(e.line(b"{} trailing", now, 0.0), LineKind::Invalid);
         assert_eq!(e.line(b"\xff\xfe", now, 0.0), LineKind::Invalid);
-        assert_eq!(e.rules[0].matched, 1);
+        assert_eq!(
+            e.line(b"{\"message\":\"done\"} \xff", now, 0.0),
+            LineKind::Invalid
+        );
+        assert_eq!(
+            e.line(b"{\"message\":\"done\",\xff:1}", now, 0.0),
+            LineKind::Invalid
+        );
+        assert_eq!(e.repaired, 0);
+        // Not UTF-8 inside a string: the character is replaced, the line counts.
+        let l = b"{\"message\":\"done\",\"ua\":\"Jos\xe9\",\"status\":\"ok\",\"user\":{\"kind\":\"admin\"},\"a\":{\"b\":{\"c\":0}}}";
+        assert_eq!(e.line(l, now, 0.0), LineKind::Matched);
+        assert_eq!(e.repaired, 1);
+        assert_eq!(e.rules[0].matched, 2);
     }
 
     /// A field `match:` tests that no line has reads as a misspelt name,
