@@ -38,6 +38,9 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("queue", "redis"),
 ];
 
+/// At most this many names in a hint's list.
+const LISTED: usize = 40;
+
 /// A hint for a misspelt name: the closest of `known`, the name used here
 /// for what another tool calls `unknown`, or the list (`known NOUN: …`).
 pub fn suggest(unknown: &str, known: &[&str], noun: &str) -> String {
@@ -57,7 +60,13 @@ pub fn suggest(unknown: &str, known: &[&str], noun: &str) -> String {
         _ => {
             let mut all: Vec<&str> = known.to_vec();
             all.sort_unstable();
-            format!("known {noun}: {}", all.join(", "))
+            // A list is read, not searched: the first ones, and how many more.
+            let more = all.len().saturating_sub(LISTED);
+            all.truncate(LISTED);
+            match more {
+                0 => format!("known {noun}: {}", all.join(", ")),
+                n => format!("known {noun}: {}, and {n} more", all.join(", ")),
+            }
         }
     }
 }
@@ -65,6 +74,18 @@ pub fn suggest(unknown: &str, known: &[&str], noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_list_is_cut_and_says_how_many_more() {
+        let names: Vec<String> = (0..45).map(|i| format!("field{i:02}")).collect();
+        let known: Vec<&str> = names.iter().map(String::as_str).collect();
+        let hint = suggest("zzzzzzzz", &known, "fields");
+        assert!(
+            hint.starts_with("known fields: field00, field01, "),
+            "{hint}"
+        );
+        assert!(hint.ends_with("field39, and 5 more"), "{hint}");
+    }
 
     #[test]
     fn another_tool_s_name_points_to_ours_only_where_ours_is_known() {
