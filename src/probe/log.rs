@@ -20,6 +20,7 @@ mod scan;
 mod state;
 pub mod stats;
 pub mod tail;
+pub mod unseen;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -298,7 +299,7 @@ const WARN_UNSEEN_AFTER: u64 = 1000;
 
 impl LogProbe {
     /// Logs, once each, the fields a rule tests that many lines never had.
-    fn warn_unseen(&self, unseen: &[rules::Unseen]) {
+    fn warn_unseen(&self, unseen: &[unseen::Unseen]) {
         let mut told = lock(&self.told);
         for u in unseen.iter().filter(|u| u.lines >= WARN_UNSEEN_AFTER) {
             let key = (u.rule.clone(), u.field.clone());

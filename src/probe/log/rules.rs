@@ -19,6 +19,7 @@ use super::labels::{FastMap, Label, OTHER_GROUP_ID, OTHER_ID, Short, group_id};
 pub(super) use super::labels::{GroupKey, unpack};
 use super::scan::{Scanner, Spans, Trie};
 use super::stats::{GROUP_SAMPLES, Latency, SlowOp, Slowest};
+use super::unseen::{self, Unseen};
 
 /// What a line was, for `depwatch_log_lines_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,32 +275,6 @@ pub struct Engine {
     sample: Option<String>,
 }
 
-/// A field a rule's `match:` tests for a value that no valid line read
-/// has had at all: most likely a misspelt name (or an event yet to come).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unseen {
-    pub rule: String,
-    pub field: String,
-    /// From the field names of a line read: the closest one, or the list.
-    pub hint: Option<String>,
-    pub lines: u64,
-}
-
-impl Unseen {
-    /// For people: the log, `replay-log`.
-    pub fn message(&self) -> String {
-        let hint = self
-            .hint
-            .as_ref()
-            .map_or(String::new(), |h| format!("; {h}"));
-        format!(
-            "rule {}: its match tests `{}`, which none of the {} lines read has (a misspelt name \
-             matches nothing{hint})",
-            self.rule, self.field, self.lines
-        )
-    }
-}
-
 /// A rule's `group_by` / `labels` entries as interned labels.
 fn labels_of(list: &[(String, String)], trie: &mut Trie, n: &mut usize) -> Vec<Label> {
     list.iter()
@@ -378,7 +353,9 @@ impl Engine {
         if self.unseen == 0 || self.valid < 5 {
             return out;
         }
-        let names = self.sample.as_deref().map(field_names).unwrap_or_default();
+        let names = (self.sample.as_deref())
+            .map(unseen::field_names)
+            .unwrap_or_default();
         let known: Vec<&str> = names.iter().map(String::as_str).collect();
         for r in &self.rules {
             for ((slot, t), (path, _)) in r.conds.iter().zip(&r.spec.matches) {
@@ -584,37 +561,6 @@ impl Engine {
             LineKind::Unmatched
         }
     }
-}
-
-/// The field names of a JSON line, nested ones as dotted paths (at most
-/// 200, three levels deep): what a misspelt name is compared with. Names
-/// that could not be a rule's (control characters, over 64 bytes) are
-/// left out: a hint quotes them in depwatch's log.
-fn field_names(line: &str) -> Vec<String> {
-    fn walk(v: &Value, prefix: &str, depth: usize, out: &mut Vec<String>) {
-        let Value::Object(m) = v else { return };
-        for (k, v) in m {
-            if out.len() >= 200 {
-                return;
-            }
-            if k.len() > 64 || k.chars().any(char::is_control) {
-                continue;
-            }
-            let path = match prefix {
-                "" => k.clone(),
-                p => format!("{p}.{k}"),
-            };
-            if depth < 3 {
-                walk(v, &path, depth + 1, out);
-            }
-            out.push(path);
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(v) = serde_json::from_str::<Value>(line) {
-        walk(&v, "", 1, &mut out);
-    }
-    out
 }
 
 /// A duration field in seconds: a number in the rule's unit, or a string
