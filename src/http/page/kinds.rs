@@ -403,6 +403,19 @@ fn log(out: &mut String, name: &str, d: &Map<String, Value>) {
         if let Some(ratio) = r.get("categories").and_then(failure_ratio) {
             kv.add("failure ratio", &pct(ratio));
         }
+        if let Some(Value::Array(never)) = r.get("fields_never_seen") {
+            // A misspelt `match:` field, most likely: what the lines have.
+            let told: Vec<String> = (never.iter())
+                .map(|u| {
+                    let field = u.get("field").and_then(Value::as_str).unwrap_or("");
+                    match u.get("hint").and_then(Value::as_str) {
+                        Some(h) => format!("<code>{}</code> ({})", Esc(field), Esc(h)),
+                        None => format!("<code>{}</code>", Esc(field)),
+                    }
+                })
+                .collect();
+            kv.add("in no line", &told.join(", "));
+        }
         kv.end();
         if let Some(Value::Array(h)) = lat.and_then(|l| l.get("histogram")) {
             let buckets: Vec<(Option<f64>, u64)> = h
@@ -591,7 +604,8 @@ mod tests {
                 "categories": { "by": ["status"], "all": { "count": 300 }, "values": {
                     "failure": { "count": 30, "p50_ms": 20.0, "fields": { "status": "failure" } },
                     "success": { "count": 270, "p50_ms": 10.0, "fields": { "status": "success" } } } },
-                "slowest": [ { "ms": 97535.5, "fields": { "user": "<script>alert(1)</script>" } } ] } } }),
+                "slowest": [ { "ms": 97535.5, "fields": { "user": "<script>alert(1)</script>" } } ],
+                "fields_never_seen": [ { "field": "mesage", "hint": "did you mean `message`?" } ] } } }),
         );
         let mut s = String::new();
         numbers(&mut s, "app-log", "log", &d, None);
@@ -601,6 +615,10 @@ mod tests {
         assert!(s.contains(r#"class="bars""#), "{s}");
         assert!(!s.contains("<script>"), "{s}");
         assert!(s.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{s}");
+        assert!(
+            s.contains("<dt>in no line</dt><dd><code>mesage</code> (did you mean `message`?)</dd>"),
+            "{s}"
+        );
     }
 
     #[test]
