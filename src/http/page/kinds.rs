@@ -346,6 +346,22 @@ const FAILED: [&str; 7] = [
     "timed_out",
 ];
 
+/// `text`, escaped, its `quoted` names as code.
+fn quoted(text: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split('`').enumerate() {
+        match i % 2 {
+            1 => {
+                let _ = write!(out, "<code>{}</code>", Esc(part));
+            }
+            _ => {
+                let _ = write!(out, "{}", Esc(part));
+            }
+        }
+    }
+    out
+}
+
 fn log(out: &mut String, name: &str, d: &Map<String, Value>) {
     let mut kv = Pairs::new(out);
     if let Some(Value::Object(l)) = d.get("lines") {
@@ -409,7 +425,7 @@ fn log(out: &mut String, name: &str, d: &Map<String, Value>) {
                 .map(|u| {
                     let field = u.get("field").and_then(Value::as_str).unwrap_or("");
                     match u.get("hint").and_then(Value::as_str) {
-                        Some(h) => format!("<code>{}</code> ({})", Esc(field), Esc(h)),
+                        Some(h) => format!("<code>{}</code> ({})", Esc(field), quoted(h)),
                         None => format!("<code>{}</code>", Esc(field)),
                     }
                 })
@@ -616,7 +632,9 @@ mod tests {
         assert!(!s.contains("<script>"), "{s}");
         assert!(s.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{s}");
         assert!(
-            s.contains("<dt>in no line</dt><dd><code>mesage</code> (did you mean `message`?)</dd>"),
+            s.contains(
+                "<dt>in no line</dt><dd><code>mesage</code> (did you mean <code>message</code>?)</dd>"
+            ),
             "{s}"
         );
     }
