@@ -366,15 +366,20 @@ fn log(out: &mut String, name: &str, d: &Map<String, Value>) {
     let mut kv = Pairs::new(out);
     if let Some(Value::Object(l)) = d.get("lines") {
         let g = |k: &str| l.get(k).and_then(Value::as_u64).unwrap_or(0);
-        kv.add(
-            "lines",
-            &format!(
-                "{} matched · {} unmatched · {} invalid",
-                count(g("matched")),
-                count(g("unmatched")),
-                count(g("invalid"))
-            ),
+        let mut lines = format!(
+            "{} matched · {} unmatched · {} invalid",
+            count(g("matched")),
+            count(g("unmatched")),
+            count(g("invalid"))
         );
+        if g("not_utf8") > 0 {
+            let _ = write!(
+                lines,
+                " ({} read with bytes not UTF-8)",
+                count(g("not_utf8"))
+            );
+        }
+        kv.add("lines", &lines);
     }
     if let Some(Value::Array(files)) = d.get("files") {
         let lag: u64 = files
@@ -613,7 +618,7 @@ mod tests {
     #[test]
     fn log_rules_show_rate_percentiles_histogram_failures_and_escaped_fields() {
         let d = obj(
-            json!({ "lines": { "matched": 10, "unmatched": 1, "invalid": 0 },
+            json!({ "lines": { "matched": 10, "unmatched": 1, "invalid": 0, "not_utf8": 2 },
             "rules": { "sync": {
                 "latency": { "window_seconds": 600, "count": 300, "p50_ms": 12.0, "p95_ms": 80.0,
                     "p99_ms": 300.0, "histogram": [ { "le_ms": 100.0, "count": 290 }, { "le_ms": null, "count": 10 } ] },
@@ -625,6 +630,7 @@ mod tests {
         );
         let mut s = String::new();
         numbers(&mut s, "app-log", "log", &d, None);
+        assert!(s.contains("0 invalid (2 read with bytes not UTF-8)"), "{s}");
         assert!(s.contains("30/min"), "{s}");
         assert!(s.contains("12.0 ms · 80.0 ms · 300 ms"), "{s}");
         assert!(s.contains("failure ratio</dt><dd>10.0%"), "{s}");
