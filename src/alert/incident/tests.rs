@@ -25,6 +25,12 @@ fn kinds(v: Vec<Intent>) -> Vec<EmailKind> {
     v.iter().map(|i| i.kind).collect()
 }
 
+/// The kinds of the emails one component's state at `ms` decides, the
+/// pipeline up.
+fn one(b: &mut Book, ms: i64, name: &str, unhealthy: bool, p: &Policy) -> Vec<EmailKind> {
+    kinds(b.components(at(ms), &[obs(name, unhealthy)], false, p))
+}
+
 fn policy(mode: Mode) -> Policy {
     Policy {
         mode,
@@ -40,7 +46,7 @@ fn fallback_emails_only_while_the_pipeline_is_down() {
     let mut b = Book::new(vec![], 1, at(0));
     let p = policy(Mode::Fallback);
     // Pipeline up: an incident, never emailed.
-    assert!(b.components(at(0), &[obs("a", true)], false, &p).is_empty());
+    assert!(one(&mut b, 0, "a", true, &p).is_empty());
     assert!(
         b.components(at(20_000), &[obs("a", true)], true, &p)
             .is_empty()
@@ -99,15 +105,9 @@ fn failures_within_group_wait_share_one_email() {
 fn a_flap_within_group_wait_sends_nothing() {
     let mut b = Book::new(vec![], 1, at(0));
     let p = policy(Mode::Always);
-    b.components(at(0), &[obs("a", true)], false, &p);
-    assert!(
-        b.components(at(2_000), &[obs("a", false)], false, &p)
-            .is_empty()
-    );
-    assert!(
-        b.components(at(20_000), &[obs("a", false)], false, &p)
-            .is_empty()
-    );
+    one(&mut b, 0, "a", true, &p);
+    assert!(one(&mut b, 2_000, "a", false, &p).is_empty());
+    assert!(one(&mut b, 20_000, "a", false, &p).is_empty());
     assert_eq!(b.open().count(), 0);
 }
 
@@ -136,33 +136,18 @@ fn pipeline_resolves_only_when_confirmed() {
 fn mode_off_by_a_reload_silences_the_open_incidents() {
     let (on, off) = (policy(Mode::Always), policy(Mode::Off));
     let mut b = Book::new(vec![], 1, at(0));
-    assert!(
-        b.components(at(0), &[obs("a", true)], false, &on)
-            .is_empty()
-    );
-    assert_eq!(
-        kinds(b.components(at(10_000), &[obs("a", true)], false, &on)),
-        vec![EmailKind::Firing]
-    );
+    assert!(one(&mut b, 0, "a", true, &on).is_empty());
+    assert_eq!(one(&mut b, 10_000, "a", true, &on), vec![EmailKind::Firing]);
     // Off: no reminder when one is due, no resolution either.
-    assert!(
-        b.components(at(80_000), &[obs("a", true)], false, &off)
-            .is_empty()
-    );
-    assert!(
-        b.components(at(90_000), &[obs("a", false)], false, &off)
-            .is_empty()
-    );
+    assert!(one(&mut b, 80_000, "a", true, &off).is_empty());
+    assert!(one(&mut b, 90_000, "a", false, &off).is_empty());
     assert_eq!(b.open().count(), 0);
     // An incident still in group_wait when off comes fires nothing.
-    b.components(at(100_000), &[obs("b", true)], false, &on);
-    assert!(
-        b.components(at(120_000), &[obs("b", true)], false, &off)
-            .is_empty()
-    );
+    one(&mut b, 100_000, "b", true, &on);
+    assert!(one(&mut b, 120_000, "b", true, &off).is_empty());
     // Back on, it carries on: the firing email it owes.
     assert_eq!(
-        kinds(b.components(at(121_000), &[obs("b", true)], false, &on)),
+        one(&mut b, 121_000, "b", true, &on),
         vec![EmailKind::Firing]
     );
     // The pipeline: down under always, resolved under off: silent.
@@ -180,26 +165,17 @@ fn mode_always_by_a_reload_emails_the_incidents_already_open() {
     let mut b = Book::new(vec![], 1, at(0));
     // Fallback, pipeline up: tracked, not emailed.
     let fallback = policy(Mode::Fallback);
-    assert!(
-        b.components(at(0), &[obs("a", true)], false, &fallback)
-            .is_empty()
-    );
-    assert!(
-        b.components(at(20_000), &[obs("a", true)], false, &fallback)
-            .is_empty()
-    );
+    assert!(one(&mut b, 0, "a", true, &fallback).is_empty());
+    assert!(one(&mut b, 20_000, "a", true, &fallback).is_empty());
     // Always (Alertmanager retired): its firing email, once.
     let always = policy(Mode::Always);
     assert_eq!(
-        kinds(b.components(at(21_000), &[obs("a", true)], false, &always)),
+        one(&mut b, 21_000, "a", true, &always),
         vec![EmailKind::Firing]
     );
-    assert!(
-        b.components(at(22_000), &[obs("a", true)], false, &always)
-            .is_empty()
-    );
+    assert!(one(&mut b, 22_000, "a", true, &always).is_empty());
     assert_eq!(
-        kinds(b.components(at(23_000), &[obs("a", false)], false, &always)),
+        one(&mut b, 23_000, "a", false, &always),
         vec![EmailKind::Resolved]
     );
     // The pipeline down before `email:` was configured: told once it is.
@@ -255,7 +231,7 @@ fn fallback_emails_the_failures_the_pipeline_never_carried() {
     // watchdog needs its time); db had failed before, Alertmanager has it.
     let up = policy(Mode::Fallback);
     let mut b = Book::new(vec![], 1, at(0));
-    b.components(at(0), &[obs("db", true)], false, &up);
+    one(&mut b, 0, "db", true, &up);
     b.components(at(2_000), &[obs("db", true), obs("jobs", true)], false, &up);
     let all = [obs("db", true), obs("jobs", true), obs("cache", true)];
     assert!(b.components(at(3_000), &all, false, &up).is_empty());
@@ -289,15 +265,12 @@ fn fallback_emails_the_failures_the_pipeline_never_carried() {
 fn an_email_held_back_is_owed_until_it_goes_and_tells_the_state_then() {
     let p = policy(Mode::Always);
     let mut b = Book::new(vec![], 1, at(0));
-    b.components(at(0), &[obs("a", true)], false, &p);
+    one(&mut b, 0, "a", true, &p);
     let fired = b.components(at(10_000), &[obs("a", true)], false, &p);
     b.owe(&fired, at(10_000));
     let id = fired[0].incident;
     // Held back (not settled): owed on every tick, nothing new decided.
-    assert!(
-        b.components(at(11_000), &[obs("a", true)], false, &p)
-            .is_empty()
-    );
+    assert!(one(&mut b, 11_000, "a", true, &p).is_empty());
     assert_eq!(kinds(b.due(&p)), vec![EmailKind::Firing]);
     // A reminder decided meanwhile: the firing email is still the one owed.
     let r = b.components(at(70_000), &[obs("a", true)], false, &p);
@@ -343,7 +316,7 @@ fn an_email_held_back_is_owed_until_it_goes_and_tells_the_state_then() {
 fn held_back_emails_go_oldest_first_and_mode_off_drops_closed_ones() {
     let p = policy(Mode::Always);
     let mut b = Book::new(vec![], 1, at(0));
-    b.components(at(0), &[obs("a", true)], false, &p);
+    one(&mut b, 0, "a", true, &p);
     let a = b.components(at(10_000), &[obs("a", true)], false, &p);
     b.owe(&a, at(10_000));
     b.components(at(20_000), &[obs("a", true), obs("b", true)], false, &p);
@@ -425,7 +398,7 @@ fn a_step_of_the_wall_clock_neither_hastens_nor_delays_group_wait_or_reminders()
 fn a_restored_book_keeps_its_ids_and_incidents() {
     let mut b = Book::new(vec![], 7, at(0));
     let p = policy(Mode::Always);
-    b.components(at(0), &[obs("a", true)], false, &p);
+    one(&mut b, 0, "a", true, &p);
     let saved = b.take_dirty();
     let mut b2 = Book::new(saved, 1, at(0));
     assert_eq!(b2.next_id, 8);
