@@ -48,18 +48,20 @@ impl FailReason {
     /// refusal for good (`5xx`). A mail server may lock an account that
     /// keeps failing its login: these are retried less and less often.
     pub fn for_good(self) -> bool {
-        matches!(self, FailReason::Auth | FailReason::Rejected)
+        self.hint().is_some()
     }
 
-    /// What to do about a failure [`FailReason::for_good`].
-    pub fn hint(self) -> &'static str {
+    /// What to do about a failure retrying will not fix; `None` for the
+    /// others (retrying is what to do).
+    pub fn hint(self) -> Option<&'static str> {
         match self {
-            FailReason::Auth => {
-                "check alerting.email.username and password (or password_file), then reload: a change of alerting.email is retried at once"
-            }
-            _ => {
-                "check alerting.email.from and to and what the server accepts from depwatch, then reload: a change of alerting.email is retried at once"
-            }
+            FailReason::Auth => Some(
+                "check alerting.email.username and password (or password_file), then reload: a change of alerting.email is retried at once",
+            ),
+            FailReason::Rejected => Some(
+                "check alerting.email.from and to and what the server accepts from depwatch, then reload: a change of alerting.email is retried at once",
+            ),
+            _ => None,
         }
     }
 

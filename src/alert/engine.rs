@@ -154,10 +154,13 @@ impl Engine {
                 "Took over the alert sender: adopting the shared incidents."
             );
             let next = book.next_incident.max(self.book.next_id);
-            for inc in self.book.open() {
+            // Open or still owed an email here, unknown to the shared
+            // book: closed and saved so (a row still owed an email would
+            // be loaded, and its email sent, at the next start).
+            for inc in self.book.kept() {
                 if !book.open.iter().any(|b| b.id == inc.id) {
                     let mut closed = inc.clone();
-                    closed.resolved_ms = Some(now);
+                    closed.resolved_ms.get_or_insert(now);
                     // The shared book is the one in force: nothing of
                     // this one is owed any more.
                     closed.owed = None;
@@ -539,9 +542,7 @@ impl Engine {
             });
         }
         // Cloned only now: while the cap holds, every tick asks again.
-        let Some(inc) = self.book.incidents.get(&intent.incident).cloned() else {
-            return Queued::Failed;
-        };
+        let inc = self.book.incidents[&intent.incident].clone();
         let held_back = std::mem::take(&mut a.lock().held_back);
         let mut view = self.view(cfg, rt, held_back);
         view.cap = cap;
@@ -566,12 +567,6 @@ impl Engine {
             }
         };
         self.book.settle(inc.id, Some((clock, &message_id)));
-        let settled = self
-            .book
-            .incidents
-            .get(&inc.id)
-            .cloned()
-            .unwrap_or_else(|| inc.clone());
         let (from, to) = email::envelope_of(ecfg);
         let out = Outgoing {
             id,
@@ -586,7 +581,9 @@ impl Engine {
         tracing::info!(kind = intent.kind.as_str(), incident = inc.id, subject = %out.subject, "Alert email queued.");
         // One write: a crash never keeps the email without the incident's
         // state that decided it (sent again at start) or the reverse (lost).
-        self.shared.store.alert_email_queued(&out, &settled, now);
+        self.shared
+            .store
+            .alert_email_queued(&out, &self.book.incidents[&inc.id], now);
         if role == super::coord::Role::Leader {
             a.coord.publish_queued(&out, now);
         }
@@ -621,7 +618,7 @@ fn page_url(listen: std::net::SocketAddr, tls: bool, host: &str) -> String {
 fn clock(origin: tokio::time::Instant) -> Now {
     Now {
         wall: now_ms(),
-        mono: origin.elapsed().as_millis().min(i64::MAX as u128) as i64,
+        mono: super::incident::ms(origin.elapsed()),
     }
 }
 

@@ -198,7 +198,8 @@ pub struct Book {
     timers: HashMap<i64, Timers>,
 }
 
-fn ms(d: Duration) -> i64 {
+/// `d` in ms, as the book counts (saturating).
+pub(super) fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 

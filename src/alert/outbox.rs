@@ -185,7 +185,8 @@ pub(super) async fn sender(
             }
             Err(e) => {
                 a.metrics.failure(head.kind);
-                let for_good = e.reason.for_good();
+                let hint = e.reason.hint();
+                let for_good = hint.is_some();
                 let wait = if for_good {
                     email::backoff_refused(refusals)
                 } else {
@@ -195,7 +196,7 @@ pub(super) async fn sender(
                 let key = (e.reason, e.message.clone());
                 if logged.as_ref() != Some(&key) {
                     if for_good {
-                        tracing::error!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, hint = e.reason.hint(), "Alert email refused; retrying less and less often.");
+                        tracing::error!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, hint = hint.unwrap_or_default(), "Alert email refused; retrying less and less often.");
                     } else {
                         tracing::warn!(kind = head.kind.as_str(), reason = e.reason.as_str(), error = %e.message, retry_in = ?wait, "Alert email failed; retrying.");
                     }
@@ -206,8 +207,8 @@ pub(super) async fn sender(
                 }
                 let mut shown = failure(&head, &e, &at, attempt + 1);
                 shown["next_attempt"] = json!(next);
-                if for_good {
-                    shown["hint"] = json!(e.reason.hint());
+                if let Some(h) = hint {
+                    shown["hint"] = json!(h);
                 }
                 a.lock().last_error = Some(shown);
                 if e.reason == email::FailReason::Rejected && refused.is_none() && q.len() > 1 {

@@ -66,7 +66,7 @@ pub(super) struct Signals<'a> {
 /// Why the pipeline is down, if it is (empty: it is not).
 pub(super) fn watchdog(cfg: &AlertingConfig, s: &Signals<'_>) -> Vec<Reason> {
     let fmt = crate::config::units::format_duration;
-    let since = |age: Duration| s.now - age.as_millis().min(i64::MAX as u128) as i64;
+    let since = |age: Duration| s.now - super::incident::ms(age);
     let mut reasons = Vec::new();
     let (last_scrape, scrape_age) = s.scrape;
     if scrape_age >= cfg.scrape_watchdog {

@@ -151,7 +151,7 @@ impl Alerting {
                     alertname = a.labels.get("alertname").map_or("", String::as_str),
                     fingerprint = %key,
                     firing_expiry = %crate::config::units::format_duration(after),
-                    "Alert dropped from alerting.firing: no notification carried it for firing_expiry (its route may lack send_resolved)."
+                    "Alert dropped from alerting.firing: no notification carried it for alerting.firing_expiry (its route may lack send_resolved)."
                 );
             }
             keep
