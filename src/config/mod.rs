@@ -9,7 +9,7 @@ pub mod de;
 pub mod events;
 mod probes;
 mod refs;
-pub mod suggest;
+pub(crate) mod suggest;
 pub mod units;
 pub mod web;
 pub mod yaml;

@@ -44,36 +44,61 @@ const LISTED: usize = 40;
 /// A hint for a misspelt name: the closest of `known`, the name used here
 /// for what another tool calls `unknown`, or the list (`known NOUN: …`).
 pub fn suggest(unknown: &str, known: &[&str], noun: &str) -> String {
-    let best = known
-        .iter()
-        .map(|k| (strsim::levenshtein(unknown, k), *k))
-        .min_by_key(|(d, _)| *d);
     let synonym = || {
         SYNONYMS
             .iter()
             .find(|(written, meant)| written.eq_ignore_ascii_case(unknown) && known.contains(meant))
             .map(|(_, meant)| *meant)
     };
-    match best {
-        Some((d, k)) if d <= 2 || (d <= 4 && k.contains(unknown)) => format!("did you mean `{k}`?"),
-        _ if let Some(k) = synonym() => format!("did you mean `{k}`?"),
-        _ => {
-            let mut all: Vec<&str> = known.to_vec();
-            all.sort_unstable();
-            // A list is read, not searched: the first ones, and how many more.
-            let more = all.len().saturating_sub(LISTED);
-            all.truncate(LISTED);
-            match more {
-                0 => format!("known {noun}: {}", all.join(", ")),
-                n => format!("known {noun}: {}, and {n} more", all.join(", ")),
-            }
-        }
+    hint(near(unknown, known).or_else(synonym), known, noun)
+}
+
+/// As [`suggest`], for names that are not depwatch's own (a log line's
+/// fields): the closest of `known` or the list, no synonyms.
+pub fn closest(unknown: &str, known: &[&str], noun: &str) -> String {
+    hint(near(unknown, known), known, noun)
+}
+
+/// The name of `known` close enough to `unknown` to be what was meant.
+fn near<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let (d, k) = known
+        .iter()
+        .map(|k| (strsim::levenshtein(unknown, k), *k))
+        .min_by_key(|(d, _)| *d)?;
+    (d <= 2 || (d <= 4 && k.contains(unknown))).then_some(k)
+}
+
+/// "did you mean `MEANT`?", or the list of `known`.
+fn hint(meant: Option<&str>, known: &[&str], noun: &str) -> String {
+    if let Some(k) = meant {
+        return format!("did you mean `{k}`?");
+    }
+    let mut all: Vec<&str> = known.to_vec();
+    all.sort_unstable();
+    // A list is read, not searched: the first ones, and how many more.
+    let more = all.len().saturating_sub(LISTED);
+    all.truncate(LISTED);
+    match more {
+        0 => format!("known {noun}: {}", all.join(", ")),
+        n => format!("known {noun}: {}, and {n} more", all.join(", ")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_not_ours_get_no_synonyms() {
+        assert_eq!(
+            closest("paths", &["files", "rules"], "fields"),
+            "known fields: files, rules"
+        );
+        assert_eq!(
+            closest("fles", &["files"], "fields"),
+            "did you mean `files`?"
+        );
+    }
 
     #[test]
     fn a_long_list_is_cut_and_says_how_many_more() {

@@ -53,9 +53,9 @@ fn generation() -> u64 {
 /// compressed form.
 const KEEP_PLAIN_UP_TO: usize = 1 << 20;
 
-/// The fewest bytes a sample line of ours takes (`depwatch_up{component="a"} 1`
+/// The fewest bytes a sample line of ours takes (`depwatch_up{component="a"} 1`,
 /// and its newline): what makes a lower bound of an encoding's size.
-const LINE_BYTES_AT_LEAST: usize = 32;
+const LINE_BYTES_AT_LEAST: usize = 29;
 
 /// Whether the next encoding is compressed as it is written: when the last
 /// one was large, or, before any was built, when its sample lines alone

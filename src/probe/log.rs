@@ -302,10 +302,9 @@ impl LogProbe {
     fn warn_unseen(&self, unseen: &[unseen::Unseen]) {
         let mut told = lock(&self.told);
         for u in unseen.iter().filter(|u| u.lines >= WARN_UNSEEN_AFTER) {
-            let key = (u.rule.clone(), u.field.clone());
-            if !told.contains(&key) {
-                tracing::warn!(component = %self.state.component, "{}", u.message());
-                told.push(key);
+            if !told.iter().any(|(r, f)| *r == u.rule && *f == u.field) {
+                tracing::warn!(component = %self.state.component, kind = "log", "{}", u.message());
+                told.push((u.rule.clone(), u.field.clone()));
             }
         }
     }
@@ -354,7 +353,7 @@ impl LogProbe {
         let mut degraded = Vec::new();
         let mut levels = Vec::new();
         let mut rules_d = Map::new();
-        let unseen = e.unseen();
+        let found = e.unseen();
         {
             for r in &mut e.rules {
                 let mut rd = Map::new();
@@ -369,13 +368,6 @@ impl LogProbe {
                 );
                 if r.overflowed > 0 {
                     rd.insert("label_overflows".into(), json!(r.overflowed));
-                }
-                let never: Vec<Value> = (unseen.iter())
-                    .filter(|u| u.rule == r.spec.metric)
-                    .map(|u| json!({ "field": u.field, "hint": u.hint }))
-                    .collect();
-                if !never.is_empty() {
-                    rd.insert("fields_never_seen".into(), Value::Array(never));
                 }
                 if r.bad_durations > 0 {
                     rd.insert("bad_durations".into(), json!(r.bad_durations));
@@ -411,6 +403,18 @@ impl LogProbe {
             }
         }
         drop(e);
+        // The hints read a line and compare names: off the engine's lock.
+        let unseen = found.map(unseen::Found::hinted).unwrap_or_default();
+        for u in &unseen {
+            if let Some(Value::Object(rd)) = rules_d.get_mut(&u.rule) {
+                let never = rd
+                    .entry("fields_never_seen")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(list) = never {
+                    list.push(json!({ "field": u.field, "hint": u.hint }));
+                }
+            }
+        }
         self.warn_unseen(&unseen);
         d.insert("rules".into(), Value::Object(rules_d));
         if let Some(e) = error {

@@ -350,14 +350,11 @@ const FAILED: [&str; 7] = [
 fn quoted(text: &str) -> String {
     let mut out = String::new();
     for (i, part) in text.split('`').enumerate() {
-        match i % 2 {
-            1 => {
-                let _ = write!(out, "<code>{}</code>", Esc(part));
-            }
-            _ => {
-                let _ = write!(out, "{}", Esc(part));
-            }
-        }
+        let _ = if i % 2 == 1 {
+            write!(out, "<code>{}</code>", Esc(part))
+        } else {
+            write!(out, "{}", Esc(part))
+        };
     }
     out
 }

@@ -85,7 +85,9 @@ pub fn replay(spec: &Spec, component: &str, files: &[PathBuf]) -> Result<Replaye
             LineKind::Invalid => c.invalid.fetch_add(1, Ordering::Relaxed),
         };
     });
-    let notes = (lock(&state.engine).unseen().iter())
+    let found = lock(&state.engine).unseen();
+    let notes = (found.map(super::unseen::Found::hinted).unwrap_or_default())
+        .iter()
         .map(|u| u.message())
         .collect();
     let mut registry = Registry::default();

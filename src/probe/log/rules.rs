@@ -214,8 +214,7 @@ impl Rule {
     pub fn misses(&self) -> Vec<String> {
         let (m, n) = (&self.spec.metric, self.matched);
         let mut out = Vec::new();
-        // A few lines first: one odd line is not a configuration.
-        if n < 5 {
+        if n < FEW_LINES {
             return out;
         }
         if let Some(d) = self
@@ -266,14 +265,17 @@ pub struct Engine {
     /// Of those, lines with bytes that were not UTF-8 inside a string,
     /// read with U+FFFD in their place.
     pub repaired: u64,
-    /// Per slot: a line read had the field (any value, `null` too), or
-    /// it is not looked for (see [`Engine::unseen`]).
-    seen: Vec<bool>,
-    /// Slots no line has had yet: while any, lines are looked at for
-    /// them, and a line is kept now and then to suggest a name from.
-    unseen: usize,
-    sample: Option<String>,
+    /// The slots of the fields `match:` tests for a value that no line
+    /// read has had yet (any value, `null` too): while any, lines are
+    /// looked at for them, and one is kept now and then to suggest a name
+    /// from (see [`Engine::unseen`]).
+    unseen: Vec<usize>,
+    sample: String,
 }
+
+/// Lines a rule waits for before its lines say something of its
+/// configuration: one odd line is data, not a configuration.
+const FEW_LINES: u64 = 5;
 
 /// A rule's `group_by` / `labels` entries as interned labels.
 fn labels_of(list: &[(String, String)], trie: &mut Trie, n: &mut usize) -> Vec<Label> {
@@ -323,13 +325,13 @@ impl Engine {
             .collect();
         let time_slot = spec.time_field.as_ref().map(|f| trie.slot(f, &mut n));
         // Looked for: the fields `match:` tests for a value.
-        let mut seen = vec![true; n];
-        for r in &rules {
-            for (slot, t) in &r.conds {
-                seen[*slot] &= matches!(t, Test::Exists(false));
-            }
-        }
-        let unseen = seen.iter().filter(|s| !**s).count();
+        let mut unseen: Vec<usize> = (rules.iter())
+            .flat_map(|r| &r.conds)
+            .filter(|(_, t)| !matches!(t, Test::Exists(false)))
+            .map(|(slot, _)| *slot)
+            .collect();
+        unseen.sort_unstable();
+        unseen.dedup();
         Engine {
             trie,
             scanner: Scanner::default(),
@@ -339,56 +341,51 @@ impl Engine {
             rules,
             valid: 0,
             repaired: 0,
-            seen,
             unseen,
-            sample: None,
+            sample: String::new(),
         }
     }
 
     /// The fields rules test for a value (`exists: false` asks for their
     /// absence) that none of the valid lines read so far had, once there
-    /// were a few (one line is data, every line is the configuration).
-    pub fn unseen(&self) -> Vec<Unseen> {
-        let mut out = Vec::new();
-        if self.unseen == 0 || self.valid < 5 {
-            return out;
+    /// were a few, with a line read to suggest names from. Cheap, under
+    /// the engine's lock; the hints are made from it after
+    /// ([`unseen::Found::hinted`]).
+    pub fn unseen(&self) -> Option<unseen::Found> {
+        if self.unseen.is_empty() || self.valid < FEW_LINES {
+            return None;
         }
-        let names = (self.sample.as_deref())
-            .map(unseen::field_names)
-            .unwrap_or_default();
-        let known: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut fields = Vec::new();
         for r in &self.rules {
             for ((slot, t), (path, _)) in r.conds.iter().zip(&r.spec.matches) {
-                if self.seen[*slot] || matches!(t, Test::Exists(false)) {
-                    continue;
+                if self.unseen.contains(slot) && !matches!(t, Test::Exists(false)) {
+                    fields.push(Unseen {
+                        rule: r.spec.metric.clone(),
+                        field: path.clone(),
+                        hint: None,
+                        lines: self.valid,
+                    });
                 }
-                out.push(Unseen {
-                    rule: r.spec.metric.clone(),
-                    field: path.clone(),
-                    hint: (!known.is_empty())
-                        .then(|| crate::config::suggest::suggest(path, &known, "fields of a line")),
-                    lines: self.valid,
-                });
             }
         }
-        out
+        Some(unseen::Found {
+            fields,
+            sample: self.sample.clone(),
+        })
     }
 
     /// Notes the fields `spans` found, while some were never seen.
     fn note_seen(&mut self, text: &str) {
         self.valid += 1;
-        if self.unseen == 0 {
+        if self.unseen.is_empty() {
             return;
         }
-        for (seen, span) in self.seen.iter_mut().zip(&self.spans) {
-            if span.is_some() && !*seen {
-                *seen = true;
-                self.unseen -= 1;
-            }
-        }
+        let spans = &self.spans;
+        self.unseen.retain(|slot| spans[*slot].is_none());
         // The first line, then one in 1,024: names to suggest from.
-        if self.unseen > 0 && self.valid % 1024 == 1 {
-            self.sample = Some(text.to_string());
+        if !self.unseen.is_empty() && self.valid % 1024 == 1 {
+            self.sample.clear();
+            self.sample.push_str(text);
         }
     }
 
@@ -619,6 +616,11 @@ pub(super) mod tests {
         assert_eq!(e.rules[0].matched, 2);
     }
 
+    /// The fields never seen, with their hints.
+    fn told(e: &Engine) -> Vec<Unseen> {
+        e.unseen().map(unseen::Found::hinted).unwrap_or_default()
+    }
+
     /// A field `match:` tests that no line has reads as a misspelt name,
     /// with the closest name of the lines: told after a few lines, not for
     /// `exists: false` (absent is what it asks), gone once a line has it.
@@ -631,12 +633,12 @@ pub(super) mod tests {
         let l = br#"{"message":"done","status":"ok","user":{"role":"admin"}}"#;
         for _ in 0..4 {
             assert_eq!(e.line(l, now, 0.0), LineKind::Unmatched);
-            assert!(e.unseen().is_empty(), "one line is data");
+            assert!(told(&e).is_empty(), "one line is data");
         }
         assert_eq!(e.line(b"not json", now, 0.0), LineKind::Invalid);
-        assert!(e.unseen().is_empty(), "invalid lines do not count");
+        assert!(told(&e).is_empty(), "invalid lines do not count");
         e.line(l, now, 0.0);
-        let u = e.unseen();
+        let u = told(&e);
         let fields: Vec<(&str, Option<&str>)> = (u.iter())
             .map(|u| (u.field.as_str(), u.hint.as_deref()))
             .collect();
@@ -657,10 +659,10 @@ pub(super) mod tests {
         for _ in 0..5 {
             e2.line(br#"{"b\n":1}"#, now, 0.0);
         }
-        assert_eq!(e2.unseen()[0].hint, None, "{:?}", e2.unseen());
+        assert_eq!(told(&e2)[0].hint, None, "{:?}", told(&e2));
         // Once a line has it (null too), it was a rare field, not a typo.
         e.line(br#"{"mesage":null,"user":{"rle":1}}"#, now, 0.0);
-        assert!(e.unseen().is_empty(), "{:?}", e.unseen());
+        assert!(told(&e).is_empty(), "{:?}", told(&e));
     }
 
     #[test]

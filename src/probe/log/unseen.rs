@@ -30,11 +30,38 @@ impl Unseen {
     }
 }
 
+/// The fields never seen ([`super::rules::Engine::unseen`]), and a line
+/// read (empty when none was kept).
+pub struct Found {
+    pub fields: Vec<Unseen>,
+    pub sample: String,
+}
+
+impl Found {
+    /// The fields, each with its hint: the closest of the line's field
+    /// names, or their list (none without a line).
+    pub fn hinted(self) -> Vec<Unseen> {
+        let names = field_names(&self.sample);
+        let known: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut fields = self.fields;
+        if !known.is_empty() {
+            for u in &mut fields {
+                u.hint = Some(crate::config::suggest::closest(
+                    &u.field,
+                    &known,
+                    "fields of a line",
+                ));
+            }
+        }
+        fields
+    }
+}
+
 /// The field names of a JSON line, nested ones as dotted paths (at most
 /// 200, three levels deep): what a misspelt name is compared with. Names
 /// that could not be a rule's (control characters, over 64 bytes) are
 /// left out: a hint quotes them in depwatch's log.
-pub(super) fn field_names(line: &str) -> Vec<String> {
+fn field_names(line: &str) -> Vec<String> {
     fn walk(v: &Value, prefix: &str, depth: usize, out: &mut Vec<String>) {
         let Value::Object(m) = v else { return };
         for (k, v) in m {
