@@ -565,6 +565,14 @@ async fn a_refused_login_backs_off_and_a_reload_of_the_smtp_settings_retries_at_
     smtp.wait_kind("watchdog", 1).await;
     let log = smtp.auth_log();
     assert_eq!(log.matches(" bad\n").count(), 2, "{log}");
+    // The catcher has the email before depwatch has read the server's
+    // answer and logged it.
+    wait_for("the delivery logged", WAIT, || async {
+        dw.log()
+            .contains("Alert emails are delivered again.")
+            .then_some(())
+    })
+    .await;
     let dwlog = dw.log();
     assert_eq!(
         dwlog
